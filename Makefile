@@ -1,0 +1,50 @@
+# tradekernel developer entry points. Everything runs from ./.venv, created on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Coverage gates (DEVELOPERS.md): machines/ and storage/ >= 90% branch coverage, everything >= 85%.
+COV_CORE    := 90
+COV_OVERALL := 85
+
+.PHONY: test lint typecheck unit bench docs clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit("tradekernel needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+## lint: ruff (lint + format check) over the code, tests and benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff check kernel machines storage tests benchmarks
+	$(BIN)/ruff format --check kernel machines storage tests benchmarks
+
+## typecheck: mypy --strict on the pure core and the journal
+typecheck: $(STAMP)
+	$(BIN)/mypy machines storage
+
+## unit: the whole test suite with the coverage gates
+unit: $(STAMP)
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest --cov --cov-report= -p no:cacheprovider
+	$(BIN)/coverage combine --quiet || true
+	$(BIN)/coverage report --include='machines/*,storage/*' --fail-under=$(COV_CORE)
+	$(BIN)/coverage report --fail-under=$(COV_OVERALL)
+
+## test: what CI runs: lint, type checks, the whole suite with coverage gates
+test: lint typecheck unit
+
+## bench: performance figures as JSON lines, each next to a raw baseline measured in the same run
+bench: $(STAMP)
+	$(BIN)/python benchmarks/journal.py
+
+## docs: regenerate the generated blocks of docs/machines/*.md from the machine tables
+docs: $(STAMP)
+	$(BIN)/tradekernel diagram --update-docs docs/machines
+
+clean:
+	rm -rf $(VENV) .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,269 @@
+"""``tradekernel audit ...``: read the journal as tables for people or JSON for scripts.
+
+Exit codes: 0 ok, 1 a check failed (``verify``), 2 usage or input error (no such file, not a
+journal, unknown entity, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+from kernel.textable import format_table
+from storage import codec
+from storage.audit import AuditReader
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_DB = "tradekernel.db"
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``audit`` and its subcommands on the top-level subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"journal file (default: ./{DEFAULT_DB})")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    audit = commands.add_parser(
+        "audit",
+        help="inspect the state journal (read-only)",
+        description="Inspect the state journal. Opens it read-only: safe while a kernel runs. "
+        "Exit status: 0 ok, 1 check failed, 2 usage or input error.",
+    )
+    sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+
+    tail = sub.add_parser("tail", parents=[common], help="latest transitions, oldest first")
+    tail.add_argument("-n", type=_positive, default=20, metavar="N", help="how many (default 20)")
+    tail.add_argument("--machine", metavar="M", help="only this machine")
+    tail.add_argument("--entity", metavar="E", help="only this entity")
+    tail.set_defaults(run=_tail)
+
+    timeline = sub.add_parser("timeline", parents=[common], help="every transition of one entity")
+    timeline.add_argument("entity", metavar="ENTITY")
+    timeline.add_argument("--machine", metavar="M", help="the entity's machine, when ids repeat across machines")
+    timeline.set_defaults(run=_timeline)
+
+    entities = sub.add_parser("entities", parents=[common], help="current state of each entity")
+    entities.add_argument("--machine", metavar="M", help="only this machine")
+    entities.add_argument("--live", action="store_true", help="only entities not in a terminal state")
+    entities.set_defaults(run=_entities)
+
+    verify = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check file integrity, the hash chain, and that replay reproduces current state",
+    )
+    verify.set_defaults(run=_verify)
+
+    stats = sub.add_parser("stats", parents=[common], help="rows per machine, entities, runs, file size")
+    stats.set_defaults(run=_stats)
+
+    export = sub.add_parser("export", parents=[common], help="dump transitions as CSV or JSON")
+    export.add_argument(
+        "--format",
+        choices=("csv", "json", "jsonl"),
+        default="jsonl",
+        help="csv, json (one array) or jsonl (one object per line; default)",
+    )
+    export.add_argument(
+        "--since",
+        type=_non_negative,
+        default=0,
+        metavar="SEQ",
+        help="only rows after SEQ (pass the last seq you exported to continue)",
+    )
+    export.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+    export.set_defaults(run=_export)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed ``audit`` subcommand; journal errors propagate to the caller."""
+    with AuditReader(args.db) as reader:
+        code: int = args.run(reader, args)
+        return code
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def _short_time(iso: str) -> str:
+    return iso[:23] + "Z"
+
+
+def _data_text(data: Any) -> str:
+    return codec.encode(data).decode()
+
+
+def _transition_table(rows: Iterable[dict[str, Any]]) -> str:
+    return format_table(
+        ["seq", "time (UTC)", "run", "machine", "entity", "trigger", "source -> dest", "data"],
+        [
+            [
+                r["seq"],
+                _short_time(r["ts"]),
+                r["run"],
+                r["machine"],
+                r["entity"],
+                r["trigger"],
+                f"{r['source'] or '(new)'} -> {r['dest']}",
+                _data_text(r["data"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: row[k]
+        for k in ("seq", "ts", "ts_ns", "run", "machine", "entity", "trigger", "source", "dest", "data", "hash")
+    }
+
+
+def _tail(reader: AuditReader, args: argparse.Namespace) -> int:
+    rows = reader.tail(args.n, machine=args.machine, entity=args.entity)
+    if args.json:
+        _print_json([_public(r) for r in rows])
+    elif rows:
+        print(_transition_table(rows))
+    else:
+        print("no transitions")
+    return EXIT_OK
+
+
+def _timeline(reader: AuditReader, args: argparse.Namespace) -> int:
+    rows = reader.timeline(args.entity, machine=args.machine)
+    if not rows:
+        where = f" of machine {args.machine!r}" if args.machine else ""
+        print(f"tradekernel: error: no transitions for entity {args.entity!r}{where} in {args.db}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        _print_json([_public(r) for r in rows])
+    else:
+        print(_transition_table(rows))
+    return EXIT_OK
+
+
+def _entities(reader: AuditReader, args: argparse.Namespace) -> int:
+    rows = reader.entities(machine=args.machine, live_only=args.live)
+    if args.json:
+        _print_json(rows)
+    elif rows:
+        print(
+            format_table(
+                ["machine", "entity", "state", "live", "seq", "data"],
+                [
+                    [
+                        r["machine"],
+                        r["entity"],
+                        r["state"],
+                        "yes" if r["live"] else "no",
+                        r["seq"],
+                        _data_text(r["data"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    else:
+        print("no entities")
+    return EXIT_OK
+
+
+def _verify(reader: AuditReader, args: argparse.Namespace) -> int:
+    result = reader.verify()
+    if args.json:
+        _print_json(result.as_json())
+    elif result.ok:
+        print(f"ok: {result.transitions} transitions, {result.entities} entities; checked {', '.join(result.checks)}")
+    else:
+        where = f"at seq {result.first_bad_seq}" if result.first_bad_seq is not None else "in the file"
+        print(f"FAILED {where}: {result.reason}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _stats(reader: AuditReader, args: argparse.Namespace) -> int:
+    stats = reader.stats()
+    if args.json:
+        _print_json(stats)
+        return EXIT_OK
+    print(f"journal        {stats['path']} (schema version {stats['schema_version']})")
+    print(
+        f"size           {stats['total_bytes']:,} bytes "
+        f"({', '.join(f'{k} {v:,}' for k, v in stats['file_bytes'].items())})"
+    )
+    print(f"transitions    {stats['transitions']:,} (seq {stats['first_seq']} .. {stats['last_seq']})")
+    if stats["first_ts"]:
+        print(f"time span      {_short_time(stats['first_ts'])} .. {_short_time(stats['last_ts'])}")
+    print(f"runs           {', '.join(f'{n} {s}' for s, n in stats['runs'].items()) or 'none'}")
+    machines = sorted(set(stats["transitions_per_machine"]) | set(stats["live_entities"]))
+    if machines:
+        print()
+        print(
+            format_table(
+                ["machine", "transitions", "live entities", "ended entities"],
+                [
+                    [
+                        m,
+                        stats["transitions_per_machine"].get(m, 0),
+                        stats["live_entities"].get(m, 0),
+                        stats["ended_entities"].get(m, 0),
+                    ]
+                    for m in machines
+                ],
+            )
+        )
+    return EXIT_OK
+
+
+_EXPORT_FIELDS = ("seq", "ts", "ts_ns", "run", "machine", "entity", "trigger", "source", "dest", "data", "hash")
+
+
+def _export(reader: AuditReader, args: argparse.Namespace) -> int:
+    rows = reader.export(since=args.since)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            count = _write_export(rows, args.format, out)
+        print(f"exported {count} transitions to {args.output}", file=sys.stderr)
+    else:
+        _write_export(rows, args.format, sys.stdout)
+    return EXIT_OK
+
+
+def _write_export(rows: Iterable[dict[str, Any]], fmt: str, out: IO[str]) -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(_EXPORT_FIELDS)
+        for row in rows:
+            writer.writerow([_data_text(row[f]) if f == "data" else row[f] for f in _EXPORT_FIELDS])
+            count += 1
+    elif fmt == "json":
+        out.write("[")
+        for row in rows:
+            out.write(("\n" if count == 0 else ",\n") + json.dumps(_public(row)))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+    else:
+        for row in rows:
+            out.write(json.dumps(_public(row)) + "\n")
+            count += 1
+    return count

@@ -1,0 +1,34 @@
+"""Pure state machines: declarative tables, compiled once per kind, fired on bare entities.
+
+Nothing in this package awaits, sleeps, reads a clock or does I/O (the sans-I/O rule).
+"""
+
+from machines import registry
+from machines.base import CREATE, Entity, Rule, StateMachine, Transition, check_data
+from machines.errors import (
+    DefinitionError,
+    InvalidData,
+    InvalidTransition,
+    StateMachineError,
+    TransitionRefused,
+    UnknownMachine,
+)
+from machines.run import RUN, RunState
+
+__all__ = [
+    "CREATE",
+    "RUN",
+    "DefinitionError",
+    "Entity",
+    "InvalidData",
+    "InvalidTransition",
+    "Rule",
+    "RunState",
+    "StateMachine",
+    "StateMachineError",
+    "Transition",
+    "TransitionRefused",
+    "UnknownMachine",
+    "check_data",
+    "registry",
+]

@@ -1,0 +1,300 @@
+"""The read side of the journal: audit queries and ``verify``. Opens the file read-only.
+
+Every query runs on a read-only connection, so auditing a journal while a kernel writes to it is
+safe (WAL readers never block the writer) and never creates or modifies a file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from machines import CREATE, Entity, StateMachineError, registry
+from storage import codec
+from storage.schema import (
+    check_readable_version,
+    connect_reader,
+    integrity_problem,
+    translate,
+)
+
+_COLUMNS = "seq, ts, run, machine, entity, trigger, source, dest, data, hash"
+
+
+def iso_time(ts_ns: int) -> str:
+    """Nanoseconds since the epoch as an ISO-8601 UTC string with nanosecond precision."""
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+
+def _transition(row: tuple[Any, ...]) -> dict[str, Any]:
+    seq, ts, run, machine, entity, trigger, source, dest, data, chain_hash = row
+    return {
+        "seq": seq,
+        "ts": iso_time(ts),
+        "ts_ns": ts,
+        "run": run,
+        "machine": machine,
+        "entity": entity,
+        "trigger": trigger,
+        "source": source,
+        "dest": dest,
+        "data": codec.decode(data),
+        "hash": chain_hash,
+    }
+
+
+@dataclass
+class VerifyResult:
+    """What ``verify`` found. ``first_bad_seq`` is ``None`` when ``ok`` or for whole-file damage."""
+
+    ok: bool
+    transitions: int = 0
+    entities: int = 0
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    checks: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The public ``audit verify --json`` shape."""
+        out: dict[str, Any] = {"ok": self.ok, "transitions": self.transitions, "entities": self.entities}
+        if not self.ok:
+            out["first_bad_seq"] = self.first_bad_seq
+            out["reason"] = self.reason
+        out["checks"] = self.checks
+        return out
+
+
+class _Bad(Exception):
+    def __init__(self, seq: int | None, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(reason)
+
+
+class AuditReader:
+    """Read-only access to a journal. Raises ``JournalError`` subclasses on open."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = connect_reader(path)
+        try:
+            self.schema_version = check_readable_version(self._conn, path)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> AuditReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, writing=False) from exc
+
+    # -- listings ---------------------------------------------------------------------------
+
+    def tail(self, n: int = 20, machine: str | None = None, entity: str | None = None) -> list[dict[str, Any]]:
+        """The last ``n`` transitions (optionally of one machine / entity), oldest first."""
+        where, params = _filters(machine=machine, entity=entity)
+        rows = self._query(f"SELECT {_COLUMNS} FROM transitions {where} ORDER BY seq DESC LIMIT ?", (*params, n))
+        return [_transition(r) for r in reversed(rows)]
+
+    def timeline(self, entity: str, machine: str | None = None) -> list[dict[str, Any]]:
+        """Every transition of one entity, in order (scans the log: entity ids are not indexed)."""
+        where, params = _filters(machine=machine, entity=entity)
+        rows = self._query(f"SELECT {_COLUMNS} FROM transitions {where} ORDER BY seq", params)
+        return [_transition(r) for r in rows]
+
+    def entities(self, machine: str | None = None, live_only: bool = False) -> list[dict[str, Any]]:
+        """Current state and data of each entity (``live_only``: not in a terminal state)."""
+        table = "live_entities" if live_only else "entities"
+        live_col = "1 AS live" if live_only else "live"
+        where, params = _filters(machine=machine)
+        rows = self._query(
+            f"SELECT machine, entity, state, seq, {live_col}, data FROM {table} {where} ORDER BY machine, seq",
+            params,
+        )
+        return [
+            {"machine": m, "entity": e, "state": s, "seq": q, "live": bool(lv), "data": codec.decode(d)}
+            for m, e, s, q, lv, d in rows
+        ]
+
+    def export(self, since: int = 0) -> Iterator[dict[str, Any]]:
+        """Every transition with ``seq > since``, in order, streamed."""
+        try:
+            cursor = self._conn.execute(f"SELECT {_COLUMNS} FROM transitions WHERE seq > ? ORDER BY seq", (since,))
+            for row in cursor:
+                yield _transition(row)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, writing=False) from exc
+
+    def stats(self) -> dict[str, Any]:
+        """Rows per machine, entities per machine, runs by state, file sizes, schema, seq range."""
+
+        def counts(sql: str) -> dict[str, int]:
+            return {str(key): int(n) for key, n in self._query(sql)}
+
+        per_machine = counts("SELECT machine, count(*) FROM transitions GROUP BY machine ORDER BY machine")
+        live = counts("SELECT machine, count(*) FROM live_entities GROUP BY machine ORDER BY machine")
+        ended = counts("SELECT machine, count(*) FROM ended_entities GROUP BY machine ORDER BY machine")
+        runs = counts("SELECT state, count(*) FROM runs GROUP BY state ORDER BY state")
+        first, last = self._query("SELECT min(seq), max(seq) FROM transitions")[0]
+        times = self._query("SELECT min(ts), max(ts) FROM transitions")[0]
+        files = {
+            suffix or "db": os.path.getsize(self.path + suffix)
+            for suffix in ("", "-wal", "-shm")
+            if os.path.exists(self.path + suffix)
+        }
+        return {
+            "path": self.path,
+            "schema_version": self.schema_version,
+            "transitions": sum(per_machine.values()),
+            "transitions_per_machine": per_machine,
+            "live_entities": live,
+            "ended_entities": ended,
+            "runs": runs,
+            "first_seq": first,
+            "last_seq": last,
+            "first_ts": iso_time(times[0]) if times[0] is not None else None,
+            "last_ts": iso_time(times[1]) if times[1] is not None else None,
+            "file_bytes": files,
+            "total_bytes": sum(files.values()),
+        }
+
+    # -- verify -----------------------------------------------------------------------------
+
+    def verify(self) -> VerifyResult:
+        """Check the file, the hash chain, the head, and that replay reproduces current state.
+
+        Runs in one read transaction, so it sees one consistent snapshot even while a kernel
+        writes. Names the first bad ``seq`` it finds.
+        """
+        result = VerifyResult(ok=True)
+        try:
+            self._conn.execute("BEGIN")
+            try:
+                self._verify(result)
+            finally:
+                self._conn.execute("COMMIT")
+        except _Bad as bad:
+            result.ok = False
+            result.first_bad_seq = bad.seq
+            result.reason = bad.reason
+        except sqlite3.Error as exc:
+            error = translate(exc, self.path, writing=False)
+            result.ok = False
+            result.reason = str(error)
+        return result
+
+    def _verify(self, result: VerifyResult) -> None:
+        problem = integrity_problem(self._conn)
+        if problem:
+            raise _Bad(None, f"SQLite integrity check failed: {problem}")
+        result.checks.append("sqlite quick_check")
+        replayed = self._verify_chain(result)
+        result.checks.append("hash chain and head")
+        result.checks.append("replay through machine tables")
+        self._verify_current_state(replayed, result)
+        result.checks.append("current-state tables match replay")
+
+    def _verify_chain(self, result: VerifyResult) -> dict[tuple[str, str], tuple[Entity, int]]:
+        expected_seq = 1
+        prev_hash = codec.GENESIS_HASH
+        entities: dict[tuple[str, str], tuple[Entity, int]] = {}
+        cursor = self._conn.execute(f"SELECT {_COLUMNS} FROM transitions ORDER BY seq")
+        for row in cursor:
+            seq, ts, run, machine, entity_id, trigger, source, dest, data_text, stored_hash = row
+            if seq != expected_seq:
+                raise _Bad(expected_seq, f"row seq {expected_seq} is missing (the next row is seq {seq})")
+            computed = codec.row_hash(
+                prev_hash, seq, ts, run, machine, entity_id, trigger, source, dest, data_text.encode()
+            )
+            if computed != stored_hash:
+                raise _Bad(seq, "hash mismatch: this row was edited (or its stored hash was)")
+            self._replay(entities, seq, machine, entity_id, trigger, source, dest, data_text)
+            prev_hash = stored_hash
+            expected_seq += 1
+            result.transitions += 1
+        head_seq, head_hash = self._conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+        last_seq = expected_seq - 1
+        if head_seq > last_seq:
+            raise _Bad(last_seq + 1, f"rows after seq {last_seq} are missing (the head records seq {head_seq})")
+        if (head_seq, head_hash) != (last_seq, prev_hash):
+            raise _Bad(head_seq, f"the chain head (seq {head_seq}) does not match the last row (seq {last_seq})")
+        return entities
+
+    @staticmethod
+    def _replay(
+        entities: dict[tuple[str, str], tuple[Entity, int]],
+        seq: int,
+        machine_name: str,
+        entity_id: str,
+        trigger: str,
+        source: str | None,
+        dest: str,
+        data_text: str,
+    ) -> None:
+        try:
+            machine = registry.get(machine_name)
+        except StateMachineError as exc:
+            raise _Bad(seq, f"cannot replay: {exc}") from None
+        data = codec.decode(data_text)
+        key = (machine_name, entity_id)
+        try:
+            if trigger == CREATE:
+                if key in entities:
+                    raise _Bad(seq, f"{machine_name} {entity_id!r} is created a second time")
+                entity, _ = machine.create(entity_id, **data)
+            else:
+                if key not in entities:
+                    raise _Bad(seq, f"{machine_name} {entity_id!r} has a transition but was never created")
+                entity = entities[key][0]
+                if entity.state != source:
+                    raise _Bad(seq, f"row says source {source!r} but replay has {entity.state!r}")
+                machine.fire(entity, trigger, **data)
+        except StateMachineError as exc:
+            raise _Bad(seq, f"replay refused the row: {exc}") from None
+        if entity.state != dest:
+            raise _Bad(seq, f"row says dest {dest!r} but replay reached {entity.state!r}")
+        entities[key] = (entity, seq)
+
+    def _verify_current_state(self, replayed: dict[tuple[str, str], tuple[Entity, int]], result: VerifyResult) -> None:
+        stored: dict[tuple[str, str], tuple[str, int, bool, str]] = {}
+        for table, live in (("live_entities", True), ("ended_entities", False)):
+            for machine, entity_id, state, seq, data in self._conn.execute(
+                f"SELECT machine, entity, state, seq, data FROM {table}"
+            ):
+                if (machine, entity_id) in stored:
+                    raise _Bad(seq, f"{machine} {entity_id!r} is both live and ended")
+                stored[(machine, entity_id)] = (state, seq, live, data)
+        bad: list[tuple[int, str]] = []
+        for key, (entity, seq) in replayed.items():
+            expected = (entity.state, seq, entity.live, codec.encode_text(entity.data))
+            row = stored.pop(key, None)
+            if row != expected:
+                what = "is missing" if row is None else "differs from replay"
+                bad.append((seq, f"current state of {key[0]} {key[1]!r} {what}"))
+        for (machine, entity_id), (_state, seq, _live, _data) in stored.items():
+            bad.append((seq, f"current state of {machine} {entity_id!r} has no transitions"))
+        if bad:
+            raise _Bad(*min(bad))
+        result.entities = len(replayed)
+
+
+def _filters(**columns: str | None) -> tuple[str, tuple[Any, ...]]:
+    parts = [f"{name} = ?" for name, value in columns.items() if value is not None]
+    params = tuple(value for value in columns.values() if value is not None)
+    return ("WHERE " + " AND ".join(parts) if parts else ""), params

@@ -1,0 +1,63 @@
+"""Canonical encoding of journal rows and the hash chain that links them.
+
+Data is stored as canonical JSON (keys sorted, no spaces, ``Decimal`` as a string) so that the same
+transition always encodes to the same bytes. Each row's hash is
+``sha256(previous row's hash + header + data)`` where ``header`` is the canonical JSON array
+``[seq, ts, run, machine, entity, trigger, source, dest]``; the header is self-delimiting, so no
+two different rows hash the same input. Editing, inserting or deleting any row breaks the chain
+from that row on; the journal head (last seq and hash, kept in the same transaction) catches a
+deleted tail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+
+GENESIS_HASH = "0" * 64
+"""The 'previous hash' of the first row."""
+
+
+def _enc_hook(value: Any) -> Any:
+    # Transition.data is a read-only MappingProxyType, which msgspec does not know.
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError(f"cannot journal a value of type {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(order="sorted", enc_hook=_enc_hook)
+_decoder = msgspec.json.Decoder()
+
+encode = _encoder.encode
+"""Canonical JSON bytes of a value (``Decimal`` as string, keys sorted)."""
+
+
+def encode_text(value: Mapping[str, Any]) -> str:
+    """Canonical JSON text of a mapping, as stored in ``data`` columns."""
+    return _encoder.encode(value).decode()
+
+
+def decode(text: str | bytes) -> Any:
+    """Parse JSON text from a ``data`` column (decimals come back as strings)."""
+    return _decoder.decode(text)
+
+
+def row_hash(
+    prev_hash: str,
+    seq: int,
+    ts: int,
+    run: int,
+    machine: str,
+    entity: str,
+    trigger: str,
+    source: str | None,
+    dest: str,
+    data: bytes,
+) -> str:
+    """The chained hash of one ``transitions`` row (hex)."""
+    header = _encoder.encode((seq, ts, run, machine, entity, trigger, source, dest))
+    return hashlib.sha256(prev_hash.encode() + header + data).hexdigest()

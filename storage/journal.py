@@ -1,0 +1,377 @@
+"""The write side of the transition journal: append, group commit, one writer per database.
+
+Usage (the write-ahead rule of DESIGN.md)::
+
+    journal = Journal.open("tradekernel.db")          # takes the writer lock, migrates, starts a run
+    entity, created = ORDER.create("o-1", ...)
+    journal.append(created, entity)                    # buffered in memory
+    journal.fire(ORDER, entity, "submit")              # fire + append in one call
+    journal.commit()                                   # one transaction: durable, or nothing
+    ...                                                # only now may commands leave the process
+    journal.close()                                    # commits, records the run as stopped
+
+``commit()`` writes every buffered row, the current state of every entity they touched and the
+chain head in one transaction. If it fails (disk full, I/O error) the transaction is rolled back,
+the batch stays buffered, ``failure`` is set and ``JournalWriteError`` is raised: the caller must
+stop trading; a later ``commit()`` may succeed and then loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from machines import RUN, Entity, StateMachine, Transition, registry
+from storage import codec
+from storage.errors import (
+    JournalClosed,
+    JournalCorrupt,
+    JournalError,
+    JournalWriteError,
+)
+from storage.lock import WriterLock
+from storage.schema import (
+    Durability,
+    check_directory,
+    connect_writer,
+    integrity_problem,
+    migrate,
+    translate,
+    user_version,
+)
+
+STATE_TABLES = ("live_entities", "journal_head")
+"""Tables ``PRAGMA quick_check`` covers on every open: what resuming reads, O(live entities). The
+whole file (3 s for a million rows here) is checked by ``tradekernel audit verify``."""
+
+_INSERT = (
+    "INSERT INTO transitions (seq, ts, run, machine, entity, trigger, source, dest, data, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_LIVE = (
+    "INSERT INTO live_entities (machine, entity, state, seq, data) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (machine, entity) DO UPDATE SET "
+    "state = excluded.state, seq = excluded.seq, data = excluded.data"
+)
+_UPSERT_ENDED = (
+    "INSERT INTO ended_entities (machine, entity, state, seq, data) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (machine, entity) DO UPDATE SET "
+    "state = excluded.state, seq = excluded.seq, data = excluded.data"
+)
+_DELETE_LIVE = "DELETE FROM live_entities WHERE machine = ? AND entity = ?"
+_HEAD = "UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1"
+
+Row = tuple[int, int, int, str, str, str, "str | None", str, str, str]
+
+
+class JournalDataError(JournalError):
+    """A transition or entity cannot be journaled (its data is not JSON-safe, or they disagree)."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tradekernel")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Journal:
+    """An open, writable journal. Create with ``Journal.open``; not thread-safe."""
+
+    def __init__(
+        self,
+        path: str,
+        conn: sqlite3.Connection,
+        lock: WriterLock,
+        durability: Durability,
+        clock: Callable[[], int],
+    ) -> None:
+        self.path = path
+        self.durability = durability
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = lock
+        self._clock = clock
+        seq, chain_hash = conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+        self._seq: int = seq
+        self._hash: str = chain_hash
+        self._committed_seq: int = seq
+        self._rows: list[Row] = []
+        self._dirty: dict[tuple[str, str], tuple[Entity, int]] = {}
+        self._failure: JournalError | None = None
+        self.run_id = 0
+        self.crashed_runs: list[int] = []
+        self.schema_before = 0
+        self.schema_version = 0
+        self._run_entity: Entity | None = None
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        durability: Durability = "full",
+        clock: Callable[[], int] = time.time_ns,
+        start_run: bool = True,
+    ) -> Journal:
+        """Open (creating if needed) the journal at ``path`` for writing and start a run.
+
+        Takes the writer lock, checks the state tables with ``PRAGMA quick_check``, applies pending
+        migrations, checks the chain head against the last row, records runs that never stopped
+        as ``crash_detected`` and starts a new run (``start_run=False`` skips the run bookkeeping,
+        for maintenance such as ``tradekernel migrate``).
+
+        Raises ``JournalOpenError`` (missing/read-only directory or file, foreign database),
+        ``JournalLocked`` (another writer), ``JournalCorrupt``, ``JournalVersionError``.
+        """
+        check_directory(path)
+        lock = WriterLock(path)
+        try:
+            conn = connect_writer(path, durability)
+            try:
+                schema_before, schema_after = _check_and_migrate(conn, path)
+                journal = cls(path, conn, lock, durability, clock)
+                journal.schema_before, journal.schema_version = schema_before, schema_after
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        if start_run:
+            try:
+                journal._start_run()
+            except BaseException:
+                journal._release()
+                raise
+        return journal
+
+    def _start_run(self) -> None:
+        conn = self._require_open()
+        now = self._clock()
+        (last_run,) = conn.execute(
+            "SELECT COALESCE(MAX(CAST(entity AS INTEGER)), 0) FROM entities WHERE machine = 'run'"
+        ).fetchone()
+        self.run_id = int(last_run) + 1
+        self._run_entity, created = RUN.create(
+            str(self.run_id), started_ns=now, pid=os.getpid(), host=socket.gethostname(), version=_version()
+        )
+        self.append(created, self._run_entity)
+        for run in self.live_entities(RUN):
+            self.fire(RUN, run, "crash_detected", detected_by_run=self.run_id, detected_ns=now)
+            self.crashed_runs.append(int(run.entity_id))
+        self.commit()
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def failure(self) -> JournalError | None:
+        """The error of the last failed commit, or ``None`` when the last commit succeeded."""
+        return self._failure
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has released the database."""
+        return self._conn is None
+
+    @property
+    def pending(self) -> int:
+        """Rows appended but not yet committed."""
+        return len(self._rows)
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the last appended row (committed or not)."""
+        return self._seq
+
+    @property
+    def committed_seq(self) -> int:
+        """Seq of the last committed row."""
+        return self._committed_seq
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalClosed(f"journal {self.path} is closed")
+        return self._conn
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, transition: Transition, entity: Entity) -> int:
+        """Buffer ``transition`` (whose result ``entity`` now holds); return its seq.
+
+        Nothing is durable until ``commit()``. Raises ``JournalClosed`` or ``JournalDataError``
+        (nothing buffered).
+        """
+        self._require_open()
+        if entity.entity_id != transition.entity_id or entity.machine.name != transition.machine:
+            raise JournalDataError(
+                f"transition for {transition.machine}:{transition.entity_id} appended with entity "
+                f"{entity.machine.name}:{entity.entity_id}"
+            )
+        try:
+            data = codec.encode(transition.data)
+        except (TypeError, ValueError) as exc:
+            raise JournalDataError(f"cannot journal data of {transition}: {exc}") from exc
+        seq = self._seq + 1
+        ts = self._clock()
+        chain_hash = codec.row_hash(
+            self._hash,
+            seq,
+            ts,
+            self.run_id,
+            transition.machine,
+            transition.entity_id,
+            transition.trigger,
+            transition.source,
+            transition.dest,
+            data,
+        )
+        self._rows.append(
+            (
+                seq,
+                ts,
+                self.run_id,
+                transition.machine,
+                transition.entity_id,
+                transition.trigger,
+                transition.source,
+                transition.dest,
+                data.decode(),
+                chain_hash,
+            )
+        )
+        self._dirty[(transition.machine, transition.entity_id)] = (entity, seq)
+        self._seq = seq
+        self._hash = chain_hash
+        return seq
+
+    def fire(self, machine: StateMachine, entity: Entity, trigger: str, /, **data: Any) -> Transition:
+        """``machine.fire(entity, trigger, **data)`` and append the result; return the record.
+
+        A refused trigger raises the machine's typed error and appends nothing.
+        """
+        transition = machine.fire(entity, trigger, **data)
+        self.append(transition, entity)
+        return transition
+
+    def commit(self) -> int:
+        """Make every appended row durable in one transaction; return how many rows it wrote.
+
+        Raises ``JournalWriteError`` after rolling back: the batch stays buffered for a retry and
+        ``failure`` is set until a commit succeeds.
+        """
+        conn = self._require_open()
+        if not self._rows:
+            return 0
+        live: list[tuple[str, str, str, int, str]] = []
+        ended: list[tuple[str, str, str, int, str]] = []
+        try:
+            for (machine, entity_id), (entity, seq) in self._dirty.items():
+                row = (machine, entity_id, entity.state, seq, codec.encode_text(entity.data))
+                (live if entity.live else ended).append(row)
+        except (TypeError, ValueError) as exc:
+            self._failure = JournalDataError(f"cannot journal an entity's data: {exc}")
+            raise self._failure from exc
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, self._rows)
+            if live:
+                conn.executemany(_UPSERT_LIVE, live)
+            if ended:
+                conn.executemany(_DELETE_LIVE, [row[:2] for row in ended])
+                conn.executemany(_UPSERT_ENDED, ended)
+            conn.execute(_HEAD, (self._seq, self._hash))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(conn)
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            error = translate(exc, self.path, writing=True)
+            if not isinstance(error, JournalWriteError):
+                error = JournalWriteError(str(error))
+            self._failure = error
+            raise error from exc
+        written = len(self._rows)
+        self._rows = []
+        self._dirty = {}
+        self._committed_seq = self._seq
+        self._failure = None
+        return written
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def live_entities(self, machine: StateMachine | str) -> list[Entity]:
+        """Every committed entity of ``machine`` not in a terminal state, rebuilt from its row.
+
+        Costs O(live entities of that machine), whatever the length of the history.
+        """
+        conn = self._require_open()
+        kind = registry.get(machine) if isinstance(machine, str) else machine
+        rows = conn.execute("SELECT entity, state, data FROM live_entities WHERE machine = ?", (kind.name,)).fetchall()
+        return [kind.restore(entity_id, state, codec.decode(data)) for entity_id, state, data in rows]
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit what is buffered, record this run as stopped, release the database and lock.
+
+        Idempotent. If the final commit fails, ``JournalWriteError`` is raised and the journal
+        stays open so that ``close()`` can be retried; a run that never closes is recorded as
+        crashed by the next writer.
+        """
+        if self._conn is None:
+            return
+        if self._run_entity is not None and self._run_entity.live:
+            self.fire(RUN, self._run_entity, "stop", ended_ns=self._clock())
+        self.commit()
+        # Fold the WAL into the file so a copied .db is complete; a busy reader just defers it.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._release()
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._lock.release()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back (e.g. after SQLITE_FULL): nothing is half-written either way.
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _check_and_migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:
+    """Integrity-check the state tables, migrate, and check the head; return (version before, after)."""
+    try:
+        if user_version(conn) > 0:
+            problem = integrity_problem(conn, STATE_TABLES)
+            if problem:
+                raise JournalCorrupt(f"{path} failed PRAGMA quick_check: {problem}")
+        versions = migrate(conn, path)
+        head = conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+        last = conn.execute("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").fetchone()
+        last = last or (0, codec.GENESIS_HASH)
+        if tuple(head) != tuple(last):
+            raise JournalCorrupt(
+                f"{path}: the chain head records seq {head[0]} but the last row is seq {last[0]} "
+                "(rows were removed or edited); run `tradekernel audit verify` and restore from backup"
+            )
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    return versions

@@ -1,0 +1,279 @@
+"""Journal schema, forward-only migrations and connection set-up. The only SQL DDL lives here.
+
+Tables (see docs/audit.md for the reader's view):
+
+* ``transitions`` — append-only, one row per fired trigger, hash-chained (``storage.codec``).
+  ``ts`` is nanoseconds since the Unix epoch (UTC); ``data`` is canonical JSON.
+* ``live_entities`` / ``ended_entities`` — current state and data of every entity, with the ``seq``
+  of its last transition, written in the same transaction as the rows they reflect; an entity moves
+  to ``ended_entities`` when it reaches a terminal state.
+* ``journal_head`` — the last committed ``seq`` and ``hash`` (one row): catches a deleted tail.
+* views ``entities`` (both tables, with ``live``), ``runs`` (one row per writer session) and
+  ``transition_log`` (readable times).
+
+The schema version is ``PRAGMA user_version``; migrations are applied with sqlite-utils'
+``Migrations`` (recorded in ``_sqlite_migrations``) and never run backwards: a database newer than
+this code is refused with both versions named.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import Literal
+from urllib.parse import quote
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from storage.codec import GENESIS_HASH
+from storage.errors import (
+    JournalCorrupt,
+    JournalError,
+    JournalLocked,
+    JournalOpenError,
+    JournalVersionError,
+    JournalWriteError,
+)
+
+Durability = Literal["full", "normal"]
+SYNCHRONOUS: dict[str, str] = {"full": "FULL", "normal": "NORMAL"}
+
+BUSY_TIMEOUT_S = 2.0
+"""How long a statement waits for a foreign SQLite lock (e.g. a shell holding BEGIN EXCLUSIVE)."""
+
+MIGRATIONS = Migrations("tradekernel")
+MIGRATION_NAMES: list[str] = []
+
+
+def _migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+    """Register ``fn`` as the next migration (its name is its identity in ``_sqlite_migrations``)."""
+    MIGRATION_NAMES.append(fn.__name__)
+    return MIGRATIONS()(fn)
+
+
+OWN_TABLES = frozenset({"transitions", "live_entities", "ended_entities", "journal_head", "_sqlite_migrations"})
+
+
+@_migration
+def m001_core_tables(db: sqlite_utils.Database) -> None:
+    """The transition log, the current-state tables and the chain head."""
+    db.execute(
+        """
+        CREATE TABLE transitions (
+            seq     INTEGER PRIMARY KEY,
+            ts      INTEGER NOT NULL,
+            run     INTEGER NOT NULL,
+            machine TEXT NOT NULL,
+            entity  TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            source  TEXT,
+            dest    TEXT NOT NULL,
+            data    TEXT NOT NULL,
+            hash    TEXT NOT NULL
+        )
+        """
+    )
+    # Live and ended entities live apart so that resuming (and the integrity check on open) reads
+    # only live ones: O(live), however many entities the history has finished. WITHOUT ROWID: the
+    # upsert on (machine, entity) touches one b-tree, not a rowid table and an index.
+    for table in ("live_entities", "ended_entities"):
+        db.execute(
+            f"""
+            CREATE TABLE {table} (
+                machine TEXT NOT NULL,
+                entity  TEXT NOT NULL,
+                state   TEXT NOT NULL,
+                seq     INTEGER NOT NULL,
+                data    TEXT NOT NULL,
+                PRIMARY KEY (machine, entity)
+            ) WITHOUT ROWID
+            """
+        )
+    head = db.table("journal_head")
+    head.create({"id": int, "seq": int, "hash": str}, pk="id", not_null={"seq", "hash"})
+    head.insert({"id": 1, "seq": 0, "hash": GENESIS_HASH})
+
+
+@_migration
+def m002_audit_views_and_guards(db: sqlite_utils.Database) -> None:
+    """Readable views for audit tools, and triggers that refuse edits of the append-only log."""
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"""
+            CREATE TRIGGER transitions_append_only_{action.lower()} BEFORE {action} ON transitions
+            BEGIN
+                SELECT RAISE(ABORT, 'transitions is append-only: rows are never edited or deleted');
+            END
+            """
+        )
+    db.create_view(
+        "entities",
+        """
+        SELECT machine, entity, state, seq, 1 AS live, data FROM live_entities
+        UNION ALL
+        SELECT machine, entity, state, seq, 0 AS live, data FROM ended_entities
+        """,
+    )
+    db.create_view(
+        "transition_log",
+        """
+        SELECT seq,
+               strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000000000.0, 'unixepoch') AS time,
+               run, machine, entity, trigger, source, dest, data
+        FROM transitions
+        """,
+    )
+    db.create_view(
+        "runs",
+        """
+        SELECT CAST(entity AS INTEGER) AS run,
+               state,
+               strftime('%Y-%m-%dT%H:%M:%fZ',
+                        json_extract(data, '$.started_ns') / 1000000000.0, 'unixepoch') AS started,
+               strftime('%Y-%m-%dT%H:%M:%fZ',
+                        json_extract(data, '$.ended_ns') / 1000000000.0, 'unixepoch') AS ended,
+               json_extract(data, '$.pid') AS pid,
+               json_extract(data, '$.host') AS host,
+               json_extract(data, '$.version') AS version,
+               json_extract(data, '$.detected_by_run') AS crash_detected_by_run,
+               seq AS last_seq
+        FROM entities WHERE machine = 'run'
+        """,
+    )
+
+
+SCHEMA_VERSION = len(MIGRATION_NAMES)
+"""The schema version this code writes: the number of migrations it knows."""
+
+
+def translate(exc: sqlite3.Error, path: str, *, writing: bool) -> JournalError:
+    """Map an sqlite3 error to the journal's typed errors, naming the file."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    message = f"{path}: {exc}"
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return JournalCorrupt(f"{message} (the file is damaged or is not a tradekernel journal)")
+    if code == sqlite3.SQLITE_FULL:
+        return JournalWriteError(f"{message} (disk or database size limit reached)")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if writing:
+            return JournalWriteError(f"{message} (another connection holds a write lock)")
+        return JournalLocked(path, "another connection holding a write transaction")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_AUTH):
+        return JournalOpenError(f"{message} (check that the file and its directory are writable)")
+    if code == sqlite3.SQLITE_IOERR:
+        return JournalWriteError(f"{message} (I/O error)")
+    return JournalError(message)
+
+
+def check_directory(path: str) -> None:
+    """Refuse a journal path whose directory is missing or unwritable, before SQLite tries."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise JournalOpenError(f"cannot open journal {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise JournalOpenError(
+            f"cannot open journal {path} for writing: directory {directory} is not writable "
+            "(SQLite needs to create the -wal and -shm files beside the database)"
+        )
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise JournalOpenError(f"cannot open journal {path} for writing: the file is read-only")
+
+
+def connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
+    """Open ``path`` for writing in WAL mode with the given durability; typed errors on failure."""
+    if durability not in SYNCHRONOUS:
+        raise JournalOpenError(f"unknown durability {durability!r}; use 'full' or 'normal'")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalOpenError(f"{path}: cannot switch the journal to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[durability]}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate(exc, path, writing=False) from exc
+    except JournalError:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_reader(path: str) -> sqlite3.Connection:
+    """Open an existing journal read-only (never creates a file); typed errors on failure."""
+    if not os.path.exists(path):
+        raise JournalOpenError(f"no journal at {path}")
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, isolation_level=None)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    return conn
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    """The schema version stored in the database header."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_readable_version(conn: sqlite3.Connection, path: str) -> int:
+    """Refuse a database that is not a journal of a version this code reads; return the version."""
+    version = user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise JournalVersionError(path, version, SCHEMA_VERSION)
+    if version < SCHEMA_VERSION:
+        if version == 0:
+            raise JournalOpenError(f"{path} is not a tradekernel journal (no schema version)")
+        raise JournalOpenError(
+            f"journal {path} has schema version {version}; this tradekernel reads version "
+            f"{SCHEMA_VERSION}: run `tradekernel migrate --db {path}` first"
+        )
+    return version
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:
+    """Bring the journal's schema up to ``SCHEMA_VERSION``; return (version before, after).
+
+    Raises ``JournalVersionError`` for a newer database and ``JournalOpenError`` for an SQLite file
+    that holds someone else's tables. Each migration runs in its own transaction.
+    """
+    before = user_version(conn)
+    if before > SCHEMA_VERSION:
+        raise JournalVersionError(path, before, SCHEMA_VERSION)
+    db = sqlite_utils.Database(conn)
+    try:
+        known = set(MIGRATION_NAMES)
+        applied = MIGRATIONS.applied(db)
+        foreign = [m.name for m in applied if m.name not in known]
+        if foreign:
+            raise JournalVersionError(path, len(applied), SCHEMA_VERSION)
+        if before == 0 and not applied:
+            others = sorted(set(db.table_names()) - OWN_TABLES)
+            if others:
+                raise JournalOpenError(
+                    f"{path} is an SQLite database but not a tradekernel journal "
+                    f"(it has tables {', '.join(others[:5])}); refusing to write to it"
+                )
+        MIGRATIONS.apply(db)
+        after = len(MIGRATIONS.applied(db))
+        if after != before:
+            conn.execute(f"PRAGMA user_version = {after}")
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    return before, after
+
+
+def integrity_problem(conn: sqlite3.Connection, tables: tuple[str, ...] | None = None) -> str | None:
+    """Run ``PRAGMA quick_check`` (whole file, or only ``tables``); return the first problem."""
+    targets: tuple[str | None, ...] = tables if tables else (None,)
+    for table in targets:
+        pragma = "PRAGMA quick_check" if table is None else f"PRAGMA quick_check('{table}')"
+        rows = conn.execute(pragma).fetchall()
+        problems = [str(r[0]) for r in rows if r[0] != "ok"]
+        if problems:
+            return "; ".join(problems[:3])
+    return None
