@@ -39,7 +39,7 @@ def markdown(machine: StateMachine) -> str:
         terminal = "yes" if state in machine.terminal else ""
         out.append(f"| `{state.value}` | {terminal} | {_cell(machine.state_docs[state])} |")
     out += ["", "| trigger | from | to | guard | meaning |", "| --- | --- | --- | --- | --- |"]
-    out.append(f"| `{CREATE}` | (none) | `{machine.initial.value}` | | A new entity is recorded. |")
+    out.append(f"| `{CREATE}` | (none) | `{machine.initial.value}` |  | A new entity is recorded. |")
     for rule in machine.rules:
         sources = ", ".join(f"`{s.value}`" for s in rule.sources)
         dest = "(stays)" if rule.dest is None else f"`{rule.dest.value}`"

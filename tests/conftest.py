@@ -1,0 +1,60 @@
+"""Fixtures shared by every test package: a fake clock, journal paths, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tests.toy  # noqa: F401  (registers the toy machine)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class FakeClock:
+    """A wall clock in ns that only moves when told to: ``clock()`` returns ``now``."""
+
+    def __init__(self, start_ns: int = 1_700_000_000_000_000_000, step_ns: int = 1_000) -> None:
+        self.now = start_ns
+        self.step_ns = step_ns
+
+    def __call__(self) -> int:
+        self.now += self.step_ns
+        return self.now
+
+    def advance(self, ns: int) -> None:
+        self.now += ns
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    """Path of a journal file that does not exist yet, in a fresh directory."""
+    return str(tmp_path / "journal.db")
+
+
+def run_cli(*args: str, timeout: float = 60, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m kernel ARGS`` in a real subprocess; return the finished process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or str(REPO),
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli() -> Iterator[object]:
+    yield run_cli
