@@ -93,6 +93,16 @@ def lifecycle_events(count: int, first_id: int = 0) -> Iterator[tuple[str, str, 
         slots = [s for s in slots if s[1] < len(LIFECYCLE)]
 
 
+def record(journal: Journal, entities: dict[str, Entity], entity_id: str, trigger: str, data: dict[str, Any]) -> None:
+    """Create (``trigger == "create"``) or fire one event on a bench entity, and journal it."""
+    if trigger == "create":
+        entity, transition = BENCH.create(entity_id, **data)
+        entities[entity_id] = entity
+        journal.append(transition, entity)
+    else:
+        journal.fire(BENCH, entities[entity_id], trigger, **data)
+
+
 def fresh(path: str) -> str:
     for suffix in ("", "-wal", "-shm", ".lock"):
         if os.path.exists(path + suffix):
@@ -123,12 +133,7 @@ def audited(path: str, durability: str, count: int) -> float:
     pending = 0
     start = time.perf_counter()
     for entity_id, trigger, data in lifecycle_events(count):
-        if trigger == "create":
-            entity, transition = BENCH.create(entity_id, **data)
-            entities[entity_id] = entity
-            journal.append(transition, entity)
-        else:
-            journal.fire(BENCH, entities[entity_id], trigger, **data)
+        record(journal, entities, entity_id, trigger, data)
         pending += 1
         if pending == BATCH:
             journal.commit()
@@ -236,12 +241,7 @@ def build_resume_journal(path: str, rows: int, live: int) -> None:
     # entities), then the live entities: create + start each. Row counts are approximate.
     history = rows - 2 * live - 4 * IN_FLIGHT
     for written, (entity_id, trigger, data) in enumerate(lifecycle_events(history), 1):
-        if trigger == "create":
-            entity, transition = BENCH.create(entity_id, **data)
-            entities[entity_id] = entity
-            journal.append(transition, entity)
-        else:
-            journal.fire(BENCH, entities[entity_id], trigger, **data)
+        record(journal, entities, entity_id, trigger, data)
         if written % 10_000 == 0:
             journal.commit()
             entities = {k: v for k, v in entities.items() if v.live}
