@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from kernel import __version__
 from kernel import audit as audit_cmd
+from kernel import drive as drive_cmd
 from machines import diagram, registry
 from storage import Journal
 from storage.errors import JournalError
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     audit_cmd.add_parser(commands)
+    drive_cmd.add_parser(commands)
 
     diagram_parser = commands.add_parser(
         "diagram",

@@ -13,15 +13,19 @@ from machines.errors import (
     TransitionRefused,
     UnknownMachine,
 )
+from machines.order import ORDER, OrderState, Overfill
 from machines.run import RUN, RunState
 
 __all__ = [
     "CREATE",
+    "ORDER",
     "RUN",
     "DefinitionError",
     "Entity",
     "InvalidData",
     "InvalidTransition",
+    "OrderState",
+    "Overfill",
     "Rule",
     "RunState",
     "StateMachine",

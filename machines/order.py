@@ -1,0 +1,542 @@
+"""The ``order`` machine: one entity per order (its client order id), FIX order-state semantics.
+
+States and triggers are public API (scenario files and the journal use them); semantics follow the
+FIX 4.4 Order State Change Matrices (Volume 4, Appendix D; unchanged in FIX 5.0 SP2). The rules
+that matter most, with their matrix references (docs/machines/order.md has the whole list):
+
+* Quantities: ``leaves_qty = qty - cum_qty`` while the order is working, 0 once it is done
+  (filled, canceled, expired, rejected, denied); ``avg_px`` is the fill-weighted average price,
+  kept exact as ``filled_notional / cum_qty``.
+* A cancel or replace request moves the order to ``pending_cancel``/``pending_replace`` and
+  remembers the state it had (``prior_state``). A reject of the request returns it there (B.1.a,
+  C.2.a). Fills arriving meanwhile apply with the *old* quantity and price (B.1.b, C.1.b): an
+  order pending replace is not replaced until the venue confirms it. A fill that completes the
+  old quantity fills the order (B.1.c); the late cancel or replace reject is harmless and recorded
+  (B.1.c, C.1.c).
+* A confirmed replace to a quantity at or below ``cum_qty`` leaves the order ``filled`` with its
+  quantity amended to ``cum_qty`` (C.3.b, C.3.c); above it, the order works on (C.3.a).
+* A cancel may be requested before the new-order ack (B.1.d); an ack that crosses the request keeps
+  the order ``pending_cancel`` but a later cancel reject returns it to ``accepted`` (B.1.e).
+* Unsolicited cancel (the venue cancels on its own: E.1.a-style) and restatement (``restate``:
+  the venue changes quantity or price, e.g. a partial decline of quantity) are accepted from the
+  working states.
+
+Anomalies never corrupt the order: a fill whose ``trade_id`` was already applied is ignored and
+counted in ``duplicate_fills`` (the journal still records that it arrived); a fill that would take
+``cum_qty`` past ``qty`` raises ``Overfill``; non-positive quantity or price raises ``InvalidData``;
+a fill for an order in ``new``, ``denied`` or ``rejected`` raises ``InvalidTransition``; all leave
+the order unchanged. A *late* fill after ``canceled`` or ``expired`` (the venue traded before it
+processed the cancel, and reports it after) is applied: it is real, so ``cum_qty``, ``avg_px`` and
+positions must include it. The order stays in its terminal state, ``leaves_qty`` stays 0, and
+``late_fills`` counts it.
+
+Time never enters this machine: nothing here depends on when a report arrives.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from machines.base import Data, Entity, Rule, StateMachine
+from machines.errors import InvalidData
+from machines.registry import register
+
+
+class OrderState(StrEnum):
+    """Public state names of an order."""
+
+    new = "new"
+    denied = "denied"
+    pending_new = "pending_new"
+    accepted = "accepted"
+    partially_filled = "partially_filled"
+    filled = "filled"
+    pending_cancel = "pending_cancel"
+    pending_replace = "pending_replace"
+    canceled = "canceled"
+    rejected = "rejected"
+    expired = "expired"
+
+
+class Overfill(InvalidData):
+    """A fill would take ``cum_qty`` past the order quantity; the order is unchanged."""
+
+
+S = OrderState
+SIDES = ("buy", "sell")
+TYPES = ("limit", "market")
+TIFS = ("gtc", "ioc", "fok", "day")
+DONE = (S.filled, S.canceled, S.expired, S.rejected, S.denied)
+WORKING = (S.accepted, S.partially_filled)
+FILLABLE = (S.pending_new, S.accepted, S.partially_filled)
+PENDING = (S.pending_cancel, S.pending_replace)
+DECIMAL_FIELDS = (
+    "qty",
+    "price",
+    "cum_qty",
+    "leaves_qty",
+    "avg_px",
+    "filled_notional",
+    "fees",
+    "requested_qty",
+    "requested_price",
+)
+ZERO = Decimal(0)
+
+
+def to_decimal(value: Any, name: str, *, positive: bool = True) -> Decimal:
+    """``value`` (Decimal, int or numeric string) as a finite Decimal; ``InvalidData`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise InvalidData(f"{name} must be a decimal number (Decimal, int or string), got {value!r}")
+    try:
+        number = Decimal(value)
+    except (InvalidOperation, ValueError):
+        raise InvalidData(f"{name} is not a number: {value!r}") from None
+    if not number.is_finite():
+        raise InvalidData(f"{name} must be finite, got {value!r}")
+    if positive and number <= 0:
+        raise InvalidData(f"{name} must be positive, got {number}")
+    return number
+
+
+def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+    value = data.get(name, default)
+    if value not in allowed:
+        raise InvalidData(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return str(value)
+
+
+def _init(data: Data) -> dict[str, Any]:
+    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price"}
+    if unknown:
+        raise InvalidData(f"unknown order fields: {', '.join(sorted(unknown))}")
+    instrument = data.get("instrument")
+    if not isinstance(instrument, str) or not instrument:
+        raise InvalidData("instrument (a non-empty string) is required")
+    order_type = _choice(data, "type", TYPES, "limit")
+    price = data.get("price")
+    if order_type == "limit":
+        if price is None:
+            raise InvalidData("a limit order needs a price")
+        price = to_decimal(price, "price")
+    elif price is not None:
+        raise InvalidData("a market order has no price")
+    qty = to_decimal(data.get("qty"), "qty")
+    return {
+        "instrument": instrument,
+        "side": _choice(data, "side", SIDES),
+        "type": order_type,
+        "tif": _choice(data, "tif", TIFS, "gtc"),
+        "qty": qty,
+        "price": price,
+        "cum_qty": ZERO,
+        "leaves_qty": qty,
+        "avg_px": None,
+        "filled_notional": ZERO,
+        "fees": ZERO,
+        "venue_order_id": None,
+        "prior_state": None,
+        "requested_qty": None,
+        "requested_price": None,
+        "trade_ids": [],
+        "duplicate_fills": 0,
+        "late_fills": 0,
+        "reason": None,
+    }
+
+
+def _decode(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for name in DECIMAL_FIELDS:
+        if out.get(name) is not None:
+            out[name] = Decimal(out[name])
+    out["trade_ids"] = list(out.get("trade_ids", []))
+    return out
+
+
+# -- guards -------------------------------------------------------------------------------------
+
+
+def _fill_data(data: Data) -> tuple[Decimal, Decimal, str, Decimal]:
+    qty = to_decimal(data.get("qty"), "fill qty")
+    price = to_decimal(data.get("price"), "fill price")
+    trade_id = data.get("trade_id")
+    if not isinstance(trade_id, str) or not trade_id:
+        raise InvalidData("fill needs a trade_id (a non-empty string)")
+    fee = to_decimal(data.get("fee", 0), "fee", positive=False)
+    return qty, price, trade_id, fee
+
+
+def duplicate(order: Entity, data: Data) -> bool:
+    """The fill's ``trade_id`` was already applied (validates the fill data first)."""
+    _, _, trade_id, _ = _fill_data(data)
+    return trade_id in order.data["trade_ids"]
+
+
+def completes(order: Entity, data: Data) -> bool:
+    """The fill takes ``cum_qty`` to (or past: ``Overfill`` follows) the order quantity."""
+    qty = to_decimal(data.get("qty"), "fill qty")
+    return bool(order.data["cum_qty"] + qty >= order.data["qty"])
+
+
+def _prior(state: OrderState) -> Any:
+    def check(order: Entity, data: Data) -> bool:
+        return bool(order.data["prior_state"] == state)
+
+    check.__name__ = f"was_{state.value}"
+    return check
+
+
+def _replaced_qty(order: Entity, data: Data) -> Decimal:
+    if data.get("qty") is not None:
+        return to_decimal(data["qty"], "qty")
+    requested: Decimal | None = order.data["requested_qty"]
+    return requested if requested is not None else order.data["qty"]
+
+
+def replace_fills(order: Entity, data: Data) -> bool:
+    """The confirmed quantity is at or below ``cum_qty``: the order is done (C.3.b, C.3.c)."""
+    return bool(_replaced_qty(order, data) <= order.data["cum_qty"])
+
+
+def restate_fills(order: Entity, data: Data) -> bool:
+    """The restated quantity is at or below ``cum_qty``: the order is done."""
+    if data.get("qty") is None:
+        return False
+    return bool(to_decimal(data["qty"], "qty") <= order.data["cum_qty"])
+
+
+def has_fills(order: Entity, data: Data) -> bool:
+    """Some quantity is already filled."""
+    return bool(order.data["cum_qty"] > 0)
+
+
+# -- effects ------------------------------------------------------------------------------------
+
+
+def _apply_fill(order: Entity, data: Data, *, late: bool = False) -> dict[str, Any]:
+    qty, price, trade_id, fee = _fill_data(data)
+    cum_qty = order.data["cum_qty"] + qty
+    if cum_qty > order.data["qty"]:
+        raise Overfill(f"fill of {qty} would take cum_qty to {cum_qty}, above the order qty {order.data['qty']}")
+    notional = order.data["filled_notional"] + qty * price
+    working = order.state not in DONE and cum_qty < order.data["qty"]
+    changes: dict[str, Any] = {
+        "cum_qty": cum_qty,
+        "leaves_qty": order.data["qty"] - cum_qty if working else ZERO,
+        "filled_notional": notional,
+        "avg_px": notional / cum_qty,
+        "fees": order.data["fees"] + fee,
+        "trade_ids": [*order.data["trade_ids"], trade_id],
+    }
+    if order.state in PENDING:
+        if cum_qty == order.data["qty"]:  # filled while pending (B.1.c): the request is moot
+            changes.update(prior_state=None, requested_qty=None, requested_price=None)
+        elif order.data["prior_state"] in (S.pending_new, S.accepted):
+            changes["prior_state"] = S.partially_filled.value  # a reject now returns here
+    if late:
+        changes["late_fills"] = order.data["late_fills"] + 1
+    return changes
+
+
+def _fill(order: Entity, data: Data) -> dict[str, Any]:
+    return _apply_fill(order, data)
+
+
+def _late_fill(order: Entity, data: Data) -> dict[str, Any]:
+    return _apply_fill(order, data, late=True)
+
+
+def _duplicate_fill(order: Entity, data: Data) -> dict[str, Any]:
+    return {"duplicate_fills": order.data["duplicate_fills"] + 1}
+
+
+def _reason(order: Entity, data: Data) -> dict[str, Any]:
+    reason = data.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidData(f"reason must be a string, got {reason!r}")
+    return {"reason": reason}
+
+
+def _deny(order: Entity, data: Data) -> dict[str, Any]:
+    if not isinstance(data.get("reason"), str) or not data["reason"]:
+        raise InvalidData("deny needs a reason")
+    return {"reason": data["reason"], "leaves_qty": ZERO}
+
+
+def _accept(order: Entity, data: Data) -> dict[str, Any]:
+    venue_order_id = data.get("venue_order_id")
+    if not isinstance(venue_order_id, str) or not venue_order_id:
+        raise InvalidData("accept needs a venue_order_id (a non-empty string)")
+    changes: dict[str, Any] = {"venue_order_id": venue_order_id}
+    if order.state == S.pending_cancel:  # the ack crossed our cancel request (B.1.e)
+        changes["prior_state"] = S.accepted.value
+    return changes
+
+
+def _reject(order: Entity, data: Data) -> dict[str, Any]:
+    return {**_reason(order, data), "leaves_qty": ZERO, "prior_state": None}
+
+
+def _done(order: Entity, data: Data) -> dict[str, Any]:
+    return {
+        **_reason(order, data),
+        "leaves_qty": ZERO,
+        "prior_state": None,
+        "requested_qty": None,
+        "requested_price": None,
+    }
+
+
+def _request_cancel(order: Entity, data: Data) -> dict[str, Any]:
+    return {"prior_state": order.state}
+
+
+def _back_to_prior(order: Entity, data: Data) -> dict[str, Any]:
+    return {**_reason(order, data), "prior_state": None, "requested_qty": None, "requested_price": None}
+
+
+def _request_replace(order: Entity, data: Data) -> dict[str, Any]:
+    qty = to_decimal(data["qty"], "qty") if data.get("qty") is not None else None
+    price = to_decimal(data["price"], "price") if data.get("price") is not None else None
+    if qty is None and price is None:
+        raise InvalidData("request_replace needs a new qty or price")
+    if price is not None and order.data["type"] == "market":
+        raise InvalidData("a market order has no price to replace")
+    return {"prior_state": order.state, "requested_qty": qty, "requested_price": price}
+
+
+def _new_terms(order: Entity, data: Data, qty: Decimal) -> dict[str, Any]:
+    price = order.data["price"]
+    if data.get("price") is not None:
+        price = to_decimal(data["price"], "price")
+    elif order.data["requested_price"] is not None and order.state == S.pending_replace:
+        price = order.data["requested_price"]
+    cum_qty = order.data["cum_qty"]
+    final_qty = max(qty, cum_qty)  # at or below cum_qty: amended to cum_qty (C.3.b, C.3.c)
+    return {
+        "qty": final_qty,
+        "price": price,
+        "leaves_qty": final_qty - cum_qty,
+        "prior_state": None,
+        "requested_qty": None,
+        "requested_price": None,
+    }
+
+
+def _replace(order: Entity, data: Data) -> dict[str, Any]:
+    return _new_terms(order, data, _replaced_qty(order, data))
+
+
+def _restate(order: Entity, data: Data) -> dict[str, Any]:
+    qty = to_decimal(data["qty"], "qty") if data.get("qty") is not None else order.data["qty"]
+    return {**_new_terms(order, data, qty), **_reason(order, data)}
+
+
+def _recorded(order: Entity, data: Data) -> dict[str, Any]:
+    """A harmless late answer (e.g. a cancel reject after the order filled): keep the reason."""
+    return _reason(order, data)
+
+
+ORDER = register(
+    StateMachine(
+        "order",
+        doc=__doc__ or "",
+        states=OrderState,
+        initial=S.new,
+        terminal=DONE,
+        state_docs={
+            S.new: "Created by the kernel, not yet sent.",
+            S.denied: "Refused locally (risk); never sent.",
+            S.pending_new: "Sent to the venue; no answer yet.",
+            S.accepted: "Acknowledged by the venue and working; nothing filled.",
+            S.partially_filled: "Working, with part of the quantity filled.",
+            S.filled: "The whole quantity is filled.",
+            S.pending_cancel: "A cancel was requested; the venue has not answered.",
+            S.pending_replace: "A replace was requested; the old terms apply until the venue confirms.",
+            S.canceled: "Canceled by the venue (on request or unsolicited); late fills may still arrive.",
+            S.rejected: "Rejected by the venue.",
+            S.expired: "Expired at the venue (time in force); late fills may still arrive.",
+        },
+        rules=(
+            Rule("submit", S.new, S.pending_new, doc="The order is sent (after the journal commit)."),
+            Rule("deny", S.new, S.denied, effect=_deny, doc="Risk refused it; it is never sent."),
+            Rule("accept", S.pending_new, S.accepted, effect=_accept, doc="The venue acknowledges the order."),
+            Rule(
+                "accept",
+                S.pending_cancel,
+                None,
+                guard=_prior(S.pending_new),
+                effect=_accept,
+                doc="The ack crossed our cancel request (B.1.e): still pending cancel.",
+            ),
+            Rule("reject", S.pending_new, S.rejected, effect=_reject, doc="The venue rejects the new order."),
+            Rule(
+                "reject",
+                S.pending_cancel,
+                S.rejected,
+                guard=_prior(S.pending_new),
+                effect=_reject,
+                doc="The new order is rejected while our cancel request is pending.",
+            ),
+            Rule(
+                "fill",
+                (*FILLABLE, *PENDING, S.filled, S.canceled, S.expired),
+                None,
+                guard=duplicate,
+                effect=_duplicate_fill,
+                doc="A fill whose trade_id was already applied: ignored, counted.",
+            ),
+            Rule(
+                "fill",
+                (*FILLABLE, *PENDING),
+                S.filled,
+                guard=completes,
+                effect=_fill,
+                doc="A fill completes the (old) quantity (A.1.a, B.1.c).",
+            ),
+            Rule(
+                "fill",
+                FILLABLE,
+                S.partially_filled,
+                effect=_fill,
+                doc="A partial fill (A.1.a); before the ack it implies acceptance.",
+            ),
+            Rule(
+                "fill",
+                PENDING,
+                None,
+                effect=_fill,
+                doc="A partial fill while a request is pending: old terms apply (B.1.b, C.1.b).",
+            ),
+            Rule("fill", S.filled, None, effect=_fill, doc="Any new fill on a filled order overfills."),
+            Rule(
+                "fill",
+                (S.canceled, S.expired),
+                None,
+                effect=_late_fill,
+                doc="A late fill after cancel/expiry: applied, the order stays done.",
+            ),
+            Rule(
+                "request_cancel",
+                (S.pending_new, *WORKING),
+                S.pending_cancel,
+                effect=_request_cancel,
+                doc="We ask the venue to cancel (B.1.a, B.1.d).",
+            ),
+            Rule(
+                "cancel_reject",
+                S.pending_cancel,
+                S.pending_new,
+                guard=_prior(S.pending_new),
+                effect=_back_to_prior,
+                doc="Cancel refused: back to the prior state (B.1.d).",
+            ),
+            Rule(
+                "cancel_reject",
+                S.pending_cancel,
+                S.accepted,
+                guard=_prior(S.accepted),
+                effect=_back_to_prior,
+                doc="Cancel refused: back to the prior state.",
+            ),
+            Rule(
+                "cancel_reject",
+                S.pending_cancel,
+                S.partially_filled,
+                guard=_prior(S.partially_filled),
+                effect=_back_to_prior,
+                doc="Cancel refused: back to the prior state.",
+            ),
+            Rule(
+                "cancel_reject",
+                (S.filled, S.canceled, S.expired),
+                None,
+                effect=_recorded,
+                doc="Too late to cancel (B.1.c): harmless, recorded.",
+            ),
+            Rule(
+                "cancel",
+                (S.pending_new, *WORKING, *PENDING),
+                S.canceled,
+                effect=_done,
+                doc="The venue confirms a cancel, requested or unsolicited (B.1.a, E).",
+            ),
+            Rule(
+                "request_replace",
+                WORKING,
+                S.pending_replace,
+                effect=_request_replace,
+                doc="We ask the venue to change qty and/or price (C.1.a).",
+            ),
+            Rule(
+                "replace_reject",
+                S.pending_replace,
+                S.accepted,
+                guard=_prior(S.accepted),
+                effect=_back_to_prior,
+                doc="Replace refused: back to the prior state (C.2.a).",
+            ),
+            Rule(
+                "replace_reject",
+                S.pending_replace,
+                S.partially_filled,
+                guard=_prior(S.partially_filled),
+                effect=_back_to_prior,
+                doc="Replace refused: back to the prior state (C.2.a).",
+            ),
+            Rule(
+                "replace_reject",
+                (S.filled, S.canceled, S.expired),
+                None,
+                effect=_recorded,
+                doc="Too late to replace (C.1.c): harmless, recorded.",
+            ),
+            Rule(
+                "replace",
+                S.pending_replace,
+                S.filled,
+                guard=replace_fills,
+                effect=_replace,
+                doc="Replaced at or below cum_qty: qty amended to cum_qty, filled (C.3.b, C.3.c).",
+            ),
+            Rule(
+                "replace",
+                S.pending_replace,
+                S.partially_filled,
+                guard=has_fills,
+                effect=_replace,
+                doc="Replaced; part already filled (C.1.b, C.3.a).",
+            ),
+            Rule(
+                "replace", S.pending_replace, S.accepted, effect=_replace, doc="Replaced; nothing filled yet (C.1.a)."
+            ),
+            Rule(
+                "expire",
+                (*WORKING, *PENDING),
+                S.expired,
+                effect=_done,
+                doc="Time in force ran out at the venue (A.1.b-style done for day).",
+            ),
+            Rule(
+                "restate",
+                WORKING,
+                S.filled,
+                guard=restate_fills,
+                effect=_restate,
+                doc="Unsolicited restatement at or below cum_qty: done.",
+            ),
+            Rule(
+                "restate",
+                WORKING,
+                None,
+                effect=_restate,
+                doc="Unsolicited restatement of qty and/or price by the venue.",
+            ),
+        ),
+        init=_init,
+        decode=_decode,
+    )
+)
