@@ -41,6 +41,7 @@ test: lint typecheck unit
 ## bench: performance figures as JSON lines, each next to a raw baseline measured in the same run
 bench: $(STAMP)
 	$(BIN)/python benchmarks/journal.py
+	$(BIN)/python benchmarks/orders.py
 
 ## docs: regenerate the generated blocks of docs/machines/*.md from the machine tables
 docs: $(STAMP)
