@@ -210,7 +210,8 @@ def _stats(reader: AuditReader, args: argparse.Namespace) -> int:
         f"size           {stats['total_bytes']:,} bytes "
         f"({', '.join(f'{k} {v:,}' for k, v in stats['file_bytes'].items())})"
     )
-    print(f"transitions    {stats['transitions']:,} (seq {stats['first_seq']} .. {stats['last_seq']})")
+    span = f" (seq {stats['first_seq']} .. {stats['last_seq']})" if stats["transitions"] else ""
+    print(f"transitions    {stats['transitions']:,}{span}")
     if stats["first_ts"]:
         print(f"time span      {_short_time(stats['first_ts'])} .. {_short_time(stats['last_ts'])}")
     print(f"runs           {', '.join(f'{n} {s}' for s, n in stats['runs'].items()) or 'none'}")

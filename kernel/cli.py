@@ -70,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "audit":
-            return audit_cmd.run(args)
-        code: int = args.run(args)
+        code: int = audit_cmd.run(args) if args.command == "audit" else args.run(args)
+        # Flush inside the try: output still buffered at exit would meet a closed pipe there,
+        # where Python can only print a traceback and exit 120.
+        sys.stdout.flush()
         return code
     except JournalError as exc:
         print(f"tradekernel: error: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ those) because every transition is journaled and replayed; floats are refused (m
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -52,6 +53,7 @@ Guard = Callable[["Entity", Data], bool]
 Effect = Callable[["Entity", Data], "Mapping[str, Any] | None"]
 
 _SCALARS = (str, int, bool, Decimal, type(None))
+_PLAIN = (str, int, bool, type(None))  # scalars that need no further check
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -88,7 +90,8 @@ class Rule:
         object.__setattr__(self, "guard", guard)
         object.__setattr__(self, "effect", effect)
         object.__setattr__(self, "doc", doc)
-        label = guard_label or (getattr(guard, "__name__", "guard") if guard else "")
+        name = getattr(guard, "__name__", "guard") if guard else ""
+        label = guard_label or ("guard" if name == "<lambda>" else name)
         object.__setattr__(self, "guard_label", label.lstrip("_"))
 
 
@@ -135,7 +138,7 @@ class Transition(NamedTuple):
 def check_data(data: Mapping[str, Any]) -> str | None:
     """Return why ``data`` cannot be journaled and replayed, or ``None`` when it can."""
     for key, value in data.items():
-        if type(value) in _SCALARS:
+        if type(value) in _PLAIN:
             continue
         problem = _check_value(value, key)
         if problem:
@@ -144,6 +147,8 @@ def check_data(data: Mapping[str, Any]) -> str | None:
 
 
 def _check_value(value: Any, path: str) -> str | None:
+    if isinstance(value, Decimal):
+        return None if value.is_finite() else f"{path} is not a finite number ({value})"
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):
@@ -209,12 +214,14 @@ class StateMachine:
         where = f"machine {self.name!r}"
         if not self.name.isidentifier():
             raise DefinitionError(f"{where}: name must be an identifier")
-        members = set(self.states)
-        for state in members:
+        for state in self.states:
             if not isinstance(state.value, str) or not state.value.isidentifier():
                 raise DefinitionError(f"{where}: state {state!r} needs an identifier string value")
-        if self.initial not in members:
+        if not self._is_state(self.initial):
             raise DefinitionError(f"{where}: initial state {self.initial!r} is not one of its states")
+        for state in self.terminal:
+            if not self._is_state(state):
+                raise DefinitionError(f"{where}: terminal state {state!r} is not one of its states")
         if self.initial in self.terminal:
             raise DefinitionError(f"{where}: initial state {self.initial.value!r} cannot be terminal")
         missing_docs = [str(s.value) for s in self.states if not self.state_docs.get(s)]
@@ -222,17 +229,22 @@ class StateMachine:
             raise DefinitionError(f"{where}: states without a description: {', '.join(missing_docs)}")
         seen_unguarded: set[tuple[str, enum.Enum]] = set()
         for rule in self.rules:
-            self._validate_rule(rule, members, seen_unguarded)
+            self._validate_rule(rule, seen_unguarded)
         self._check_reachable()
 
-    def _validate_rule(self, rule: Rule, members: set[enum.Enum], seen_unguarded: set[tuple[str, enum.Enum]]) -> None:
+    def _is_state(self, state: object) -> bool:
+        # By type, not equality: a StrEnum member equals a plain string or a same-valued member of
+        # another Enum, and neither belongs in this table.
+        return isinstance(state, self.states)
+
+    def _validate_rule(self, rule: Rule, seen_unguarded: set[tuple[str, enum.Enum]]) -> None:
         where = f"machine {self.name!r}, rule {rule.trigger!r}"
         if not rule.trigger.isidentifier() or rule.trigger == CREATE:
             raise DefinitionError(f"{where}: trigger must be an identifier other than {CREATE!r}")
         if not rule.sources:
             raise DefinitionError(f"{where}: no source states")
         for state in (*rule.sources, *([rule.dest] if rule.dest is not None else [])):
-            if state not in members:
+            if not self._is_state(state):
                 raise DefinitionError(f"{where}: {state!r} is not a state of this machine")
         for source in rule.sources:
             if (rule.trigger, source) in seen_unguarded:
@@ -294,7 +306,7 @@ class StateMachine:
         if problem:
             raise InvalidData(problem, machine=self.name, entity_id=entity_id, state=None, trigger=CREATE)
         try:
-            entity_data = self._init(data) if self._init else dict(data)
+            entity_data = self._init(data) if self._init else copy.deepcopy(dict(data))
         except TransitionRefused as exc:
             exc.bind(machine=self.name, entity_id=entity_id, state=None, trigger=CREATE)
             raise

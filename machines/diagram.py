@@ -43,7 +43,7 @@ def markdown(machine: StateMachine) -> str:
     for rule in machine.rules:
         sources = ", ".join(f"`{s.value}`" for s in rule.sources)
         dest = "(stays)" if rule.dest is None else f"`{rule.dest.value}`"
-        guard = f"`{rule.guard_label}`" if rule.guard_label else ""
+        guard = f"`{_cell(rule.guard_label)}`" if rule.guard_label else ""
         out.append(f"| `{rule.trigger}` | {sources} | {dest} | {guard} | {_cell(rule.doc)} |")
     out += ["", END]
     return "\n".join(out) + "\n"

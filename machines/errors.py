@@ -55,10 +55,10 @@ class TransitionRefused(StateMachineError):
 
     def bind(self, *, machine: str, entity_id: str, state: str | None, trigger: str) -> TransitionRefused:
         """Fill in the context that the raiser did not know; return self for ``raise ... from``."""
-        self.machine = self.machine or machine
+        self.machine = self.machine if self.machine is not None else machine
         self.entity_id = self.entity_id if self.entity_id is not None else entity_id
         self.state = self.state if self.state is not None else state
-        self.trigger = self.trigger or trigger
+        self.trigger = self.trigger if self.trigger is not None else trigger
         return self
 
     def __str__(self) -> str:

@@ -28,22 +28,27 @@ class RunState(StrEnum):
     crashed = "crashed"
 
 
+def _integer(data: Data, name: str, what: str) -> int:
+    value = data.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidData(f"{name} ({what}) is required")
+    return value
+
+
 def _init(data: Data) -> dict[str, Any]:
-    if not isinstance(data.get("started_ns"), int):
-        raise InvalidData("started_ns (int, ns since the epoch) is required")
-    return {"ended_ns": None, "detected_by_run": None, **data}
+    _integer(data, "started_ns", "int, ns since the epoch")
+    return {"ended_ns": None, "detected_by_run": None, "detected_ns": None, **data}
 
 
 def _on_stop(entity: Entity, data: Data) -> dict[str, Any]:
-    if not isinstance(data.get("ended_ns"), int):
-        raise InvalidData("ended_ns (int, ns since the epoch) is required")
-    return {"ended_ns": data["ended_ns"]}
+    return {"ended_ns": _integer(data, "ended_ns", "int, ns since the epoch")}
 
 
 def _on_crash_detected(entity: Entity, data: Data) -> dict[str, Any]:
-    if not isinstance(data.get("detected_by_run"), int):
-        raise InvalidData("detected_by_run (int) is required")
-    return {"detected_by_run": data["detected_by_run"]}
+    return {
+        "detected_by_run": _integer(data, "detected_by_run", "int, the run that noticed"),
+        "detected_ns": _integer(data, "detected_ns", "int, ns since the epoch"),
+    }
 
 
 RUN = register(

@@ -21,10 +21,18 @@ class ToyState(StrEnum):
     dropped = "dropped"
 
 
+def _positive(value: Any, name: str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        raise InvalidData(f"{name} must be a decimal, got {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise InvalidData(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
 def _init(data: Data) -> dict[str, Any]:
-    target = Decimal(str(data.get("target", "10")))
-    if target <= 0:
-        raise InvalidData("target must be positive")
+    target = _positive(data.get("target", "10"), "target")
     return {"target": target, "total": Decimal(0), "starts": 0}
 
 
@@ -33,13 +41,9 @@ def _start(entity: Entity, data: Data) -> dict[str, Any]:
 
 
 def _add(entity: Entity, data: Data) -> dict[str, Any]:
-    try:
-        qty = Decimal(str(data["qty"]))
-    except (KeyError, ArithmeticError) as exc:
-        raise InvalidData(f"qty must be a decimal: {exc!r}") from None
-    if qty <= 0:
-        raise InvalidData(f"qty must be positive, got {qty}")
-    return {"total": entity.data["total"] + qty}
+    if "qty" not in data:
+        raise InvalidData("qty is required")
+    return {"total": entity.data["total"] + _positive(data["qty"], "qty")}
 
 
 def target_reached(entity: Entity, data: Data) -> bool:
