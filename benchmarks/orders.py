@@ -64,8 +64,15 @@ def raw_in_memory(count: int) -> float:
     start = time.perf_counter()
     for i in range(count):
         qty = Decimal(CREATE["qty"])
-        order: dict[str, Any] = {"id": f"o-{i}", "state": "new", "qty": qty, "cum_qty": Decimal(0),
-                                 "leaves_qty": qty, "notional": Decimal(0), "trade_ids": []}
+        order: dict[str, Any] = {
+            "id": f"o-{i}",
+            "state": "new",
+            "qty": qty,
+            "cum_qty": Decimal(0),
+            "leaves_qty": qty,
+            "notional": Decimal(0),
+            "trade_ids": [],
+        }
         order["state"] = "pending_new"
         order["state"] = "accepted"
         order["venue_order_id"] = "V"
@@ -152,9 +159,19 @@ def live_order(i: int) -> Entity:
 
 def bare_order(i: int) -> dict[str, Any]:
     qty = Decimal(CREATE["qty"])
-    return {"client_order_id": f"o-{i:08d}", "state": "accepted", "instrument": CREATE["instrument"],
-            "side": "buy", "type": "limit", "tif": "gtc", "qty": qty, "price": Decimal(CREATE["price"]),
-            "cum_qty": Decimal(0), "leaves_qty": qty, "venue_order_id": f"V{i:08d}"}
+    return {
+        "client_order_id": f"o-{i:08d}",
+        "state": "accepted",
+        "instrument": CREATE["instrument"],
+        "side": "buy",
+        "type": "limit",
+        "tif": "gtc",
+        "qty": qty,
+        "price": Decimal(CREATE["price"]),
+        "cum_qty": Decimal(0),
+        "leaves_qty": qty,
+        "venue_order_id": f"V{i:08d}",
+    }
 
 
 def median_of(repeats: int, measure: Callable[[], float]) -> float:
@@ -176,22 +193,47 @@ def main() -> None:
         n = args.lifecycles
         memory_s = median_of(args.repeats, lambda: in_memory(n))
         raw_memory_s = median_of(args.repeats, lambda: raw_in_memory(n))
-        emit({"bench": "orders.lifecycles", "mode": "in_memory", "lifecycles": n,
-              "lifecycles_per_s": round(n / memory_s), "raw_dict_lifecycles_per_s": round(n / raw_memory_s),
-              "ratio": round(raw_memory_s / memory_s, 3), "target": ">= 15000/s",
-              "meets": n / memory_s >= 15_000})
+        emit(
+            {
+                "bench": "orders.lifecycles",
+                "mode": "in_memory",
+                "lifecycles": n,
+                "lifecycles_per_s": round(n / memory_s),
+                "raw_dict_lifecycles_per_s": round(n / raw_memory_s),
+                "ratio": round(raw_memory_s / memory_s, 3),
+                "target": ">= 15000/s",
+                "meets": n / memory_s >= 15_000,
+            }
+        )
         journal_path = os.path.join(workdir, "orders.db")
         journal_s = median_of(args.repeats, lambda: journaled(journal_path, n))
         raw_s = raw_journaled(journal_path, os.path.join(workdir, "raw.db"))
-        emit({"bench": "orders.lifecycles", "mode": "journal_full", "lifecycles": n,
-              "transitions_per_lifecycle": 1 + len(STEPS), "lifecycles_per_s": round(n / journal_s),
-              "raw_rows_lifecycles_per_s": round(n / raw_s), "ratio": round(raw_s / journal_s, 3),
-              "target": ">= 9000/s", "meets": n / journal_s >= 9_000})
+        emit(
+            {
+                "bench": "orders.lifecycles",
+                "mode": "journal_full",
+                "lifecycles": n,
+                "transitions_per_lifecycle": 1 + len(STEPS),
+                "lifecycles_per_s": round(n / journal_s),
+                "raw_rows_lifecycles_per_s": round(n / raw_s),
+                "ratio": round(raw_s / journal_s, 3),
+                "target": ">= 9000/s",
+                "meets": n / journal_s >= 9_000,
+            }
+        )
         per_order = memory_per_item(args.live, live_order)
         per_dict = memory_per_item(args.live, bare_order)
-        emit({"bench": "orders.memory", "live_orders": args.live, "bytes_per_order": round(per_order),
-              "bare_dict_bytes_per_order": round(per_dict), "ratio": round(per_order / per_dict, 3),
-              "target": "<= 2048", "meets": per_order <= 2048})
+        emit(
+            {
+                "bench": "orders.memory",
+                "live_orders": args.live,
+                "bytes_per_order": round(per_order),
+                "bare_dict_bytes_per_order": round(per_dict),
+                "ratio": round(per_order / per_dict, 3),
+                "target": "<= 2048",
+                "meets": per_order <= 2048,
+            }
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

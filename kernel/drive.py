@@ -71,6 +71,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.journal:
         with Journal.open(args.journal) as journal:
+            taken = [s.entity for s in scenarios if journal.has_entity(s.machine, s.entity)]
+            if taken:
+                print(
+                    f"tradekernel drive: error: {args.journal} already has entities {', '.join(taken)}; "
+                    "entity ids are unique for the life of a journal (use a new journal or new ids)",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
             results = run_all(scenarios, record=journal.append)
             journal.commit()
     else:

@@ -165,7 +165,7 @@ def _fill_data(data: Data) -> tuple[Decimal, Decimal, str, Decimal]:
     trade_id = data.get("trade_id")
     if not isinstance(trade_id, str) or not trade_id:
         raise InvalidData("fill needs a trade_id (a non-empty string)")
-    fee = to_decimal(data.get("fee", 0), "fee", positive=False)
+    fee = to_decimal(data.get("fee") or 0, "fee", positive=False)
     return qty, price, trade_id, fee
 
 
@@ -311,6 +311,8 @@ def _request_replace(order: Entity, data: Data) -> dict[str, Any]:
 def _new_terms(order: Entity, data: Data, qty: Decimal) -> dict[str, Any]:
     price = order.data["price"]
     if data.get("price") is not None:
+        if order.data["type"] == "market":
+            raise InvalidData("a market order has no price")
         price = to_decimal(data["price"], "price")
     elif order.data["requested_price"] is not None and order.state == S.pending_replace:
         price = order.data["requested_price"]
@@ -336,8 +338,8 @@ def _restate(order: Entity, data: Data) -> dict[str, Any]:
 
 
 def _recorded(order: Entity, data: Data) -> dict[str, Any]:
-    """A harmless late answer (e.g. a cancel reject after the order filled): keep the reason."""
-    return _reason(order, data)
+    """A harmless late answer (e.g. a cancel reject after the order filled): keep its reason, if any."""
+    return _reason(order, data) if data.get("reason") is not None else {}
 
 
 ORDER = register(

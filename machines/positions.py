@@ -17,12 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from types import MappingProxyType
 
 from machines.errors import InvalidData
 
 ZERO = Decimal(0)
+
+# Arithmetic runs with 60 significant digits and the cost taken off a reduced position is rounded
+# to 20 decimal places: every other sum is then exact, so the identity below holds to the digit.
+_CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
+_COST_QUANTUM = Decimal("1e-20")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +76,13 @@ class Position:
 
     def unrealized_pnl(self, mark: Decimal) -> Decimal:
         """P&L of the open quantity marked at ``mark``."""
-        return self.qty * mark - self.cost
+        with localcontext(_CONTEXT):
+            return self.qty * mark - self.cost
 
     def total_pnl(self, mark: Decimal) -> Decimal:
         """Realized + unrealized, net of fees."""
-        return self.realized_pnl + self.unrealized_pnl(mark) - self.fees
+        with localcontext(_CONTEXT):
+            return self.realized_pnl + self.unrealized_pnl(mark) - self.fees
 
     def apply(self, fill: Fill) -> Position:
         """The position after ``fill``; raises ``InvalidData`` for another instrument's fill."""
@@ -83,26 +90,22 @@ class Position:
             raise InvalidData(f"fill for {fill.instrument!r} applied to the {self.instrument!r} position")
         signed = fill.signed_qty
         qty, cost, realized = self.qty, self.cost, self.realized_pnl
-        if qty == 0 or (qty > 0) == (signed > 0):
-            qty, cost = qty + signed, cost + signed * fill.price
-        else:
-            closing = min(abs(signed), abs(qty))
-            closed = closing if signed > 0 else -closing  # signed like the fill
-            removed = cost if closing == abs(qty) else cost * closing / abs(qty)
-            realized += -closed * fill.price - removed
-            qty, cost = qty + closed, cost - removed
-            rest = signed - closed
-            if rest:
-                qty, cost = qty + rest, cost + rest * fill.price
-        return replace(
-            self,
-            qty=qty,
-            cost=cost,
-            realized_pnl=realized,
-            fees=self.fees + fill.fee,
-            cash=self.cash - signed * fill.price - fill.fee,
-            fills=self.fills + 1,
-        )
+        with localcontext(_CONTEXT):
+            if qty == 0 or (qty > 0) == (signed > 0):
+                qty, cost = qty + signed, cost + signed * fill.price
+            else:
+                closing = min(abs(signed), abs(qty))
+                closed = closing if signed > 0 else -closing  # signed like the fill
+                whole = closing == abs(qty)
+                removed = cost if whole else (cost * closing / abs(qty)).quantize(_COST_QUANTUM)
+                realized += -closed * fill.price - removed
+                qty, cost = qty + closed, cost - removed
+                rest = signed - closed
+                if rest:
+                    qty, cost = qty + rest, cost + rest * fill.price
+            fees = self.fees + fill.fee
+            cash = self.cash - signed * fill.price - fill.fee
+        return replace(self, qty=qty, cost=cost, realized_pnl=realized, fees=fees, cash=cash, fills=self.fills + 1)
 
 
 class Positions:

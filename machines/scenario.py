@@ -189,6 +189,8 @@ def _parse_one(item: Any, where: str) -> Scenario:
     name = item.get("name", "")
     if not isinstance(name, str):
         raise ScenarioError(f"{prefix}name", "must be a string")
+    if not isinstance(item.get("description", ""), str):
+        raise ScenarioError(f"{prefix}description", "must be a string")
     return Scenario(machine, entity, _mapping(item.get("create"), f"{prefix}create"), tuple(parsed), name)
 
 
@@ -197,18 +199,14 @@ def _text(value: Any) -> str | None:
 
 
 def _same(expected: Any, actual: Any) -> bool:
-    if expected is None or actual is None:
-        return expected is None and actual is None
-    if isinstance(actual, Decimal) or isinstance(expected, Decimal):
+    """Numbers (Decimal or int fields) compare as decimals; everything else exactly."""
+    if isinstance(actual, bool) or isinstance(expected, bool) or expected is None or actual is None:
+        return type(expected) is type(actual) and bool(expected == actual)
+    if isinstance(actual, Decimal | int) or isinstance(expected, Decimal):
         try:
             return Decimal(str(expected)) == Decimal(str(actual))
         except InvalidOperation:
             return False
-    if isinstance(expected, str | int) and isinstance(actual, str | int) and not isinstance(actual, bool):
-        try:
-            return Decimal(str(expected)) == Decimal(str(actual))
-        except InvalidOperation:
-            return str(expected) == str(actual)
     return bool(expected == actual)
 
 
@@ -216,7 +214,10 @@ def _check(expect: Mapping[str, Any], entity: Entity, error: StateMachineError |
     failures = []
     for key, wanted in expect.items():
         if key == "error":
-            if error is None:
+            if wanted is None:
+                if error is not None:
+                    failures.append(f"expected no error, got {type(error).__name__}: {error}")
+            elif error is None:
                 failures.append(f"expected error {wanted}, but the trigger was accepted")
             elif wanted not in {cls.__name__ for cls in type(error).__mro__}:
                 failures.append(f"expected error {wanted}, got {type(error).__name__}: {error}")
@@ -232,7 +233,7 @@ def _check(expect: Mapping[str, Any], entity: Entity, error: StateMachineError |
     return failures
 
 
-Recorder = Callable[[Transition, Entity], None]
+Recorder = Callable[[Transition, Entity], object]
 
 
 def run(scenario: Scenario, record: Recorder | None = None) -> ScenarioResult:

@@ -1,7 +1,8 @@
 """The read side of the journal: audit queries and ``verify``. Opens the file read-only.
 
 Every query runs on a read-only connection, so auditing a journal while a kernel writes to it is
-safe (WAL readers never block the writer) and never creates or modifies a file.
+safe (WAL readers never block the writer) and never modifies the journal (SQLite may create its
+``-wal``/``-shm`` side files; see ``storage.schema.connect_reader``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from machines import CREATE, Entity, StateMachineError, registry
 from storage import codec
+from storage.errors import JournalCorrupt
 from storage.schema import (
     check_readable_version,
     connect_reader,
@@ -33,6 +35,12 @@ def iso_time(ts_ns: int) -> str:
 
 def _transition(row: tuple[Any, ...]) -> dict[str, Any]:
     seq, ts, run, machine, entity, trigger, source, dest, data, chain_hash = row
+    try:
+        if type(ts) is not int or type(data) is not str:
+            raise ValueError(f"ts {ts!r}")
+        decoded = codec.decode(data)
+    except ValueError as exc:  # msgspec.DecodeError is a ValueError
+        raise JournalCorrupt(f"transition seq {seq} is damaged ({exc}); run `tradekernel audit verify`") from None
     return {
         "seq": seq,
         "ts": iso_time(ts),
@@ -43,7 +51,7 @@ def _transition(row: tuple[Any, ...]) -> dict[str, Any]:
         "trigger": trigger,
         "source": source,
         "dest": dest,
-        "data": codec.decode(data),
+        "data": decoded,
         "hash": chain_hash,
     }
 

@@ -30,13 +30,13 @@ class JournalCorrupt(JournalError):
 class JournalVersionError(JournalError):
     """The database schema is newer than this code understands (or otherwise unusable)."""
 
-    def __init__(self, path: str, found: int, supported: int) -> None:
+    def __init__(self, path: str, found: int, supported: int, detail: str = "") -> None:
         self.path = path
         self.found = found
         self.supported = supported
         super().__init__(
             f"journal {path} has schema version {found}, but this tradekernel supports up to "
-            f"version {supported}; upgrade tradekernel to open it (it is never downgraded)"
+            f"version {supported}{detail}; upgrade tradekernel to open it (it is never downgraded)"
         )
 
 
@@ -47,6 +47,10 @@ class JournalWriteError(JournalError):
     half-written is on disk. ``Journal.commit()`` may be retried; until it succeeds the journal
     reports itself failed (``Journal.failure``) and the kernel must not trade.
     """
+
+
+class JournalBusy(JournalWriteError):
+    """A commit waited for a lock another connection holds (e.g. an SQLite shell in a transaction)."""
 
 
 class JournalClosed(JournalError):

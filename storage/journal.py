@@ -27,12 +27,14 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from machines import RUN, Entity, StateMachine, Transition, registry
+from machines import CREATE, RUN, Entity, StateMachine, Transition, registry
 from storage import codec
 from storage.errors import (
+    JournalBusy,
     JournalClosed,
     JournalCorrupt,
     JournalError,
+    JournalLocked,
     JournalWriteError,
 )
 from storage.lock import WriterLock
@@ -42,6 +44,7 @@ from storage.schema import (
     connect_writer,
     integrity_problem,
     migrate,
+    refuse_foreign,
     translate,
     user_version,
 )
@@ -132,6 +135,7 @@ class Journal:
         ``JournalLocked`` (another writer), ``JournalCorrupt``, ``JournalVersionError``.
         """
         check_directory(path)
+        refuse_foreign(path)
         lock = WriterLock(path)
         try:
             conn = connect_writer(path, durability)
@@ -148,6 +152,9 @@ class Journal:
         if start_run:
             try:
                 journal._start_run()
+            except JournalBusy as exc:
+                journal._release()
+                raise JournalLocked(path, "another connection holding a write transaction") from exc
             except BaseException:
                 journal._release()
                 raise
@@ -219,8 +226,12 @@ class Journal:
             data = codec.encode(transition.data)
         except (TypeError, ValueError) as exc:
             raise JournalDataError(f"cannot journal data of {transition}: {exc}") from exc
+        if transition.trigger == CREATE:
+            self._refuse_second_create(transition)
         seq = self._seq + 1
         ts = self._clock()
+        if type(ts) is not int or not 0 <= ts < 2**63:
+            raise JournalDataError(f"the clock gave {ts!r}; it must give int nanoseconds since the epoch")
         chain_hash = codec.row_hash(
             self._hash,
             seq,
@@ -252,11 +263,37 @@ class Journal:
         self._hash = chain_hash
         return seq
 
+    def has_entity(self, machine: str, entity_id: str) -> bool:
+        """True when ``machine`` has an entity ``entity_id`` (appended or committed, live or ended)."""
+        key = (machine, entity_id)
+        if key in self._dirty:
+            return True
+        row = (
+            self._require_open()
+            .execute(
+                "SELECT 1 FROM live_entities WHERE machine = ? AND entity = ? "
+                "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity = ?",
+                key + key,
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def _refuse_second_create(self, transition: Transition) -> None:
+        exists = self.has_entity(transition.machine, transition.entity_id)
+        if exists:
+            raise JournalDataError(
+                f"{transition.machine} {transition.entity_id!r} already exists in {self.path}; "
+                "entity ids are unique per machine for the life of the journal"
+            )
+
     def fire(self, machine: StateMachine, entity: Entity, trigger: str, /, **data: Any) -> Transition:
         """``machine.fire(entity, trigger, **data)`` and append the result; return the record.
 
-        A refused trigger raises the machine's typed error and appends nothing.
+        A refused trigger raises the machine's typed error and appends nothing; on a closed journal
+        ``JournalClosed`` is raised before the entity is touched.
         """
+        self._require_open()
         transition = machine.fire(entity, trigger, **data)
         self.append(transition, entity)
         return transition
@@ -291,11 +328,14 @@ class Journal:
             conn.execute("COMMIT")
         except BaseException as exc:
             _rollback(conn)
-            if not isinstance(exc, sqlite3.Error):
-                raise
-            error = translate(exc, self.path, writing=True)
-            if not isinstance(error, JournalWriteError):
-                error = JournalWriteError(str(error))
+            if isinstance(exc, sqlite3.Error):
+                error = translate(exc, self.path, writing=True)
+                if not isinstance(error, JournalWriteError):
+                    error = JournalWriteError(str(error))
+            elif isinstance(exc, Exception):
+                error = JournalWriteError(f"{self.path}: commit failed: {exc!r}")
+            else:
+                raise  # KeyboardInterrupt, SystemExit: rolled back, batch kept, let it stop
             self._failure = error
             raise error from exc
         written = len(self._rows)

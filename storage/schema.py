@@ -29,6 +29,7 @@ from sqlite_utils import Migrations
 
 from storage.codec import GENESIS_HASH
 from storage.errors import (
+    JournalBusy,
     JournalCorrupt,
     JournalError,
     JournalLocked,
@@ -51,9 +52,6 @@ def _migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_
     """Register ``fn`` as the next migration (its name is its identity in ``_sqlite_migrations``)."""
     MIGRATION_NAMES.append(fn.__name__)
     return MIGRATIONS()(fn)
-
-
-OWN_TABLES = frozenset({"transitions", "live_entities", "ended_entities", "journal_head", "_sqlite_migrations"})
 
 
 @_migration
@@ -158,7 +156,7 @@ def translate(exc: sqlite3.Error, path: str, *, writing: bool) -> JournalError:
         return JournalWriteError(f"{message} (disk or database size limit reached)")
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         if writing:
-            return JournalWriteError(f"{message} (another connection holds a write lock)")
+            return JournalBusy(f"{message} (another connection holds a write lock)")
         return JournalLocked(path, "another connection holding a write transaction")
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_AUTH):
         return JournalOpenError(f"{message} (check that the file and its directory are writable)")
@@ -172,6 +170,8 @@ def check_directory(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise JournalOpenError(f"cannot open journal {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise JournalOpenError(f"cannot open journal {path}: it is a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise JournalOpenError(
             f"cannot open journal {path} for writing: directory {directory} is not writable "
@@ -179,6 +179,40 @@ def check_directory(path: str) -> None:
         )
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise JournalOpenError(f"cannot open journal {path} for writing: the file is read-only")
+
+
+def refuse_foreign(path: str) -> None:
+    """Refuse an existing SQLite file that is not a tradekernel journal, without touching it.
+
+    Runs before the writer lock is taken or WAL mode is set, on a read-only connection, so someone
+    else's database given by mistake is left exactly as it was.
+    """
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return
+        ours = (
+            "_sqlite_migrations" in tables
+            and conn.execute(
+                "SELECT count(*) FROM _sqlite_migrations WHERE migration_set = ?", (MIGRATIONS.name,)
+            ).fetchone()[0]
+        )
+        if not ours:
+            names = ", ".join(sorted(tables)[:5])
+            raise JournalOpenError(
+                f"{path} is an SQLite database but not a tradekernel journal (it has tables {names}); "
+                "refusing to write to it"
+            )
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    finally:
+        conn.close()
 
 
 def connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
@@ -204,14 +238,37 @@ def connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
 
 
 def connect_reader(path: str) -> sqlite3.Connection:
-    """Open an existing journal read-only (never creates a file); typed errors on failure."""
+    """Open an existing journal read-only; typed errors on failure.
+
+    Never writes the journal. In WAL mode SQLite may create the ``-wal``/``-shm`` side files; on
+    read-only media, where it cannot, the journal is opened as immutable (no writer can be running
+    there) provided no uncommitted WAL content is left beside it.
+    """
     if not os.path.exists(path):
         raise JournalOpenError(f"no journal at {path}")
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
     try:
-        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, isolation_level=None)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return _probe(sqlite3.connect(uri, uri=True, isolation_level=None))
     except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        wal = path + "-wal"
+        read_only_media = code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and not os.access(
+            os.path.dirname(os.path.abspath(path)), os.W_OK
+        )
+        if read_only_media and (not os.path.exists(wal) or os.path.getsize(wal) == 0):
+            try:
+                return _probe(sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None))
+            except sqlite3.Error as retry_exc:
+                raise translate(retry_exc, path, writing=False) from retry_exc
         raise translate(exc, path, writing=False) from exc
+
+
+def _probe(conn: sqlite3.Connection) -> sqlite3.Connection:
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -238,8 +295,8 @@ def check_readable_version(conn: sqlite3.Connection, path: str) -> int:
 def migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:
     """Bring the journal's schema up to ``SCHEMA_VERSION``; return (version before, after).
 
-    Raises ``JournalVersionError`` for a newer database and ``JournalOpenError`` for an SQLite file
-    that holds someone else's tables. Each migration runs in its own transaction.
+    Raises ``JournalVersionError`` for a newer database (``refuse_foreign`` has already turned away
+    files that are not journals). Each migration runs in its own transaction.
     """
     before = user_version(conn)
     if before > SCHEMA_VERSION:
@@ -250,14 +307,9 @@ def migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:
         applied = MIGRATIONS.applied(db)
         foreign = [m.name for m in applied if m.name not in known]
         if foreign:
-            raise JournalVersionError(path, len(applied), SCHEMA_VERSION)
-        if before == 0 and not applied:
-            others = sorted(set(db.table_names()) - OWN_TABLES)
-            if others:
-                raise JournalOpenError(
-                    f"{path} is an SQLite database but not a tradekernel journal "
-                    f"(it has tables {', '.join(others[:5])}); refusing to write to it"
-                )
+            raise JournalVersionError(
+                path, before, SCHEMA_VERSION, f" (it has migrations this version does not know: {', '.join(foreign)})"
+            )
         MIGRATIONS.apply(db)
         after = len(MIGRATIONS.applied(db))
         if after != before:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,5 +55,5 @@ def run_cli(*args: str, timeout: float = 60, cwd: str | None = None) -> subproce
 
 
 @pytest.fixture
-def cli() -> Iterator[object]:
-    yield run_cli
+def cli() -> object:
+    return run_cli

@@ -1,0 +1,296 @@
+"""Positions (``machines.positions``): a pure Decimal fold over fills, average-cost basis.
+
+Fill validation; long, short and flip cases with hand-computed P&L; ``Positions``; and Hypothesis
+properties: folding one fill at a time equals ``Positions.rebuild``, the accounting identity
+``realized + unrealized(mark) - fees == cash + qty * mark`` holds exactly, and ``qty`` is the signed
+sum of fill quantities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from machines.errors import InvalidData
+from machines.positions import Fill, Position, Positions
+
+D = Decimal
+
+
+def buy(qty: str, price: str, fee: str = "0", instrument: str = "XYZ") -> Fill:
+    return Fill(instrument, "buy", D(qty), D(price), D(fee))
+
+
+def sell(qty: str, price: str, fee: str = "0", instrument: str = "XYZ") -> Fill:
+    return Fill(instrument, "sell", D(qty), D(price), D(fee))
+
+
+def dec(*values: int | str | None) -> tuple[Decimal | None, ...]:
+    """Expected values as Decimals (``None`` stays ``None``)."""
+    return tuple(None if v is None else D(v) for v in values)
+
+
+def fold(*fills: Fill, instrument: str = "XYZ") -> Position:
+    position = Position(instrument)
+    for fill in fills:
+        position = position.apply(fill)
+    return position
+
+
+def assert_identity(position: Position, mark: Decimal) -> None:
+    """The module docstring's accounting identity, exactly."""
+    assert position.realized_pnl + position.unrealized_pnl(mark) - position.fees == position.cash + position.qty * mark
+    assert position.total_pnl(mark) == position.cash + position.qty * mark
+
+
+# -- fills ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"side": "short"}, "side", id="bad-side"),
+        pytest.param({"side": "BUY"}, "side", id="upper-case-side"),
+        pytest.param({"qty": 1}, "qty must be a finite Decimal", id="int-qty"),
+        pytest.param({"qty": 1.0}, "qty must be a finite Decimal", id="float-qty"),
+        pytest.param({"qty": "1"}, "qty must be a finite Decimal", id="string-qty"),
+        pytest.param({"price": 10}, "price must be a finite Decimal", id="int-price"),
+        pytest.param({"fee": 0}, "fee must be a finite Decimal", id="int-fee"),
+        pytest.param({"qty": D("NaN")}, "qty must be a finite Decimal", id="nan-qty"),
+        pytest.param({"price": D("Infinity")}, "price must be a finite Decimal", id="infinite-price"),
+        pytest.param({"fee": D("-Infinity")}, "fee must be a finite Decimal", id="infinite-fee"),
+        pytest.param({"qty": D("0")}, "positive", id="zero-qty"),
+        pytest.param({"qty": D("-1")}, "positive", id="negative-qty"),
+        pytest.param({"price": D("0")}, "positive", id="zero-price"),
+        pytest.param({"price": D("-5")}, "positive", id="negative-price"),
+    ],
+)
+def test_fill_validation(kwargs: dict[str, Any], message: str) -> None:
+    fields = {"instrument": "XYZ", "side": "buy", "qty": D("1"), "price": D("10"), **kwargs}
+    with pytest.raises(InvalidData, match=message):
+        Fill(**fields)
+
+
+def test_fill_defaults_and_signed_qty() -> None:
+    fill = Fill("XYZ", "buy", D("2"), D("10"))
+    assert (fill.fee, fill.trade_id) == (D(0), "")
+    assert fill.signed_qty == D("2")
+    assert Fill("XYZ", "sell", D("2"), D("10"), D("0"), "T1").signed_qty == D("-2")
+    assert Fill("XYZ", "buy", D("1"), D("1"), D("-0.01")).fee == D("-0.01")  # a rebate
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fill.qty = D("3")  # type: ignore[misc]
+
+
+# -- one position -----------------------------------------------------------------------------
+
+
+def test_flat_position() -> None:
+    position = Position("XYZ")
+    assert (position.qty, position.cost, position.realized_pnl, position.fees, position.cash) == dec(0, 0, 0, 0, 0)
+    assert position.avg_px is None
+    assert position.fills == 0
+    assert position.unrealized_pnl(D("123")) == 0
+
+
+def test_long_open_increase_reduce_close() -> None:
+    p1 = fold(buy("10", "100", fee="1"))
+    assert (p1.qty, p1.cost, p1.avg_px, p1.realized_pnl, p1.fees, p1.cash) == dec(10, 1000, 100, 0, 1, "-1001")
+    assert p1.unrealized_pnl(D("105")) == 50
+
+    p2 = p1.apply(buy("10", "110"))
+    assert (p2.qty, p2.cost, p2.avg_px, p2.realized_pnl) == dec(20, 2100, 105, 0)
+    assert p2.cash == D("-2101")
+
+    p3 = p2.apply(sell("5", "120", fee="0.5"))  # realizes 5 * (120 - 105)
+    assert (p3.qty, p3.cost, p3.avg_px, p3.realized_pnl) == dec(15, 1575, 105, 75)
+    assert p3.fees == D("1.5")
+    assert p3.cash == D("-1501.5")
+
+    p4 = p3.apply(sell("15", "100"))  # realizes 15 * (100 - 105)
+    assert (p4.qty, p4.cost, p4.avg_px) == dec(0, 0, None)
+    assert p4.realized_pnl == 0
+    assert p4.cash == D("-1.5")
+    assert p4.total_pnl(D("999")) == D("-1.5")
+    assert p4.fills == 4
+    assert p1.qty == 10  # positions are immutable: apply returned new ones
+
+
+def test_short_open_increase_reduce_close() -> None:
+    p1 = fold(sell("10", "50"))
+    assert (p1.qty, p1.cost, p1.avg_px, p1.cash) == dec(-10, -500, 50, 500)
+    assert p1.unrealized_pnl(D("45")) == 50  # a short gains when the price falls
+
+    p2 = p1.apply(sell("10", "40"))
+    assert (p2.qty, p2.cost, p2.avg_px) == dec(-20, -900, 45)
+
+    p3 = p2.apply(buy("4", "35"))  # realizes 4 * (45 - 35)
+    assert (p3.qty, p3.cost, p3.avg_px, p3.realized_pnl) == dec(-16, -720, 45, 40)
+
+    p4 = p3.apply(buy("16", "50"))  # realizes 16 * (45 - 50)
+    assert (p4.qty, p4.cost, p4.avg_px, p4.realized_pnl) == dec(0, 0, None, -40)
+    assert p4.cash == D("-40")
+
+
+def test_flip_long_to_short_in_one_fill() -> None:
+    position = fold(buy("10", "100"), sell("15", "110", fee="2"))
+    assert position.realized_pnl == 100  # only the 10 closed: 10 * (110 - 100)
+    assert (position.qty, position.cost, position.avg_px) == dec(-5, -550, 110)
+    assert position.fees == 2
+    assert position.cash == D("648")
+    assert position.unrealized_pnl(D("100")) == 50
+    assert_identity(position, D("100"))
+
+
+def test_flip_short_to_long_in_one_fill() -> None:
+    position = fold(sell("3", "20"), buy("5", "18"))
+    assert position.realized_pnl == 6  # 3 * (20 - 18)
+    assert (position.qty, position.cost, position.avg_px) == dec(2, 36, 18)
+
+
+def test_partial_close_removes_proportional_cost() -> None:
+    position = fold(buy("3", "10"), buy("1", "14"), sell("1", "15"))  # avg 11
+    assert position.realized_pnl == 4
+    assert (position.qty, position.cost, position.avg_px) == dec(3, 33, 11)
+
+
+def test_realized_pnl_with_fractional_quantities() -> None:
+    position = fold(buy("0.5", "20000.10"), buy("0.25", "19999.70"), sell("0.6", "20100", fee="0.12"))
+    # avg = (10000.05 + 4999.925) / 0.75 = 19999.966666...; cost removed = 14999.975 * 0.6 / 0.75 = 11999.98
+    assert position.realized_pnl == D("12060") - D("11999.98")
+    assert position.qty == D("0.15")
+    assert position.cost == D("2999.995")
+    assert position.fees == D("0.12")
+    assert_identity(position, D("20050.5"))
+
+
+def test_accounting_identity_with_a_non_terminating_average() -> None:
+    """An average cost of 207.02 / 3 does not terminate: the identity must still hold exactly.
+
+    ``removed`` = 69.006666...67 leaves ``cost`` and enters ``realized_pnl``; the docstring
+    promises that the same amount does both, so nothing is created or lost by rounding.
+    """
+    position = fold(buy("2", "100.01"), buy("1", "7"), sell("1", "101"))
+    assert position.qty == 2
+    assert position.cash == D("-106.02")
+    assert_identity(position, D("101"))
+    assert_identity(position, D("0.01"))
+    flat = position.apply(sell("2", "101"))  # the round trip: 303 in, 207.02 out
+    assert (flat.qty, flat.cost, flat.avg_px) == dec(0, 0, None)
+    assert flat.cash == D("95.98")
+    assert flat.realized_pnl == D("95.98")
+
+
+def test_fill_of_another_instrument_is_invalid() -> None:
+    position = fold(buy("1", "10"))
+    with pytest.raises(InvalidData, match="'ABC'"):
+        position.apply(buy("1", "10", instrument="ABC"))
+    assert position == fold(buy("1", "10"))
+
+
+# -- Positions --------------------------------------------------------------------------------
+
+
+def test_positions_apply_get_and_snapshot() -> None:
+    positions = Positions()
+    assert positions.get("XYZ") == Position("XYZ")
+    assert dict(positions.snapshot()) == {}
+    returned = positions.apply(buy("2", "10", instrument="XYZ"))
+    positions.apply(sell("1", "5", instrument="ABC"))
+    positions.apply(buy("1", "13", instrument="XYZ"))
+    assert returned.qty == 2
+    assert positions.get("XYZ") == fold(buy("2", "10"), buy("1", "13"))
+    assert positions.get("ABC").qty == -1
+    assert positions.get("NEW") == Position("NEW")
+
+    snap = positions.snapshot()
+    assert set(snap) == {"XYZ", "ABC"}
+    with pytest.raises(TypeError):
+        snap["XYZ"] = Position("XYZ")  # type: ignore[index]
+    positions.apply(buy("1", "1", instrument="QQQ"))
+    assert "QQQ" not in snap  # a snapshot does not move with later fills
+    assert "NEW" not in positions.snapshot()  # get() does not create positions
+
+
+def test_positions_rebuild() -> None:
+    fills = [buy("2", "10"), sell("1", "5", instrument="ABC"), sell("3", "12")]
+    rebuilt = Positions.rebuild(fills)
+    assert isinstance(rebuilt, Positions)
+    assert rebuilt.get("XYZ") == fold(buy("2", "10"), sell("3", "12"))
+    assert rebuilt.get("XYZ").qty == -1
+    assert rebuilt.get("ABC") == fold(sell("1", "5", instrument="ABC"), instrument="ABC")
+    assert dict(Positions.rebuild([]).snapshot()) == {}
+
+
+def test_positions_apply_refuses_bad_fill_before_folding() -> None:
+    positions = Positions()
+    positions.apply(buy("1", "10"))
+    with pytest.raises(InvalidData):
+        positions.apply(Fill("XYZ", "buy", D("1"), D("0")))
+    assert positions.get("XYZ") == fold(buy("1", "10"))
+
+
+# -- properties -------------------------------------------------------------------------------
+
+QUANTITIES = st.integers(1, 10_000).map(lambda n: D(n).scaleb(-2))  # 0.01 .. 100.00
+PRICES = st.integers(1, 1_000_000).map(lambda n: D(n).scaleb(-2))  # 0.01 .. 10000.00
+FEES = st.integers(0, 500).map(lambda n: D(n).scaleb(-3))
+FILLS = st.builds(
+    Fill,
+    instrument=st.sampled_from(["XYZ", "ABC"]),
+    side=st.sampled_from(["buy", "sell"]),
+    qty=QUANTITIES,
+    price=PRICES,
+    fee=FEES,
+)
+PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
+
+
+@PROPERTY_SETTINGS
+@given(fills=st.lists(FILLS, max_size=30))
+def test_folding_one_at_a_time_equals_rebuild(fills: list[Fill]) -> None:
+    positions = Positions()
+    for fill in fills:
+        positions.apply(fill)
+    rebuilt = Positions.rebuild(fills)
+    assert dict(positions.snapshot()) == dict(rebuilt.snapshot())
+    by_hand: dict[str, Position] = {}
+    for fill in fills:
+        by_hand[fill.instrument] = by_hand.get(fill.instrument, Position(fill.instrument)).apply(fill)
+    assert dict(rebuilt.snapshot()) == by_hand
+
+
+@PROPERTY_SETTINGS
+@given(fills=st.lists(FILLS, max_size=30), mark=PRICES)
+@example(fills=[buy("2", "100.01"), buy("1", "7"), sell("1", "101")], mark=D("101"))
+@example(fills=[sell("0.01", "0.02"), sell("0.10", "0.01"), buy("0.01", "0.01")], mark=D("0.01"))
+def test_accounting_identity_is_exact(fills: list[Fill], mark: Decimal) -> None:
+    positions = Positions()
+    for fill in fills:
+        position = positions.apply(fill)
+        assert_identity(position, mark)
+    for position in positions.snapshot().values():
+        assert_identity(position, mark)
+
+
+@PROPERTY_SETTINGS
+@given(fills=st.lists(FILLS, max_size=30))
+def test_qty_is_the_signed_sum_of_fills(fills: list[Fill]) -> None:
+    positions = Positions.rebuild(fills)
+    for instrument in ("XYZ", "ABC"):
+        own = [f for f in fills if f.instrument == instrument]
+        position = positions.get(instrument)
+        assert position.qty == sum((f.signed_qty for f in own), D(0))
+        assert position.fills == len(own)
+        assert position.fees == sum((f.fee for f in own), D(0))
+        assert position.cash == sum((-f.signed_qty * f.price - f.fee for f in own), D(0))
+        assert (position.avg_px is None) == (position.qty == 0)
+        if position.qty == 0:
+            assert position.cost == 0
+        else:
+            assert position.avg_px is not None
+            assert position.avg_px > 0
