@@ -159,24 +159,29 @@ def _decode(data: dict[str, Any]) -> dict[str, Any]:
 # -- guards -------------------------------------------------------------------------------------
 
 
-def _fill_data(data: Data) -> tuple[Decimal, Decimal, str, Decimal]:
-    qty = to_decimal(data.get("qty"), "fill qty")
-    price = to_decimal(data.get("price"), "fill price")
+def _trade_id(data: Data) -> str:
     trade_id = data.get("trade_id")
     if not isinstance(trade_id, str) or not trade_id:
         raise InvalidData("fill needs a trade_id (a non-empty string)")
-    fee = to_decimal(data.get("fee") or 0, "fee", positive=False)
-    return qty, price, trade_id, fee
+    return trade_id
 
 
-def duplicate(order: Entity, data: Data) -> bool:
-    """The fill's ``trade_id`` was already applied (validates the fill data first)."""
-    _, _, trade_id, _ = _fill_data(data)
-    return trade_id in order.data["trade_ids"]
+def _fill_data(data: Data) -> tuple[Decimal, Decimal, str, Decimal]:
+    qty = to_decimal(data.get("qty"), "fill qty")
+    price = to_decimal(data.get("price"), "fill price")
+    fee = data.get("fee")
+    return qty, price, _trade_id(data), ZERO if fee is None else to_decimal(fee, "fee", positive=False)
+
+
+def new_trade(order: Entity, data: Data) -> bool:
+    """The fill's ``trade_id`` has not been applied yet (a repeat falls through to the last rule)."""
+    return _trade_id(data) not in order.data["trade_ids"]
 
 
 def completes(order: Entity, data: Data) -> bool:
-    """The fill takes ``cum_qty`` to (or past: ``Overfill`` follows) the order quantity."""
+    """A new fill that takes ``cum_qty`` to (or past: ``Overfill`` follows) the order quantity."""
+    if _trade_id(data) in order.data["trade_ids"]:
+        return False
     qty = to_decimal(data.get("qty"), "fill qty")
     return bool(order.data["cum_qty"] + qty >= order.data["qty"])
 
@@ -250,6 +255,7 @@ def _late_fill(order: Entity, data: Data) -> dict[str, Any]:
 
 
 def _duplicate_fill(order: Entity, data: Data) -> dict[str, Any]:
+    _fill_data(data)  # a repeat must still be a well-formed fill
     return {"duplicate_fills": order.data["duplicate_fills"] + 1}
 
 
@@ -383,14 +389,8 @@ ORDER = register(
                 effect=_reject,
                 doc="The new order is rejected while our cancel request is pending.",
             ),
-            Rule(
-                "fill",
-                (*FILLABLE, *PENDING, S.filled, S.canceled, S.expired),
-                None,
-                guard=duplicate,
-                effect=_duplicate_fill,
-                doc="A fill whose trade_id was already applied: ignored, counted.",
-            ),
+            # Fills: the rules for a new trade_id first (the common case tries one or two rules),
+            # then one catch-all for a trade_id already applied.
             Rule(
                 "fill",
                 (*FILLABLE, *PENDING),
@@ -403,6 +403,7 @@ ORDER = register(
                 "fill",
                 FILLABLE,
                 S.partially_filled,
+                guard=new_trade,
                 effect=_fill,
                 doc="A partial fill (A.1.a); before the ack it implies acceptance.",
             ),
@@ -410,16 +411,27 @@ ORDER = register(
                 "fill",
                 PENDING,
                 None,
+                guard=new_trade,
                 effect=_fill,
                 doc="A partial fill while a request is pending: old terms apply (B.1.b, C.1.b).",
             ),
-            Rule("fill", S.filled, None, effect=_fill, doc="Any new fill on a filled order overfills."),
+            Rule(
+                "fill", S.filled, None, guard=new_trade, effect=_fill, doc="Any new fill on a filled order overfills."
+            ),
             Rule(
                 "fill",
                 (S.canceled, S.expired),
                 None,
+                guard=new_trade,
                 effect=_late_fill,
                 doc="A late fill after cancel/expiry: applied, the order stays done.",
+            ),
+            Rule(
+                "fill",
+                (*FILLABLE, *PENDING, S.filled, S.canceled, S.expired),
+                None,
+                effect=_duplicate_fill,
+                doc="A fill whose trade_id was already applied: ignored, counted.",
             ),
             Rule(
                 "request_cancel",

@@ -224,12 +224,10 @@ class AuditReader:
         entities: dict[tuple[str, str], tuple[Entity, int]] = {}
         cursor = self._conn.execute(f"SELECT {_COLUMNS} FROM transitions ORDER BY seq")
         for row in cursor:
-            seq, ts, run, machine, entity_id, trigger, source, dest, data_text, stored_hash = row
+            seq, _ts, _run, machine, entity_id, trigger, source, dest, data_text, stored_hash = row
             if seq != expected_seq:
                 raise _Bad(expected_seq, f"row seq {expected_seq} is missing (the next row is seq {seq})")
-            computed = codec.row_hash(
-                prev_hash, seq, ts, run, machine, entity_id, trigger, source, dest, data_text.encode()
-            )
+            computed = codec.row_hash(prev_hash, row[:8], data_text.encode())
             if computed != stored_hash:
                 raise _Bad(seq, "hash mismatch: this row was edited (or its stored hash was)")
             self._replay(entities, seq, machine, entity_id, trigger, source, dest, data_text)

@@ -46,18 +46,10 @@ def decode(text: str | bytes) -> Any:
     return _decoder.decode(text)
 
 
-def row_hash(
-    prev_hash: str,
-    seq: int,
-    ts: int,
-    run: int,
-    machine: str,
-    entity: str,
-    trigger: str,
-    source: str | None,
-    dest: str,
-    data: bytes,
-) -> str:
-    """The chained hash of one ``transitions`` row (hex)."""
-    header = _encoder.encode((seq, ts, run, machine, entity, trigger, source, dest))
-    return hashlib.sha256(prev_hash.encode() + header + data).hexdigest()
+Header = tuple[int, int, int, str, str, str, "str | None", str]
+"""``(seq, ts, run, machine, entity, trigger, source, dest)``: a row's columns before ``data``."""
+
+
+def row_hash(prev_hash: str, header: Header, data: bytes) -> str:
+    """The chained hash of one ``transitions`` row (hex), from its header columns and data bytes."""
+    return hashlib.sha256(prev_hash.encode() + _encoder.encode(header) + data).hexdigest()
