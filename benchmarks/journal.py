@@ -17,24 +17,22 @@ Lines printed (``bench`` field):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from common import BATCH, emit, fresh, journal_rows, median_of, raw_insert
+
 from machines import Entity, Rule, StateMachine, Transition
 from machines.base import Data
 from storage import Journal
-from storage.schema import SYNCHRONOUS
 
-BATCH = 100
 IN_FLIGHT = 50
 
 
@@ -103,13 +101,6 @@ def record(journal: Journal, entities: dict[str, Entity], entity_id: str, trigge
         journal.fire(BENCH, entities[entity_id], trigger, **data)
 
 
-def fresh(path: str) -> str:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    return path
-
-
 def fire_all(count: int) -> tuple[list[tuple[Transition, Entity]], float]:
     """Fire ``count`` transitions in memory; return them and the seconds it took."""
     entities: dict[str, Entity] = {}
@@ -158,50 +149,15 @@ def journal_only(path: str, durability: str, fired: list[tuple[Transition, Entit
     return elapsed
 
 
-def raw(path: str, durability: str, rows: list[tuple[Any, ...]]) -> float:
-    """Seconds for plain executemany of ``rows`` into a same-shaped table, ``BATCH`` per commit."""
-    conn = sqlite3.connect(fresh(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[durability]}")
-    conn.execute(
-        "CREATE TABLE transitions (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, run INTEGER NOT NULL, "
-        "machine TEXT NOT NULL, entity TEXT NOT NULL, trigger TEXT NOT NULL, source TEXT, "
-        "dest TEXT NOT NULL, data TEXT NOT NULL, hash TEXT NOT NULL)"
-    )
-    start = time.perf_counter()
-    for i in range(0, len(rows), BATCH):
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[i : i + BATCH])
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return elapsed
-
-
-def journal_rows(path: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    rows = conn.execute("SELECT * FROM transitions WHERE machine = 'bench' ORDER BY seq").fetchall()
-    conn.close()
-    return rows
-
-
-def median_of(repeats: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeats))
-
-
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps(record), flush=True)
-
-
 def bench_throughput(workdir: str, count: int, repeats: int) -> None:
     fired, _ = fire_all(count)
     fire_s = median_of(repeats, lambda: fire_all(count)[1])
     for durability in ("full", "normal"):
         audited_path = os.path.join(workdir, f"audited-{durability}.db")
         audited_s = median_of(repeats, lambda: audited(audited_path, durability, count))  # noqa: B023
-        rows = journal_rows(audited_path)
+        rows = journal_rows(audited_path, "bench")
         raw_path = os.path.join(workdir, f"raw-{durability}.db")
-        raw_s = median_of(repeats, lambda: raw(raw_path, durability, rows))  # noqa: B023
+        raw_s = median_of(repeats, lambda: raw_insert(raw_path, durability, rows))  # noqa: B023
         only_path = os.path.join(workdir, f"only-{durability}.db")
         only_s = median_of(repeats, lambda: journal_only(only_path, durability, fired))  # noqa: B023
         audited_rate, raw_rate, only_rate = count / audited_s, count / raw_s, count / only_s

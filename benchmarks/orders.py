@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
-import sqlite3
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from common import BATCH, emit, fresh, journal_rows, median_of, raw_insert
+
 from machines import ORDER, Entity
 from storage import Journal
-from storage.schema import SYNCHRONOUS
 
-BATCH = 100
 CREATE = {"instrument": "BTCUSDT", "side": "buy", "type": "limit", "qty": "10", "price": "100.5", "tif": "gtc"}
 STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("submit", {}),
@@ -87,13 +84,6 @@ def raw_in_memory(count: int) -> float:
     return time.perf_counter() - start
 
 
-def fresh(path: str) -> str:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    return path
-
-
 def journaled(path: str, count: int) -> float:
     journal = Journal.open(fresh(path), durability="full")
     pending = 0
@@ -110,28 +100,6 @@ def journaled(path: str, count: int) -> float:
     journal.commit()
     elapsed = time.perf_counter() - start
     journal.close()
-    return elapsed
-
-
-def raw_journaled(source: str, path: str) -> float:
-    conn = sqlite3.connect(source)
-    rows = conn.execute("SELECT * FROM transitions WHERE machine = 'order' ORDER BY seq").fetchall()
-    conn.close()
-    conn = sqlite3.connect(fresh(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={SYNCHRONOUS['full']}")
-    conn.execute(
-        "CREATE TABLE transitions (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, run INTEGER NOT NULL, "
-        "machine TEXT NOT NULL, entity TEXT NOT NULL, trigger TEXT NOT NULL, source TEXT, "
-        "dest TEXT NOT NULL, data TEXT NOT NULL, hash TEXT NOT NULL)"
-    )
-    start = time.perf_counter()
-    for i in range(0, len(rows), BATCH):
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[i : i + BATCH])
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
     return elapsed
 
 
@@ -174,14 +142,6 @@ def bare_order(i: int) -> dict[str, Any]:
     }
 
 
-def median_of(repeats: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeats))
-
-
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps(record), flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lifecycles", type=int, default=20_000, help="per run (default 20000)")
@@ -207,7 +167,7 @@ def main() -> None:
         )
         journal_path = os.path.join(workdir, "orders.db")
         journal_s = median_of(args.repeats, lambda: journaled(journal_path, n))
-        raw_s = raw_journaled(journal_path, os.path.join(workdir, "raw.db"))
+        raw_s = raw_insert(os.path.join(workdir, "raw.db"), "full", journal_rows(journal_path, "order"))
         emit(
             {
                 "bench": "orders.lifecycles",

@@ -343,6 +343,11 @@ def _restate(order: Entity, data: Data) -> dict[str, Any]:
     return {**_new_terms(order, data, qty), **_reason(order, data)}
 
 
+def _returns_to_prior(trigger: str, source: OrderState, priors: tuple[OrderState, ...], doc: str) -> tuple[Rule, ...]:
+    """One rule per state a pending request may return to: back to the state it left."""
+    return tuple(Rule(trigger, source, prior, guard=_prior(prior), effect=_back_to_prior, doc=doc) for prior in priors)
+
+
 def _recorded(order: Entity, data: Data) -> dict[str, Any]:
     """A harmless late answer (e.g. a cancel reject after the order filled): keep its reason, if any."""
     return _reason(order, data) if data.get("reason") is not None else {}
@@ -440,29 +445,11 @@ ORDER = register(
                 effect=_request_cancel,
                 doc="We ask the venue to cancel (B.1.a, B.1.d).",
             ),
-            Rule(
+            *_returns_to_prior(
                 "cancel_reject",
                 S.pending_cancel,
-                S.pending_new,
-                guard=_prior(S.pending_new),
-                effect=_back_to_prior,
-                doc="Cancel refused: back to the prior state (B.1.d).",
-            ),
-            Rule(
-                "cancel_reject",
-                S.pending_cancel,
-                S.accepted,
-                guard=_prior(S.accepted),
-                effect=_back_to_prior,
-                doc="Cancel refused: back to the prior state.",
-            ),
-            Rule(
-                "cancel_reject",
-                S.pending_cancel,
-                S.partially_filled,
-                guard=_prior(S.partially_filled),
-                effect=_back_to_prior,
-                doc="Cancel refused: back to the prior state.",
+                (S.pending_new, *WORKING),
+                "Cancel refused: back to the prior state (B.1.d, B.1.f).",
             ),
             Rule(
                 "cancel_reject",
@@ -485,21 +472,8 @@ ORDER = register(
                 effect=_request_replace,
                 doc="We ask the venue to change qty and/or price (C.1.a).",
             ),
-            Rule(
-                "replace_reject",
-                S.pending_replace,
-                S.accepted,
-                guard=_prior(S.accepted),
-                effect=_back_to_prior,
-                doc="Replace refused: back to the prior state (C.2.a).",
-            ),
-            Rule(
-                "replace_reject",
-                S.pending_replace,
-                S.partially_filled,
-                guard=_prior(S.partially_filled),
-                effect=_back_to_prior,
-                doc="Replace refused: back to the prior state (C.2.a).",
+            *_returns_to_prior(
+                "replace_reject", S.pending_replace, WORKING, "Replace refused: back to the prior state (C.2.a)."
             ),
             Rule(
                 "replace_reject",
