@@ -1,0 +1,304 @@
+"""The venue protocol, version 1: JSON objects over WebSocket, one message per frame.
+
+Every message is an object with a ``type``. Decimal quantities and prices travel as strings
+("0.0015") and decode to ``Decimal``; timestamps are integer milliseconds since the epoch. The full
+description, with examples, is ``docs/venue-protocol.md``; this module is its single source for
+code: the message types, ``decode`` (bytes → typed message or ``ProtocolError``) and ``encode``.
+
+Both sides answer a malformed or unknown message with an ``Error`` and carry on: a bad frame is
+never fatal to the connection.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+VERSION = 1
+"""The protocol version this code speaks (``hello``/``welcome`` carry it)."""
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit", "market"]
+TimeInForce = Literal["gtc", "ioc", "fok", "day"]
+Status = Literal["new", "partially_filled", "filled", "canceled", "rejected", "expired"]
+Exec = Literal[
+    "new", "rejected", "trade", "canceled", "replaced", "expired", "restated", "cancel_rejected", "replace_rejected"
+]
+ErrorCode = Literal["malformed", "unknown_type", "unsupported_version", "invalid", "unknown_order", "internal"]
+
+
+class Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
+    """Base of every protocol message; ``type`` is the tag."""
+
+
+# -- client → venue ---------------------------------------------------------------------------
+
+
+class Hello(Message, tag="hello", frozen=True):
+    """First message of a session: the protocol version the client speaks."""
+
+    version: int
+    client: str = ""
+
+
+class Subscribe(Message, tag="subscribe", frozen=True):
+    """Market data for ``instruments`` on ``channels`` (``trades``, ``quotes``)."""
+
+    instruments: list[str]
+    channels: list[Literal["trades", "quotes"]] = msgspec.field(default_factory=lambda: ["trades", "quotes"])
+    id: str = ""
+
+
+class NewOrder(Message, tag="new_order", frozen=True):
+    """Enter an order. A ``client_order_id`` the venue has seen is never a second order."""
+
+    client_order_id: str
+    instrument: str
+    side: Side
+    qty: Decimal
+    order_type: OrderType = "limit"
+    tif: TimeInForce = "gtc"
+    price: Decimal | None = None
+
+
+class CancelOrder(Message, tag="cancel_order", frozen=True):
+    """Ask to cancel an order."""
+
+    client_order_id: str
+
+
+class ReplaceOrder(Message, tag="replace_order", frozen=True):
+    """Ask to change an order's quantity and/or price."""
+
+    client_order_id: str
+    qty: Decimal | None = None
+    price: Decimal | None = None
+
+
+class OrderStatusRequest(Message, tag="order_status", frozen=True):
+    """Ask for one order's status (``id`` correlates the answer)."""
+
+    client_order_id: str
+    id: str = ""
+
+
+class OpenOrdersRequest(Message, tag="open_orders", frozen=True):
+    """Ask for every order not yet done."""
+
+    id: str = ""
+
+
+class FillsSinceRequest(Message, tag="fills_since", frozen=True):
+    """Ask for every fill with ``fill_seq`` greater than ``after``."""
+
+    after: int = 0
+    id: str = ""
+
+
+class Ping(Message, tag="ping", frozen=True):
+    """Liveness check; answered with ``pong``."""
+
+    id: str = ""
+
+
+# -- venue → client ---------------------------------------------------------------------------
+
+
+class Welcome(Message, tag="welcome", frozen=True):
+    """Answer to ``hello``: the venue's version, session id and instruments."""
+
+    version: int
+    session: str
+    instruments: list[str]
+
+
+class Subscribed(Message, tag="subscribed", frozen=True):
+    """Answer to ``subscribe``."""
+
+    instruments: list[str]
+    channels: list[str]
+    id: str = ""
+
+
+class Trade(Message, tag="trade", frozen=True):
+    """A market trade. ``seq`` counts per (instrument, channel) from 1, with no gaps."""
+
+    instrument: str
+    seq: int
+    trade_id: str
+    price: Decimal
+    qty: Decimal
+    taker_side: Side
+    ts_ms: int
+
+
+class Quote(Message, tag="quote", frozen=True):
+    """Top of book. ``seq`` counts per (instrument, channel) from 1, with no gaps."""
+
+    instrument: str
+    seq: int
+    bid: Decimal
+    bid_qty: Decimal
+    ask: Decimal
+    ask_qty: Decimal
+    ts_ms: int
+
+
+class Heartbeat(Message, tag="heartbeat", frozen=True):
+    """Sent when no other message went out for a while."""
+
+    ts_ms: int
+
+
+class Fill(msgspec.Struct, frozen=True):
+    """One execution of an order. ``trade_id`` is unique at the venue; ``fill_seq`` counts fills."""
+
+    trade_id: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    fill_seq: int
+    ts_ms: int = 0
+    client_order_id: str = ""
+
+
+class OrderSnapshot(msgspec.Struct, frozen=True):
+    """An order as the venue holds it (status queries, open orders, duplicate submits)."""
+
+    client_order_id: str
+    venue_order_id: str
+    instrument: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    qty: Decimal
+    price: Decimal | None
+    status: Status
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    fills: list[Fill]
+    duplicate_submits: int = 0
+    reason: str | None = None
+
+
+class Execution(Message, tag="execution", frozen=True):
+    """An execution report: what happened to one order, and its state after it."""
+
+    client_order_id: str
+    exec: Exec
+    status: Status
+    venue_order_id: str
+    qty: Decimal
+    price: Decimal | None
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    ts_ms: int
+    fill: Fill | None = None
+    reason: str | None = None
+
+
+class OrderStatus(Message, tag="order_status_report", frozen=True):
+    """Answer to ``order_status`` (``order`` is null for an unknown id) or to a duplicate submit."""
+
+    client_order_id: str
+    order: OrderSnapshot | None
+    duplicate: bool = False
+    id: str = ""
+
+
+class OpenOrders(Message, tag="open_orders_report", frozen=True):
+    """Answer to ``open_orders``."""
+
+    orders: list[OrderSnapshot]
+    id: str = ""
+
+
+class Fills(Message, tag="fills_report", frozen=True):
+    """Answer to ``fills_since``."""
+
+    fills: list[Fill]
+    id: str = ""
+
+
+class Pong(Message, tag="pong", frozen=True):
+    """Answer to ``ping``."""
+
+    id: str = ""
+
+
+class Error(Message, tag="error", frozen=True):
+    """A request could not be served; ``ref`` names the request (its ``id`` or ``type``)."""
+
+    code: ErrorCode
+    message: str
+    ref: str = ""
+
+
+ClientMessage = (
+    Hello
+    | Subscribe
+    | NewOrder
+    | CancelOrder
+    | ReplaceOrder
+    | OrderStatusRequest
+    | OpenOrdersRequest
+    | FillsSinceRequest
+    | Ping
+)
+VenueMessage = (
+    Welcome | Subscribed | Trade | Quote | Heartbeat | Execution | OrderStatus | OpenOrders | Fills | Pong | Error
+)
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid message; ``code`` is what the ``Error`` reply carries."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str = "") -> None:
+        self.code = code
+        self.ref = ref
+        super().__init__(message)
+
+    def reply(self) -> Error:
+        """The ``Error`` message to send back."""
+        return Error(code=self.code, message=str(self), ref=self.ref)
+
+
+_encoder = msgspec.json.Encoder()
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+_venue_decoder = msgspec.json.Decoder(VenueMessage)
+_probe = msgspec.json.Decoder(dict[str, object])
+
+
+def encode(message: Message) -> bytes:
+    """A message as JSON bytes (decimals as strings)."""
+    return _encoder.encode(message)
+
+
+def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[object], side: str) -> object:
+    data = frame.encode() if isinstance(frame, str) else frame
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        ref = ""
+        try:
+            probe = _probe.decode(data)
+            ref = str(probe.get("id") or probe.get("type") or "")
+            known = "Invalid value" not in str(exc) or "`$.type`" not in str(exc)
+        except msgspec.DecodeError:
+            known = True
+        code: ErrorCode = "invalid" if known else "unknown_type"
+        raise ProtocolError(code, f"invalid {side} message: {exc}", ref) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("malformed", f"not a JSON message: {exc}") from None
+
+
+def decode_client(frame: bytes | str) -> ClientMessage:
+    """Decode a frame the venue received; ``ProtocolError`` for anything but a valid message."""
+    return _decode(frame, _client_decoder, "client")  # type: ignore[return-value]
+
+
+def decode_venue(frame: bytes | str) -> VenueMessage:
+    """Decode a frame the client received; ``ProtocolError`` for anything but a valid message."""
+    return _decode(frame, _venue_decoder, "venue")  # type: ignore[return-value]

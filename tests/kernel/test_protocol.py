@@ -1,0 +1,184 @@
+"""The venue protocol codec: every message round-trips; bad frames give typed errors only."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernel.venue import protocol as p
+
+D = Decimal
+NEW = "new_order"
+FILL = p.Fill(trade_id="F1", qty=D("0.5"), price=D("100.10"), fee=D("0.01"), fill_seq=3, ts_ms=7, client_order_id="c1")
+SNAPSHOT = p.OrderSnapshot(
+    client_order_id="c1",
+    venue_order_id="V1",
+    instrument="BTCUSDT",
+    side="buy",
+    order_type="limit",
+    tif="gtc",
+    qty=D("1"),
+    price=D("100.10"),
+    status="partially_filled",
+    cum_qty=D("0.5"),
+    leaves_qty=D("0.5"),
+    fills=[FILL],
+    duplicate_submits=2,
+)
+
+CLIENT_MESSAGES: list[p.Message] = [
+    p.Hello(version=1, client="tradekernel/test"),
+    p.Subscribe(instruments=["BTCUSDT"], channels=["trades"], id="s1"),
+    p.NewOrder(client_order_id="c1", instrument="BTCUSDT", side="sell", qty=D("0.001"), price=D("39432.48")),
+    p.NewOrder(client_order_id="c2", instrument="BTCUSDT", side="buy", qty=D("2"), order_type="market", tif="ioc"),
+    p.CancelOrder(client_order_id="c1"),
+    p.ReplaceOrder(client_order_id="c1", qty=D("3")),
+    p.OrderStatusRequest(client_order_id="c1", id="q1"),
+    p.OpenOrdersRequest(id="q2"),
+    p.FillsSinceRequest(after=16, id="q3"),
+    p.Ping(id="z"),
+]
+VENUE_MESSAGES: list[p.Message] = [
+    p.Welcome(version=1, session="s-1", instruments=["BTCUSDT"]),
+    p.Subscribed(instruments=["BTCUSDT"], channels=["trades", "quotes"], id="s1"),
+    p.Trade(
+        instrument="BTCUSDT",
+        seq=1,
+        trade_id="553287559",
+        price=D("39432.48"),
+        qty=D("0.000263"),
+        taker_side="sell",
+        ts_ms=1610064000278,
+    ),
+    p.Quote(instrument="BTCUSDT", seq=1, bid=D("1"), bid_qty=D("2"), ask=D("3"), ask_qty=D("4"), ts_ms=5),
+    p.Heartbeat(ts_ms=9),
+    p.Execution(
+        client_order_id="c1",
+        exec="trade",
+        status="partially_filled",
+        venue_order_id="V1",
+        qty=D("1"),
+        price=D("100.10"),
+        cum_qty=D("0.5"),
+        leaves_qty=D("0.5"),
+        ts_ms=7,
+        fill=FILL,
+    ),
+    p.Execution(
+        client_order_id="c9",
+        exec="cancel_rejected",
+        status="rejected",
+        venue_order_id="",
+        qty=D(0),
+        price=None,
+        cum_qty=D(0),
+        leaves_qty=D(0),
+        ts_ms=7,
+        reason="unknown order",
+    ),
+    p.OrderStatus(client_order_id="c1", order=SNAPSHOT, duplicate=True, id="q1"),
+    p.OrderStatus(client_order_id="nope", order=None, id="q4"),
+    p.OpenOrders(orders=[SNAPSHOT], id="q2"),
+    p.Fills(fills=[FILL], id="q3"),
+    p.Pong(id="z"),
+    p.Error(code="invalid", message="qty must be positive", ref="new_order"),
+]
+
+
+@pytest.mark.parametrize("message", CLIENT_MESSAGES, ids=lambda m: type(m).__name__)
+def test_client_messages_round_trip(message: p.Message) -> None:
+    assert p.decode_client(p.encode(message)) == message
+
+
+@pytest.mark.parametrize("message", VENUE_MESSAGES, ids=lambda m: type(m).__name__)
+def test_venue_messages_round_trip(message: p.Message) -> None:
+    frame = p.encode(message)
+    assert p.decode_venue(frame) == message
+    assert p.decode_venue(frame.decode()) == message  # text frames too
+
+
+def test_decimals_travel_as_strings_and_keep_their_digits() -> None:
+    wire = json.loads(p.encode(CLIENT_MESSAGES[2]))
+    assert wire["type"] == "new_order"
+    assert (wire["qty"], wire["price"]) == ("0.001", "39432.48")
+
+
+def test_a_json_number_is_read_exactly_never_through_a_float() -> None:
+    message = p.decode_client(b'{"type":"new_order","client_order_id":"c","instrument":"X","side":"buy","qty":0.1}')
+    assert isinstance(message, p.NewOrder)
+    assert message.qty == D("0.1")
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    message = p.decode_client(b'{"type":"ping","id":"1","new_field":true}')
+    assert message == p.Ping(id="1")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "ref"),
+    [
+        (b"{", "malformed", ""),
+        (b"not json", "malformed", ""),
+        (b"", "malformed", ""),
+        (b'{"type":"launch_rocket","id":"7"}', "unknown_type", "7"),
+        (b'{"type":"nope"}', "unknown_type", "nope"),
+        (b'{"no_type":1}', "invalid", ""),
+        (b"[1,2]", "invalid", ""),
+        (b'{"type":"new_order","client_order_id":"x"}', "invalid", "new_order"),
+        (b'{"type":"new_order","client_order_id":"x","instrument":"A","side":"up","qty":"1"}', "invalid", "new_order"),
+        (
+            b'{"type":"new_order","client_order_id":"x","instrument":"A","side":"buy","qty":"abc"}',
+            "invalid",
+            "new_order",
+        ),
+        (b'{"type":"order_status","client_order_id":5,"id":"q"}', "invalid", "q"),
+    ],
+)
+def test_bad_client_frames_give_typed_errors(frame: bytes, code: str, ref: str) -> None:
+    with pytest.raises(p.ProtocolError) as bad:
+        p.decode_client(frame)
+    assert bad.value.code == code
+    assert bad.value.ref == ref
+    reply = bad.value.reply()
+    assert (reply.code, reply.ref) == (code, ref)
+    assert p.decode_venue(p.encode(reply)) == reply  # the reply itself is a valid message
+
+
+def test_a_client_message_is_not_a_venue_message() -> None:
+    with pytest.raises(p.ProtocolError) as bad:
+        p.decode_venue(p.encode(p.Ping(id="1")))
+    assert bad.value.code == "unknown_type"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_only_ever_give_protocol_errors(frame: bytes) -> None:
+    for decode in (p.decode_client, p.decode_venue):
+        codes = set()
+        try:
+            decode(frame)
+        except p.ProtocolError as exc:  # anything else escapes and fails the test
+            codes.add(exc.code)
+        assert codes <= {"malformed", "unknown_type", "invalid"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["type", "id", "client_order_id", "qty", "price", "side", "instrument", "version"]),
+        st.one_of(
+            st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.sampled_from(["new_order", "hello"])
+        ),
+    )
+)
+def test_arbitrary_json_objects_only_ever_give_protocol_errors(obj: dict[str, object]) -> None:
+    codes = set()
+    try:
+        p.decode_client(json.dumps(obj).encode())
+    except p.ProtocolError as exc:  # anything else escapes and fails the test
+        codes.add(exc.code)
+    assert codes <= {"unknown_type", "invalid"}
