@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from kernel import __version__
 from kernel import audit as audit_cmd
 from kernel import drive as drive_cmd
+from kernel.venue import cli as venue_cmd
 from machines import diagram, registry
 from storage import Journal
 from storage.errors import JournalError
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit_cmd.add_parser(commands)
     drive_cmd.add_parser(commands)
+    venue_cmd.add_parser(commands)
 
     diagram_parser = commands.add_parser(
         "diagram",

@@ -1,0 +1,234 @@
+"""``tradekernel venue``: run the paper venue in the foreground, or list what it holds.
+
+    tradekernel venue --port 8765 --db venue.db [--data FILE.csv ...] [--speed 0] [--seed 7] ...
+    tradekernel venue orders --db venue.db [--json]
+
+The venue prints ``venue listening on ws://HOST:PORT`` once bound and runs until SIGINT or SIGTERM
+(clean stop, exit 0). It binds to loopback only unless ``--allow-remote``. Exit status: 0 ok, 2 bad
+arguments, an unusable venue database or data file, or an address that cannot be bound.
+
+Also runnable as ``python -m kernel.venue.cli ...`` (same arguments, without ``venue``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from kernel.textable import format_table
+from kernel.venue.marketdata import MarketDataError
+from kernel.venue.server import PaperVenue, VenueConfig
+from storage.venue_store import StoredOrder, VenueStoreError, read_orders
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_PORT = 8765
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number: {text!r}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the venue's arguments (and its ``orders`` sub-command) to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; loopback only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any free)")
+    parser.add_argument("--db", metavar="VENUE.db", help="the venue's own SQLite file (created if missing)")
+    parser.add_argument(
+        "--data", metavar="CSV", nargs="+", action="extend", default=[], help="market data files to replay"
+    )
+    parser.add_argument("--speed", type=float, default=1.0, help="replay speed: 1 real time, 0 as fast as possible")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random walk and random rejects/cancels")
+    parser.add_argument("--fee-bps", type=_decimal, default=Decimal(0), metavar="F", help="fee, bps of notional")
+    parser.add_argument("--slippage-bps", type=_decimal, default=Decimal(0), metavar="S", help="market order slippage")
+    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="L", help="delay before answering orders")
+    parser.add_argument("--reject-rate", type=float, default=0.0, metavar="R", help="probability of a random reject")
+    parser.add_argument(
+        "--unsolicited-cancel-rate", type=float, default=0.0, metavar="R", help="per market event and resting order"
+    )
+    parser.add_argument("--loop", action="store_true", help="replay the data again when it ends")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    sub = parser.add_subparsers(dest="venue_command", metavar="orders")
+    orders = sub.add_parser(
+        "orders",
+        help="list the orders a venue database holds",
+        description="List the orders (with fills and duplicate submits) of a venue database; safe while it runs.",
+    )
+    orders.add_argument("--db", dest="orders_db", metavar="VENUE.db", required=True, help="the venue's SQLite file")
+    orders.add_argument("--json", action="store_true", help="print a JSON list (decimals as strings)")
+    parser.set_defaults(run=run)
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``venue`` on the top-level subparsers."""
+    venue = commands.add_parser(
+        "venue",
+        help="run the paper venue (a simulated exchange on a loopback WebSocket)",
+        description="Run the paper venue in the foreground until SIGINT/SIGTERM, or list its orders. "
+        "Exit status: 0 ok, 2 bad arguments or an unusable database or data file.",
+    )
+    configure(venue)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The stand-alone parser of ``python -m kernel.venue.cli``."""
+    parser = argparse.ArgumentParser(
+        prog="tradekernel venue",
+        description="Run the paper venue in the foreground until SIGINT/SIGTERM, or list its orders.",
+        epilog="Exit status: 0 ok, 2 bad arguments or an unusable database or data file.",
+    )
+    configure(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tradekernel venue`` with ``argv``; return the exit status."""
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    sys.stdout.flush()
+    return code
+
+
+def _usage(message: str) -> int:
+    print(f"tradekernel venue: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve (or, for ``orders``, list); the exit status."""
+    if args.venue_command == "orders":
+        return _orders(args.orders_db, as_json=args.json)
+    if not args.db:
+        return _usage("--db VENUE.db is required")
+    if not is_loopback(args.host) and not args.allow_remote:
+        return _usage(f"refusing to bind {args.host}: the paper venue listens on loopback only (use --allow-remote)")
+    if not 0 <= args.port <= 65535:
+        return _usage(f"--port must be between 0 and 65535, got {args.port}")
+    try:
+        config = VenueConfig(
+            data_paths=tuple(args.data),
+            speed=args.speed,
+            seed=args.seed,
+            fee_bps=args.fee_bps,
+            slippage_bps=args.slippage_bps,
+            latency_ms=args.latency_ms,
+            reject_rate=args.reject_rate,
+            unsolicited_cancel_rate=args.unsolicited_cancel_rate,
+            loop=args.loop,
+        )
+    except ValueError as exc:
+        return _usage(str(exc))
+    return asyncio.run(_serve(args.db, config, args.host, args.port))
+
+
+async def _serve(db: str, config: VenueConfig, host: str, port: int) -> int:
+    venue = PaperVenue(db, config)
+    try:
+        await venue.start(host, port)
+    except (VenueStoreError, MarketDataError) as exc:
+        return _usage(str(exc))
+    except OSError as exc:
+        return _usage(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        print(f"venue listening on {venue.url}", flush=True)
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await venue.stop()
+    print("venue stopped", flush=True)
+    return EXIT_OK
+
+
+def order_json(order: StoredOrder) -> dict[str, object]:
+    """An order as a JSON-ready object (decimals as strings)."""
+    return {
+        "client_order_id": order.client_order_id,
+        "venue_order_id": order.venue_order_id,
+        "instrument": order.instrument,
+        "side": order.side,
+        "order_type": order.order_type,
+        "tif": order.tif,
+        "qty": str(order.qty),
+        "price": None if order.price is None else str(order.price),
+        "status": order.status,
+        "cum_qty": str(order.cum_qty),
+        "leaves_qty": str(order.leaves_qty),
+        "reason": order.reason,
+        "duplicate_submits": order.duplicate_submits,
+        "created_ts_ms": order.created_ts_ms,
+        "fills": [
+            {
+                "fill_seq": f.fill_seq,
+                "trade_id": f.trade_id,
+                "qty": str(f.qty),
+                "price": str(f.price),
+                "fee": str(f.fee),
+                "ts_ms": f.ts_ms,
+            }
+            for f in order.fills
+        ],
+    }
+
+
+def _orders(db: str, *, as_json: bool) -> int:
+    try:
+        orders = read_orders(db)
+    except VenueStoreError as exc:
+        return _usage(str(exc))
+    if as_json:
+        print(json.dumps([order_json(o) for o in orders], indent=2))
+        return EXIT_OK
+    headers = "client_order_id venue_id instrument side type tif qty price status cum_qty leaves fills dups reason"
+    rows = [
+        (
+            o.client_order_id,
+            o.venue_order_id,
+            o.instrument,
+            o.side,
+            o.order_type,
+            o.tif,
+            o.qty,
+            o.price,
+            o.status,
+            o.cum_qty,
+            o.leaves_qty,
+            len(o.fills),
+            o.duplicate_submits,
+            o.reason,
+        )
+        for o in orders
+    ]
+    print(format_table(headers.split(), rows))
+    print(f"{len(orders)} order(s)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""The paper venue's matching engine: pure, deterministic, no I/O.
+
+Events in, execution reports out (the sans-I/O pattern of DESIGN.md): every method takes the time as
+``ts_ms`` and returns the ``protocol.Execution`` messages it caused, in order, after updating the
+engine's own order book. Nothing here awaits, sleeps, reads a clock or touches SQLite; the server
+persists ``take_changes()`` after each step and only then sends the reports.
+
+Rules (see DESIGN.md, "The paper venue"):
+
+* A resting limit order fills when the market *trades through* its price (buy: trade price below
+  the limit; sell: above). Touching the price is not enough. Each trade's volume is shared among
+  the crossed orders of each side by price-time priority; fills are at the order's limit price, and
+  a trade too small for them all leaves the rest (partially) unfilled.
+* A marketable limit (buy limit >= best ask, sell limit <= best bid) or a market order fills at
+  once against the opposite quote, up to its size: limits at the quote price, market orders at the
+  quote worsened by ``slippage_bps``. Liquidity taken is removed from the quote until the next one.
+  The remainder of a market or IOC order is canceled; a FOK order fills completely or is killed; a
+  GTC/day limit remainder rests. A market order with no quote yet is rejected ("no market").
+* Fees are ``fee_bps`` of the fill's notional.
+* ``reject_rate`` and ``unsolicited_cancel_rate`` draw from ``random.Random(seed)``; the generator
+  is consumed only when a rate is positive, so the same inputs and seed give the same reports.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from kernel.venue.protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
+
+BPS = Decimal(10_000)
+ZERO = Decimal(0)
+DONE: frozenset[Status] = frozenset({"filled", "canceled", "rejected", "expired"})
+"""Statuses from which an order never changes again."""
+
+
+@dataclass
+class Order:
+    """An order as the venue holds it (mutable, owned by the engine)."""
+
+    client_order_id: str
+    venue_order_id: str
+    instrument: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    qty: Decimal
+    price: Decimal | None
+    status: Status
+    cum_qty: Decimal = ZERO
+    leaves_qty: Decimal = ZERO
+    reason: str | None = None
+    duplicate_submits: int = 0
+    created_ts_ms: int = 0
+    priority: int = 0
+    """Time priority among resting orders: lower is earlier (a price change or a larger qty loses it)."""
+    fills: list[Fill] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """True once the order is filled, canceled, rejected or expired."""
+        return self.status in DONE
+
+    @property
+    def resting(self) -> bool:
+        """True while the order waits in the book (accepted, with quantity left)."""
+        return self.status in ("new", "partially_filled") and self.leaves_qty > 0
+
+    def snapshot(self) -> OrderSnapshot:
+        """The order as a protocol ``OrderSnapshot``."""
+        return OrderSnapshot(
+            client_order_id=self.client_order_id,
+            venue_order_id=self.venue_order_id,
+            instrument=self.instrument,
+            side=self.side,
+            order_type=self.order_type,
+            tif=self.tif,
+            qty=self.qty,
+            price=self.price,
+            status=self.status,
+            cum_qty=self.cum_qty,
+            leaves_qty=self.leaves_qty,
+            fills=list(self.fills),
+            duplicate_submits=self.duplicate_submits,
+            reason=self.reason,
+        )
+
+
+@dataclass
+class TopOfBook:
+    """The last quote of one instrument, less what the venue's own orders have taken from it."""
+
+    bid: Decimal
+    bid_qty: Decimal
+    ask: Decimal
+    ask_qty: Decimal
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one or more engine steps changed: the orders to save and the fills to append."""
+
+    orders: list[Order]
+    fills: list[Fill]
+    next_venue_order: int
+    next_fill_seq: int
+    next_priority: int
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's settings. Rates are probabilities in [0, 1]; bps are basis points."""
+
+    instruments: tuple[str, ...] = ()
+    fee_bps: Decimal = ZERO
+    slippage_bps: Decimal = ZERO
+    reject_rate: float = 0.0
+    unsolicited_cancel_rate: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("reject_rate", "unsolicited_cancel_rate"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {rate}")
+        for name in ("fee_bps", "slippage_bps"):
+            bps = getattr(self, name)
+            if not isinstance(bps, Decimal) or not bps.is_finite() or bps < 0:
+                raise ValueError(f"{name} must be a non-negative Decimal, got {bps!r}")
+
+
+def _positive(value: Decimal | None) -> bool:
+    return value is not None and value.is_finite() and value > 0
+
+
+class MatchingEngine:
+    """Resting client orders per instrument, matched against market trades and quotes.
+
+    Not thread-safe. Every public method that changes something returns the ``Execution`` reports
+    it caused and records the changed orders and new fills for ``take_changes()``.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        next_venue_order: int = 1,
+        next_fill_seq: int = 1,
+        next_priority: int = 1,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self._rng = random.Random(self.config.seed)
+        self._orders: dict[str, Order] = {}
+        self._quotes: dict[str, TopOfBook] = {}
+        self._fills: list[Fill] = []  # every fill, in fill_seq order
+        self._next_venue_order = next_venue_order
+        self._next_fill_seq = next_fill_seq
+        self._next_priority = next_priority
+        self._changed: dict[str, Order] = {}
+        self._new_fills: list[Fill] = []
+
+    # -- restoring and reading --------------------------------------------------------------
+
+    def restore(self, orders: Iterable[Order]) -> None:
+        """Load orders (with their fills) saved by an earlier engine; counters come from ``__init__``."""
+        for order in orders:
+            self._orders[order.client_order_id] = order
+            self._fills.extend(order.fills)
+        self._fills.sort(key=lambda f: f.fill_seq)
+
+    def order(self, client_order_id: str) -> Order | None:
+        """The order with this id, or ``None``."""
+        return self._orders.get(client_order_id)
+
+    def orders(self) -> list[Order]:
+        """Every order, oldest venue order first."""
+        return sorted(self._orders.values(), key=lambda o: _venue_number(o.venue_order_id))
+
+    def open_orders(self) -> list[Order]:
+        """Orders not yet done, oldest first."""
+        return [o for o in self.orders() if not o.done]
+
+    def fills_since(self, after: int) -> list[Fill]:
+        """Every fill with ``fill_seq > after``, in order."""
+        return [f for f in self._fills if f.fill_seq > after]
+
+    def quote(self, instrument: str) -> TopOfBook | None:
+        """The current top of book of ``instrument`` (``None`` before its first quote)."""
+        return self._quotes.get(instrument)
+
+    def take_changes(self) -> Changes:
+        """The orders changed and fills made since the last call (then forgets them)."""
+        changes = Changes(
+            orders=list(self._changed.values()),
+            fills=list(self._new_fills),
+            next_venue_order=self._next_venue_order,
+            next_fill_seq=self._next_fill_seq,
+            next_priority=self._next_priority,
+        )
+        self._changed.clear()
+        self._new_fills.clear()
+        return changes
+
+    # -- order entry ------------------------------------------------------------------------
+
+    def duplicate(self, client_order_id: str) -> OrderSnapshot:
+        """Count a repeated ``new_order`` of a known id; return the existing order's snapshot."""
+        order = self._orders[client_order_id]
+        order.duplicate_submits += 1
+        self._touch(order)
+        return order.snapshot()
+
+    def new_order(self, message: NewOrder, ts_ms: int) -> list[Execution]:
+        """Enter an order. The caller handles ids already known (``duplicate``)."""
+        if message.client_order_id in self._orders:
+            raise ValueError(f"order {message.client_order_id!r} already exists; use duplicate()")
+        order = Order(
+            client_order_id=message.client_order_id,
+            venue_order_id=f"V{self._next_venue_order}",
+            instrument=message.instrument,
+            side=message.side,
+            order_type=message.order_type,
+            tif=message.tif,
+            qty=message.qty,
+            price=message.price,
+            status="new",
+            leaves_qty=message.qty,
+            created_ts_ms=ts_ms,
+            priority=self._take_priority(),
+        )
+        self._next_venue_order += 1
+        self._orders[order.client_order_id] = order
+        self._touch(order)
+        reason = self._invalid(order)
+        if reason is None and self.config.reject_rate > 0 and self._rng.random() < self.config.reject_rate:
+            reason = "random reject"
+        if reason is None and order.order_type == "market" and order.instrument not in self._quotes:
+            reason = "no market"
+        if reason is not None:
+            order.leaves_qty = ZERO
+            return [self._finish(order, "rejected", "rejected", ts_ms, reason)]
+        reports = [self._report(order, "new", ts_ms)]
+        reports += self._take_liquidity(order, ts_ms)
+        return reports
+
+    def _invalid(self, order: Order) -> str | None:
+        if not order.client_order_id:
+            return "client_order_id must not be empty"
+        if self.config.instruments and order.instrument not in self.config.instruments:
+            return f"unknown instrument {order.instrument}"
+        if not _positive(order.qty):
+            return "qty must be positive"
+        if order.order_type == "limit" and not _positive(order.price):
+            return "a limit order needs a positive price"
+        if order.order_type == "market" and order.price is not None:
+            return "a market order has no price"
+        return None
+
+    def _take_liquidity(self, order: Order, ts_ms: int) -> list[Execution]:
+        """Fill a just-entered (or repriced) order against the quote as far as it is marketable."""
+        book = self._quotes.get(order.instrument)
+        available = ZERO
+        price = ZERO
+        if book is not None:
+            if order.side == "buy":
+                price, available = book.ask, book.ask_qty
+            else:
+                price, available = book.bid, book.bid_qty
+            marketable = order.order_type == "market" or (
+                order.price is not None and (price <= order.price if order.side == "buy" else price >= order.price)
+            )
+            if not marketable or price <= 0:
+                available = ZERO
+        if order.order_type == "market":
+            slip = self.config.slippage_bps / BPS
+            price = price * (1 + slip) if order.side == "buy" else price * (1 - slip)
+        reports: list[Execution] = []
+        if order.tif == "fok" and available < order.leaves_qty:
+            return [self._finish(order, "canceled", "canceled", ts_ms, "fok not filled: killed")]
+        take = min(available, order.leaves_qty)
+        if take > 0 and book is not None:
+            if order.side == "buy":
+                book.ask_qty -= take
+            else:
+                book.bid_qty -= take
+            reports.append(self._fill(order, take, price, ts_ms))
+        if order.leaves_qty > 0 and (order.order_type == "market" or order.tif in ("ioc", "fok")):
+            why = "market remainder canceled" if order.order_type == "market" else "ioc remainder canceled"
+            reports.append(self._finish(order, "canceled", "canceled", ts_ms, why))
+        return reports
+
+    # -- cancel, replace, restate, expire ---------------------------------------------------
+
+    def cancel(self, client_order_id: str, ts_ms: int, reason: str = "canceled by client") -> list[Execution]:
+        """Cancel an order; ``cancel_rejected`` for a done or unknown one."""
+        order = self._orders.get(client_order_id)
+        if order is None:
+            return [_unknown(client_order_id, "cancel_rejected", ts_ms)]
+        if order.done:
+            return [self._report(order, "cancel_rejected", ts_ms, "too late to cancel")]
+        return [self._finish(order, "canceled", "canceled", ts_ms, reason)]
+
+    def replace(self, client_order_id: str, qty: Decimal | None, price: Decimal | None, ts_ms: int) -> list[Execution]:
+        """Give an order a new qty and/or price; ``replace_rejected`` when that is impossible.
+
+        A new qty at or below what has filled finishes the order (filled, qty amended to cum_qty).
+        A new price is checked for marketability at once, like a new order.
+        """
+        order = self._orders.get(client_order_id)
+        if order is None:
+            return [_unknown(client_order_id, "replace_rejected", ts_ms)]
+        problem = self._replace_problem(order, qty, price)
+        if problem is not None:
+            return [self._report(order, "replace_rejected", ts_ms, problem)]
+        return self._amend(order, qty, price, ts_ms, "replaced", None)
+
+    def _replace_problem(self, order: Order, qty: Decimal | None, price: Decimal | None) -> str | None:
+        if order.done:
+            return "too late to replace"
+        if qty is None and price is None:
+            return "nothing to replace: give qty and/or price"
+        if qty is not None and not _positive(qty):
+            return "qty must be positive"
+        if price is not None and order.order_type == "market":
+            return "a market order has no price"
+        if price is not None and not _positive(price):
+            return "price must be positive"
+        return None
+
+    def restate(
+        self,
+        client_order_id: str,
+        ts_ms: int,
+        qty: Decimal | None = None,
+        price: Decimal | None = None,
+        reason: str = "restated by venue",
+    ) -> list[Execution]:
+        """Change a working order on the venue's own initiative (exec ``restated``)."""
+        order = self._orders.get(client_order_id)
+        if order is None:
+            raise KeyError(f"no order {client_order_id!r}")
+        problem = self._replace_problem(order, qty, price)
+        if problem is not None:
+            raise ValueError(f"cannot restate {client_order_id!r}: {problem}")
+        return self._amend(order, qty, price, ts_ms, "restated", reason)
+
+    def _amend(
+        self, order: Order, qty: Decimal | None, price: Decimal | None, ts_ms: int, kind: Exec, reason: str | None
+    ) -> list[Execution]:
+        new_qty = order.qty if qty is None else qty
+        if new_qty <= order.cum_qty:
+            order.qty = order.cum_qty
+            order.leaves_qty = ZERO
+            if price is not None:
+                order.price = price
+            return [self._finish(order, kind, "filled", ts_ms, reason)]
+        repriced = price is not None and price != order.price
+        if repriced or new_qty > order.qty:
+            order.priority = self._take_priority()
+        order.qty = new_qty
+        order.leaves_qty = new_qty - order.cum_qty
+        if price is not None:
+            order.price = price
+        self._touch(order)
+        reports = [self._report(order, kind, ts_ms, reason)]
+        if repriced:
+            reports += self._take_liquidity(order, ts_ms)
+        return reports
+
+    def end_of_day(self, ts_ms: int) -> list[Execution]:
+        """Expire every working ``day`` order."""
+        return [
+            self._finish(order, "expired", "expired", ts_ms, "end of day")
+            for order in self._book_order(o for o in self._orders.values() if o.tif == "day" and not o.done)
+        ]
+
+    # -- market data ------------------------------------------------------------------------
+
+    def on_quote(
+        self, instrument: str, bid: Decimal, bid_qty: Decimal, ask: Decimal, ask_qty: Decimal, ts_ms: int
+    ) -> list[Execution]:
+        """A new top of book. Resting orders do not fill on quotes, only on trades through them."""
+        self._quotes[instrument] = TopOfBook(bid, bid_qty, ask, ask_qty)
+        return self._unsolicited_cancels(instrument, ts_ms)
+
+    def on_trade(self, instrument: str, price: Decimal, qty: Decimal, ts_ms: int) -> list[Execution]:
+        """A market trade: fill the resting orders it trades through, by price-time priority."""
+        reports: list[Execution] = []
+        for side in ("buy", "sell"):
+            crossed = [
+                o
+                for o in self._orders.values()
+                if o.instrument == instrument
+                and o.side == side
+                and o.resting
+                and o.price is not None
+                and (price < o.price if side == "buy" else price > o.price)
+            ]
+            volume = qty
+            for order in self._book_order(crossed):
+                if volume <= 0:
+                    break
+                take = min(volume, order.leaves_qty)
+                volume -= take
+                assert order.price is not None
+                reports.append(self._fill(order, take, order.price, ts_ms))
+        return reports + self._unsolicited_cancels(instrument, ts_ms)
+
+    def _unsolicited_cancels(self, instrument: str, ts_ms: int) -> list[Execution]:
+        rate = self.config.unsolicited_cancel_rate
+        if rate <= 0:
+            return []
+        resting = self._book_order(o for o in self._orders.values() if o.instrument == instrument and o.resting)
+        return [
+            self._finish(order, "canceled", "canceled", ts_ms, "unsolicited")
+            for order in resting
+            if self._rng.random() < rate
+        ]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _book_order(orders: Iterable[Order]) -> list[Order]:
+        """Price-time priority: best price first (highest buy, lowest sell), then earliest."""
+
+        def key(order: Order) -> tuple[Decimal, int]:
+            price = order.price if order.price is not None else ZERO
+            return (-price if order.side == "buy" else price, order.priority)
+
+        return sorted(orders, key=key)
+
+    def _take_priority(self) -> int:
+        priority = self._next_priority
+        self._next_priority += 1
+        return priority
+
+    def _touch(self, order: Order) -> None:
+        self._changed[order.client_order_id] = order
+
+    def _fill(self, order: Order, qty: Decimal, price: Decimal, ts_ms: int) -> Execution:
+        fee = qty * price * self.config.fee_bps / BPS if self.config.fee_bps else ZERO
+        fill = Fill(
+            trade_id=f"F{self._next_fill_seq}",
+            qty=qty,
+            price=price,
+            fee=fee,
+            fill_seq=self._next_fill_seq,
+            ts_ms=ts_ms,
+            client_order_id=order.client_order_id,
+        )
+        self._next_fill_seq += 1
+        order.fills.append(fill)
+        order.cum_qty += qty
+        order.leaves_qty = order.qty - order.cum_qty
+        order.status = "filled" if order.leaves_qty <= 0 else "partially_filled"
+        self._fills.append(fill)
+        self._new_fills.append(fill)
+        self._touch(order)
+        return self._report(order, "trade", ts_ms, fill=fill)
+
+    def _finish(self, order: Order, kind: Exec, status: Status, ts_ms: int, reason: str | None) -> Execution:
+        order.status = status
+        if status != "filled":
+            order.leaves_qty = ZERO
+        if reason is not None:
+            order.reason = reason
+        self._touch(order)
+        return self._report(order, kind, ts_ms, reason)
+
+    @staticmethod
+    def _report(order: Order, kind: Exec, ts_ms: int, reason: str | None = None, fill: Fill | None = None) -> Execution:
+        return Execution(
+            client_order_id=order.client_order_id,
+            exec=kind,
+            status=order.status,
+            venue_order_id=order.venue_order_id,
+            qty=order.qty,
+            price=order.price,
+            cum_qty=order.cum_qty,
+            leaves_qty=order.leaves_qty,
+            ts_ms=ts_ms,
+            fill=fill,
+            reason=reason,
+        )
+
+
+def _unknown(client_order_id: str, kind: Exec, ts_ms: int) -> Execution:
+    # The protocol has no status for "no such order"; "rejected" is the closest terminal status.
+    return Execution(
+        client_order_id=client_order_id,
+        exec=kind,
+        status="rejected",
+        venue_order_id="",
+        qty=ZERO,
+        price=None,
+        cum_qty=ZERO,
+        leaves_qty=ZERO,
+        ts_ms=ts_ms,
+        reason="unknown order",
+    )
+
+
+def _venue_number(venue_order_id: str) -> int:
+    digits = venue_order_id[1:]
+    return int(digits) if digits.isdigit() else 0

@@ -1,0 +1,473 @@
+"""The paper venue's own SQLite file: its orders, fills and counters, so it survives a restart.
+
+Separate from the kernel's journal (the venue is "the other side" in crash tests). One transaction
+per engine step (``save_step``): the orders it changed, the fills it made and the counters, all or
+nothing; the venue sends its execution reports only after that commit. WAL mode,
+``synchronous=NORMAL``. Decimals are stored as TEXT, exactly as written.
+
+Tables:
+
+* ``orders`` — one row per ``client_order_id`` (the current state; ``priority`` is the time priority
+  among resting orders).
+* ``fills`` — append-only, ``fill_seq`` counts fills from 1 across all orders; ``trade_id`` unique.
+* ``meta`` — ``next_venue_order``, ``next_fill_seq``, ``next_priority``, ``session``.
+
+The schema version is ``PRAGMA user_version = 1``; any other version, or a database that is not a
+venue store, is refused. One venue per file: an exclusive lock on ``PATH.lock`` (as the journal).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from urllib.parse import quote
+
+import sqlite_utils
+
+from storage.errors import JournalError
+from storage.lock import WriterLock
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 2.0
+_TABLES = frozenset({"orders", "fills", "meta"})
+
+
+class VenueStoreError(Exception):
+    """Base of the venue store's errors; the message names the file."""
+
+
+class VenueStoreOpenError(VenueStoreError):
+    """The store cannot be opened: missing or unwritable directory, a foreign database, in use, ..."""
+
+
+class VenueStoreCorrupt(VenueStoreError):
+    """The file is damaged, is not SQLite, or holds rows that make no sense."""
+
+
+class VenueStoreVersionError(VenueStoreError):
+    """The file's schema version is not the one this code speaks."""
+
+
+class VenueStoreWriteError(VenueStoreError):
+    """A step could not be committed; nothing of it was written (the transaction rolled back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFill:
+    """One fill as stored."""
+
+    fill_seq: int
+    trade_id: str
+    client_order_id: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOrder:
+    """One order's current state as stored (its fills are in ``fills``)."""
+
+    client_order_id: str
+    venue_order_id: str
+    instrument: str
+    side: str
+    order_type: str
+    tif: str
+    qty: Decimal
+    price: Decimal | None
+    status: str
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    reason: str | None
+    duplicate_submits: int
+    created_ts_ms: int
+    priority: int
+    fills: tuple[StoredFill, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The venue's numbering, saved with every step."""
+
+    next_venue_order: int = 1
+    next_fill_seq: int = 1
+    next_priority: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class VenueState:
+    """Everything the store holds, as loaded at start (orders oldest first, each with its fills)."""
+
+    orders: tuple[StoredOrder, ...]
+    counters: Counters
+    session: int
+
+
+_ORDER_COLUMNS = (
+    "client_order_id",
+    "venue_order_id",
+    "instrument",
+    "side",
+    "order_type",
+    "tif",
+    "qty",
+    "price",
+    "status",
+    "cum_qty",
+    "leaves_qty",
+    "reason",
+    "duplicate_submits",
+    "created_ts_ms",
+    "priority",
+)
+_UPSERT_ORDER = (
+    f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' for _ in _ORDER_COLUMNS)}) "
+    "ON CONFLICT (client_order_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS if c != "client_order_id")
+)
+_INSERT_FILL = (
+    "INSERT INTO fills (fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils.Database(conn)
+    db.table("orders").create(
+        {
+            "client_order_id": str,
+            "venue_order_id": str,
+            "instrument": str,
+            "side": str,
+            "order_type": str,
+            "tif": str,
+            "qty": str,
+            "price": str,
+            "status": str,
+            "cum_qty": str,
+            "leaves_qty": str,
+            "reason": str,
+            "duplicate_submits": int,
+            "created_ts_ms": int,
+            "priority": int,
+        },
+        pk="client_order_id",
+        not_null={c for c in _ORDER_COLUMNS if c not in ("price", "reason")},
+    )
+    db.table("fills").create(
+        {
+            "fill_seq": int,
+            "trade_id": str,
+            "client_order_id": str,
+            "qty": str,
+            "price": str,
+            "fee": str,
+            "ts_ms": int,
+        },
+        pk="fill_seq",
+        not_null={"trade_id", "client_order_id", "qty", "price", "fee", "ts_ms"},
+    )
+    db.execute("CREATE UNIQUE INDEX fills_trade_id ON fills (trade_id)")
+    db.execute("CREATE INDEX fills_order ON fills (client_order_id, fill_seq)")
+    db.table("meta").create({"key": str, "value": int}, pk="key", not_null={"value"})
+    conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [("next_venue_order", 1), ("next_fill_seq", 1), ("next_priority", 1), ("session", 0)],
+    )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _decimal(text: object, path: str, what: str) -> Decimal:
+    try:
+        value = Decimal(str(text))
+    except InvalidOperation:
+        raise VenueStoreCorrupt(f"{path}: {what} is not a decimal: {text!r}") from None
+    return value
+
+
+def _translate(exc: sqlite3.Error, path: str) -> VenueStoreError:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return VenueStoreCorrupt(f"venue store {path}: {exc} (the file is damaged or is not a venue store)")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_AUTH):
+        return VenueStoreOpenError(f"venue store {path}: {exc} (check that the file and its directory are writable)")
+    return VenueStoreWriteError(f"venue store {path}: {exc}")
+
+
+class VenueStore:
+    """An open venue store. Create with ``VenueStore.open``; close with ``close()`` (or ``with``)."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection, lock: WriterLock | None, session: int) -> None:
+        self.path = path
+        self.session = session
+        """This opening's session number (1 for a new file, +1 each open)."""
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = lock
+
+    @classmethod
+    def open(cls, path: str) -> VenueStore:
+        """Open (creating if needed) the store at ``path`` and start a new session.
+
+        Raises ``VenueStoreOpenError`` (missing or unwritable directory, another venue holds it, a
+        foreign SQLite database), ``VenueStoreCorrupt`` (not SQLite, damaged) and
+        ``VenueStoreVersionError`` (another schema version). Nothing is left open on failure.
+        """
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise VenueStoreOpenError(f"cannot open venue store {path}: directory {directory} does not exist")
+        if os.path.isdir(path):
+            raise VenueStoreOpenError(f"cannot open venue store {path}: it is a directory")
+        try:
+            lock = WriterLock(path)
+        except JournalError as exc:
+            raise VenueStoreOpenError(f"cannot open venue store {path}: {exc}") from exc
+        try:
+            conn = cls._connect(path)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            session = cls._start_session(conn, path)
+        except BaseException:
+            conn.close()
+            lock.release()
+            raise
+        return cls(path, conn, lock, session)
+
+    @staticmethod
+    def _connect(path: str) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from exc
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version == 0 and tables:
+                raise VenueStoreOpenError(
+                    f"{path} is an SQLite database but not a venue store (it has tables "
+                    f"{', '.join(sorted(tables)[:5])}); refusing to write to it"
+                )
+            if version not in (0, SCHEMA_VERSION):
+                raise VenueStoreVersionError(
+                    f"venue store {path} has schema version {version}; this code speaks version {SCHEMA_VERSION}"
+                )
+            if version == SCHEMA_VERSION and not tables >= _TABLES:
+                raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(_TABLES - tables))}")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise VenueStoreOpenError(f"{path}: cannot switch to WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if version == 0:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    _create_schema(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall() if r[0] != "ok"]
+            if problems:
+                raise VenueStoreCorrupt(f"venue store {path} fails its integrity check: {'; '.join(problems[:3])}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, path) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _start_session(conn: sqlite3.Connection, path: str) -> int:
+        try:
+            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'session'")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'session'").fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from exc
+        if row is None:
+            raise VenueStoreCorrupt(f"venue store {path} has no session counter in meta")
+        return int(row[0])
+
+    def __enter__(self) -> VenueStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran."""
+        return self._conn is None
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise VenueStoreError(f"venue store {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        """Close the file and release the lock (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def save_step(self, orders: Iterable[StoredOrder], fills: Iterable[StoredFill], counters: Counters) -> None:
+        """Save one engine step in ONE transaction: order snapshots (upserted), new fills, counters.
+
+        Raises ``VenueStoreWriteError`` (or ``VenueStoreCorrupt``) with nothing written: the
+        transaction is rolled back, and the caller must not send the step's reports.
+        """
+        conn = self._require()
+        order_rows = [
+            (
+                o.client_order_id,
+                o.venue_order_id,
+                o.instrument,
+                o.side,
+                o.order_type,
+                o.tif,
+                str(o.qty),
+                None if o.price is None else str(o.price),
+                o.status,
+                str(o.cum_qty),
+                str(o.leaves_qty),
+                o.reason,
+                o.duplicate_submits,
+                o.created_ts_ms,
+                o.priority,
+            )
+            for o in orders
+        ]
+        fill_rows = [
+            (f.fill_seq, f.trade_id, f.client_order_id, str(f.qty), str(f.price), str(f.fee), f.ts_ms) for f in fills
+        ]
+        meta = [
+            ("next_venue_order", counters.next_venue_order),
+            ("next_fill_seq", counters.next_fill_seq),
+            ("next_priority", counters.next_priority),
+        ]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT_ORDER, order_rows)
+                conn.executemany(_INSERT_FILL, fill_rows)
+                conn.executemany(_SET_META, meta)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as exc:
+            raise VenueStoreWriteError(f"venue store {self.path}: step refused: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def load(self) -> VenueState:
+        """Everything the store holds: orders (oldest first, with fills) and counters."""
+        conn = self._require()
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            fill_rows = conn.execute(
+                "SELECT fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms FROM fills ORDER BY fill_seq"
+            ).fetchall()
+            order_rows = conn.execute(
+                f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders ORDER BY created_ts_ms, rowid"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        by_order: dict[str, list[StoredFill]] = {}
+        for seq, trade_id, coid, qty, price, fee, ts_ms in fill_rows:
+            fill = StoredFill(
+                fill_seq=int(seq),
+                trade_id=str(trade_id),
+                client_order_id=str(coid),
+                qty=_decimal(qty, self.path, f"fill {seq} qty"),
+                price=_decimal(price, self.path, f"fill {seq} price"),
+                fee=_decimal(fee, self.path, f"fill {seq} fee"),
+                ts_ms=int(ts_ms),
+            )
+            by_order.setdefault(fill.client_order_id, []).append(fill)
+        orders = tuple(self._order(row, tuple(by_order.get(str(row[0]), ()))) for row in order_rows)
+        try:
+            counters = Counters(
+                next_venue_order=int(meta["next_venue_order"]),
+                next_fill_seq=int(meta["next_fill_seq"]),
+                next_priority=int(meta["next_priority"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VenueStoreCorrupt(f"venue store {self.path}: bad counters in meta: {exc}") from None
+        return VenueState(orders=orders, counters=counters, session=self.session)
+
+    def _order(self, row: tuple[object, ...], fills: tuple[StoredFill, ...]) -> StoredOrder:
+        coid = str(row[0])
+
+        def dec(index: int, what: str) -> Decimal:
+            return _decimal(row[index], self.path, f"order {coid} {what}")
+
+        return StoredOrder(
+            client_order_id=coid,
+            venue_order_id=str(row[1]),
+            instrument=str(row[2]),
+            side=str(row[3]),
+            order_type=str(row[4]),
+            tif=str(row[5]),
+            qty=dec(6, "qty"),
+            price=None if row[7] is None else dec(7, "price"),
+            status=str(row[8]),
+            cum_qty=dec(9, "cum_qty"),
+            leaves_qty=dec(10, "leaves_qty"),
+            reason=None if row[11] is None else str(row[11]),
+            duplicate_submits=int(str(row[12])),
+            created_ts_ms=int(str(row[13])),
+            priority=int(str(row[14])),
+            fills=fills,
+        )
+
+    def orders(self) -> list[StoredOrder]:
+        """Every order (oldest first, with its fills), for ``tradekernel venue orders``."""
+        return list(self.load().orders)
+
+
+def read_orders(path: str) -> list[StoredOrder]:
+    """Every order of the store at ``path``, read-only (works while a venue runs on it).
+
+    Raises ``VenueStoreOpenError`` (no such file, not a venue store), ``VenueStoreCorrupt``,
+    ``VenueStoreVersionError``.
+    """
+    if not os.path.isfile(path):
+        raise VenueStoreOpenError(f"no venue store at {path}")
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from exc
+    try:
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from exc
+        if version == 0:
+            raise VenueStoreOpenError(f"{path} is not a venue store")
+        if version != SCHEMA_VERSION:
+            raise VenueStoreVersionError(
+                f"venue store {path} has schema version {version}; this code speaks version {SCHEMA_VERSION}"
+            )
+        if not tables >= _TABLES:
+            raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(_TABLES - tables))}")
+        reader = VenueStore(path, conn, None, session=0)
+        return reader.orders()
+    finally:
+        conn.close()

@@ -1,0 +1,209 @@
+"""The paper venue's SQLite store: round trip, restart, one transaction per step, typed errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from storage.venue_store import (
+    SCHEMA_VERSION,
+    Counters,
+    StoredFill,
+    StoredOrder,
+    VenueStore,
+    VenueStoreCorrupt,
+    VenueStoreError,
+    VenueStoreOpenError,
+    VenueStoreVersionError,
+    VenueStoreWriteError,
+    read_orders,
+)
+
+
+def an_order(coid: str = "c-1", **changes: object) -> StoredOrder:
+    fields: dict[str, object] = {
+        "client_order_id": coid,
+        "venue_order_id": "V1",
+        "instrument": "BTCUSDT",
+        "side": "buy",
+        "order_type": "limit",
+        "tif": "gtc",
+        "qty": D("0.01"),
+        "price": D("39400.00"),
+        "status": "new",
+        "cum_qty": D("0"),
+        "leaves_qty": D("0.01"),
+        "reason": None,
+        "duplicate_submits": 0,
+        "created_ts_ms": 1_610_064_000_000,
+        "priority": 1,
+    }
+    fields.update(changes)
+    return StoredOrder(**fields)  # type: ignore[arg-type]
+
+
+def a_fill(seq: int, coid: str = "c-1", qty: str = "0.004") -> StoredFill:
+    return StoredFill(
+        fill_seq=seq,
+        trade_id=f"F{seq}",
+        client_order_id=coid,
+        qty=D(qty),
+        price=D("39400.00"),
+        fee=D("0.0158"),
+        ts_ms=1_610_064_003_000 + seq,
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "venue.db")
+
+
+def test_a_new_store_is_empty_with_counters_at_one(path: str) -> None:
+    with VenueStore.open(path) as store:
+        state = store.load()
+        assert state.orders == ()
+        assert state.counters == Counters(1, 1, 1)
+        assert state.session == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.closed
+
+
+def test_orders_and_fills_round_trip_through_a_restart(path: str) -> None:
+    with VenueStore.open(path) as store:
+        store.save_step([an_order()], [], Counters(2, 1, 2))
+        partial = an_order(status="partially_filled", cum_qty=D("0.004"), leaves_qty=D("0.006"))
+        store.save_step(
+            [partial, an_order("c-2", venue_order_id="V2", price=None, order_type="market")],
+            [a_fill(1)],
+            Counters(3, 2, 3),
+        )
+    with VenueStore.open(path) as again:
+        state = again.load()
+        assert state.session == 2
+        assert state.counters == Counters(3, 2, 3)
+        first, second = state.orders
+        assert first == an_order(
+            status="partially_filled", cum_qty=D("0.004"), leaves_qty=D("0.006"), fills=(a_fill(1),)
+        )
+        assert (second.client_order_id, second.price, second.fills) == ("c-2", None, ())
+        assert isinstance(first.qty, D)
+        assert str(first.price) == "39400.00"  # decimals come back exactly as written
+        assert again.orders() == list(state.orders)
+
+
+def test_duplicate_submits_are_persisted(path: str) -> None:
+    with VenueStore.open(path) as store:
+        store.save_step([an_order()], [], Counters(2, 1, 2))
+        store.save_step([an_order(duplicate_submits=1)], [], Counters(2, 1, 2))
+    assert read_orders(path)[0].duplicate_submits == 1
+
+
+def test_a_step_is_atomic_a_failed_fill_leaves_nothing_of_it(path: str) -> None:
+    with VenueStore.open(path) as store:
+        store.save_step([an_order()], [a_fill(1)], Counters(2, 2, 2))
+        # a fill that reuses a trade id is refused, and the order change of the same step is not saved
+        bad = StoredFill(2, "F1", "c-1", D("1"), D("1"), D("0"), 0)
+        with pytest.raises(VenueStoreWriteError, match="step refused"):
+            store.save_step([an_order(status="filled")], [bad], Counters(2, 3, 2))
+        state = store.load()
+        assert state.orders[0].status == "new"
+        assert state.counters == Counters(2, 2, 2)
+        assert [f.trade_id for f in state.orders[0].fills] == ["F1"]
+
+
+def test_a_second_venue_on_the_same_file_is_refused(path: str) -> None:
+    with VenueStore.open(path), pytest.raises(VenueStoreOpenError, match="already open"):
+        VenueStore.open(path)
+
+
+def test_read_orders_works_while_a_venue_holds_the_file(path: str) -> None:
+    with VenueStore.open(path) as store:
+        store.save_step([an_order()], [a_fill(1)], Counters(2, 2, 2))
+        (order,) = read_orders(path)
+        assert order.fills == (a_fill(1),)
+
+
+def test_a_corrupt_file_is_a_typed_error(path: str) -> None:
+    Path(path).write_bytes(b"this is not an sqlite database at all" * 100)
+    with pytest.raises(VenueStoreCorrupt, match=r"venue\.db"):
+        VenueStore.open(path)
+    with pytest.raises(VenueStoreCorrupt):
+        read_orders(path)
+
+
+def test_a_foreign_database_is_refused_untouched(path: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE stuff (x)")
+    conn.close()
+    with pytest.raises(VenueStoreOpenError, match="not a venue store"):
+        VenueStore.open(path)
+    with pytest.raises(VenueStoreOpenError, match="not a venue store"):
+        read_orders(path)
+
+
+def test_another_schema_version_is_refused(path: str) -> None:
+    VenueStore.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    with pytest.raises(VenueStoreVersionError, match="version 7"):
+        VenueStore.open(path)
+    with pytest.raises(VenueStoreVersionError, match="version 7"):
+        read_orders(path)
+
+
+def test_missing_tables_and_bad_rows_are_corrupt(path: str) -> None:
+    VenueStore.open(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE orders SET qty = 'x'")
+    conn.execute(
+        "INSERT INTO orders VALUES ('c', 'V1', 'X', 'buy', 'limit', 'gtc', 'abc', NULL, 'new', '0', '1', NULL, 0, 0, 1)"
+    )
+    conn.close()
+    with pytest.raises(VenueStoreCorrupt, match="order c qty is not a decimal"):
+        read_orders(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DELETE FROM meta WHERE key = 'next_fill_seq'")
+    conn.execute("DELETE FROM orders")
+    conn.close()
+    with VenueStore.open(path) as store, pytest.raises(VenueStoreCorrupt, match="bad counters"):
+        store.load()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE fills")
+    conn.close()
+    with pytest.raises(VenueStoreCorrupt, match="lacks tables fills"):
+        VenueStore.open(path)
+    with pytest.raises(VenueStoreCorrupt, match="lacks tables fills"):
+        read_orders(path)
+
+
+def test_missing_session_counter_is_corrupt(path: str) -> None:
+    VenueStore.open(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DELETE FROM meta WHERE key = 'session'")
+    conn.close()
+    with pytest.raises(VenueStoreCorrupt, match="session"):
+        VenueStore.open(path)
+
+
+def test_unusable_paths_are_open_errors(tmp_path: Path) -> None:
+    with pytest.raises(VenueStoreOpenError, match="does not exist"):
+        VenueStore.open(str(tmp_path / "nope" / "venue.db"))
+    with pytest.raises(VenueStoreOpenError, match="is a directory"):
+        VenueStore.open(str(tmp_path))
+    with pytest.raises(VenueStoreOpenError, match="no venue store"):
+        read_orders(str(tmp_path / "missing.db"))
+
+
+def test_a_closed_store_refuses_use(path: str) -> None:
+    store = VenueStore.open(path)
+    store.close()
+    store.close()
+    with pytest.raises(VenueStoreError, match="closed"):
+        store.load()
