@@ -12,8 +12,9 @@ Conventions this venue chose where the protocol leaves room:
 * ``seq`` counts from 1 per subscriber connection, instrument and channel: each connection sees its
   own gapless 1, 2, 3, ... from its ``subscribe`` on (a new connection starts again at 1).
 * The reports of a request go to the connection that sent it, and that connection becomes the
-  order's owner; reports caused by market data or test hooks go to the owner if it is still
-  connected, else nowhere (the kernel reconciles with ``order_status``/``fills_since``).
+  order's owner (so does a connection that asks for the order's status); reports caused by market
+  data or test hooks go to the owner if it is still connected, else to every open connection (the
+  venue has one account; a reconnecting kernel must not miss fills).
 * ``hello`` is expected first but not enforced.
 * An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
   ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
@@ -468,6 +469,12 @@ class PaperVenue:
                 owner = self._owners.get(report.client_order_id)
                 if owner is not None and owner.open:
                     owner.send(report)
+                else:
+                    # One account: with the owner gone (a kernel reconnecting, a venue restarted),
+                    # the account's other sessions get the report, as a user-data stream would.
+                    for conn in self._connections:
+                        if conn.open:
+                            conn.send(report)
 
     def _market(self, event: MarketEvent) -> list[Execution]:
         """One market event: match, commit, broadcast it, then send the reports it caused."""
@@ -600,6 +607,8 @@ class PaperVenue:
                 self._step(conn, engine.replace(coid, qty, price, now))
             case OrderStatusRequest(client_order_id=coid, id=request_id):
                 order = engine.order(coid)
+                if order is not None:
+                    self._owners[coid] = conn
                 conn.send(
                     OrderStatus(client_order_id=coid, order=None if order is None else order.snapshot(), id=request_id)
                 )
