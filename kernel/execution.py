@@ -109,59 +109,46 @@ class ExecutionClient(Protocol):
     @property
     def connected(self) -> bool:
         """True while a session with the venue is up."""
-        ...
 
     @property
     def generation(self) -> int:
         """Number of sessions established so far."""
-        ...
 
     async def connect(self) -> None:
         """Establish the session (retrying a bounded burst); raise ``VenueError`` on failure."""
-        ...
 
     async def close(self) -> None:
         """End the session and stop reconnecting. Idempotent."""
-        ...
 
     async def wait_connected(self, after: int = 0) -> int:
         """Wait for a session with ``generation > after``; return its generation.
 
         Raises ``ReconnectFailed`` when reconnecting gave up, ``VenueUnavailable`` once closed.
         """
-        ...
 
     async def send_new(self, order: NewOrder) -> None:
         """Send a new order; ``VenueUnavailable`` when it could not be sent."""
-        ...
 
     async def send_cancel(self, client_order_id: str) -> None:
         """Ask to cancel an order; ``VenueUnavailable`` when it could not be sent."""
-        ...
 
     async def send_replace(self, client_order_id: str, qty: Decimal | None, price: Decimal | None) -> None:
         """Ask to change an order's qty and/or price; ``VenueUnavailable`` when it could not be sent."""
-        ...
 
     async def order_status(self, client_order_id: str, timeout: float) -> OrderSnapshot | None:
         """The venue's view of one order; ``None`` when it never received it."""
-        ...
 
     async def open_orders(self, timeout: float) -> list[OrderSnapshot]:
         """Every order the venue holds as not done."""
-        ...
 
     async def fills_since(self, after: int, timeout: float) -> list[Fill]:
         """Every fill with ``fill_seq > after``, in order."""
-        ...
 
     async def next_reports(self, max_batch: int = 256) -> list[Report]:
         """Wait for at least one report; return it with any others already queued (up to ``max_batch``)."""
-        ...
 
     def reports(self) -> AsyncIterator[Report]:
         """The report stream, one at a time (never ends while the client lives)."""
-        ...
 
 
 # -- the WebSocket client -----------------------------------------------------------------------
