@@ -13,15 +13,18 @@ from machines.errors import (
     TransitionRefused,
     UnknownMachine,
 )
+from machines.feed import FEED, FeedState
 from machines.order import ORDER, OrderState, Overfill
 from machines.run import RUN, RunState
 
 __all__ = [
     "CREATE",
+    "FEED",
     "ORDER",
     "RUN",
     "DefinitionError",
     "Entity",
+    "FeedState",
     "InvalidData",
     "InvalidTransition",
     "OrderState",

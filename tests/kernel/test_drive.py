@@ -272,7 +272,7 @@ def test_drive_journal_is_verifiable_and_has_the_transitions(db_path: str, capsy
         entities = {(e["machine"], e["entity"]): e["state"] for e in reader.entities()}
     assert entities[("order", "A.1.a")] == "filled"
     assert entities[("run", "1")] == "stopped"
-    assert len([key for key in entities if key[0] == "order"]) == doc_scenario_count()
+    assert len([key for key in entities if key[0] != "run"]) == doc_scenario_count()  # every scenario, any machine
 
 
 def test_drive_journal_records_only_accepted_triggers(
