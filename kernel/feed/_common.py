@@ -1,0 +1,158 @@
+"""What every decoder shares: JSON in, exact decimals, sane values, one typed error out.
+
+A decoder's body works on the parsed JSON and raises ``Invalid`` (or lets a msgspec
+``ValidationError`` escape from ``convert``); ``decode_with`` turns every failure into a
+``DecodeError`` carrying the venue, the reason and a sample of the frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from kernel.feed.events import SAMPLE_CHARS, DecodeError, FeedEvent, Level, Venue
+
+T = TypeVar("T")
+
+Frame = bytes | bytearray | memoryview | str
+"""A WebSocket frame (or an HTTP body) as received."""
+
+Id = Annotated[int, msgspec.Meta(ge=0)]
+"""A non-negative integer: update ids, trade ids, sequences."""
+Millis = Annotated[int, msgspec.Meta(ge=0)]
+"""Integer milliseconds since the epoch."""
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+"""A symbol, product or channel name."""
+Text = Annotated[str, msgspec.Meta(max_length=64)]
+"""A short text field (client order ids, reasons, timestamps)."""
+
+_json = msgspec.json.Decoder(float_hook=Decimal)
+# Decimals as sent by Binance, Coinbase and the paper venue: plain digits, no exponent, no
+# whitespace or underscores (which ``Decimal()`` would quietly accept).
+_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?")
+# The most a price or size may be away from 1 (decimal exponent): far beyond any real market,
+# and small enough that formatting a value (Kraken's checksum) stays cheap.
+_MAX_ADJUSTED = 30
+_MAX_DIGITS = 40
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+class Invalid(Exception):
+    """A frame that parsed as JSON but is not a valid message; the text is the reason."""
+
+
+def sample(frame: Frame) -> str:
+    """The first ``SAMPLE_CHARS`` characters of a frame, undecodable bytes escaped."""
+    if isinstance(frame, str):
+        return frame[:SAMPLE_CHARS]
+    head = bytes(frame[: SAMPLE_CHARS * 4])
+    return head.decode("utf-8", "backslashreplace")[:SAMPLE_CHARS]
+
+
+def decode_with(venue: Venue, frame: Frame, body: Callable[[Any], list[FeedEvent]]) -> list[FeedEvent]:
+    """Parse ``frame`` as JSON and hand it to ``body``; ``DecodeError`` for anything that fails."""
+    try:
+        return body(_json.decode(frame))
+    except msgspec.ValidationError as exc:
+        reason = f"invalid message: {exc}"
+    except msgspec.DecodeError as exc:
+        reason = f"not JSON: {exc}"
+    except RecursionError:
+        reason = "not JSON: nested too deeply"
+    except Invalid as exc:
+        reason = str(exc)
+    raise DecodeError(venue, reason, sample(frame))
+
+
+def require_object(data: Any, what: str = "message") -> dict[str, Any]:
+    """``data`` if it is a JSON object, else ``Invalid``."""
+    if not isinstance(data, dict):
+        raise Invalid(f"{what} is not a JSON object (got {json_type(data)})")
+    return data
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "number"  # never called with an object
+
+
+def convert(data: Any, kind: type[T]) -> T:
+    """``data`` validated into ``kind`` (a msgspec Struct); ``msgspec.ValidationError`` if it is not."""
+    return msgspec.convert(data, kind)
+
+
+def decimal(value: str | Decimal, field: str) -> Decimal:
+    """A non-negative, finite decimal read exactly from a string (or a Decimal the JSON number became).
+
+    Raises ``Invalid`` for text that is not a plain decimal, NaN, infinities, negatives (``-0`` too)
+    magnitudes beyond 10**±30 and more than 40 digits.
+    """
+    if isinstance(value, str):
+        if _DECIMAL_TEXT.fullmatch(value) is None:
+            raise Invalid(f"{field}: not a decimal: {value[:40]!r}")
+        value = Decimal(value)
+    if not value.is_finite():
+        raise Invalid(f"{field}: not a finite number: {value}")
+    if len(value.as_tuple().digits) > _MAX_DIGITS:
+        raise Invalid(f"{field}: more than {_MAX_DIGITS} digits")
+    if value.is_signed():
+        raise Invalid(f"{field}: negative: {value}")
+    if value and abs(value.adjusted()) > _MAX_ADJUSTED:
+        raise Invalid(f"{field}: out of range: {value}")
+    return value
+
+
+def price(value: str | Decimal, field: str = "price") -> Decimal:
+    """A price: a decimal greater than zero."""
+    result = decimal(value, field)
+    if not result:
+        raise Invalid(f"{field}: must be positive: {result}")
+    return result
+
+
+def size(value: str | Decimal, field: str = "qty") -> Decimal:
+    """A size: a decimal, zero allowed (an empty side, a deleted level)."""
+    return decimal(value, field)
+
+
+def positive_size(value: str | Decimal, field: str = "qty") -> Decimal:
+    """A size that must be greater than zero (a trade, a snapshot level)."""
+    result = decimal(value, field)
+    if not result:
+        raise Invalid(f"{field}: must be positive: {result}")
+    return result
+
+
+def levels(pairs: Sequence[tuple[str | Decimal, str | Decimal]], field: str, *, snapshot: bool) -> tuple[Level, ...]:
+    """Price levels validated: prices positive; sizes positive in a snapshot, zero allowed (delete)
+    in an update."""
+    check = positive_size if snapshot else size
+    return tuple((price(p, f"{field} price"), check(q, f"{field} qty")) for p, q in pairs)
+
+
+def iso_ms(text: str, field: str = "time") -> int:
+    """An ISO 8601 time with a zone (``2021-04-17T16:43:37.056746Z``) as epoch milliseconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"{field}: not an ISO 8601 time: {text[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise Invalid(f"{field}: time without a zone: {text[:40]!r}")
+    millis: int = (moment - _EPOCH) // _MILLISECOND
+    if millis < 0:
+        raise Invalid(f"{field}: before 1970: {text[:40]!r}")
+    return millis

@@ -1,0 +1,90 @@
+"""The paper venue's own protocol (``kernel.venue.protocol``, ``docs/venue-protocol.md``).
+
+| paper ``type`` | event |
+| --- | --- |
+| ``trade`` | ``TradeEvent`` (channel ``trades``, with its ``seq``) |
+| ``quote`` | ``QuoteEvent`` (with its ``seq``) |
+| ``heartbeat`` | ``HeartbeatEvent`` |
+| ``subscribed`` | ``SubscriptionAck`` |
+| ``error`` | ``VenueNotice`` |
+| order-entry answers (``welcome``, ``execution``, ``pong`` ...) | ``UnhandledMessage`` (the execution client's) |
+
+The protocol is ours, so unlike a foreign venue an unknown ``type`` is a ``DecodeError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from kernel.feed._common import Frame, Invalid, convert, decode_with, positive_size, price, require_object, size
+from kernel.feed.events import (
+    FeedEvent,
+    HeartbeatEvent,
+    QuoteEvent,
+    SubscriptionAck,
+    TradeEvent,
+    UnhandledMessage,
+    VenueNotice,
+)
+from kernel.venue.protocol import Error, Heartbeat, Quote, Subscribed, Trade, VenueMessage
+
+VENUE: Literal["paper"] = "paper"
+
+
+def decode_paper(frame: Frame) -> list[FeedEvent]:
+    """Decode one frame from the paper venue into events; ``DecodeError`` for anything invalid."""
+    return decode_with(VENUE, frame, _message)
+
+
+def _check(instrument: str, seq: int, ts_ms: int) -> None:
+    if not instrument:
+        raise Invalid("empty instrument")
+    if seq < 1:
+        raise Invalid(f"seq must be >= 1, got {seq}")
+    if ts_ms < 0:
+        raise Invalid(f"ts_ms must be >= 0, got {ts_ms}")
+
+
+def _message(data: Any) -> list[FeedEvent]:
+    message: VenueMessage = convert(require_object(data), VenueMessage)  # type: ignore[arg-type]
+    if isinstance(message, Trade):
+        _check(message.instrument, message.seq, message.ts_ms)
+        if not message.trade_id:
+            raise Invalid("empty trade_id")
+        return [
+            TradeEvent(
+                VENUE,
+                message.instrument,
+                message.trade_id,
+                price(message.price),
+                positive_size(message.qty),
+                message.taker_side,
+                message.ts_ms,
+                "trades",
+                seq=message.seq,
+            )
+        ]
+    if isinstance(message, Quote):
+        _check(message.instrument, message.seq, message.ts_ms)
+        return [
+            QuoteEvent(
+                VENUE,
+                message.instrument,
+                price(message.bid, "bid"),
+                size(message.bid_qty, "bid_qty"),
+                price(message.ask, "ask"),
+                size(message.ask_qty, "ask_qty"),
+                message.ts_ms,
+                seq=message.seq,
+            )
+        ]
+    if isinstance(message, Heartbeat):
+        if message.ts_ms < 0:
+            raise Invalid(f"ts_ms must be >= 0, got {message.ts_ms}")
+        return [HeartbeatEvent(VENUE, message.ts_ms)]
+    if isinstance(message, Subscribed):
+        instruments = tuple(message.instruments)
+        return [SubscriptionAck(VENUE, tuple((c, instruments) for c in message.channels), message.id or None)]
+    if isinstance(message, Error):
+        return [VenueNotice(VENUE, "error", f"{message.code}: {message.message}"[:200])]
+    return [UnhandledMessage(VENUE, str(data["type"]))]
