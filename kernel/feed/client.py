@@ -1,0 +1,419 @@
+"""The market-data feed client for the paper venue: one websocket, driven by the ``feed`` machine.
+
+``FeedClient`` owns the socket, the clock and the per-message bookkeeping; ``machines.feed`` owns
+every decision. Each machine transition is journaled (machine ``feed``) and committed before the
+client acts on it; market data itself is never a transition.
+
+One connection attempt::
+
+    connect ─► connected ─► hello/welcome ─► subscribe/subscribed ─► subscribed
+      ─► snapshot_applied per instrument (the paper venue has no snapshot: its ``seq`` restarts at 1
+         with each subscription, so the subscription itself is the sync point) ─► streaming
+
+* Reconnects: any close (abrupt, any close code, a ping timeout, a frame over ``max_size``), a
+  refused handshake (HTTP 429/503 ...) or an open timeout fires ``disconnected {code, reason}``;
+  the client then sleeps until the machine's ``retry`` timer and fires ``retry_due``. The delay
+  always comes from the machine (whose attempt count survives a connection that opens and drops at
+  once); ``websockets``' own reconnect iterator is not used.
+* Fatal (``fatal`` → ``failed``, ``run()`` returns): an invalid URL, HTTP 401/403/404, and a venue
+  that answers ``hello`` or ``subscribe`` with ``unsupported_version`` or ``invalid``.
+* Staleness: the client keeps each instrument's last data time (a trade, a quote, or a venue
+  heartbeat, which freshens every instrument) and arms one timer at ``next_timer(...)``; when it
+  fires, ``stale_timeout`` for each of ``stale_instruments(...)``; data for a stale instrument
+  fires ``data_resumed``.
+* Gaps (``PaperSequence``): a missed or out-of-order ``seq`` fires ``gap_detected`` for that
+  instrument only. Resync choice for the paper venue: there is no snapshot to load and the venue
+  cannot replay, so the frame that revealed the gap becomes the new baseline and the next frame of
+  that instrument that follows on in sequence fires ``snapshot_applied`` (the stream is proven
+  whole again). Until then that instrument's events are not passed on; duplicates and late frames
+  are dropped as anomalies.
+* Bad frames (``DecodeError``) are counted, kept in ``anomalies`` with their sample, logged and
+  dropped: never fatal. (The journal holds machine transitions only; journaling anomalies needs an
+  anomaly record type.)
+
+Listeners: ``on_event(event)`` gets each market event of a usable instrument, ``on_state(state)``
+each state change. A listener that raises is logged and counted; the feed carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from kernel.feed.book import Gap, PaperSequence, Stale
+from kernel.feed.decoders import decode_paper
+from kernel.feed.events import (
+    DecodeError,
+    FeedEvent,
+    HeartbeatEvent,
+    QuoteEvent,
+    SubscriptionAck,
+    TradeEvent,
+    UnhandledMessage,
+    VenueNotice,
+)
+from kernel.venue import protocol
+from machines.base import Entity
+from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
+from storage.journal import Journal
+
+log = logging.getLogger(__name__)
+
+ABNORMAL_CLOSURE: Final = 1006
+"""The close code reported when no close frame was exchanged (refused, timed out, dropped)."""
+PROTOCOL_ERROR: Final = 1002
+"""The close code the client uses when the venue broke the handshake."""
+FATAL_HTTP_STATUSES: Final = frozenset({401, 403, 404})
+"""Handshake refusals that retrying cannot fix (others, like 429 and 503, are retried)."""
+FATAL_VENUE_ERRORS: Final = frozenset({"unsupported_version", "invalid"})
+"""``error`` codes answering ``hello``/``subscribe`` that retrying cannot fix."""
+MAX_ANOMALIES: Final = 100
+"""How many recent anomalies ``FeedClient.anomalies`` keeps."""
+
+Channel = Literal["trades", "quotes"]
+AnomalyKind = Literal["decode_error", "duplicate", "unknown_instrument", "venue_notice", "listener_error"]
+
+
+def monotonic_ms() -> int:
+    """The process's monotonic clock in integer milliseconds."""
+    return time.monotonic_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Something wrong in the stream that was dropped, not fatal: what, why, and a sample of it."""
+
+    kind: AnomalyKind
+    reason: str
+    sample: str
+    now_ms: int
+
+
+class _Dropped(Exception):
+    """The connection is gone (or never opened): retry after the machine's backoff."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason[:200]
+
+
+class _Fatal(Exception):
+    """Retrying cannot help: fail the feed."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason[:200]
+        self.code = code
+
+
+class FeedClient:
+    """Market data from the paper venue at ``url`` for ``instruments``, as feed entity ``entity_id``.
+
+    The constructor creates the entity in ``journal`` (with ``policy``: the ``FEED.create`` fields
+    such as ``stale_after_ms``), fires ``connect`` and commits. ``run()`` then connects, streams and
+    reconnects until ``stop()`` (the feed ends ``closed``) or a fatal error (``failed``).
+    Raises ``InvalidData`` (bad url scheme, instruments or policy) and journal errors.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        instruments: Iterable[str],
+        journal: Journal,
+        entity_id: str,
+        policy: Mapping[str, int] | None = None,
+        *,
+        now_ms: Callable[[], int] = monotonic_ms,
+        on_event: Callable[[FeedEvent], None] | None = None,
+        on_state: Callable[[str], None] | None = None,
+        channels: Iterable[Channel] = ("trades", "quotes"),
+        client_name: str = "tradekernel-feed",
+        open_timeout: float = 5.0,
+        ping_interval: float | None = 10.0,
+        ping_timeout: float | None = 10.0,
+        close_timeout: float = 2.0,
+        max_size: int = 2**20,
+        max_queue: int = 64,
+    ) -> None:
+        self.url = url
+        self.instruments = list(instruments)
+        self.channels: list[Channel] = list(channels)
+        self.client_name = client_name
+        self.open_timeout = open_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.max_size = max_size
+        self.max_queue = max_queue
+        self.on_event = on_event
+        self.on_state = on_state
+        self.anomalies: deque[Anomaly] = deque(maxlen=MAX_ANOMALIES)
+        self.counts: Counter[str] = Counter()
+        self._journal = journal
+        self._now_ms = now_ms
+        self._sequence = PaperSequence()
+        self._last_data_ms: dict[str, int] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._stop_requested = False
+        self._changed = asyncio.Event()
+        self._feed, created = FEED.create(entity_id, url=url, instruments=self.instruments, **dict(policy or {}))
+        journal.append(created, self._feed)
+        self._fire("connect")
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def feed(self) -> Entity:
+        """The feed entity (read it; only this client fires triggers on it)."""
+        return self._feed
+
+    @property
+    def state(self) -> str:
+        """The feed's current state name."""
+        return self._feed.state
+
+    async def run(self) -> None:
+        """Connect and stream, reconnecting as the machine says, until ``stop()`` or ``failed``.
+
+        Returns once the feed is ``closed`` (after ``stop()``) or ``failed``. Cancelling ``run()``
+        stops the feed too, then re-raises. Journal errors propagate (no audit, no trade).
+        """
+        if self._main is not None:
+            raise RuntimeError("run() is already running or has run")
+        self._main = asyncio.create_task(self._loop(), name=f"feed-{self._feed.entity_id}")
+        if self._stop_requested:
+            self._main.cancel()
+        try:
+            await self._main
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stop_requested or (current is not None and current.cancelling()):
+                self._close("cancelled")
+                raise
+        self._close("stopped")
+
+    def stop(self) -> None:
+        """Ask ``run()`` to close the connection and leave the feed ``closed``. Idempotent."""
+        self._stop_requested = True
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+
+    async def wait_until_state(self, *states: str) -> str:
+        """Wait until the feed is in one of ``states``; return it (bound it with ``asyncio.timeout``)."""
+        while self._feed.state not in states:
+            await self._changed.wait()
+        return self._feed.state
+
+    async def wait_until_streaming(self) -> None:
+        """Wait until the feed is ``streaming``."""
+        await self.wait_until_state(FeedState.streaming)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while self._feed.state != FeedState.failed:
+            if self._feed.state == FeedState.backoff:
+                await self._wait_for_retry()
+            try:
+                await self._session()
+            except _Fatal as exc:
+                log.error("feed %s failed: %s", self._feed.entity_id, exc.reason)
+                code = {} if exc.code is None else {"code": exc.code}
+                self._fire("fatal", reason=exc.reason, **code)
+            except _Dropped as exc:
+                log.warning("feed %s disconnected: %s %s", self._feed.entity_id, exc.code, exc.reason)
+                self._fire("disconnected", code=exc.code, reason=exc.reason)
+
+    async def _wait_for_retry(self) -> None:
+        timer = next_timer(self._feed)
+        due = self._now_ms() if timer is None else timer[1]
+        while (now := self._now_ms()) < due:
+            await asyncio.sleep((due - now) / 1000)
+        self._fire("retry_due")
+
+    async def _session(self) -> None:
+        """One connection: open, handshake, stream. Always ends by raising ``_Dropped`` or ``_Fatal``."""
+        ws = await self._open()
+        try:
+            self._fire("connected")
+            await self._handshake(ws)
+            await self._stream(ws)
+        except ConnectionClosed as exc:
+            code, reason = _close_of(exc)
+            raise _Dropped(code, reason) from None
+        except _Dropped as exc:
+            await ws.close(exc.code, "protocol error")  # a close reason is capped at 123 bytes: keep it short
+            raise
+        finally:
+            await ws.close()
+
+    async def _open(self) -> ClientConnection:
+        try:
+            return await connect(
+                self.url,
+                open_timeout=self.open_timeout,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
+                close_timeout=self.close_timeout,
+                max_size=self.max_size,
+                max_queue=self.max_queue,
+                proxy=None,
+            )
+        except InvalidURI as exc:
+            raise _Fatal(f"invalid url: {exc}") from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in FATAL_HTTP_STATUSES:
+                raise _Fatal(f"handshake refused: HTTP {status}") from None
+            raise _Dropped(ABNORMAL_CLOSURE, f"handshake refused: HTTP {status}") from None
+        except TimeoutError:  # before OSError: TimeoutError is one
+            raise _Dropped(ABNORMAL_CLOSURE, f"no handshake within open_timeout ({self.open_timeout}s)") from None
+        except (OSError, InvalidHandshake) as exc:
+            raise _Dropped(ABNORMAL_CLOSURE, f"connect failed: {exc!r}") from None
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        hello = protocol.Hello(version=protocol.VERSION, client=self.client_name)
+        await ws.send(protocol.encode(hello).decode())
+        await self._expect(ws, "hello")
+        subscribe = protocol.Subscribe(instruments=self.instruments, channels=self.channels, id=self._feed.entity_id)
+        await ws.send(protocol.encode(subscribe).decode())
+        await self._expect(ws, "subscribe")
+        self._sequence.reset()  # the venue counts from 1 again for each subscription
+        self._last_data_ms = {}  # staleness counts from the subscription
+        self._fire("subscribed")
+        for instrument in list(self._feed.data["awaiting_snapshot"]):
+            self._fire("snapshot_applied", instrument=instrument)
+
+    async def _expect(self, ws: ClientConnection, request: Literal["hello", "subscribe"]) -> None:
+        """Read until the answer to ``request`` (``welcome``/``subscribed``), within ``open_timeout``."""
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                while True:
+                    for event in self._decode(await ws.recv()):
+                        if request == "hello" and isinstance(event, UnhandledMessage) and event.kind == "welcome":
+                            return
+                        if request == "subscribe" and isinstance(event, SubscriptionAck):
+                            return
+                        if isinstance(event, VenueNotice):
+                            code = event.detail.partition(":")[0]
+                            if code in FATAL_VENUE_ERRORS:
+                                raise _Fatal(f"venue refused {request}: {event.detail}")
+                            raise _Dropped(PROTOCOL_ERROR, f"venue answered {request} with {event.detail}")
+        except TimeoutError:
+            raise _Dropped(PROTOCOL_ERROR, f"no answer to {request} within open_timeout") from None
+
+    async def _stream(self, ws: ClientConnection) -> None:
+        """Read frames forever, waking for the stale check when it is due."""
+        while True:
+            timer = next_timer(self._feed, self._last_data_ms)
+            if timer is None:  # every instrument is stale: only data can change that
+                frame = await ws.recv()
+            else:
+                try:
+                    async with asyncio.timeout(max(timer[1] - self._now_ms(), 0) / 1000):
+                        frame = await ws.recv()  # cancelling recv() loses nothing (websockets >= 14)
+                except TimeoutError:
+                    now = self._now_ms()
+                    for instrument in stale_instruments(self._feed, self._last_data_ms, now):
+                        self._fire("stale_timeout", instrument=instrument)
+                    continue
+            for event in self._decode(frame):
+                self._on_market(event)
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def _decode(self, frame: str | bytes) -> list[FeedEvent]:
+        try:
+            return decode_paper(frame)
+        except DecodeError as exc:
+            self._anomaly("decode_error", exc.reason, exc.sample)
+            return []
+
+    def _on_market(self, event: FeedEvent) -> None:
+        now = self._now_ms()
+        if isinstance(event, HeartbeatEvent):
+            for instrument in self.instruments:
+                self._fresh(instrument, now)
+        elif isinstance(event, TradeEvent | QuoteEvent):
+            self._on_data(event, now)
+        elif isinstance(event, VenueNotice):
+            self._anomaly("venue_notice", event.kind, event.detail)
+        # welcome, a repeated subscription ack, order-entry answers: nothing to do
+
+    def _on_data(self, event: TradeEvent | QuoteEvent, now: int) -> None:
+        instrument = event.instrument
+        if instrument not in self.instruments:
+            self._anomaly("unknown_instrument", f"data for {instrument!r}, not subscribed", repr(event)[:200])
+            return
+        self._fresh(instrument, now)
+        result = self._sequence.observe(event)
+        if isinstance(result, Stale):
+            self._anomaly("duplicate", f"{instrument} {result.channel} seq {result.received} after {result.last}", "")
+            return
+        if isinstance(result, Gap):
+            log.warning("feed %s: gap on %s %s: expected %d, got %d", self._feed.entity_id, *_gap_fields(result))
+            self._fire("gap_detected", instrument=instrument, expected=result.expected, received=result.received)
+            return
+        if instrument in self._feed.data["awaiting_snapshot"]:
+            self._fire("snapshot_applied", instrument=instrument)
+        if instrument in usable_instruments(self._feed):
+            self._tell(self.on_event, event)
+
+    def _fresh(self, instrument: str, now: int) -> None:
+        self._last_data_ms[instrument] = now
+        if instrument in self._feed.data["stale_instruments"]:
+            self._fire("data_resumed", instrument=instrument)
+
+    # -- effects ------------------------------------------------------------------------------
+
+    def _fire(self, trigger: str, **data: Any) -> None:
+        """Fire ``trigger``, journal and commit it; tell the listener when the state changed."""
+        before = self._feed.state
+        self._journal.fire(FEED, self._feed, trigger, now_ms=self._now_ms(), **data)
+        self._journal.commit()
+        if self._feed.state != before:
+            log.info("feed %s: %s -> %s (%s)", self._feed.entity_id, before, self._feed.state, trigger)
+            self._changed.set()
+            self._changed = asyncio.Event()
+            self._tell(self.on_state, self._feed.state)
+
+    def _close(self, reason: str) -> None:
+        if self._feed.state in (FeedState.closed, FeedState.failed):
+            return
+        self._fire("stop", reason=reason)
+
+    def _anomaly(self, kind: AnomalyKind, reason: str, sample: str) -> None:
+        self.counts[kind] += 1
+        self.anomalies.append(Anomaly(kind, reason, sample, self._now_ms()))
+        log.warning("feed %s: %s dropped: %s (sample %r)", self._feed.entity_id, kind, reason, sample)
+
+    def _tell(self, listener: Callable[[Any], None] | None, value: Any) -> None:
+        if listener is None:
+            return
+        try:
+            listener(value)
+        except Exception as exc:  # a strategy bug must not take the feed down
+            log.exception("feed %s: listener failed", self._feed.entity_id)
+            self._anomaly("listener_error", repr(exc)[:200], repr(value)[:200])
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    """The close code and reason to report: the side that closed first, else 1006."""
+    if exc.rcvd is not None and (exc.sent is None or exc.rcvd_then_sent):
+        return exc.rcvd.code, exc.rcvd.reason
+    if exc.sent is not None:
+        return exc.sent.code, exc.sent.reason
+    return ABNORMAL_CLOSURE, "connection lost without a close frame"
+
+
+def _gap_fields(gap: Gap) -> tuple[str, str, int, int]:
+    return gap.instrument, gap.channel, gap.expected, gap.received
