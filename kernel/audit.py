@@ -58,6 +58,11 @@ def add_parser(commands: Any) -> None:
     )
     verify.set_defaults(run=_verify)
 
+    anomalies = sub.add_parser("anomalies", parents=[common], help="latest bad inputs recorded, with samples")
+    anomalies.add_argument("-n", type=_positive, default=20, metavar="N", help="how many (default 20)")
+    anomalies.add_argument("--source", metavar="S", help="only this source (e.g. feed:paper)")
+    anomalies.set_defaults(run=_anomalies)
+
     stats = sub.add_parser("stats", parents=[common], help="rows per machine, entities, runs, file size")
     stats.set_defaults(run=_stats)
 
@@ -188,6 +193,20 @@ def _entities(reader: AuditReader, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _anomalies(reader: AuditReader, args: argparse.Namespace) -> int:
+    rows = reader.anomalies(args.n, source=args.source)
+    if args.json:
+        _print_json(rows)
+    elif rows:
+        print(format_table(
+            ["id", "time (UTC)", "run", "source", "kind", "reason", "sample"],
+            [[r["id"], _short_time(r["ts"]), r["run"], r["source"], r["kind"], r["reason"], r["sample"]] for r in rows],
+        ))  # fmt: skip
+    else:
+        print("no anomalies")
+    return EXIT_OK
+
+
 def _verify(reader: AuditReader, args: argparse.Namespace) -> int:
     result = reader.verify()
     if args.json:
@@ -215,6 +234,7 @@ def _stats(reader: AuditReader, args: argparse.Namespace) -> int:
     if stats["first_ts"]:
         print(f"time span      {_short_time(stats['first_ts'])} .. {_short_time(stats['last_ts'])}")
     print(f"runs           {', '.join(f'{n} {s}' for s, n in stats['runs'].items()) or 'none'}")
+    print(f"anomalies      {', '.join(f'{n} from {s}' for s, n in stats['anomalies'].items()) or 'none'}")
     machines = sorted(set(stats["transitions_per_machine"]) | set(stats["live_entities"]))
     if machines:
         print()

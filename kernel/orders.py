@@ -245,8 +245,9 @@ class OrderManager:
         return order
 
     def _commit(self, changes: list[tuple[Entity, Transition]]) -> None:
-        if changes:
+        if changes or self.journal.pending_anomalies:
             self.journal.commit()
+        if changes:
             self._notify(changes)
 
     # -- reports ----------------------------------------------------------------------------
@@ -275,6 +276,10 @@ class OrderManager:
     def _anomaly(self, anomaly: Anomaly, sink: list[Anomaly] | None = None) -> None:
         self.counts[anomaly.kind] += 1
         self.anomalies.append(anomaly)
+        # Journaled too (written with this loop turn's commit), with what the venue sent as sample.
+        self.journal.record_anomaly(
+            "orders", anomaly.kind, f"{anomaly.client_order_id}: {anomaly.detail}", repr(anomaly.report)
+        )
         if sink is not None:
             sink.append(anomaly)
         log.warning("order report anomaly (%s) for %s: %s", anomaly.kind, anomaly.client_order_id, anomaly.detail)

@@ -140,6 +140,19 @@ class AuditReader:
             for m, e, s, q, lv, d in rows
         ]
 
+    def anomalies(self, n: int = 20, source: str | None = None) -> list[dict[str, Any]]:
+        """The last ``n`` anomalies (optionally from one ``source``), oldest first."""
+        where, params = _filters(source=source)
+        rows = self._query(
+            f"SELECT id, ts, run, source, kind, reason, sample FROM anomalies {where} ORDER BY id DESC LIMIT ?",
+            (*params, n),
+        )
+        return [
+            {"id": i, "ts": iso_time(ts), "ts_ns": ts, "run": run, "source": src, "kind": kind, "reason": reason,
+             "sample": sample}
+            for i, ts, run, src, kind, reason, sample in reversed(rows)
+        ]  # fmt: skip
+
     def export(self, since: int = 0) -> Iterator[dict[str, Any]]:
         """Every transition with ``seq > since``, in order, streamed."""
         try:
@@ -159,6 +172,7 @@ class AuditReader:
         live = counts("SELECT machine, count(*) FROM live_entities GROUP BY machine ORDER BY machine")
         ended = counts("SELECT machine, count(*) FROM ended_entities GROUP BY machine ORDER BY machine")
         runs = counts("SELECT state, count(*) FROM runs GROUP BY state ORDER BY state")
+        anomalies = counts("SELECT source, count(*) FROM anomalies GROUP BY source ORDER BY source")
         first, last = self._query("SELECT min(seq), max(seq) FROM transitions")[0]
         times = self._query("SELECT min(ts), max(ts) FROM transitions")[0]
         files = {
@@ -174,6 +188,7 @@ class AuditReader:
             "live_entities": live,
             "ended_entities": ended,
             "runs": runs,
+            "anomalies": anomalies,
             "first_seq": first,
             "last_seq": last,
             "first_ts": iso_time(times[0]) if times[0] is not None else None,

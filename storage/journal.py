@@ -70,6 +70,9 @@ _UPSERT_ENDED = (
 )
 _DELETE_LIVE = "DELETE FROM live_entities WHERE machine = ? AND entity = ?"
 _HEAD = "UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1"
+_ANOMALY = "INSERT INTO anomalies (ts, run, source, kind, reason, sample) VALUES (?, ?, ?, ?, ?, ?)"
+MAX_SAMPLE = 500
+"""Characters of a bad input kept as its sample."""
 
 Row = tuple[int, int, int, str, str, str, "str | None", str, str, str]
 
@@ -108,6 +111,7 @@ class Journal:
         self._rows: list[Row] = []
         self._dirty: dict[tuple[str, str], tuple[Entity, int]] = {}
         self._created: set[tuple[str, str]] = set()  # created in this batch: not in live_entities yet
+        self._anomalies: list[tuple[int, int, str, str, str, str]] = []
         self._failure: JournalError | None = None
         self.run_id = 0
         self.crashed_runs: list[int] = []
@@ -249,6 +253,20 @@ class Journal:
         self._hash = chain_hash
         return seq
 
+    def record_anomaly(self, source: str, kind: str, reason: str, sample: str = "") -> None:
+        """Buffer an anomaly (bad input, never state); it is written with the next ``commit()``.
+
+        ``source`` names where it came from (e.g. ``feed:paper``), ``kind`` what it is (e.g.
+        ``decode_error``); ``sample`` is cut to ``MAX_SAMPLE`` characters.
+        """
+        self._require_open()
+        self._anomalies.append((self._clock(), self.run_id, source, kind, reason[:2000], sample[:MAX_SAMPLE]))
+
+    @property
+    def pending_anomalies(self) -> int:
+        """Anomalies recorded but not yet committed."""
+        return len(self._anomalies)
+
     def has_entity(self, machine: str, entity_id: str) -> bool:
         """True when ``machine`` has an entity ``entity_id`` (appended or committed, live or ended)."""
         key = (machine, entity_id)
@@ -291,7 +309,7 @@ class Journal:
         ``failure`` is set until a commit succeeds.
         """
         conn = self._require_open()
-        if not self._rows:
+        if not self._rows and not self._anomalies:
             return 0
         live: list[tuple[str, str, str, int, str]] = []
         ended: list[tuple[str, str, str, int, str]] = []
@@ -314,6 +332,8 @@ class Journal:
                     conn.executemany(_DELETE_LIVE, leaving)
                 conn.executemany(_UPSERT_ENDED, ended)
             conn.execute(_HEAD, (self._seq, self._hash))
+            if self._anomalies:
+                conn.executemany(_ANOMALY, self._anomalies)
             conn.execute("COMMIT")
         except BaseException as exc:
             _rollback(conn)
@@ -331,6 +351,7 @@ class Journal:
         self._rows = []
         self._dirty = {}
         self._created = set()
+        self._anomalies = []
         self._committed_seq = self._seq
         self._failure = None
         return written

@@ -8,6 +8,8 @@ Tables (see docs/audit.md for the reader's view):
   of its last transition, written in the same transaction as the rows they reflect; an entity moves
   to ``ended_entities`` when it reaches a terminal state.
 * ``journal_head`` — the last committed ``seq`` and ``hash`` (one row): catches a deleted tail.
+* ``anomalies`` — bad input recorded with a sample (not state, not chained), written with the
+  next group commit.
 * views ``entities`` (both tables, with ``live``), ``runs`` (one row per writer session) and
   ``transition_log`` (readable times).
 
@@ -138,6 +140,44 @@ def m002_audit_views_and_guards(db: sqlite_utils.Database) -> None:
                json_extract(data, '$.detected_by_run') AS crash_detected_by_run,
                seq AS last_seq
         FROM entities WHERE machine = 'run'
+        """,
+    )
+
+
+@_migration
+def m003_anomalies(db: sqlite_utils.Database) -> None:
+    """Anomalies: bad input (a malformed frame, an impossible report) recorded with a sample.
+
+    Not state: no machine, no replay, outside the hash chain; append-only like ``transitions``.
+    """
+    db.execute(
+        """
+        CREATE TABLE anomalies (
+            id      INTEGER PRIMARY KEY,
+            ts      INTEGER NOT NULL,
+            run     INTEGER NOT NULL,
+            source  TEXT NOT NULL,
+            kind    TEXT NOT NULL,
+            reason  TEXT NOT NULL,
+            sample  TEXT NOT NULL
+        )
+        """
+    )
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"""
+            CREATE TRIGGER anomalies_append_only_{action.lower()} BEFORE {action} ON anomalies
+            BEGIN
+                SELECT RAISE(ABORT, 'anomalies is append-only: rows are never edited or deleted');
+            END
+            """
+        )
+    db.create_view(
+        "anomaly_log",
+        """
+        SELECT id, strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000000000.0, 'unixepoch') AS time,
+               run, source, kind, reason, sample
+        FROM anomalies
         """,
     )
 

@@ -76,6 +76,8 @@ FATAL_HTTP_STATUSES: Final = frozenset({401, 403, 404})
 FATAL_VENUE_ERRORS: Final = frozenset({"unsupported_version", "invalid"})
 """``error`` codes answering ``hello``/``subscribe`` that retrying cannot fix."""
 MAX_ANOMALIES: Final = 100
+ANOMALY_BATCH: Final = 100
+"""Anomalies buffered before the feed commits them (it also commits at least once a second)."""
 """How many recent anomalies ``FeedClient.anomalies`` keeps."""
 
 Channel = Literal["trades", "quotes"]
@@ -157,6 +159,7 @@ class FeedClient:
         self.on_event = on_event
         self.on_state = on_state
         self.anomalies: deque[Anomaly] = deque(maxlen=MAX_ANOMALIES)
+        self._anomalies_committed_ms = -(10**12)
         self.counts: Counter[str] = Counter()
         self._journal = journal
         self._now_ms = now_ms
@@ -392,9 +395,16 @@ class FeedClient:
         self._fire("stop", reason=reason)
 
     def _anomaly(self, kind: AnomalyKind, reason: str, sample: str) -> None:
+        now = self._now_ms()
         self.counts[kind] += 1
-        self.anomalies.append(Anomaly(kind, reason, sample, self._now_ms()))
+        self.anomalies.append(Anomaly(kind, reason, sample, now))
         log.warning("feed %s: %s dropped: %s (sample %r)", self._feed.entity_id, kind, reason, sample)
+        # Journaled as an anomaly with its sample. Committed at most once a second (or every
+        # ANOMALY_BATCH), so a flood of bad frames cannot become a flood of fsyncs.
+        self._journal.record_anomaly(f"feed:{self._feed.entity_id}", kind, reason, sample)
+        if self._journal.pending_anomalies >= ANOMALY_BATCH or now - self._anomalies_committed_ms >= 1000:
+            self._journal.commit()
+            self._anomalies_committed_ms = now
 
     def _tell(self, listener: Callable[[Any], None] | None, value: Any) -> None:
         if listener is None:

@@ -488,8 +488,9 @@ def test_stats_human(toy_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[2] == "transitions    12 (seq 1 .. 12)"
     assert lines[3] == "time span      2023-11-14T22:13:20.000Z .. 2023-11-14T22:13:20.000Z"
     assert lines[4] == "runs           1 stopped"
-    assert lines[5] == ""
-    header, _separator, *rows = table_rows("\n".join(lines[6:]))
+    assert lines[5] == "anomalies      none"
+    assert lines[6] == ""
+    header, _separator, *rows = table_rows("\n".join(lines[7:]))
     assert header == ["machine", "transitions", "live entities", "ended entities"]
     assert rows == [["run", "2", "0", "1"], ["toy", "10", "1", "2"]]
 
@@ -506,6 +507,7 @@ def test_stats_json(toy_db: str, capsys: pytest.CaptureFixture[str]) -> None:
         "live_entities": {"toy": 1},
         "ended_entities": {"run": 1, "toy": 2},
         "runs": {"stopped": 1},
+        "anomalies": {},
         "first_seq": 1,
         "last_seq": 12,
     }

@@ -427,6 +427,13 @@ async def test_bad_frames_are_counted_and_dropped(server: Misbehaving, db_path: 
         samples = [a.sample for a in run.client.anomalies if a.kind == "decode_error"]
         assert samples[0].startswith("garbage")
         assert samples[1].endswith('"pri')
+        with AuditReader(db_path) as reader:  # journaled as anomalies with their samples
+            journaled = reader.anomalies(n=50)
+        kinds = [a["kind"] for a in journaled]
+        assert kinds.count("decode_error") == 3
+        assert kinds.count("unknown_instrument") == 1
+        assert {a["source"] for a in journaled} == {f"feed:{run.client.feed.entity_id}"}
+        assert journaled[0]["sample"].startswith("garbage")
 
 
 @pytest.mark.asyncio

@@ -253,6 +253,11 @@ async def test_unknown_and_impossible_reports_are_counted_not_fatal(
     assert manager.counts["unknown_order"] == 2
     assert manager.counts["refused"] == 2
     assert [a.kind for a in manager.anomalies] == ["unknown_order", "refused", "refused", "unknown_order"]
+    with AuditReader(journal.path) as reader:  # journaled too, with the report as sample
+        journaled = reader.anomalies()
+    assert [(a["source"], a["kind"]) for a in journaled] == [("orders", a.kind) for a in manager.anomalies]
+    assert journaled[0]["reason"].startswith("ghost-1")
+    assert "ghost-1" in journaled[0]["sample"]
     assert r.state == "rejected"
     assert r.data["cum_qty"] == 0
     assert [t[0] for t in triggers(journal.path, r.entity_id)] == ["create", "submit", "reject"]

@@ -14,6 +14,7 @@ from machines import CREATE, RUN, Transition, registry
 from storage import Journal
 from storage.audit import AuditReader, VerifyResult, iso_time
 from storage.codec import encode_text
+from storage.schema import SCHEMA_VERSION
 from tests.conftest import FakeClock
 from tests.storage.conftest import COLUMNS, SmallJournal, copy_db, drop_append_only_triggers, query, raw
 from tests.toy import TOY
@@ -156,7 +157,7 @@ def test_stats(open_journal: OpenJournal, db_path: str, clock: FakeClock) -> Non
     with AuditReader(db_path) as r:
         stats = r.stats()
     assert stats["path"] == db_path
-    assert stats["schema_version"] == 2
+    assert stats["schema_version"] == SCHEMA_VERSION
     assert stats["transitions_per_machine"] == {"run": 3, "toy": 4}
     assert stats["transitions"] == 7
     assert stats["live_entities"] == {"run": 1, "toy": 2}

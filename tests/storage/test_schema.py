@@ -18,8 +18,13 @@ from tests.storage.conftest import SmallJournal, count_rows, drop_append_only_tr
 from tests.toy import TOY
 
 OpenJournal = Callable[..., Journal]
-VIEWS = {"entities", "runs", "transition_log"}
-TRIGGERS = {"transitions_append_only_update", "transitions_append_only_delete"}
+VIEWS = {"entities", "runs", "transition_log", "anomaly_log"}
+TRIGGERS = {
+    "transitions_append_only_update",
+    "transitions_append_only_delete",
+    "anomalies_append_only_update",
+    "anomalies_append_only_delete",
+}
 
 
 def objects(path: str, kind: str) -> set[str]:
@@ -55,9 +60,9 @@ def downgrade_to_v1(path: str) -> None:
         conn.execute("PRAGMA user_version = 1")
 
 
-def test_there_are_two_migrations() -> None:
-    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 2
-    assert MIGRATION_NAMES == ["m001_core_tables", "m002_audit_views_and_guards"]
+def test_the_migrations_in_order() -> None:
+    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 3
+    assert MIGRATION_NAMES == ["m001_core_tables", "m002_audit_views_and_guards", "m003_anomalies"]
 
 
 def test_fresh_journal_has_the_current_schema(open_journal: OpenJournal, db_path: str) -> None:
@@ -71,6 +76,7 @@ def test_fresh_journal_has_the_current_schema(open_journal: OpenJournal, db_path
         "live_entities",
         "ended_entities",
         "journal_head",
+        "anomalies",
         "_sqlite_migrations",
     }
     assert objects(db_path, "view") == VIEWS
