@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/journal.py
 	$(BIN)/python benchmarks/orders.py
 	$(BIN)/python benchmarks/roundtrip.py
+	$(BIN)/python benchmarks/feed.py
 
 ## docs: regenerate the generated blocks of docs/machines/*.md from the machine tables
 docs: $(STAMP)

@@ -16,8 +16,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from kernel.feed._common import Frame, Invalid, convert, decode_with, positive_size, price, require_object, size
+import msgspec
+
+from kernel.feed._common import (
+    Frame,
+    Invalid,
+    convert,
+    decode_with,
+    positive_size,
+    price,
+    require_object,
+    sample,
+    size,
+)
 from kernel.feed.events import (
+    DecodeError,
     FeedEvent,
     HeartbeatEvent,
     QuoteEvent,
@@ -31,9 +44,21 @@ from kernel.venue.protocol import Error, Heartbeat, Quote, Subscribed, Trade, Ve
 VENUE: Literal["paper"] = "paper"
 
 
+# One typed pass straight into the protocol's message types: ~9 µs a message cheaper than parsing
+# generically and converting. A frame it refuses goes through the generic path, which says why.
+_typed = msgspec.json.Decoder(VenueMessage)
+
+
 def decode_paper(frame: Frame) -> list[FeedEvent]:
     """Decode one frame from the paper venue into events; ``DecodeError`` for anything invalid."""
-    return decode_with(VENUE, frame, _message)
+    try:
+        message = _typed.decode(frame)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return decode_with(VENUE, frame, _message)
+    try:
+        return _events(message)
+    except Invalid as exc:
+        raise DecodeError(VENUE, str(exc), sample(frame)) from None
 
 
 def _check(instrument: str, seq: int, ts_ms: int) -> None:
@@ -47,6 +72,10 @@ def _check(instrument: str, seq: int, ts_ms: int) -> None:
 
 def _message(data: Any) -> list[FeedEvent]:
     message: VenueMessage = convert(require_object(data), VenueMessage)  # type: ignore[arg-type]
+    return _events(message)
+
+
+def _events(message: VenueMessage) -> list[FeedEvent]:
     if isinstance(message, Trade):
         _check(message.instrument, message.seq, message.ts_ms)
         if not message.trade_id:
@@ -87,4 +116,4 @@ def _message(data: Any) -> list[FeedEvent]:
         return [SubscriptionAck(VENUE, tuple((c, instruments) for c in message.channels), message.id or None)]
     if isinstance(message, Error):
         return [VenueNotice(VENUE, "error", f"{message.code}: {message.message}"[:200])]
-    return [UnhandledMessage(VENUE, str(data["type"]))]
+    return [UnhandledMessage(VENUE, str(type(message).__struct_config__.tag))]
