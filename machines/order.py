@@ -68,6 +68,8 @@ S = OrderState
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market")
 TIFS = ("gtc", "ioc", "fok", "day")
+MAX_TAG_CHARS = 64
+"""The longest ``tag`` (the strategy's own label for an order, never sent to the venue)."""
 DONE = (S.filled, S.canceled, S.expired, S.rejected, S.denied)
 WORKING = (S.accepted, S.partially_filled)
 FILLABLE = (S.pending_new, S.accepted, S.partially_filled)
@@ -109,7 +111,7 @@ def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None
 
 
 def _init(data: Data) -> dict[str, Any]:
-    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price"}
+    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag"}
     if unknown:
         raise InvalidData(f"unknown order fields: {', '.join(sorted(unknown))}")
     instrument = data.get("instrument")
@@ -124,6 +126,9 @@ def _init(data: Data) -> dict[str, Any]:
     elif price is not None:
         raise InvalidData("a market order has no price")
     qty = to_decimal(data.get("qty"), "qty")
+    tag = data.get("tag", "")
+    if not isinstance(tag, str) or len(tag) > MAX_TAG_CHARS:
+        raise InvalidData(f"tag must be a string of at most {MAX_TAG_CHARS} characters, got {tag!r}")
     return {
         "instrument": instrument,
         "side": _choice(data, "side", SIDES),
@@ -144,6 +149,7 @@ def _init(data: Data) -> dict[str, Any]:
         "duplicate_fills": 0,
         "late_fills": 0,
         "reason": None,
+        "tag": tag,
     }
 
 

@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Literal
 
 Side = Literal["buy", "sell"]
@@ -30,6 +31,12 @@ BINANCE_TRADES = ("ts_ms", "trade_id", "price", "qty", "buyer_is_maker")
 BINANCE_QUOTES = ("ts_ms", "symbol", "bid", "bid_qty", "ask", "ask_qty")
 KRAKEN_TRADES = ("ts", "trade_id", "price", "qty", "side", "ord_type", "misc")
 BINANCE_INSTRUMENT = "BTCUSDT"
+BUNDLED_DATA: tuple[str, ...] = tuple(
+    str(Path(__file__).with_name("data") / name)
+    for name in ("binance_btcusdt_trades_20210108.csv", "binance_btcusdt_quotes_20210108.csv")
+)
+"""Real Binance BTCUSDT trades and quotes shipped with the package (``data/SOURCES.md``): what the
+embedded venue replays when no data file is configured."""
 KRAKEN_INSTRUMENT = "XBTUSDT"
 
 

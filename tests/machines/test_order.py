@@ -164,12 +164,25 @@ def test_create_limit_order_initial_data() -> None:
         "duplicate_fills": 0,
         "late_fills": 0,
         "reason": None,
+        "tag": "",
     }
     assert isinstance(order.data["qty"], Decimal)
     assert created.trigger == CREATE
     assert created.source is None
     assert created.dest == "new"
     assert dict(created.data) == {**LIMIT, "tif": "day"}
+
+
+def test_create_keeps_a_strategy_tag() -> None:
+    order, created = ORDER.create("o-1", **LIMIT, tag="bid-1")
+    assert order.data["tag"] == "bid-1"
+    assert created.data["tag"] == "bid-1"
+
+
+@pytest.mark.parametrize("tag", [7, None, "x" * 65])
+def test_create_refuses_a_bad_tag(tag: object) -> None:
+    with pytest.raises(InvalidData, match="tag must be a string of at most 64 characters"):
+        ORDER.create("o-1", **LIMIT, tag=tag)
 
 
 def test_create_defaults_to_limit_gtc() -> None:
