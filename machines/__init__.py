@@ -14,25 +14,32 @@ from machines.errors import (
     UnknownMachine,
 )
 from machines.feed import FEED, FeedState
+from machines.health import HEALTH, Finding, HealthRule, HealthState, Observation, Thresholds
 from machines.order import ORDER, OrderState, Overfill
 from machines.run import RUN, RunState
 
 __all__ = [
     "CREATE",
     "FEED",
+    "HEALTH",
     "ORDER",
     "RUN",
     "DefinitionError",
     "Entity",
     "FeedState",
+    "Finding",
+    "HealthRule",
+    "HealthState",
     "InvalidData",
     "InvalidTransition",
+    "Observation",
     "OrderState",
     "Overfill",
     "Rule",
     "RunState",
     "StateMachine",
     "StateMachineError",
+    "Thresholds",
     "Transition",
     "TransitionRefused",
     "UnknownMachine",
