@@ -33,6 +33,7 @@ from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailab
 from kernel.venue.protocol import Execution, NewOrder, OrderSnapshot
 from machines import ORDER, Entity, OrderState, Transition, TransitionRefused
 from storage import Journal
+from storage.errors import JournalWriteError
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,20 @@ class Anomaly:
     report: Report | OrderSnapshot | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A journaled request ready to leave the process: what to send for ``order``.
+
+    Built when the request is committed, so a request queued behind others still sends what was
+    journaled (never what the order's state says by the time it is sent).
+    """
+
+    order: Entity
+    kind: Literal["new", "cancel", "replace"]
+    qty: Decimal | None = None
+    price: Decimal | None = None
+
+
 @dataclass(slots=True)
 class Resolution:
     """What ``resolve_in_flight`` found: orders checked, transitions fired, orders left pending."""
@@ -126,6 +141,7 @@ class OrderManager:
         """Orders journaled but never (or not knowingly) sent: commit failed, or send failed."""
         self._counter = 0
         self._resolved_generation = 0
+        self._held: list[tuple[Entity, Transition]] = []
 
     @classmethod
     def resume(cls, journal: Journal, client: ExecutionClient, **options: Any) -> OrderManager:
@@ -178,41 +194,94 @@ class OrderManager:
         price: Decimal | None = None,
         order_type: str = "limit",
         tif: str = "gtc",
+        tag: str = "",
     ) -> Entity:
         """Create, journal (``create`` + ``submit``, committed) and only then send a new order.
 
+        ``journal_new`` then ``send``; raises what they raise.
+        """
+        request = self.journal_new(instrument, side, qty, price, order_type, tif, tag)
+        await self.send(request)
+        return request.order
+
+    def journal_new(
+        self,
+        instrument: str,
+        side: str,
+        qty: Decimal,
+        price: Decimal | None = None,
+        order_type: str = "limit",
+        tif: str = "gtc",
+        tag: str = "",
+    ) -> Request:
+        """The synchronous half of ``place``: create and journal a new order (committed, listeners
+        told), ready for ``send``. Nothing leaves the process.
+
         Raises ``OrderEntryPaused`` (nothing done), ``InvalidData`` (bad terms; nothing done),
-        ``JournalWriteError`` (commit failed; nothing sent, the batch stays buffered in the
-        journal), ``OrderNotSent`` (committed ``pending_new`` but not sent).
+        ``JournalWriteError`` (commit failed; nothing sent: the order is also journaled
+        ``rejected`` with reason ``not sent: journal commit failed``, and the whole batch stays
+        buffered until a commit succeeds).
         """
         self._require_entry()
         client_order_id = self._next_id()
         order, created = ORDER.create(
-            client_order_id, instrument=instrument, side=side, type=order_type, tif=tif, qty=qty, price=price
+            client_order_id, instrument=instrument, side=side, type=order_type, tif=tif, qty=qty, price=price, tag=tag
         )
         submitted = ORDER.fire(order, "submit")
         self.orders[client_order_id] = order
-        self.unsent.add(client_order_id)
         self.journal.append(created, order)
         self.journal.append(submitted, order)
-        self.journal.commit()
-        self._notify([(order, created), (order, submitted)])
-        message = NewOrder(
-            client_order_id=client_order_id,
-            instrument=instrument,
-            side=order.data["side"],
-            qty=order.data["qty"],
-            order_type=order.data["type"],
-            tif=order.data["tif"],
-            price=order.data["price"],
-        )
+        self.unsent.add(client_order_id)
         try:
-            await self.client.send_new(message)
+            self._commit_request(order, [(order, created), (order, submitted)], "reject")
+        except JournalWriteError:
+            self.unsent.discard(client_order_id)
+            raise
+        return Request(order, "new")
+
+    def journal_cancel(self, client_order_id: str) -> Request:
+        """The synchronous half of ``cancel``: journal ``request_cancel`` (committed)."""
+        self._require_entry()
+        order = self._live(client_order_id)
+        self._commit_request(order, [(order, self.journal.fire(ORDER, order, "request_cancel"))], "cancel_reject")
+        return Request(order, "cancel")
+
+    def journal_replace(
+        self, client_order_id: str, qty: Decimal | None = None, price: Decimal | None = None
+    ) -> Request:
+        """The synchronous half of ``replace``: journal ``request_replace`` (committed)."""
+        self._require_entry()
+        order = self._live(client_order_id)
+        requested = self.journal.fire(ORDER, order, "request_replace", qty=qty, price=price)
+        self._commit_request(order, [(order, requested)], "replace_reject")
+        return Request(order, "replace", qty, price)
+
+    async def send(self, request: Request) -> None:
+        """Send a journaled request. Raises ``OrderNotSent`` (the order stays as journaled; it is
+        never resent blindly: resolution after the next connection settles it)."""
+        order = request.order
+        client_order_id = order.entity_id
+        try:
+            if request.kind == "cancel":
+                await self.client.send_cancel(client_order_id)
+            elif request.kind == "replace":
+                await self.client.send_replace(client_order_id, request.qty, request.price)
+            else:
+                await self.client.send_new(
+                    NewOrder(
+                        client_order_id=client_order_id,
+                        instrument=order.data["instrument"],
+                        side=order.data["side"],
+                        qty=order.data["qty"],
+                        order_type=order.data["type"],
+                        tif=order.data["tif"],
+                        price=order.data["price"],
+                    )
+                )
+                self.unsent.discard(client_order_id)
         except VenueUnavailable as exc:
-            log.warning("order %s journaled but not sent: %s", client_order_id, exc)
+            log.warning("order %s: %s journaled but not sent: %s", client_order_id, request.kind, exc)
             raise OrderNotSent(order, exc) from exc
-        self.unsent.discard(client_order_id)
-        return order
 
     async def cancel(self, client_order_id: str) -> Entity:
         """Journal ``request_cancel`` (committed), then send the cancel.
@@ -220,14 +289,9 @@ class OrderManager:
         Raises ``OrderEntryPaused``, ``UnknownOrder``, ``InvalidTransition`` (nothing done),
         ``JournalWriteError`` (nothing sent), ``OrderNotSent`` (left ``pending_cancel``).
         """
-        self._require_entry()
-        order = self._live(client_order_id)
-        self._commit([(order, self.journal.fire(ORDER, order, "request_cancel"))])
-        try:
-            await self.client.send_cancel(client_order_id)
-        except VenueUnavailable as exc:
-            raise OrderNotSent(order, exc) from exc
-        return order
+        request = self.journal_cancel(client_order_id)
+        await self.send(request)
+        return request.order
 
     async def replace(self, client_order_id: str, qty: Decimal | None = None, price: Decimal | None = None) -> Entity:
         """Journal ``request_replace`` (committed), then send the replace.
@@ -235,20 +299,75 @@ class OrderManager:
         Raises like ``cancel`` (``InvalidData`` for neither qty nor price); left ``pending_replace``
         on ``OrderNotSent``.
         """
-        self._require_entry()
-        order = self._live(client_order_id)
-        self._commit([(order, self.journal.fire(ORDER, order, "request_replace", qty=qty, price=price))])
-        try:
-            await self.client.send_replace(client_order_id, qty, price)
-        except VenueUnavailable as exc:
-            raise OrderNotSent(order, exc) from exc
+        request = self.journal_replace(client_order_id, qty, price)
+        await self.send(request)
+        return request.order
+
+    def deny(
+        self,
+        instrument: str,
+        side: str,
+        qty: Decimal,
+        price: Decimal | None = None,
+        order_type: str = "limit",
+        tif: str = "gtc",
+        tag: str = "",
+        *,
+        reason: str,
+    ) -> Entity:
+        """Journal an order that is refused before it leaves the process (``create`` + ``deny``).
+
+        The audit then shows every intent and why it was not sent. Raises ``InvalidData`` (bad
+        terms; nothing journaled) and ``JournalWriteError`` (the denial stays buffered).
+        """
+        order, created = ORDER.create(
+            self._next_id(),
+            instrument=instrument,
+            side=side,
+            type=order_type,
+            tif=tif,
+            qty=qty,
+            price=price,
+            tag=tag,
+        )
+        self.journal.append(created, order)
+        denied = self.journal.fire(ORDER, order, "deny", reason=reason)
+        self.orders[order.entity_id] = order
+        self._commit([(order, created), (order, denied)])
         return order
 
-    def _commit(self, changes: list[tuple[Entity, Transition]]) -> None:
-        if changes or self.journal.pending_anomalies:
+    def _commit_request(self, order: Entity, changes: list[tuple[Entity, Transition]], undo: str) -> None:
+        """Commit a request that is about to be sent; if the commit fails, journal why it never was.
+
+        ``undo`` (``reject``, ``cancel_reject``, ``replace_reject``) is fired at once, so when the
+        journal recovers it holds the request *and* the fact that it never left the process: no
+        order is left looking in flight that the venue never saw.
+        """
+        try:
             self.journal.commit()
-        if changes:
-            self._notify(changes)
+        except JournalWriteError:
+            log.error("order %s: journal commit failed; %s not sent", order.entity_id, changes[-1][1].trigger)
+            undone = self.journal.fire(ORDER, order, undo, reason="not sent: journal commit failed", source="kernel")
+            self._held.extend([*changes, (order, undone)])
+            raise
+        self._notify([*self._take_held(), *changes])
+
+    def _take_held(self) -> list[tuple[Entity, Transition]]:
+        held, self._held = self._held, []
+        return held
+
+    def _commit(self, changes: list[tuple[Entity, Transition]]) -> None:
+        """Commit (if anything is buffered) and notify; on failure the changes are held and
+        notified after the next successful commit, so no listener misses a fill."""
+        if changes or self.journal.pending_anomalies or self._held:
+            try:
+                self.journal.commit()
+            except JournalWriteError:
+                self._held.extend(changes)
+                raise
+        held = [*self._take_held(), *changes]
+        if held:
+            self._notify(held)
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -471,6 +590,7 @@ __all__ = [
     "OrderError",
     "OrderManager",
     "OrderNotSent",
+    "Request",
     "Resolution",
     "UnknownOrder",
 ]

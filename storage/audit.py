@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from decimal import Decimal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,6 +153,39 @@ class AuditReader:
              "sample": sample}
             for i, ts, run, src, kind, reason, sample in reversed(rows)
         ]  # fmt: skip
+
+    def fills(self) -> list[dict[str, Any]]:
+        """Every fill applied to an order, in journal order, as ``client_order_id``, ``instrument``,
+        ``side``, ``qty``, ``price``, ``fee`` (Decimals) and ``trade_id``.
+
+        A repeated ``trade_id`` on one order (a duplicate report the order machine recorded but
+        did not apply) is listed once. Scans the fills of the whole history.
+        """
+        rows = self._query(
+            "SELECT t.entity, t.data, e.data FROM transitions AS t "
+            "JOIN entities AS e ON e.machine = 'order' AND e.entity = t.entity "
+            "WHERE t.machine = 'order' AND t.trigger = 'fill' ORDER BY t.seq"
+        )
+        seen: set[tuple[str, str]] = set()
+        out: list[dict[str, Any]] = []
+        for client_order_id, fill_text, order_text in rows:
+            fill, order = codec.decode(fill_text), codec.decode(order_text)
+            key = (client_order_id, fill.get("trade_id"))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(
+                {
+                    "client_order_id": client_order_id,
+                    "instrument": order["instrument"],
+                    "side": order["side"],
+                    "qty": Decimal(fill["qty"]),
+                    "price": Decimal(fill["price"]),
+                    "fee": Decimal(fill.get("fee") or 0),
+                    "trade_id": fill["trade_id"],
+                }
+            )
+        return out
 
     def export(self, since: int = 0) -> Iterator[dict[str, Any]]:
         """Every transition with ``seq > since``, in order, streamed."""

@@ -19,6 +19,7 @@ stop trading; a later ``commit()`` may succeed and then loses nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sqlite3
@@ -49,6 +50,8 @@ from storage.schema import (
     translate,
     user_version,
 )
+
+log = logging.getLogger(__name__)
 
 STATE_TABLES = ("live_entities", "journal_head")
 """Tables ``PRAGMA quick_check`` covers on every open: what resuming reads, O(live entities). The
@@ -118,6 +121,8 @@ class Journal:
         self.schema_before = 0
         self.schema_version = 0
         self._run_entity: Entity | None = None
+        self.commit_observer: Callable[[int, int], None] | None = None
+        """Called after each successful commit with (rows written, nanoseconds it took): metrics."""
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -320,6 +325,7 @@ class Journal:
         except (TypeError, ValueError) as exc:
             self._failure = JournalDataError(f"cannot journal an entity's data: {exc}")
             raise self._failure from exc
+        started_ns = time.perf_counter_ns()
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, self._rows)
@@ -354,6 +360,11 @@ class Journal:
         self._anomalies = []
         self._committed_seq = self._seq
         self._failure = None
+        if self.commit_observer is not None:
+            try:
+                self.commit_observer(written, time.perf_counter_ns() - started_ns)
+            except Exception:  # metrics must never turn a durable commit into a reported failure
+                log.exception("journal commit observer failed")
         return written
 
     # -- reading ----------------------------------------------------------------------------
@@ -385,6 +396,20 @@ class Journal:
         # Fold the WAL into the file so a copied .db is complete; a busy reader just defers it.
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._release()
+
+    def abandon(self) -> None:
+        """Release the database without recording the run as stopped (the process is failing).
+
+        Commits what is buffered if it can (every transition already acted on belongs on disk),
+        then closes like a crash would: the next writer records this run ``crash_detected``.
+        """
+        if self._conn is None:
+            return
+        try:
+            self.commit()
+        except JournalError as exc:
+            log.error("journal %s abandoned with %d uncommitted rows: %s", self.path, self.pending, exc)
         self._release()
 
     def _release(self) -> None:

@@ -27,9 +27,9 @@ One connection attempt::
   that instrument that follows on in sequence fires ``snapshot_applied`` (the stream is proven
   whole again). Until then that instrument's events are not passed on; duplicates and late frames
   are dropped as anomalies.
-* Bad frames (``DecodeError``) are counted, kept in ``anomalies`` with their sample, logged and
-  dropped: never fatal. (The journal holds machine transitions only; journaling anomalies needs an
-  anomaly record type.)
+* Bad frames (``DecodeError``) are counted, kept in ``anomalies`` with their sample, logged,
+  journaled as anomalies and dropped: never fatal.
+* A journal that cannot commit does not stop the feed (see ``_commit``); other journal errors do.
 
 Listeners: ``on_event(event)`` gets each market event of a usable instrument, ``on_state(state)``
 each state change. A listener that raises is logged and counted; the feed carries on.
@@ -63,6 +63,7 @@ from kernel.feed.events import (
 from kernel.venue import protocol
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
+from storage.errors import JournalWriteError
 from storage.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class FeedClient:
         """Connect and stream, reconnecting as the machine says, until ``stop()`` or ``failed``.
 
         Returns once the feed is ``closed`` (after ``stop()``) or ``failed``. Cancelling ``run()``
-        stops the feed too, then re-raises. Journal errors propagate (no audit, no trade).
+        stops the feed too, then re-raises. Journal errors other than a failed commit propagate.
         """
         if self._main is not None:
             raise RuntimeError("run() is already running or has run")
@@ -382,7 +383,7 @@ class FeedClient:
         """Fire ``trigger``, journal and commit it; tell the listener when the state changed."""
         before = self._feed.state
         self._journal.fire(FEED, self._feed, trigger, now_ms=self._now_ms(), **data)
-        self._journal.commit()
+        self._commit()
         if self._feed.state != before:
             log.info("feed %s: %s -> %s (%s)", self._feed.entity_id, before, self._feed.state, trigger)
             self._changed.set()
@@ -403,8 +404,24 @@ class FeedClient:
         # ANOMALY_BATCH), so a flood of bad frames cannot become a flood of fsyncs.
         self._journal.record_anomaly(f"feed:{self._feed.entity_id}", kind, reason, sample)
         if self._journal.pending_anomalies >= ANOMALY_BATCH or now - self._anomalies_committed_ms >= 1000:
-            self._journal.commit()
+            self._commit()
             self._anomalies_committed_ms = now
+
+    def _commit(self) -> None:
+        """Commit the journal. A failed commit does not stop the feed: its transitions stay
+        buffered in the journal and go out with the next commit that succeeds. Market data moves
+        no money; the kernel's health turns unhealthy and no order leaves meanwhile."""
+        try:
+            self._journal.commit()
+        except JournalWriteError as exc:
+            self.counts["journal_errors"] += 1
+            if self.counts["journal_errors"] == 1 or self.counts["journal_errors"] % 100 == 0:
+                log.error(
+                    "feed %s: journal commit failed (%d so far): %s",
+                    self._feed.entity_id,
+                    self.counts["journal_errors"],
+                    exc,
+                )
 
     def _tell(self, listener: Callable[[Any], None] | None, value: Any) -> None:
         if listener is None:

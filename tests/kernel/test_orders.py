@@ -140,22 +140,99 @@ async def test_submit_is_committed_before_the_venue_sees_new_order(
     assert manager.unsent == set()
 
 
+def steps_of(path: str, entity: str) -> list[tuple[str, dict[str, Any]]]:
+    """(trigger, data) of every transition of one order, in order."""
+    with AuditReader(path) as reader:
+        return [(t["trigger"], t["data"]) for t in reader.timeline(entity, machine="order")]
+
+
+def disk_full(journal: Journal) -> None:
+    """Make the journal's next commit that needs a new page fail, as on a full disk."""
+    conn = journal._conn
+    assert conn is not None
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def disk_freed(journal: Journal) -> None:
+    conn = journal._conn
+    assert conn is not None
+    conn.execute("PRAGMA max_page_count = 1073741823")
+
+
 @pytest.mark.asyncio
-async def test_a_failed_commit_sends_nothing(journal: Journal, venue: FakeVenue, client: VenueClient) -> None:
+async def test_a_failed_commit_sends_nothing_and_journals_why(
+    journal: Journal, venue: FakeVenue, client: VenueClient
+) -> None:
     manager = OrderManager(journal, client)
+    updates: list[tuple[str, str]] = []
+    manager.listeners.append(lambda order, t: updates.append((order.entity_id, t.trigger)))
     async with asyncio.timeout(TIMEOUT), running(manager):
-        conn = journal._conn
-        assert conn is not None
-        (pages,) = conn.execute("PRAGMA page_count").fetchone()
-        conn.execute(f"PRAGMA max_page_count = {pages}")
+        disk_full(journal)
         with pytest.raises(JournalWriteError):
             await manager.place("X" * 50_000, "buy", D(1), D(100))  # needs new pages: disk "full"
         assert journal.failure is not None
         # a round trip: the venue has handled everything sent before it
         assert await client.order_status("probe", timeout=TIMEOUT) is None
         assert venue.count(NewOrder) == 0
-        assert len(manager.unsent) == 1
-        conn.execute("PRAGMA max_page_count = 1073741823")  # let close() commit the buffered batch
+        assert manager.unsent == set()  # never in flight: it is rejected, not pending
+        (order,) = manager.orders.values()
+        assert order.state == "rejected"
+        assert updates == []  # nothing is told before it is durable
+        disk_freed(journal)
+        manager.apply_reports([])  # the next commit carries the held batch and tells the listeners
+    assert updates == [(order.entity_id, "create"), (order.entity_id, "submit"), (order.entity_id, "reject")]
+    trigger, data = steps_of(journal.path, order.entity_id)[-1]
+    assert trigger == "reject"
+    assert data["reason"] == "not sent: journal commit failed"
+    assert data["source"] == "kernel"
+
+
+@pytest.mark.asyncio
+async def test_a_failed_commit_of_a_cancel_or_replace_leaves_the_order_working(
+    journal: Journal, venue: FakeVenue, client: VenueClient
+) -> None:
+    manager = OrderManager(journal, client)
+    async with asyncio.timeout(TIMEOUT), running(manager):
+        order = await place(manager)
+        await eventually(lambda: order.state == "accepted")
+        before = (venue.count(CancelOrder), venue.count(ReplaceOrder))
+        conn = journal._conn
+        assert conn is not None
+        conn.execute("PRAGMA query_only = 1")  # every write fails, as on a read-only file
+        with pytest.raises(JournalWriteError):
+            await manager.cancel(order.entity_id)
+        assert order.state == "accepted"
+        with pytest.raises(JournalWriteError):
+            await manager.replace(order.entity_id, price=D(99))
+        assert order.state == "accepted"
+        assert await client.order_status("probe", timeout=TIMEOUT) is None
+        assert (venue.count(CancelOrder), venue.count(ReplaceOrder)) == before
+        conn.execute("PRAGMA query_only = 0")
+        manager.apply_reports([])
+    steps = [(trigger, data.get("reason")) for trigger, data in steps_of(journal.path, order.entity_id)]
+    assert steps[-4:] == [
+        ("request_cancel", None),
+        ("cancel_reject", "not sent: journal commit failed"),
+        ("request_replace", None),
+        ("replace_reject", "not sent: journal commit failed"),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_deny_journals_the_intent_and_its_reason(journal: Journal, venue: FakeVenue, client: VenueClient) -> None:
+    manager = OrderManager(journal, client)
+    updates: list[str] = []
+    manager.listeners.append(lambda order, t: updates.append(t.trigger))
+    order = manager.deny("BTCUSDT", "sell", D(2), D(50), tag="ask", reason="order entry paused: feed stale")
+    assert order.state == "denied"
+    assert order.data["tag"] == "ask"
+    assert updates == ["create", "deny"]
+    assert venue.count(NewOrder) == 0
+    assert [(t, d.get("reason")) for t, d in steps_of(journal.path, order.entity_id)] == [
+        ("create", None),
+        ("deny", "order entry paused: feed stale"),
+    ]
 
 
 @pytest.mark.asyncio
