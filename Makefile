@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 COV_CORE    := 90
 COV_OVERALL := 85
 
-.PHONY: test lint typecheck unit bench docs clean
+.PHONY: run test lint typecheck unit bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("tradekernel needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
@@ -17,6 +17,10 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
+
+## run: paper-trade against the embedded venue with a live status view (Ctrl-C stops; ARGS="..." adds options)
+run: $(STAMP)
+	$(BIN)/tradekernel run $(ARGS)
 
 ## lint: ruff (lint + format check) over the code, tests and benchmarks
 lint: $(STAMP)

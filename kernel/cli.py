@@ -11,8 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kernel import __version__
+from kernel import __version__, run_cmd
 from kernel import audit as audit_cmd
+from kernel import config as config_cmd
 from kernel import drive as drive_cmd
 from kernel.venue import cli as venue_cmd
 from machines import diagram, registry
@@ -33,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tradekernel {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    run_cmd.add_parsers(commands)
     audit_cmd.add_parser(commands)
+    config_cmd.add_parser(commands)
     drive_cmd.add_parser(commands)
     venue_cmd.add_parser(commands)
 

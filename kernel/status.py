@@ -1,0 +1,288 @@
+"""Status: a JSON-ready snapshot of a kernel, from the running process or from its journal.
+
+``running_status(kernel)`` is what ``/status``, the control socket and the live view show.
+``journal_status(db)`` answers ``tradekernel status`` when no kernel runs: it reads the journal
+(read-only) for the last run, the last health and feed states, the open orders and the positions
+folded from the journaled fills. Both have the same keys: ``running``, ``health``, ``trading``,
+``feed``, ``open_orders``, ``positions``, ``pnl`` and ``last_run`` (with ``clean``).
+
+Decimals are strings in the JSON (exact), times ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TextIO
+
+from machines.positions import Fill, Position, Positions
+from storage.audit import AuditReader, iso_time
+
+if TYPE_CHECKING:
+    from kernel.app import Kernel
+
+ZERO = Decimal(0)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _position(position: Position, mark: Decimal | None) -> dict[str, Any]:
+    unrealized = position.unrealized_pnl(mark) if mark is not None and position.qty else ZERO
+    return {
+        "qty": _text(position.qty),
+        "avg_px": _text(position.avg_px),
+        "mark": _text(mark),
+        "realized_pnl": _text(position.realized_pnl),
+        "unrealized_pnl": _text(unrealized),
+        "fees": _text(position.fees),
+        "total_pnl": _text(position.realized_pnl + unrealized - position.fees),
+        "fills": position.fills,
+    }
+
+
+def _pnl(positions: Mapping[str, dict[str, Any]]) -> dict[str, str | None]:
+    def total(key: str) -> Decimal:
+        return sum((Decimal(p[key]) for p in positions.values()), ZERO)
+
+    return {key: _text(total(key)) for key in ("realized_pnl", "unrealized_pnl", "fees", "total_pnl")}
+
+
+def _order(data: Mapping[str, Any], client_order_id: str, state: str) -> dict[str, Any]:
+    return {
+        "client_order_id": client_order_id,
+        "instrument": data["instrument"],
+        "side": data["side"],
+        "type": data["type"],
+        "state": state,
+        "qty": _text(Decimal(data["qty"])),
+        "price": None if data.get("price") is None else _text(Decimal(data["price"])),
+        "cum_qty": _text(Decimal(data["cum_qty"])),
+        "leaves_qty": _text(Decimal(data["leaves_qty"])),
+        "tag": data.get("tag") or "",
+    }
+
+
+def running_status(kernel: Kernel) -> dict[str, Any]:
+    """The snapshot of a running kernel."""
+    journal = kernel.journal
+    ok, health = kernel.healthz()
+    feed = kernel.feed.feed if kernel.feed is not None else None
+    marks = {i: t.price for i, t in kernel.last_trade.items()}
+    positions = {i: _position(p, marks.get(i)) for i, p in sorted(kernel.positions.snapshot().items())}
+    orders = kernel.manager.orders.values() if kernel.manager is not None else ()
+    block = kernel.entry_block()
+    return {
+        "running": True,
+        "pid": os.getpid(),
+        "db": None if journal is None else journal.path,
+        "run_id": None if journal is None else journal.run_id,
+        "started": iso_time(kernel.started_ms * 1_000_000),
+        "health": health,
+        "trading": {"state": None, "order_entry": "open" if block is None else "paused", "reason": block},
+        "feed": None
+        if feed is None
+        else {
+            "entity": feed.entity_id,
+            "state": str(feed.state),
+            "url": feed.data.get("url"),
+            "instruments": list(feed.data.get("instruments", [])),
+            "gaps": feed.data.get("gaps", 0),
+            "reconnects": kernel._feed_reconnects,
+            "last_trade": {
+                i: {"price": _text(t.price), "ts_ms": t.ts_ms} for i, t in sorted(kernel.last_trade.items())
+            },
+            "last_quote": {
+                i: {"bid": _text(q.bid), "ask": _text(q.ask), "ts_ms": q.ts_ms}
+                for i, q in sorted(kernel.last_quote.items())
+            },
+        },
+        "venue": {
+            "url": kernel.venue_url,
+            "embedded": kernel.venue is not None,
+            "connected": kernel.client is not None and kernel.client.connected,
+            "session": None if kernel.client is None else kernel.client.session,
+        },
+        "strategy": {
+            "name": type(kernel.strategy).name or type(kernel.strategy).__name__,
+            "errors": kernel.metrics.strategy_errors,
+            "intents": dict(kernel.metrics.intents),
+            "denied": kernel.metrics.denied,
+        },
+        "open_orders": [_order(o.data, o.entity_id, str(o.state)) for o in orders if o.live],
+        "positions": positions,
+        "pnl": _pnl(positions),
+        "fills": kernel.metrics.fills,
+        "endpoints": {
+            "control_socket": None if kernel.control is None else kernel.control.path,
+            "http": None if kernel.http is None else kernel.http.url,
+        },
+        "last_run": kernel.previous_run,
+        "healthy": ok,
+    }
+
+
+def run_summary(run: Mapping[str, Any] | None, *, live: bool) -> dict[str, Any] | None:
+    """A run as status shows it; ``live``: its process is known to be running."""
+    if run is None:
+        return None
+    state = run["state"]
+    return {
+        "run_id": int(run["entity"]),
+        "state": state if not (state == "running" and not live) else "crashed (not yet detected)",
+        "clean": state == "stopped",
+        "started": run.get("started"),
+        "ended": run.get("ended"),
+        "pid": run.get("pid"),
+    }
+
+
+def journal_runs(reader: AuditReader) -> list[dict[str, Any]]:
+    """Every run of the journal, oldest first, with ISO times."""
+    runs = []
+    for row in reader.entities(machine="run"):
+        data = row["data"]
+        runs.append(
+            {
+                "entity": row["entity"],
+                "state": row["state"],
+                "started": iso_time(data["started_ns"]) if data.get("started_ns") else None,
+                "ended": iso_time(data["ended_ns"]) if data.get("ended_ns") else None,
+                "pid": data.get("pid"),
+            }
+        )
+    return sorted(runs, key=lambda r: int(r["entity"]))
+
+
+def journal_status(db_path: str) -> dict[str, Any]:
+    """The snapshot of a kernel that is not running, read from its journal (read-only).
+
+    Raises ``JournalError`` subclasses when the journal cannot be read.
+    """
+    with AuditReader(db_path) as reader:
+        runs = journal_runs(reader)
+        last = runs[-1] if runs else None
+        health_rows = list(reader.entities(machine="health"))
+        feed_rows = reader.entities(machine="feed")
+        open_orders = [
+            _order(r["data"], r["entity"], r["state"]) for r in reader.entities(machine="order", live_only=True)
+        ]
+        fills = reader.fills()
+    positions = Positions.rebuild(
+        Fill(f["instrument"], f["side"], f["qty"], f["price"], f["fee"], f["trade_id"]) for f in fills
+    )
+    last_price = {f["instrument"]: f["price"] for f in fills}  # marks: the last fill price (no feed)
+    by_instrument = {i: _position(p, last_price.get(i)) for i, p in sorted(positions.snapshot().items())}
+    run_suffix = f"-r{last['entity']}" if last else None
+    kernel_health = next((r for r in health_rows if run_suffix and r["entity"] == f"kernel{run_suffix}"), None)
+    feed = next((r for r in feed_rows if run_suffix and r["entity"] == f"feed{run_suffix}"), None)
+    return {
+        "running": False,
+        "db": db_path,
+        "health": {
+            "status": "stopped" if kernel_health is None else kernel_health["state"],
+            "reason": None if kernel_health is None else kernel_health["data"].get("reason"),
+            "components": {
+                r["entity"].removesuffix(run_suffix or ""): {"state": r["state"], "reason": r["data"].get("reason")}
+                for r in health_rows
+                if run_suffix and r["entity"].endswith(run_suffix) and r["entity"] != f"kernel{run_suffix}"
+            },
+        },
+        "trading": {"state": None, "order_entry": "closed", "reason": "no kernel running"},
+        "feed": None
+        if feed is None
+        else {"entity": feed["entity"], "state": feed["state"], "url": feed["data"].get("url")},
+        "open_orders": open_orders,
+        "positions": by_instrument,
+        "pnl": _pnl(by_instrument),
+        "fills": len(fills),
+        "last_run": run_summary(last, live=False),
+        "runs": len(runs),
+    }
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def render_text(status: Mapping[str, Any]) -> str:
+    """A few lines for a terminal: what an operator looks at first."""
+    health = status.get("health") or {}
+    trading = status.get("trading") or {}
+    feed = status.get("feed") or {}
+    lines = []
+    run = status.get("run_id")
+    head = f"running (run {run}, pid {status.get('pid')})" if status.get("running") else "not running"
+    lines.append(f"kernel     {head}  journal {status.get('db')}")
+    reason = f"  ({health.get('reason')})" if health.get("reason") else ""
+    lines.append(f"health     {health.get('status')}{reason}")
+    entry = trading.get("order_entry")
+    lines.append(f"orders     entry {entry}" + (f" ({trading.get('reason')})" if trading.get("reason") else ""))
+    if feed:
+        prices = (
+            "  ".join(f"{i} last {t['price']}" for i, t in (feed.get("last_trade") or {}).items()) or "no trade yet"
+        )
+        lines.append(f"feed       {feed.get('state')}  {prices}")
+    orders = status.get("open_orders") or []
+    lines.append(f"open       {len(orders)} order(s)")
+    for order in orders[:10]:
+        price = order["price"] or "market"
+        lines.append(
+            f"           {order['client_order_id']}  {order['side']:<4} {order['leaves_qty']}/{order['qty']} "
+            f"{order['instrument']} @ {price}  {order['state']}"
+        )
+    if len(orders) > 10:
+        lines.append(f"           ... and {len(orders) - 10} more")
+    for instrument, pos in (status.get("positions") or {}).items():
+        lines.append(
+            f"position   {instrument} {pos['qty']} @ {pos['avg_px'] or '-'}  realized {pos['realized_pnl']}  "
+            f"unrealized {pos['unrealized_pnl']}  fees {pos['fees']}"
+        )
+    pnl = status.get("pnl") or {}
+    if pnl:
+        lines.append(f"pnl        total {pnl.get('total_pnl')} (fills {status.get('fills')})")
+    last_run = status.get("last_run")
+    if last_run:
+        clean = "clean" if last_run.get("clean") else "NOT clean"
+        lines.append(
+            f"last run   {last_run['run_id']} {last_run['state']} ({clean}), ended {last_run.get('ended') or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def status_line(status: Mapping[str, Any]) -> str:
+    """One line: for logs and non-terminal output."""
+    feed = status.get("feed") or {}
+    trades = feed.get("last_trade") or {}
+    last = " ".join(f"{i}={t['price']}" for i, t in trades.items()) or "-"
+    positions = " ".join(f"{i}:{p['qty']}" for i, p in (status.get("positions") or {}).items()) or "flat"
+    return (
+        f"{time.strftime('%H:%M:%S')} health={(status.get('health') or {}).get('status')} "
+        f"feed={feed.get('state')} last={last} entry={(status.get('trading') or {}).get('order_entry')} "
+        f"open={len(status.get('open_orders') or [])} pos={positions} "
+        f"pnl={(status.get('pnl') or {}).get('total_pnl')} fills={status.get('fills')}"
+    )
+
+
+class StatusView:
+    """Prints the kernel's status every interval: redrawn in place on a terminal, else one line."""
+
+    def __init__(self, mode: str = "auto", out: TextIO | None = None, json_lines: bool = False) -> None:
+        self.out = out or sys.stdout
+        self.live = mode == "live" or (mode == "auto" and self.out.isatty())
+        self.json_lines = json_lines
+
+    def __call__(self, kernel: Kernel) -> None:
+        status = kernel.status()
+        if self.live:
+            self.out.write("\x1b[H\x1b[2J" + render_text(status) + "\n\n(Ctrl-C to stop)\n")
+        elif self.json_lines:
+            import json
+
+            self.out.write(json.dumps({"status": status}, default=str) + "\n")
+        else:
+            self.out.write(status_line(status) + "\n")
+        self.out.flush()
