@@ -260,9 +260,12 @@ class Kernel:
             clean = not self.ready.is_set()
             raise
         finally:
-            self._remove_signal_handlers()
+            # The handlers stay until the journal is closed: a signal now only skips the waiting.
+            # Restored to the defaults earlier, a second Ctrl-C raised KeyboardInterrupt here and
+            # the journal never recorded the stop.
             await self._close_everything()
             self._close_journal(clean)
+            self._remove_signal_handlers()
             self.stopped.set()
         return exit_status
 
@@ -788,9 +791,7 @@ class Kernel:
             await self._cancel_open_orders()
         self.orders_left_open = [o.entity_id for o in manager.orders.values() if o.live]
         if self.orders_left_open:
-            log.warning(
-                "%d order(s) still open at stop: %s", len(self.orders_left_open), ", ".join(self.orders_left_open)
-            )
+            log.warning("%d order(s) still open at stop: %s", len(self.orders_left_open), _some(self.orders_left_open))
         return EXIT_ATTENTION if self.orders_left_open and self.config.kernel.cancel_on_stop else EXIT_OK
 
     async def _cancel_open_orders(self) -> None:
@@ -859,6 +860,12 @@ class Kernel:
             log.info("journal %s closed: run %d stopped cleanly", journal.path, journal.run_id)
         except JournalError as exc:
             log.error("the journal could not record the stop: %s (the next start will report a crash)", exc)
+
+
+def _some(ids: list[str], shown: int = 10) -> str:
+    """The first ``shown`` ids, then how many more."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
 
 
 def run_kernel(config: Config, **options: Any) -> int:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,9 +65,12 @@ class ControlServer:
     async def start(self) -> None:
         """Bind (replacing a stale socket file), restrict to the owner, listen.
 
-        Raises ``ControlError`` when another process answers on ``path`` or it cannot be bound.
+        Raises ``ControlError`` when another process answers on ``path``, when ``path`` exists and
+        is not a socket (it is never deleted), or when it cannot be bound.
         """
         if os.path.exists(self.path):
+            if not stat.S_ISSOCK(os.stat(self.path).st_mode):
+                raise ControlError(f"{self.path} exists and is not a socket: refusing to replace it")
             if _answers(self.path):
                 raise ControlError(f"control socket {self.path} is in use by another process")
             with contextlib.suppress(FileNotFoundError):

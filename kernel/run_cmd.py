@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -135,6 +136,10 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.kernel.log_format, config.kernel.log_level)
     view = config.kernel.status_view
     printer = None if view == "off" else StatusView(view, json_lines=config.kernel.log_format == "json")
+    root = logging.getLogger()
+    stderr_handler = root.handlers[0]
+    if printer is not None and printer.live and sys.stderr.isatty():
+        root.handlers[:] = [printer.capture(stderr_handler)]  # logs inside the view, not under it
     try:
         kernel = Kernel(config, install_signals=True, status_printer=printer)
     except StrategyError as exc:
@@ -150,6 +155,16 @@ def _run(args: argparse.Namespace) -> int:
         return _error(str(exc))
     except OSError as exc:
         return _error(f"cannot start: {exc}")
+    finally:
+        if root.handlers and root.handlers[0] is not stderr_handler:
+            tail = getattr(printer, "log_tail", None)
+            root.handlers[:] = [stderr_handler]
+            for line in tail.lines if tail is not None else ():
+                print(line, file=sys.stderr)
+    # The kernel has stopped and closed its journal: a late Ctrl-C or SIGTERM must not turn the
+    # clean stop into a KeyboardInterrupt traceback and exit 130 while the process exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print(_goodbye(kernel), file=sys.stderr)
     return status
 
@@ -157,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 def _goodbye(kernel: Any) -> str:
     journal = kernel.journal
     left = kernel.orders_left_open
-    tail = f"; {len(left)} order(s) left open: {', '.join(left)}" if left else ""
+    tail = f"; {len(left)} order(s) left open (tradekernel status shows them)" if left else ""
     return (
         f"tradekernel: run {journal.run_id} stopped ({kernel.stop_request.reason if kernel.stop_request else '-'})"
         + tail

@@ -11,10 +11,12 @@ Decimals are strings in the JSON (exact), times ISO 8601 UTC.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -208,8 +210,18 @@ def journal_status(db_path: str) -> dict[str, Any]:
 # -- rendering ------------------------------------------------------------------------------------
 
 
-def render_text(status: Mapping[str, Any]) -> str:
-    """A few lines for a terminal: what an operator looks at first."""
+def _short(text: str | None, places: int = 8) -> str:
+    """A decimal string cut to ``places`` decimals for reading (the JSON keeps every digit)."""
+    if text is None:
+        return "-"
+    value = Decimal(text)
+    if value.as_tuple().exponent < -places:  # type: ignore[operator]
+        value = value.quantize(Decimal(1).scaleb(-places))
+    return format(value, "f")
+
+
+def render_text(status: Mapping[str, Any], log_lines: Sequence[str] = ()) -> str:
+    """A few lines for a terminal: what an operator looks at first (then ``log_lines``, if any)."""
     health = status.get("health") or {}
     trading = status.get("trading") or {}
     feed = status.get("feed") or {}
@@ -222,10 +234,10 @@ def render_text(status: Mapping[str, Any]) -> str:
     entry = trading.get("order_entry")
     lines.append(f"orders     entry {entry}" + (f" ({trading.get('reason')})" if trading.get("reason") else ""))
     if feed:
-        prices = (
-            "  ".join(f"{i} last {t['price']}" for i, t in (feed.get("last_trade") or {}).items()) or "no trade yet"
-        )
-        lines.append(f"feed       {feed.get('state')}  {prices}")
+        prices = "  ".join(f"{i} last {t['price']}" for i, t in (feed.get("last_trade") or {}).items())
+        if not prices and "last_trade" in feed:
+            prices = "no trade yet"
+        lines.append(f"feed       {feed.get('state')}  {prices}".rstrip())
     orders = status.get("open_orders") or []
     lines.append(f"open       {len(orders)} order(s)")
     for order in orders[:10]:
@@ -238,18 +250,21 @@ def render_text(status: Mapping[str, Any]) -> str:
         lines.append(f"           ... and {len(orders) - 10} more")
     for instrument, pos in (status.get("positions") or {}).items():
         lines.append(
-            f"position   {instrument} {pos['qty']} @ {pos['avg_px'] or '-'}  realized {pos['realized_pnl']}  "
-            f"unrealized {pos['unrealized_pnl']}  fees {pos['fees']}"
+            f"position   {instrument} {pos['qty']} @ {_short(pos['avg_px'])}  realized {_short(pos['realized_pnl'])}  "
+            f"unrealized {_short(pos['unrealized_pnl'])}  fees {_short(pos['fees'])}"
         )
     pnl = status.get("pnl") or {}
     if pnl:
-        lines.append(f"pnl        total {pnl.get('total_pnl')} (fills {status.get('fills')})")
+        lines.append(f"pnl        total {_short(pnl.get('total_pnl'))} (fills {status.get('fills')})")
     last_run = status.get("last_run")
     if last_run:
         clean = "clean" if last_run.get("clean") else "NOT clean"
         lines.append(
             f"last run   {last_run['run_id']} {last_run['state']} ({clean}), ended {last_run.get('ended') or '-'}"
         )
+    if log_lines:
+        lines.append("")
+        lines.extend(log_lines)
     return "\n".join(lines)
 
 
@@ -267,18 +282,42 @@ def status_line(status: Mapping[str, Any]) -> str:
     )
 
 
+class LogTail(logging.Handler):
+    """Keeps the last ``size`` formatted log lines, for the live view."""
+
+    def __init__(self, size: int = 8) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record)[:200])
+
+
 class StatusView:
-    """Prints the kernel's status every interval: redrawn in place on a terminal, else one line."""
+    """Prints the kernel's status every interval: redrawn in place on a terminal, else one line.
+
+    Redrawn in place, the view would wipe log lines written to the same terminal, so ``capture``
+    shows the latest of them inside the view instead (``log_tail``).
+    """
 
     def __init__(self, mode: str = "auto", out: TextIO | None = None, json_lines: bool = False) -> None:
         self.out = out or sys.stdout
         self.live = mode == "live" or (mode == "auto" and self.out.isatty())
         self.json_lines = json_lines
+        self.log_tail: LogTail | None = None
+
+    def capture(self, handler: logging.Handler) -> LogTail:
+        """Show the records ``handler`` would print inside the view; return the tail handler."""
+        tail = LogTail()
+        tail.setFormatter(handler.formatter)
+        self.log_tail = tail
+        return tail
 
     def __call__(self, kernel: Kernel) -> None:
         status = kernel.status()
         if self.live:
-            self.out.write("\x1b[H\x1b[2J" + render_text(status) + "\n\n(Ctrl-C to stop)\n")
+            tail = list(self.log_tail.lines) if self.log_tail is not None else []
+            self.out.write("\x1b[H\x1b[2J" + render_text(status, tail) + "\n\n(Ctrl-C to stop)\n")
         elif self.json_lines:
             import json
 

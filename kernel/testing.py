@@ -105,7 +105,8 @@ class KernelHarness:
     async def __aenter__(self) -> KernelHarness:
         self.venue = PaperVenue(
             self.venue_path,
-            VenueConfig(instruments=self.instruments, autoplay=False, heartbeat_s=0.5, **self._venue_options),
+            # heartbeat_s is a default the caller may override (a long one lets the feed go stale)
+            VenueConfig(instruments=self.instruments, autoplay=False, **{"heartbeat_s": 0.5, **self._venue_options}),
             clock=self.clock,
         )
         await self.venue.start("127.0.0.1", 0)

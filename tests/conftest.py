@@ -13,6 +13,8 @@ import tests.toy  # noqa: F401  (registers the toy machine)
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["kernel.testing"]  # the tradekernel_harness fixture, as users get it
+
 
 class FakeClock:
     """A wall clock in ns that only moves when told to: ``clock()`` returns ``now``."""

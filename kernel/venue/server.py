@@ -265,6 +265,8 @@ class PaperVenue:
         self._connections: set[_Connection] = set()
         self._owners: dict[str, _Connection] = {}
         self._pushed = 0
+        self.on_request: Callable[[ClientMessage], None] | None = None
+        """Called with each valid client message as it arrives, before it is served (tests, benchmarks)."""
         self.port = 0
         self.host = ""
 
@@ -554,6 +556,8 @@ class PaperVenue:
         except ProtocolError as exc:
             conn.send(exc.reply())
             return
+        if self.on_request is not None:
+            self.on_request(message)
         try:
             await self._dispatch(conn, message)
         except VenueStoreError as exc:
