@@ -30,8 +30,8 @@ from pathlib import Path
 from common import emit
 from roundtrip import ECHO_SERVER, percentiles, raw_round_trips, start, stop
 
-from kernel.strategy import Context, MarketEvent, Place, Strategy
 from kernel.feed.events import TradeEvent
+from kernel.strategy import Context, MarketEvent, Place, Strategy
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -70,7 +70,14 @@ def main() -> None:
     finally:
         stop(echo)
     venue_proc = subprocess.Popen(
-        [sys.executable, str(HERE / "tick_venue.py"), "--ticks", str(args.ticks), "--db", os.path.join(workdir, "v.db")],
+        [
+            sys.executable,
+            str(HERE / "tick_venue.py"),
+            "--ticks",
+            str(args.ticks),
+            "--db",
+            os.path.join(workdir, "v.db"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -15,7 +15,6 @@ from kernel.testing import FakeClock, HarnessTimeout, KernelHarness
 from storage.audit import AuditReader
 from storage.venue_store import read_orders
 
-
 DOC = Path(__file__).resolve().parents[2] / "docs" / "strategies.md"
 
 
@@ -98,5 +97,5 @@ async def test_using_a_harness_before_it_starts_is_an_error(tmp_path: Path) -> N
 @pytest.mark.asyncio
 async def test_a_wait_that_never_ends_says_what_it_waited_for(tmp_path: Path) -> None:
     async with KernelHarness(MarketMaker(), tmp_path, timeout=0.3) as kh:
-        with pytest.raises(HarnessTimeout, match="timed out after 0.3 s waiting for never"):
+        with pytest.raises(HarnessTimeout, match=r"timed out after 0\.3 s waiting for never"):
             await kh._until(lambda: False, "never")
