@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 0.25
 """How often health is assessed (and the loop lag sampled)."""
+JOURNAL_PROBE_MS = 1000
+"""How long the journal may go without a commit before health checks that it still could."""
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
 
 
@@ -180,6 +182,8 @@ class Kernel:
         self._signals = 0
         self._denial_journal_skips = 0
         self._tasks: list[asyncio.Task[Any]] = []
+        self._probe_commits = -1
+        self._probed_ms = 0
 
     # -- public -----------------------------------------------------------------------------
 
@@ -240,10 +244,10 @@ class Kernel:
         error while running propagates too; the journal then keeps the run open, so the next
         start reports it as a crash and resumes from the journal.
         """
-        self._open_journal()
         exit_status = EXIT_OK
         clean = False
         try:
+            self._open_journal()
             async with asyncio.TaskGroup() as tasks:
                 self._install_signal_handlers()
                 await self._start(tasks)
@@ -650,7 +654,24 @@ class Kernel:
                 # the mean over the window: a slow disk shows, one unlucky fsync does not
                 self._commit_ms_window = int((hist.total - last_hist[0]) / (hist.count - last_hist[1]) * 1000)
             last_hist = (hist.total, hist.count)
+            self._probe_journal(hist.count)
             self.assess_health()
+
+    def _probe_journal(self, commits: int) -> None:
+        """While nothing commits, check once a second that the journal could: an idle kernel must
+        not report healthy over a journal that can no longer be written."""
+        journal = self.journal
+        if journal is None or journal.closed or journal.pending:
+            return
+        now = self.monotonic_ms()
+        if commits != self._probe_commits:
+            self._probe_commits, self._probed_ms = commits, now
+            return
+        if now - self._probed_ms < JOURNAL_PROBE_MS:
+            return
+        self._probed_ms = now
+        with contextlib.suppress(JournalWriteError):  # health reads journal.failure
+            journal.probe()
 
     def assess_health(self) -> None:
         """Bring the health entities to what the observation says (journaled), retrying the journal."""

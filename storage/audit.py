@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from decimal import Decimal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from machines import CREATE, Entity, StateMachineError, registry

@@ -367,6 +367,28 @@ class Journal:
                 log.exception("journal commit observer failed")
         return written
 
+    def probe(self) -> None:
+        """Check that the journal can still take a write, without writing anything.
+
+        Opens a write transaction, rewrites the chain head with itself and rolls back: a
+        read-only file or directory, a lost lock or a database that became read-only fails here
+        (a full disk shows only at the next real commit). On failure ``failure`` is set and
+        ``JournalWriteError`` raised; on success ``failure`` is cleared unless rows wait to be
+        committed (only a commit that writes them clears it then).
+        """
+        conn = self._require_open()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE journal_head SET seq = seq WHERE id = 1")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            error = translate(exc, self.path, writing=True)
+            self._failure = error if isinstance(error, JournalWriteError) else JournalWriteError(str(error))
+            raise self._failure from exc
+        _rollback(conn)
+        if not self._rows and not self._anomalies:
+            self._failure = None
+
     # -- reading ----------------------------------------------------------------------------
 
     def live_entities(self, machine: StateMachine | str) -> list[Entity]:

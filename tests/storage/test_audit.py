@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from machines import CREATE, RUN, Transition, registry
+from machines import CREATE, ORDER, RUN, Transition, registry
 from storage import Journal
 from storage.audit import AuditReader, VerifyResult, iso_time
 from storage.codec import encode_text
@@ -523,3 +523,36 @@ def test_current_state_is_stored_as_canonical_json(small_journal: SmallJournal) 
     (data,) = query(small_journal.path, "SELECT data FROM live_entities WHERE entity = 'active-2'")[0]
     assert data == '{"starts":1,"target":"9","total":"6"}'
     assert data == encode_text({"total": Decimal(6), "target": Decimal(9), "starts": 1})
+
+
+def test_fills_lists_each_applied_fill_once_with_its_order_terms(db_path: str) -> None:
+    journal = Journal.open(db_path)
+    try:
+        buy, created = ORDER.create("b1", instrument="BTCUSDT", side="buy", qty=Decimal(3), price=Decimal(10))
+        journal.append(created, buy)
+        sell, created = ORDER.create("s1", instrument="ETHUSDT", side="sell", qty=Decimal(1), price=Decimal(20))
+        journal.append(created, sell)
+        for order in (buy, sell):
+            journal.fire(ORDER, order, "submit")
+            journal.fire(ORDER, order, "accept", venue_order_id=f"V{order.entity_id}")
+        journal.fire(ORDER, buy, "fill", qty=Decimal(1), price=Decimal("9.5"), trade_id="T1", fee=Decimal("0.01"))
+        journal.fire(ORDER, sell, "fill", qty=Decimal(1), price=Decimal(21), trade_id="T2")
+        journal.fire(ORDER, buy, "fill", qty=Decimal(1), price=Decimal("9.5"), trade_id="T1")  # duplicate report
+        journal.fire(ORDER, buy, "fill", qty=Decimal(2), price=Decimal(10), trade_id="T3")
+        journal.commit()
+    finally:
+        journal.close()
+    with AuditReader(db_path) as reader:
+        fills = reader.fills()
+    assert [(f["client_order_id"], f["trade_id"]) for f in fills] == [("b1", "T1"), ("s1", "T2"), ("b1", "T3")]
+    assert fills[0] == {
+        "client_order_id": "b1",
+        "instrument": "BTCUSDT",
+        "side": "buy",
+        "qty": Decimal(1),
+        "price": Decimal("9.5"),
+        "fee": Decimal("0.01"),
+        "trade_id": "T1",
+    }
+    assert fills[1]["side"] == "sell"
+    assert fills[1]["fee"] == Decimal(0)

@@ -13,7 +13,7 @@ from types import MappingProxyType
 import pytest
 
 from machines import RUN, InvalidData, InvalidTransition, Transition
-from storage import Journal, JournalClosed, JournalDataError, JournalOpenError
+from storage import Journal, JournalClosed, JournalDataError, JournalOpenError, JournalWriteError
 from storage.audit import AuditReader
 from tests.conftest import FakeClock
 from tests.storage.conftest import count_rows, query, raw
@@ -476,3 +476,42 @@ def test_a_clock_value_sqlite_cannot_store_is_refused_at_append(db_path: str, ba
             journal.append(created, entity)
         assert journal.pending == 0
         journal._clock = time.time_ns
+
+
+def test_probe_finds_an_unwritable_journal_without_writing(db_path: str) -> None:
+    journal = Journal.open(db_path)
+    try:
+        journal.probe()  # writable: nothing happens
+        assert journal.failure is None
+        seq = journal.committed_seq
+        conn = journal._conn
+        assert conn is not None
+        conn.execute("PRAGMA query_only = 1")
+        with pytest.raises(JournalWriteError, match="readonly"):
+            journal.probe()
+        assert isinstance(journal.failure, JournalWriteError)
+        assert not conn.in_transaction
+        conn.execute("PRAGMA query_only = 0")
+        journal.probe()
+        assert journal.failure is None
+        assert journal.committed_seq == seq
+    finally:
+        journal.close()
+
+
+def test_a_probe_does_not_clear_the_failure_of_rows_still_waiting(db_path: str) -> None:
+    journal = Journal.open(db_path)
+    try:
+        conn = journal._conn
+        assert conn is not None
+        conn.execute("PRAGMA query_only = 1")
+        journal.record_anomaly("test", "kind", "reason")
+        with pytest.raises(JournalWriteError):
+            journal.commit()
+        conn.execute("PRAGMA query_only = 0")
+        journal.probe()
+        assert journal.failure is not None  # the buffered anomaly is not on disk yet
+        journal.commit()
+        assert journal.failure is None
+    finally:
+        journal.close()
