@@ -401,6 +401,19 @@ class Journal:
         rows = conn.execute("SELECT entity, state, data FROM live_entities WHERE machine = ?", (kind.name,)).fetchall()
         return [kind.restore(entity_id, state, codec.decode(data)) for entity_id, state, data in rows]
 
+    def entity(self, machine: StateMachine | str, entity_id: str) -> Entity | None:
+        """One committed entity of ``machine``, live or ended, rebuilt from its row; ``None`` if
+        the journal never had it. (A late report for an order that ended in an earlier run needs
+        the ended order, which ``live_entities`` does not hold.)"""
+        conn = self._require_open()
+        kind = registry.get(machine) if isinstance(machine, str) else machine
+        row = conn.execute(
+            "SELECT state, data FROM live_entities WHERE machine = ? AND entity = ? "
+            "UNION ALL SELECT state, data FROM ended_entities WHERE machine = ? AND entity = ?",
+            (kind.name, entity_id, kind.name, entity_id),
+        ).fetchone()
+        return None if row is None else kind.restore(entity_id, row[0], codec.decode(row[1]))
+
     # -- closing ----------------------------------------------------------------------------
 
     def close(self) -> None:

@@ -515,3 +515,17 @@ def test_a_probe_does_not_clear_the_failure_of_rows_still_waiting(db_path: str) 
         assert journal.failure is None
     finally:
         journal.close()
+
+
+def test_entity_loads_live_and_ended_entities(db_path: str) -> None:
+    journal = Journal.open(db_path)
+    try:
+        assert journal.entity(RUN, str(journal.run_id)) is not None  # the live run
+        assert journal.entity("run", "999") is None
+        journal.close()
+        journal = Journal.open(db_path)
+        ended = journal.entity(RUN, "1")  # the first run, stopped: in ended_entities
+        assert ended is not None
+        assert (ended.entity_id, ended.state, ended.live) == ("1", "stopped", False)
+    finally:
+        journal.close()
