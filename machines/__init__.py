@@ -16,6 +16,7 @@ from machines.errors import (
 from machines.feed import FEED, FeedState
 from machines.health import HEALTH, Finding, HealthRule, HealthState, Observation, Thresholds
 from machines.order import ORDER, OrderState, Overfill
+from machines.reconciliation import RECONCILIATION, ReconciliationState
 from machines.run import RUN, RunState
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "FEED",
     "HEALTH",
     "ORDER",
+    "RECONCILIATION",
     "RUN",
     "DefinitionError",
     "Entity",
@@ -35,6 +37,7 @@ __all__ = [
     "Observation",
     "OrderState",
     "Overfill",
+    "ReconciliationState",
     "Rule",
     "RunState",
     "StateMachine",

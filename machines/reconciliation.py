@@ -1,0 +1,116 @@
+"""The ``reconciliation`` machine: bringing the journal to what the venue knows, before trading.
+
+One entity per venue session that had to be reconciled (``recon-rRUN-N``). It starts ``running``
+when the kernel begins comparing its live orders with the venue; ``complete`` ends it ``done``,
+carrying the report (counts and every difference found, each a small record of strings); a
+failure (venue unreachable, a timeout) makes it ``failed``, from which ``retry`` starts again.
+Order entry stays paused until it is ``done``: a kernel that cannot reconcile does not trade.
+
+Every trigger carries ``now_ms`` (monotonic milliseconds, from the caller: this module reads no
+clock).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from machines.base import Data, Entity, Rule, StateMachine
+from machines.errors import InvalidData
+from machines.registry import register
+
+REPORT_COUNTS = (
+    "orders_checked",
+    "venue_open",
+    "transitions",
+    "fills_applied",
+    "lost",
+    "adopted",
+    "anomalies",
+)
+"""The counts every report carries (non-negative ints)."""
+
+
+class ReconciliationState(StrEnum):
+    """States of one reconciliation."""
+
+    running = "running"
+    failed = "failed"
+    done = "done"
+
+
+S = ReconciliationState
+
+
+def _now(data: Data) -> int:
+    now = data.get("now_ms")
+    if not isinstance(now, int) or isinstance(now, bool) or now < 0:
+        raise InvalidData("now_ms (a non-negative int) is required")
+    return now
+
+
+def _init(data: Data) -> dict[str, Any]:
+    unknown = set(data) - {"now_ms", "reason"}
+    if unknown:
+        raise InvalidData(f"unknown reconciliation fields: {', '.join(sorted(unknown))}")
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason:
+        raise InvalidData("reason (why reconciling: a non-empty string) is required")
+    return {"started_ms": _now(data), "reason": reason, "attempts": 1, "error": None, "ended_ms": None}
+
+
+def _failed(entity: Entity, data: Data) -> dict[str, Any]:
+    error = data.get("error")
+    if not isinstance(error, str) or not error:
+        raise InvalidData("error (why it failed: a non-empty string) is required")
+    return {"error": error, "ended_ms": _now(data)}
+
+
+def _retry(entity: Entity, data: Data) -> dict[str, Any]:
+    _now(data)
+    return {"attempts": entity.data["attempts"] + 1, "ended_ms": None}
+
+
+def _complete(entity: Entity, data: Data) -> dict[str, Any]:
+    counts = data.get("counts")
+    if not isinstance(counts, dict) or set(counts) != set(REPORT_COUNTS):
+        raise InvalidData(f"counts must hold exactly: {', '.join(REPORT_COUNTS)}")
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidData(f"counts.{name} must be a non-negative int, got {value!r}")
+    differences = data.get("differences")
+    if not isinstance(differences, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("kind"), str) and isinstance(d.get("detail"), str) for d in differences
+    ):
+        raise InvalidData("differences must be a list of records with a kind and a detail (strings)")
+    return {"error": None, "ended_ms": _now(data), "counts": dict(counts), "differences": len(differences)}
+
+
+RECONCILIATION = register(
+    StateMachine(
+        "reconciliation",
+        doc=__doc__ or "",
+        states=ReconciliationState,
+        initial=S.running,
+        terminal=(S.done,),
+        state_docs={
+            S.running: "Comparing the journal's live orders and fills with the venue's; order entry is paused.",
+            S.failed: "The venue could not answer (unreachable, timeout): still paused; retried.",
+            S.done: "The journal matches the venue; the report lists every difference that was applied.",
+        },
+        rules=(
+            Rule("fail", S.running, S.failed, effect=_failed, doc="The venue could not answer; `error` says why."),
+            Rule("retry", S.failed, S.running, effect=_retry, doc="Try again (the kernel retries with backoff)."),
+            Rule(
+                "complete",
+                S.running,
+                S.done,
+                effect=_complete,
+                doc="Every difference is applied; `counts` and `differences` are the report.",
+            ),
+        ),
+        init=_init,
+    )
+)
+
+__all__ = ["RECONCILIATION", "REPORT_COUNTS", "ReconciliationState"]
