@@ -30,6 +30,14 @@ processed the cancel, and reports it after) is applied: it is real, so ``cum_qty
 positions must include it. The order stays in its terminal state, ``leaves_qty`` stays 0, and
 ``late_fills`` counts it.
 
+Reconciliation (after a crash, before trading): what the venue knows and the journal lacks is
+applied with ``reconcile_*`` triggers. ``reconcile_accept``, ``reconcile_fill`` and the other
+mirrors of ``MIRRORED`` are generated from the live-report rules (same sources, destinations, guards
+and effects), so the two can never drift; the audit tells them apart by name. ``reconcile_lost``
+concludes that an order journaled as sent never reached the venue (``rejected``; only before an
+ack). ``create`` takes ``origin="external"`` for an order found at the venue that the journal never
+recorded (adopted, so it is tracked).
+
 Time never enters this machine: nothing here depends on when a report arrives.
 """
 
@@ -40,7 +48,7 @@ from enum import StrEnum
 from typing import Any
 
 from machines.base import Data, Entity, Rule, StateMachine
-from machines.errors import InvalidData
+from machines.errors import DefinitionError, InvalidData
 from machines.registry import register
 
 
@@ -68,8 +76,14 @@ S = OrderState
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market")
 TIFS = ("gtc", "ioc", "fok", "day")
+ORIGINS = ("kernel", "external")
+"""``origin`` of an order: sent by this kernel, or found at the venue and adopted by reconciliation."""
 MAX_TAG_CHARS = 64
 """The longest ``tag`` (the strategy's own label for an order, never sent to the venue)."""
+RECONCILE_PREFIX = "reconcile_"
+"""Prefix of the triggers that apply what reconciliation learned from the venue."""
+MIRRORED = ("accept", "fill", "cancel", "expire", "reject", "replace", "replace_reject", "cancel_reject", "restate")
+"""Venue-report triggers that have a ``reconcile_`` mirror: the same rules under another name."""
 DONE = (S.filled, S.canceled, S.expired, S.rejected, S.denied)
 WORKING = (S.accepted, S.partially_filled)
 FILLABLE = (S.pending_new, S.accepted, S.partially_filled)
@@ -111,7 +125,7 @@ def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None
 
 
 def _init(data: Data) -> dict[str, Any]:
-    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag"}
+    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag", "origin"}
     if unknown:
         raise InvalidData(f"unknown order fields: {', '.join(sorted(unknown))}")
     instrument = data.get("instrument")
@@ -150,6 +164,7 @@ def _init(data: Data) -> dict[str, Any]:
         "late_fills": 0,
         "reason": None,
         "tag": tag,
+        "origin": _choice(data, "origin", ORIGINS, "kernel"),
     }
 
 
@@ -159,6 +174,7 @@ def _decode(data: dict[str, Any]) -> dict[str, Any]:
         if out.get(name) is not None:
             out[name] = Decimal(out[name])
     out["trade_ids"] = list(out.get("trade_ids", []))
+    out.setdefault("origin", "kernel")  # journaled before orders had an origin: all were the kernel's
     return out
 
 
@@ -354,9 +370,203 @@ def _returns_to_prior(trigger: str, source: OrderState, priors: tuple[OrderState
     return tuple(Rule(trigger, source, prior, guard=_prior(prior), effect=_back_to_prior, doc=doc) for prior in priors)
 
 
+def _lost(order: Entity, data: Data) -> dict[str, Any]:
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason:
+        raise InvalidData("reconcile_lost needs a reason (a non-empty string)")
+    evidence = data.get("evidence")
+    if evidence is not None and not isinstance(evidence, str):
+        raise InvalidData(f"evidence must be a string, got {evidence!r}")
+    return {"reason": reason, "leaves_qty": ZERO, "prior_state": None}
+
+
 def _recorded(order: Entity, data: Data) -> dict[str, Any]:
     """A harmless late answer (e.g. a cancel reject after the order filled): keep its reason, if any."""
     return _reason(order, data) if data.get("reason") is not None else {}
+
+
+def live_trigger(trigger: str) -> str:
+    """The venue-report trigger that ``trigger`` mirrors (``reconcile_fill`` -> ``fill``), else itself.
+
+    For consumers that act on what a transition means rather than where it came from (positions
+    count a ``reconcile_fill`` exactly like a ``fill``).
+    """
+    name = trigger.removeprefix(RECONCILE_PREFIX)
+    return name if trigger != name and name in MIRRORED else trigger
+
+
+def _mirrors(rules: tuple[Rule, ...], triggers: tuple[str, ...] = MIRRORED) -> tuple[Rule, ...]:
+    """A ``reconcile_`` copy of every rule of ``triggers``, in table order; only trigger and doc differ.
+
+    Sources, destination, guard and effect are the very same objects, so a reconciled report is
+    validated and applied exactly like the live one. ``DefinitionError`` when a trigger has no rule.
+    """
+    missing = set(triggers) - {r.trigger for r in rules}
+    if missing:
+        raise DefinitionError(f"machine 'order': no rules to mirror for {', '.join(sorted(missing))}")
+    return tuple(
+        Rule(
+            RECONCILE_PREFIX + r.trigger,
+            r.sources,
+            r.dest,
+            guard=r.guard,
+            effect=r.effect,
+            doc=f"Reconciliation: {r.doc}",
+            guard_label=r.guard_label,
+        )
+        for r in rules
+        if r.trigger in triggers
+    )
+
+
+LIVE_RULES = (
+    Rule("submit", S.new, S.pending_new, doc="The order is sent (after the journal commit)."),
+    Rule("deny", S.new, S.denied, effect=_deny, doc="Risk refused it; it is never sent."),
+    Rule("accept", S.pending_new, S.accepted, effect=_accept, doc="The venue acknowledges the order."),
+    Rule(
+        "accept",
+        S.pending_cancel,
+        None,
+        guard=_prior(S.pending_new),
+        effect=_accept,
+        doc="The ack crossed our cancel request (B.1.e): still pending cancel.",
+    ),
+    Rule("reject", S.pending_new, S.rejected, effect=_reject, doc="The venue rejects the new order."),
+    Rule(
+        "reject",
+        S.pending_cancel,
+        S.rejected,
+        guard=_prior(S.pending_new),
+        effect=_reject,
+        doc="The new order is rejected while our cancel request is pending.",
+    ),
+    # Fills: the rules for a new trade_id first (the common case tries one or two rules),
+    # then one catch-all for a trade_id already applied.
+    Rule(
+        "fill",
+        (*FILLABLE, *PENDING),
+        S.filled,
+        guard=completes,
+        effect=_fill,
+        doc="A fill completes the (old) quantity (A.1.a, B.1.c).",
+    ),
+    Rule(
+        "fill",
+        FILLABLE,
+        S.partially_filled,
+        guard=new_trade,
+        effect=_fill,
+        doc="A partial fill (A.1.a); before the ack it implies acceptance.",
+    ),
+    Rule(
+        "fill",
+        PENDING,
+        None,
+        guard=new_trade,
+        effect=_fill,
+        doc="A partial fill while a request is pending: old terms apply (B.1.b, C.1.b).",
+    ),
+    Rule("fill", S.filled, None, guard=new_trade, effect=_fill, doc="Any new fill on a filled order overfills."),
+    Rule(
+        "fill",
+        (S.canceled, S.expired),
+        None,
+        guard=new_trade,
+        effect=_late_fill,
+        doc="A late fill after cancel/expiry: applied, the order stays done.",
+    ),
+    Rule(
+        "fill",
+        (*FILLABLE, *PENDING, S.filled, S.canceled, S.expired),
+        None,
+        effect=_duplicate_fill,
+        doc="A fill whose trade_id was already applied: ignored, counted.",
+    ),
+    Rule(
+        "request_cancel",
+        (S.pending_new, *WORKING),
+        S.pending_cancel,
+        effect=_request_cancel,
+        doc="We ask the venue to cancel (B.1.a, B.1.d).",
+    ),
+    *_returns_to_prior(
+        "cancel_reject",
+        S.pending_cancel,
+        (S.pending_new, *WORKING),
+        "Cancel refused: back to the prior state (B.1.d, B.1.f).",
+    ),
+    Rule(
+        "cancel_reject",
+        (S.filled, S.canceled, S.expired),
+        None,
+        effect=_recorded,
+        doc="Too late to cancel (B.1.c): harmless, recorded.",
+    ),
+    Rule(
+        "cancel",
+        (S.pending_new, *WORKING, *PENDING),
+        S.canceled,
+        effect=_done,
+        doc="The venue confirms a cancel, requested or unsolicited (B.1.a, E).",
+    ),
+    Rule(
+        "request_replace",
+        WORKING,
+        S.pending_replace,
+        effect=_request_replace,
+        doc="We ask the venue to change qty and/or price (C.1.a).",
+    ),
+    *_returns_to_prior(
+        "replace_reject", S.pending_replace, WORKING, "Replace refused: back to the prior state (C.2.a)."
+    ),
+    Rule(
+        "replace_reject",
+        (S.filled, S.canceled, S.expired),
+        None,
+        effect=_recorded,
+        doc="Too late to replace (C.1.c): harmless, recorded.",
+    ),
+    Rule(
+        "replace",
+        S.pending_replace,
+        S.filled,
+        guard=replace_fills,
+        effect=_replace,
+        doc="Replaced at or below cum_qty: qty amended to cum_qty, filled (C.3.b, C.3.c).",
+    ),
+    Rule(
+        "replace",
+        S.pending_replace,
+        S.partially_filled,
+        guard=has_fills,
+        effect=_replace,
+        doc="Replaced; part already filled (C.1.b, C.3.a).",
+    ),
+    Rule("replace", S.pending_replace, S.accepted, effect=_replace, doc="Replaced; nothing filled yet (C.1.a)."),
+    Rule(
+        "expire",
+        (*WORKING, *PENDING),
+        S.expired,
+        effect=_done,
+        doc="Time in force ran out at the venue (A.1.b-style done for day).",
+    ),
+    Rule(
+        "restate",
+        WORKING,
+        S.filled,
+        guard=restate_fills,
+        effect=_restate,
+        doc="Unsolicited restatement at or below cum_qty: done.",
+    ),
+    Rule(
+        "restate",
+        WORKING,
+        None,
+        effect=_restate,
+        doc="Unsolicited restatement of qty and/or price by the venue.",
+    ),
+)
+"""The rules for what the kernel does and what the venue reports live (``_mirrors`` copies some)."""
 
 
 ORDER = register(
@@ -367,7 +577,7 @@ ORDER = register(
         initial=S.new,
         terminal=DONE,
         state_docs={
-            S.new: "Created by the kernel, not yet sent.",
+            S.new: "Created by the kernel (or adopted from the venue by reconciliation), not yet sent.",
             S.denied: "Refused locally (risk); never sent.",
             S.pending_new: "Sent to the venue; no answer yet.",
             S.accepted: "Acknowledged by the venue and working; nothing filled.",
@@ -376,158 +586,26 @@ ORDER = register(
             S.pending_cancel: "A cancel was requested; the venue has not answered.",
             S.pending_replace: "A replace was requested; the old terms apply until the venue confirms.",
             S.canceled: "Canceled by the venue (on request or unsolicited); late fills may still arrive.",
-            S.rejected: "Rejected by the venue.",
+            S.rejected: "Rejected by the venue, or concluded lost by reconciliation (never received).",
             S.expired: "Expired at the venue (time in force); late fills may still arrive.",
         },
         rules=(
-            Rule("submit", S.new, S.pending_new, doc="The order is sent (after the journal commit)."),
-            Rule("deny", S.new, S.denied, effect=_deny, doc="Risk refused it; it is never sent."),
-            Rule("accept", S.pending_new, S.accepted, effect=_accept, doc="The venue acknowledges the order."),
+            *LIVE_RULES,
+            *_mirrors(LIVE_RULES),
             Rule(
-                "accept",
-                S.pending_cancel,
-                None,
-                guard=_prior(S.pending_new),
-                effect=_accept,
-                doc="The ack crossed our cancel request (B.1.e): still pending cancel.",
+                "reconcile_lost",
+                S.pending_new,
+                S.rejected,
+                effect=_lost,
+                doc="Reconciliation: the venue never received the order; concluded, never resent.",
             ),
-            Rule("reject", S.pending_new, S.rejected, effect=_reject, doc="The venue rejects the new order."),
             Rule(
-                "reject",
+                "reconcile_lost",
                 S.pending_cancel,
                 S.rejected,
                 guard=_prior(S.pending_new),
-                effect=_reject,
-                doc="The new order is rejected while our cancel request is pending.",
-            ),
-            # Fills: the rules for a new trade_id first (the common case tries one or two rules),
-            # then one catch-all for a trade_id already applied.
-            Rule(
-                "fill",
-                (*FILLABLE, *PENDING),
-                S.filled,
-                guard=completes,
-                effect=_fill,
-                doc="A fill completes the (old) quantity (A.1.a, B.1.c).",
-            ),
-            Rule(
-                "fill",
-                FILLABLE,
-                S.partially_filled,
-                guard=new_trade,
-                effect=_fill,
-                doc="A partial fill (A.1.a); before the ack it implies acceptance.",
-            ),
-            Rule(
-                "fill",
-                PENDING,
-                None,
-                guard=new_trade,
-                effect=_fill,
-                doc="A partial fill while a request is pending: old terms apply (B.1.b, C.1.b).",
-            ),
-            Rule(
-                "fill", S.filled, None, guard=new_trade, effect=_fill, doc="Any new fill on a filled order overfills."
-            ),
-            Rule(
-                "fill",
-                (S.canceled, S.expired),
-                None,
-                guard=new_trade,
-                effect=_late_fill,
-                doc="A late fill after cancel/expiry: applied, the order stays done.",
-            ),
-            Rule(
-                "fill",
-                (*FILLABLE, *PENDING, S.filled, S.canceled, S.expired),
-                None,
-                effect=_duplicate_fill,
-                doc="A fill whose trade_id was already applied: ignored, counted.",
-            ),
-            Rule(
-                "request_cancel",
-                (S.pending_new, *WORKING),
-                S.pending_cancel,
-                effect=_request_cancel,
-                doc="We ask the venue to cancel (B.1.a, B.1.d).",
-            ),
-            *_returns_to_prior(
-                "cancel_reject",
-                S.pending_cancel,
-                (S.pending_new, *WORKING),
-                "Cancel refused: back to the prior state (B.1.d, B.1.f).",
-            ),
-            Rule(
-                "cancel_reject",
-                (S.filled, S.canceled, S.expired),
-                None,
-                effect=_recorded,
-                doc="Too late to cancel (B.1.c): harmless, recorded.",
-            ),
-            Rule(
-                "cancel",
-                (S.pending_new, *WORKING, *PENDING),
-                S.canceled,
-                effect=_done,
-                doc="The venue confirms a cancel, requested or unsolicited (B.1.a, E).",
-            ),
-            Rule(
-                "request_replace",
-                WORKING,
-                S.pending_replace,
-                effect=_request_replace,
-                doc="We ask the venue to change qty and/or price (C.1.a).",
-            ),
-            *_returns_to_prior(
-                "replace_reject", S.pending_replace, WORKING, "Replace refused: back to the prior state (C.2.a)."
-            ),
-            Rule(
-                "replace_reject",
-                (S.filled, S.canceled, S.expired),
-                None,
-                effect=_recorded,
-                doc="Too late to replace (C.1.c): harmless, recorded.",
-            ),
-            Rule(
-                "replace",
-                S.pending_replace,
-                S.filled,
-                guard=replace_fills,
-                effect=_replace,
-                doc="Replaced at or below cum_qty: qty amended to cum_qty, filled (C.3.b, C.3.c).",
-            ),
-            Rule(
-                "replace",
-                S.pending_replace,
-                S.partially_filled,
-                guard=has_fills,
-                effect=_replace,
-                doc="Replaced; part already filled (C.1.b, C.3.a).",
-            ),
-            Rule(
-                "replace", S.pending_replace, S.accepted, effect=_replace, doc="Replaced; nothing filled yet (C.1.a)."
-            ),
-            Rule(
-                "expire",
-                (*WORKING, *PENDING),
-                S.expired,
-                effect=_done,
-                doc="Time in force ran out at the venue (A.1.b-style done for day).",
-            ),
-            Rule(
-                "restate",
-                WORKING,
-                S.filled,
-                guard=restate_fills,
-                effect=_restate,
-                doc="Unsolicited restatement at or below cum_qty: done.",
-            ),
-            Rule(
-                "restate",
-                WORKING,
-                None,
-                effect=_restate,
-                doc="Unsolicited restatement of qty and/or price by the venue.",
+                effect=_lost,
+                doc="Reconciliation: never received; the cancel we requested for it is moot.",
             ),
         ),
         init=_init,

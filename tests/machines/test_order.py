@@ -4,7 +4,9 @@ Ladder: creation validation; a table test over every state x trigger (expectatio
 ``ORDER``'s own rules); the FIX rules of the module docstring and docs/machines/order.md fired
 directly; anomalies (duplicate, overfill, bad fill data, late fills, fees); a Hypothesis
 ``RuleBasedStateMachine`` checking the quantity invariants under random triggers and data; the
-``restore`` round trip through the journal codec; and every scenario in docs/scenarios/.
+``restore`` round trip through the journal codec; reconciliation (the ``reconcile_*`` mirrors
+behave exactly like their live triggers, ``reconcile_lost``, adopted external orders, journals from
+before ``origin``); and every scenario in docs/scenarios/.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from machines import (
     CREATE,
     ORDER,
+    DefinitionError,
     Entity,
     InvalidData,
     InvalidTransition,
@@ -33,6 +36,7 @@ from machines import (
     Overfill,
     TransitionRefused,
 )
+from machines.order import LIVE_RULES, MIRRORED, RECONCILE_PREFIX, _mirrors, live_trigger
 from machines.scenario import parse, run
 from storage import codec
 
@@ -119,11 +123,15 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "replace": {},
     "expire": {},
     "restate": {"qty": "15"},
+    **{RECONCILE_PREFIX + t: {} for t in MIRRORED},  # filled in below: the live trigger's data
+    "reconcile_lost": {"reason": "lost", "evidence": "the venue does not know it", "source": "reconciliation"},
 }
+for _trigger in MIRRORED:
+    VALID_DATA[RECONCILE_PREFIX + _trigger] = {**VALID_DATA[_trigger], "source": "reconciliation"}
 
 
 def valid_data(state: str, trigger: str) -> dict[str, Any]:
-    if (state, trigger) == ("filled", "fill"):
+    if state == "filled" and live_trigger(trigger) == "fill":
         return {"qty": "1", "price": "10", "trade_id": "T1"}
     return VALID_DATA[trigger]
 
@@ -165,6 +173,7 @@ def test_create_limit_order_initial_data() -> None:
         "late_fills": 0,
         "reason": None,
         "tag": "",
+        "origin": "kernel",
     }
     assert isinstance(order.data["qty"], Decimal)
     assert created.trigger == CREATE
@@ -237,6 +246,10 @@ def test_create_refuses_bad_data(change: dict[str, Any], message: str) -> None:
 
 
 # -- table test: every state x every trigger ---------------------------------------------------
+
+
+def test_valid_data_covers_every_trigger() -> None:
+    assert set(VALID_DATA) == set(ORDER.triggers)
 
 
 def test_builders_cover_every_state() -> None:
@@ -857,14 +870,15 @@ TRIGGER_DATA: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "request_replace": st.fixed_dictionaries({}, optional={"qty": ANY_NUMBER, "price": PRICES}),
     "replace": st.fixed_dictionaries({}, optional={"qty": ANY_NUMBER, "price": PRICES}),
     "restate": st.fixed_dictionaries({}, optional={"qty": ANY_NUMBER, "price": PRICES, "reason": TEXT}),
+    "reconcile_lost": st.fixed_dictionaries({}, optional={"reason": TEXT, "evidence": TEXT}),
 }
 REASON_DATA = st.fixed_dictionaries({}, optional={"reason": TEXT})
 
 
 @st.composite
 def trigger_and_data(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    trigger = draw(st.sampled_from([*ORDER.triggers, "fill", "fill", "fill", "bogus"]))
-    return trigger, draw(TRIGGER_DATA.get(trigger, REASON_DATA))
+    trigger = draw(st.sampled_from([*ORDER.triggers, "fill", "fill", "fill", "reconcile_fill", "bogus"]))
+    return trigger, draw(TRIGGER_DATA.get(live_trigger(trigger), REASON_DATA))
 
 
 class OrderInvariants(RuleBasedStateMachine):
@@ -893,7 +907,7 @@ class OrderInvariants(RuleBasedStateMachine):
         except TransitionRefused:
             assert_unchanged(self.order, before)
             return
-        if trigger == "fill" and data["trade_id"] not in self.trade_ids:
+        if live_trigger(trigger) == "fill" and data["trade_id"] not in self.trade_ids:
             self.trade_ids.add(data["trade_id"])
             self.fills.append((Decimal(data["qty"]), Decimal(data["price"])))
 
@@ -977,6 +991,290 @@ def test_restore_keeps_none_fields_and_missing_trade_ids() -> None:
 def test_restore_unknown_state_is_invalid() -> None:
     with pytest.raises(InvalidData, match="unknown state"):
         ORDER.restore("o-1", "working", {})
+
+
+# -- reconciliation -----------------------------------------------------------------------------
+
+LIVE_TRIGGERS = tuple(dict.fromkeys(r.trigger for r in LIVE_RULES))
+RECONCILED = {"source": "reconciliation"}  # what the kernel adds to every reconcile_* trigger's data
+
+
+def pending_cancel_from(prior: str) -> Entity:
+    """An order pending cancel whose ``prior_state`` is ``prior`` (or, for ``acked``, an ack crossed it)."""
+    if prior == "pending_new":
+        return fire_all(new_order(), SUBMIT, ("request_cancel", {}))
+    if prior == "acked":  # B.1.e: the ack crossed the request, prior_state is accepted
+        return fire_all(new_order(), SUBMIT, ("request_cancel", {}), ACCEPT)
+    if prior == "filled_before_ack":  # a partial fill before any ack: prior_state is partially_filled
+        return fire_all(new_order(), SUBMIT, ("request_cancel", {}), fill("2"))
+    return fire_all(BUILDERS[prior](), ("request_cancel", {}))
+
+
+# Every state, and the pending states with each prior_state their guards tell apart.
+MIRROR_STARTS: dict[str, Callable[[], Entity]] = {
+    **BUILDERS,
+    "pending_cancel(accepted)": lambda: pending_cancel_from("accepted"),
+    "pending_cancel(partially_filled)": lambda: pending_cancel_from("partially_filled"),
+    "pending_cancel(acked)": lambda: pending_cancel_from("acked"),
+    "pending_cancel(filled_before_ack)": lambda: pending_cancel_from("filled_before_ack"),
+    "pending_replace(accepted)": lambda: fire_all(accepted(), ("request_replace", {"qty": "3", "price": "9"})),
+    "pending_replace(market)": lambda: fire_all(
+        accepted(type="market", price=None), ("request_replace", {"qty": "12"})
+    ),
+}
+
+# Valid data, data that picks each guarded rule, and invalid data, per mirrored trigger.
+MIRROR_DATA: dict[str, list[dict[str, Any]]] = {
+    "accept": [{"venue_order_id": "V9"}, {}, {"venue_order_id": ""}, {"venue_order_id": 9}],
+    "reject": [{"reason": "unknown symbol"}, {}, {"reason": 3}],
+    "fill": [
+        {"qty": "1", "price": "10", "trade_id": "T-new", "fee": "0.01"},
+        {"qty": "6", "price": "11", "trade_id": "T-new"},
+        {"qty": "10", "price": "9.5", "trade_id": "T-new"},
+        {"qty": "11", "price": "10", "trade_id": "T-new"},
+        {"qty": "2", "price": "99", "trade_id": "T1"},
+        {"qty": "0", "price": "10", "trade_id": "T-new"},
+        {"qty": "1", "price": "10"},
+        {"qty": 1.5, "price": "10", "trade_id": "T-new"},
+    ],
+    "cancel_reject": [{}, {"reason": "too late"}, {"reason": 1}],
+    "cancel": [{}, {"reason": "venue"}, {"reason": 2}],
+    "replace_reject": [{}, {"reason": "no"}],
+    "replace": [{}, {"qty": "3"}, {"qty": "20", "price": "11"}, {"price": "7"}, {"qty": "0"}],
+    "expire": [{}, {"reason": "day ended"}],
+    "restate": [{"qty": "15"}, {"qty": "2"}, {"price": "9"}, {"qty": "abc"}, {"reason": 5}],
+}
+
+
+def outcome(order: Entity, trigger: str, data: dict[str, Any]) -> tuple[Any, ...]:
+    """What firing did, comparable between a trigger and its mirror (the trigger's name left out)."""
+    before = snapshot(order)
+    try:
+        transition = ORDER.fire(order, trigger, **data)
+    except TransitionRefused as exc:
+        assert_unchanged(order, before)
+        return ("refused", type(exc), exc.reason, exc.state, order.state, order.data)
+    assert transition.trigger == trigger
+    recorded = {k: v for k, v in transition.data.items() if k != "source"}
+    return ("fired", transition.source, transition.dest, recorded, order.state, order.data)
+
+
+def test_mirrored_triggers_are_the_reconcile_triggers() -> None:
+    reconcile = {t for t in ORDER.triggers if t.startswith(RECONCILE_PREFIX)}
+    assert reconcile == {RECONCILE_PREFIX + t for t in MIRRORED} | {"reconcile_lost"}
+    assert set(MIRRORED) <= set(LIVE_TRIGGERS)
+    assert not set(LIVE_TRIGGERS) & reconcile
+
+
+@pytest.mark.parametrize("trigger", MIRRORED)
+def test_mirror_rules_are_exact_copies(trigger: str) -> None:
+    live = [r for r in ORDER.rules if r.trigger == trigger]
+    mirrors = [r for r in ORDER.rules if r.trigger == RECONCILE_PREFIX + trigger]
+    assert live
+    assert len(mirrors) == len(live)
+    for original, mirror in zip(live, mirrors, strict=True):
+        assert (mirror.sources, mirror.dest, mirror.guard_label) == (
+            original.sources,
+            original.dest,
+            original.guard_label,
+        )
+        assert mirror.guard is original.guard
+        assert mirror.effect is original.effect
+        assert mirror.doc == f"Reconciliation: {original.doc}"
+    # and the engine allows both from the same states:
+    for state in ORDER.state_names:
+        allowed = ORDER.allowed_triggers(state)
+        assert (trigger in allowed) == (RECONCILE_PREFIX + trigger in allowed), state
+
+
+def test_mirrors_refuse_a_trigger_without_rules() -> None:
+    with pytest.raises(DefinitionError, match="no rules to mirror for amend"):
+        _mirrors(LIVE_RULES, ("fill", "amend"))
+    assert [r.trigger for r in _mirrors(LIVE_RULES, ("expire",))] == ["reconcile_expire"]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "live"),
+    [
+        ("reconcile_fill", "fill"),
+        ("reconcile_cancel_reject", "cancel_reject"),
+        ("fill", "fill"),
+        ("reconcile_lost", "reconcile_lost"),
+        ("reconcile_submit", "reconcile_submit"),
+        ("reconcile_", "reconcile_"),
+        ("submit", "submit"),
+    ],
+)
+def test_live_trigger_names_what_a_mirror_copies(trigger: str, live: str) -> None:
+    assert live_trigger(trigger) == live
+
+
+@pytest.mark.parametrize("trigger", MIRRORED)
+def test_each_mirror_behaves_exactly_like_its_live_trigger(trigger: str) -> None:
+    """Exhaustive: every start state (and prior_state) x valid, guard-picking and invalid data."""
+    fired = refused = 0
+    for start, build in MIRROR_STARTS.items():
+        for data in MIRROR_DATA[trigger]:
+            live = outcome(build(), trigger, data)
+            mirrored = outcome(build(), RECONCILE_PREFIX + trigger, {**data, **RECONCILED})
+            assert mirrored == live, (start, data)
+            fired += live[0] == "fired"
+            refused += live[0] == "refused"
+    assert fired, "the loop exercised no rule"
+    assert refused, "the loop exercised no refusal"
+
+
+@st.composite
+def live_step(draw: st.DrawFn) -> tuple[str, dict[str, Any], bool]:
+    """A live trigger with random data, and whether to fire its reconcile_ mirror instead."""
+    trigger = draw(st.sampled_from([*LIVE_TRIGGERS, "fill", "fill", "fill", "accept"]))
+    return trigger, draw(TRIGGER_DATA.get(trigger, REASON_DATA)), draw(st.booleans())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.sampled_from(["new", "pending_new", "accepted", "partially_filled"]),
+    market=st.booleans(),
+    steps=st.lists(live_step(), max_size=25),
+)
+def test_reconcile_mirrors_replay_random_sequences_like_live_reports(
+    start: str, market: bool, steps: list[tuple[str, dict[str, Any], bool]]
+) -> None:
+    """Firing the reconcile_ variant in place of any live trigger gives the same state and data."""
+    terms: dict[str, Any] = {"type": "market", "price": None} if market else {}
+    path = {"new": [], "pending_new": [SUBMIT], "accepted": [SUBMIT, ACCEPT], "partially_filled": [SUBMIT, fill("4")]}
+    live = fire_all(new_order(**terms), *path[start])
+    mixed = fire_all(new_order(**terms), *path[start])
+    for trigger, data, use_mirror in steps:
+        expected = outcome(live, trigger, data)
+        if use_mirror and trigger in MIRRORED:
+            assert outcome(mixed, RECONCILE_PREFIX + trigger, {**data, **RECONCILED}) == expected
+        else:
+            assert outcome(mixed, trigger, data) == expected
+    assert (mixed.state, mixed.data) == (live.state, live.data)
+
+
+@pytest.mark.parametrize("evidence", [{}, {"evidence": "venue says unknown order, twice, 1 s apart"}])
+def test_reconcile_lost_from_pending_new_is_rejected(evidence: dict[str, Any]) -> None:
+    order = fire_all(new_order(), SUBMIT)
+    transition = ORDER.fire(order, "reconcile_lost", reason="lost: never received", **evidence, **RECONCILED)
+    assert (transition.source, transition.dest, transition.trigger) == ("pending_new", "rejected", "reconcile_lost")
+    assert dict(transition.data) == {"reason": "lost: never received", **evidence, **RECONCILED}
+    assert order.state == "rejected"
+    assert not order.live
+    assert (order.data["reason"], order.data["leaves_qty"], order.data["prior_state"]) == (
+        "lost: never received",
+        0,
+        None,
+    )
+    assert "evidence" not in order.data  # kept in the transition (the audit), not on the order
+    assert (order.data["cum_qty"], order.data["venue_order_id"]) == (0, None)
+
+
+def test_reconcile_lost_while_pending_cancel_of_an_unacked_order_is_rejected() -> None:
+    order = pending_cancel_from("pending_new")
+    transition = ORDER.fire(order, "reconcile_lost", reason="lost", evidence="unknown at the venue")
+    assert (transition.source, transition.dest) == ("pending_cancel", "rejected")
+    assert (order.state, order.data["prior_state"], order.data["leaves_qty"]) == ("rejected", None, 0)
+    assert order.data["reason"] == "lost"
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        *(s for s in BUILDERS if s != "pending_new" and s != "pending_cancel"),
+        "pending_cancel(accepted)",
+        "pending_cancel(partially_filled)",
+        "pending_cancel(acked)",
+        "pending_cancel(filled_before_ack)",
+        "pending_replace(accepted)",
+    ],
+)
+def test_reconcile_lost_is_refused_once_the_venue_knew_the_order(start: str) -> None:
+    """Acked, filled, never sent or done: the venue knew it (or it was never sent), never "lost"."""
+    order = MIRROR_STARTS[start]()
+    before = snapshot(order)
+    with pytest.raises(InvalidTransition) as info:
+        ORDER.fire(order, "reconcile_lost", reason="lost", evidence="x", **RECONCILED)
+    assert (info.value.trigger, info.value.state) == ("reconcile_lost", order.state)
+    assert_unchanged(order, before)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "reconcile_lost needs a reason"),
+        ({"reason": ""}, "reconcile_lost needs a reason"),
+        ({"reason": None}, "reconcile_lost needs a reason"),
+        ({"reason": 3}, "reconcile_lost needs a reason"),
+        ({"evidence": "unknown at the venue"}, "reconcile_lost needs a reason"),
+        ({"reason": "lost", "evidence": 7}, "evidence must be a string"),
+        ({"reason": "lost", "evidence": ["a"]}, "evidence must be a string"),
+    ],
+)
+@pytest.mark.parametrize("start", ["pending_new", "pending_cancel"])
+def test_reconcile_lost_needs_a_reason(start: str, data: dict[str, Any], message: str) -> None:
+    order = BUILDERS[start]()
+    before = snapshot(order)
+    with pytest.raises(InvalidData, match=message) as info:
+        ORDER.fire(order, "reconcile_lost", **data)
+    assert (info.value.trigger, info.value.state) == ("reconcile_lost", start)
+    assert_unchanged(order, before)
+
+
+def test_reconcile_lost_with_a_null_evidence_counts_as_none() -> None:
+    order = fire_all(new_order(), SUBMIT, ("reconcile_lost", {"reason": "lost", "evidence": None}))
+    assert order.state == "rejected"
+
+
+def test_create_origin_defaults_to_kernel() -> None:
+    order, created = ORDER.create("o-1", **LIMIT)
+    assert order.data["origin"] == "kernel"
+    assert "origin" not in created.data  # the journal records what was given
+
+
+def test_create_adopts_an_external_order() -> None:
+    order, created = ORDER.create("ext-1", **LIMIT, origin="external")
+    assert (order.state, order.data["origin"]) == ("new", "external")
+    assert created.data["origin"] == "external"
+    fire_all(
+        order,
+        ("submit", RECONCILED),
+        ("reconcile_accept", {"venue_order_id": "V5", **RECONCILED}),
+        ("reconcile_fill", {"qty": "4", "price": "10", "trade_id": "T1", **RECONCILED}),
+        fill("6", trade_id="T2"),
+    )
+    assert (order.state, order.data["cum_qty"], order.data["venue_order_id"]) == ("filled", 10, "V5")
+    assert order.data["origin"] == "external"
+
+
+def test_create_explicit_kernel_origin() -> None:
+    assert new_order(origin="kernel").data["origin"] == "kernel"
+
+
+@pytest.mark.parametrize("origin", ["venue", "", "EXTERNAL", None, 1, True])
+def test_create_refuses_an_unknown_origin(origin: object) -> None:
+    with pytest.raises(InvalidData, match="origin must be one of kernel, external") as info:
+        ORDER.create("o-1", **LIMIT, origin=origin)
+    assert info.value.trigger == CREATE
+
+
+def test_restore_defaults_origin_of_orders_journaled_before_it_existed() -> None:
+    order = fire_all(partially_filled(), ("request_cancel", {}))
+    decoded = codec.decode(codec.encode_text(order.data))
+    del decoded["origin"]  # a row written before orders had an origin
+    restored = ORDER.restore("o-1", "pending_cancel", decoded)
+    assert restored.data["origin"] == "kernel"
+    assert restored.data == order.data
+    ORDER.fire(restored, "reconcile_cancel", reason="canceled while we were down", **RECONCILED)
+    assert (restored.state, restored.data["cum_qty"], restored.data["leaves_qty"]) == ("canceled", 4, 0)
+
+
+def test_restore_keeps_an_external_origin() -> None:
+    order = new_order("ext-1", origin="external")
+    restored = ORDER.restore("ext-1", "new", codec.decode(codec.encode_text(order.data)))
+    assert restored.data["origin"] == "external"
+    assert restored.data == order.data
 
 
 # -- the documented scenarios ------------------------------------------------------------------
