@@ -27,6 +27,7 @@ from kernel import control
 from kernel.config import ConfigError, add_override_arguments, load, overrides_from_args
 from kernel.status import journal_status, render_text
 from storage.errors import JournalError
+from storage.lock import writer_active
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DB = "tradekernel.db"
@@ -144,13 +145,12 @@ def _run(args: argparse.Namespace) -> int:
         kernel = Kernel(config, install_signals=True, status_printer=printer)
     except StrategyError as exc:
         return _error(str(exc))
-    import asyncio
 
     from kernel.control import ControlError
     from kernel.http import RemoteBindRefused
 
     try:
-        status = asyncio.run(kernel.run())
+        status = _run_to_the_end(kernel)
     except (JournalError, ControlError, RemoteBindRefused) as exc:
         return _error(str(exc))
     except OSError as exc:
@@ -165,7 +165,25 @@ def _run(args: argparse.Namespace) -> int:
     # clean stop into a KeyboardInterrupt traceback and exit 130 while the process exits.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print(_goodbye(kernel), file=sys.stderr)
+    if config.kernel.log_format == "json":  # then every stderr line is a JSON object
+        level = logging.WARNING if kernel.orders_left_open else logging.INFO
+        logging.getLogger(__name__).log(level, "%s", _goodbye(kernel))
+    else:
+        print(_goodbye(kernel), file=sys.stderr)
+    return status
+
+
+def _run_to_the_end(kernel: Any) -> int:
+    """``asyncio.run(kernel.run())``; a Ctrl-C that lands after the kernel has stopped (while
+    asyncio tears the loop down and its signal handlers are already gone) changes nothing."""
+    import asyncio
+
+    try:
+        status: int = asyncio.run(kernel.run())
+    except KeyboardInterrupt:
+        if not kernel.stopped.is_set() or kernel.exit_status is None:
+            raise
+        status = kernel.exit_status
     return status
 
 
@@ -212,9 +230,8 @@ def _stop(args: argparse.Namespace) -> int:
     print(f"stopping: {answer.get('reason')}")
     deadline = time.monotonic() + args.wait
     while args.wait and time.monotonic() < deadline:
-        try:
-            control.request(path, "status", timeout=1.0)
-        except control.ControlError:
+        # Gone means: the journal's writer lock is free (the socket closes before the journal).
+        if not writer_active(args.db):
             print("stopped")
             return EXIT_OK
         time.sleep(0.1)

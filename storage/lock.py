@@ -21,6 +21,29 @@ def lock_path(db_path: str) -> str:
     return db_path + ".lock"
 
 
+def writer_active(db_path: str) -> bool:
+    """True while some process holds the writer lock of ``db_path`` (a kernel has it open).
+
+    Probes with a shared, non-blocking ``flock`` held for an instant; a missing lock file means
+    no writer.
+    """
+    try:
+        fd = os.open(lock_path(db_path), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class WriterLock:
     """Holds the exclusive writer lock of one journal until ``release()``."""
 

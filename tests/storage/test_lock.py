@@ -119,3 +119,17 @@ def test_cli_migrate_succeeds_once_the_writer_is_gone(db_path: str, clock: FakeC
     again = run_cli("migrate", "--db", db_path)
     assert again.returncode == 0, again
     assert "is up to date" in again.stdout
+
+
+def test_writer_active_tells_whether_a_kernel_holds_the_journal(db_path: str) -> None:
+    from storage.lock import writer_active
+
+    assert not writer_active(db_path)  # no lock file yet
+    journal = Journal.open(db_path)
+    try:
+        assert writer_active(db_path)
+    finally:
+        journal.close()
+    assert not writer_active(db_path)  # the lock file stays, but nobody holds it
+    reopened = Journal.open(db_path)  # and probing never got in the way of a writer
+    reopened.close()
