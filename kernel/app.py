@@ -44,6 +44,7 @@ from kernel.feed.events import FeedEvent, QuoteEvent, TradeEvent
 from kernel.http import HttpEndpoints
 from kernel.metrics import KernelMetrics, PositionSample, render
 from kernel.orders import OrderEntryPaused, OrderError, OrderManager, OrderNotSent, Request, UnknownOrder
+from kernel.reconcile import Reconciler, ReconciliationFailed
 from kernel.strategy import (
     Cancel,
     Context,
@@ -70,6 +71,7 @@ from machines.health import (
     overall,
     trigger_for,
 )
+from machines.order import live_trigger
 from machines.positions import Fill, Position, Positions
 from storage import Journal
 from storage.audit import AuditReader
@@ -164,6 +166,8 @@ class Kernel:
         self.previous_run: dict[str, Any] | None = None
         self.stop_request: StopRequest | None = None
         self.orders_left_open: list[str] = []
+        self.exit_status: int | None = None
+        """Set once ``run()`` has finished (the journal closed)."""
         self.ready = asyncio.Event()
         """Set once order entry first opens and ``on_start`` has run."""
         self.stopped = asyncio.Event()
@@ -183,6 +187,9 @@ class Kernel:
         self._denial_journal_skips = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._probe_commits = -1
+        self.reconciler: Reconciler
+        self.reconcile_error: str | None = None
+        self.last_reconciliation: dict[str, Any] | None = None
         self._probed_ms = 0
 
     # -- public -----------------------------------------------------------------------------
@@ -208,7 +215,7 @@ class Kernel:
         if not self.client.connected:
             return "venue session down"
         if self.manager.paused:
-            return "resolving in-flight orders"
+            return self.reconcile_error or "reconciling with the venue"
         if self.journal is not None and self.journal.failure is not None:
             return f"journal cannot commit: {self.journal.failure}"
         finding = self.kernel_finding
@@ -269,8 +276,9 @@ class Kernel:
             # the journal never recorded the stop.
             await self._close_everything()
             self._close_journal(clean)
-            self._remove_signal_handlers()
+            self.exit_status = exit_status
             self.stopped.set()
+            self._remove_signal_handlers()
         return exit_status
 
     @property
@@ -354,6 +362,13 @@ class Kernel:
         for order in self.manager.orders.values():
             if order.live:
                 self.open_views[order.entity_id] = OrderView.of(order)
+        self.reconciler = Reconciler(
+            self.manager,
+            timeout=cfg.venue.status_timeout_s,
+            now_ms=self.monotonic_ms,
+            positions=lambda: self.positions,
+        )
+        self.manager.reconcile = self._reconcile
         await self._connect_venue()
         self.instruments = list(cfg.venue.instruments) or list(self.client.instruments)
         self._spawn(tasks, self._supervise_orders(), "orders")
@@ -392,6 +407,26 @@ class Kernel:
             type(self.strategy).name or type(self.strategy).__name__,
             ", ".join(self.instruments),
         )
+
+    async def _reconcile(self, generation: int) -> None:
+        """Reconcile the journal with the venue for this session (order entry opens after it)."""
+        assert self.journal is not None
+        if self.reconciler.count == 0 and self.reconcile_error is None:
+            crashed = self.journal.crashed_runs
+            reason = f"run {self.journal.run_id} started" + (
+                f" after run {', '.join(map(str, crashed))} ended without a clean stop" if crashed else ""
+            )
+        else:
+            reason = f"venue session {generation} of run {self.journal.run_id}"
+        self._health_wake.set()
+        try:
+            self.last_reconciliation = (await self.reconciler.run(reason)).as_json()
+        except ReconciliationFailed as exc:
+            self.reconcile_error = f"reconciliation failed: {exc}"
+            self._health_wake.set()
+            raise
+        self.reconcile_error = None
+        self._health_wake.set()
 
     async def _connect_venue(self) -> None:
         assert self.client is not None
@@ -596,7 +631,7 @@ class Kernel:
         else:
             self.open_views.pop(order.entity_id, None)
         fill: FillView | None = None
-        if transition.trigger == "fill" and "trade_id" in transition.data:
+        if live_trigger(transition.trigger) == "fill" and "trade_id" in transition.data:
             key = (order.entity_id, transition.data["trade_id"])
             if key not in self._counted_trades:  # a duplicate fill report is recorded, not counted
                 self._counted_trades.add(key)
@@ -607,7 +642,10 @@ class Kernel:
                 )
                 self.metrics.fills += 1
                 fill = FillView(data["qty"], data["price"], fee, key[1])
-        if transition.trigger == "create" or self.stopping:
+        if self.stopping:
+            self._stop_event.set()  # the stop sequence waits for exactly this: an order changed
+            return
+        if transition.trigger == "create":
             return
         update = OrderUpdate(
             OrderView.of(order), transition.trigger, str(transition.source), fill, transition.data.get("reason")
@@ -633,7 +671,7 @@ class Kernel:
             venue_connected=client is not None and client.connected,
             venue_resolving=client is not None and client.connected and self.manager is not None
             and self.manager.paused,
-            venue_failed=self._venue_failure,
+            venue_failed=self._venue_failure or self.reconcile_error,
             journal_error=None if journal is None or journal.failure is None else str(journal.failure),
             commit_latency_ms=self._commit_ms_window,
             loop_lag_ms=self._loop_lag_ms,
@@ -839,7 +877,7 @@ class Kernel:
                 return
             self._stop_event.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(remaining, 0.05)):
+                async with asyncio.timeout(remaining):
                     await self._stop_event.wait()
 
     async def _close_everything(self) -> None:

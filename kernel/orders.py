@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -142,6 +142,11 @@ class OrderManager:
         self._counter = 0
         self._resolved_generation = 0
         self._held: list[tuple[Entity, Transition]] = []
+        self.reconcile: Callable[[int], Awaitable[object]] | None = None
+        """When set, called (with the session's generation) after each (re)connection instead of
+        ``resolve_in_flight``; order entry opens when it returns. A ``VenueError`` from it is
+        retried after ``retry_delay`` seconds (entry stays paused)."""
+        self.retry_delay = 1.0
 
     @classmethod
     def resume(cls, journal: Journal, client: ExecutionClient, **options: Any) -> OrderManager:
@@ -458,9 +463,12 @@ class OrderManager:
         return resolution
 
     def _apply_snapshot(
-        self, snapshot: OrderSnapshot, source: str, sink: list[Anomaly]
+        self, snapshot: OrderSnapshot, source: str, sink: list[Anomaly], prefix: str = ""
     ) -> list[tuple[Entity, Transition]]:
-        """Fire what takes the order from its journaled state to the venue's ``snapshot``."""
+        """Fire what takes the order from its journaled state to the venue's ``snapshot``.
+
+        ``prefix`` (``"reconcile_"``) names the reconciliation variants of the triggers.
+        """
         found = self.orders.get(snapshot.client_order_id)
         if found is None:
             self._anomaly(Anomaly("unknown_order", snapshot.client_order_id, f"{source} for no order", snapshot), sink)
@@ -469,7 +477,7 @@ class OrderManager:
         changes: list[tuple[Entity, Transition]] = []
 
         def fire(trigger: str, **data: Any) -> bool:
-            transition = self._fire(order, trigger, snapshot, sink, source=source, **data)
+            transition = self._fire(order, prefix + trigger, snapshot, sink, source=source, **data)
             if transition is not None:
                 changes.append((order, transition))
             return transition is not None
@@ -504,7 +512,7 @@ class OrderManager:
         elif snapshot.status in ("new", "partially_filled"):
             # Only a status answer settles pending requests: a duplicate-submit answer may predate
             # a cancel or replace still in flight on this connection.
-            if source == "status":
+            if source != "duplicate":
                 self._still_working(order, snapshot, fire)
         else:  # filled by the venue, yet our fills do not add up; or rejected after an ack
             detail = f"venue says {snapshot.status}, journal says {order.state} (cum_qty {order.data['cum_qty']})"
@@ -543,6 +551,17 @@ class OrderManager:
     async def _resolve_on_connect(self) -> None:
         while True:
             generation = await self.client.wait_connected(after=self._resolved_generation)
+            if self.reconcile is not None:
+                try:
+                    await self.reconcile(generation)
+                except VenueError as exc:
+                    log.warning("reconciliation of session %d failed: %s; retrying in %g s", generation, exc,
+                                self.retry_delay)  # fmt: skip
+                    await asyncio.sleep(self.retry_delay)
+                    continue
+                if self.client.connected and self.client.generation == generation:
+                    self._resolved_generation = generation
+                continue
             try:
                 resolution = await self.resolve_in_flight()
             except VenueUnavailable as exc:

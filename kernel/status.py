@@ -124,6 +124,7 @@ def running_status(kernel: Kernel) -> dict[str, Any]:
             "http": None if kernel.http is None else kernel.http.url,
         },
         "last_run": kernel.previous_run,
+        "reconciliation": kernel.last_reconciliation,
         "healthy": ok,
     }
 

@@ -155,8 +155,9 @@ class AuditReader:
         ]  # fmt: skip
 
     def fills(self) -> list[dict[str, Any]]:
-        """Every fill applied to an order, in journal order, as ``client_order_id``, ``instrument``,
-        ``side``, ``qty``, ``price``, ``fee`` (Decimals) and ``trade_id``.
+        """Every fill applied to an order (``fill``, or ``reconcile_fill`` learned at
+        reconciliation), in journal order, as ``client_order_id``, ``instrument``, ``side``,
+        ``qty``, ``price``, ``fee`` (Decimals) and ``trade_id``.
 
         A repeated ``trade_id`` on one order (a duplicate report the order machine recorded but
         did not apply) is listed once. Scans the fills of the whole history.
@@ -164,7 +165,7 @@ class AuditReader:
         rows = self._query(
             "SELECT t.entity, t.data, e.data FROM transitions AS t "
             "JOIN entities AS e ON e.machine = 'order' AND e.entity = t.entity "
-            "WHERE t.machine = 'order' AND t.trigger = 'fill' ORDER BY t.seq"
+            "WHERE t.machine = 'order' AND t.trigger IN ('fill', 'reconcile_fill') ORDER BY t.seq"
         )
         seen: set[tuple[str, str]] = set()
         out: list[dict[str, Any]] = []
