@@ -39,6 +39,7 @@ from typing import Any
 from kernel.config import Config
 from kernel.control import ControlServer
 from kernel.execution import ReconnectFailed, VenueClient, VenueError, VenueUnavailable
+from kernel.faults import crash_point
 from kernel.feed.client import FeedClient
 from kernel.feed.events import FeedEvent, QuoteEvent, TradeEvent
 from kernel.http import HttpEndpoints
@@ -598,8 +599,12 @@ class Kernel:
         assert self.manager is not None
         while True:
             request = await self._outbox.get()
+            if request.kind == "new":
+                crash_point("after_commit")
             try:
                 await self.manager.send(request)
+                if request.kind == "new":
+                    crash_point("after_send")
             except OrderNotSent as exc:
                 log.warning("%s", exc)
             finally:

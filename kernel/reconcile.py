@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernel.execution import VenueError
+from kernel.faults import crash_point
 from kernel.orders import Anomaly, OrderManager
 from kernel.venue.protocol import OrderSnapshot
 from machines import ORDER, RECONCILIATION, Entity, OrderState, Transition, TransitionRefused
@@ -107,6 +108,7 @@ class Reconciler:
             self.entity, created = RECONCILIATION.create(entity_id, now_ms=self.now_ms(), reason=reason)
             journal.append(created, self.entity)
         journal.commit()
+        crash_point("reconciling")
         report = Report(self.entity.entity_id)
         try:
             await self._reconcile(report)
