@@ -328,6 +328,8 @@ class Kernel:
                 journal.fire(HEALTH, entity, "stop", now_ms=now, reason="its run ended without a clean stop")
             journal.fire(HEALTH, entity, "stopped", now_ms=now)
         for feed in journal.live_entities(FEED):
+            if feed.state == "closed":  # stopped cleanly; its history stays, nothing to end
+                continue
             with contextlib.suppress(TransitionRefused):
                 journal.fire(FEED, feed, "stop", now_ms=now, reason="its run ended without a clean stop")
         journal.commit()

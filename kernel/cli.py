@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kernel import __version__, run_cmd
+from kernel import __version__, resume_cmd, run_cmd
 from kernel import audit as audit_cmd
 from kernel import config as config_cmd
 from kernel import drive as drive_cmd
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run_cmd.add_parsers(commands)
+    resume_cmd.add_parser(commands)
     audit_cmd.add_parser(commands)
     config_cmd.add_parser(commands)
     drive_cmd.add_parser(commands)

@@ -303,6 +303,22 @@ def connect_reader(path: str) -> sqlite3.Connection:
         raise translate(exc, path, writing=False) from exc
 
 
+def copy_database(path: str, dest: str) -> None:
+    """Copy the SQLite database at ``path`` (a journal or a venue store) to ``dest``, consistently,
+    while a writer may be using it (SQLite's online backup from a read-only connection)."""
+    source = connect_reader(path)
+    try:
+        target = sqlite3.connect(dest)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    finally:
+        source.close()
+
+
 def _probe(conn: sqlite3.Connection) -> sqlite3.Connection:
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
