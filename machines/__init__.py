@@ -16,6 +16,7 @@ from machines.errors import (
 from machines.feed import FEED, FeedState
 from machines.health import HEALTH, Finding, HealthRule, HealthState, Observation, Thresholds
 from machines.order import ORDER, OrderState, Overfill
+from machines.positions import POSITION, PositionState
 from machines.reconciliation import RECONCILIATION, ReconciliationState
 from machines.run import RUN, RunState
 
@@ -24,6 +25,7 @@ __all__ = [
     "FEED",
     "HEALTH",
     "ORDER",
+    "POSITION",
     "RECONCILIATION",
     "RUN",
     "DefinitionError",
@@ -37,6 +39,7 @@ __all__ = [
     "Observation",
     "OrderState",
     "Overfill",
+    "PositionState",
     "ReconciliationState",
     "Rule",
     "RunState",

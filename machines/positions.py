@@ -1,4 +1,4 @@
-"""Positions: a pure fold over fills, per instrument, in ``Decimal``. Not a state machine.
+"""Positions: a pure fold over fills, per instrument, in ``Decimal``; and the ``position`` machine.
 
 A position keeps its signed quantity and the signed *cost* of that quantity (average-cost basis),
 not a rounded average price: ``avg_px`` is derived (``cost / qty``). Reducing by ``c`` of ``Q``
@@ -11,6 +11,14 @@ realized P&L; whatever rounding that division does, the same amount leaves ``cos
 where ``cash`` is every fill's cash flow (sells in, buys out, fees out). A fill larger than the
 open quantity on the other side closes it and opens the rest the other way (a flip) at the fill
 price.
+
+The fold is ``Position.apply``; ``Positions`` keeps one ``Position`` per instrument in memory. The
+``position`` machine (``POSITION``, one entity per instrument) checkpoints the same fold in the
+journal: each ``fill`` trigger applies ``Position.apply`` as its effect and is journaled in the
+same group commit as the order fill that caused it, so the current-state table holds every
+position and resuming reads one live row per instrument instead of every fill ever journaled. Its
+guards pick the state the fill leads to (``flat``, ``long`` or ``short``: the sign of ``qty``);
+``position_of(entity)`` turns an entity back into a ``Position``.
 """
 
 from __future__ import annotations
@@ -18,9 +26,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
+from machines.base import Data, Entity, Rule, StateMachine
 from machines.errors import InvalidData
+from machines.order import to_decimal
+from machines.registry import register
 
 ZERO = Decimal(0)
 
@@ -130,9 +143,203 @@ class Positions:
         return MappingProxyType(dict(self._by_instrument))
 
     @classmethod
+    def of(cls, positions: Iterable[Position]) -> Positions:
+        """Positions holding exactly ``positions`` (one per instrument)."""
+        made = cls()
+        for position in positions:
+            made._by_instrument[position.instrument] = position
+        return made
+
+    @classmethod
     def rebuild(cls, fills: Iterable[Fill]) -> Positions:
         """The positions after ``fills``, in one pass."""
         positions = cls()
         for fill in fills:
             positions.apply(fill)
         return positions
+
+
+# -- the ``position`` machine: the fold, checkpointed in the journal ---------------------------
+
+
+class PositionState(StrEnum):
+    """Which side a position is on: the sign of its ``qty``."""
+
+    flat = "flat"
+    long = "long"
+    short = "short"
+
+
+S = PositionState
+
+DECIMAL_FIELDS = ("qty", "cost", "realized_pnl", "fees", "cash")
+"""The entity data fields held as ``Decimal`` (``fills`` is an int, ``last_trade_id`` a str or None)."""
+
+FILL_FIELDS = frozenset({"side", "qty", "price", "fee", "trade_id", "client_order_id"})
+"""The fields a ``fill`` trigger may carry (``fee`` is optional, default 0)."""
+
+
+def _init(data: Data) -> dict[str, Any]:
+    if data:
+        raise InvalidData(f"unknown position fields: {', '.join(sorted(data))} (a position starts flat)")
+    return {**dict.fromkeys(DECIMAL_FIELDS, ZERO), "fills": 0, "last_trade_id": None}
+
+
+def _decode(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for name in DECIMAL_FIELDS:
+        out[name] = Decimal(out[name])
+    return out
+
+
+def _fill(entity: Entity, data: Data) -> Fill:
+    """The trigger's data as a ``Fill`` of the entity's instrument; ``InvalidData`` when unusable."""
+    unknown = set(data) - FILL_FIELDS
+    if unknown:
+        raise InvalidData(f"unknown fill fields: {', '.join(sorted(unknown))}")
+    side = data.get("side")
+    if side not in ("buy", "sell"):
+        raise InvalidData(f"fill side must be buy or sell, got {side!r}")
+    trade_id = data.get("trade_id")
+    if not isinstance(trade_id, str) or not trade_id:
+        raise InvalidData("fill needs a trade_id (a non-empty string)")
+    if not isinstance(data.get("client_order_id"), str):
+        raise InvalidData("fill needs a client_order_id (a string)")
+    return Fill(
+        instrument=entity.entity_id,
+        side=side,
+        qty=to_decimal(data.get("qty"), "fill qty"),
+        price=to_decimal(data.get("price"), "fill price"),
+        fee=to_decimal(data.get("fee", ZERO), "fill fee", positive=False),
+        trade_id=trade_id,
+    )
+
+
+def position_of(entity: Entity) -> Position:
+    """The ``Position`` value a ``position`` entity holds (its id is the instrument)."""
+    if entity.machine is not POSITION:
+        raise TypeError(f"{entity!r} is not a position entity")
+    data = entity.data
+    return Position(
+        entity.entity_id,
+        qty=data["qty"],
+        cost=data["cost"],
+        realized_pnl=data["realized_pnl"],
+        fees=data["fees"],
+        cash=data["cash"],
+        fills=data["fills"],
+    )
+
+
+# -- guards: pure functions of (entity, data); each validates the fill first ---------------------
+
+
+def buys(entity: Entity, data: Data) -> bool:
+    """The fill is a buy."""
+    return _fill(entity, data).side == "buy"
+
+
+def sells(entity: Entity, data: Data) -> bool:
+    """The fill is a sell."""
+    return _fill(entity, data).side == "sell"
+
+
+def _closing(entity: Entity, fill: Fill) -> Decimal | None:
+    """The open quantity the fill trades against (``|qty|``), or ``None`` when it adds to it."""
+    qty: Decimal = entity.data["qty"]
+    return None if qty == 0 or (qty > 0) == (fill.signed_qty > 0) else abs(qty)
+
+
+def closes(entity: Entity, data: Data) -> bool:
+    """The fill is on the other side and exactly as large as the open quantity: flat."""
+    fill = _fill(entity, data)
+    return _closing(entity, fill) == fill.qty
+
+
+def flips(entity: Entity, data: Data) -> bool:
+    """The fill is on the other side and larger than the open quantity: the rest opens the other way."""
+    fill = _fill(entity, data)
+    open_qty = _closing(entity, fill)
+    return open_qty is not None and fill.qty > open_qty
+
+
+def adds_or_reduces(entity: Entity, data: Data) -> bool:
+    """The fill is on the same side (adds), or on the other side and smaller (reduces): same side."""
+    fill = _fill(entity, data)
+    open_qty = _closing(entity, fill)
+    return open_qty is None or fill.qty < open_qty
+
+
+# -- effect ----------------------------------------------------------------------------------------
+
+
+def _apply(entity: Entity, data: Data) -> dict[str, Any]:
+    fill = _fill(entity, data)
+    position = position_of(entity).apply(fill)
+    changes: dict[str, Any] = {name: getattr(position, name) for name in DECIMAL_FIELDS}
+    return {**changes, "fills": position.fills, "last_trade_id": fill.trade_id}
+
+
+POSITION = register(
+    StateMachine(
+        "position",
+        doc=(
+            "The position in one instrument (entity id: the instrument), folded from its fills by "
+            "``Position.apply`` and checkpointed in the journal with every fill, so that resuming reads "
+            "one live row per instrument instead of every fill ever journaled."
+        ),
+        states=PositionState,
+        initial=S.flat,
+        state_docs={
+            S.flat: "No open quantity (`qty` = 0, `cost` = 0); realized P&L, fees and cash carry on.",
+            S.long: "Net bought: `qty` > 0, `cost` > 0 is what the open quantity cost (average-cost basis).",
+            S.short: "Net sold: `qty` < 0, `cost` < 0 is what the open quantity was sold for.",
+        },
+        rules=(
+            Rule("fill", S.flat, S.long, guard=buys, effect=_apply, doc="A buy opens a long position."),
+            Rule("fill", S.flat, S.short, guard=sells, effect=_apply, doc="A sell opens a short position."),
+            Rule(
+                "fill",
+                (S.long, S.short),
+                S.flat,
+                guard=closes,
+                effect=_apply,
+                doc="An opposite fill equal to the open quantity closes it; its P&L is realized.",
+            ),
+            Rule(
+                "fill",
+                S.long,
+                S.short,
+                guard=flips,
+                effect=_apply,
+                doc="A sell larger than the long closes it and opens the rest short at the fill price.",
+            ),
+            Rule(
+                "fill",
+                S.short,
+                S.long,
+                guard=flips,
+                effect=_apply,
+                doc="A buy larger than the short closes it and opens the rest long at the fill price.",
+            ),
+            Rule(
+                "fill",
+                S.long,
+                S.long,
+                guard=adds_or_reduces,
+                effect=_apply,
+                doc="A buy adds to the long; a smaller sell reduces it, realizing P&L on the part sold.",
+            ),
+            Rule(
+                "fill",
+                S.short,
+                S.short,
+                guard=adds_or_reduces,
+                effect=_apply,
+                doc="A sell adds to the short; a smaller buy reduces it, realizing P&L on the part bought.",
+            ),
+        ),
+        init=_init,
+        decode=_decode,
+    )
+)

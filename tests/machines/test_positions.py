@@ -4,6 +4,11 @@ Fill validation; long, short and flip cases with hand-computed P&L; ``Positions`
 properties: folding one fill at a time equals ``Positions.rebuild``, the accounting identity
 ``realized + unrealized(mark) - fees == cash + qty * mark`` holds exactly, and ``qty`` is the signed
 sum of fill quantities.
+
+The ``position`` machine (``POSITION``): creation, every state with each case of the ``fill``
+trigger (exact destination and data), refused data leaving the entity unchanged, the restore round
+trip through the journal codec, and a Hypothesis property: firing any sequence of one instrument's
+fills through ``POSITION`` gives exactly ``Positions.rebuild`` and the state is the sign of ``qty``.
 """
 
 from __future__ import annotations
@@ -16,8 +21,20 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from machines import POSITION, RUN, Entity, InvalidTransition, PositionState, registry
 from machines.errors import InvalidData
-from machines.positions import Fill, Position, Positions
+from machines.positions import (
+    Fill,
+    Position,
+    Positions,
+    adds_or_reduces,
+    buys,
+    closes,
+    flips,
+    position_of,
+    sells,
+)
+from storage import codec
 
 D = Decimal
 
@@ -294,3 +311,263 @@ def test_qty_is_the_signed_sum_of_fills(fills: list[Fill]) -> None:
         else:
             assert position.avg_px is not None
             assert position.avg_px > 0
+
+
+# -- the position machine ---------------------------------------------------------------------
+
+FLAT_DATA = {
+    "qty": D(0),
+    "cost": D(0),
+    "realized_pnl": D(0),
+    "fees": D(0),
+    "cash": D(0),
+    "fills": 0,
+    "last_trade_id": None,
+}
+
+
+def fill_data(side: str, qty: str, price: str, fee: str | None = None, trade_id: str = "T9") -> dict[str, Any]:
+    data: dict[str, Any] = {"side": side, "qty": D(qty), "price": D(price), "trade_id": trade_id}
+    data["client_order_id"] = "C1"
+    if fee is not None:
+        data["fee"] = D(fee)
+    return data
+
+
+def position_in(state: str) -> Entity:
+    """A ``BTCUSDT`` position entity: flat, long 2 @ 10 (fee 1) or short 2 @ 10 (fee 1)."""
+    entity, _ = POSITION.create("BTCUSDT")
+    if state != "flat":
+        POSITION.fire(entity, "fill", **fill_data("buy" if state == "long" else "sell", "2", "10", "1", "T1"))
+    assert entity.state == state
+    return entity
+
+
+def expected(
+    qty: int | str, cost: int | str, realized: int | str, fees: int | str, cash: int | str, *, fills: int
+) -> dict[str, Any]:
+    return {
+        "qty": D(qty),
+        "cost": D(cost),
+        "realized_pnl": D(realized),
+        "fees": D(fees),
+        "cash": D(cash),
+        "fills": fills,
+        "last_trade_id": "T9",
+    }
+
+
+def test_position_is_registered_and_exported() -> None:
+    assert registry.get("position") is POSITION
+    assert POSITION.state_names == ("flat", "long", "short")
+    assert POSITION.initial is PositionState.flat
+    assert POSITION.terminal == frozenset()
+    assert POSITION.triggers == ("fill",)
+    assert all(rule.doc and rule.guard for rule in POSITION.rules)
+
+
+def test_position_create() -> None:
+    entity, created = POSITION.create("BTCUSDT")
+    assert (entity.entity_id, entity.state, entity.live) == ("BTCUSDT", "flat", True)
+    assert entity.data == FLAT_DATA
+    assert all(type(entity.data[name]) is Decimal for name in ("qty", "cost", "realized_pnl", "fees", "cash"))
+    assert (created.machine, created.trigger, created.source, created.dest) == ("position", "create", None, "flat")
+    assert dict(created.data) == {}
+    assert position_of(entity) == Position("BTCUSDT")
+
+
+def test_position_create_refuses_any_data() -> None:
+    with pytest.raises(InvalidData, match="unknown position fields: cash, qty") as info:
+        POSITION.create("BTCUSDT", qty=D(1), cash=D(0))
+    assert (info.value.machine, info.value.entity_id, info.value.trigger) == ("position", "BTCUSDT", "create")
+
+
+# Long 2 @ 10 and short 2 @ 10 both paid a fee of 1: before the fill, cost is +-20, fees 1 and
+# cash -21 (long) or 19 (short). Each case: (state, fill, dest, expected data, the guard that chose).
+FILL_CASES = [
+    pytest.param("flat", fill_data("buy", "2", "10", "1"), "long", (2, 20, 0, 1, -21), buys, id="flat-buy-opens-long"),
+    pytest.param("flat", fill_data("sell", "2", "10"), "short", (-2, -20, 0, 0, 20), sells, id="flat-sell-opens-short"),
+    pytest.param("long", fill_data("buy", "1", "13"), "long", (3, 33, 0, 1, -34), adds_or_reduces, id="long-buy-adds"),
+    pytest.param(
+        "long",
+        fill_data("sell", "1", "13", "0.5"),
+        "long",
+        (1, 10, 3, "1.5", "-8.5"),
+        adds_or_reduces,
+        id="long-smaller-sell-reduces",
+    ),
+    pytest.param("long", fill_data("sell", "2", "13"), "flat", (0, 0, 6, 1, 5), closes, id="long-equal-sell-closes"),
+    pytest.param(
+        "long", fill_data("sell", "3", "13"), "short", (-1, -13, 6, 1, 18), flips, id="long-larger-sell-flips"
+    ),
+    pytest.param(
+        "short", fill_data("sell", "1", "7"), "short", (-3, -27, 0, 1, 26), adds_or_reduces, id="short-sell-adds"
+    ),
+    pytest.param(
+        "short",
+        fill_data("buy", "1", "7"),
+        "short",
+        (-1, -10, 3, 1, 12),
+        adds_or_reduces,
+        id="short-smaller-buy-reduces",
+    ),
+    pytest.param("short", fill_data("buy", "2", "7"), "flat", (0, 0, 6, 1, 5), closes, id="short-equal-buy-closes"),
+    pytest.param("short", fill_data("buy", "3", "7"), "long", (1, 7, 6, 1, -2), flips, id="short-larger-buy-flips"),
+]
+
+
+@pytest.mark.parametrize(("state", "data", "dest", "values", "guard"), FILL_CASES)
+def test_every_state_and_fill_case(
+    state: str, data: dict[str, Any], dest: str, values: tuple[int | str, ...], guard: Any
+) -> None:
+    entity = position_in(state)
+    before = position_of(entity)
+    rules = [rule for rule in POSITION.rules if PositionState(state) in rule.sources]
+    chose = [rule for rule in rules if rule.guard is not None and rule.guard(entity, data)]
+    assert [rule.guard for rule in chose] == [guard]  # exactly one guard lets each fill through
+    assert chose[0].dest == dest
+
+    transition = POSITION.fire(entity, "fill", **data)
+
+    assert (transition.machine, transition.entity_id, transition.trigger) == ("position", "BTCUSDT", "fill")
+    assert (transition.source, transition.dest, entity.state) == (state, dest, dest)
+    assert dict(transition.data) == data
+    assert entity.data == expected(*values, fills=before.fills + 1)
+    # The effect is the fold: one place computes positions.
+    fee = data.get("fee", D(0))
+    assert position_of(entity) == before.apply(
+        Fill("BTCUSDT", data["side"], data["qty"], data["price"], fee, data["trade_id"])
+    )
+
+
+def test_fill_accepts_journaled_strings_and_ints() -> None:
+    """Replaying a journaled row gives Decimals back as strings: the same fill, the same position."""
+    entity = position_in("flat")
+    POSITION.fire(entity, "fill", side="buy", qty="0.50", price=100, fee="-0.01", trade_id="T1", client_order_id="")
+    assert entity.state == "long"
+    assert entity.data == {
+        "qty": D("0.50"),
+        "cost": D("50.00"),
+        "realized_pnl": D(0),
+        "fees": D("-0.01"),
+        "cash": D("-49.99"),
+        "fills": 1,
+        "last_trade_id": "T1",
+    }
+
+
+BAD_FILLS = [
+    pytest.param({"side": None}, "side must be buy or sell", id="no-side"),
+    pytest.param({"side": "BUY"}, "side must be buy or sell", id="upper-case-side"),
+    pytest.param({"qty": None}, "fill qty must be a decimal number", id="no-qty"),
+    pytest.param({"qty": 1.5}, "qty is a float", id="float-qty"),
+    pytest.param({"qty": True}, "fill qty must be a decimal number", id="bool-qty"),
+    pytest.param({"qty": "one"}, "fill qty is not a number", id="text-qty"),
+    pytest.param({"qty": D(0)}, "fill qty must be positive", id="zero-qty"),
+    pytest.param({"qty": D(-1)}, "fill qty must be positive", id="negative-qty"),
+    pytest.param({"qty": D("NaN")}, "not a finite number", id="nan-qty"),
+    pytest.param({"price": D(0)}, "fill price must be positive", id="zero-price"),
+    pytest.param({"price": "Infinity"}, "fill price must be finite", id="infinite-price"),
+    pytest.param({"fee": 0.1}, "fee is a float", id="float-fee"),
+    pytest.param({"fee": "-Infinity"}, "fill fee must be finite", id="infinite-fee"),
+    pytest.param({"trade_id": None}, "trade_id", id="no-trade-id"),
+    pytest.param({"trade_id": ""}, "trade_id", id="empty-trade-id"),
+    pytest.param({"trade_id": 7}, "trade_id", id="int-trade-id"),
+    pytest.param({"client_order_id": None}, "client_order_id", id="no-client-order-id"),
+    pytest.param({"client_order_id": 1}, "client_order_id", id="int-client-order-id"),
+    pytest.param({"instrument": "ETHUSDT"}, "unknown fill fields: instrument", id="unknown-field"),
+]
+
+
+@pytest.mark.parametrize("state", [s.value for s in PositionState])
+@pytest.mark.parametrize(("changes", "message"), BAD_FILLS)
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_bad_fill_is_refused_and_changes_nothing(state: str, changes: dict[str, Any], message: str, side: str) -> None:
+    entity = position_in(state)
+    data = {**fill_data(side, "2", "10"), **changes}
+    data = {name: value for name, value in data.items() if value is not None}
+    before = (entity.state, dict(entity.data))
+    with pytest.raises(InvalidData, match=message) as info:
+        POSITION.fire(entity, "fill", **data)
+    assert (info.value.machine, info.value.entity_id, info.value.state) == ("position", "BTCUSDT", state)
+    assert (entity.state, entity.data) == before
+
+
+def test_guards_refuse_bad_data_themselves() -> None:
+    entity = position_in("long")
+    for guard in (buys, sells, closes, flips, adds_or_reduces):
+        with pytest.raises(InvalidData, match="fill qty must be positive"):
+            guard(entity, fill_data("sell", "0", "10"))
+
+
+def test_unknown_trigger_is_an_invalid_transition() -> None:
+    entity = position_in("long")
+    with pytest.raises(InvalidTransition, match="unknown trigger"):
+        POSITION.fire(entity, "close", **fill_data("sell", "2", "10"))
+    assert entity.data["qty"] == 2
+
+
+def test_position_of_refuses_other_machines_entities() -> None:
+    run, _ = RUN.create("1", started_ns=1)
+    with pytest.raises(TypeError, match="not a position entity"):
+        position_of(run)
+
+
+def test_restore_round_trip_through_the_journal_codec() -> None:
+    entity = position_in("short")
+    POSITION.fire(entity, "fill", **fill_data("buy", "0.5", "9.75", "0.001"))
+    text = codec.encode_text(entity.data)
+    decoded = codec.decode(text)
+    assert decoded["qty"] == "-1.5"  # the journal stores Decimals as strings
+    restored = POSITION.restore("BTCUSDT", entity.state, decoded)
+    assert (restored.state, restored.data) == (entity.state, entity.data)
+    assert all(type(restored.data[name]) is Decimal for name in ("qty", "cost", "realized_pnl", "fees", "cash"))
+    assert codec.encode_text(restored.data) == text
+    assert position_of(restored) == position_of(entity)
+    # A restored position folds on exactly like the one it was saved from.
+    POSITION.fire(restored, "fill", **fill_data("buy", "2", "8"))
+    POSITION.fire(entity, "fill", **fill_data("buy", "2", "8"))
+    assert entity.state == "long"
+    assert (restored.state, restored.data) == (entity.state, entity.data)
+
+
+ONE_INSTRUMENT_FILLS = st.builds(
+    Fill,
+    instrument=st.just("BTCUSDT"),
+    side=st.sampled_from(["buy", "sell"]),
+    qty=st.integers(1, 400).map(lambda n: D(n).scaleb(-2)),  # small range: flats and flips happen often
+    price=PRICES,
+    fee=FEES | st.integers(-50, 0).map(lambda n: D(n).scaleb(-3)),
+)
+
+
+@PROPERTY_SETTINGS
+@given(fills=st.lists(ONE_INSTRUMENT_FILLS, max_size=40))
+@example(fills=[buy("2", "10", instrument="BTCUSDT"), sell("2", "11", instrument="BTCUSDT")])
+@example(fills=[sell("1", "10", instrument="BTCUSDT"), buy("3", "9", instrument="BTCUSDT")])
+def test_position_machine_equals_the_fold(fills: list[Fill]) -> None:
+    entity, created = POSITION.create("BTCUSDT")
+    replayed, _ = POSITION.create("BTCUSDT", **codec.decode(codec.encode_text(created.data)))
+    for i, fill in enumerate(fills):
+        trade_id = f"T{i}"
+        transition = POSITION.fire(
+            entity,
+            "fill",
+            side=fill.side,
+            qty=fill.qty,
+            price=fill.price,
+            fee=fill.fee,
+            trade_id=trade_id,
+            client_order_id=f"C{i // 3}",
+        )
+        qty = entity.data["qty"]
+        assert entity.state == ("long" if qty > 0 else "short" if qty < 0 else "flat")
+        assert transition.dest == entity.state
+        assert entity.data["last_trade_id"] == trade_id
+        # The audit replays the journaled row (Decimals as strings): the same checkpoint, byte for byte.
+        POSITION.fire(replayed, "fill", **codec.decode(codec.encode_text(transition.data)))
+        assert replayed.state == entity.state
+        assert codec.encode_text(replayed.data) == codec.encode_text(entity.data)
+    assert position_of(entity) == Positions.rebuild(fills).get("BTCUSDT")
+    restored = POSITION.restore("BTCUSDT", entity.state, codec.decode(codec.encode_text(entity.data)))
+    assert (restored.state, restored.data) == (entity.state, entity.data)
