@@ -59,7 +59,7 @@ from kernel.strategy import (
     load_strategy_class,
 )
 from kernel.venue.server import PaperVenue
-from machines import FEED, Entity, Transition, TransitionRefused
+from machines import FEED, ORDER, Entity, Transition, TransitionRefused
 from machines.health import (
     COMPONENTS,
     HEALTH,
@@ -73,7 +73,7 @@ from machines.health import (
     trigger_for,
 )
 from machines.order import live_trigger
-from machines.positions import Fill, Position, Positions
+from machines.positions import Position, Positions, position_of
 from storage import Journal
 from storage.audit import AuditReader
 from storage.errors import JournalError, JournalWriteError
@@ -177,7 +177,6 @@ class Kernel:
         self._outbox: asyncio.Queue[Request] = asyncio.Queue()
         self._acting = 0
         self._deferred: deque[OrderUpdate] = deque()
-        self._counted_trades: set[tuple[str, str]] = set()
         self._strategy_errors = 0
         self._strategy_error: str | None = None
         self._loop_lag_ms = 0
@@ -311,7 +310,7 @@ class Kernel:
                 ", ".join(str(r) for r in journal.crashed_runs),
             )
         self._retire_previous_runs()
-        self._rebuild_positions()
+        self._previous_run()
         for name in (KERNEL, *COMPONENTS):
             entity, created = HEALTH.create(entity_id(name, journal.run_id), now_ms=self.monotonic_ms())
             journal.append(created, entity)
@@ -334,19 +333,38 @@ class Kernel:
                 journal.fire(FEED, feed, "stop", now_ms=now, reason="its run ended without a clean stop")
         journal.commit()
 
-    def _rebuild_positions(self) -> None:
-        assert self.journal is not None
+    def _previous_run(self) -> None:
         from kernel.status import journal_runs, run_summary
 
+        assert self.journal is not None
         with AuditReader(self.journal.path) as reader:
             runs = journal_runs(reader)
-            self.previous_run = run_summary(runs[-2], live=False) if len(runs) > 1 else None
-            for row in reader.fills():
-                self._counted_trades.add((row["client_order_id"], row["trade_id"]))
-                self.positions.apply(
-                    Fill(row["instrument"], row["side"], row["qty"], row["price"], row["fee"], row["trade_id"])
-                )
-                self.metrics.fills += 1
+        self.previous_run = run_summary(runs[-2], live=False) if len(runs) > 1 else None
+
+    def _restore_positions(self) -> None:
+        """Positions from the ``position`` entities (O(instruments)). A journal written before
+        positions were checkpointed has fills but no position entities: its fills are folded into
+        new position entities once, journaled like any fill."""
+        manager, journal = self.manager, self.journal
+        assert manager is not None
+        assert journal is not None
+        if not manager.positions:
+            with AuditReader(journal.path) as reader:
+                fills = reader.fills()
+            for row in fills:
+                order = manager.orders.get(row["client_order_id"]) or journal.entity(ORDER, row["client_order_id"])
+                if order is None:  # pragma: no cover - fills() joins on the order
+                    continue
+                manager.position_fill(order, _fill_transition(row))
+            if fills:
+                journal.commit()
+                log.info("positions checkpointed from %d journaled fills", len(fills))
+        self._refresh_positions()
+
+    def _refresh_positions(self) -> None:
+        assert self.manager is not None
+        self.positions = Positions.of(position_of(entity) for entity in self.manager.positions.values())
+        self.metrics.fills = sum(p.fills for p in self.positions.snapshot().values())
 
     async def _start(self, tasks: asyncio.TaskGroup) -> None:
         cfg = self.config
@@ -362,6 +380,7 @@ class Kernel:
         self.client = VenueClient(self.venue_url, attempts=5, backoff=0.2, backoff_max=2.0)
         self.manager = OrderManager.resume(journal, self.client, status_timeout=cfg.venue.status_timeout_s)
         self.manager.listeners.append(self._on_order)
+        self._restore_positions()
         for order in self.manager.orders.values():
             if order.live:
                 self.open_views[order.entity_id] = OrderView.of(order)
@@ -639,16 +658,12 @@ class Kernel:
             self.open_views.pop(order.entity_id, None)
         fill: FillView | None = None
         if live_trigger(transition.trigger) == "fill" and "trade_id" in transition.data:
-            key = (order.entity_id, transition.data["trade_id"])
-            if key not in self._counted_trades:  # a duplicate fill report is recorded, not counted
-                self._counted_trades.add(key)
+            position = self.manager.positions.get(order.data["instrument"]) if self.manager else None
+            if position is not None and position.data["last_trade_id"] == transition.data["trade_id"]:
+                # a new fill (a duplicate report leaves the position as it was): folded already
+                self._refresh_positions()
                 data = transition.data
-                fee = data.get("fee") or Decimal(0)
-                self.positions.apply(
-                    Fill(order.data["instrument"], order.data["side"], data["qty"], data["price"], fee, key[1])
-                )
-                self.metrics.fills += 1
-                fill = FillView(data["qty"], data["price"], fee, key[1])
+                fill = FillView(data["qty"], data["price"], data.get("fee") or Decimal(0), data["trade_id"])
         if self.stopping:
             self._stop_event.set()  # the stop sequence waits for exactly this: an order changed
             return
@@ -926,6 +941,13 @@ class Kernel:
             log.info("journal %s closed: run %d stopped cleanly", journal.path, journal.run_id)
         except JournalError as exc:
             log.error("the journal could not record the stop: %s (the next start will report a crash)", exc)
+
+
+def _fill_transition(row: dict[str, Any]) -> Transition:
+    """A journaled fill (``AuditReader.fills`` row) as the transition ``position_fill`` folds."""
+    data = {"qty": row["qty"], "price": row["price"], "fee": row["fee"], "trade_id": row["trade_id"],
+            "source": "rebuilt from journaled fills"}  # fmt: skip
+    return Transition(ORDER.name, row["client_order_id"], "fill", None, "filled", MappingProxyType(data))
 
 
 def _some(ids: list[str], shown: int = 10) -> str:

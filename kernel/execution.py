@@ -168,7 +168,9 @@ class VenueClient:
 
     ``attempts`` bounds each burst of connection attempts; waits between them grow as
     ``backoff * 2**n`` plus up to ``jitter`` seconds, capped at ``backoff_max``. ``sleep`` is what
-    tenacity awaits between attempts (inject a fake in tests). ``request_timeout`` is the default
+    tenacity awaits between attempts (inject a fake in tests). ``max_size`` bounds one incoming
+    frame: 32 MiB, because an ``open_orders`` answer lists every working order in one frame (about
+    300 bytes each: 100,000 orders fit). ``request_timeout`` is the default
     for status queries; ``open_timeout`` bounds the opening handshake and ``hello``/``welcome``.
     """
 
@@ -181,7 +183,7 @@ class VenueClient:
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
         close_timeout: float = 2.0,
-        max_size: int = 2**20,
+        max_size: int = 2**25,
         max_queue: int = 64,
         report_queue: int = 10_000,
         attempts: int = 5,

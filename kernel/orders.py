@@ -31,11 +31,12 @@ from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
 from kernel.venue.protocol import Execution, NewOrder, OrderSnapshot
-from machines import ORDER, Entity, OrderState, Transition, TransitionRefused
+from machines import ORDER, POSITION, Entity, OrderState, Transition, TransitionRefused
 from storage import Journal
 from storage.errors import JournalWriteError
 
 log = logging.getLogger(__name__)
+ZERO = Decimal(0)
 
 S = OrderState
 Listener = Callable[[Entity, Transition], None]
@@ -123,6 +124,7 @@ class OrderManager:
         *,
         prefix: str = "o",
         orders: Iterable[Entity] = (),
+        positions: Iterable[Entity] = (),
         status_timeout: float = 5.0,
         max_anomalies: int = 1000,
     ) -> None:
@@ -133,6 +135,9 @@ class OrderManager:
         self.prefix = prefix
         self.status_timeout = status_timeout
         self.orders: dict[str, Entity] = {order.entity_id: order for order in orders}
+        self.positions: dict[str, Entity] = {position.entity_id: position for position in positions}
+        """The ``position`` entities by instrument: each order fill also fires the position's ``fill``
+        in the same commit, so positions resume in O(instruments), never by replaying history."""
         self.listeners: list[Listener] = []
         """``on_update`` callbacks, called after each commit; an exception in one is logged."""
         self.anomalies: deque[Anomaly] = deque(maxlen=max_anomalies)
@@ -154,7 +159,9 @@ class OrderManager:
 
         New ids use this run's id, so they never collide with the ids of earlier runs.
         """
-        return cls(journal, client, orders=journal.live_entities(ORDER), **options)
+        return cls(
+            journal, client, orders=journal.live_entities(ORDER), positions=journal.live_entities(POSITION), **options
+        )
 
     # -- state ------------------------------------------------------------------------------
 
@@ -416,14 +423,47 @@ class OrderManager:
         sink: list[Anomaly] | None = None,
         **data: Any,
     ) -> Transition | None:
+        applied_before = len(order.data["trade_ids"])
         try:
-            return self.journal.fire(ORDER, order, trigger, **data)
+            transition = self.journal.fire(ORDER, order, trigger, **data)
         except TransitionRefused as exc:
             self._anomaly(Anomaly("refused", order.entity_id, str(exc), report), sink)
             return None
+        if len(order.data["trade_ids"]) > applied_before:  # a new fill (not a duplicate report)
+            try:
+                self.position_fill(order, transition)
+            except TransitionRefused as exc:  # cannot happen for a fill the order machine took
+                log.error("position of %s refused fill %s: %s", order.data["instrument"], order.entity_id, exc)
+                self.journal.record_anomaly("positions", "refused", str(exc), repr(transition.data))
+        return transition
+
+    def position_fill(self, order: Entity, fill: Transition) -> Transition:
+        """Fold one applied order fill into its instrument's ``position`` entity (same batch)."""
+        instrument = order.data["instrument"]
+        position = self.positions.get(instrument) or self.journal.entity(POSITION, instrument)
+        if position is None:
+            position, created = POSITION.create(instrument)
+            self.journal.append(created, position)
+        self.positions[instrument] = position
+        data = fill.data
+        return self.journal.fire(
+            POSITION,
+            position,
+            "fill",
+            side=order.data["side"],
+            qty=data["qty"],
+            price=data["price"],
+            fee=data.get("fee") or ZERO,
+            trade_id=data["trade_id"],
+            client_order_id=order.entity_id,
+        )
 
     def _apply_execution(self, report: Execution) -> list[tuple[Entity, Transition]]:
         order = self.orders.get(report.client_order_id)
+        if order is None:
+            order = self.journal.entity(ORDER, report.client_order_id)  # ended in an earlier run
+            if order is not None:
+                self.orders[order.entity_id] = order
         if order is None:
             self._anomaly(Anomaly("unknown_order", report.client_order_id, f"{report.exec} for no order", report))
             return []
