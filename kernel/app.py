@@ -59,7 +59,7 @@ from kernel.strategy import (
     load_strategy_class,
 )
 from kernel.venue.server import PaperVenue
-from machines import FEED, ORDER, Entity, Transition, TransitionRefused
+from machines import FEED, ORDER, RECONCILIATION, Entity, Transition, TransitionRefused
 from machines.health import (
     COMPONENTS,
     HEALTH,
@@ -318,7 +318,7 @@ class Kernel:
         journal.commit()
 
     def _retire_previous_runs(self) -> None:
-        """End the health and feed entities a previous run left live (it was killed)."""
+        """End the health, reconciliation and feed entities a previous run left live (it was killed)."""
         journal = self.journal
         assert journal is not None
         now = self.monotonic_ms()
@@ -326,6 +326,8 @@ class Kernel:
             if entity.state != HealthState.stopping:
                 journal.fire(HEALTH, entity, "stop", now_ms=now, reason="its run ended without a clean stop")
             journal.fire(HEALTH, entity, "stopped", now_ms=now)
+        for recon in journal.live_entities(RECONCILIATION):
+            journal.fire(RECONCILIATION, recon, "abandon", now_ms=now, reason="its run ended without a clean stop")
         for feed in journal.live_entities(FEED):
             if feed.state == "closed":  # stopped cleanly; its history stays, nothing to end
                 continue

@@ -32,7 +32,7 @@ from kernel.execution import VenueClient, VenueError
 from kernel.orders import OrderManager
 from kernel.reconcile import Reconciler
 from kernel.venue.server import PaperVenue
-from machines import FEED, HEALTH, ORDER
+from machines import FEED, HEALTH, ORDER, RECONCILIATION
 from machines.positions import Fill, Positions
 from storage import Journal
 from storage.audit import AuditReader
@@ -138,7 +138,7 @@ def _rebuild_summary(path: str) -> dict[str, Any]:
         runs = reader.entities(machine="run")
         left = [
             f"{machine}:{e['entity']}"
-            for machine in (HEALTH.name, FEED.name)
+            for machine in (HEALTH.name, RECONCILIATION.name, FEED.name)
             for e in reader.entities(machine=machine, live_only=True)
             if e["state"] != "closed"  # a feed closed by a clean stop has nothing to retire
         ]

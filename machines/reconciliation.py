@@ -3,7 +3,8 @@
 One entity per venue session that had to be reconciled (``recon-rRUN-N``). It starts ``running``
 when the kernel begins comparing its live orders with the venue; ``complete`` ends it ``done``,
 carrying the report (counts and every difference found, each a small record of strings); a
-failure (venue unreachable, a timeout) makes it ``failed``, from which ``retry`` starts again.
+failure (venue unreachable, a timeout) makes it ``failed``, from which ``retry`` starts again. One
+left ``running`` or ``failed`` by a killed process is ended ``abandoned`` by the next run.
 Order entry stays paused until it is ``done``: a kernel that cannot reconcile does not trade.
 
 Every trigger carries ``now_ms`` (monotonic milliseconds, from the caller: this module reads no
@@ -37,6 +38,7 @@ class ReconciliationState(StrEnum):
     running = "running"
     failed = "failed"
     done = "done"
+    abandoned = "abandoned"
 
 
 S = ReconciliationState
@@ -71,6 +73,13 @@ def _retry(entity: Entity, data: Data) -> dict[str, Any]:
     return {"attempts": entity.data["attempts"] + 1, "ended_ms": None}
 
 
+def _abandoned(entity: Entity, data: Data) -> dict[str, Any]:
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason:
+        raise InvalidData("reason (a non-empty string) is required")
+    return {"error": reason, "ended_ms": _now(data)}
+
+
 def _complete(entity: Entity, data: Data) -> dict[str, Any]:
     counts = data.get("counts")
     if not isinstance(counts, dict) or set(counts) != set(REPORT_COUNTS):
@@ -92,15 +101,23 @@ RECONCILIATION = register(
         doc=__doc__ or "",
         states=ReconciliationState,
         initial=S.running,
-        terminal=(S.done,),
+        terminal=(S.done, S.abandoned),
         state_docs={
             S.running: "Comparing the journal's live orders and fills with the venue's; order entry is paused.",
             S.failed: "The venue could not answer (unreachable, timeout): still paused; retried.",
             S.done: "The journal matches the venue; the report lists every difference that was applied.",
+            S.abandoned: "Its process died before it finished; the next run reconciles afresh.",
         },
         rules=(
             Rule("fail", S.running, S.failed, effect=_failed, doc="The venue could not answer; `error` says why."),
             Rule("retry", S.failed, S.running, effect=_retry, doc="Try again (the kernel retries with backoff)."),
+            Rule(
+                "abandon",
+                (S.running, S.failed),
+                S.abandoned,
+                effect=_abandoned,
+                doc="Found unfinished by a later run (its process was killed); `reason` says so.",
+            ),
             Rule(
                 "complete",
                 S.running,

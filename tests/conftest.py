@@ -16,6 +16,10 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["kernel.testing"]  # the tradekernel_harness fixture, as users get it
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="long runs: the kill -9 torture test with 500 kills")
+
+
 class FakeClock:
     """A wall clock in ns that only moves when told to: ``clock()`` returns ``now``."""
 

@@ -12,11 +12,18 @@ from machines.reconciliation import REPORT_COUNTS
 COUNTS = dict.fromkeys(REPORT_COUNTS, 0)
 REPORT = {"counts": {**COUNTS, "orders_checked": 3, "lost": 1}, "differences": [{"kind": "lost", "detail": "o1"}]}
 VALID: dict[str, dict[str, Any]] = {
+    "abandon": {"reason": "its run ended without a clean stop"},
     "fail": {"error": "venue unreachable"},
     "retry": {},
     "complete": REPORT,
 }
-ALLOWED = {("running", "fail"): "failed", ("failed", "retry"): "running", ("running", "complete"): "done"}
+ALLOWED = {
+    ("running", "fail"): "failed",
+    ("failed", "retry"): "running",
+    ("running", "complete"): "done",
+    ("running", "abandon"): "abandoned",
+    ("failed", "abandon"): "abandoned",
+}
 
 
 def entity_in(state: str) -> Any:
@@ -25,6 +32,8 @@ def entity_in(state: str) -> Any:
         RECONCILIATION.fire(entity, "fail", now_ms=6, error="timeout")
     elif state == "done":
         RECONCILIATION.fire(entity, "complete", now_ms=6, **REPORT)
+    elif state == "abandoned":
+        RECONCILIATION.fire(entity, "abandon", now_ms=6, reason="killed")
     return entity
 
 
@@ -83,6 +92,7 @@ def test_fail_retry_complete_keeps_the_report() -> None:
 @pytest.mark.parametrize(
     ("trigger", "data", "message"),
     [
+        ("abandon", {}, "reason"),
         ("fail", {}, "error"),
         ("fail", {"error": ""}, "error"),
         ("retry", {}, "now_ms"),
