@@ -44,7 +44,15 @@ from kernel.feed.client import FeedClient
 from kernel.feed.events import FeedEvent, QuoteEvent, TradeEvent
 from kernel.http import HttpEndpoints
 from kernel.metrics import KernelMetrics, PositionSample, render
-from kernel.orders import OrderEntryPaused, OrderError, OrderManager, OrderNotSent, Request, UnknownOrder
+from kernel.orders import (
+    OrderEntryPaused,
+    OrderError,
+    OrderManager,
+    OrderNotSent,
+    Request,
+    UnknownOrder,
+    checkpoint_positions,
+)
 from kernel.reconcile import Reconciler, ReconciliationFailed
 from kernel.strategy import (
     Cancel,
@@ -59,7 +67,7 @@ from kernel.strategy import (
     load_strategy_class,
 )
 from kernel.venue.server import PaperVenue
-from machines import FEED, ORDER, RECONCILIATION, Entity, Transition, TransitionRefused
+from machines import FEED, RECONCILIATION, Entity, Transition, TransitionRefused
 from machines.health import (
     COMPONENTS,
     HEALTH,
@@ -344,23 +352,10 @@ class Kernel:
         self.previous_run = run_summary(runs[-2], live=False) if len(runs) > 1 else None
 
     def _restore_positions(self) -> None:
-        """Positions from the ``position`` entities (O(instruments)). A journal written before
-        positions were checkpointed has fills but no position entities: its fills are folded into
-        new position entities once, journaled like any fill."""
-        manager, journal = self.manager, self.journal
-        assert manager is not None
-        assert journal is not None
-        if not manager.positions:
-            with AuditReader(journal.path) as reader:
-                fills = reader.fills()
-            for row in fills:
-                order = manager.orders.get(row["client_order_id"]) or journal.entity(ORDER, row["client_order_id"])
-                if order is None:  # pragma: no cover - fills() joins on the order
-                    continue
-                manager.position_fill(order, _fill_transition(row))
-            if fills:
-                journal.commit()
-                log.info("positions checkpointed from %d journaled fills", len(fills))
+        """Positions from the ``position`` entities (O(instruments)); see ``checkpoint_positions``
+        for a journal written before positions were checkpointed."""
+        assert self.manager is not None
+        checkpoint_positions(self.manager)
         self._refresh_positions()
 
     def _refresh_positions(self) -> None:
@@ -390,7 +385,6 @@ class Kernel:
             self.manager,
             timeout=cfg.venue.status_timeout_s,
             now_ms=self.monotonic_ms,
-            positions=lambda: self.positions,
         )
         self.manager.reconcile = self._reconcile
         await self._connect_venue()
@@ -943,13 +937,6 @@ class Kernel:
             log.info("journal %s closed: run %d stopped cleanly", journal.path, journal.run_id)
         except JournalError as exc:
             log.error("the journal could not record the stop: %s (the next start will report a crash)", exc)
-
-
-def _fill_transition(row: dict[str, Any]) -> Transition:
-    """A journaled fill (``AuditReader.fills`` row) as the transition ``position_fill`` folds."""
-    data = {"qty": row["qty"], "price": row["price"], "fee": row["fee"], "trade_id": row["trade_id"],
-            "source": "rebuilt from journaled fills"}  # fmt: skip
-    return Transition(ORDER.name, row["client_order_id"], "fill", None, "filled", MappingProxyType(data))
 
 
 def _some(ids: list[str], shown: int = 10) -> str:

@@ -27,10 +27,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
-from kernel.venue.protocol import Execution, NewOrder, OrderSnapshot
+from kernel.venue.protocol import Execution, Fill, NewOrder, OrderSnapshot
 from machines import ORDER, POSITION, Entity, OrderState, Transition, TransitionRefused
 from storage import Journal
 from storage.errors import JournalWriteError
@@ -81,7 +82,7 @@ class Anomaly:
     kind: Literal["unknown_order", "refused", "status_mismatch"]
     client_order_id: str
     detail: str
-    report: Report | OrderSnapshot | None = None
+    report: Report | OrderSnapshot | Fill | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +420,7 @@ class OrderManager:
         self,
         order: Entity,
         trigger: str,
-        report: Report | OrderSnapshot,
+        report: Report | OrderSnapshot | Fill | None,
         sink: list[Anomaly] | None = None,
         **data: Any,
     ) -> Transition | None:
@@ -617,6 +618,30 @@ class OrderManager:
             )
 
 
+def checkpoint_positions(manager: OrderManager) -> int:
+    """Give a journal written before positions were checkpointed its ``position`` entities: fold
+    every journaled fill into them once (journaled like any fill). Returns the fills folded; 0
+    when the journal already has position entities."""
+    from storage.audit import AuditReader  # read-only, on the same file
+
+    if manager.positions:
+        return 0
+    journal = manager.journal
+    with AuditReader(journal.path) as reader:
+        fills = reader.fills()
+    for row in fills:
+        order = manager.orders.get(row["client_order_id"]) or journal.entity(ORDER, row["client_order_id"])
+        if order is None:  # pragma: no cover - fills() joins on the order
+            continue
+        data = {"qty": row["qty"], "price": row["price"], "fee": row["fee"], "trade_id": row["trade_id"]}
+        fill = Transition(ORDER.name, order.entity_id, "fill", None, str(order.state), MappingProxyType(data))
+        manager.position_fill(order, fill)
+    if fills:
+        journal.commit()
+        log.info("positions checkpointed from %d journaled fills", len(fills))
+    return len(fills)
+
+
 def _trigger_of(report: Execution) -> tuple[str, dict[str, Any]]:
     """The order trigger and data an execution report stands for (docs/venue-protocol.md)."""
     kind = report.exec
@@ -652,4 +677,5 @@ __all__ = [
     "Request",
     "Resolution",
     "UnknownOrder",
+    "checkpoint_positions",
 ]

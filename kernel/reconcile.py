@@ -13,7 +13,8 @@
    unknown, it is resolved as ``reconcile_lost`` (rejected, with the evidence), never resent;
 5. an order open at the venue that the journal never recorded is adopted (``create`` with
    ``origin: "external"`` + its acks and fills) and reported;
-6. positions folded from the journal are compared with the venue's fills of the same orders;
+6. fills the venue made on orders the journal had already ended are applied (late fills); then
+   the journal's positions (the ``position`` entities) are compared with the venue's fills;
 7. ``complete`` records the report (counts and every difference) in one transition.
 
 When the venue cannot answer, ``fail`` records why and ``ReconciliationFailed`` is raised: order
@@ -32,9 +33,10 @@ from typing import Any
 from kernel.execution import VenueError
 from kernel.faults import crash_point
 from kernel.orders import Anomaly, OrderManager
+from kernel.venue.protocol import Fill as VenueFill
 from kernel.venue.protocol import OrderSnapshot
 from machines import ORDER, RECONCILIATION, Entity, OrderState, Transition, TransitionRefused
-from machines.positions import Fill, Positions
+from machines.positions import Fill, Positions, position_of
 from machines.reconciliation import REPORT_COUNTS
 
 log = logging.getLogger(__name__)
@@ -87,13 +89,13 @@ class Reconciler:
         grace_s: float = 1.0,
         timeout: float = 5.0,
         now_ms: Callable[[], int] = _mono_ms,
-        positions: Callable[[], Positions] | None = None,
+        compare_positions: bool = True,
     ) -> None:
         self.manager = manager
         self.grace_s = grace_s
         self.timeout = timeout
         self.now_ms = now_ms
-        self.positions = positions
+        self.compare_positions = compare_positions
         self.count = 0
         self.entity: Entity | None = None
 
@@ -238,8 +240,30 @@ class Reconciler:
         )
         self._apply(snapshot, report)
 
+    def _apply_missing_fills(self, fills: list[VenueFill], report: Report) -> None:
+        """Fills the venue reports for orders the journal already ended (a late fill the killed
+        process never journaled): applied as ``reconcile_fill`` (the order stays done)."""
+        manager = self.manager
+        for fill in sorted(fills, key=lambda f: f.fill_seq):
+            order = manager.orders.get(fill.client_order_id) or manager.journal.entity(ORDER, fill.client_order_id)
+            if order is None or order.live or fill.trade_id in order.data["trade_ids"]:
+                continue  # live orders were brought up to date from their snapshots
+            manager.orders[order.entity_id] = order
+            sink: list[Anomaly] = []
+            data = {"qty": fill.qty, "price": fill.price, "trade_id": fill.trade_id, "fee": fill.fee,
+                    "fill_seq": fill.fill_seq, "ts_ms": fill.ts_ms}  # fmt: skip
+            transition = manager._fire(order, PREFIX + "fill", fill, sink, source=SOURCE, **data)
+            if transition is not None:
+                manager._commit([(order, transition)])
+                report.fired.append(transition)
+                report.counts["fills_applied"] += 1
+                report.differ("fill", order.entity_id, _describe(transition))
+            for anomaly in sink:
+                report.counts["anomalies"] += 1
+                report.differ(anomaly.kind, anomaly.client_order_id, anomaly.detail)
+
     async def _compare_positions(self, report: Report) -> None:
-        if self.positions is None:
+        if not self.compare_positions:
             return
         manager = self.manager
         fills = await manager.client.fills_since(0, self.timeout)
@@ -248,6 +272,7 @@ class Reconciler:
             for f in fills
             if f.client_order_id in manager.orders or manager.journal.has_entity(ORDER.name, f.client_order_id)
         ]
+        self._apply_missing_fills(ours, report)
         venue = Positions()
         for fill in ours:
             order = manager.orders.get(fill.client_order_id) or manager.journal.entity(ORDER, fill.client_order_id)
@@ -256,7 +281,7 @@ class Reconciler:
             venue.apply(
                 Fill(order.data["instrument"], order.data["side"], fill.qty, fill.price, fill.fee, fill.trade_id)
             )
-        journal_positions = self.positions()
+        journal_positions = Positions.of(position_of(p) for p in manager.positions.values())
         instruments = set(venue.snapshot()) | set(journal_positions.snapshot())
         for instrument in sorted(instruments):
             ours_qty = journal_positions.get(instrument).qty

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import sys
@@ -29,10 +30,10 @@ from typing import Any
 
 from kernel.config import ConfigError, add_override_arguments, load, overrides_from_args
 from kernel.execution import VenueClient, VenueError
-from kernel.orders import OrderManager
+from kernel.orders import OrderManager, checkpoint_positions
 from kernel.reconcile import Reconciler
 from kernel.venue.server import PaperVenue
-from machines import FEED, HEALTH, ORDER, RECONCILIATION
+from machines import FEED, HEALTH, ORDER, POSITION, RECONCILIATION
 from machines.positions import Fill, Positions
 from storage import Journal
 from storage.audit import AuditReader
@@ -74,6 +75,7 @@ def _resume(args: argparse.Namespace) -> int:
     db = config.kernel.db
     if not os.path.exists(db):
         return _error(f"no journal at {db}")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")  # the report says it all
     workdir = tempfile.mkdtemp(prefix="tk-resume-")
     try:
         return asyncio.run(_preview(config, db, workdir, as_json=args.json))
@@ -107,10 +109,8 @@ async def _preview(config: Any, db: str, workdir: str, *, as_json: bool) -> int:
         try:
             await client.connect()
             manager = OrderManager.resume(journal, client, status_timeout=config.venue.status_timeout_s)
-            positions = Positions.rebuild(_fills(copy))
-            report = await Reconciler(manager, timeout=config.venue.status_timeout_s, positions=lambda: positions).run(
-                "dry run"
-            )
+            checkpoint_positions(manager)
+            report = await Reconciler(manager, timeout=config.venue.status_timeout_s).run("dry run")
             result["reconciliation"] = report.as_json()
         except VenueError as exc:
             result["reconciliation"] = {"error": f"the venue could not be reached: {exc}"}
@@ -127,11 +127,6 @@ async def _preview(config: Any, db: str, workdir: str, *, as_json: bool) -> int:
     return status
 
 
-def _fills(path: str) -> list[Fill]:
-    with AuditReader(path) as reader:
-        return [Fill(f["instrument"], f["side"], f["qty"], f["price"], f["fee"], f["trade_id"]) for f in reader.fills()]
-
-
 def _rebuild_summary(path: str) -> dict[str, Any]:
     with AuditReader(path) as reader:
         orders = reader.entities(machine=ORDER.name, live_only=True)
@@ -142,18 +137,22 @@ def _rebuild_summary(path: str) -> dict[str, Any]:
             for e in reader.entities(machine=machine, live_only=True)
             if e["state"] != "closed"  # a feed closed by a clean stop has nothing to retire
         ]
-        fills = reader.fills()
+        checkpointed = {
+            p["entity"]: str(p["data"]["qty"]) for p in reader.entities(machine=POSITION.name, live_only=True)
+        }
+        fills = [] if checkpointed else reader.fills()  # a journal from before positions were checkpointed
     last = max(runs, key=lambda r: int(r["entity"])) if runs else None
-    positions = Positions.rebuild(
+    folded = Positions.rebuild(
         Fill(f["instrument"], f["side"], f["qty"], f["price"], f["fee"], f["trade_id"]) for f in fills
     )
+    positions = checkpointed or {i: format(p.qty, "f") for i, p in folded.snapshot().items()}
     return {
         "last_run": None if last is None else {"run_id": int(last["entity"]), "state": last["state"]},
         "crashed": last is not None and last["state"] == "running",
         "live_orders": len(orders),
         "orders_by_state": dict(Counter(o["state"] for o in orders)),
         "orders": [o["entity"] for o in orders],
-        "positions": {i: format(p.qty, "f") for i, p in sorted(positions.snapshot().items())},
+        "positions": dict(sorted(positions.items())),
         "entities_to_retire": left,
     }
 

@@ -16,12 +16,11 @@ import pytest
 import pytest_asyncio
 
 from kernel.execution import VenueClient
-from kernel.orders import OrderManager
+from kernel.orders import OrderManager, checkpoint_positions
 from kernel.reconcile import Reconciler, ReconciliationFailed, Report
 from kernel.venue.protocol import NewOrder
 from kernel.venue.server import PaperVenue, VenueConfig
-from machines import ORDER, RECONCILIATION
-from machines.positions import Positions
+from machines import ORDER, POSITION, RECONCILIATION
 from storage import Journal
 from storage.audit import AuditReader
 
@@ -58,7 +57,7 @@ async def reconcile(path: str, venue: PaperVenue, grace_s: float = 0.05) -> tupl
     journal = Journal.open(path)
     client = await connected(venue)
     manager = OrderManager.resume(journal, client)
-    report = await Reconciler(manager, grace_s=grace_s, positions=Positions).run("test restart")
+    report = await Reconciler(manager, grace_s=grace_s).run("test restart")
     await client.close()
     return report, manager, journal
 
@@ -146,25 +145,24 @@ async def test_an_order_at_the_venue_the_journal_never_recorded_is_adopted_as_ex
 
 async def test_a_position_that_differs_from_the_venue_fills_is_reported(tmp_path: Path, venue: PaperVenue) -> None:
     path = str(tmp_path / "k.db")
-    journaled_not_sent(path, "o1-000001")
-    sender = await connected(venue)
-    await sender.send_new(
-        NewOrder(client_order_id="o1-000001", instrument="BTCUSDT", side="buy", qty=D(1), price=D(100))
-    )
-    assert await sender.order_status("o1-000001", timeout=TIMEOUT) is not None
-    await sender.close()
-    await venue.push_trade("BTCUSDT", D("99"), D("1"), "sell")
     journal = Journal.open(path)
-    client = await connected(venue)
-    manager = OrderManager.resume(journal, client)
-    # positions that never saw the fill (as if the fold were lost): reported, not hidden
-    report = await Reconciler(manager, grace_s=0.05, positions=Positions).run("test restart")
-    await client.close()
+    position, created = POSITION.create("BTCUSDT")  # a fill the venue never made
+    journal.append(created, position)
+    journal.fire(
+        POSITION, position, "fill", side="buy", qty=D(1), price=D(100), trade_id="phantom", client_order_id="x"
+    )
+    journal.abandon()
+    report, _manager, journal = await reconcile(path, venue)
     journal.close()
     mismatch = [d for d in report.differences if d["kind"] == "position_mismatch"]
     assert mismatch == [
-        {"kind": "position_mismatch", "client_order_id": "BTCUSDT", "detail": "journal 0, venue fills 1 (difference 1)"}
+        {
+            "kind": "position_mismatch",
+            "client_order_id": "BTCUSDT",
+            "detail": "journal 1, venue fills 0 (difference -1)",
+        }
     ]
+    assert report.counts["anomalies"] == 1
 
 
 async def test_an_unreachable_venue_fails_the_reconciliation_and_a_retry_completes_it(
@@ -192,3 +190,63 @@ async def test_an_unreachable_venue_fails_the_reconciliation_and_a_retry_complet
     assert report.counts["lost"] == 1
     recon = timeline(path, reconciler.entity.entity_id, machine=RECONCILIATION.name)
     assert [t for t, _, _ in recon] == ["create", "fail", "retry", "complete"]
+
+
+async def test_a_fill_the_venue_made_on_an_order_the_journal_ended_is_applied_late(
+    tmp_path: Path, venue: PaperVenue
+) -> None:
+    path = str(tmp_path / "k.db")
+    sender = await connected(venue)
+    await sender.send_new(
+        NewOrder(client_order_id="o1-000001", instrument="BTCUSDT", side="buy", qty=D(1), price=D(100))
+    )
+    snapshot = await sender.order_status("o1-000001", timeout=TIMEOUT)
+    assert snapshot is not None
+    await venue.push_trade("BTCUSDT", D("99"), D("0.25"), "sell")  # the venue fills a quarter...
+    await sender.send_cancel("o1-000001")  # ...then cancels the rest
+    async with asyncio.timeout(TIMEOUT):
+        while (s := await sender.order_status("o1-000001", timeout=TIMEOUT)) is None or s.status != "canceled":
+            await asyncio.sleep(0.01)
+    await sender.close()
+    # The killed process journaled the ack and the cancel, but never the fill report.
+    journal = Journal.open(path)
+    order, created = ORDER.create("o1-000001", instrument="BTCUSDT", side="buy", qty=D(1), price=D(100))
+    journal.append(created, order)
+    journal.fire(ORDER, order, "submit")
+    journal.fire(ORDER, order, "accept", venue_order_id=snapshot.venue_order_id)
+    journal.fire(ORDER, order, "cancel")
+    journal.abandon()
+    report, manager, journal = await reconcile(path, venue)
+    journal.close()
+    late = manager.orders["o1-000001"]
+    assert (late.state, late.data["cum_qty"], late.data["late_fills"]) == ("canceled", D("0.25"), 1)
+    assert report.counts["fills_applied"] == 1
+    assert not [d for d in report.differences if d["kind"] == "position_mismatch"]
+    assert [t for t, _, _ in timeline(path, "o1-000001")][-1] == "reconcile_fill"
+    assert manager.positions["BTCUSDT"].data["qty"] == D("0.25")
+
+
+async def test_a_journal_from_before_position_checkpoints_gets_them_once(tmp_path: Path, venue: PaperVenue) -> None:
+    path = str(tmp_path / "k.db")
+    journal = Journal.open(path)
+    for n, (side, qty) in enumerate((("buy", "3"), ("sell", "1")), start=1):
+        order, created = ORDER.create(f"old-{n}", instrument="ETHUSDT", side=side, qty=D(qty), price=D(10))
+        journal.append(created, order)
+        journal.fire(ORDER, order, "submit")
+        journal.fire(ORDER, order, "accept", venue_order_id=f"V{n}")
+        journal.fire(ORDER, order, "fill", qty=D(qty), price=D(10), trade_id=f"T{n}")  # no position fill: old code
+    journal.close()
+    journal = Journal.open(path)
+    client = await connected(venue)
+    try:
+        manager = OrderManager.resume(journal, client)
+        assert manager.positions == {}
+        assert checkpoint_positions(manager) == 2
+        assert manager.positions["ETHUSDT"].data["qty"] == D(2)
+        assert checkpoint_positions(manager) == 0  # once
+    finally:
+        await client.close()
+        journal.close()
+    with AuditReader(path) as reader:
+        assert reader.verify().ok
+        assert [t["trigger"] for t in reader.timeline("ETHUSDT", machine="position")] == ["create", "fill", "fill"]
