@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/orders.py
 	$(BIN)/python benchmarks/roundtrip.py
 	$(BIN)/python benchmarks/feed.py
+	$(BIN)/python benchmarks/tick_to_order.py
+	$(BIN)/python benchmarks/resume.py
 
 ## docs: regenerate the generated blocks of docs/machines/*.md from the machine tables
 docs: $(STAMP)
