@@ -180,7 +180,7 @@ class OrderManager:
 
     def _require_entry(self) -> None:
         if self.paused:
-            state = "disconnected" if not self.client.connected else "resolving in-flight orders"
+            state = "disconnected" if not self.client.connected else "reconciling with the venue"
             raise OrderEntryPaused(f"order entry paused: {state}")
 
     def _live(self, client_order_id: str) -> Entity:

@@ -277,7 +277,7 @@ class Observation:
     """What the kernel shell measured, at one instant. Raises ``ValueError`` naming a bad field.
 
     ``feed_state`` is the feed machine's state name (``None``: no feed); ``feed_reason`` its last
-    reason. ``venue_resolving``: connected, in-flight orders not yet resolved. ``venue_failed``,
+    reason. ``venue_resolving``: connected, the session not yet reconciled (order entry paused). ``venue_failed``,
     ``journal_error``: why reconnecting gave up, why the last commit failed (``None``: no such
     failure). ``commit_latency_ms``, ``loop_lag_ms``: the worst in the last measurement window.
     ``strategy_errors``: consecutive callback errors (a success resets it), the last one in
@@ -407,7 +407,7 @@ def _venue_down(o: Observation, t: Thresholds) -> str | None:
 
 
 def _venue_resolving(o: Observation, t: Thresholds) -> str | None:
-    return "resolving in-flight orders" if o.venue_resolving else None
+    return "reconciling with the venue" if o.venue_resolving else None
 
 
 def _journal_error(o: Observation, t: Thresholds) -> str | None:
@@ -459,7 +459,7 @@ RULES: tuple[HealthRule, ...] = (
     ),
     HealthRule("venue", S.unhealthy, True, "reconnecting to the venue gave up (`venue_failed`)", _venue_failed),
     HealthRule("venue", S.degraded, True, "the venue session is down", _venue_down),
-    HealthRule("venue", S.degraded, True, "connected, in-flight orders not yet resolved", _venue_resolving),
+    HealthRule("venue", S.degraded, True, "connected, the session not yet reconciled", _venue_resolving),
     HealthRule("journal", S.unhealthy, True, "the last commit failed (`journal_error`)", _journal_error),
     HealthRule(
         "journal",

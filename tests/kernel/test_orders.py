@@ -406,7 +406,7 @@ async def test_lost_connection_pauses_entry_and_reconnect_resolves_in_flight(
         sleep.gate.set()
         await venue.expect(OrderStatusRequest)
         assert client.connected
-        with pytest.raises(OrderEntryPaused, match="resolving"):
+        with pytest.raises(OrderEntryPaused, match="reconciling"):
             await place(manager)
         # dropped again mid-resolution: the resolver starts over on the next session
         venue.hold_requests = False

@@ -508,7 +508,7 @@ def test_feed_reason_does_not_matter_unless_failed() -> None:
     ("connected", "resolving", "failed", "expected"),
     [
         (True, False, None, (H.healthy, None, False)),
-        (True, True, None, (H.degraded, "resolving in-flight orders", True)),
+        (True, True, None, (H.degraded, "reconciling with the venue", True)),
         (False, False, None, (H.degraded, "venue session down", True)),
         (False, True, None, (H.degraded, "venue session down", True)),  # down is worse than resolving
         (False, False, "5 reconnects refused", (H.unhealthy, "venue failed: 5 reconnects refused", True)),
