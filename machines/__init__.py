@@ -19,6 +19,7 @@ from machines.order import ORDER, OrderState, Overfill
 from machines.positions import POSITION, PositionState
 from machines.reconciliation import RECONCILIATION, ReconciliationState
 from machines.run import RUN, RunState
+from machines.trading import TRADING, TradingState
 
 __all__ = [
     "CREATE",
@@ -28,6 +29,7 @@ __all__ = [
     "POSITION",
     "RECONCILIATION",
     "RUN",
+    "TRADING",
     "DefinitionError",
     "Entity",
     "FeedState",
@@ -46,6 +48,7 @@ __all__ = [
     "StateMachine",
     "StateMachineError",
     "Thresholds",
+    "TradingState",
     "Transition",
     "TransitionRefused",
     "UnknownMachine",
