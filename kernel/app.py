@@ -67,7 +67,7 @@ from kernel.strategy import (
     load_strategy_class,
 )
 from kernel.venue.server import PaperVenue
-from machines import FEED, RECONCILIATION, Entity, Transition, TransitionRefused
+from machines import FEED, RECONCILIATION, TRADING, Entity, TradingState, Transition, TransitionRefused
 from machines.health import (
     COMPONENTS,
     HEALTH,
@@ -82,6 +82,7 @@ from machines.health import (
 )
 from machines.order import live_trigger
 from machines.positions import Position, Positions, position_of
+from machines.trading import ENTITY_ID as TRADING_ID
 from storage import Journal
 from storage.audit import AuditReader
 from storage.errors import JournalError, JournalWriteError
@@ -196,6 +197,8 @@ class Kernel:
         self._tasks: list[asyncio.Task[Any]] = []
         self._probe_commits = -1
         self.reconciler: Reconciler
+        self.trading: Entity | None = None
+        """The ``trading`` machine's entity (``kernel``): active, reducing, halting, halted."""
         self.reconcile_error: str | None = None
         self.last_reconciliation: dict[str, Any] | None = None
         self._probed_ms = 0
@@ -218,6 +221,9 @@ class Kernel:
         """Why a new order may not go out now, or ``None`` when order entry is open."""
         if self.stopping:
             return "kernel stopping"
+        trading = self.trading
+        if trading is not None and trading.state in (TradingState.halting, TradingState.halted):
+            return f"trading {trading.state}: {trading.data['reason']}"
         if self.manager is None or self.client is None:
             return "not started"
         if not self.client.connected:
@@ -319,6 +325,14 @@ class Kernel:
             )
         self._retire_previous_runs()
         self._previous_run()
+        restored = journal.live_entities(TRADING)
+        if restored:
+            self.trading = restored[0]
+            if self.trading.state != TradingState.active:
+                log.warning("trading is %s since the last run: %s", self.trading.state, self.trading.data["reason"])
+        else:
+            self.trading, created_trading = TRADING.create(TRADING_ID, now_ms=self.monotonic_ms())
+            journal.append(created_trading, self.trading)
         for name in (KERNEL, *COMPONENTS):
             entity, created = HEALTH.create(entity_id(name, journal.run_id), now_ms=self.monotonic_ms())
             journal.append(created, entity)
@@ -712,6 +726,7 @@ class Kernel:
             last_hist = (hist.total, hist.count)
             self._probe_journal(hist.count)
             self.assess_health()
+            await self._drive_trading()
 
     def _probe_journal(self, commits: int) -> None:
         """While nothing commits, check once a second that the journal could: an idle kernel must
@@ -759,6 +774,92 @@ class Kernel:
                 journal.commit()
         if changed:
             self._health_wake.set()
+
+    # -- trading state ----------------------------------------------------------------------
+
+    def fire_trading(self, trigger: str, **data: Any) -> Entity:
+        """Fire ``trigger`` on the trading machine and commit (operator commands, risk, health)."""
+        journal, trading = self.journal, self.trading
+        assert journal is not None
+        assert trading is not None
+        before = trading.state
+        journal.fire(TRADING, trading, trigger, now_ms=self.monotonic_ms(), **data)
+        with contextlib.suppress(JournalWriteError):  # health shows it; the retry commits it
+            journal.commit()
+        if trading.state != before:
+            level = logging.INFO if trading.state == TradingState.active else logging.WARNING
+            log.log(level, "trading %s -> %s (%s): %s", before, trading.state, trigger, trading.data["reason"])
+        self._health_wake.set()
+        return trading
+
+    async def _drive_trading(self) -> None:
+        """Health that fails halts trading; a halt cancels every open order, then ends halted."""
+        trading, finding = self.trading, self.kernel_finding
+        if trading is None or self.stopping or self.manager is None:
+            return
+        if (
+            trading.state in (TradingState.active, TradingState.reducing)
+            and finding is not None
+            and finding.level == HealthState.unhealthy
+        ):
+            failing = [f for f in self.findings.values() if f.level == HealthState.unhealthy]
+            component = failing[0].component if failing else "kernel"
+            reason = failing[0].reason if failing else finding.reason
+            if component == "journal":
+                self.fire_trading("journal_failed", reason=reason or "the journal cannot commit")
+            else:
+                self.fire_trading("health_unhealthy", component=component, reason=reason or "unhealthy")
+        if trading.state != TradingState.halting:
+            return
+        await self._halt_step()
+
+    async def _halt_step(self) -> None:
+        """One step of the halt sequence: cancel what is open; when nothing is, ``all_canceled``;
+        past the deadline, ``timeout``. Cancels are journaled before they are sent, as always."""
+        manager, trading = self.manager, self.trading
+        assert manager is not None
+        assert trading is not None
+        live = [o for o in manager.orders.values() if o.live]
+        for order in live:
+            if order.state in ("pending_cancel", "pending_new"):
+                continue  # a pending_new order is canceled once the venue has acked it
+            try:
+                self._outbox.put_nowait(manager.journal_cancel(order.entity_id))
+            except (OrderError, TransitionRefused, JournalWriteError) as exc:
+                log.debug("halt: cancel of %s not sent yet: %s", order.entity_id, exc)
+        if not live:
+            if trading.data["flatten"] and not trading.data["canceled"]:
+                self.fire_trading("all_canceled")
+            elif trading.data["flatten"]:
+                if all(not p.qty for p in self.positions.snapshot().values()):
+                    self.fire_trading("flattened")
+                else:
+                    self._flatten()
+            else:
+                self.fire_trading("all_canceled")
+            return
+        deadline = trading.data["deadline_ms"]
+        if deadline is not None and self.monotonic_ms() >= deadline:
+            self.fire_trading("timeout")
+
+    def _flatten(self) -> None:
+        """Send one market order per open position, in the closing direction (journaled first)."""
+        manager = self.manager
+        assert manager is not None
+        if any(o.live for o in manager.orders.values()):
+            return
+        for position in self.positions.snapshot().values():
+            if not position.qty:
+                continue
+            side = "sell" if position.qty > 0 else "buy"
+            try:
+                request = manager.journal_new(
+                    position.instrument, side, abs(position.qty), None, "market", "ioc", "flatten"
+                )
+            except (OrderError, TransitionRefused, JournalWriteError) as exc:
+                log.warning("halt: flattening %s not sent: %s", position.instrument, exc)
+                continue
+            self._outbox.put_nowait(request)
 
     def healthz(self) -> tuple[bool, dict[str, Any]]:
         """``/healthz``: ok when the kernel is healthy or degraded."""
@@ -823,7 +924,30 @@ class Kernel:
             reason = str(request.get("reason") or "operator: tradekernel stop")
             self.request_stop(reason, force=bool(request.get("force")))
             return {"ok": True, "stopping": True, "reason": reason}
-        return {"ok": False, "error": f"unknown command {command!r} (known: status, stop)"}
+        if command in ("halt", "reduce", "arm"):
+            given = request.get("reason")
+            if not isinstance(given, str) or not given.strip():
+                return {"ok": False, "error": f"{command} needs a reason"}
+            data: dict[str, Any] = {"reason": f"operator: {given}"}
+            if command == "halt" and request.get("flatten"):
+                data["flatten"] = True
+            try:
+                self.fire_trading(command, **data)
+            except TransitionRefused as exc:
+                return {"ok": False, "error": str(exc), "trading": self._trading_status()}
+            return {"ok": True, "trading": self._trading_status()}
+        return {"ok": False, "error": f"unknown command {command!r} (known: status, stop, halt, reduce, arm)"}
+
+    def _trading_status(self) -> dict[str, Any]:
+        trading = self.trading
+        if trading is None:
+            return {"state": None}
+        return {
+            "state": str(trading.state),
+            "reason": trading.data.get("reason"),
+            "flatten": trading.data.get("flatten"),
+            "halts": trading.data.get("halts"),
+        }
 
     # -- stopping ---------------------------------------------------------------------------
 

@@ -107,6 +107,27 @@ def add_parsers(commands: Any) -> None:
     stop.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds until it is gone")
     stop.set_defaults(run=_stop)
 
+    for command, help_text in (
+        ("halt", "stop trading: cancel every open order (and with --flatten close positions), then halted"),
+        ("reduce", "only orders that reduce exposure may go out"),
+        ("arm", "trade again after a halt or reduce (the reason is journaled)"),
+    ):
+        operator = commands.add_parser(
+            command,
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}. Sent to the kernel running on --db through "
+            "its control socket; with no kernel running, journaled directly in --db (a halted kernel stays "
+            "halted across restarts until `tradekernel arm`).",
+            epilog="Exit status: 0 done (prints the trading state); 1 refused in the current trading state; "
+            "2 usage or journal errors.",
+        )
+        _target_arguments(operator)
+        operator.add_argument("--reason", required=command != "reduce", default=None, help="why (journaled)")
+        if command == "halt":
+            operator.add_argument("--flatten", action="store_true", help="also close every position at market")
+        operator.add_argument("--json", action="store_true", help="print the trading state as JSON")
+        operator.set_defaults(run=_operator, operator=command)
+
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help=f"the kernel's journal (default: {DEFAULT_DB})")
@@ -195,6 +216,63 @@ def _goodbye(kernel: Any) -> str:
         f"tradekernel: run {journal.run_id} stopped ({kernel.stop_request.reason if kernel.stop_request else '-'})"
         + tail
     )
+
+
+def _operator(args: argparse.Namespace) -> int:
+    command = args.operator
+    reason = args.reason or f"tradekernel {command}"
+    fields: dict[str, Any] = {"reason": reason}
+    if getattr(args, "flatten", False):
+        fields["flatten"] = True
+    path = _socket_of(args)
+    try:
+        answer = control.request(path, command, **fields)
+        where = "running kernel"
+    except control.NoKernel:
+        if not os.path.exists(args.db):
+            return _error(f"no kernel answers on {path} and there is no journal at {args.db}")
+        try:
+            answer = _operator_offline(args.db, command, fields)
+        except JournalError as exc:
+            return _error(str(exc))
+        where = "journal (no kernel running)"
+    except control.ControlError as exc:
+        return _error(str(exc))
+    trading = answer.get("trading") or {}
+    if args.json:
+        print(json.dumps({**answer, "via": where}, default=str))
+    elif answer.get("ok"):
+        print(f"trading {trading.get('state')}: {trading.get('reason')}  ({where})")
+    else:
+        print(f"tradekernel: {command} refused: {answer.get('error')}", file=sys.stderr)
+    return EXIT_OK if answer.get("ok") else EXIT_FAILED
+
+
+def _operator_offline(db: str, command: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Journal an operator command with no kernel running (the next start acts on it)."""
+    from machines import TRADING, TransitionRefused
+    from machines.trading import ENTITY_ID
+    from storage import Journal
+
+    journal = Journal.open(db)
+    try:
+        found = journal.live_entities(TRADING)
+        now_ms = time.monotonic_ns() // 1_000_000
+        if found:
+            trading = found[0]
+        else:
+            trading, created = TRADING.create(ENTITY_ID, now_ms=now_ms)
+            journal.append(created, trading)
+        data = {**fields, "reason": f"operator: {fields['reason']}"}
+        try:
+            journal.fire(TRADING, trading, command, now_ms=now_ms, **data)
+        except TransitionRefused as exc:
+            journal.commit()
+            return {"ok": False, "error": str(exc), "trading": {"state": str(trading.state)}}
+        journal.commit()
+        return {"ok": True, "trading": {"state": str(trading.state), "reason": trading.data["reason"]}}
+    finally:
+        journal.close()
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -85,7 +85,11 @@ def running_status(kernel: Kernel) -> dict[str, Any]:
         "run_id": None if journal is None else journal.run_id,
         "started": iso_time(kernel.started_ms * 1_000_000),
         "health": health,
-        "trading": {"state": None, "order_entry": "open" if block is None else "paused", "reason": block},
+        "trading": {
+            **kernel._trading_status(),
+            "order_entry": "open" if block is None else "paused",
+            "entry_reason": block,
+        },
         "feed": None
         if feed is None
         else {
@@ -175,6 +179,7 @@ def journal_status(db_path: str) -> dict[str, Any]:
             _order(r["data"], r["entity"], r["state"]) for r in reader.entities(machine="order", live_only=True)
         ]
         fills = reader.fills()
+        trading_row = next(iter(reader.entities(machine="trading")), None)
     positions = Positions.rebuild(
         Fill(f["instrument"], f["side"], f["qty"], f["price"], f["fee"], f["trade_id"]) for f in fills
     )
@@ -195,7 +200,12 @@ def journal_status(db_path: str) -> dict[str, Any]:
                 if run_suffix and r["entity"].endswith(run_suffix) and r["entity"] != f"kernel{run_suffix}"
             },
         },
-        "trading": {"state": None, "order_entry": "closed", "reason": "no kernel running"},
+        "trading": {
+            "state": None if trading_row is None else trading_row["state"],
+            "reason": None if trading_row is None else trading_row["data"].get("reason"),
+            "order_entry": "closed",
+            "entry_reason": "no kernel running",
+        },
         "feed": None
         if feed is None
         else {"entity": feed["entity"], "state": feed["state"], "url": feed["data"].get("url")},
@@ -232,8 +242,12 @@ def render_text(status: Mapping[str, Any], log_lines: Sequence[str] = ()) -> str
     lines.append(f"kernel     {head}  journal {status.get('db')}")
     reason = f"  ({health.get('reason')})" if health.get("reason") else ""
     lines.append(f"health     {health.get('status')}{reason}")
+    if trading.get("state"):
+        why = f" ({trading.get('reason')})" if trading.get("reason") else ""
+        lines.append(f"trading    {trading.get('state')}{why}")
     entry = trading.get("order_entry")
-    lines.append(f"orders     entry {entry}" + (f" ({trading.get('reason')})" if trading.get("reason") else ""))
+    blocked = trading.get("entry_reason") or (None if trading.get("state") else trading.get("reason"))
+    lines.append(f"orders     entry {entry}" + (f" ({blocked})" if blocked else ""))
     if feed:
         prices = "  ".join(f"{i} last {t['price']}" for i, t in (feed.get("last_trade") or {}).items())
         if not prices and "last_trade" in feed:

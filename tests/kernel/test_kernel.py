@@ -393,7 +393,7 @@ async def test_unwritable_journal_pauses_trading_and_recovers_with_everything_co
         assert str(component.state) == "unhealthy"
         assert component.data["reason"].startswith("journal cannot commit: ")
         assert "readonly" in component.data["reason"]
-        assert (kernel.entry_block() or "").startswith("journal cannot commit: ")
+        assert (kernel.entry_block() or "").startswith("trading halt")  # journal_failed halts trading
         status, body = await http_json(kernel.http.port, "/healthz")
         assert status == 503
         assert body["status"] == "unhealthy"
@@ -409,6 +409,10 @@ async def test_unwritable_journal_pauses_trading_and_recovers_with_everything_co
         await eventually(lambda: kh.health == "healthy", "health to recover with the journal", timeout=2.0)
         assert journal.failure is None
         assert journal.pending == 0
+        assert kernel.trading is not None
+        assert (kernel.trading.state, kernel.entry_block()) == ("halted", kernel.entry_block())
+        assert (kernel.entry_block() or "").startswith("trading halted: journal failed")
+        kernel.fire_trading("arm", reason="operator: disk fixed")  # halted until an operator arms
         assert kernel.entry_block() is None
 
         with audit(kh.journal_path) as reader:
@@ -447,7 +451,7 @@ async def test_an_idle_kernel_notices_an_unwritable_journal_within_seconds(tmp_p
         # Nothing trades and nothing else writes: the health monitor's probe must find it.
         await eventually(lambda: kh.health == "unhealthy", "the probe to find the journal unwritable", timeout=3.0)
         assert kernel.health["journal"].data["reason"].startswith("journal cannot commit: ")
-        assert (kernel.entry_block() or "").startswith("journal cannot commit: ")
+        assert (kernel.entry_block() or "").startswith("trading halt")  # no audit, no trade: halted
         assert journal.committed_seq == committed  # the probe itself wrote nothing
         journal._conn.execute("PRAGMA query_only = 0")  # type: ignore[union-attr]
         await eventually(lambda: kh.health == "healthy", "health to recover", timeout=3.0)
@@ -481,13 +485,19 @@ async def test_strategy_errors_degrade_then_fail_health_and_a_success_resets_the
         assert kernel.health["strategy"].data["reason"] == (
             "strategy failed 2 times in a row: on_market: RuntimeError: boom"
         )
-        assert (kernel.entry_block() or "").startswith("health unhealthy: strategy: strategy failed 2 times")
         status, body = await http_json(port, "/healthz")
         assert (status, body["status"], body["components"]["strategy"]["state"]) == (503, "unhealthy", "unhealthy")
+        # An unhealthy kernel halts trading (issue 8): nothing open, so it ends halted at once.
+        await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "the halt")
+        assert kernel.trading is not None
+        assert kernel.trading.data["reason"].startswith("strategy unhealthy: strategy failed 2 times")
+        assert (kernel.entry_block() or "").startswith("trading halted: strategy unhealthy")
 
         strategy.fail_market = False
         await kh.quote(D("100.00"), D("100.10"))
         await eventually(lambda: kh.health == "healthy", "a successful callback to reset the errors")
+        assert (kernel.entry_block() or "").startswith("trading halted")  # halted stays halted...
+        kernel.fire_trading("arm", reason="operator: strategy fixed")  # ...until an operator arms
         assert kernel.entry_block() is None
         assert kh._task is not None
         assert not kh._task.done()  # the kernel kept running throughout

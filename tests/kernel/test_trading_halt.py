@@ -1,0 +1,172 @@
+"""The trading machine in the kernel (issue 8): operator halt/reduce/arm, the halt sequence against
+the real paper venue, health that fails halts trading, and halted surviving a SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from kernel import control
+from kernel.strategies.market_maker import MarketMaker
+from kernel.testing import KernelHarness
+from storage.audit import AuditReader
+from storage.venue_store import read_orders
+from tests.conftest import REPO
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+LIMIT_S = 20.0
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def trading_steps(path: str) -> list[tuple[str, str]]:
+    with AuditReader(path) as reader:
+        return [(t["trigger"], t["dest"]) for t in reader.timeline("kernel", machine="trading")]
+
+
+@pytest.mark.asyncio
+async def test_halt_cancels_every_open_order_denies_new_ones_and_arm_resumes(tmp_path: Path) -> None:
+    async with KernelHarness(MarketMaker(), tmp_path) as kh:
+        kernel = kh._kernel()
+        await kh.quote(D("100.00"), D("100.10"))
+        assert len(kh.open_orders()) == 2
+        answer = await kernel._control({"command": "halt", "reason": "test halt"})
+        assert answer["ok"], answer
+        assert answer["trading"]["state"] in ("halting", "halted")
+        await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "halted")
+        await kh.settle()
+        assert kh.open_orders() == []
+        assert sorted(o.status for o in read_orders(kh.venue_path)) == ["canceled", "canceled"]
+        # New intents are denied with a reason naming the trading state; the venue sees nothing new.
+        await kh.quote(D("100.00"), D("100.20"))
+        assert len(read_orders(kh.venue_path)) == 2
+        assert (kernel.entry_block() or "").startswith("trading halted: operator: test halt")
+        refused = await kernel._control({"command": "halt", "reason": "again"})
+        assert not refused["ok"]  # already halted: refused, state unchanged
+        assert (await kernel._control({"command": "arm"}))["ok"] is False  # a reason is required
+        armed = await kernel._control({"command": "arm", "reason": "all clear"})
+        assert armed["trading"]["state"] == "active"
+        await kh.quote(D("100.00"), D("100.10"))
+        assert len(kh.open_orders()) == 2
+    steps = trading_steps(kh.journal_path)
+    assert steps == [
+        ("create", "active"),
+        ("halt", "halting"),
+        ("all_canceled", "halted"),
+        ("arm", "active"),
+    ]
+    with AuditReader(kh.journal_path) as reader:
+        assert reader.verify().ok
+
+
+@pytest.mark.asyncio
+async def test_reduce_then_arm_through_the_control_socket(tmp_path: Path) -> None:
+    async with KernelHarness(MarketMaker(), tmp_path) as kh:
+        kernel = kh._kernel()
+        assert kernel.control is not None
+        path = kernel.control.path
+        answer = await asyncio.to_thread(control.request, path, "reduce", reason="cut risk")
+        assert answer["trading"] == {"state": "reducing", "reason": "operator: cut risk", "flatten": False, "halts": 0}
+        answer = await asyncio.to_thread(control.request, path, "arm", reason="ok")
+        assert answer["trading"]["state"] == "active"
+        status = await asyncio.to_thread(control.request, path, "status")
+        assert status["status"]["trading"]["state"] == "active"
+
+
+@pytest.mark.asyncio
+async def test_halt_with_flatten_closes_the_position_at_market(tmp_path: Path) -> None:
+    async with KernelHarness(MarketMaker(), tmp_path) as kh:
+        kernel = kh._kernel()
+        await kh.quote(D("100.00"), D("100.10"))
+        await kh.trade(D("99.00"), D("1"), "sell")  # our bid fills: long 0.001
+        assert kh.position().qty == D("0.001")
+        await kernel._control({"command": "halt", "reason": "flatten test", "flatten": True})
+        await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "flattened")
+        assert kh.position().qty == 0
+    assert trading_steps(kh.journal_path)[-3:] == [
+        ("halt", "halting"),
+        ("all_canceled", "halting"),
+        ("flattened", "halted"),
+    ]
+
+
+# -- across a SIGKILL, in real processes -----------------------------------------------------------
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="tk"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def tk(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", *args], capture_output=True, text=True, env=ENV, cwd=str(REPO), timeout=LIMIT_S
+    )
+
+
+def status(db: str) -> dict[str, object]:
+    proc = tk("status", "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + LIMIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_halted_survives_a_sigkill_and_a_restart_until_armed(workdir: Path) -> None:
+    db = str(workdir / "j.db")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "kernel", "run", "--db", db, "--status-view", "off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=str(REPO),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: os.path.exists(db + ".sock") and status(db).get("running") is True, "the kernel")
+        halted = tk("halt", "--db", db, "--reason", "before the kill", "--json")
+        assert halted.returncode == 0, halted.stderr
+        assert json.loads(halted.stdout)["via"] == "running kernel"
+        wait_for(lambda: status(db)["trading"]["state"] == "halted", "halted")  # type: ignore[index]
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=LIMIT_S)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    restarted = tk("run", "--db", db, "--status-view", "off", "--duration", "3")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "trading is halted since the last run: operator: before the kill" in restarted.stderr
+    assert "ready: order entry open" not in restarted.stderr  # it never traded
+    offline = tk("arm", "--db", db, "--reason", "checked", "--json")
+    assert offline.returncode == 0, offline.stderr
+    answer = json.loads(offline.stdout)
+    assert (answer["via"], answer["trading"]["state"]) == ("journal (no kernel running)", "active")
+    assert tk("arm", "--db", db, "--reason", "twice").returncode == 1  # already active: refused
+    with AuditReader(db) as reader:
+        assert reader.verify().ok
+        triggers = [t["trigger"] for t in reader.timeline("kernel", machine="trading")]
+    assert triggers[:3] == ["create", "halt", "all_canceled"]
+    assert triggers[-1] == "arm"
