@@ -82,6 +82,7 @@ from machines.health import (
 )
 from machines.order import live_trigger
 from machines.positions import Position, Positions, position_of
+from machines.risk import Denial, Limits, Rates, RiskView, check_cancel, check_new, check_replace
 from machines.trading import ENTITY_ID as TRADING_ID
 from storage import Journal
 from storage.audit import AuditReader
@@ -198,6 +199,8 @@ class Kernel:
         self._probe_commits = -1
         self.reconciler: Reconciler
         self.trading: Entity | None = None
+        self.limits: Limits = config.risk.limits
+        self.rates = Rates()
         """The ``trading`` machine's entity (``kernel``): active, reducing, halting, halted."""
         self.reconcile_error: str | None = None
         self.last_reconciliation: dict[str, Any] | None = None
@@ -598,6 +601,20 @@ class Kernel:
             if isinstance(intent, Place):
                 block = self.entry_block()
                 if block is None:
+                    denial = check_new(
+                        intent.instrument,
+                        intent.side,
+                        intent.qty,
+                        intent.price,
+                        intent.order_type,
+                        self.risk_view(),
+                        self.limits,
+                        self.monotonic_ms(),
+                        self.rates,
+                    )
+                    if denial is not None:
+                        self._deny(intent, denial.reason, check=denial.check)
+                        return
                     try:
                         request = manager.journal_new(
                             intent.instrument,
@@ -611,13 +628,28 @@ class Kernel:
                     except OrderEntryPaused as exc:
                         block = str(exc)
                     else:
+                        self.rates = self.rates.record_order(self.monotonic_ms(), self.limits)
                         self._outbox.put_nowait(request)
                         return
-                self._deny(intent, block)
+                self._deny(intent, f"order entry paused: {block}", check="order_entry")
             elif isinstance(intent, Cancel):
+                denial = check_cancel(self.risk_view(), self.limits, self.monotonic_ms(), self.rates)
+                if denial is not None:
+                    self._refuse(intent, denial)
+                    return
                 self._outbox.put_nowait(manager.journal_cancel(intent.client_order_id))
+                self.rates = self.rates.record_cancel(self.monotonic_ms(), self.limits)
             else:
+                view = self.open_views.get(intent.client_order_id)
+                if view is not None:
+                    denial = check_replace(
+                        view, intent.qty, intent.price, self.risk_view(), self.limits, self.monotonic_ms(), self.rates
+                    )
+                    if denial is not None:
+                        self._refuse(intent, denial)
+                        return
                 self._outbox.put_nowait(manager.journal_replace(intent.client_order_id, intent.qty, intent.price))
+                self.rates = self.rates.record_order(self.monotonic_ms(), self.limits)
         except (OrderEntryPaused, UnknownOrder, TransitionRefused) as exc:
             self.metrics.intents["refused"] += 1
             log.info("intent %r not executed: %s", intent, exc)
@@ -641,7 +673,27 @@ class Kernel:
             finally:
                 self._outbox.task_done()
 
-    def _deny(self, intent: Place, reason: str) -> None:
+    def risk_view(self) -> RiskView:
+        """What the pre-trade checks see: positions, open orders, reference prices, trading state."""
+        reference: dict[str, Decimal] = {i: t.price for i, t in self.last_trade.items()}
+        for instrument, quote in self.last_quote.items():
+            reference[instrument] = (quote.bid + quote.ask) / 2
+        return RiskView(
+            positions={i: p.qty for i, p in self.positions.snapshot().items()},
+            open_orders=list(self.open_views.values()),
+            reference_price=reference,
+            trading_state=str(self.trading.state) if self.trading is not None else "active",
+        )
+
+    def _refuse(self, intent: Cancel | Replace, denial: Denial) -> None:
+        """A cancel or replace the risk checks refused: it names a live order, so there is no new
+        order to deny; it is recorded as an anomaly (source ``risk``) and logged."""
+        assert self.journal is not None
+        self.metrics.intents["refused"] += 1
+        self.journal.record_anomaly("risk", denial.check, denial.reason, repr(intent))
+        log.warning("%s of %s refused: %s", type(intent).__name__, intent.client_order_id, denial.reason)
+
+    def _deny(self, intent: Place, reason: str, **details: Any) -> None:
         assert self.manager is not None
         assert self.journal is not None
         self.metrics.denied += 1
@@ -657,7 +709,8 @@ class Kernel:
             intent.order_type,
             intent.tif,
             intent.tag,
-            reason=f"order entry paused: {reason}",
+            reason=reason,
+            **details,
         )
 
     def _on_order(self, order: Entity, transition: Transition) -> None:

@@ -46,6 +46,7 @@ from kernel.venue.cli import is_loopback
 from kernel.venue.marketdata import BUNDLED_DATA
 from machines.feed import _BOUNDS as FEED_BOUNDS
 from machines.feed import DEFAULTS as FEED_DEFAULTS
+from machines.risk import Limits, limits_from_mapping
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _ZERO, _ONE = Decimal(0), Decimal(1)
@@ -385,6 +386,15 @@ class HealthSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskSection:
+    """``[risk]``: pre-trade limits (docs/risk.md). ``table`` is the TOML table as written;
+    ``limits`` the checked ``machines.risk.Limits`` built from it (no table: no limits)."""
+
+    table: Mapping[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. Build it with ``load``; ``Config()`` is all defaults."""
 
@@ -394,6 +404,7 @@ class Config:
     strategy: StrategySection = field(default_factory=StrategySection)
     http: HttpSection = field(default_factory=HttpSection)
     health: HealthSection = field(default_factory=HealthSection)
+    risk: RiskSection = field(default_factory=RiskSection)
 
     def __post_init__(self) -> None:
         embedded = self.venue.embedded
@@ -663,7 +674,7 @@ def load(
 
 def _build(r: _Reader, environ: Mapping[str, str]) -> Config:
     doc = r.document
-    r.known(doc, "", list(SECTIONS))
+    r.known(doc, "", [*SECTIONS, "risk"])
     tables = {name: r.table(doc, name, name) for name in SECTIONS}
     kernel = KernelSection(**r.section(KernelSection, tables["kernel"], "kernel"))
     venue = _venue(r, tables["venue"], environ)
@@ -690,7 +701,13 @@ def _build(r: _Reader, environ: Mapping[str, str]) -> Config:
             f"got {health.loop_lag_unhealthy_ms}",
             blame=("health.loop_lag_degraded_ms",),
         )
-    return Config(kernel=kernel, venue=venue, feed=feed, strategy=strategy, http=http, health=health)
+    risk_table = r.table(doc, "risk", "risk")
+    try:
+        risk = RiskSection(table=dict(risk_table), limits=limits_from_mapping(risk_table))
+    except ValueError as exc:
+        key = str(exc).split(":", 1)[0].split(" ", 1)[0]
+        raise ConfigError(str(exc), key=key, source=r.source(key, "risk")) from None
+    return Config(kernel=kernel, venue=venue, feed=feed, strategy=strategy, http=http, health=health, risk=risk)
 
 
 def _venue(r: _Reader, table: Mapping[str, Any], environ: Mapping[str, str]) -> VenueSection:
@@ -897,7 +914,27 @@ def to_toml(config: Config) -> str:
     lines += _params_lines(strategy)
     lines += _section_lines("http", config.http, {"listen": "" if config.http.listen else "off"})
     lines += _section_lines("health", config.health)
+    lines += _risk_lines(config.risk.table)
     return "\n".join(lines) + "\n"
+
+
+def _risk_lines(table: Mapping[str, Any]) -> list[str]:
+    """``[risk]`` as given (docs/risk.md lists every limit; unset ones are off)."""
+    lines = ["", "[risk]" + ("" if table else "  # no limits set (docs/risk.md)")]
+    instruments = table.get("instruments") or {}
+    lines += [f"{key} = {_risk_value(value)}" for key, value in table.items() if key != "instruments"]
+    for name, overrides in instruments.items():
+        lines += ["", f"[risk.instruments.{_toml_string(name)}]"]
+        lines += [f"{key} = {_risk_value(value)}" for key, value in overrides.items()]
+    return lines
+
+
+def _risk_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value) if isinstance(value, int) else _toml_string(str(value))
 
 
 def _secret_note(secret: Secret) -> str:
@@ -945,6 +982,7 @@ def to_json(config: Config) -> dict[str, Any]:
             },
         },
         "feed": _section_json(config.feed),
+        "risk": _jsonable(config.risk.table),
         "strategy": {
             **_section_json(strategy),
             "strategy_class": _class_spec(strategy.strategy_class),

@@ -327,6 +327,7 @@ class OrderManager:
         tag: str = "",
         *,
         reason: str,
+        **details: Any,
     ) -> Entity:
         """Journal an order that is refused before it leaves the process (``create`` + ``deny``).
 
@@ -344,7 +345,7 @@ class OrderManager:
             tag=tag,
         )
         self.journal.append(created, order)
-        denied = self.journal.fire(ORDER, order, "deny", reason=reason)
+        denied = self.journal.fire(ORDER, order, "deny", reason=reason, **details)
         self.orders[order.entity_id] = order
         self._commit([(order, created), (order, denied)])
         return order

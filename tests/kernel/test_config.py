@@ -295,7 +295,7 @@ def test_the_store_follows_the_journal_when_built_directly() -> None:
 
 ERRORS: list[tuple[str, str, str]] = [
     # unknown keys, at every level
-    ("[kernal]\n", "kernal", "unknown key kernal (known: kernel, venue, feed, strategy, http, health)"),
+    ("[kernal]\n", "kernal", "unknown key kernal (known: kernel, venue, feed, strategy, http, health, risk)"),
     ("db = 'x'\n", "db", "unknown key db"),
     ("[kernel]\ndbb = 'x'\n", "kernel.dbb", "unknown key kernel.dbb (known: db, durability,"),
     ("[venue]\nurll = 'x'\n", "venue.urll", "unknown key venue.urll (known: url, instruments,"),

@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kernel import control
 from kernel.strategies.market_maker import MarketMaker
+from kernel.strategy import Context, Intent, Place
 from kernel.testing import KernelHarness
 from storage.audit import AuditReader
 from storage.venue_store import read_orders
@@ -170,3 +172,65 @@ def test_halted_survives_a_sigkill_and_a_restart_until_armed(workdir: Path) -> N
         triggers = [t["trigger"] for t in reader.timeline("kernel", machine="trading")]
     assert triggers[:3] == ["create", "halt", "all_canceled"]
     assert triggers[-1] == "arm"
+
+
+# -- pre-trade risk in the kernel -------------------------------------------------------------------
+
+
+class OneShot(MarketMaker):
+    """Places exactly the orders a test queues, on the next timer."""
+
+    name = "one_shot"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[Place] = []
+
+    def on_market(self, event: Any, ctx: Context) -> list[Intent]:
+        return []
+
+    def on_timer(self, ctx: Context) -> list[Intent]:
+        queued, self.queued = self.queued, []
+        return list(queued)
+
+
+def deny_of(path: str, client_order_id: str) -> dict[str, Any]:
+    with AuditReader(path) as reader:
+        steps = reader.timeline(client_order_id, machine="order")
+    assert [t["trigger"] for t in steps] == ["create", "deny"]
+    data: dict[str, Any] = steps[-1]["data"]
+    return data
+
+
+@pytest.mark.asyncio
+async def test_risk_limits_deny_orders_in_the_journal_and_reducing_lets_only_reductions_out(tmp_path: Path) -> None:
+    strategy = OneShot()
+    config = {"risk.max_order_qty": D("2"), "risk.instruments.BTCUSDT.tick_size": D("0.5")}
+    async with KernelHarness(strategy, tmp_path, config=config) as kh:
+        kernel = kh._kernel()
+        await kh.quote(D("100.00"), D("100.10"))
+        strategy.queued = [
+            Place("BTCUSDT", "buy", D("3"), D("99.5")),  # over max_order_qty
+            Place("BTCUSDT", "buy", D("1"), D("99.3")),  # off the tick
+            Place("BTCUSDT", "buy", D("2"), D("99.5")),  # at the limit: passes
+        ]
+        await kh.timer()
+        too_big, off_tick, ok = kh.orders()
+        assert (too_big.state, off_tick.state, ok.state) == ("denied", "denied", "accepted")
+        assert deny_of(kh.journal_path, too_big.client_order_id)["check"] == "max_order_qty"
+        assert "exceeds max_order_qty 2" in deny_of(kh.journal_path, too_big.client_order_id)["reason"]
+        assert deny_of(kh.journal_path, off_tick.client_order_id)["check"] == "tick_size"
+        assert [o.client_order_id for o in read_orders(kh.venue_path)] == [ok.client_order_id]
+
+        await kh.trade(D("99"), D("5"), "sell")  # our bid fills: long 2
+        assert kh.position().qty == D("2")
+        await kernel._control({"command": "reduce", "reason": "cut"})
+        strategy.queued = [
+            Place("BTCUSDT", "buy", D("1"), D("99.5")),  # adds: denied in reducing
+            Place("BTCUSDT", "sell", D("1"), D("100.5")),  # reduces: goes out
+        ]
+        await kh.timer()
+        adds, reduces = kh.orders()[-2:]
+        assert adds.state == "denied"
+        assert "reducing" in deny_of(kh.journal_path, adds.client_order_id)["reason"]
+        assert reduces.state == "accepted"
