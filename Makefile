@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/feed.py
 	$(BIN)/python benchmarks/tick_to_order.py
 	$(BIN)/python benchmarks/resume.py
+	$(BIN)/python benchmarks/risk.py
 
 ## docs: regenerate the generated blocks of docs/machines/*.md from the machine tables
 docs: $(STAMP)

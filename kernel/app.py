@@ -186,6 +186,7 @@ class Kernel:
         self._health_wake = asyncio.Event()
         self._outbox: asyncio.Queue[Request] = asyncio.Queue()
         self._acting = 0
+        self._draining = False
         self._deferred: deque[OrderUpdate] = deque()
         self._strategy_errors = 0
         self._strategy_error: str | None = None
@@ -589,8 +590,14 @@ class Kernel:
                 self._act(intent)
         finally:
             self._acting -= 1
-        while self._deferred and not self._acting:
-            self._tell_order(self._deferred.popleft())
+        if self._acting or self._draining:
+            return  # the outermost call tells the deferred updates, in a loop: never recursively
+        self._draining = True
+        try:
+            while self._deferred:
+                self._tell_order(self._deferred.popleft())
+        finally:
+            self._draining = False
 
     def _act(self, intent: Intent) -> None:
         """Journal one intent (or its denial); the send is queued for the outbox task."""
@@ -873,13 +880,14 @@ class Kernel:
         assert manager is not None
         assert trading is not None
         live = [o for o in manager.orders.values() if o.live]
-        for order in live:
-            if order.state in ("pending_cancel", "pending_new"):
-                continue  # a pending_new order is canceled once the venue has acked it
+        # A pending_new order is canceled once the venue has acked it; pending_cancel ones are on their way.
+        cancel = [o.entity_id for o in live if o.state not in ("pending_cancel", "pending_new")]
+        if cancel:
             try:
-                self._outbox.put_nowait(manager.journal_cancel(order.entity_id))
-            except (OrderError, TransitionRefused, JournalWriteError) as exc:
-                log.debug("halt: cancel of %s not sent yet: %s", order.entity_id, exc)
+                for request in manager.journal_cancels(cancel):  # one commit for all of them
+                    self._outbox.put_nowait(request)
+            except (OrderError, JournalWriteError) as exc:
+                log.warning("halt: %d cancel(s) not sent yet: %s", len(cancel), exc)
         if not live:
             if trading.data["flatten"] and not trading.data["canceled"]:
                 self.fire_trading("all_canceled")
@@ -1054,14 +1062,18 @@ class Kernel:
         assert client is not None
         deadline = asyncio.get_running_loop().time() + self.config.kernel.stop_timeout_s
         sent = 0
-        for order in [o for o in manager.orders.values() if o.live]:
-            if order.state in ("pending_cancel",):
-                continue
+        open_ids = [o.entity_id for o in manager.orders.values() if o.live and o.state != "pending_cancel"]
+        try:
+            requests = manager.journal_cancels(open_ids) if open_ids else []  # one commit for all
+        except (OrderError, JournalWriteError) as exc:
+            log.warning("%d cancel(s) at stop not sent: %s", len(open_ids), exc)
+            requests = []
+        for request in requests:
             try:
-                await manager.cancel(order.entity_id)
+                await manager.send(request)
                 sent += 1
-            except (OrderError, TransitionRefused, JournalWriteError, VenueError) as exc:
-                log.warning("cancel of %s at stop not sent: %s", order.entity_id, exc)
+            except (OrderError, VenueError) as exc:
+                log.warning("cancel of %s at stop not sent: %s", request.order.entity_id, exc)
         if sent:
             log.info("stop: %d cancel(s) sent; waiting up to %g s for acks", sent, self.config.kernel.stop_timeout_s)
         while any(o.live for o in manager.orders.values()):

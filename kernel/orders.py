@@ -259,6 +259,38 @@ class OrderManager:
         self._commit_request(order, [(order, self.journal.fire(ORDER, order, "request_cancel"))], "cancel_reject")
         return Request(order, "cancel")
 
+    def journal_cancels(self, client_order_ids: Iterable[str]) -> list[Request]:
+        """``request_cancel`` for many orders in one commit (a halt cancels everything at once).
+
+        Orders that cannot be canceled now (unknown, or in a state that refuses it) are skipped.
+        If the commit fails, each is followed by ``cancel_reject`` (never sent) and
+        ``JournalWriteError`` propagates.
+        """
+        self._require_entry()
+        changes: list[tuple[Entity, Transition]] = []
+        for client_order_id in client_order_ids:
+            order = self.orders.get(client_order_id)
+            if order is None:
+                continue
+            try:
+                changes.append((order, self.journal.fire(ORDER, order, "request_cancel")))
+            except TransitionRefused:
+                continue
+        if not changes:
+            return []
+        try:
+            self.journal.commit()
+        except JournalWriteError:
+            for order, _ in changes:
+                undone = self.journal.fire(
+                    ORDER, order, "cancel_reject", reason="not sent: journal commit failed", source="kernel"
+                )
+                self._held.append((order, undone))
+            self._held[:0] = changes
+            raise
+        self._notify([*self._take_held(), *changes])
+        return [Request(order, "cancel") for order, _ in changes]
+
     def journal_replace(
         self, client_order_id: str, qty: Decimal | None = None, price: Decimal | None = None
     ) -> Request:

@@ -234,3 +234,35 @@ async def test_risk_limits_deny_orders_in_the_journal_and_reducing_lets_only_red
         assert adds.state == "denied"
         assert "reducing" in deny_of(kh.journal_path, adds.client_order_id)["reason"]
         assert reduces.state == "accepted"
+
+
+class Burst(MarketMaker):
+    """Places many orders from one callback: each order's updates reach on_order afterwards."""
+
+    name = "burst"
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+        self.updates = 0
+
+    def on_market(self, event: Any, ctx: Context) -> list[Intent]:
+        return []
+
+    def on_timer(self, ctx: Context) -> list[Intent]:
+        return [Place("BTCUSDT", "buy", D("0.001"), D("1.00") + D(i) / 100) for i in range(self.count)]
+
+    def on_order(self, update: Any, ctx: Context) -> list[Intent]:
+        self.updates += 1
+        return []
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_orders_from_one_callback_is_told_to_on_order_without_recursion(tmp_path: Path) -> None:
+    strategy = Burst(1500)  # deeper than Python's recursion limit if updates were told recursively
+    async with KernelHarness(strategy, tmp_path, timeout=30.0) as kh:
+        await kh.timer()
+        assert len(kh.open_orders()) == 1500
+        assert strategy.updates >= 1500  # every submit (and the acks) reached on_order
+        assert kh._task is not None
+        assert not kh._task.done()
