@@ -145,6 +145,8 @@ class InstrumentLimits:
     tick_size: Decimal | None = None
     lot_size: Decimal | None = None
     reduce_only: bool | None = None
+    stop_loss_bps: Decimal | None = None
+    trailing_stop_bps: Decimal | None = None
 
     def __post_init__(self) -> None:
         for name in INSTRUMENT_DECIMAL_KEYS:
@@ -178,6 +180,8 @@ class Limits:
     orders_per_second: int | None = None
     orders_per_minute: int | None = None
     cancels_per_second: int | None = None
+    daily_loss_limit: Decimal | None = None
+    max_drawdown: Decimal | None = None
     _merged: Mapping[str, InstrumentLimits] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -189,8 +193,8 @@ class Limits:
             if not isinstance(override, InstrumentLimits):
                 raise ValueError(f"per_instrument[{instrument!r}] must be InstrumentLimits, got {override!r}")
         object.__setattr__(self, "per_instrument", MappingProxyType(dict(self.per_instrument)))
-        gross = _decimal_limit(self.max_gross_exposure, "max_gross_exposure")
-        object.__setattr__(self, "max_gross_exposure", gross)
+        for name in ("max_gross_exposure", "daily_loss_limit", "max_drawdown"):
+            object.__setattr__(self, name, _decimal_limit(getattr(self, name), name))
         for name in ("max_open_orders", "orders_per_second", "orders_per_minute", "cancels_per_second"):
             _count_limit(getattr(self, name), name)
         merged = {name: self.defaults.merged(override) for name, override in self.per_instrument.items()}
@@ -201,7 +205,15 @@ class Limits:
         return self._merged.get(instrument, self.defaults)
 
 
-KERNEL_KEYS = ("max_gross_exposure", "max_open_orders", "orders_per_second", "orders_per_minute", "cancels_per_second")
+KERNEL_KEYS = (
+    "max_gross_exposure",
+    "max_open_orders",
+    "orders_per_second",
+    "orders_per_minute",
+    "cancels_per_second",
+    "daily_loss_limit",
+    "max_drawdown",
+)
 
 
 def limits_from_mapping(raw: Mapping[str, Any], where: str = "risk") -> Limits:
@@ -408,8 +420,40 @@ CHECKS: tuple[RiskCheck, ...] = (
         "kernel",
         "`cancels_per_second = 10`",
     ),
+    RiskCheck(
+        "stop_loss",
+        "not an order check: when the mark moves this many basis points against the position's average "
+        "entry price, the kernel closes the position with a reducing market order (`machines.stops`)",
+        "stop_loss_bps",
+        "instrument",
+        "`stop_loss_bps = 100`",
+    ),
+    RiskCheck(
+        "trailing_stop",
+        "not an order check: when the mark falls this many basis points from the best mark since the "
+        "position opened (peak for a long, trough for a short), the kernel closes the position",
+        "trailing_stop_bps",
+        "instrument",
+        "`trailing_stop_bps = 150`",
+    ),
+    RiskCheck(
+        "daily_loss_limit",
+        "not an order check: realized + unrealized - fees since the session started below -limit "
+        "halts trading (`risk_breach`)",
+        "daily_loss_limit",
+        "kernel",
+        "`daily_loss_limit = 5000`",
+    ),
+    RiskCheck(
+        "max_drawdown",
+        "not an order check: P&L more than this below the session's peak halts trading (`risk_breach`)",
+        "max_drawdown",
+        "kernel",
+        "`max_drawdown = 8000`",
+    ),
 )
-"""The checks, in the order they run: the first that fails is the denial."""
+"""The checks, in the order they run: the first that fails is the denial. The last four rows are
+not order checks but the limits ``machines.stops`` watches on every mark (the kernel acts on them)."""
 
 
 def _cell(text: str) -> str:

@@ -236,6 +236,54 @@ def test_limits_from_mapping_names_the_bad_key(raw: dict[str, Any], message: str
         limits_from_mapping(raw)
 
 
+def test_stop_and_loss_limit_keys_from_mapping() -> None:
+    raw = {
+        "daily_loss_limit": 5000,
+        "max_drawdown": D("8000.5"),
+        "stop_loss_bps": 100,
+        "trailing_stop_bps": D("150"),
+        "instruments": {BTC: {"stop_loss_bps": D("50")}, ETH: {"trailing_stop_bps": 25}},
+    }
+    limits = limits_from_mapping(raw)
+    assert (limits.daily_loss_limit, limits.max_drawdown) == (D(5000), D("8000.5"))
+    assert type(limits.daily_loss_limit) is Decimal
+    btc, eth, other = (limits.for_instrument(name) for name in (BTC, ETH, "SOLUSDT"))
+    assert (btc.stop_loss_bps, btc.trailing_stop_bps) == (D(50), D(150))
+    assert (eth.stop_loss_bps, eth.trailing_stop_bps) == (D(100), D(25))
+    assert (other.stop_loss_bps, other.trailing_stop_bps) == (D(100), D(150))
+    assert Limits().daily_loss_limit is None
+    assert InstrumentLimits().stop_loss_bps is None
+
+
+@pytest.mark.parametrize("value", [0, -1, D(0), D("-0.01"), 1.5, True, "100", D("NaN"), D("Infinity")])
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        (lambda v: {"stop_loss_bps": v}, "risk.stop_loss_bps"),
+        (lambda v: {"trailing_stop_bps": v}, "risk.trailing_stop_bps"),
+        (lambda v: {"instruments": {BTC: {"stop_loss_bps": v}}}, "risk.instruments.BTCUSDT.stop_loss_bps"),
+        (lambda v: {"instruments": {BTC: {"trailing_stop_bps": v}}}, "risk.instruments.BTCUSDT.trailing_stop_bps"),
+        (lambda v: {"daily_loss_limit": v}, "risk.daily_loss_limit"),
+        (lambda v: {"max_drawdown": v}, "risk.max_drawdown"),
+    ],
+)
+def test_stop_and_loss_limit_keys_must_be_positive_decimals(raw: Any, name: str, value: object) -> None:
+    with pytest.raises(ValueError, match="^" + name.replace(".", r"\.") + " must be"):
+        limits_from_mapping(raw(value))
+
+
+@pytest.mark.parametrize("key", ["daily_loss_limit", "max_drawdown"])
+def test_loss_limits_are_kernel_wide_not_per_instrument(key: str) -> None:
+    with pytest.raises(ValueError, match=f"^risk\\.instruments\\.BTCUSDT\\.{key}: unknown instrument limit"):
+        limits_from_mapping({"instruments": {BTC: {key: 1}}})
+
+
+def test_stop_keys_do_not_change_the_order_checks() -> None:
+    limits = limits_from_mapping({"stop_loss_bps": 1, "trailing_stop_bps": 1, "daily_loss_limit": 1, "max_drawdown": 1})
+    assert new(limits, "1000", "100") is None
+    assert new(limits, "1000", None, order_type="market", side="sell", on=view({BTC: D(-5)})) is None
+
+
 # -- trading state and reduce-only --------------------------------------------------------------
 
 
@@ -737,6 +785,8 @@ instrument_limits = st.builds(
     tick_size=maybe,
     lot_size=maybe,
     reduce_only=st.none() | st.booleans(),
+    stop_loss_bps=maybe,
+    trailing_stop_bps=maybe,
 )
 counts = st.none() | st.integers(1, 5)
 limit_values = st.builds(
@@ -748,6 +798,8 @@ limit_values = st.builds(
     orders_per_second=counts,
     orders_per_minute=counts,
     cancels_per_second=counts,
+    daily_loss_limit=maybe,
+    max_drawdown=maybe,
 )
 views = st.builds(
     RiskView,
