@@ -83,6 +83,7 @@ from machines.health import (
 from machines.order import live_trigger
 from machines.positions import Position, Positions, position_of
 from machines.risk import Denial, Limits, Rates, RiskView, check_cancel, check_new, check_replace
+from machines.stops import EquityTracker, StopTracker
 from machines.trading import ENTITY_ID as TRADING_ID
 from storage import Journal
 from storage.audit import AuditReader
@@ -202,6 +203,9 @@ class Kernel:
         self.trading: Entity | None = None
         self.limits: Limits = config.risk.limits
         self.rates = Rates()
+        self.stops = StopTracker()
+        self.equity: EquityTracker | None = None
+        """Started at the first trade of the session (the session's starting P&L and its peak)."""
         """The ``trading`` machine's entity (``kernel``): active, reducing, halting, halted."""
         self.reconcile_error: str | None = None
         self.last_reconciliation: dict[str, Any] | None = None
@@ -560,6 +564,9 @@ class Kernel:
             return
         if not self.stopping:
             self._call("on_market", lambda ctx: self.strategy.on_market(event, ctx))
+            if isinstance(event, TradeEvent):
+                self._watch_stops(event.instrument, event.price)
+                self._watch_losses()
 
     def _on_feed_state(self, state: str) -> None:
         if state == "backoff":
@@ -679,6 +686,44 @@ class Kernel:
                 log.warning("%s", exc)
             finally:
                 self._outbox.task_done()
+
+    def _watch_stops(self, instrument: str, mark: Decimal) -> None:
+        """Emulated stop-loss and trailing stop: when the mark crosses, send a market order that
+        closes the position, journaled with the reason (``create`` data ``reason``, tag = the kind)."""
+        position = self.positions.get(instrument)
+        self.stops, signal = self.stops.update(position, mark, self.limits.for_instrument(instrument))
+        if signal is None:
+            return
+        trading, manager = self.trading, self.manager
+        if manager is None or (trading is not None and trading.state in (TradingState.halting, TradingState.halted)):
+            return  # a halt closes positions itself (flatten) or on purpose leaves them
+        log.warning("%s", signal.reason)
+        try:
+            request = manager.journal_new(
+                instrument, signal.side, signal.qty, None, "market", "ioc", signal.kind, reason=signal.reason
+            )
+        except (OrderError, TransitionRefused, JournalWriteError) as exc:
+            log.error("%s: the closing order was not sent: %s", signal.reason, exc)
+            return
+        self._outbox.put_nowait(request)
+
+    def _watch_losses(self) -> None:
+        """Daily loss limit and drawdown from the session's equity peak: a breach halts trading."""
+        if self.limits.daily_loss_limit is None and self.limits.max_drawdown is None:
+            return
+        total = sum((self._total_pnl(p) for p in self.positions.snapshot().values()), Decimal(0))
+        if self.equity is None:
+            self.equity = EquityTracker.start(total)
+            return
+        self.equity, breach = self.equity.update(total, self.limits)
+        if breach is None or self.trading is None:
+            return
+        log.error("%s", breach.reason)
+        self.fire_trading("risk_breach", limit=breach.limit, value=breach.value, threshold=breach.threshold)
+
+    def _total_pnl(self, position: Position) -> Decimal:
+        mark = self._mark(position.instrument)
+        return position.realized_pnl - position.fees + (position.unrealized_pnl(mark) if mark is not None else 0)
 
     def risk_view(self) -> RiskView:
         """What the pre-trade checks see: positions, open orders, reference prices, trading state."""

@@ -226,6 +226,7 @@ class OrderManager:
         order_type: str = "limit",
         tif: str = "gtc",
         tag: str = "",
+        reason: str | None = None,
     ) -> Request:
         """The synchronous half of ``place``: create and journal a new order (committed, listeners
         told), ready for ``send``. Nothing leaves the process.
@@ -237,8 +238,17 @@ class OrderManager:
         """
         self._require_entry()
         client_order_id = self._next_id()
+        terms: dict[str, Any] = {"reason": reason} if reason is not None else {}
         order, created = ORDER.create(
-            client_order_id, instrument=instrument, side=side, type=order_type, tif=tif, qty=qty, price=price, tag=tag
+            client_order_id,
+            instrument=instrument,
+            side=side,
+            type=order_type,
+            tif=tif,
+            qty=qty,
+            price=price,
+            tag=tag,
+            **terms,
         )
         submitted = ORDER.fire(order, "submit")
         self.orders[client_order_id] = order

@@ -79,6 +79,7 @@ TIFS = ("gtc", "ioc", "fok", "day")
 ORIGINS = ("kernel", "external")
 """``origin`` of an order: sent by this kernel, or found at the venue and adopted by reconciliation."""
 MAX_TAG_CHARS = 64
+MAX_REASON_CHARS = 500
 """The longest ``tag`` (the strategy's own label for an order, never sent to the venue)."""
 RECONCILE_PREFIX = "reconcile_"
 """Prefix of the triggers that apply what reconciliation learned from the venue."""
@@ -125,7 +126,7 @@ def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None
 
 
 def _init(data: Data) -> dict[str, Any]:
-    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag", "origin"}
+    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag", "origin", "reason"}
     if unknown:
         raise InvalidData(f"unknown order fields: {', '.join(sorted(unknown))}")
     instrument = data.get("instrument")
@@ -162,10 +163,18 @@ def _init(data: Data) -> dict[str, Any]:
         "trade_ids": [],
         "duplicate_fills": 0,
         "late_fills": 0,
-        "reason": None,
+        "reason": _create_reason(data),
         "tag": tag,
         "origin": _choice(data, "origin", ORIGINS, "kernel"),
     }
+
+
+def _create_reason(data: Data) -> str | None:
+    """Why the kernel placed the order (a stop, a flatten), kept until a later reason replaces it."""
+    reason = data.get("reason")
+    if reason is not None and (not isinstance(reason, str) or not reason or len(reason) > MAX_REASON_CHARS):
+        raise InvalidData(f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters")
+    return reason
 
 
 def _decode(data: dict[str, Any]) -> dict[str, Any]:

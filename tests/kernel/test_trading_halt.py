@@ -193,6 +193,9 @@ class OneShot(MarketMaker):
         queued, self.queued = self.queued, []
         return list(queued)
 
+    def on_order(self, update: Any, ctx: Context) -> list[Intent]:
+        return []
+
 
 def deny_of(path: str, client_order_id: str) -> dict[str, Any]:
     with AuditReader(path) as reader:
@@ -266,3 +269,58 @@ async def test_a_burst_of_orders_from_one_callback_is_told_to_on_order_without_r
         assert strategy.updates >= 1500  # every submit (and the acks) reached on_order
         assert kh._task is not None
         assert not kh._task.done()
+
+
+# -- stops and loss limits, on replayed prices --------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_stop_loss_sends_a_closing_market_order_journaled_with_its_reason(tmp_path: Path) -> None:
+    strategy = OneShot()
+    async with KernelHarness(strategy, tmp_path, config={"risk.stop_loss_bps": D("100")}) as kh:
+        await kh.quote(D("99.90"), D("100.10"))
+        strategy.queued = [Place("BTCUSDT", "buy", D("1"), D("100.00"))]
+        await kh.timer()
+        await kh.trade(D("99.95"), D("1"), "sell")  # fills our bid: long 1 @ 100
+        assert kh.position().qty == D("1")
+        await kh.quote(D("98.90"), D("99.00"))
+        for price in ("99.50", "99.10", "99.01"):  # above the stop (avg 100 - 100 bps = 99.00): nothing
+            await kh.trade(D(price), D("0.001"), "sell")
+        assert [o.tag for o in kh.orders()] == [""]
+        await kh.trade(D("98.95"), D("0.001"), "sell")  # crosses: the stop fires once
+        await kh.settle()
+        stop = kh.orders()[-1]
+        assert (stop.tag, stop.side, stop.order_type, stop.qty, stop.state) == (
+            "stop_loss",
+            "sell",
+            "market",
+            D("1"),
+            "filled",
+        )
+        assert kh.position().qty == 0
+        await kh.trade(D("98.00"), D("0.001"), "sell")
+        assert len(kh.orders()) == 2  # fired once
+    with AuditReader(kh.journal_path) as reader:
+        (create,) = [t for t in reader.timeline(stop.client_order_id, machine="order") if t["trigger"] == "create"]
+    assert create["data"]["reason"].startswith("stop-loss: mark 98.95 <= 99")
+
+
+@pytest.mark.asyncio
+async def test_a_daily_loss_over_the_limit_halts_trading_and_cancels_what_is_open(tmp_path: Path) -> None:
+    strategy = OneShot()
+    async with KernelHarness(strategy, tmp_path, config={"risk.daily_loss_limit": D("1")}) as kh:
+        kernel = kh._kernel()
+        await kh.quote(D("99.90"), D("100.10"))
+        strategy.queued = [Place("BTCUSDT", "buy", D("1"), D("100.00")), Place("BTCUSDT", "sell", D("1"), D("105"))]
+        await kh.timer()
+        await kh.trade(D("99.95"), D("1"), "sell")  # the session's first trade; our bid fills: long 1
+        await kh.trade(D("99.50"), D("0.001"), "sell")  # -0.5: within the limit
+        assert kernel.trading is not None
+        assert kernel.trading.state == "active"
+        await kh.trade(D("98.90"), D("0.001"), "sell")  # -1.1: over
+        await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "the halt")
+        assert kernel.trading.data["reason"].startswith("risk breach: daily_loss_limit")
+        await kh.settle()
+        assert kh.open_orders() == []  # the resting ask was canceled
+    steps = trading_steps(kh.journal_path)
+    assert steps[-2:] == [("risk_breach", "halting"), ("all_canceled", "halted")]
