@@ -914,9 +914,26 @@ class Kernel:
                 self.fire_trading("journal_failed", reason=reason or "the journal cannot commit")
             else:
                 self.fire_trading("health_unhealthy", component=component, reason=reason or "unhealthy")
-        if trading.state != TradingState.halting:
+        if trading.state == TradingState.halting:
+            await self._halt_step()
+        elif trading.state == TradingState.halted:
+            self._cancel_leftovers()
+
+    def _cancel_leftovers(self) -> None:
+        """Halted with orders still working (a halt that timed out, a journal that failed, a
+        restart): keep canceling them; cancels always go out while halted."""
+        manager = self.manager
+        assert manager is not None
+        cancel = [
+            o.entity_id for o in manager.orders.values() if o.live and o.state in ("accepted", "partially_filled")
+        ]
+        if not cancel or manager.paused:
             return
-        await self._halt_step()
+        try:
+            for request in manager.journal_cancels(cancel):
+                self._outbox.put_nowait(request)
+        except (OrderError, JournalWriteError) as exc:
+            log.debug("halted: %d cancel(s) not sent yet: %s", len(cancel), exc)
 
     async def _halt_step(self) -> None:
         """One step of the halt sequence: cancel what is open; when nothing is, ``all_canceled``;

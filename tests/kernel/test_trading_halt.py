@@ -324,3 +324,53 @@ async def test_a_daily_loss_over_the_limit_halts_trading_and_cancels_what_is_ope
         assert kh.open_orders() == []  # the resting ask was canceled
     steps = trading_steps(kh.journal_path)
     assert steps[-2:] == [("risk_breach", "halting"), ("all_canceled", "halted")]
+
+
+class Failing(MarketMaker):
+    """Quotes like the market maker until told to fail."""
+
+    name = "failing"
+    fail = False
+
+    def on_market(self, event: Any, ctx: Context) -> list[Intent]:
+        if self.fail:
+            raise RuntimeError("boom")
+        return list(super().on_market(event, ctx))
+
+
+@pytest.mark.asyncio
+async def test_unhealthy_health_halts_and_cancels_the_open_quotes_at_the_venue(tmp_path: Path) -> None:
+    strategy = Failing()
+    async with KernelHarness(strategy, tmp_path, config={"health.strategy_errors_unhealthy": 2}) as kh:
+        kernel = kh._kernel()
+        await kh.quote(D("100.00"), D("100.10"))
+        assert len(kh.open_orders()) == 2
+        strategy.fail = True
+        await kh.quote(D("100.00"), D("100.12"))
+        await kh.quote(D("100.00"), D("100.14"))
+        await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "the halt")
+        await kh.settle()
+        assert kh.open_orders() == []
+        assert sorted(o.status for o in read_orders(kh.venue_path)) == ["canceled", "canceled"]
+        assert kernel.trading is not None
+        assert kernel.trading.data["reason"].startswith("strategy unhealthy")
+    assert trading_steps(kh.journal_path)[-2:] == [("health_unhealthy", "halting"), ("all_canceled", "halted")]
+
+
+@pytest.mark.asyncio
+async def test_a_journal_that_fails_with_quotes_open_halts_and_cancels_them_once_it_can(tmp_path: Path) -> None:
+    async with KernelHarness(MarketMaker(), tmp_path, config={"kernel.stop_timeout_s": 5}) as kh:
+        kernel = kh._kernel()
+        journal = kernel.journal
+        assert journal is not None
+        await kh.quote(D("100.00"), D("100.10"))
+        assert len(kh.open_orders()) == 2
+        journal._conn.execute("PRAGMA query_only = 1")  # type: ignore[union-attr]  # the file becomes unwritable
+        await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halting", "halting")
+        assert sorted(o.status for o in read_orders(kh.venue_path)) == ["new", "new"]  # no audit, no cancel either
+        journal._conn.execute("PRAGMA query_only = 0")  # type: ignore[union-attr]
+        await eventually(lambda: not [o for o in read_orders(kh.venue_path) if o.status == "new"], "the cancels")
+        await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "halted")
+    with AuditReader(kh.journal_path) as reader:
+        assert reader.verify().ok
+    assert ("journal_failed", "halting") in trading_steps(kh.journal_path)
