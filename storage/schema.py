@@ -182,6 +182,16 @@ def m003_anomalies(db: sqlite_utils.Database) -> None:
     )
 
 
+@_migration
+def m004_fill_index(db: sqlite_utils.Database) -> None:
+    """A partial index of the order fills: listing them (positions rebuilt once for a journal from
+    before positions were checkpointed) costs O(fills), not O(history). Only fill rows pay for it."""
+    db.execute(
+        "CREATE INDEX transitions_fills ON transitions (seq) "
+        "WHERE machine = 'order' AND trigger IN ('fill', 'reconcile_fill')"
+    )
+
+
 SCHEMA_VERSION = len(MIGRATION_NAMES)
 """The schema version this code writes: the number of migrations it knows."""
 
