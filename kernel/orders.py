@@ -238,18 +238,7 @@ class OrderManager:
         """
         self._require_entry()
         client_order_id = self._next_id()
-        terms: dict[str, Any] = {"reason": reason} if reason is not None else {}
-        order, created = ORDER.create(
-            client_order_id,
-            instrument=instrument,
-            side=side,
-            type=order_type,
-            tif=tif,
-            qty=qty,
-            price=price,
-            tag=tag,
-            **terms,
-        )
+        order, created = _new_order(client_order_id, instrument, side, qty, price, order_type, tif, tag, reason)
         submitted = ORDER.fire(order, "submit")
         self.orders[client_order_id] = order
         self.journal.append(created, order)
@@ -376,16 +365,7 @@ class OrderManager:
         The audit then shows every intent and why it was not sent. Raises ``InvalidData`` (bad
         terms; nothing journaled) and ``JournalWriteError`` (the denial stays buffered).
         """
-        order, created = ORDER.create(
-            self._next_id(),
-            instrument=instrument,
-            side=side,
-            type=order_type,
-            tif=tif,
-            qty=qty,
-            price=price,
-            tag=tag,
-        )
+        order, created = _new_order(self._next_id(), instrument, side, qty, price, order_type, tif, tag)
         self.journal.append(created, order)
         denied = self.journal.fire(ORDER, order, "deny", reason=reason, **details)
         self.orders[order.entity_id] = order
@@ -659,6 +639,25 @@ class OrderManager:
                 len(resolution.unknown_pending),
                 len(resolution.anomalies),
             )
+
+
+def _new_order(
+    client_order_id: str,
+    instrument: str,
+    side: str,
+    qty: Decimal,
+    price: Decimal | None,
+    order_type: str,
+    tif: str,
+    tag: str,
+    reason: str | None = None,
+) -> tuple[Entity, Transition]:
+    """``ORDER.create`` from the manager's argument names (``reason``: why the kernel placed it)."""
+    terms: dict[str, Any] = {"reason": reason} if reason is not None else {}
+    return ORDER.create(
+        client_order_id, instrument=instrument, side=side, type=order_type, tif=tif, qty=qty, price=price, tag=tag,
+        **terms,
+    )  # fmt: skip
 
 
 def checkpoint_positions(manager: OrderManager) -> int:
