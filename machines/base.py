@@ -135,6 +135,24 @@ class Transition(NamedTuple):
     data: Mapping[str, Any]
 
 
+MAX_NOW_MS = 2**63 - 1
+"""The latest ``now_ms`` a trigger may carry: the journal stores 64-bit integers."""
+
+
+def timed_args(data: Mapping[str, Any], *fields: str) -> int:
+    """Check a timed trigger's data: ``now_ms`` (required) plus ``fields``, every other key
+    refused with ``InvalidData``; return ``now_ms``. Time is data: machines never read a clock."""
+    unknown = set(data) - {"now_ms", *fields}
+    if unknown:
+        raise InvalidData(f"unknown fields: {', '.join(sorted(unknown))}")
+    if "now_ms" not in data:
+        raise InvalidData("now_ms (int, the shell's monotonic clock in ms) is required")
+    now_ms = data["now_ms"]
+    if not isinstance(now_ms, int) or isinstance(now_ms, bool) or not 0 <= now_ms <= MAX_NOW_MS:
+        raise InvalidData(f"now_ms must be a non-negative int, got {now_ms!r}")
+    return now_ms
+
+
 def check_data(data: Mapping[str, Any]) -> str | None:
     """Return why ``data`` cannot be journaled and replayed, or ``None`` when it can."""
     for key, value in data.items():

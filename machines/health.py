@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from machines.base import Data, Entity, Rule, StateMachine
+from machines.base import Data, Entity, Rule, StateMachine, timed_args
 from machines.errors import InvalidData
 from machines.feed import FeedState
 from machines.registry import register
@@ -63,23 +63,9 @@ LEVELS = (S.healthy, S.degraded, S.unhealthy)
 """The states an assessment can find, best first."""
 RUNNING = (S.starting, *LEVELS)  # every state an assessment or a stop can leave
 FEED_STATES = frozenset(str(s.value) for s in FeedState)
-MAX_NOW_MS = 2**63 - 1  # the journal stores 64-bit integers
 
 
 # -- reading trigger data -----------------------------------------------------------------------
-
-
-def _args(data: Data, *fields: str) -> int:
-    """Check the trigger's fields (``now_ms`` plus ``fields``) and return ``now_ms``."""
-    unknown = set(data) - {"now_ms", *fields}
-    if unknown:
-        raise InvalidData(f"unknown fields: {', '.join(sorted(unknown))}")
-    if "now_ms" not in data:
-        raise InvalidData("now_ms (int, the shell's monotonic clock in ms) is required")
-    now_ms = data["now_ms"]
-    if not isinstance(now_ms, int) or isinstance(now_ms, bool) or not 0 <= now_ms <= MAX_NOW_MS:
-        raise InvalidData(f"now_ms must be a non-negative int, got {now_ms!r}")
-    return now_ms
 
 
 def _reason(data: Data) -> str:
@@ -90,7 +76,7 @@ def _reason(data: Data) -> str:
 
 
 def _degradation(data: Data) -> tuple[int, str, bool]:
-    now_ms = _args(data, "reason", "pauses_entry")
+    now_ms = timed_args(data, "reason", "pauses_entry")
     reason = _reason(data)
     pauses = data.get("pauses_entry")
     if not isinstance(pauses, bool):
@@ -99,7 +85,7 @@ def _degradation(data: Data) -> tuple[int, str, bool]:
 
 
 def _failure(data: Data) -> tuple[int, str]:
-    now_ms = _args(data, "reason")
+    now_ms = timed_args(data, "reason")
     return now_ms, _reason(data)
 
 
@@ -108,7 +94,7 @@ def _init(data: Data) -> dict[str, Any]:
     if unknown:
         raise InvalidData(f"unknown health fields: {', '.join(sorted(unknown))}")
     # Nothing is known yet: new orders wait for the first assessment.
-    return {"since_ms": _args(data), "reason": None, "pauses_entry": True, "changes": 0}
+    return {"since_ms": timed_args(data), "reason": None, "pauses_entry": True, "changes": 0}
 
 
 # -- guards -------------------------------------------------------------------------------------
@@ -134,7 +120,7 @@ def _changed(entity: Entity, now_ms: int, reason: str | None, pauses_entry: bool
 
 
 def _ok(entity: Entity, data: Data) -> dict[str, Any]:
-    return _changed(entity, _args(data), None, False)
+    return _changed(entity, timed_args(data), None, False)
 
 
 def _degrade(entity: Entity, data: Data) -> dict[str, Any]:
@@ -153,7 +139,7 @@ def _stop(entity: Entity, data: Data) -> dict[str, Any]:
 
 
 def _stopped(entity: Entity, data: Data) -> dict[str, Any]:
-    return _changed(entity, _args(data), entity.data["reason"], True)
+    return _changed(entity, timed_args(data), entity.data["reason"], True)
 
 
 HEALTH = register(

@@ -32,7 +32,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from machines.base import Data, Entity, Rule, StateMachine
+from machines.base import MAX_NOW_MS, Data, Entity, Rule, StateMachine, timed_args
 from machines.errors import InvalidData
 from machines.registry import register
 
@@ -51,26 +51,12 @@ ENTITY_ID = "kernel"
 """The id of the one trading entity."""
 DEFAULT_TIMEOUT_MS = 10_000
 """How long a halt waits for its confirmations when the trigger gives no ``timeout_ms``."""
-MAX_NOW_MS = 2**63 - 1  # the journal stores 64-bit integers
 RUNNING = (S.active, S.reducing)  # the states a halt can start from
 STOPPED = (S.halting, S.halted)  # the states in which automatic halt causes are only recorded
 _HALT_OPTIONS = ("flatten", "timeout_ms")
 
 
 # -- reading trigger data -----------------------------------------------------------------------
-
-
-def _args(data: Data, *fields: str) -> int:
-    """Check the trigger's fields (``now_ms`` plus ``fields``, all others refused); return ``now_ms``."""
-    unknown = set(data) - {"now_ms", *fields}
-    if unknown:
-        raise InvalidData(f"unknown fields: {', '.join(sorted(unknown))}")
-    if "now_ms" not in data:
-        raise InvalidData("now_ms (int, the shell's monotonic clock in ms) is required")
-    now_ms = data["now_ms"]
-    if not isinstance(now_ms, int) or isinstance(now_ms, bool) or not 0 <= now_ms <= MAX_NOW_MS:
-        raise InvalidData(f"now_ms must be a non-negative int, got {now_ms!r}")
-    return now_ms
 
 
 def _text(data: Data, name: str) -> str:
@@ -113,7 +99,7 @@ def _halt_options(data: Data, now_ms: int) -> tuple[bool, int]:
 def _init(data: Data) -> dict[str, Any]:
     return {
         "reason": None,
-        "since_ms": _args(data),
+        "since_ms": timed_args(data),
         "deadline_ms": None,
         "flatten": False,
         "canceled": False,
@@ -163,7 +149,7 @@ def _halting(trigger: str) -> Callable[[Entity, Data], dict[str, Any]]:
     fields, cause = _CAUSES[trigger]
 
     def effect(entity: Entity, data: Data) -> dict[str, Any]:
-        now_ms = _args(data, *fields, *_HALT_OPTIONS)
+        now_ms = timed_args(data, *fields, *_HALT_OPTIONS)
         reason = cause(data)
         flatten, deadline_ms = _halt_options(data, now_ms)
         return {
@@ -186,7 +172,7 @@ def _recorded(trigger: str) -> Callable[[Entity, Data], dict[str, Any]]:
     fields, cause = _CAUSES[trigger]
 
     def effect(entity: Entity, data: Data) -> dict[str, Any]:
-        now_ms = _args(data, *fields, *_HALT_OPTIONS)
+        now_ms = timed_args(data, *fields, *_HALT_OPTIONS)
         cause(data)
         _halt_options(data, now_ms)
         return {"last_trigger": trigger}
@@ -216,19 +202,19 @@ def canceled_and_flatten(entity: Entity, data: Data) -> bool:
 def deadline_passed(entity: Entity, data: Data) -> bool:
     """``now_ms`` has reached the halt's ``deadline_ms``."""
     deadline: int = entity.data["deadline_ms"]
-    return _args(data) >= deadline
+    return timed_args(data) >= deadline
 
 
 # -- effects ------------------------------------------------------------------------------------
 
 
 def _reduce(entity: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data, "reason")
+    now_ms = timed_args(data, "reason")
     return {"reason": _text(data, "reason"), "since_ms": now_ms, "last_trigger": "reduce"}
 
 
 def _arm(entity: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data, "reason")
+    now_ms = timed_args(data, "reason")
     return {
         "reason": _text(data, "reason"),
         "since_ms": now_ms,
@@ -241,20 +227,20 @@ def _arm(entity: Entity, data: Data) -> dict[str, Any]:
 
 
 def _all_canceled_halted(entity: Entity, data: Data) -> dict[str, Any]:
-    return {"since_ms": _args(data), "deadline_ms": None, "canceled": True, "last_trigger": "all_canceled"}
+    return {"since_ms": timed_args(data), "deadline_ms": None, "canceled": True, "last_trigger": "all_canceled"}
 
 
 def _all_canceled_flatten(entity: Entity, data: Data) -> dict[str, Any]:
-    _args(data)
+    timed_args(data)
     return {"canceled": True, "last_trigger": "all_canceled"}
 
 
 def _flattened(entity: Entity, data: Data) -> dict[str, Any]:
-    return {"since_ms": _args(data), "deadline_ms": None, "last_trigger": "flattened"}
+    return {"since_ms": timed_args(data), "deadline_ms": None, "last_trigger": "flattened"}
 
 
 def _timeout(entity: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data)
+    now_ms = timed_args(data)
     if entity.data["canceled"]:
         missing = "flatten"  # canceled while still halting: only a flattening halt waits after its cancels
     elif entity.data["flatten"]:

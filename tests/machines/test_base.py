@@ -1179,3 +1179,19 @@ def test_create_copies_nested_data_so_the_record_stays_as_recorded() -> None:
     entity, record = kind.create("n-1", legs=legs)
     entity.data["legs"].append({"qty": "2"})
     assert record.data["legs"] == [{"qty": "1"}]
+
+
+def test_timed_args_returns_now_ms_and_refuses_other_keys() -> None:
+    from machines.base import MAX_NOW_MS, timed_args
+
+    assert timed_args({"now_ms": 5, "reason": "x"}, "reason") == 5
+    assert timed_args({"now_ms": MAX_NOW_MS}) == MAX_NOW_MS
+    for data, message in (
+        ({"now_ms": 1, "extra": 2}, "unknown fields: extra"),
+        ({}, "now_ms .* is required"),
+        ({"now_ms": -1}, "non-negative int"),
+        ({"now_ms": True}, "non-negative int"),
+        ({"now_ms": MAX_NOW_MS + 1}, "non-negative int"),
+    ):
+        with pytest.raises(InvalidData, match=message):
+            timed_args(data)
