@@ -27,9 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check kernel machines storage tests benchmarks
 	$(BIN)/ruff format --check kernel machines storage tests benchmarks
 
-## typecheck: mypy --strict on the pure core and the journal
+## typecheck: mypy --strict on the kernel shell, the pure core and the journal
 typecheck: $(STAMP)
-	$(BIN)/mypy machines storage
+	$(BIN)/mypy kernel machines storage
 
 ## unit: the whole test suite with the coverage gates
 unit: $(STAMP)

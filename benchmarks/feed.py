@@ -4,7 +4,7 @@ same run. Prints JSON lines.
 A blaster server (its own process) speaks just enough of the paper protocol (``hello`` →
 ``welcome``, ``subscribe`` → ``subscribed``) and then, on path ``/blast``, writes ``--messages``
 pre-encoded frames (``Trade`` and ``Quote`` alternating over two instruments, gapless ``seq`` per
-instrument and channel, built with ``kernel.venue.protocol.encode``) plus a final heartbeat as fast
+instrument and channel, built with ``kernel.paper_protocol.encode``) plus a final heartbeat as fast
 as the socket takes them: the frames are framed once at start-up and written straight to the
 transport, so the sender is never the bottleneck. No compression is negotiated.
 
@@ -68,7 +68,7 @@ import asyncio, sys, time
 from decimal import Decimal
 from websockets.asyncio.server import serve
 from websockets.frames import Frame, Opcode
-from kernel.venue.protocol import (VERSION, Heartbeat, Hello, Quote, Subscribe, Subscribed, Trade, Welcome,
+from kernel.paper_protocol import (VERSION, Heartbeat, Hello, Quote, Subscribe, Subscribed, Trade, Welcome,
                                    decode_client, encode)
 
 COUNT, ABORT_AFTER, PAUSE = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])

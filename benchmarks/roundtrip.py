@@ -33,7 +33,7 @@ from websockets.asyncio.client import connect
 
 from kernel.execution import VenueClient
 from kernel.orders import OrderManager
-from kernel.venue.protocol import NewOrder, encode
+from kernel.paper_protocol import NewOrder, encode
 from machines import Entity, Transition
 from storage import Journal
 

@@ -12,7 +12,7 @@ import json
 import time
 from decimal import Decimal
 
-from kernel.venue.protocol import ClientMessage, NewOrder
+from kernel.paper_protocol import ClientMessage, NewOrder
 from kernel.venue.server import PaperVenue, VenueConfig
 
 WARMUP_TICKS = 50

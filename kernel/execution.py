@@ -34,8 +34,8 @@ import tenacity
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from kernel.venue import protocol
-from kernel.venue.protocol import (
+from kernel import paper_protocol as protocol
+from kernel.paper_protocol import (
     CancelOrder,
     Execution,
     Fill,

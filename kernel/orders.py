@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
-from kernel.venue.protocol import Execution, Fill, NewOrder, OrderSnapshot
+from kernel.paper_protocol import Execution, Fill, NewOrder, OrderSnapshot
 from machines import ORDER, POSITION, Entity, OrderState, Transition, TransitionRefused
 from storage import Journal
 from storage.errors import JournalWriteError

@@ -33,8 +33,8 @@ from typing import Any
 from kernel.execution import VenueError
 from kernel.faults import crash_point
 from kernel.orders import Anomaly, OrderManager
-from kernel.venue.protocol import Fill as VenueFill
-from kernel.venue.protocol import OrderSnapshot
+from kernel.paper_protocol import Fill as VenueFill
+from kernel.paper_protocol import OrderSnapshot
 from machines import ORDER, RECONCILIATION, Entity, OrderState, Transition, TransitionRefused
 from machines.positions import Fill, Positions, position_of
 from machines.reconciliation import REPORT_COUNTS

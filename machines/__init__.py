@@ -10,6 +10,7 @@ from machines.errors import (
     InvalidData,
     InvalidTransition,
     StateMachineError,
+    TradekernelError,
     TransitionRefused,
     UnknownMachine,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "StateMachine",
     "StateMachineError",
     "Thresholds",
+    "TradekernelError",
     "TradingState",
     "Transition",
     "TransitionRefused",

@@ -13,7 +13,16 @@ Two families, kept apart on purpose:
 from __future__ import annotations
 
 
-class StateMachineError(Exception):
+class TradekernelError(Exception):
+    """The root of every error tradekernel raises for its own conditions.
+
+    Families below it: ``StateMachineError`` (machines), ``JournalError`` (the journal), the
+    kernel's venue, order, config and CLI errors. Catch this to catch anything of ours and nothing
+    of Python's or a library's.
+    """
+
+
+class StateMachineError(TradekernelError):
     """Base class of every error raised by ``machines``."""
 
 

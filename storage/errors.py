@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from machines.errors import TradekernelError
 
-class JournalError(Exception):
+
+class JournalError(TradekernelError):
     """Base class of every journal error."""
 
 

@@ -48,6 +48,7 @@ from typing import Any, Final, Literal
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from kernel import paper_protocol as protocol
 from kernel.feed.book import Gap, PaperSequence, Stale
 from kernel.feed.decoders import decode_paper
 from kernel.feed.events import (
@@ -60,7 +61,6 @@ from kernel.feed.events import (
     UnhandledMessage,
     VenueNotice,
 )
-from kernel.venue import protocol
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
 from storage.errors import JournalWriteError

@@ -1,4 +1,4 @@
-"""The paper venue's own protocol (``kernel.venue.protocol``, ``docs/venue-protocol.md``).
+"""The paper venue's own protocol (``kernel.paper_protocol``, ``docs/venue-protocol.md``).
 
 | paper ``type`` | event |
 | --- | --- |
@@ -39,7 +39,7 @@ from kernel.feed.events import (
     UnhandledMessage,
     VenueNotice,
 )
-from kernel.venue.protocol import Error, Heartbeat, Quote, Subscribed, Trade, VenueMessage
+from kernel.paper_protocol import Error, Heartbeat, Quote, Subscribed, Trade, VenueMessage
 
 VENUE: Literal["paper"] = "paper"
 

@@ -40,10 +40,7 @@ from typing import Literal, cast
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from kernel.venue import marketdata
-from kernel.venue.marketdata import MarketEvent, MarketQuote, MarketTrade
-from kernel.venue.matching import EngineConfig, MatchingEngine, Order
-from kernel.venue.protocol import (
+from kernel.paper_protocol import (
     VERSION,
     CancelOrder,
     ClientMessage,
@@ -76,6 +73,9 @@ from kernel.venue.protocol import (
     decode_client,
     encode,
 )
+from kernel.venue import marketdata
+from kernel.venue.marketdata import MarketEvent, MarketQuote, MarketTrade
+from kernel.venue.matching import EngineConfig, MatchingEngine, Order
 from storage.venue_store import (
     Counters,
     StoredFill,

@@ -25,7 +25,7 @@ from decimal import Decimal
 
 from kernel.execution import VenueClient
 from kernel.orders import OrderManager
-from kernel.venue.protocol import NewOrder
+from kernel.paper_protocol import NewOrder
 from storage import Journal
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from kernel import paper_protocol as p
 from kernel.feed import (
     BinanceDepthSync,
     BookSnapshot,
@@ -32,7 +33,6 @@ from kernel.feed import (
     decode_paper,
     kraken_checksum,
 )
-from kernel.venue import protocol as p
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "exchange_samples"
 

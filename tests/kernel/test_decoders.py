@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kernel import paper_protocol as p
 from kernel.feed import (
     DECODERS,
     BookSnapshot,
@@ -32,7 +33,6 @@ from kernel.feed import (
     decode_paper,
 )
 from kernel.feed._common import sample
-from kernel.venue import protocol as p
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "exchange_samples"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "exchange_samples"

@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
+from kernel import paper_protocol as protocol
 from kernel.execution import (
     ExecutionClient,
     HandshakeFailed,
@@ -28,8 +29,7 @@ from kernel.execution import (
     VenueUnavailable,
     VenueVersionMismatch,
 )
-from kernel.venue import protocol
-from kernel.venue.protocol import (
+from kernel.paper_protocol import (
     ClientMessage,
     Execution,
     Fill,

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from kernel.execution import ExecutionClient, ReconnectFailed, Report, VenueClient, VenueUnavailable
 from kernel.orders import OrderEntryPaused, OrderManager, OrderNotSent, UnknownOrder
-from kernel.venue.protocol import (
+from kernel.paper_protocol import (
     CancelOrder,
     Fill,
     NewOrder,

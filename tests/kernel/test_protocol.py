@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.venue import protocol as p
+from kernel import paper_protocol as p
 
 D = Decimal
 NEW = "new_order"

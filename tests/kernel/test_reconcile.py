@@ -17,8 +17,8 @@ import pytest_asyncio
 
 from kernel.execution import VenueClient
 from kernel.orders import OrderManager, checkpoint_positions
+from kernel.paper_protocol import NewOrder
 from kernel.reconcile import Reconciler, ReconciliationFailed, Report
-from kernel.venue.protocol import NewOrder
 from kernel.venue.server import PaperVenue, VenueConfig
 from machines import ORDER, POSITION, RECONCILIATION
 from storage import Journal

@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect
 
+from kernel import paper_protocol as p
 from kernel.venue import cli
-from kernel.venue import protocol as p
 
 REPO = Path(__file__).resolve().parents[2]
 TRADES = str(REPO / "tests" / "data" / "binance_btcusdt_trades_20210108.csv")

@@ -6,8 +6,8 @@ from decimal import Decimal as D
 
 import pytest
 
+from kernel.paper_protocol import Execution, NewOrder, OrderType, Side, TimeInForce
 from kernel.venue.matching import EngineConfig, MatchingEngine, Order
-from kernel.venue.protocol import Execution, NewOrder, OrderType, Side, TimeInForce
 
 X = "BTCUSDT"
 T0 = 1_610_064_000_000

@@ -22,7 +22,7 @@ import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from kernel.venue import protocol as p
+from kernel import paper_protocol as p
 from kernel.venue import server
 from kernel.venue.marketdata import MarketDataError
 from kernel.venue.server import PaperVenue, VenueConfig

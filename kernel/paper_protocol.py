@@ -12,7 +12,7 @@ never fatal to the connection.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -276,7 +276,10 @@ def encode(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
-def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[object], side: str) -> object:
+_M = TypeVar("_M")
+
+
+def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[_M], side: str) -> _M:
     data = frame.encode() if isinstance(frame, str) else frame
     try:
         return decoder.decode(data)
@@ -296,9 +299,9 @@ def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[object], side: str
 
 def decode_client(frame: bytes | str) -> ClientMessage:
     """Decode a frame the venue received; ``ProtocolError`` for anything but a valid message."""
-    return _decode(frame, _client_decoder, "client")  # type: ignore[return-value]
+    return _decode(frame, _client_decoder, "client")
 
 
 def decode_venue(frame: bytes | str) -> VenueMessage:
     """Decode a frame the client received; ``ProtocolError`` for anything but a valid message."""
-    return _decode(frame, _venue_decoder, "venue")  # type: ignore[return-value]
+    return _decode(frame, _venue_decoder, "venue")

@@ -1,0 +1,73 @@
+"""Reading a decimal number: the one place that turns text, ints or Decimals into a checked ``Decimal``.
+
+Money and quantities never pass through a binary float. Every reader in the code base (trigger data,
+venue frames, config values, the paper venue's store, CLI arguments) calls ``parse_decimal`` and turns
+``DecimalError`` into its own typed error where it needs one.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+
+from machines.errors import TradekernelError
+
+PLAIN_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?")
+"""A plain decimal as venues send it: ASCII digits, at most one point, an optional leading minus."""
+MAX_DIGITS = 40
+MAX_ADJUSTED = 30
+
+
+class DecimalError(TradekernelError, ValueError):
+    """A value is not a usable decimal; the message names the field and the value."""
+
+
+class Sign(Enum):
+    """Which values ``parse_decimal`` accepts besides their being finite."""
+
+    any = "any"
+    non_negative = "non-negative"
+    positive = "positive"
+
+
+def parse_decimal(
+    value: object,
+    name: str,
+    *,
+    sign: Sign = Sign.positive,
+    plain_text: bool = False,
+    bounded: bool = False,
+) -> Decimal:
+    """``value`` (a ``Decimal``, an ``int`` or numeric text) as a finite ``Decimal``.
+
+    ``sign`` says which values pass (``-0`` counts as negative). ``plain_text`` accepts only
+    ``PLAIN_DECIMAL_TEXT`` for strings (no exponent), as for venue frames; text with spaces,
+    underscores or non-ASCII digits is always refused. ``bounded`` refuses more than ``MAX_DIGITS`` digits and
+    magnitudes beyond 10**±``MAX_ADJUSTED``. Floats and bools are refused. Raises ``DecimalError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise DecimalError(f"{name} must be a decimal number (Decimal, int or string), got {value!r}")
+    if isinstance(value, str):
+        if plain_text and PLAIN_DECIMAL_TEXT.fullmatch(value) is None:
+            raise DecimalError(f"{name}: not a decimal: {value[:40]!r}")
+        if not value.isascii() or "_" in value or value != value.strip():
+            raise DecimalError(f"{name}: not a decimal: {value[:40]!r}")
+        try:
+            number = Decimal(value)
+        except (InvalidOperation, ValueError):
+            raise DecimalError(f"{name} is not a number: {value[:40]!r}") from None
+    else:
+        number = Decimal(value)
+    if not number.is_finite():
+        raise DecimalError(f"{name} must be finite, got {value!r}")
+    if bounded:
+        if len(number.as_tuple().digits) > MAX_DIGITS:
+            raise DecimalError(f"{name}: more than {MAX_DIGITS} digits")
+        if number and abs(number.adjusted()) > MAX_ADJUSTED:
+            raise DecimalError(f"{name}: out of range: {number}")
+    if sign is Sign.non_negative and number.is_signed():
+        raise DecimalError(f"{name} must not be negative, got {number}")
+    if sign is Sign.positive and (number.is_signed() or not number):
+        raise DecimalError(f"{name} must be positive, got {number}")
+    return number
