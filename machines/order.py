@@ -43,12 +43,24 @@ Time never enters this machine: nothing here depends on when a report arrives.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from machines.base import Data, Entity, Rule, StateMachine
 from machines.errors import DefinitionError, InvalidData
+from machines.order_data import (
+    DECIMAL_FIELDS,
+    MAX_REASON_CHARS,
+    MAX_TAG_CHARS,
+    ORIGINS,
+    SIDES,
+    TIFS,
+    TYPES,
+    decode_data,
+    init_data,
+    to_decimal,
+)
 from machines.registry import register
 
 
@@ -73,14 +85,6 @@ class Overfill(InvalidData):
 
 
 S = OrderState
-SIDES = ("buy", "sell")
-TYPES = ("limit", "market")
-TIFS = ("gtc", "ioc", "fok", "day")
-ORIGINS = ("kernel", "external")
-"""``origin`` of an order: sent by this kernel, or found at the venue and adopted by reconciliation."""
-MAX_TAG_CHARS = 64
-MAX_REASON_CHARS = 500
-"""The longest ``tag`` (the strategy's own label for an order, never sent to the venue)."""
 RECONCILE_PREFIX = "reconcile_"
 """Prefix of the triggers that apply what reconciliation learned from the venue."""
 MIRRORED = ("accept", "fill", "cancel", "expire", "reject", "replace", "replace_reject", "cancel_reject", "restate")
@@ -89,102 +93,7 @@ DONE = (S.filled, S.canceled, S.expired, S.rejected, S.denied)
 WORKING = (S.accepted, S.partially_filled)
 FILLABLE = (S.pending_new, S.accepted, S.partially_filled)
 PENDING = (S.pending_cancel, S.pending_replace)
-DECIMAL_FIELDS = (
-    "qty",
-    "price",
-    "cum_qty",
-    "leaves_qty",
-    "avg_px",
-    "filled_notional",
-    "fees",
-    "requested_qty",
-    "requested_price",
-)
 ZERO = Decimal(0)
-
-
-def to_decimal(value: Any, name: str, *, positive: bool = True) -> Decimal:
-    """``value`` (Decimal, int or numeric string) as a finite Decimal; ``InvalidData`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
-        raise InvalidData(f"{name} must be a decimal number (Decimal, int or string), got {value!r}")
-    try:
-        number = Decimal(value)
-    except (InvalidOperation, ValueError):
-        raise InvalidData(f"{name} is not a number: {value!r}") from None
-    if not number.is_finite():
-        raise InvalidData(f"{name} must be finite, got {value!r}")
-    if positive and number <= 0:
-        raise InvalidData(f"{name} must be positive, got {number}")
-    return number
-
-
-def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None = None) -> str:
-    value = data.get(name, default)
-    if value not in allowed:
-        raise InvalidData(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
-
-
-def _init(data: Data) -> dict[str, Any]:
-    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag", "origin", "reason"}
-    if unknown:
-        raise InvalidData(f"unknown order fields: {', '.join(sorted(unknown))}")
-    instrument = data.get("instrument")
-    if not isinstance(instrument, str) or not instrument:
-        raise InvalidData("instrument (a non-empty string) is required")
-    order_type = _choice(data, "type", TYPES, "limit")
-    price = data.get("price")
-    if order_type == "limit":
-        if price is None:
-            raise InvalidData("a limit order needs a price")
-        price = to_decimal(price, "price")
-    elif price is not None:
-        raise InvalidData("a market order has no price")
-    qty = to_decimal(data.get("qty"), "qty")
-    tag = data.get("tag", "")
-    if not isinstance(tag, str) or len(tag) > MAX_TAG_CHARS:
-        raise InvalidData(f"tag must be a string of at most {MAX_TAG_CHARS} characters, got {tag!r}")
-    return {
-        "instrument": instrument,
-        "side": _choice(data, "side", SIDES),
-        "type": order_type,
-        "tif": _choice(data, "tif", TIFS, "gtc"),
-        "qty": qty,
-        "price": price,
-        "cum_qty": ZERO,
-        "leaves_qty": qty,
-        "avg_px": None,
-        "filled_notional": ZERO,
-        "fees": ZERO,
-        "venue_order_id": None,
-        "prior_state": None,
-        "requested_qty": None,
-        "requested_price": None,
-        "trade_ids": [],
-        "duplicate_fills": 0,
-        "late_fills": 0,
-        "reason": _create_reason(data),
-        "tag": tag,
-        "origin": _choice(data, "origin", ORIGINS, "kernel"),
-    }
-
-
-def _create_reason(data: Data) -> str | None:
-    """Why the kernel placed the order (a stop, a flatten), kept until a later reason replaces it."""
-    reason = data.get("reason")
-    if reason is not None and (not isinstance(reason, str) or not reason or len(reason) > MAX_REASON_CHARS):
-        raise InvalidData(f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters")
-    return reason
-
-
-def _decode(data: dict[str, Any]) -> dict[str, Any]:
-    out = dict(data)
-    for name in DECIMAL_FIELDS:
-        if out.get(name) is not None:
-            out[name] = Decimal(out[name])
-    out["trade_ids"] = list(out.get("trade_ids", []))
-    out.setdefault("origin", "kernel")  # journaled before orders had an origin: all were the kernel's
-    return out
 
 
 # -- guards -------------------------------------------------------------------------------------
@@ -617,7 +526,35 @@ ORDER = register(
                 doc="Reconciliation: never received; the cancel we requested for it is moot.",
             ),
         ),
-        init=_init,
-        decode=_decode,
+        init=init_data,
+        decode=decode_data,
     )
 )
+
+
+__all__ = [
+    "DECIMAL_FIELDS",
+    "DONE",
+    "FILLABLE",
+    "LIVE_RULES",
+    "MAX_REASON_CHARS",
+    "MAX_TAG_CHARS",
+    "MIRRORED",
+    "ORDER",
+    "ORIGINS",
+    "PENDING",
+    "RECONCILE_PREFIX",
+    "SIDES",
+    "TIFS",
+    "TYPES",
+    "WORKING",
+    "OrderState",
+    "Overfill",
+    "completes",
+    "has_fills",
+    "live_trigger",
+    "new_trade",
+    "replace_fills",
+    "restate_fills",
+    "to_decimal",
+]

@@ -1,0 +1,132 @@
+"""An order's data: the terms ``create`` accepts, their checks, and reading them back from the journal.
+
+The ``order`` machine (``machines/order.py``) uses these for its ``init`` and ``decode``; the quantity
+and price checks of its triggers use ``to_decimal``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from machines.base import Data
+from machines.decimals import DecimalError, Sign, parse_decimal
+from machines.errors import InvalidData
+
+SIDES = ("buy", "sell")
+TYPES = ("limit", "market")
+TIFS = ("gtc", "ioc", "fok", "day")
+ORIGINS = ("kernel", "external")
+"""``origin`` of an order: sent by this kernel, or found at the venue and adopted by reconciliation."""
+MAX_TAG_CHARS = 64
+"""The longest ``tag`` (the strategy's own label for an order, never sent to the venue)."""
+MAX_REASON_CHARS = 500
+"""The longest ``reason`` a ``create`` may carry (why the kernel itself placed the order)."""
+DECIMAL_FIELDS = (
+    "qty",
+    "price",
+    "cum_qty",
+    "leaves_qty",
+    "avg_px",
+    "filled_notional",
+    "fees",
+    "requested_qty",
+    "requested_price",
+)
+ZERO = Decimal(0)
+
+
+def to_decimal(value: Any, name: str, *, positive: bool = True) -> Decimal:
+    """``value`` (Decimal, int or numeric string) as a finite Decimal (``positive``: above 0).
+
+    Raises ``InvalidData`` with ``parse_decimal``'s message (which names ``name`` and the value).
+    """
+    try:
+        return parse_decimal(value, name, sign=Sign.positive if positive else Sign.any)
+    except DecimalError as exc:
+        raise InvalidData(str(exc)) from None
+
+
+def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+    value = data.get(name, default)
+    if value not in allowed:
+        raise InvalidData(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return str(value)
+
+
+def init_data(data: Data) -> dict[str, Any]:
+    """The data of a new order from its ``create`` data; ``InvalidData`` for bad terms."""
+    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag", "origin", "reason"}
+    if unknown:
+        raise InvalidData(f"unknown order fields: {', '.join(sorted(unknown))}")
+    instrument = data.get("instrument")
+    if not isinstance(instrument, str) or not instrument:
+        raise InvalidData("instrument (a non-empty string) is required")
+    order_type = _choice(data, "type", TYPES, "limit")
+    price = data.get("price")
+    if order_type == "limit":
+        if price is None:
+            raise InvalidData("a limit order needs a price")
+        price = to_decimal(price, "price")
+    elif price is not None:
+        raise InvalidData("a market order has no price")
+    qty = to_decimal(data.get("qty"), "qty")
+    tag = data.get("tag", "")
+    if not isinstance(tag, str) or len(tag) > MAX_TAG_CHARS:
+        raise InvalidData(f"tag must be a string of at most {MAX_TAG_CHARS} characters, got {tag!r}")
+    return {
+        "instrument": instrument,
+        "side": _choice(data, "side", SIDES),
+        "type": order_type,
+        "tif": _choice(data, "tif", TIFS, "gtc"),
+        "qty": qty,
+        "price": price,
+        "cum_qty": ZERO,
+        "leaves_qty": qty,
+        "avg_px": None,
+        "filled_notional": ZERO,
+        "fees": ZERO,
+        "venue_order_id": None,
+        "prior_state": None,
+        "requested_qty": None,
+        "requested_price": None,
+        "trade_ids": [],
+        "duplicate_fills": 0,
+        "late_fills": 0,
+        "reason": _create_reason(data),
+        "tag": tag,
+        "origin": _choice(data, "origin", ORIGINS, "kernel"),
+    }
+
+
+def _create_reason(data: Data) -> str | None:
+    """Why the kernel placed the order (a stop, a flatten), kept until a later reason replaces it."""
+    reason = data.get("reason")
+    if reason is not None and (not isinstance(reason, str) or not reason or len(reason) > MAX_REASON_CHARS):
+        raise InvalidData(f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters")
+    return reason
+
+
+def decode_data(data: dict[str, Any]) -> dict[str, Any]:
+    """An order's data as read back from the journal (JSON): decimals and lists restored."""
+    out = dict(data)
+    for name in DECIMAL_FIELDS:
+        if out.get(name) is not None:
+            out[name] = Decimal(out[name])
+    out["trade_ids"] = list(out.get("trade_ids", []))
+    out.setdefault("origin", "kernel")  # journaled before orders had an origin: all were the kernel's
+    return out
+
+
+__all__ = [
+    "DECIMAL_FIELDS",
+    "MAX_REASON_CHARS",
+    "MAX_TAG_CHARS",
+    "ORIGINS",
+    "SIDES",
+    "TIFS",
+    "TYPES",
+    "decode_data",
+    "init_data",
+    "to_decimal",
+]

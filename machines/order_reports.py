@@ -1,0 +1,243 @@
+"""Venue reports -> order triggers: what an execution report or an order snapshot means for one order.
+
+Pure decisions (the sans-I/O rule of DESIGN.md): the shell turns the venue's wire messages into the
+small frozen facts below, asks these functions which triggers to fire, and fires the returned
+``OrderCommand``s in order. Nothing here fires, journals or reads a clock.
+
+An execution report stands for one trigger (``execution_command``). An order snapshot (a status
+answer, an open order, a duplicate-submit answer) takes two steps, because the second depends on
+what the first left: ``catch_up`` (the ack or reject and the fills the journal lacks), then, with the
+order as those left it, ``settle`` (a cancel, an expiry, a pending request settled, changed terms
+adopted, or a mismatch to report).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from machines.base import Entity
+from machines.errors import StateMachineError
+from machines.order import DONE, OrderState
+
+S = OrderState
+STILL_WORKING = "the venue still has the order working"
+KEPT_OLD_TERMS = "the venue kept the old terms"
+TERMS_DIFFER = "terms differ at the venue"
+_WITH_REASON = {
+    "rejected": "reject",
+    "canceled": "cancel",
+    "cancel_rejected": "cancel_reject",
+    "replace_rejected": "replace_reject",
+}
+"""Execution kinds whose trigger carries only the report's reason."""
+
+
+class UnknownExecution(StateMachineError, KeyError):
+    """An execution report of a kind no order trigger stands for."""
+
+
+@dataclass(frozen=True, slots=True)
+class FillFacts:
+    """One execution of an order as the venue reports it; ``trade_id`` is unique at the venue."""
+
+    trade_id: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    fill_seq: int
+    ts_ms: int = 0
+
+    def data(self) -> dict[str, Any]:
+        """The data of the order's ``fill`` trigger for this fill."""
+        return {
+            "qty": self.qty,
+            "price": self.price,
+            "trade_id": self.trade_id,
+            "fee": self.fee,
+            "fill_seq": self.fill_seq,
+            "ts_ms": self.ts_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFacts:
+    """An execution report: ``kind`` is what happened (``new``, ``trade``, ``canceled``, ...)."""
+
+    kind: str
+    venue_order_id: str = ""
+    qty: Decimal | None = None
+    price: Decimal | None = None
+    fill: FillFacts | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFacts:
+    """An order as the venue holds it: its status, terms and every fill it made."""
+
+    status: str
+    venue_order_id: str = ""
+    qty: Decimal | None = None
+    price: Decimal | None = None
+    fills: tuple[FillFacts, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    """What the decisions read of one order (``OrderFacts.of(entity)`` takes it from the entity)."""
+
+    state: str
+    qty: Decimal
+    price: Decimal | None = None
+    prior_state: str | None = None
+    cum_qty: Decimal = Decimal(0)
+    trade_ids: frozenset[str] = frozenset()
+    requested_qty: Decimal | None = None
+    requested_price: Decimal | None = None
+
+    @classmethod
+    def of(cls, order: Entity) -> OrderFacts:
+        """The facts of an ``order`` entity as it is now."""
+        data = order.data
+        return cls(
+            state=order.state,
+            qty=data["qty"],
+            price=data["price"],
+            prior_state=data["prior_state"],
+            cum_qty=data["cum_qty"],
+            trade_ids=frozenset(data["trade_ids"]),
+            requested_qty=data["requested_qty"],
+            requested_price=data["requested_price"],
+        )
+
+    @property
+    def live(self) -> bool:
+        """Not in a terminal state."""
+        return self.state not in DONE
+
+    @property
+    def unacked(self) -> bool:
+        """Sent and never acknowledged: ``pending_new``, or a cancel requested before the ack."""
+        return self.state == S.pending_new or (self.state == S.pending_cancel and self.prior_state == S.pending_new)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCommand:
+    """Fire ``trigger`` with ``data`` on the order. When it is refused and ``required``, fire
+    nothing after it (a refused ack does not stop the fills that follow it; a refused fill does)."""
+
+    trigger: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """The first step of a snapshot: fire ``commands``; then, if ``settle`` and none that was
+    required was refused, call ``settle`` with the order as they left it."""
+
+    commands: tuple[OrderCommand, ...]
+    settle: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The second step of a snapshot: fire ``commands``; report ``mismatch`` (if any) as a
+    ``status_mismatch`` anomaly."""
+
+    commands: tuple[OrderCommand, ...] = ()
+    mismatch: str | None = None
+
+
+def execution_command(report: ExecutionFacts) -> OrderCommand:
+    """The order trigger and data an execution report stands for (docs/venue-protocol.md).
+
+    A ``trade`` without a fill maps to a ``fill`` with no data: the order machine refuses it, so it
+    is reported as an anomaly. Raises ``UnknownExecution`` for a kind no trigger stands for.
+    """
+    kind = report.kind
+    if kind == "new":
+        return OrderCommand("accept", {"venue_order_id": report.venue_order_id})
+    if kind == "trade":
+        return OrderCommand("fill", {} if report.fill is None else report.fill.data())
+    if kind == "replaced":
+        return OrderCommand("replace", {"qty": report.qty, "price": report.price})
+    if kind == "restated":
+        return OrderCommand("restate", {"qty": report.qty, "price": report.price, "reason": report.reason})
+    if kind == "expired":
+        return OrderCommand("expire")
+    trigger = _WITH_REASON.get(kind)
+    if trigger is None:
+        raise UnknownExecution(f"no order trigger for an execution report of kind {kind!r}")
+    return OrderCommand(trigger, {"reason": report.reason})
+
+
+def catch_up(order: OrderFacts, snapshot: SnapshotFacts) -> CatchUp:
+    """What the journal lacks of the venue's ``snapshot``: the reject of an unacknowledged order
+    (and nothing after it), or its ack, then each fill not yet applied, in ``fill_seq`` order."""
+    if order.unacked and snapshot.status == "rejected":
+        return CatchUp((OrderCommand("reject", {"reason": snapshot.reason}),), settle=False)
+    commands: list[OrderCommand] = []
+    if order.unacked and snapshot.venue_order_id:
+        commands.append(OrderCommand("accept", {"venue_order_id": snapshot.venue_order_id}, required=False))
+    applied = set(order.trade_ids)
+    for fill in sorted(snapshot.fills, key=lambda f: f.fill_seq):
+        if fill.trade_id not in applied:
+            applied.add(fill.trade_id)
+            commands.append(OrderCommand("fill", fill.data()))
+    return CatchUp(tuple(commands))
+
+
+def settle(order: OrderFacts, snapshot: SnapshotFacts, *, requests: bool = True) -> Settlement:
+    """Bring a live order to the venue's status once its fills are applied.
+
+    ``requests``: the snapshot may settle pending cancel/replace requests and restate terms (a
+    status answer may; a duplicate-submit answer may predate a request still in flight, so it
+    may not). A status the journal cannot reach (the venue says filled, yet the fills do not add
+    up; rejected after an ack) is a mismatch.
+    """
+    if not order.live:
+        return Settlement()
+    status = snapshot.status
+    if status == "canceled":
+        return Settlement((OrderCommand("cancel", {"reason": snapshot.reason}),))
+    if status == "expired":
+        return Settlement((OrderCommand("expire"),))
+    if status in ("new", "partially_filled"):
+        return Settlement(_still_working(order, snapshot)) if requests else Settlement()
+    return Settlement(mismatch=f"venue says {status}, journal says {order.state} (cum_qty {order.cum_qty})")
+
+
+def _still_working(order: OrderFacts, snapshot: SnapshotFacts) -> tuple[OrderCommand, ...]:
+    """The venue has the order working: settle a pending request, or adopt changed terms."""
+    if order.state == S.pending_cancel:
+        return (OrderCommand("cancel_reject", {"reason": STILL_WORKING}),)
+    terms = {"qty": snapshot.qty, "price": snapshot.price}
+    if order.state == S.pending_replace:
+        wanted_qty = order.qty if order.requested_qty is None else order.requested_qty
+        wanted_price = order.price if order.requested_price is None else order.requested_price
+        if snapshot.qty == wanted_qty and snapshot.price == wanted_price:
+            return (OrderCommand("replace", terms),)
+        return (OrderCommand("replace_reject", {"reason": KEPT_OLD_TERMS}),)
+    if order.state in (S.accepted, S.partially_filled) and (snapshot.qty != order.qty or snapshot.price != order.price):
+        return (OrderCommand("restate", {**terms, "reason": TERMS_DIFFER}),)
+    return ()
+
+
+__all__ = [
+    "CatchUp",
+    "ExecutionFacts",
+    "FillFacts",
+    "OrderCommand",
+    "OrderFacts",
+    "Settlement",
+    "SnapshotFacts",
+    "UnknownExecution",
+    "catch_up",
+    "execution_command",
+    "settle",
+]
