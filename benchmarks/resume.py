@@ -33,6 +33,7 @@ from common import emit, fresh
 from kernel.execution import VenueClient
 from kernel.orders import OrderManager
 from machines import ORDER
+from machines.order_terms import OrderTerms
 from storage import Journal
 from storage.schema import copy_database
 
@@ -60,7 +61,7 @@ async def place_live_orders(url: str, db: str, count: int) -> None:
     while manager.paused:
         await asyncio.sleep(0.01)
     for i in range(count):
-        await manager.place("BTCUSDT", "buy", Decimal("0.001"), Decimal("1.00") + Decimal(i % 500) / 100)
+        await manager.place(OrderTerms("BTCUSDT", "buy", Decimal("0.001"), Decimal("1.00") + Decimal(i % 500) / 100))
     while any(o.state == "pending_new" for o in manager.orders.values()):
         await asyncio.sleep(0.05)
     runner.cancel()

@@ -35,6 +35,7 @@ from kernel.execution import VenueClient
 from kernel.orders import OrderManager
 from kernel.paper_protocol import NewOrder, encode
 from machines import Entity, Transition
+from machines.order_terms import OrderTerms
 from storage import Journal
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ async def order_round_trips(url: str, db: str, count: int) -> list[float]:
             await asyncio.sleep(0.001)
         for _ in range(count):
             start_s = time.perf_counter()
-            await manager.place("BTCUSDT", "buy", Decimal("0.5"), Decimal("100"))  # far from the market
+            await manager.place(OrderTerms("BTCUSDT", "buy", Decimal("0.5"), Decimal("100")))  # far from the market
             samples.append(await asyncio.wait_for(acked.get(), timeout=10) - start_s)
     finally:
         runner.cancel()

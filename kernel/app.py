@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from kernel.config import Config
 from kernel.control import ControlServer
@@ -81,6 +81,7 @@ from machines.health import (
     trigger_for,
 )
 from machines.order import live_trigger
+from machines.order_terms import OrderTerms, Side
 from machines.positions import Position, Positions, position_of
 from machines.risk import Denial, Limits, Rates, RiskView, check_cancel, check_new, check_replace
 from machines.stops import EquityTracker, StopTracker
@@ -631,14 +632,11 @@ class Kernel:
                         return
                     try:
                         request = manager.journal_new(
-                            intent.instrument,
-                            intent.side,
-                            intent.qty,
-                            intent.price,
-                            intent.order_type,
-                            intent.tif,
-                            intent.tag,
-                        )
+                            OrderTerms(
+                                intent.instrument, intent.side, intent.qty, intent.price, intent.order_type,
+                                intent.tif, intent.tag,
+                            )
+                        )  # fmt: skip
                     except OrderEntryPaused as exc:
                         block = str(exc)
                     else:
@@ -700,7 +698,9 @@ class Kernel:
         log.warning("%s", signal.reason)
         try:
             request = manager.journal_new(
-                instrument, signal.side, signal.qty, None, "market", "ioc", signal.kind, reason=signal.reason
+                OrderTerms(
+                    instrument, cast(Side, signal.side), signal.qty, None, "market", "ioc", signal.kind, signal.reason
+                )
             )
         except (OrderError, TransitionRefused, JournalWriteError) as exc:
             log.error("%s: the closing order was not sent: %s", signal.reason, exc)
@@ -754,13 +754,9 @@ class Kernel:
             self._denial_journal_skips += 1
             return
         self.manager.deny(
-            intent.instrument,
-            intent.side,
-            intent.qty,
-            intent.price,
-            intent.order_type,
-            intent.tif,
-            intent.tag,
+            OrderTerms(
+                intent.instrument, intent.side, intent.qty, intent.price, intent.order_type, intent.tif, intent.tag
+            ),
             reason=reason,
             **details,
         )
@@ -974,10 +970,10 @@ class Kernel:
         for position in self.positions.snapshot().values():
             if not position.qty:
                 continue
-            side = "sell" if position.qty > 0 else "buy"
+            side: Side = "sell" if position.qty > 0 else "buy"
             try:
                 request = manager.journal_new(
-                    position.instrument, side, abs(position.qty), None, "market", "ioc", "flatten"
+                    OrderTerms(position.instrument, side, abs(position.qty), None, "market", "ioc", "flatten")
                 )
             except (OrderError, TransitionRefused, JournalWriteError) as exc:
                 log.warning("halt: flattening %s not sent: %s", position.instrument, exc)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,32 +30,38 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
-from kernel.paper_protocol import Execution, Fill, NewOrder, OrderSnapshot
-from machines import ORDER, POSITION, Entity, OrderState, Transition, TransitionRefused
+from kernel.order_reports import Anomaly, Change, ReportApplier
+from kernel.paper_protocol import NewOrder
+from machines import ORDER, POSITION, Entity, OrderState, TradekernelError, Transition, TransitionRefused
+from machines.entry import venue_block
+from machines.order_terms import OrderTerms
 from storage import Journal
 from storage.errors import JournalWriteError
 
 log = logging.getLogger(__name__)
-ZERO = Decimal(0)
 
 S = OrderState
 Listener = Callable[[Entity, Transition], None]
 """Called after a commit with the order and the transition that changed it."""
 
-_SIMPLE_EXEC: dict[str, str] = {
-    "rejected": "reject",
-    "canceled": "cancel",
-    "cancel_rejected": "cancel_reject",
-    "replace_rejected": "replace_reject",
-}
+
+class OrderError(TradekernelError):
+    """Base class of the order manager's errors (and of reconciliation's)."""
 
 
-class OrderError(Exception):
-    """Base class of the order manager's errors."""
+class NoRun(OrderError, ValueError):
+    """The journal was opened without a run: the manager has no run id for its client order ids."""
 
 
 class OrderEntryPaused(OrderError):
-    """No session with the venue, or in-flight orders not yet resolved: nothing was journaled or sent."""
+    """No session with the venue, or in-flight orders not yet resolved: nothing was journaled or sent.
+
+    ``reason`` is the order-entry gate's (``machines.entry.venue_block``).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"order entry paused: {reason}")
 
 
 class OrderNotSent(OrderError):
@@ -73,16 +78,6 @@ class OrderNotSent(OrderError):
 
 class UnknownOrder(OrderError, KeyError):
     """No live order of this client order id in this manager."""
-
-
-@dataclass(frozen=True, slots=True)
-class Anomaly:
-    """A report that changed nothing: unknown order, or refused by the order machine."""
-
-    kind: Literal["unknown_order", "refused", "status_mismatch"]
-    client_order_id: str
-    detail: str
-    report: Report | OrderSnapshot | Fill | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +125,7 @@ class OrderManager:
         max_anomalies: int = 1000,
     ) -> None:
         if journal.run_id < 1:
-            raise ValueError("the journal has no run: open it with start_run=True")
+            raise NoRun("the journal has no run: open it with start_run=True")
         self.journal = journal
         self.client = client
         self.prefix = prefix
@@ -141,13 +136,17 @@ class OrderManager:
         in the same commit, so positions resume in O(instruments), never by replaying history."""
         self.listeners: list[Listener] = []
         """``on_update`` callbacks, called after each commit; an exception in one is logged."""
-        self.anomalies: deque[Anomaly] = deque(maxlen=max_anomalies)
-        self.counts: dict[str, int] = {"reports": 0, "unknown_order": 0, "refused": 0, "status_mismatch": 0}
+        self.reports = ReportApplier(journal, self.orders, self.positions, max_anomalies=max_anomalies)
+        """Applies the venue's reports to ``orders`` (and ``positions``); commits are the manager's."""
+        self.anomalies = self.reports.anomalies
+        """Reports that changed nothing (the most recent ``max_anomalies``)."""
+        self.counts = self.reports.counts
+        """Reports seen, and anomalies by kind."""
         self.unsent: set[str] = set()
         """Orders journaled but never (or not knowingly) sent: commit failed, or send failed."""
         self._counter = 0
         self._resolved_generation = 0
-        self._held: list[tuple[Entity, Transition]] = []
+        self._held: list[Change] = []
         self.reconcile: Callable[[int], Awaitable[object]] | None = None
         """When set, called (with the session's generation) after each (re)connection instead of
         ``resolve_in_flight``; order entry opens when it returns. A ``VenueError`` from it is
@@ -166,10 +165,15 @@ class OrderManager:
 
     # -- state ------------------------------------------------------------------------------
 
+    def entry_block(self) -> str | None:
+        """Why order entry is paused now (the gate's ``venue_block``): the venue session is down,
+        or this session is not yet resolved; ``None`` when it is open."""
+        return venue_block(self.client.connected, self.client.generation == self._resolved_generation)
+
     @property
     def paused(self) -> bool:
         """True while order entry is paused: disconnected, or this session not yet resolved."""
-        return not self.client.connected or self.client.generation != self._resolved_generation
+        return self.entry_block() is not None
 
     def _next_id(self) -> str:
         while True:
@@ -179,9 +183,9 @@ class OrderManager:
                 return client_order_id
 
     def _require_entry(self) -> None:
-        if self.paused:
-            state = "disconnected" if not self.client.connected else "reconciling with the venue"
-            raise OrderEntryPaused(f"order entry paused: {state}")
+        block = self.entry_block()
+        if block is not None:
+            raise OrderEntryPaused(block)
 
     def _live(self, client_order_id: str) -> Entity:
         order = self.orders.get(client_order_id)
@@ -189,7 +193,7 @@ class OrderManager:
             raise UnknownOrder(client_order_id)
         return order
 
-    def _notify(self, changes: list[tuple[Entity, Transition]]) -> None:
+    def _notify(self, changes: list[Change]) -> None:
         for order, transition in changes:
             for listener in list(self.listeners):
                 try:
@@ -199,35 +203,16 @@ class OrderManager:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def place(
-        self,
-        instrument: str,
-        side: str,
-        qty: Decimal,
-        price: Decimal | None = None,
-        order_type: str = "limit",
-        tif: str = "gtc",
-        tag: str = "",
-    ) -> Entity:
+    async def place(self, terms: OrderTerms) -> Entity:
         """Create, journal (``create`` + ``submit``, committed) and only then send a new order.
 
         ``journal_new`` then ``send``; raises what they raise.
         """
-        request = self.journal_new(instrument, side, qty, price, order_type, tif, tag)
+        request = self.journal_new(terms)
         await self.send(request)
         return request.order
 
-    def journal_new(
-        self,
-        instrument: str,
-        side: str,
-        qty: Decimal,
-        price: Decimal | None = None,
-        order_type: str = "limit",
-        tif: str = "gtc",
-        tag: str = "",
-        reason: str | None = None,
-    ) -> Request:
+    def journal_new(self, terms: OrderTerms) -> Request:
         """The synchronous half of ``place``: create and journal a new order (committed, listeners
         told), ready for ``send``. Nothing leaves the process.
 
@@ -238,7 +223,7 @@ class OrderManager:
         """
         self._require_entry()
         client_order_id = self._next_id()
-        order, created = _new_order(client_order_id, instrument, side, qty, price, order_type, tif, tag, reason)
+        order, created = ORDER.create(client_order_id, **terms.create_data())
         submitted = ORDER.fire(order, "submit")
         self.orders[client_order_id] = order
         self.journal.append(created, order)
@@ -266,7 +251,7 @@ class OrderManager:
         ``JournalWriteError`` propagates.
         """
         self._require_entry()
-        changes: list[tuple[Entity, Transition]] = []
+        changes: list[Change] = []
         for client_order_id in client_order_ids:
             order = self.orders.get(client_order_id)
             if order is None:
@@ -347,32 +332,20 @@ class OrderManager:
         await self.send(request)
         return request.order
 
-    def deny(
-        self,
-        instrument: str,
-        side: str,
-        qty: Decimal,
-        price: Decimal | None = None,
-        order_type: str = "limit",
-        tif: str = "gtc",
-        tag: str = "",
-        *,
-        reason: str,
-        **details: Any,
-    ) -> Entity:
+    def deny(self, terms: OrderTerms, *, reason: str, **details: Any) -> Entity:
         """Journal an order that is refused before it leaves the process (``create`` + ``deny``).
 
         The audit then shows every intent and why it was not sent. Raises ``InvalidData`` (bad
         terms; nothing journaled) and ``JournalWriteError`` (the denial stays buffered).
         """
-        order, created = _new_order(self._next_id(), instrument, side, qty, price, order_type, tif, tag)
+        order, created = ORDER.create(self._next_id(), **terms.create_data())
         self.journal.append(created, order)
         denied = self.journal.fire(ORDER, order, "deny", reason=reason, **details)
         self.orders[order.entity_id] = order
-        self._commit([(order, created), (order, denied)])
+        self.commit([(order, created), (order, denied)])
         return order
 
-    def _commit_request(self, order: Entity, changes: list[tuple[Entity, Transition]], undo: str) -> None:
+    def _commit_request(self, order: Entity, changes: list[Change], undo: str) -> None:
         """Commit a request that is about to be sent; if the commit fails, journal why it never was.
 
         ``undo`` (``reject``, ``cancel_reject``, ``replace_reject``) is fired at once, so when the
@@ -388,13 +361,15 @@ class OrderManager:
             raise
         self._notify([*self._take_held(), *changes])
 
-    def _take_held(self) -> list[tuple[Entity, Transition]]:
+    def _take_held(self) -> list[Change]:
         held, self._held = self._held, []
         return held
 
-    def _commit(self, changes: list[tuple[Entity, Transition]]) -> None:
+    def commit(self, changes: Iterable[Change] = ()) -> None:
         """Commit (if anything is buffered) and notify; on failure the changes are held and
-        notified after the next successful commit, so no listener misses a fill."""
+        notified after the next successful commit, so no listener misses a fill. Raises
+        ``JournalWriteError``."""
+        changes = list(changes)
         if changes or self.journal.pending_anomalies or self._held:
             try:
                 self.journal.commit()
@@ -418,82 +393,13 @@ class OrderManager:
         Refused reports are counted and kept in ``anomalies``. ``JournalWriteError`` propagates
         (the transitions stay buffered in the journal; nothing is notified).
         """
-        changes: list[tuple[Entity, Transition]] = []
-        for report in reports:
-            self.counts["reports"] += 1
-            if isinstance(report, Execution):
-                changes.extend(self._apply_execution(report))
-            elif report.order is not None:
-                changes.extend(self._apply_snapshot(report.order, "duplicate", []))
-        self._commit(changes)
+        changes = self.reports.apply(reports)
+        self.commit(changes)
         return [transition for _, transition in changes]
-
-    def _anomaly(self, anomaly: Anomaly, sink: list[Anomaly] | None = None) -> None:
-        self.counts[anomaly.kind] += 1
-        self.anomalies.append(anomaly)
-        # Journaled too (written with this loop turn's commit), with what the venue sent as sample.
-        self.journal.record_anomaly(
-            "orders", anomaly.kind, f"{anomaly.client_order_id}: {anomaly.detail}", repr(anomaly.report)
-        )
-        if sink is not None:
-            sink.append(anomaly)
-        log.warning("order report anomaly (%s) for %s: %s", anomaly.kind, anomaly.client_order_id, anomaly.detail)
-
-    def _fire(
-        self,
-        order: Entity,
-        trigger: str,
-        report: Report | OrderSnapshot | Fill | None,
-        sink: list[Anomaly] | None = None,
-        **data: Any,
-    ) -> Transition | None:
-        applied_before = len(order.data["trade_ids"])
-        try:
-            transition = self.journal.fire(ORDER, order, trigger, **data)
-        except TransitionRefused as exc:
-            self._anomaly(Anomaly("refused", order.entity_id, str(exc), report), sink)
-            return None
-        if len(order.data["trade_ids"]) > applied_before:  # a new fill (not a duplicate report)
-            try:
-                self.position_fill(order, transition)
-            except TransitionRefused as exc:  # cannot happen for a fill the order machine took
-                log.error("position of %s refused fill %s: %s", order.data["instrument"], order.entity_id, exc)
-                self.journal.record_anomaly("positions", "refused", str(exc), repr(transition.data))
-        return transition
 
     def position_fill(self, order: Entity, fill: Transition) -> Transition:
         """Fold one applied order fill into its instrument's ``position`` entity (same batch)."""
-        instrument = order.data["instrument"]
-        position = self.positions.get(instrument) or self.journal.entity(POSITION, instrument)
-        if position is None:
-            position, created = POSITION.create(instrument)
-            self.journal.append(created, position)
-        self.positions[instrument] = position
-        data = fill.data
-        return self.journal.fire(
-            POSITION,
-            position,
-            "fill",
-            side=order.data["side"],
-            qty=data["qty"],
-            price=data["price"],
-            fee=data.get("fee") or ZERO,
-            trade_id=data["trade_id"],
-            client_order_id=order.entity_id,
-        )
-
-    def _apply_execution(self, report: Execution) -> list[tuple[Entity, Transition]]:
-        order = self.orders.get(report.client_order_id)
-        if order is None:
-            order = self.journal.entity(ORDER, report.client_order_id)  # ended in an earlier run
-            if order is not None:
-                self.orders[order.entity_id] = order
-        if order is None:
-            self._anomaly(Anomaly("unknown_order", report.client_order_id, f"{report.exec} for no order", report))
-            return []
-        trigger, data = _trigger_of(report)
-        transition = self._fire(order, trigger, report, **data)
-        return [] if transition is None else [(order, transition)]
+        return self.reports.position_fill(order, fill)
 
     # -- resolution -------------------------------------------------------------------------
 
@@ -517,89 +423,14 @@ class OrderManager:
                     log.warning("order %s is %s but unknown to the venue: not resent", order.entity_id, order.state)
                 else:
                     detail = f"the venue does not know an order we hold as {order.state}"
-                    self._anomaly(Anomaly("status_mismatch", order.entity_id, detail), resolution.anomalies)
+                    self.reports.anomaly(Anomaly("status_mismatch", order.entity_id, detail), resolution.anomalies)
                 continue
-            changes = self._apply_snapshot(snapshot, "status", resolution.anomalies)
-            self._commit(changes)
+            changes = self.reports.apply_snapshot(snapshot, "status", resolution.anomalies)
+            self.commit(changes)
             resolution.fired.extend(t for _, t in changes)
         if self.client.connected and self.client.generation == generation:
             self._resolved_generation = generation
         return resolution
-
-    def _apply_snapshot(
-        self, snapshot: OrderSnapshot, source: str, sink: list[Anomaly], prefix: str = ""
-    ) -> list[tuple[Entity, Transition]]:
-        """Fire what takes the order from its journaled state to the venue's ``snapshot``.
-
-        ``prefix`` (``"reconcile_"``) names the reconciliation variants of the triggers.
-        """
-        found = self.orders.get(snapshot.client_order_id)
-        if found is None:
-            self._anomaly(Anomaly("unknown_order", snapshot.client_order_id, f"{source} for no order", snapshot), sink)
-            return []
-        order: Entity = found
-        changes: list[tuple[Entity, Transition]] = []
-
-        def fire(trigger: str, **data: Any) -> bool:
-            transition = self._fire(order, prefix + trigger, snapshot, sink, source=source, **data)
-            if transition is not None:
-                changes.append((order, transition))
-            return transition is not None
-
-        unacked = order.state == S.pending_new or (
-            order.state == S.pending_cancel and order.data["prior_state"] == S.pending_new
-        )
-        if unacked and snapshot.status == "rejected":
-            fire("reject", reason=snapshot.reason)
-            return changes
-        if unacked and snapshot.venue_order_id:
-            fire("accept", venue_order_id=snapshot.venue_order_id)
-        for fill in sorted(snapshot.fills, key=lambda f: f.fill_seq):
-            if fill.trade_id in order.data["trade_ids"]:
-                continue
-            if not fire(
-                "fill",
-                qty=fill.qty,
-                price=fill.price,
-                trade_id=fill.trade_id,
-                fee=fill.fee,
-                fill_seq=fill.fill_seq,
-                ts_ms=fill.ts_ms,
-            ):
-                return changes
-        if not order.live:
-            return changes
-        if snapshot.status == "canceled":
-            fire("cancel", reason=snapshot.reason)
-        elif snapshot.status == "expired":
-            fire("expire")
-        elif snapshot.status in ("new", "partially_filled"):
-            # Only a status answer settles pending requests: a duplicate-submit answer may predate
-            # a cancel or replace still in flight on this connection.
-            if source != "duplicate":
-                self._still_working(order, snapshot, fire)
-        else:  # filled by the venue, yet our fills do not add up; or rejected after an ack
-            detail = f"venue says {snapshot.status}, journal says {order.state} (cum_qty {order.data['cum_qty']})"
-            self._anomaly(Anomaly("status_mismatch", order.entity_id, detail, snapshot), sink)
-        return changes
-
-    @staticmethod
-    def _still_working(order: Entity, snapshot: OrderSnapshot, fire: Callable[..., bool]) -> None:
-        """The venue has the order working: settle a pending request, or adopt changed terms."""
-        if order.state == S.pending_cancel:
-            fire("cancel_reject", reason="the venue still has the order working")
-        elif order.state == S.pending_replace:
-            requested_qty, requested_price = order.data["requested_qty"], order.data["requested_price"]
-            wanted_qty = order.data["qty"] if requested_qty is None else requested_qty
-            wanted_price = order.data["price"] if requested_price is None else requested_price
-            if snapshot.qty == wanted_qty and snapshot.price == wanted_price:
-                fire("replace", qty=snapshot.qty, price=snapshot.price)
-            else:
-                fire("replace_reject", reason="the venue kept the old terms")
-        elif order.state in (S.accepted, S.partially_filled) and (
-            snapshot.qty != order.data["qty"] or snapshot.price != order.data["price"]
-        ):
-            fire("restate", qty=snapshot.qty, price=snapshot.price, reason="terms differ at the venue")
 
     # -- running ----------------------------------------------------------------------------
 
@@ -641,25 +472,6 @@ class OrderManager:
             )
 
 
-def _new_order(
-    client_order_id: str,
-    instrument: str,
-    side: str,
-    qty: Decimal,
-    price: Decimal | None,
-    order_type: str,
-    tif: str,
-    tag: str,
-    reason: str | None = None,
-) -> tuple[Entity, Transition]:
-    """``ORDER.create`` from the manager's argument names (``reason``: why the kernel placed it)."""
-    terms: dict[str, Any] = {"reason": reason} if reason is not None else {}
-    return ORDER.create(
-        client_order_id, instrument=instrument, side=side, type=order_type, tif=tif, qty=qty, price=price, tag=tag,
-        **terms,
-    )  # fmt: skip
-
-
 def checkpoint_positions(manager: OrderManager) -> int:
     """Give a journal written before positions were checkpointed its ``position`` entities: fold
     every journaled fill into them once (journaled like any fill). Returns the fills folded; 0
@@ -682,32 +494,6 @@ def checkpoint_positions(manager: OrderManager) -> int:
         journal.commit()
         log.info("positions checkpointed from %d journaled fills", len(fills))
     return len(fills)
-
-
-def _trigger_of(report: Execution) -> tuple[str, dict[str, Any]]:
-    """The order trigger and data an execution report stands for (docs/venue-protocol.md)."""
-    kind = report.exec
-    if kind == "new":
-        return "accept", {"venue_order_id": report.venue_order_id}
-    if kind == "trade":
-        fill = report.fill
-        if fill is None:
-            return "fill", {}  # the machine refuses it: a trade report without a fill is an anomaly
-        return "fill", {
-            "qty": fill.qty,
-            "price": fill.price,
-            "trade_id": fill.trade_id,
-            "fee": fill.fee,
-            "fill_seq": fill.fill_seq,
-            "ts_ms": fill.ts_ms,
-        }
-    if kind == "replaced":
-        return "replace", {"qty": report.qty, "price": report.price}
-    if kind == "restated":
-        return "restate", {"qty": report.qty, "price": report.price, "reason": report.reason}
-    if kind == "expired":
-        return "expire", {}
-    return _SIMPLE_EXEC[kind], {"reason": report.reason}
 
 
 __all__ = [

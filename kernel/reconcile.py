@@ -25,28 +25,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernel.clock import monotonic_ms
 from kernel.execution import VenueError
 from kernel.faults import crash_point
-from kernel.orders import Anomaly, OrderManager
+from kernel.order_reports import Anomaly, fill_facts
+from kernel.orders import OrderError, OrderManager
 from kernel.paper_protocol import Fill as VenueFill
 from kernel.paper_protocol import OrderSnapshot
-from machines import ORDER, RECONCILIATION, Entity, OrderState, Transition, TransitionRefused
+from machines import ORDER, RECONCILIATION, Entity, Transition, TransitionRefused
+from machines.order_reports import OrderFacts
 from machines.positions import Fill, Positions, position_of
 from machines.reconciliation import REPORT_COUNTS
 
 log = logging.getLogger(__name__)
 
-S = OrderState
 SOURCE = "reconciliation"
 PREFIX = "reconcile_"
 
 
-class ReconciliationFailed(VenueError):
+class ReconciliationFailed(OrderError, VenueError):
     """The venue could not answer; nothing was concluded (order entry stays paused)."""
 
 
@@ -69,14 +70,8 @@ class Report:
         return {"entity": self.entity_id, "counts": dict(self.counts), "differences": list(self.differences)}
 
 
-def _mono_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
 def _unacked(order: Entity) -> bool:
-    return order.state == S.pending_new or (
-        order.state == S.pending_cancel and order.data["prior_state"] == S.pending_new
-    )
+    return OrderFacts.of(order).unacked
 
 
 class Reconciler:
@@ -88,7 +83,7 @@ class Reconciler:
         *,
         grace_s: float = 1.0,
         timeout: float = 5.0,
-        now_ms: Callable[[], int] = _mono_ms,
+        now_ms: Callable[[], int] = monotonic_ms,
         compare_positions: bool = True,
     ) -> None:
         self.manager = manager
@@ -118,7 +113,7 @@ class Reconciler:
             journal.fire(
                 RECONCILIATION, self.entity, "fail", now_ms=self.now_ms(), error=f"{type(exc).__name__}: {exc}"
             )
-            manager._commit([])
+            manager.commit()
             raise ReconciliationFailed(str(exc)) from exc
         report.counts["transitions"] = len(report.fired)
         journal.fire(
@@ -129,7 +124,7 @@ class Reconciler:
             counts=report.counts,
             differences=report.differences,
         )
-        manager._commit([])
+        manager.commit()
         log.info(
             "reconciliation %s done: %s; %d difference(s)",
             report.entity_id,
@@ -178,8 +173,8 @@ class Reconciler:
     def _apply(self, snapshot: OrderSnapshot, report: Report) -> None:
         manager = self.manager
         sink: list[Anomaly] = []
-        changes = manager._apply_snapshot(snapshot, SOURCE, sink, prefix=PREFIX)
-        manager._commit(changes)
+        changes = manager.reports.apply_snapshot(snapshot, SOURCE, sink, prefix=PREFIX)
+        manager.commit(changes)
         for _, transition in changes:
             report.fired.append(transition)
             name = transition.trigger.removeprefix(PREFIX)
@@ -209,7 +204,7 @@ class Reconciler:
             report.differ("refused", order.entity_id, str(exc))
             return
         manager.unsent.discard(order.entity_id)
-        manager._commit([(order, transition)])
+        manager.commit([(order, transition)])
         report.fired.append(transition)
         report.counts["lost"] += 1
         report.differ("lost", order.entity_id, evidence)
@@ -230,7 +225,7 @@ class Reconciler:
         manager.orders[order.entity_id] = order
         manager.journal.append(created, order)
         manager.journal.append(submitted, order)
-        manager._commit([(order, created), (order, submitted)])
+        manager.commit([(order, created), (order, submitted)])
         report.counts["adopted"] += 1
         report.differ(
             "adopted",
@@ -250,11 +245,10 @@ class Reconciler:
                 continue  # live orders were brought up to date from their snapshots
             manager.orders[order.entity_id] = order
             sink: list[Anomaly] = []
-            data = {"qty": fill.qty, "price": fill.price, "trade_id": fill.trade_id, "fee": fill.fee,
-                    "fill_seq": fill.fill_seq, "ts_ms": fill.ts_ms}  # fmt: skip
-            transition = manager._fire(order, PREFIX + "fill", fill, sink, source=SOURCE, **data)
+            data = fill_facts(fill).data()
+            transition = manager.reports.fire(order, PREFIX + "fill", fill, sink, source=SOURCE, **data)
             if transition is not None:
-                manager._commit([(order, transition)])
+                manager.commit([(order, transition)])
                 report.fired.append(transition)
                 report.counts["fills_applied"] += 1
                 report.differ("fill", order.entity_id, _describe(transition))

@@ -26,6 +26,7 @@ from decimal import Decimal
 from kernel.execution import VenueClient
 from kernel.orders import OrderManager
 from kernel.paper_protocol import NewOrder
+from machines.order_terms import OrderTerms
 from storage import Journal
 
 
@@ -48,7 +49,7 @@ async def place_and_die(journal: Journal, url: str, after: str) -> None:
             return written  # pragma: no cover - never reached
 
         journal.commit = commit_then_die  # type: ignore[method-assign]
-    order = await manager.place("BTCUSDT", "buy", Decimal("0.5"), Decimal("100"))
+    order = await manager.place(OrderTerms("BTCUSDT", "buy", Decimal("0.5"), Decimal("100")))
     print(f"sent {order.entity_id}", flush=True)
     die()
 

@@ -27,6 +27,7 @@ from kernel.paper_protocol import (
     ReplaceOrder,
 )
 from machines import Entity, InvalidData, InvalidTransition
+from machines.order_terms import OrderTerms
 from storage import Journal, JournalWriteError
 from storage.audit import AuditReader
 from tests.conftest import FakeClock
@@ -108,7 +109,7 @@ def entry_open(manager: OrderManager) -> bool:
 
 
 async def place(manager: OrderManager, qty: str = "1", price: str = "100") -> Entity:
-    return await manager.place("BTCUSDT", "buy", D(qty), D(price))
+    return await manager.place(OrderTerms("BTCUSDT", "buy", D(qty), D(price)))
 
 
 # -- write-ahead order entry ----------------------------------------------------------------------
@@ -170,7 +171,7 @@ async def test_a_failed_commit_sends_nothing_and_journals_why(
     async with asyncio.timeout(TIMEOUT), running(manager):
         disk_full(journal)
         with pytest.raises(JournalWriteError):
-            await manager.place("X" * 50_000, "buy", D(1), D(100))  # needs new pages: disk "full"
+            await manager.place(OrderTerms("X" * 50_000, "buy", D(1), D(100)))  # needs new pages: disk "full"
         assert journal.failure is not None
         # a round trip: the venue has handled everything sent before it
         assert await client.order_status("probe", timeout=TIMEOUT) is None
@@ -224,7 +225,7 @@ async def test_deny_journals_the_intent_and_its_reason(journal: Journal, venue: 
     manager = OrderManager(journal, client)
     updates: list[str] = []
     manager.listeners.append(lambda order, t: updates.append(t.trigger))
-    order = manager.deny("BTCUSDT", "sell", D(2), D(50), tag="ask", reason="order entry paused: feed stale")
+    order = manager.deny(OrderTerms("BTCUSDT", "sell", D(2), D(50), tag="ask"), reason="order entry paused: feed stale")
     assert order.state == "denied"
     assert order.data["tag"] == "ask"
     assert updates == ["create", "deny"]
@@ -241,9 +242,9 @@ async def test_bad_terms_journal_nothing(journal: Journal, venue: FakeVenue, cli
     async with asyncio.timeout(TIMEOUT), running(manager):
         seq = journal.committed_seq
         with pytest.raises(InvalidData):
-            await manager.place("BTCUSDT", "buy", D(-1), D(100))
+            await manager.place(OrderTerms("BTCUSDT", "buy", D(-1), D(100)))
         with pytest.raises(InvalidData):
-            await manager.place("BTCUSDT", "buy", D(1))  # a limit order needs a price
+            await manager.place(OrderTerms("BTCUSDT", "buy", D(1)))  # a limit order needs a price
         assert journal.committed_seq == seq
         with pytest.raises(UnknownOrder):
             await manager.cancel("nope")
@@ -397,8 +398,10 @@ async def test_lost_connection_pauses_entry_and_reconnect_resolves_in_flight(
         venue.drop()
         await eventually(lambda: len(sleep.delays) == 1)
         assert manager.paused
-        with pytest.raises(OrderEntryPaused, match="disconnected"):
+        assert manager.entry_block() == "venue session down"
+        with pytest.raises(OrderEntryPaused, match=r"^order entry paused: venue session down$") as paused:
             await place(manager)
+        assert paused.value.reason == "venue session down"
         with pytest.raises(OrderEntryPaused):
             await manager.cancel(known.entity_id)
         # back, but status answers held: still paused while resolving
@@ -406,7 +409,8 @@ async def test_lost_connection_pauses_entry_and_reconnect_resolves_in_flight(
         sleep.gate.set()
         await venue.expect(OrderStatusRequest)
         assert client.connected
-        with pytest.raises(OrderEntryPaused, match="reconciling"):
+        assert manager.entry_block() == "reconciling with the venue"
+        with pytest.raises(OrderEntryPaused, match=r"^order entry paused: reconciling with the venue$"):
             await place(manager)
         # dropped again mid-resolution: the resolver starts over on the next session
         venue.hold_requests = False

@@ -19,6 +19,7 @@ from kernel.execution import VenueClient
 from kernel.orders import OrderManager
 from kernel.venue.server import PaperVenue, VenueConfig
 from machines import Entity
+from machines.order_terms import OrderTerms
 from storage import Journal
 from storage.audit import AuditReader
 
@@ -73,7 +74,7 @@ async def paper_kernel(tmp_path: Path, **config: object) -> AsyncIterator[Kernel
 
 async def test_a_resting_limit_order_fills_in_parts_as_trades_cross_it(tmp_path: Path) -> None:
     async with paper_kernel(tmp_path) as k:
-        order = await k.manager.place("BTCUSDT", "buy", D("0.010"), D("39400"))
+        order = await k.manager.place(OrderTerms("BTCUSDT", "buy", D("0.010"), D("39400")))
         await until(lambda: order.state == "accepted", "the ack")
         await k.venue.push_trade("BTCUSDT", D("39400"), D("0.5"), "sell")  # at the limit: no fill (not through)
         await k.venue.push_trade("BTCUSDT", D("39399"), D("0.004"), "sell")  # through, volume short
@@ -88,7 +89,7 @@ async def test_a_resting_limit_order_fills_in_parts_as_trades_cross_it(tmp_path:
 
 async def test_a_fill_that_arrives_while_a_cancel_is_pending_still_counts(tmp_path: Path) -> None:
     async with paper_kernel(tmp_path) as k:
-        order = await k.manager.place("BTCUSDT", "sell", D("1"), D("40000"))
+        order = await k.manager.place(OrderTerms("BTCUSDT", "sell", D("1"), D("40000")))
         await until(lambda: order.state == "accepted", "the ack")
         # The trade reaches the venue first; our cancel is sent before its report arrives.
         fill = asyncio.create_task(k.venue.push_trade("BTCUSDT", D("40001"), D("0.3"), "buy"))
@@ -102,7 +103,7 @@ async def test_a_fill_that_arrives_while_a_cancel_is_pending_still_counts(tmp_pa
 
 async def test_an_order_the_venue_refuses_is_rejected(tmp_path: Path) -> None:
     async with paper_kernel(tmp_path) as k:
-        order = await k.manager.place("DOGEUSDT", "buy", D("1"), D("1"))
+        order = await k.manager.place(OrderTerms("DOGEUSDT", "buy", D("1"), D("1")))
         await until(lambda: order.state == "rejected", "the reject")
         assert order.data["reason"]
 
@@ -110,7 +111,7 @@ async def test_an_order_the_venue_refuses_is_rejected(tmp_path: Path) -> None:
 async def test_an_ioc_remainder_is_canceled(tmp_path: Path) -> None:
     async with paper_kernel(tmp_path) as k:
         await k.venue.push_quote("BTCUSDT", D("39990"), D("1"), D("40000"), D("0.25"))
-        order = await k.manager.place("BTCUSDT", "buy", D("1"), D("40010"), tif="ioc")
+        order = await k.manager.place(OrderTerms("BTCUSDT", "buy", D("1"), D("40010"), tif="ioc"))
         await until(lambda: order.state == "canceled", "the IOC remainder cancel")
         assert order.data["cum_qty"] == D("0.25")
         assert order.data["avg_px"] == D("40000")
@@ -118,7 +119,7 @@ async def test_an_ioc_remainder_is_canceled(tmp_path: Path) -> None:
 
 async def test_a_replace_is_confirmed_and_the_new_price_trades(tmp_path: Path) -> None:
     async with paper_kernel(tmp_path) as k:
-        order = await k.manager.place("BTCUSDT", "buy", D("1"), D("39000"))
+        order = await k.manager.place(OrderTerms("BTCUSDT", "buy", D("1"), D("39000")))
         await until(lambda: order.state == "accepted", "the ack")
         await k.manager.replace(order.entity_id, price=D("39500"))
         await until(lambda: order.data["price"] == D("39500") and order.state == "accepted", "the replace")
@@ -129,7 +130,7 @@ async def test_a_replace_is_confirmed_and_the_new_price_trades(tmp_path: Path) -
 
 async def test_the_venue_restarting_mid_session_loses_nothing(tmp_path: Path) -> None:
     async with paper_kernel(tmp_path) as k:
-        order = await k.manager.place("BTCUSDT", "buy", D("1"), D("39400"))
+        order = await k.manager.place(OrderTerms("BTCUSDT", "buy", D("1"), D("39400")))
         await until(lambda: order.state == "accepted", "the ack")
         await k.venue.push_trade("BTCUSDT", D("39399"), D("0.4"), "sell")
         await until(lambda: order.data["cum_qty"] == D("0.4"), "the first fill")
@@ -147,7 +148,8 @@ async def test_the_venue_restarting_mid_session_loses_nothing(tmp_path: Path) ->
 
 async def test_ids_never_repeat_and_each_is_one_order_at_the_venue(tmp_path: Path) -> None:
     async with paper_kernel(tmp_path) as k:
-        orders: list[Entity] = [await k.manager.place("BTCUSDT", "buy", D("0.1"), D("30000")) for _ in range(20)]
+        terms = OrderTerms("BTCUSDT", "buy", D("0.1"), D("30000"))
+        orders: list[Entity] = [await k.manager.place(terms) for _ in range(20)]
         await until(lambda: all(o.state == "accepted" for o in orders), "20 acks")
         ids = [o.entity_id for o in orders]
         assert len(set(ids)) == 20

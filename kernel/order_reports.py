@@ -1,0 +1,202 @@
+"""Applying what the venue reports to the journal's orders (and their positions).
+
+Execution reports and order snapshots arrive as the paper venue's wire types; they are turned into
+the plain facts of ``machines.order_reports``, whose pure functions say which order triggers to
+fire. ``ReportApplier`` only fires them (journaled, not committed: the order manager commits and
+tells its listeners). A report for an unknown order, or one the order machine refuses, changes
+nothing: it is logged, counted, journaled as an anomaly and kept in ``anomalies``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from kernel.execution import Report
+from kernel.paper_protocol import Execution, Fill, OrderSnapshot
+from machines import ORDER, POSITION, Entity, Transition, TransitionRefused
+from machines.order_reports import (
+    ExecutionFacts,
+    FillFacts,
+    OrderCommand,
+    OrderFacts,
+    SnapshotFacts,
+    catch_up,
+    execution_command,
+    settle,
+)
+from storage import Journal
+
+log = logging.getLogger(__name__)
+ZERO = Decimal(0)
+Change = tuple[Entity, Transition]
+"""An order (or position) and the transition that changed it, not yet committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A report that changed nothing: unknown order, or refused by the order machine."""
+
+    kind: Literal["unknown_order", "refused", "status_mismatch"]
+    client_order_id: str
+    detail: str
+    report: Report | OrderSnapshot | Fill | None = None
+
+
+def fill_facts(fill: Fill) -> FillFacts:
+    """A venue fill as ``machines.order_reports`` reads it."""
+    return FillFacts(fill.trade_id, fill.qty, fill.price, fill.fee, fill.fill_seq, fill.ts_ms)
+
+
+def execution_facts(report: Execution) -> ExecutionFacts:
+    """An execution report as ``machines.order_reports`` reads it."""
+    fill = None if report.fill is None else fill_facts(report.fill)
+    return ExecutionFacts(report.exec, report.venue_order_id, report.qty, report.price, fill, report.reason)
+
+
+def snapshot_facts(snapshot: OrderSnapshot) -> SnapshotFacts:
+    """An order snapshot as ``machines.order_reports`` reads it."""
+    fills = tuple(fill_facts(fill) for fill in snapshot.fills)
+    return SnapshotFacts(snapshot.status, snapshot.venue_order_id, snapshot.qty, snapshot.price, fills, snapshot.reason)
+
+
+class ReportApplier:
+    """Fires the order triggers the venue's reports stand for, into the journal's buffer.
+
+    ``orders`` and ``positions`` are the order manager's own dicts (shared, not copied).
+    """
+
+    def __init__(
+        self, journal: Journal, orders: dict[str, Entity], positions: dict[str, Entity], *, max_anomalies: int
+    ) -> None:
+        self.journal = journal
+        self.orders = orders
+        self.positions = positions
+        self.anomalies: deque[Anomaly] = deque(maxlen=max_anomalies)
+        self.counts: dict[str, int] = {"reports": 0, "unknown_order": 0, "refused": 0, "status_mismatch": 0}
+
+    def apply(self, reports: Iterable[Report]) -> list[Change]:
+        """Fire what each report stands for (nothing is committed); return what fired."""
+        changes: list[Change] = []
+        for report in reports:
+            self.counts["reports"] += 1
+            if isinstance(report, Execution):
+                changes.extend(self.apply_execution(report))
+            elif report.order is not None:
+                changes.extend(self.apply_snapshot(report.order, "duplicate", []))
+        return changes
+
+    def anomaly(self, anomaly: Anomaly, sink: list[Anomaly] | None = None) -> None:
+        """Count, keep, journal (with this loop turn's commit) and log a report that changed nothing."""
+        self.counts[anomaly.kind] += 1
+        self.anomalies.append(anomaly)
+        # Journaled too, with what the venue sent as sample.
+        self.journal.record_anomaly(
+            "orders", anomaly.kind, f"{anomaly.client_order_id}: {anomaly.detail}", repr(anomaly.report)
+        )
+        if sink is not None:
+            sink.append(anomaly)
+        log.warning("order report anomaly (%s) for %s: %s", anomaly.kind, anomaly.client_order_id, anomaly.detail)
+
+    def fire(
+        self,
+        order: Entity,
+        trigger: str,
+        report: Report | OrderSnapshot | Fill | None,
+        sink: list[Anomaly] | None = None,
+        **data: Any,
+    ) -> Transition | None:
+        """Fire ``trigger`` on ``order`` (a new fill also moves its position); ``None`` when the
+        order machine refuses it (then a ``refused`` anomaly, added to ``sink`` too)."""
+        applied_before = len(order.data["trade_ids"])
+        try:
+            transition = self.journal.fire(ORDER, order, trigger, **data)
+        except TransitionRefused as exc:
+            self.anomaly(Anomaly("refused", order.entity_id, str(exc), report), sink)
+            return None
+        if len(order.data["trade_ids"]) > applied_before:  # a new fill (not a duplicate report)
+            try:
+                self.position_fill(order, transition)
+            except TransitionRefused as exc:  # cannot happen for a fill the order machine took
+                log.error("position of %s refused fill %s: %s", order.data["instrument"], order.entity_id, exc)
+                self.journal.record_anomaly("positions", "refused", str(exc), repr(transition.data))
+        return transition
+
+    def position_fill(self, order: Entity, fill: Transition) -> Transition:
+        """Fold one applied order fill into its instrument's ``position`` entity (same batch)."""
+        instrument = order.data["instrument"]
+        position = self.positions.get(instrument) or self.journal.entity(POSITION, instrument)
+        if position is None:
+            position, created = POSITION.create(instrument)
+            self.journal.append(created, position)
+        self.positions[instrument] = position
+        data = fill.data
+        return self.journal.fire(
+            POSITION,
+            position,
+            "fill",
+            side=order.data["side"],
+            qty=data["qty"],
+            price=data["price"],
+            fee=data.get("fee") or ZERO,
+            trade_id=data["trade_id"],
+            client_order_id=order.entity_id,
+        )
+
+    def apply_execution(self, report: Execution) -> list[Change]:
+        """Fire the trigger an execution report stands for (``machines.order_reports``)."""
+        order = self.orders.get(report.client_order_id)
+        if order is None:
+            order = self.journal.entity(ORDER, report.client_order_id)  # ended in an earlier run
+            if order is not None:
+                self.orders[order.entity_id] = order
+        if order is None:
+            self.anomaly(Anomaly("unknown_order", report.client_order_id, f"{report.exec} for no order", report))
+            return []
+        command = execution_command(execution_facts(report))
+        transition = self.fire(order, command.trigger, report, **command.data)
+        return [] if transition is None else [(order, transition)]
+
+    def apply_snapshot(
+        self, snapshot: OrderSnapshot, source: str, sink: list[Anomaly], prefix: str = ""
+    ) -> list[Change]:
+        """Fire what takes the order from its journaled state to the venue's ``snapshot``:
+        ``catch_up``, then ``settle`` (``machines.order_reports``), each trigger with ``source``.
+
+        ``prefix`` (``"reconcile_"``) names the reconciliation variants of the triggers. Anomalies
+        are added to ``sink`` too. Nothing is committed.
+        """
+        order = self.orders.get(snapshot.client_order_id)
+        if order is None:
+            self.anomaly(Anomaly("unknown_order", snapshot.client_order_id, f"{source} for no order", snapshot), sink)
+            return []
+        facts = snapshot_facts(snapshot)
+        changes: list[Change] = []
+
+        def fire(command: OrderCommand) -> bool:
+            transition = self.fire(order, prefix + command.trigger, snapshot, sink, source=source, **command.data)
+            if transition is not None:
+                changes.append((order, transition))
+            return transition is not None
+
+        plan = catch_up(OrderFacts.of(order), facts)
+        for command in plan.commands:
+            if not fire(command) and command.required:
+                return changes
+        if not plan.settle:
+            return changes
+        # Only a status answer settles pending requests: a duplicate-submit answer may predate a
+        # cancel or replace still in flight on this connection.
+        settlement = settle(OrderFacts.of(order), facts, requests=source != "duplicate")
+        for command in settlement.commands:
+            fire(command)
+        if settlement.mismatch is not None:
+            self.anomaly(Anomaly("status_mismatch", order.entity_id, settlement.mismatch, snapshot), sink)
+        return changes
+
+
+__all__ = ["Anomaly", "Change", "ReportApplier", "execution_facts", "fill_facts", "snapshot_facts"]
