@@ -10,13 +10,15 @@ journal already holds. The venue never makes two orders of one id, so a resend i
 this module never resends on its own: an order the venue does not know stays ``pending_new`` and
 is reported (deciding that it is lost is a separate step).
 
-Reports from the venue (``execution``, duplicate ``order_status_report``) become order triggers.
-A report for an unknown order, or one the machine refuses, is logged, counted and kept in
-``anomalies``; the order is left unchanged and the pump carries on.
+Reports from the venue (``execution``, duplicate ``order_status_report``) become order triggers
+(``kernel/order_reports.py``, deciding with ``machines/order_reports.py``). A report for an unknown
+order, or one the machine refuses, is logged, counted and kept in ``anomalies``; the order is left
+unchanged and the pump carries on.
 
-After every (re)connection ``resolve_in_flight`` asks the venue for the status of every live order
-and fires what brings the journal to the venue's state (data ``source: "status"``). Until it has
-run for the current session, order entry is paused (``OrderEntryPaused``).
+After every (re)connection ``resolve_in_flight`` (``kernel/order_resume.py``) asks the venue for the
+status of every live order and fires what brings the journal to the venue's state (data
+``source: "status"``), or ``reconcile`` (``kernel/reconcile.py``) does. Until then, order entry is
+paused (``OrderEntryPaused``, with the reason of the gate's ``machines.entry.venue_block``).
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
 from kernel.order_reports import Anomaly, Change, ReportApplier
+from kernel.order_resume import Resolution
+from kernel.order_resume import resolve_in_flight as resolve_order_status
 from kernel.paper_protocol import NewOrder
-from machines import ORDER, POSITION, Entity, OrderState, TradekernelError, Transition, TransitionRefused
+from machines import ORDER, POSITION, Entity, TradekernelError, Transition, TransitionRefused
 from machines.entry import venue_block
 from machines.order_terms import OrderTerms
 from storage import Journal
@@ -40,7 +44,6 @@ from storage.errors import JournalWriteError
 
 log = logging.getLogger(__name__)
 
-S = OrderState
 Listener = Callable[[Entity, Transition], None]
 """Called after a commit with the order and the transition that changed it."""
 
@@ -92,18 +95,6 @@ class Request:
     kind: Literal["new", "cancel", "replace"]
     qty: Decimal | None = None
     price: Decimal | None = None
-
-
-@dataclass(slots=True)
-class Resolution:
-    """What ``resolve_in_flight`` found: orders checked, transitions fired, orders left pending."""
-
-    generation: int
-    checked: int = 0
-    fired: list[Transition] = field(default_factory=list)
-    unknown_pending: list[str] = field(default_factory=list)
-    """``pending_new`` orders the venue never received: left as they are, not resent."""
-    anomalies: list[Anomaly] = field(default_factory=list)
 
 
 class OrderManager:
@@ -410,27 +401,14 @@ class OrderManager:
         in ``unknown_pending``. Raises ``VenueError`` (entry stays paused) when the venue cannot
         answer, ``JournalWriteError`` when a commit fails.
         """
-        generation = self.client.generation
-        resolution = Resolution(generation)
-        for order in [o for o in self.orders.values() if o.live]:
-            snapshot = await self.client.order_status(order.entity_id, self.status_timeout)
-            resolution.checked += 1
-            if not order.live:  # a report finished it while we waited
-                continue
-            if snapshot is None:
-                if order.state == S.pending_new or order.data["prior_state"] == S.pending_new:
-                    resolution.unknown_pending.append(order.entity_id)
-                    log.warning("order %s is %s but unknown to the venue: not resent", order.entity_id, order.state)
-                else:
-                    detail = f"the venue does not know an order we hold as {order.state}"
-                    self.reports.anomaly(Anomaly("status_mismatch", order.entity_id, detail), resolution.anomalies)
-                continue
-            changes = self.reports.apply_snapshot(snapshot, "status", resolution.anomalies)
-            self.commit(changes)
-            resolution.fired.extend(t for _, t in changes)
+        resolution = await resolve_order_status(self.client, self.reports, self.commit, self.status_timeout)
+        self._mark_resolved(resolution.generation)
+        return resolution
+
+    def _mark_resolved(self, generation: int) -> None:
+        """Open order entry for session ``generation`` if it is still the current one."""
         if self.client.connected and self.client.generation == generation:
             self._resolved_generation = generation
-        return resolution
 
     # -- running ----------------------------------------------------------------------------
 
@@ -454,8 +432,7 @@ class OrderManager:
                                 self.retry_delay)  # fmt: skip
                     await asyncio.sleep(self.retry_delay)
                     continue
-                if self.client.connected and self.client.generation == generation:
-                    self._resolved_generation = generation
+                self._mark_resolved(generation)
                 continue
             try:
                 resolution = await self.resolve_in_flight()
@@ -498,6 +475,7 @@ def checkpoint_positions(manager: OrderManager) -> int:
 
 __all__ = [
     "Anomaly",
+    "NoRun",
     "OrderEntryPaused",
     "OrderError",
     "OrderManager",

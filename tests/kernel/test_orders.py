@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from kernel.execution import ExecutionClient, ReconnectFailed, Report, VenueClient, VenueUnavailable
-from kernel.orders import OrderEntryPaused, OrderManager, OrderNotSent, UnknownOrder
+from kernel.orders import NoRun, OrderEntryPaused, OrderError, OrderManager, OrderNotSent, UnknownOrder
 from kernel.paper_protocol import (
     CancelOrder,
     Fill,
@@ -26,7 +26,7 @@ from kernel.paper_protocol import (
     OrderStatusRequest,
     ReplaceOrder,
 )
-from machines import Entity, InvalidData, InvalidTransition
+from machines import Entity, InvalidData, InvalidTransition, TradekernelError
 from machines.order_terms import OrderTerms
 from storage import Journal, JournalWriteError
 from storage.audit import AuditReader
@@ -482,8 +482,11 @@ async def test_client_order_ids_are_unique_across_runs(db_path: str, venue: Fake
 def test_a_journal_without_a_run_is_refused(db_path: str) -> None:
     journal = Journal.open(db_path, start_run=False)
     try:
-        with pytest.raises(ValueError, match="no run"):
+        with pytest.raises(NoRun, match=r"^the journal has no run: open it with start_run=True$") as refused:
             OrderManager(journal, StubClient())
+        assert isinstance(refused.value, OrderError)
+        assert isinstance(refused.value, TradekernelError)
+        assert isinstance(refused.value, ValueError)
     finally:
         journal.close()
 

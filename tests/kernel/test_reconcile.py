@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from kernel.execution import VenueClient
-from kernel.orders import OrderManager, checkpoint_positions
+from kernel.execution import VenueClient, VenueError
+from kernel.orders import OrderError, OrderManager, checkpoint_positions
 from kernel.paper_protocol import NewOrder
 from kernel.reconcile import Reconciler, ReconciliationFailed, Report
 from kernel.venue.server import PaperVenue, VenueConfig
@@ -175,8 +175,10 @@ async def test_an_unreachable_venue_fails_the_reconciliation_and_a_retry_complet
     manager = OrderManager.resume(journal, client)
     reconciler = Reconciler(manager, grace_s=0.05, timeout=1.0)
     await venue.stop()  # the venue goes away mid-session
-    with pytest.raises(ReconciliationFailed):
+    with pytest.raises(ReconciliationFailed) as failed:
         await reconciler.run("test restart")
+    assert isinstance(failed.value, OrderError)
+    assert isinstance(failed.value, VenueError)  # the order manager retries a failed reconciliation
     assert reconciler.entity is not None
     assert reconciler.entity.state == "failed"
     assert manager.orders["o1-000001"].state == "pending_new"  # nothing concluded
