@@ -47,10 +47,12 @@ from typing import Any
 
 import pytest
 
+from kernel.strategy import StrategyError
 from machines.positions import Fill, Positions
 from storage.audit import AuditReader
 from storage.lock import writer_active
 from tests.conftest import REPO, run_cli
+from tests.kernel.torture_strategy import Churn
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 ENV.pop("TRADEKERNEL_CRASH_AT", None)
@@ -328,3 +330,9 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
     assert kills == kills_wanted
     assert summary["orders"] > 0
     assert summary["fills"] > 0
+
+
+def test_churn_refuses_fewer_than_two_open_orders() -> None:
+    assert Churn.Params(max_open=2).max_open == 2
+    with pytest.raises(StrategyError, match=r"^max_open must be at least 2, got 1$"):
+        Churn.Params(max_open=1)

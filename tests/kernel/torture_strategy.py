@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from kernel.feed.events import QuoteEvent
 from kernel.strategies import PENDING_STATES, ceil_to_tick, check_decimal, check_instrument, floor_to_tick
-from kernel.strategy import Cancel, Context, Intent, MarketEvent, Place, Replace, Strategy
+from kernel.strategy import Cancel, Context, Intent, MarketEvent, Place, Replace, Strategy, StrategyError
 
 ZERO = Decimal(0)
 
@@ -53,7 +53,7 @@ class Churn(Strategy):
             check_decimal("drift_ticks", self.drift_ticks)
             check_decimal("max_position", self.max_position, positive=True)
             if self.max_open < 2:
-                raise ValueError(f"max_open must be at least 2, got {self.max_open}")
+                raise StrategyError(f"max_open must be at least 2, got {self.max_open}")
 
     params: Params
 
