@@ -30,7 +30,7 @@ import sqlite_utils
 import kernel
 from kernel.cli import main
 from kernel.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from machines import RUN, registry
+from machines import RUN, TRADING, registry
 from machines.diagram import BEGIN, END, markdown, mermaid
 from storage import SCHEMA_VERSION, Journal
 from storage.schema import MIGRATION_NAMES, MIGRATIONS
@@ -903,6 +903,47 @@ def test_version_when_the_package_is_not_installed(monkeypatch: pytest.MonkeyPat
         monkeypatch.undo()
         importlib.reload(kernel)
     assert kernel.__version__ == installed
+
+
+# -- operator commands with no kernel running -------------------------------------------------
+
+
+def test_operator_commands_with_no_kernel_are_journaled(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    Journal.open(db_path).close()
+    assert main(["reduce", "--db", db_path]) == EXIT_OK
+    assert capsys.readouterr().out == "trading reducing: operator: tradekernel reduce  (journal (no kernel running))\n"
+    assert main(["arm", "--db", db_path, "--reason", "back", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True,
+        "trading": {"state": "active", "reason": "operator: back"},
+        "via": "journal (no kernel running)",
+    }
+    assert main(["halt", "--db", db_path, "--reason", "maintenance", "--flatten"]) == EXIT_OK
+    assert capsys.readouterr().out == "trading halting: operator: maintenance  (journal (no kernel running))\n"
+    assert main(["arm", "--db", db_path, "--reason", "too soon"]) == EXIT_FAILED
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "tradekernel: arm refused: trading 'kernel' in state 'halting' refused trigger 'arm': "
+        "not allowed from this state\n"
+    )
+    with Journal.open(db_path, start_run=False) as journal:
+        (trading,) = journal.live_entities(TRADING)
+    assert (str(trading.state), trading.data["reason"]) == ("halting", "operator: maintenance")
+    with sqlite_utils.Database(db_path) as db:
+        rows = list(db.query("select trigger, data from transitions where machine = 'trading' order by seq"))
+    assert [r["trigger"] for r in rows] == ["create", "reduce", "arm", "halt"]
+    assert json.loads(rows[3]["data"])["flatten"] is True
+
+
+def test_operator_commands_with_no_kernel_and_no_journal(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["halt", "--db", db_path, "--reason", "x"]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"tradekernel: error: no kernel answers on {db_path}.sock and there is no journal at {db_path}\n"
+    )
+    assert not os.path.exists(db_path)
+    assert main(["stop", "--db", db_path]) == EXIT_FAILED
+    assert capsys.readouterr().err == f"tradekernel: no kernel is listening on {db_path}.sock\n"
 
 
 # -- the layout of kernel/cli -----------------------------------------------------------------
