@@ -1,4 +1,4 @@
-"""The ``tradekernel`` command line (``kernel.cli``, ``kernel.audit``).
+"""The ``tradekernel`` command line (``kernel.cli``, ``kernel.cli.audit``).
 
 Most cases call ``kernel.cli.main([...])`` in-process (fast, and the toy machine is registered here so
 ``audit verify`` can replay toy rows); the process-level behaviours (``--help``, ``--version``, exit
@@ -8,6 +8,7 @@ subprocesses, each with a timeout.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import importlib
@@ -28,7 +29,8 @@ import sqlite_utils
 
 import kernel
 from kernel.cli import main
-from machines import RUN, registry
+from kernel.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from machines import RUN, TRADING, registry
 from machines.diagram import BEGIN, END, markdown, mermaid
 from storage import SCHEMA_VERSION, Journal
 from storage.schema import MIGRATION_NAMES, MIGRATIONS
@@ -901,3 +903,103 @@ def test_version_when_the_package_is_not_installed(monkeypatch: pytest.MonkeyPat
         monkeypatch.undo()
         importlib.reload(kernel)
     assert kernel.__version__ == installed
+
+
+# -- operator commands with no kernel running -------------------------------------------------
+
+
+def test_operator_commands_with_no_kernel_are_journaled(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    Journal.open(db_path).close()
+    assert main(["reduce", "--db", db_path]) == EXIT_OK
+    assert capsys.readouterr().out == "trading reducing: operator: tradekernel reduce  (journal (no kernel running))\n"
+    assert main(["arm", "--db", db_path, "--reason", "back", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True,
+        "trading": {"state": "active", "reason": "operator: back"},
+        "via": "journal (no kernel running)",
+    }
+    assert main(["halt", "--db", db_path, "--reason", "maintenance", "--flatten"]) == EXIT_OK
+    assert capsys.readouterr().out == "trading halting: operator: maintenance  (journal (no kernel running))\n"
+    assert main(["arm", "--db", db_path, "--reason", "too soon"]) == EXIT_FAILED
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "tradekernel: arm refused: trading 'kernel' in state 'halting' refused trigger 'arm': "
+        "not allowed from this state\n"
+    )
+    with Journal.open(db_path, start_run=False) as journal:
+        (trading,) = journal.live_entities(TRADING)
+    assert (str(trading.state), trading.data["reason"]) == ("halting", "operator: maintenance")
+    with sqlite_utils.Database(db_path) as db:
+        rows = list(db.query("select trigger, data from transitions where machine = 'trading' order by seq"))
+    assert [r["trigger"] for r in rows] == ["create", "reduce", "arm", "halt"]
+    assert json.loads(rows[3]["data"])["flatten"] is True
+
+
+def test_operator_commands_with_no_kernel_and_no_journal(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["halt", "--db", db_path, "--reason", "x"]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"tradekernel: error: no kernel answers on {db_path}.sock and there is no journal at {db_path}\n"
+    )
+    assert not os.path.exists(db_path)
+    assert main(["stop", "--db", db_path]) == EXIT_FAILED
+    assert capsys.readouterr().err == f"tradekernel: no kernel is listening on {db_path}.sock\n"
+
+
+# -- the layout of kernel/cli -----------------------------------------------------------------
+
+CLI_DIR = REPO / "kernel" / "cli"
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    """Every module an AST imports (``from a.b import c`` counts as ``a.b`` and ``a.b.c``)."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _module_level_imports(tree: ast.Module) -> list[str]:
+    """The imports run when the module is imported (not those inside functions or ``if TYPE_CHECKING``)."""
+    top = [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+    ]
+    return _imports(ast.Module(body=[n for n in top if isinstance(n, ast.Import | ast.ImportFrom)], type_ignores=[]))
+
+
+def test_the_cli_modules_import_the_simulator_and_the_kernel_process_only_where_used() -> None:
+    modules = sorted(CLI_DIR.glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "run.py", "operator.py", "venue.py", "audit.py"}
+    for module in modules:
+        imported = _module_level_imports(ast.parse(module.read_text(encoding="utf-8")))
+        heavy = [n for n in imported if n.startswith(("kernel.venue", "storage.venue_store", "kernel.app"))]
+        assert heavy == [], f"{module.name} imports {heavy} at module level"
+
+
+def test_nothing_in_the_kernel_imports_the_cli() -> None:
+    for package in ("kernel", "machines", "storage"):
+        for module in sorted((REPO / package).rglob("*.py")):
+            if CLI_DIR in module.parents or module == REPO / "kernel" / "__main__.py":
+                continue
+            imported = _imports(ast.parse(module.read_text(encoding="utf-8")))
+            assert not [n for n in imported if n == "kernel.cli" or n.startswith("kernel.cli.")], module
+
+
+def test_exit_codes_are_defined_once_in_kernel_exits() -> None:
+    for module in sorted(CLI_DIR.glob("*.py")):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        assigned = [
+            target.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign)
+            for target in ast.walk(ast.Tuple(elts=node.targets))
+            if isinstance(target, ast.Name) and target.id.startswith("EXIT_")
+        ]
+        assert assigned == [], f"{module.name} defines {assigned}"
+    assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE) == (0, 1, 2)

@@ -1,4 +1,4 @@
-"""``tradekernel drive`` (``kernel.drive``): scenario files through the real machines.
+"""``tradekernel drive`` (``kernel.cli.drive``): scenario files through the real machines.
 
 In process through ``kernel.cli.main`` (output captured), plus real subprocesses for the command
 as users run it and for ``audit verify`` on a journal that ``drive --journal`` wrote. Exit status:
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kernel.cli import main
-from kernel.drive import load
+from kernel.cli.drive import load
 from machines.scenario import ScenarioError
 from storage import Journal
 from storage.audit import AuditReader

@@ -1,4 +1,4 @@
-"""Plain-text tables for humans (``kernel.textable``)."""
+"""Plain-text tables for humans (``kernel.cli.table``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from kernel.textable import format_table
+from kernel.cli.table import format_table
 
 
 def test_columns_are_left_aligned_to_the_widest_cell() -> None:

@@ -1,4 +1,4 @@
-"""``tradekernel venue`` in real subprocesses (``python -m kernel.venue.cli``), and in-process errors."""
+"""``tradekernel venue`` (``kernel.cli.venue``) in real subprocesses (``python -m kernel venue``), and in process."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 
 from kernel import paper_protocol as p
-from kernel.venue import cli
+from kernel.cli import main
+from kernel.cli import venue as cli
+from kernel.net import is_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 TRADES = str(REPO / "tests" / "data" / "binance_btcusdt_trades_20210108.csv")
@@ -33,7 +35,7 @@ def env() -> dict[str, str]:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kernel.venue.cli", *args],
+        [sys.executable, "-m", "kernel", "venue", *args],
         capture_output=True,
         text=True,
         timeout=LIMIT_S,
@@ -50,7 +52,8 @@ async def venue_process(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subproces
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "kernel.venue.cli",
+        "kernel",
+        "venue",
         "--port",
         "0",
         "--db",
@@ -150,7 +153,7 @@ def test_bad_arguments_exit_2() -> None:
 def test_unusable_inputs_exit_2_with_a_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    assert cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert main(["venue", *(a.replace("{tmp}", str(tmp_path)) for a in argv)]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -159,16 +162,18 @@ def test_an_unbindable_port_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert cli.main(["--db", str(tmp_path / "v.db"), "--port", str(port), "--speed", "0"]) == 2
+        assert main(["venue", "--db", str(tmp_path / "v.db"), "--port", str(port), "--speed", "0"]) == 2
     assert "cannot listen" in capsys.readouterr().err
 
 
 def test_loopback_detection() -> None:
-    assert cli.is_loopback("localhost")
-    assert cli.is_loopback("127.0.0.2")
-    assert cli.is_loopback("::1")
-    assert not cli.is_loopback("0.0.0.0")
-    assert not cli.is_loopback("example.com")
+    assert is_loopback("localhost")
+    assert is_loopback("127.0.0.2")
+    assert is_loopback("::1")
+    assert is_loopback("[::1]")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("example.com")
+    assert not is_loopback("[example.com]")
 
 
 def test_add_parser_registers_venue_on_a_top_level_parser(tmp_path: Path) -> None:
@@ -180,3 +185,26 @@ def test_add_parser_registers_venue_on_a_top_level_parser(tmp_path: Path) -> Non
     assert args.run is cli.run
     with pytest.raises(SystemExit):
         top.parse_args(["venue", "--fee-bps", "-1"])
+    parsed = top.parse_args(["venue", "--fee-bps", "2.5", "--slippage-bps", "0"])
+    assert (parsed.fee_bps, parsed.slippage_bps) == (D("2.5"), D("0"))
+    assert isinstance(parsed.fee_bps, D)
+
+
+@pytest.mark.parametrize("flag", ["--fee-bps", "--slippage-bps"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "the value must not be negative, got -1"),
+        ("-0", "the value must not be negative, got -0"),
+        ("abc", "the value is not a number: 'abc'"),
+        ("nan", "the value must be finite, got 'nan'"),
+        ("1_0", "the value: not a decimal: '1_0'"),
+    ],
+)
+def test_a_bad_fee_or_slippage_is_a_usage_error_naming_the_argument(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["venue", "--db", "unused.db", flag, value])
+    assert exited.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """``tradekernel audit ...``: read the journal as tables for people or JSON for scripts.
 
+    tradekernel audit tail|timeline|entities|verify|anomalies|stats|export [--db PATH] [--json] ...
+
 Exit codes: 0 ok, 1 a check failed (``verify``), 2 usage or input error (no such file, not a
 journal, unknown entity, ...).
 """
@@ -13,12 +15,11 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
-from kernel.textable import format_table
+from kernel.cli.common import DEFAULT_DB, usage_error
+from kernel.cli.table import format_table
+from kernel.exits import EXIT_FAILED, EXIT_OK
 from storage import codec
 from storage.audit import AuditReader
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEFAULT_DB = "tradekernel.db"
 
 
 def add_parser(commands: Any) -> None:
@@ -158,8 +159,7 @@ def _timeline(reader: AuditReader, args: argparse.Namespace) -> int:
     rows = reader.timeline(args.entity, machine=args.machine)
     if not rows:
         where = f" of machine {args.machine!r}" if args.machine else ""
-        print(f"tradekernel: error: no transitions for entity {args.entity!r}{where} in {args.db}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(f"no transitions for entity {args.entity!r}{where} in {args.db}")
     if args.json:
         _print_json([_public(r) for r in rows])
     else:

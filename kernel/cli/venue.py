@@ -7,41 +7,39 @@ The venue prints ``venue listening on ws://HOST:PORT`` once bound and runs until
 (clean stop, exit 0). It binds to loopback only unless ``--allow-remote``. Exit status: 0 ok, 2 bad
 arguments, an unusable venue database or data file, or an address that cannot be bound.
 
-Also runnable as ``python -m kernel.venue.cli ...`` (same arguments, without ``venue``).
+The simulator (``kernel.venue``) and its store are imported only by the command that uses them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import signal
-import sys
-from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
-from kernel.textable import format_table
-from kernel.venue.marketdata import MarketDataError
-from kernel.venue.server import PaperVenue, VenueConfig
-from storage.venue_store import StoredOrder, VenueStoreError, read_orders
+from kernel.cli.common import usage_error
+from kernel.cli.table import format_table
+from kernel.exits import EXIT_OK
+from kernel.net import is_loopback
+from machines.decimals import DecimalError, Sign, parse_decimal
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from kernel.venue.server import VenueConfig
+    from storage.venue_store import StoredOrder
+
 DEFAULT_PORT = 8765
 
 
-def _decimal(text: str) -> Decimal:
+def _non_negative_decimal(text: str) -> Decimal:
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number: {text!r}")
-    return value
+        return parse_decimal(text, "the value", sign=Sign.non_negative)
+    except DecimalError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
+def _arguments(parser: argparse.ArgumentParser) -> None:
     """Add the venue's arguments (and its ``orders`` sub-command) to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any free)")
@@ -51,8 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed: 1 real time, 0 as fast as possible")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random walk and random rejects/cancels")
-    parser.add_argument("--fee-bps", type=_decimal, default=Decimal(0), metavar="F", help="fee, bps of notional")
-    parser.add_argument("--slippage-bps", type=_decimal, default=Decimal(0), metavar="S", help="market order slippage")
+    parser.add_argument(
+        "--fee-bps", type=_non_negative_decimal, default=Decimal(0), metavar="F", help="fee, bps of notional"
+    )
+    parser.add_argument(
+        "--slippage-bps", type=_non_negative_decimal, default=Decimal(0), metavar="S", help="market order slippage"
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, metavar="L", help="delay before answering orders")
     parser.add_argument("--reject-rate", type=float, default=0.0, metavar="R", help="probability of a random reject")
     parser.add_argument(
@@ -79,41 +81,11 @@ def add_parser(commands: Any) -> None:
         description="Run the paper venue in the foreground until SIGINT/SIGTERM, or list its orders. "
         "Exit status: 0 ok, 2 bad arguments or an unusable database or data file.",
     )
-    configure(venue)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The stand-alone parser of ``python -m kernel.venue.cli``."""
-    parser = argparse.ArgumentParser(
-        prog="tradekernel venue",
-        description="Run the paper venue in the foreground until SIGINT/SIGTERM, or list its orders.",
-        epilog="Exit status: 0 ok, 2 bad arguments or an unusable database or data file.",
-    )
-    configure(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tradekernel venue`` with ``argv``; return the exit status."""
-    args = build_parser().parse_args(argv)
-    code: int = args.run(args)
-    sys.stdout.flush()
-    return code
+    _arguments(venue)
 
 
 def _usage(message: str) -> int:
-    print(f"tradekernel venue: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return usage_error(message, "venue")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"refusing to bind {args.host}: the paper venue listens on loopback only (use --allow-remote)")
     if not 0 <= args.port <= 65535:
         return _usage(f"--port must be between 0 and 65535, got {args.port}")
+    from kernel.venue.server import VenueConfig  # the simulator, only when serving
+
     try:
         config = VenueConfig(
             data_paths=tuple(args.data),
@@ -144,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(db: str, config: VenueConfig, host: str, port: int) -> int:
+    from kernel.venue.marketdata import MarketDataError
+    from kernel.venue.server import PaperVenue
+    from storage.venue_store import VenueStoreError
+
     venue = PaperVenue(db, config)
     try:
         await venue.start(host, port)
@@ -198,6 +176,8 @@ def order_json(order: StoredOrder) -> dict[str, object]:
 
 
 def _orders(db: str, *, as_json: bool) -> int:
+    from storage.venue_store import VenueStoreError, read_orders  # the venue's store, read-only
+
     try:
         orders = read_orders(db)
     except VenueStoreError as exc:
@@ -228,7 +208,3 @@ def _orders(db: str, *, as_json: bool) -> int:
     print(format_table(headers.split(), rows))
     print(f"{len(orders)} order(s)")
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

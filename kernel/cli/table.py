@@ -1,4 +1,4 @@
-"""Plain-text tables for humans (the ``--json`` forms are for scripts)."""
+"""Plain-text tables for humans, as the commands print them (the ``--json`` forms are for scripts)."""
 
 from __future__ import annotations
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from kernel.cli.common import usage_error
+from kernel.exits import EXIT_FAILED, EXIT_OK
 from machines.scenario import Scenario, ScenarioError, ScenarioResult, parse, run_all
 from storage import Journal
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def add_parser(commands: Any) -> None:
@@ -67,18 +66,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         scenarios = load(args.files)
     except ScenarioError as exc:
-        print(f"tradekernel drive: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(str(exc), "drive")
     if args.journal:
         with Journal.open(args.journal) as journal:
             taken = [s.entity for s in scenarios if journal.has_entity(s.machine, s.entity)]
             if taken:
-                print(
-                    f"tradekernel drive: error: {args.journal} already has entities {', '.join(taken)}; "
+                return usage_error(
+                    f"{args.journal} already has entities {', '.join(taken)}; "
                     "entity ids are unique for the life of a journal (use a new journal or new ids)",
-                    file=sys.stderr,
+                    "drive",
                 )
-                return EXIT_USAGE
             results = run_all(scenarios, record=journal.append)
             journal.commit()
     else:

@@ -23,16 +23,16 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kernel.cli.common import usage_error
 from kernel.config import ConfigError, add_override_arguments, load, overrides_from_args
 from kernel.execution import VenueClient, VenueError
+from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.orders import OrderManager, checkpoint_positions
 from kernel.reconcile import Reconciler
-from kernel.venue.server import PaperVenue
 from machines import FEED, HEALTH, ORDER, POSITION, RECONCILIATION
 from machines.positions import Fill, Positions
 from storage import Journal
@@ -41,7 +41,8 @@ from storage.errors import JournalError
 from storage.lock import writer_active
 from storage.schema import copy_database
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from kernel.venue.server import PaperVenue
 
 
 def add_parser(commands: Any) -> None:
@@ -60,27 +61,22 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=_resume)
 
 
-def _error(message: str) -> int:
-    print(f"tradekernel: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def _resume(args: argparse.Namespace) -> int:
     if not args.dry_run:
-        return _error("resuming happens on every `tradekernel run`; use --dry-run to preview it")
+        return usage_error("resuming happens on every `tradekernel run`; use --dry-run to preview it")
     try:
         config = load(args.config, overrides_from_args(args))
     except ConfigError as exc:
-        return _error(str(exc))
+        return usage_error(str(exc))
     db = config.kernel.db
     if not os.path.exists(db):
-        return _error(f"no journal at {db}")
+        return usage_error(f"no journal at {db}")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")  # the report says it all
     workdir = tempfile.mkdtemp(prefix="tk-resume-")
     try:
         return asyncio.run(_preview(config, db, workdir, as_json=args.json))
     except JournalError as exc:
-        return _error(str(exc))
+        return usage_error(str(exc))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -93,6 +89,8 @@ async def _preview(config: Any, db: str, workdir: str, *, as_json: bool) -> int:
     venue: PaperVenue | None = None
     url = config.venue.url
     if config.venue.url == "embedded":
+        from kernel.venue.server import PaperVenue  # the simulator, only when the embedded venue is used
+
         store = config.venue.embedded.store_path
         store_copy = os.path.join(workdir, "venue.db")
         if os.path.exists(store):
