@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import ValidationError
 
 from kernel import config as cfg
 from kernel import strategy as strategy_module
@@ -34,7 +35,9 @@ from kernel.config import (
     to_json,
     to_toml,
 )
-from kernel.strategy import Strategy, StrategyError
+from kernel.config.errors import problems_of
+from kernel.config.show import Unrepresentable, differs, jsonable, toml_value
+from kernel.strategy import Strategy
 from kernel.venue.marketdata import BUNDLED_DATA
 from kernel.venue.server import VenueConfig
 from machines.feed import DEFAULTS as FEED_DEFAULTS
@@ -254,14 +257,14 @@ def test_the_example_in_the_docs_loads(tmp_path: Path) -> None:
 def test_the_docs_name_every_key() -> None:
     text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
     for section in cfg.SECTIONS.values():
-        for f in cfg._toml_fields(section):
-            assert f"| `{f.name}` |" in text, f.name
-    for f in cfg._toml_fields(EmbeddedVenueSection):
-        assert f"| `{f.name}` |" in text, f.name
+        for f in section.file_keys():
+            assert f"| `{f}` |" in text, f
+    for f in EmbeddedVenueSection.file_keys():
+        assert f"| `{f}` |" in text, f
 
 
 def test_feed_section_mirrors_the_feed_machine_policy() -> None:
-    assert [f.name for f in dataclasses.fields(FeedSection)] == [k for k in FEED_DEFAULTS if k != "seed"]
+    assert FeedSection.file_keys() == [k for k in FEED_DEFAULTS if k != "seed"]
     policy = FeedSection().policy()
     entity, _ = FEED.create("paper", url="ws://127.0.0.1:1", instruments=["BTCUSDT"], **policy)
     assert {k: entity.data[k] for k in policy} == policy
@@ -359,11 +362,19 @@ ERRORS: list[tuple[str, str, str]] = [
     ("[feed]\nstale_after_ms = 0\n", "feed.stale_after_ms", "must be between 1 and 86400000, got 0"),
     ("[feed]\nbackoff_multiplier = 17\n", "feed.backoff_multiplier", "must be between 1 and 16, got 17"),
     ("[feed]\nmax_attempts = -1\n", "feed.max_attempts", "must be between 0 and 1000000"),
-    ("[feed]\nbackoff_max_ms = 100\n", "feed.backoff_max_ms", "must be at least feed.backoff_initial_ms (250)"),
+    (
+        "[feed]\nbackoff_max_ms = 100\n",
+        "feed.backoff_max_ms",
+        "backoff_max_ms (100) must be at least backoff_initial_ms (250)",
+    ),
     ("[strategy]\ntimer_interval_ms = 0\n", "strategy.timer_interval_ms", "must be greater than 0, got 0"),
     ("[health]\nloop_lag_degraded_ms = 0\n", "health.loop_lag_degraded_ms", "must be at least 1, got 0"),
     ("[health]\nstrategy_errors_unhealthy = -5\n", "health.strategy_errors_unhealthy", "must be at least 1"),
-    ("[health]\nloop_lag_unhealthy_ms = 250\n", "health.loop_lag_unhealthy_ms", "must be greater than health."),
+    (
+        "[health]\nloop_lag_unhealthy_ms = 250\n",
+        "health.loop_lag_unhealthy_ms",
+        "loop_lag_unhealthy_ms (250) must be above loop_lag_degraded_ms (250)",
+    ),
     # enums
     (
         "[kernel]\ndurability = 'fast'\n",
@@ -628,7 +639,7 @@ def test_to_toml_round_trip_of_the_defaults(tmp_path: Path) -> None:
         assert f"#   {json.dumps(path)}" in text
     assert "default:" not in text
     assert text.count(" = ") == sum(
-        len(cfg._toml_fields(t)) for t in (*cfg.SECTIONS.values(), EmbeddedVenueSection)
+        len(t.file_keys()) for t in (*cfg.SECTIONS.values(), EmbeddedVenueSection)
     ) - 2 + len(dataclasses.fields(config.strategy.params))  # every key but the two unset ones
 
 
@@ -670,7 +681,9 @@ def test_to_toml_of_odd_strings_and_unset_secrets(tmp_path: Path) -> None:
     }
     config = load(None, overrides, environ={"TK_TEST_KEY": SENTINEL_KEY})
     assert round_trip(tmp_path, config, {"TK_TEST_KEY": SENTINEL_KEY}) == config
-    unset = dataclasses.replace(config, venue=dataclasses.replace(config.venue, api_key=Secret("TK_TEST_KEY")))
+    assert 'api_key_env = "TK_TEST_KEY"  # set' in to_toml(config)
+    unset = load(None, {**overrides, "venue.url": "embedded"}, environ={})  # an unused venue's secret may be unset
+    assert unset.venue.api_key == Secret("TK_TEST_KEY")
     assert 'api_key_env = "TK_TEST_KEY"  # not set' in to_toml(unset)
 
 
@@ -698,7 +711,7 @@ def test_to_toml_of_odd_strings_and_unset_secrets(tmp_path: Path) -> None:
     ],
 )
 def test_toml_values_read_back_equal(value: Any) -> None:
-    read = tomllib.loads(f"v = {cfg._toml_value(value)}", parse_float=Decimal)["v"]
+    read = tomllib.loads(f"v = {toml_value(value)}", parse_float=Decimal)["v"]
     if isinstance(value, float):
         assert float(read) == value
     else:
@@ -706,13 +719,13 @@ def test_toml_values_read_back_equal(value: Any) -> None:
 
 
 def test_toml_values_nan_and_the_unrepresentable() -> None:
-    assert tomllib.loads(f"v = {cfg._toml_value(Decimal('NaN'))}", parse_float=Decimal)["v"].is_nan()
-    with pytest.raises(cfg._Unrepresentable):
-        cfg._toml_value(object())
-    with pytest.raises(cfg._Unrepresentable):
-        cfg._toml_value(None)
-    assert cfg._differs(1, dataclasses.MISSING) == []
-    assert cfg._differs(1, object())[0].startswith("default: <object object")
+    assert tomllib.loads(f"v = {toml_value(Decimal('NaN'))}", parse_float=Decimal)["v"].is_nan()
+    with pytest.raises(Unrepresentable):
+        toml_value(object())
+    with pytest.raises(Unrepresentable):
+        toml_value(None)
+    assert differs(1, dataclasses.MISSING) == []
+    assert differs(1, object())[0].startswith("default: <object object")
 
 
 def test_to_json(tmp_path: Path) -> None:
@@ -744,7 +757,7 @@ def test_json_of_odd_parameter_values() -> None:
         x: Decimal
 
     values = [float("inf"), float("nan"), {"k": Decimal(1)}, Inner(Decimal("2")), object]
-    assert cfg._jsonable(values) == ["inf", "nan", {"k": "1"}, {"x": "2"}, str(object)]
+    assert jsonable(values) == ["inf", "nan", {"k": "1"}, {"x": "2"}, str(object)]
 
 
 # -- secrets --------------------------------------------------------------------------------------
@@ -800,7 +813,8 @@ def test_secret_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     built = VenueSection(api_key_env="TK_X", api_secret_env="TK_NOT_THERE")
     assert built.api_key.reveal() == "value"
     assert built.api_secret == Secret("TK_NOT_THERE")
-    assert VenueSection(api_key_env="TK_X", api_key=Secret("TK_X", "given")).api_key.reveal() == "given"
+    given = VenueSection.model_validate({"api_key_env": "TK_X"}, context={"environ": {"TK_X": "given"}})
+    assert given.api_key.reveal() == "given"
 
 
 # -- the sections built directly ------------------------------------------------------------------
@@ -813,11 +827,15 @@ def test_strategy_section_built_directly() -> None:
     given = StrategySection(name=f"{THIS}:ParamStrategy", params=ParamStrategy.Params(levels=9))
     assert given.params.levels == 9
     assert given.effective_timer_interval_ms == 500
-    from_table = StrategySection(name=f"{THIS}:ParamStrategy", params_table={"levels": 4})
+    from_table = StrategySection(name=f"{THIS}:ParamStrategy", params={"levels": 4})
     assert from_table.params.levels == 4
-    with pytest.raises(StrategyError, match=r"expected ParamStrategy\.Params, got Params"):
+    assert from_table.params_table == {"levels": 4}
+    with pytest.raises(ValidationError) as caught:
         StrategySection(name=f"{THIS}:ParamStrategy", params=Strategy.Params())
-    with pytest.raises(StrategyError, match="unknown strategy"):
+    assert [str(p) for p in problems_of(caught.value, StrategySection, {}, ("strategy",))] == [
+        "strategy.params: expected ParamStrategy.Params, got Params"
+    ]
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         StrategySection(name="nope")
 
 
