@@ -7,7 +7,10 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,11 +28,13 @@ from kernel.config import (
     ConfigError,
     EmbeddedVenueSection,
     FeedSection,
+    HealthSection,
     HttpSection,
     KernelSection,
     Secret,
     StrategySection,
     VenueSection,
+    json_schema,
     load,
     parse_listen,
     to_json,
@@ -37,11 +42,15 @@ from kernel.config import (
 )
 from kernel.config.errors import problems_of
 from kernel.config.show import Unrepresentable, differs, jsonable, toml_value
+from kernel.paper_defaults import BUNDLED_DATA as PAPER_BUNDLED_DATA
 from kernel.strategy import Strategy
 from kernel.venue.marketdata import BUNDLED_DATA
 from kernel.venue.server import VenueConfig
+from machines.errors import InvalidData, StateMachineError, TradekernelError
 from machines.feed import DEFAULTS as FEED_DEFAULTS
-from machines.feed import FEED
+from machines.feed import FEED, check_backoff
+from machines.health import HealthError, Thresholds
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 TRADES = str(REPO / "tests" / "data" / "binance_btcusdt_trades_20210108.csv")
@@ -953,3 +962,247 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--config", *cfg.OVERRIDE_FLAGS.values(), "--json"):
         assert flag in out
+
+
+# -- every problem at once ------------------------------------------------------------------------
+
+MISTAKES = """
+[kernel]
+dbb = "x"
+
+[venue.embedded]
+port = "80"
+
+[feed]
+stale_after_ms = 0
+
+[health]
+loop_lag_degraded_ms = 500
+loop_lag_unhealthy_ms = 400
+
+[risk]
+max_open_orders = 0
+"""
+"""An unknown key, a wrong type, an out-of-range value, a cross-field violation, a bad risk limit."""
+
+
+def expected_mistakes(path: str) -> list[tuple[str, str, str]]:
+    return [
+        ("kernel.dbb", path, "unknown key kernel.dbb (known: db, durability, log_format, log_level, control_socket,"),
+        ("venue.embedded.port", path, "venue.embedded.port: expected an integer, got string '80'"),
+        ("feed.stale_after_ms", path, "feed.stale_after_ms: must be between 1 and 86400000, got 0"),
+        (
+            "health.loop_lag_unhealthy_ms",
+            path,
+            "health.loop_lag_unhealthy_ms: loop_lag_unhealthy_ms (400) must be above loop_lag_degraded_ms (500)",
+        ),
+        ("risk.max_open_orders", path, "risk.max_open_orders: must be a positive int or None, got 0"),
+    ]
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, MISTAKES)
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    error = caught.value
+    assert isinstance(error, TradekernelError)
+    assert isinstance(error, ValueError)
+    expected = expected_mistakes(path)
+    assert len(error.problems) == len(expected)
+    for problem, (key, source, message) in zip(error.problems, expected, strict=True):
+        assert (problem.key, problem.source) == (key, source)
+        assert problem.message.startswith(message)
+        assert str(problem) == f"{source}: {problem.message}"
+    assert (error.key, error.source) == ("kernel.dbb", path)  # the first, for callers that read one
+    lines = str(error).splitlines()
+    assert lines[0] == "5 problems in the configuration:"
+    assert lines[1:] == [f"  {problem}" for problem in error.problems]
+
+
+def test_config_show_reports_every_problem_in_a_real_process(tmp_path: Path) -> None:
+    path = write(tmp_path, MISTAKES)
+    result = run_cli("config", "show", "--config", path, "--duration", "0")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == "tradekernel: error: 6 problems in the configuration:"
+    assert lines[1] == "  --duration: kernel.duration_s: must be greater than 0, got 0.0"
+    for line, (_, source, message) in zip(lines[2:], expected_mistakes(path), strict=True):
+        assert line.startswith(f"  {source}: {message}")
+    assert len(lines) == 7
+    assert "Traceback" not in result.stderr
+
+
+def test_problems_in_several_sections_and_sources(tmp_path: Path) -> None:
+    path = write(tmp_path, "[venue]\nurl = 'ws://127.0.0.1:1'\napi_key_env = 'TK_UNSET'\n[strategy]\nname = 'nope'\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, {"http.listen": "0.0.0.0:80", "feed.backoff_initial_ms": 40000}, environ={})
+    found = [(p.key, p.source) for p in caught.value.problems]
+    assert found == [
+        ("venue.api_key_env", path),
+        ("feed.backoff_max_ms", "override feed.backoff_initial_ms"),
+        ("strategy.name", path),
+        ("http.listen", "--http"),
+    ]
+
+
+def test_a_risk_limit_of_an_instrument_names_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "[risk.instruments.BTCUSDT]\nmax_order_qty = -1\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    assert (caught.value.key, caught.value.source) == ("risk.instruments.BTCUSDT.max_order_qty", path)
+    assert str(caught.value) == (f"{path}: risk.instruments.BTCUSDT.max_order_qty: must be positive and finite, got -1")
+    with pytest.raises(ConfigError) as caught:
+        load(None, {"risk.instruments": 5}, environ={})
+    assert str(caught.value) == (
+        "override risk.instruments: risk.instruments: must be a table of instrument tables, got 5"
+    )
+    with pytest.raises(ConfigError, match=r"^override risk: risk: expected a table, got integer 5$"):
+        load(None, {"risk": 5}, environ={})
+    limits = load(write(tmp_path, "[risk]\nmax_open_orders = 3\n", "ok.toml"), environ={}).risk.limits
+    assert limits.max_open_orders == 3
+
+
+def test_the_machines_own_the_cross_field_checks() -> None:
+    with pytest.raises(InvalidData, match=r"^backoff_max_ms \(100\) must be at least backoff_initial_ms \(250\)$"):
+        check_backoff(250, 100)
+    check_backoff(250, 250)
+    with pytest.raises(HealthError) as caught:
+        Thresholds(loop_lag_degraded_ms=500, loop_lag_unhealthy_ms=400)
+    assert caught.value.fields == ("loop_lag_unhealthy_ms", "loop_lag_degraded_ms")
+    assert isinstance(caught.value, StateMachineError)
+    assert isinstance(caught.value, ValueError)
+    assert HealthSection(loop_lag_degraded_ms=1, loop_lag_unhealthy_ms=2).thresholds() == Thresholds(
+        loop_lag_degraded_ms=1, loop_lag_unhealthy_ms=2
+    )
+
+
+# -- the environment ------------------------------------------------------------------------------
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "[kernel]\ndb = 'file.db'\nlog_format = 'json'\n[feed]\njitter_ms = 3\n")
+    environ = {
+        "TRADEKERNEL_KERNEL__DB": "env/kernel.db",  # not a TOML value: taken as a string
+        "TRADEKERNEL_KERNEL__LOG_FORMAT": '"text"',
+        "TRADEKERNEL_FEED__JITTER_MS": "7",
+        "TRADEKERNEL_VENUE__EMBEDDED__FEE_BPS": "0.1",
+        "TRADEKERNEL_VENUE__INSTRUMENTS": '["BTCUSDT", "ETHUSDT"]',
+        "TRADEKERNEL_HTTP__ALLOW_REMOTE": "true",
+        "TRADEKERNEL_RISK__INSTRUMENTS__BTCUSDT__MAX_POSITION": "2",
+        "TRADEKERNEL_CRASH_AT": "not:config",  # no "__": not a config key
+        "OTHER__THING": "x",
+    }
+    config = load(path, {"kernel.log_format": "json"}, environ=environ)
+    assert config.kernel.db == "env/kernel.db"  # the environment beats the file
+    assert config.kernel.log_format == "json"  # a flag beats the environment
+    assert config.feed.jitter_ms == 7
+    assert config.venue.embedded.fee_bps == Decimal("0.1")
+    assert type(config.venue.embedded.fee_bps) is Decimal
+    assert config.venue.instruments == ("BTCUSDT", "ETHUSDT")
+    assert config.http.allow_remote is True
+    assert config.risk.table == {"instruments": {"BTCUSDT": {"max_position": 2}}}
+    assert config.risk.limits.per_instrument["BTCUSDT"].max_position == Decimal(2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "key", "message"),
+    [
+        ("TRADEKERNEL_KERNEL__DBB", "x", "kernel.dbb", "unknown key kernel.dbb (known: db,"),
+        ("TRADEKERNEL_FEED__JITTER_MS", "soon", "feed.jitter_ms", "expected an integer, got string 'soon'"),
+        ("TRADEKERNEL_KERNEL__DURATION_S", "0", "kernel.duration_s", "must be greater than 0, got 0.0"),
+        ("TRADEKERNEL_VENUE__EMBEDDED__FEE_BPS", "1e400x", "venue.embedded.fee_bps", "expected a decimal number"),
+        ("TRADEKERNEL_NOPE__X", "1", "nope", "unknown key nope (known: kernel, venue,"),
+    ],
+)
+def test_environment_errors_name_the_variable(name: str, value: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(environ={name: value})
+    assert (caught.value.key, caught.value.source) == (key, f"env {name}")
+    assert str(caught.value).startswith(f"env {name}: ")
+    assert message in str(caught.value)
+
+
+def test_config_show_names_the_environment() -> None:
+    env_run = subprocess_env({"TRADEKERNEL_FEED__JITTER_MS": "9"})
+    result = run_in(env_run, "config", "show", "--db", "x.db")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# from: defaults < env TRADEKERNEL_FEED__JITTER_MS < --db\n")
+    assert "jitter_ms = 9  # default: 250" in result.stdout
+
+
+def subprocess_env(extra: Mapping[str, str]) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TRADEKERNEL_")},
+        **extra,
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def run_in(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+# -- the JSON Schema ------------------------------------------------------------------------------
+
+
+def test_json_schema_describes_every_key() -> None:
+    schema = json_schema()
+    assert schema["title"] == "tradekernel configuration"
+    assert schema["additionalProperties"] is False
+    assert list(schema["properties"]) == ["kernel", "venue", "feed", "strategy", "http", "health", "risk"]
+    defs = schema["$defs"]
+    for name, section in [*cfg.SECTIONS.items(), ("venue.embedded", EmbeddedVenueSection)]:
+        table = defs[section.__name__]
+        assert table["additionalProperties"] is False, name
+        for key in section.file_keys():
+            assert table["properties"][key]["description"], f"{name}.{key}"
+    kernel = defs["KernelSection"]["properties"]
+    assert kernel["durability"]["enum"] == ["full", "normal"]
+    assert kernel["status_interval_s"]["exclusiveMinimum"] == 0
+    assert kernel["db"]["minLength"] == 1
+    port = defs["EmbeddedVenueSection"]["properties"]["port"]
+    assert (port["type"], port["minimum"], port["maximum"]) == ("integer", 0, 65535)
+    feed = defs["FeedSection"]["properties"]
+    assert (feed["backoff_multiplier"]["minimum"], feed["backoff_multiplier"]["maximum"]) == (1, 16)
+    assert defs["VenueSection"]["properties"]["instruments"]["uniqueItems"] is True
+    assert "api_key" not in defs["VenueSection"]["properties"]  # secrets are never keys of the file
+    assert "journal_db" not in defs["EmbeddedVenueSection"]["properties"]
+    risk = schema["properties"]["risk"]
+    assert risk["additionalProperties"] is False
+    assert {"max_open_orders", "max_order_qty", "instruments"} <= set(risk["properties"])
+
+
+def test_config_schema_command_in_a_real_process() -> None:
+    result = run_cli("config", "schema")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(json.dumps(json_schema()))
+
+
+def test_config_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["config", "schema"])
+    assert args.run(args) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "tradekernel configuration"
+
+
+# -- importing the config -------------------------------------------------------------------------
+
+
+def test_importing_the_config_imports_no_simulator_module() -> None:
+    code = (
+        "import kernel.config, sys; "
+        "print(sorted(m for m in sys.modules if m.startswith(('kernel.venue','storage.venue_store'))))"
+    )
+    env = subprocess_env({})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+def test_the_bundled_data_is_the_simulators() -> None:
+    assert PAPER_BUNDLED_DATA == BUNDLED_DATA
+    assert all(Path(path).is_file() for path in PAPER_BUNDLED_DATA)
