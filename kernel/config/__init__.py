@@ -12,9 +12,10 @@ Sections::
     [health]           the thresholds of the health machine
     [risk]             pre-trade limits (docs/risk.md)
 
-Every key has a default, so no file is needed. The package: ``schema`` (the sections as pydantic
-models, ``json_schema``), ``load`` (file, environment, overrides, sources), ``show`` (TOML and
-JSON out), ``flags`` and ``cli`` (the override flags, ``tradekernel config show|schema``).
+Every key has a default, so no file is needed. The package: ``values`` (reading one key),
+``sections`` and ``schema`` (the sections and ``Config`` as pydantic models, ``json_schema``),
+``load`` (file, environment, overrides, sources), ``show`` (TOML and JSON out), ``flags`` and
+``cli`` (the override flags, ``tradekernel config show|schema``), ``errors`` and ``secret``.
 Importing it imports no part of the paper venue simulator.
 
 Secrets are never in the file: ``venue.api_key_env`` names the environment variable that holds the
@@ -25,20 +26,16 @@ from kernel.config.cli import add_override_arguments, add_parser, main_schema, m
 from kernel.config.errors import ConfigError, Problem
 from kernel.config.flags import OVERRIDE_FLAGS
 from kernel.config.load import load
-from kernel.config.schema import (
-    SECTIONS,
-    Config,
+from kernel.config.schema import SECTIONS, Config, RiskSection, StrategySection, json_schema
+from kernel.config.secret import Secret
+from kernel.config.sections import (
     EmbeddedVenueSection,
     FeedSection,
     HealthSection,
     HttpSection,
     KernelSection,
-    RiskSection,
-    StrategySection,
     VenueSection,
-    json_schema,
 )
-from kernel.config.secret import Secret
 from kernel.config.show import to_json, to_toml
 from kernel.config.values import EMBEDDED, parse_listen
 

@@ -17,8 +17,9 @@ from typing import Any
 from pydantic_core import PydanticUndefined
 
 from kernel.config.errors import short
-from kernel.config.schema import Config, Section, StrategySection
+from kernel.config.schema import Config, StrategySection
 from kernel.config.secret import Secret
+from kernel.config.sections import Section
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
