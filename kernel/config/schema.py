@@ -48,15 +48,13 @@ def _params_table(value: Any) -> Any:
 
 
 def _strategy_class(name: str) -> type[Strategy]:
-    problems = Problems("strategy")
     try:
         return load_strategy_class(name)
     except StrategyError as exc:
-        problems.add(("name",), str(exc), name)
+        message = str(exc)
     except Exception as exc:  # a user's module that fails while importing: say so, with the key
-        problems.add(("name",), f"importing {name!r} failed: {type(exc).__name__}: {exc}", name)
-    problems.raise_any()
-    raise AssertionError("unreachable")  # pragma: no cover
+        message = f"importing {name!r} failed: {type(exc).__name__}: {exc}"
+    raise Problems("strategy").add(("name",), message, name).error()
 
 
 class StrategySection(Section):
@@ -138,16 +136,13 @@ def _risk_section(value: Any) -> Any:
         return value
     if not isinstance(value, Mapping):
         raise invalid(f"expected a table, got {describe(value)}")
-    problems = Problems("risk")
     try:
         return RiskSection(table=dict(value), limits=limits_from_mapping(value))
     except ValueError as exc:  # limits_from_mapping names the key: "risk.max_open_orders: ..."
         text = str(exc)
-        key = text.split(":", 1)[0].split(" ", 1)[0]
-        loc = tuple(key.split("."))[1:]
-        problems.add(loc, text[len(key) :].removeprefix(":").strip(), value, blame=("",))
-    problems.raise_any()
-    raise AssertionError("unreachable")  # pragma: no cover
+    key = text.split(":", 1)[0].split(" ", 1)[0]
+    detail = text[len(key) :].removeprefix(":").strip()
+    raise Problems("risk").add(tuple(key.split("."))[1:], detail, value, blame=("",)).error()
 
 
 _LIMIT = {"description": "a risk limit (docs/risk.md)"}

@@ -52,7 +52,7 @@ class Section(BaseModel):
     Built directly, a section raises pydantic's ``ValidationError`` (a ``ValueError``) listing them;
     ``load`` reports them as one ``ConfigError`` with each key's source."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
     section: ClassVar[str] = ""
     """The dotted name of the table (its keys' prefix)."""
     subtables: ClassVar[tuple[str, ...]] = ()

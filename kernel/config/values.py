@@ -186,15 +186,20 @@ class Problems:
         self.title = title
         self.errors: list[InitErrorDetails] = []
 
-    def add(self, loc: tuple[str, ...], message: str, value: Any, *, blame: tuple[str, ...] = ()) -> None:
-        """File ``message`` under the key ``loc``."""
+    def add(self, loc: tuple[str, ...], message: str, value: Any, *, blame: tuple[str, ...] = ()) -> Problems:
+        """File ``message`` under the key ``loc``; return ``self``."""
         context = {"blame": blame, "depth": len(loc)} if blame else {}
         self.errors.append(InitErrorDetails(type=invalid(message, **context), loc=loc, input=value))
+        return self
+
+    def error(self) -> ValidationError:
+        """All of them as one ``ValidationError``, for the caller to raise."""
+        return ValidationError.from_exception_data(self.title, self.errors)
 
     def raise_any(self) -> None:
-        """Raise them all as one ``ValidationError`` (nothing when none was found)."""
+        """Raise them all (nothing when none was found)."""
         if self.errors:
-            raise ValidationError.from_exception_data(self.title, self.errors)
+            raise self.error()
 
 
 # -- checks of single values --------------------------------------------------------------------

@@ -31,6 +31,7 @@ from kernel.config import (
     HealthSection,
     HttpSection,
     KernelSection,
+    RiskSection,
     Secret,
     StrategySection,
     VenueSection,
@@ -1206,3 +1207,25 @@ def test_importing_the_config_imports_no_simulator_module() -> None:
 def test_the_bundled_data_is_the_simulators() -> None:
     assert PAPER_BUNDLED_DATA == BUNDLED_DATA
     assert all(Path(path).is_file() for path in PAPER_BUNDLED_DATA)
+
+
+def test_to_toml_round_trip_of_risk_limits(tmp_path: Path) -> None:
+    text = (
+        "[risk]\nmax_open_orders = 4\nmax_order_qty = 0.5\nreduce_only = false\n"
+        "[risk.instruments.BTCUSDT]\nmax_position = 0.25\n[risk.instruments.'ETH/USD']\nlot_size = 1\n"
+    )
+    config = load_text(tmp_path, text)
+    shown = to_toml(config)
+    assert "\n[risk]\nmax_open_orders = 4\nmax_order_qty = 0.5\nreduce_only = false\n" in shown
+    assert '\n[risk.instruments."BTCUSDT"]\nmax_position = 0.25\n' in shown
+    assert '\n[risk.instruments."ETH/USD"]\nlot_size = 1\n' in shown
+    assert round_trip(tmp_path, config, {}) == config
+    assert config.risk.limits.per_instrument["ETH/USD"].lot_size == Decimal(1)
+
+
+def test_sections_built_directly_compare_by_value() -> None:
+    risk = load(None, {"risk.max_open_orders": 2}, environ={}).risk
+    limits = RiskSection(table={"max_open_orders": 2}, limits=risk.limits)
+    assert Config(risk=limits) == load(None, {"risk.max_open_orders": 2}, environ={})
+    assert StrategySection(name="idle") != "idle"
+    assert StrategySection(name="idle") == StrategySection(name="idle", params={})
