@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from machines.base import Data, Entity, Rule, StateMachine
+from machines.base import Data, Entity, Rule, StateMachine, timed_args
 from machines.errors import InvalidData
 from machines.registry import register
 
@@ -80,8 +80,7 @@ DEFAULTS: Mapping[str, int] = {
     "max_attempts": 0,
     "seed": 0,
 }
-# name -> (lowest, highest) accepted value
-_BOUNDS: Mapping[str, tuple[int, int]] = {
+BOUNDS: Mapping[str, tuple[int, int]] = {
     "stale_after_ms": (1, MAX_MS),
     "backoff_initial_ms": (1, MAX_MS),
     "backoff_max_ms": (1, MAX_MS),
@@ -91,6 +90,7 @@ _BOUNDS: Mapping[str, tuple[int, int]] = {
     "max_attempts": (0, 1_000_000),
     "seed": (0, 2**63 - 1),
 }
+"""The policy fields' accepted values, ``name -> (lowest, highest)`` (the config's bounds too)."""
 _MASK = 2**64 - 1
 
 # The per-connection fields, as they are when a new connection attempt starts.
@@ -124,16 +124,6 @@ def _text(data: Data, name: str, *, empty: bool = False) -> str:
     return value
 
 
-def _args(data: Data, *fields: str) -> int:
-    """Check the trigger's fields (``now_ms`` plus ``fields``) and return ``now_ms``."""
-    unknown = set(data) - {"now_ms", *fields}
-    if unknown:
-        raise InvalidData(f"unknown fields: {', '.join(sorted(unknown))}")
-    if "now_ms" not in data:
-        raise InvalidData("now_ms (int, the shell's monotonic clock in ms) is required")
-    return _integer(data["now_ms"], "now_ms", 0, 2**63 - 1)
-
-
 def _instrument(feed: Entity, data: Data) -> str:
     instrument = _text(data, "instrument")
     if instrument not in feed.data["instruments"]:
@@ -156,9 +146,8 @@ def _init(data: Data) -> dict[str, Any]:
         or len(set(instruments)) != len(instruments)
     ):
         raise InvalidData(f"instruments must be a non-empty list of distinct non-empty strings, got {instruments!r}")
-    policy = {name: _integer(data.get(name, default), name, *_BOUNDS[name]) for name, default in DEFAULTS.items()}
-    if policy["backoff_max_ms"] < policy["backoff_initial_ms"]:
-        raise InvalidData("backoff_max_ms must be at least backoff_initial_ms")
+    policy = {name: _integer(data.get(name, default), name, *BOUNDS[name]) for name, default in DEFAULTS.items()}
+    check_backoff(policy["backoff_initial_ms"], policy["backoff_max_ms"])
     return {
         "url": url,
         "instruments": list(instruments),
@@ -177,6 +166,14 @@ def _fresh() -> dict[str, Any]:
 
 
 # -- pure helpers for the shell -----------------------------------------------------------------
+
+
+def check_backoff(initial_ms: int, max_ms: int) -> None:
+    """Refuse a backoff whose cap is below its first wait: raises ``InvalidData`` naming both.
+
+    The one check of the two together, used by ``create`` and by the config (``[feed]``)."""
+    if max_ms < initial_ms:
+        raise InvalidData(f"backoff_max_ms ({max_ms}) must be at least backoff_initial_ms ({initial_ms})")
 
 
 def backoff_delay(feed: Entity, attempt: int) -> int:
@@ -254,20 +251,20 @@ def _attempt_after_disconnect(feed: Entity, now_ms: int) -> int:
 
 def attempts_spent(feed: Entity, data: Data) -> bool:
     """``max_attempts`` is set and this disconnect would exceed it."""
-    now_ms = _args(data, "code", "reason")
+    now_ms = timed_args(data, "code", "reason")
     limit: int = feed.data["max_attempts"]
     return limit > 0 and _attempt_after_disconnect(feed, now_ms) > limit
 
 
 def last_snapshot(feed: Entity, data: Data) -> bool:
     """The instrument's snapshot is the last one awaited."""
-    _args(data, "instrument")
+    timed_args(data, "instrument")
     return bool(feed.data["awaiting_snapshot"] == [_instrument(feed, data)])
 
 
 def others_stale(feed: Entity, data: Data) -> bool:
     """Other instruments are still stale after this one resumed."""
-    _args(data, "instrument")
+    timed_args(data, "instrument")
     return bool(feed.data["stale_instruments"] != [_instrument(feed, data)])
 
 
@@ -294,12 +291,12 @@ def _entered_streaming(feed: Entity, now_ms: int) -> dict[str, Any]:
 
 
 def _connect(feed: Entity, data: Data) -> dict[str, Any]:
-    _args(data)
+    timed_args(data)
     return {**_fresh(), "attempt": 0, "retry_delay_ms": None, "close_code": None, "reason": None}
 
 
 def _retry(feed: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data)
+    now_ms = timed_args(data)
     due: int = feed.data["timer"]["due_ms"]
     if now_ms < due:
         raise TimerNotDue(f"retry is due at {due}, now_ms is {now_ms}")
@@ -307,11 +304,11 @@ def _retry(feed: Entity, data: Data) -> dict[str, Any]:
 
 
 def _connected(feed: Entity, data: Data) -> dict[str, Any]:
-    return {"connected_ms": _args(data)}
+    return {"connected_ms": timed_args(data)}
 
 
 def _subscribed(feed: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data)
+    now_ms = timed_args(data)
     return {
         "subscribed_ms": now_ms,
         "awaiting_snapshot": list(feed.data["instruments"]),
@@ -320,7 +317,7 @@ def _subscribed(feed: Entity, data: Data) -> dict[str, Any]:
 
 
 def _snapshot(feed: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data, "instrument")
+    now_ms = timed_args(data, "instrument")
     instrument = _instrument(feed, data)
     awaiting = feed.data["awaiting_snapshot"]
     if instrument not in awaiting:
@@ -335,7 +332,7 @@ def _snapshot(feed: Entity, data: Data) -> dict[str, Any]:
 
 
 def _gap(feed: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data, "instrument", "expected", "received")
+    now_ms = timed_args(data, "instrument", "expected", "received")
     instrument = _instrument(feed, data)
     for name in ("expected", "received"):
         if data.get(name) is not None:
@@ -351,7 +348,7 @@ def _gap(feed: Entity, data: Data) -> dict[str, Any]:
 
 
 def _stale(feed: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data, "instrument")
+    now_ms = timed_args(data, "instrument")
     instrument = _instrument(feed, data)
     if instrument in feed.data["stale_instruments"]:
         raise InvalidData(f"{instrument!r} is already stale")
@@ -365,7 +362,7 @@ def _stale(feed: Entity, data: Data) -> dict[str, Any]:
 
 
 def _resumed(feed: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data, "instrument")
+    now_ms = timed_args(data, "instrument")
     instrument = _instrument(feed, data)
     stale = feed.data["stale_instruments"]
     if instrument not in stale:
@@ -385,7 +382,7 @@ def _close_fields(data: Data) -> dict[str, Any]:
 
 
 def _schedule_retry(feed: Entity, data: Data) -> dict[str, Any]:
-    now_ms = _args(data, "code", "reason")
+    now_ms = timed_args(data, "code", "reason")
     close = _close_fields(data)
     attempt = _attempt_after_disconnect(feed, now_ms)
     delay = backoff_delay(feed, attempt)
@@ -400,7 +397,7 @@ def _schedule_retry(feed: Entity, data: Data) -> dict[str, Any]:
 
 def _give_up(feed: Entity, data: Data) -> dict[str, Any]:
     close = _close_fields(data)
-    now_ms = _args(data, "code", "reason")
+    now_ms = timed_args(data, "code", "reason")
     spent = f"retry budget spent: {feed.data['max_attempts']} attempts"
     return {
         **_fresh(),
@@ -412,13 +409,13 @@ def _give_up(feed: Entity, data: Data) -> dict[str, Any]:
 
 
 def _stop(feed: Entity, data: Data) -> dict[str, Any]:
-    _args(data, "reason")
+    timed_args(data, "reason")
     reason = _text(data, "reason", empty=True) if "reason" in data else "stopped"
     return {**_fresh(), "reason": reason}
 
 
 def _fatal(feed: Entity, data: Data) -> dict[str, Any]:
-    _args(data, "reason", "code")
+    timed_args(data, "reason", "code")
     changes = {**_fresh(), "reason": _text(data, "reason")}
     if data.get("code") is not None:
         changes["close_code"] = _integer(data["code"], "code", 0, 4999)

@@ -36,9 +36,20 @@ from enum import StrEnum
 from typing import Any
 
 from machines.base import Data, Entity, Rule, StateMachine, timed_args
-from machines.errors import InvalidData
+from machines.errors import InvalidData, StateMachineError
 from machines.feed import FeedState
 from machines.registry import register
+
+
+class HealthError(StateMachineError, ValueError):
+    """A threshold, observation, finding or rule that cannot be used; nothing was built.
+
+    ``fields`` names the field(s) at fault, the one to blame first (empty when it is no one field):
+    the config reports ``[health]`` problems under those keys."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class HealthState(StrEnum):
@@ -220,27 +231,27 @@ HEALTH = register(
 
 def _positive(value: object, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise HealthError(f"{name} must be a positive int, got {value!r}", name)
 
 
 def _non_negative(value: object, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        raise HealthError(f"{name} must be a non-negative int, got {value!r}", name)
 
 
 def _optional_text(value: object, name: str) -> None:
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string or None, got {value!r}")
+        raise HealthError(f"{name} must be a string or None, got {value!r}", name)
 
 
 def _flag(value: object, name: str) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise HealthError(f"{name} must be true or false, got {value!r}", name)
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Where measurements turn into findings. Raises ``ValueError`` naming a bad field."""
+    """Where measurements turn into findings. Raises ``HealthError`` naming a bad field."""
 
     loop_lag_degraded_ms: int = 250
     loop_lag_unhealthy_ms: int = 2000
@@ -252,15 +263,17 @@ class Thresholds:
             _positive(getattr(self, name), name)
         _positive(self.strategy_errors_unhealthy, "strategy_errors_unhealthy")
         if self.loop_lag_unhealthy_ms <= self.loop_lag_degraded_ms:
-            raise ValueError(
+            raise HealthError(
                 f"loop_lag_unhealthy_ms ({self.loop_lag_unhealthy_ms}) must be above "
-                f"loop_lag_degraded_ms ({self.loop_lag_degraded_ms})"
+                f"loop_lag_degraded_ms ({self.loop_lag_degraded_ms})",
+                "loop_lag_unhealthy_ms",
+                "loop_lag_degraded_ms",
             )
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What the kernel shell measured, at one instant. Raises ``ValueError`` naming a bad field.
+    """What the kernel shell measured, at one instant. Raises ``HealthError`` naming a bad field.
 
     ``feed_state`` is the feed machine's state name (``None``: no feed); ``feed_reason`` its last
     reason. ``venue_resolving``: connected, the session not yet reconciled (order entry paused). ``venue_failed``,
@@ -283,7 +296,7 @@ class Observation:
 
     def __post_init__(self) -> None:
         if self.feed_state is not None and (not isinstance(self.feed_state, str) or self.feed_state not in FEED_STATES):
-            raise ValueError(f"feed_state must be a feed state name or None, got {self.feed_state!r}")
+            raise HealthError(f"feed_state must be a feed state name or None, got {self.feed_state!r}", "feed_state")
         for name in ("feed_reason", "venue_failed", "journal_error", "strategy_error"):
             _optional_text(getattr(self, name), name)
         for name in ("venue_connected", "venue_resolving"):
@@ -298,7 +311,7 @@ class Finding:
 
     ``level`` is healthy, degraded or unhealthy; ``reason`` is ``None`` exactly when healthy;
     ``pauses_entry``: new orders are refused while this holds (always when unhealthy, never when
-    healthy). Raises ``ValueError`` when these do not hold together.
+    healthy). Raises ``HealthError`` when these do not hold together.
     """
 
     component: str
@@ -308,18 +321,20 @@ class Finding:
 
     def __post_init__(self) -> None:
         if self.component not in FINDING_NAMES:
-            raise ValueError(f"component must be one of {', '.join(FINDING_NAMES)}, got {self.component!r}")
+            raise HealthError(
+                f"component must be one of {', '.join(FINDING_NAMES)}, got {self.component!r}", "component"
+            )
         if self.level not in LEVELS:
-            raise ValueError(f"level must be healthy, degraded or unhealthy, got {self.level!r}")
+            raise HealthError(f"level must be healthy, degraded or unhealthy, got {self.level!r}", "level")
         object.__setattr__(self, "level", HealthState(self.level))
         _flag(self.pauses_entry, "pauses_entry")
         if self.level == S.healthy:
             if self.reason is not None or self.pauses_entry:
-                raise ValueError("a healthy finding has no reason and does not pause new orders")
+                raise HealthError("a healthy finding has no reason and does not pause new orders")
         elif not isinstance(self.reason, str) or not self.reason:
-            raise ValueError(f"a {self.level} finding needs a reason, got {self.reason!r}")
+            raise HealthError(f"a {self.level} finding needs a reason, got {self.reason!r}")
         elif self.level == S.unhealthy and not self.pauses_entry:
-            raise ValueError("an unhealthy finding always pauses new orders")
+            raise HealthError("an unhealthy finding always pauses new orders")
 
 
 Check = Callable[[Observation, Thresholds], str | None]
@@ -331,7 +346,7 @@ class HealthRule:
 
     ``when`` is the condition in words (the docs table); ``pauses_entry``: new orders are refused
     while the rule holds. A rule finds degraded or unhealthy (no match is healthy), and an unhealthy
-    rule always pauses. Raises ``ValueError`` otherwise.
+    rule always pauses. Raises ``HealthError`` otherwise.
     """
 
     component: str
@@ -342,13 +357,13 @@ class HealthRule:
 
     def __post_init__(self) -> None:
         if self.component not in COMPONENTS:
-            raise ValueError(f"component must be one of {', '.join(COMPONENTS)}, got {self.component!r}")
+            raise HealthError(f"component must be one of {', '.join(COMPONENTS)}, got {self.component!r}", "component")
         if self.level not in (S.degraded, S.unhealthy):
-            raise ValueError(f"a rule finds degraded or unhealthy, not {self.level!r}")
+            raise HealthError(f"a rule finds degraded or unhealthy, not {self.level!r}", "level")
         if self.level == S.unhealthy and not self.pauses_entry:
-            raise ValueError("an unhealthy rule always pauses new orders")
+            raise HealthError("an unhealthy rule always pauses new orders")
         if not self.when:
-            raise ValueError("when (the condition in words) is required")
+            raise HealthError("when (the condition in words) is required")
 
 
 def _because(text: str, why: str | None) -> str:
@@ -504,14 +519,14 @@ def overall(findings: Mapping[str, Finding]) -> Finding:
     """The kernel's finding: the worst level, every non-healthy component's reason, any pause.
 
     The reason reads ``"feed: <reason>; venue: <reason>"`` in ``COMPONENTS`` order (``None`` when
-    all are healthy). Raises ``ValueError`` for a key that is not a component or a finding filed
+    all are healthy). Raises ``HealthError`` for a key that is not a component or a finding filed
     under another component's key.
     """
     for key, finding in findings.items():
         if key not in COMPONENTS:
-            raise ValueError(f"not a component: {key!r} (one of: {', '.join(COMPONENTS)})")
+            raise HealthError(f"not a component: {key!r} (one of: {', '.join(COMPONENTS)})")
         if finding.component != key:
-            raise ValueError(f"the finding under {key!r} is {finding.component!r}'s")
+            raise HealthError(f"the finding under {key!r} is {finding.component!r}'s")
     ordered = [findings[c] for c in COMPONENTS if c in findings]
     level = max((f.level for f in ordered), key=LEVELS.index, default=S.healthy)
     reasons = [f"{f.component}: {f.reason}" for f in ordered if f.level != S.healthy]
@@ -522,10 +537,10 @@ def trigger_for(entity: Entity, finding: Finding) -> tuple[str, dict[str, Any]] 
     """The trigger and its data (add ``now_ms``) that bring ``entity`` to ``finding``.
 
     ``None`` when the entity already says exactly that, or when it is ``stopping`` or ``stopped``
-    (shutdown wins). Raises ``ValueError`` when ``entity`` is not a health entity.
+    (shutdown wins). Raises ``HealthError`` when ``entity`` is not a health entity.
     """
     if entity.machine is not HEALTH:
-        raise ValueError(f"not a health entity: {entity!r}")
+        raise HealthError(f"not a health entity: {entity!r}")
     state = entity.state
     if state in (S.stopping, S.stopped):
         return None

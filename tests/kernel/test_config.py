@@ -7,7 +7,10 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import ValidationError
 
 from kernel import config as cfg
 from kernel import strategy as strategy_module
@@ -24,21 +28,30 @@ from kernel.config import (
     ConfigError,
     EmbeddedVenueSection,
     FeedSection,
+    HealthSection,
     HttpSection,
     KernelSection,
+    RiskSection,
     Secret,
     StrategySection,
     VenueSection,
+    json_schema,
     load,
     parse_listen,
     to_json,
     to_toml,
 )
-from kernel.strategy import Strategy, StrategyError
+from kernel.config.errors import problems_of
+from kernel.config.show import Unrepresentable, differs, jsonable, toml_value
+from kernel.paper_defaults import BUNDLED_DATA as PAPER_BUNDLED_DATA
+from kernel.strategy import Strategy
 from kernel.venue.marketdata import BUNDLED_DATA
 from kernel.venue.server import VenueConfig
+from machines.errors import InvalidData, StateMachineError, TradekernelError
 from machines.feed import DEFAULTS as FEED_DEFAULTS
-from machines.feed import FEED
+from machines.feed import FEED, check_backoff
+from machines.health import HealthError, Thresholds
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 TRADES = str(REPO / "tests" / "data" / "binance_btcusdt_trades_20210108.csv")
@@ -254,14 +267,14 @@ def test_the_example_in_the_docs_loads(tmp_path: Path) -> None:
 def test_the_docs_name_every_key() -> None:
     text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
     for section in cfg.SECTIONS.values():
-        for f in cfg._toml_fields(section):
-            assert f"| `{f.name}` |" in text, f.name
-    for f in cfg._toml_fields(EmbeddedVenueSection):
-        assert f"| `{f.name}` |" in text, f.name
+        for f in section.file_keys():
+            assert f"| `{f}` |" in text, f
+    for f in EmbeddedVenueSection.file_keys():
+        assert f"| `{f}` |" in text, f
 
 
 def test_feed_section_mirrors_the_feed_machine_policy() -> None:
-    assert [f.name for f in dataclasses.fields(FeedSection)] == [k for k in FEED_DEFAULTS if k != "seed"]
+    assert FeedSection.file_keys() == [k for k in FEED_DEFAULTS if k != "seed"]
     policy = FeedSection().policy()
     entity, _ = FEED.create("paper", url="ws://127.0.0.1:1", instruments=["BTCUSDT"], **policy)
     assert {k: entity.data[k] for k in policy} == policy
@@ -359,11 +372,19 @@ ERRORS: list[tuple[str, str, str]] = [
     ("[feed]\nstale_after_ms = 0\n", "feed.stale_after_ms", "must be between 1 and 86400000, got 0"),
     ("[feed]\nbackoff_multiplier = 17\n", "feed.backoff_multiplier", "must be between 1 and 16, got 17"),
     ("[feed]\nmax_attempts = -1\n", "feed.max_attempts", "must be between 0 and 1000000"),
-    ("[feed]\nbackoff_max_ms = 100\n", "feed.backoff_max_ms", "must be at least feed.backoff_initial_ms (250)"),
+    (
+        "[feed]\nbackoff_max_ms = 100\n",
+        "feed.backoff_max_ms",
+        "backoff_max_ms (100) must be at least backoff_initial_ms (250)",
+    ),
     ("[strategy]\ntimer_interval_ms = 0\n", "strategy.timer_interval_ms", "must be greater than 0, got 0"),
     ("[health]\nloop_lag_degraded_ms = 0\n", "health.loop_lag_degraded_ms", "must be at least 1, got 0"),
     ("[health]\nstrategy_errors_unhealthy = -5\n", "health.strategy_errors_unhealthy", "must be at least 1"),
-    ("[health]\nloop_lag_unhealthy_ms = 250\n", "health.loop_lag_unhealthy_ms", "must be greater than health."),
+    (
+        "[health]\nloop_lag_unhealthy_ms = 250\n",
+        "health.loop_lag_unhealthy_ms",
+        "loop_lag_unhealthy_ms (250) must be above loop_lag_degraded_ms (250)",
+    ),
     # enums
     (
         "[kernel]\ndurability = 'fast'\n",
@@ -628,7 +649,7 @@ def test_to_toml_round_trip_of_the_defaults(tmp_path: Path) -> None:
         assert f"#   {json.dumps(path)}" in text
     assert "default:" not in text
     assert text.count(" = ") == sum(
-        len(cfg._toml_fields(t)) for t in (*cfg.SECTIONS.values(), EmbeddedVenueSection)
+        len(t.file_keys()) for t in (*cfg.SECTIONS.values(), EmbeddedVenueSection)
     ) - 2 + len(dataclasses.fields(config.strategy.params))  # every key but the two unset ones
 
 
@@ -670,7 +691,9 @@ def test_to_toml_of_odd_strings_and_unset_secrets(tmp_path: Path) -> None:
     }
     config = load(None, overrides, environ={"TK_TEST_KEY": SENTINEL_KEY})
     assert round_trip(tmp_path, config, {"TK_TEST_KEY": SENTINEL_KEY}) == config
-    unset = dataclasses.replace(config, venue=dataclasses.replace(config.venue, api_key=Secret("TK_TEST_KEY")))
+    assert 'api_key_env = "TK_TEST_KEY"  # set' in to_toml(config)
+    unset = load(None, {**overrides, "venue.url": "embedded"}, environ={})  # an unused venue's secret may be unset
+    assert unset.venue.api_key == Secret("TK_TEST_KEY")
     assert 'api_key_env = "TK_TEST_KEY"  # not set' in to_toml(unset)
 
 
@@ -698,7 +721,7 @@ def test_to_toml_of_odd_strings_and_unset_secrets(tmp_path: Path) -> None:
     ],
 )
 def test_toml_values_read_back_equal(value: Any) -> None:
-    read = tomllib.loads(f"v = {cfg._toml_value(value)}", parse_float=Decimal)["v"]
+    read = tomllib.loads(f"v = {toml_value(value)}", parse_float=Decimal)["v"]
     if isinstance(value, float):
         assert float(read) == value
     else:
@@ -706,13 +729,13 @@ def test_toml_values_read_back_equal(value: Any) -> None:
 
 
 def test_toml_values_nan_and_the_unrepresentable() -> None:
-    assert tomllib.loads(f"v = {cfg._toml_value(Decimal('NaN'))}", parse_float=Decimal)["v"].is_nan()
-    with pytest.raises(cfg._Unrepresentable):
-        cfg._toml_value(object())
-    with pytest.raises(cfg._Unrepresentable):
-        cfg._toml_value(None)
-    assert cfg._differs(1, dataclasses.MISSING) == []
-    assert cfg._differs(1, object())[0].startswith("default: <object object")
+    assert tomllib.loads(f"v = {toml_value(Decimal('NaN'))}", parse_float=Decimal)["v"].is_nan()
+    with pytest.raises(Unrepresentable):
+        toml_value(object())
+    with pytest.raises(Unrepresentable):
+        toml_value(None)
+    assert differs(1, dataclasses.MISSING) == []
+    assert differs(1, object())[0].startswith("default: <object object")
 
 
 def test_to_json(tmp_path: Path) -> None:
@@ -744,7 +767,7 @@ def test_json_of_odd_parameter_values() -> None:
         x: Decimal
 
     values = [float("inf"), float("nan"), {"k": Decimal(1)}, Inner(Decimal("2")), object]
-    assert cfg._jsonable(values) == ["inf", "nan", {"k": "1"}, {"x": "2"}, str(object)]
+    assert jsonable(values) == ["inf", "nan", {"k": "1"}, {"x": "2"}, str(object)]
 
 
 # -- secrets --------------------------------------------------------------------------------------
@@ -800,7 +823,8 @@ def test_secret_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     built = VenueSection(api_key_env="TK_X", api_secret_env="TK_NOT_THERE")
     assert built.api_key.reveal() == "value"
     assert built.api_secret == Secret("TK_NOT_THERE")
-    assert VenueSection(api_key_env="TK_X", api_key=Secret("TK_X", "given")).api_key.reveal() == "given"
+    given = VenueSection.model_validate({"api_key_env": "TK_X"}, context={"environ": {"TK_X": "given"}})
+    assert given.api_key.reveal() == "given"
 
 
 # -- the sections built directly ------------------------------------------------------------------
@@ -813,11 +837,15 @@ def test_strategy_section_built_directly() -> None:
     given = StrategySection(name=f"{THIS}:ParamStrategy", params=ParamStrategy.Params(levels=9))
     assert given.params.levels == 9
     assert given.effective_timer_interval_ms == 500
-    from_table = StrategySection(name=f"{THIS}:ParamStrategy", params_table={"levels": 4})
+    from_table = StrategySection(name=f"{THIS}:ParamStrategy", params={"levels": 4})
     assert from_table.params.levels == 4
-    with pytest.raises(StrategyError, match=r"expected ParamStrategy\.Params, got Params"):
+    assert from_table.params_table == {"levels": 4}
+    with pytest.raises(ValidationError) as caught:
         StrategySection(name=f"{THIS}:ParamStrategy", params=Strategy.Params())
-    with pytest.raises(StrategyError, match="unknown strategy"):
+    assert [str(p) for p in problems_of(caught.value, StrategySection, {}, ("strategy",))] == [
+        "strategy.params: expected ParamStrategy.Params, got Params"
+    ]
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         StrategySection(name="nope")
 
 
@@ -935,3 +963,269 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--config", *cfg.OVERRIDE_FLAGS.values(), "--json"):
         assert flag in out
+
+
+# -- every problem at once ------------------------------------------------------------------------
+
+MISTAKES = """
+[kernel]
+dbb = "x"
+
+[venue.embedded]
+port = "80"
+
+[feed]
+stale_after_ms = 0
+
+[health]
+loop_lag_degraded_ms = 500
+loop_lag_unhealthy_ms = 400
+
+[risk]
+max_open_orders = 0
+"""
+"""An unknown key, a wrong type, an out-of-range value, a cross-field violation, a bad risk limit."""
+
+
+def expected_mistakes(path: str) -> list[tuple[str, str, str]]:
+    return [
+        ("kernel.dbb", path, "unknown key kernel.dbb (known: db, durability, log_format, log_level, control_socket,"),
+        ("venue.embedded.port", path, "venue.embedded.port: expected an integer, got string '80'"),
+        ("feed.stale_after_ms", path, "feed.stale_after_ms: must be between 1 and 86400000, got 0"),
+        (
+            "health.loop_lag_unhealthy_ms",
+            path,
+            "health.loop_lag_unhealthy_ms: loop_lag_unhealthy_ms (400) must be above loop_lag_degraded_ms (500)",
+        ),
+        ("risk.max_open_orders", path, "risk.max_open_orders: must be a positive int or None, got 0"),
+    ]
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, MISTAKES)
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    error = caught.value
+    assert isinstance(error, TradekernelError)
+    assert isinstance(error, ValueError)
+    expected = expected_mistakes(path)
+    assert len(error.problems) == len(expected)
+    for problem, (key, source, message) in zip(error.problems, expected, strict=True):
+        assert (problem.key, problem.source) == (key, source)
+        assert problem.message.startswith(message)
+        assert str(problem) == f"{source}: {problem.message}"
+    assert (error.key, error.source) == ("kernel.dbb", path)  # the first, for callers that read one
+    lines = str(error).splitlines()
+    assert lines[0] == "5 problems in the configuration:"
+    assert lines[1:] == [f"  {problem}" for problem in error.problems]
+
+
+def test_config_show_reports_every_problem_in_a_real_process(tmp_path: Path) -> None:
+    path = write(tmp_path, MISTAKES)
+    result = run_cli("config", "show", "--config", path, "--duration", "0")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == "tradekernel: error: 6 problems in the configuration:"
+    assert lines[1] == "  --duration: kernel.duration_s: must be greater than 0, got 0.0"
+    for line, (_, source, message) in zip(lines[2:], expected_mistakes(path), strict=True):
+        assert line.startswith(f"  {source}: {message}")
+    assert len(lines) == 7
+    assert "Traceback" not in result.stderr
+
+
+def test_problems_in_several_sections_and_sources(tmp_path: Path) -> None:
+    path = write(tmp_path, "[venue]\nurl = 'ws://127.0.0.1:1'\napi_key_env = 'TK_UNSET'\n[strategy]\nname = 'nope'\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, {"http.listen": "0.0.0.0:80", "feed.backoff_initial_ms": 40000}, environ={})
+    found = [(p.key, p.source) for p in caught.value.problems]
+    assert found == [
+        ("venue.api_key_env", path),
+        ("feed.backoff_max_ms", "override feed.backoff_initial_ms"),
+        ("strategy.name", path),
+        ("http.listen", "--http"),
+    ]
+
+
+def test_a_risk_limit_of_an_instrument_names_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "[risk.instruments.BTCUSDT]\nmax_order_qty = -1\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    assert (caught.value.key, caught.value.source) == ("risk.instruments.BTCUSDT.max_order_qty", path)
+    assert str(caught.value) == (f"{path}: risk.instruments.BTCUSDT.max_order_qty: must be positive and finite, got -1")
+    with pytest.raises(ConfigError) as caught:
+        load(None, {"risk.instruments": 5}, environ={})
+    assert str(caught.value) == (
+        "override risk.instruments: risk.instruments: must be a table of instrument tables, got 5"
+    )
+    with pytest.raises(ConfigError, match=r"^override risk: risk: expected a table, got integer 5$"):
+        load(None, {"risk": 5}, environ={})
+    limits = load(write(tmp_path, "[risk]\nmax_open_orders = 3\n", "ok.toml"), environ={}).risk.limits
+    assert limits.max_open_orders == 3
+
+
+def test_the_machines_own_the_cross_field_checks() -> None:
+    with pytest.raises(InvalidData, match=r"^backoff_max_ms \(100\) must be at least backoff_initial_ms \(250\)$"):
+        check_backoff(250, 100)
+    check_backoff(250, 250)
+    with pytest.raises(HealthError) as caught:
+        Thresholds(loop_lag_degraded_ms=500, loop_lag_unhealthy_ms=400)
+    assert caught.value.fields == ("loop_lag_unhealthy_ms", "loop_lag_degraded_ms")
+    assert isinstance(caught.value, StateMachineError)
+    assert isinstance(caught.value, ValueError)
+    assert HealthSection(loop_lag_degraded_ms=1, loop_lag_unhealthy_ms=2).thresholds() == Thresholds(
+        loop_lag_degraded_ms=1, loop_lag_unhealthy_ms=2
+    )
+
+
+# -- the environment ------------------------------------------------------------------------------
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "[kernel]\ndb = 'file.db'\nlog_format = 'json'\n[feed]\njitter_ms = 3\n")
+    environ = {
+        "TRADEKERNEL_KERNEL__DB": "env/kernel.db",  # not a TOML value: taken as a string
+        "TRADEKERNEL_KERNEL__LOG_FORMAT": '"text"',
+        "TRADEKERNEL_FEED__JITTER_MS": "7",
+        "TRADEKERNEL_VENUE__EMBEDDED__FEE_BPS": "0.1",
+        "TRADEKERNEL_VENUE__INSTRUMENTS": '["BTCUSDT", "ETHUSDT"]',
+        "TRADEKERNEL_HTTP__ALLOW_REMOTE": "true",
+        "TRADEKERNEL_RISK__INSTRUMENTS__BTCUSDT__MAX_POSITION": "2",
+        "TRADEKERNEL_CRASH_AT": "not:config",  # no "__": not a config key
+        "OTHER__THING": "x",
+    }
+    config = load(path, {"kernel.log_format": "json"}, environ=environ)
+    assert config.kernel.db == "env/kernel.db"  # the environment beats the file
+    assert config.kernel.log_format == "json"  # a flag beats the environment
+    assert config.feed.jitter_ms == 7
+    assert config.venue.embedded.fee_bps == Decimal("0.1")
+    assert type(config.venue.embedded.fee_bps) is Decimal
+    assert config.venue.instruments == ("BTCUSDT", "ETHUSDT")
+    assert config.http.allow_remote is True
+    assert config.risk.table == {"instruments": {"BTCUSDT": {"max_position": 2}}}
+    assert config.risk.limits.per_instrument["BTCUSDT"].max_position == Decimal(2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "key", "message"),
+    [
+        ("TRADEKERNEL_KERNEL__DBB", "x", "kernel.dbb", "unknown key kernel.dbb (known: db,"),
+        ("TRADEKERNEL_FEED__JITTER_MS", "soon", "feed.jitter_ms", "expected an integer, got string 'soon'"),
+        ("TRADEKERNEL_KERNEL__DURATION_S", "0", "kernel.duration_s", "must be greater than 0, got 0.0"),
+        ("TRADEKERNEL_VENUE__EMBEDDED__FEE_BPS", "1e400x", "venue.embedded.fee_bps", "expected a decimal number"),
+        ("TRADEKERNEL_NOPE__X", "1", "nope", "unknown key nope (known: kernel, venue,"),
+    ],
+)
+def test_environment_errors_name_the_variable(name: str, value: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(environ={name: value})
+    assert (caught.value.key, caught.value.source) == (key, f"env {name}")
+    assert str(caught.value).startswith(f"env {name}: ")
+    assert message in str(caught.value)
+
+
+def test_config_show_names_the_environment() -> None:
+    env_run = subprocess_env({"TRADEKERNEL_FEED__JITTER_MS": "9"})
+    result = run_in(env_run, "config", "show", "--db", "x.db")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# from: defaults < env TRADEKERNEL_FEED__JITTER_MS < --db\n")
+    assert "jitter_ms = 9  # default: 250" in result.stdout
+
+
+def subprocess_env(extra: Mapping[str, str]) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TRADEKERNEL_")},
+        **extra,
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def run_in(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kernel", *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+# -- the JSON Schema ------------------------------------------------------------------------------
+
+
+def test_json_schema_describes_every_key() -> None:
+    schema = json_schema()
+    assert schema["title"] == "tradekernel configuration"
+    assert schema["additionalProperties"] is False
+    assert list(schema["properties"]) == ["kernel", "venue", "feed", "strategy", "http", "health", "risk"]
+    defs = schema["$defs"]
+    for name, section in [*cfg.SECTIONS.items(), ("venue.embedded", EmbeddedVenueSection)]:
+        table = defs[section.__name__]
+        assert table["additionalProperties"] is False, name
+        for key in section.file_keys():
+            assert table["properties"][key]["description"], f"{name}.{key}"
+    kernel = defs["KernelSection"]["properties"]
+    assert kernel["durability"]["enum"] == ["full", "normal"]
+    assert kernel["status_interval_s"]["exclusiveMinimum"] == 0
+    assert kernel["db"]["minLength"] == 1
+    port = defs["EmbeddedVenueSection"]["properties"]["port"]
+    assert (port["type"], port["minimum"], port["maximum"]) == ("integer", 0, 65535)
+    feed = defs["FeedSection"]["properties"]
+    assert (feed["backoff_multiplier"]["minimum"], feed["backoff_multiplier"]["maximum"]) == (1, 16)
+    assert defs["VenueSection"]["properties"]["instruments"]["uniqueItems"] is True
+    assert "api_key" not in defs["VenueSection"]["properties"]  # secrets are never keys of the file
+    assert "journal_db" not in defs["EmbeddedVenueSection"]["properties"]
+    risk = schema["properties"]["risk"]
+    assert risk["additionalProperties"] is False
+    assert {"max_open_orders", "max_order_qty", "instruments"} <= set(risk["properties"])
+
+
+def test_config_schema_command_in_a_real_process() -> None:
+    result = run_cli("config", "schema")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(json.dumps(json_schema()))
+
+
+def test_config_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["config", "schema"])
+    assert args.run(args) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "tradekernel configuration"
+
+
+# -- importing the config -------------------------------------------------------------------------
+
+
+def test_importing_the_config_imports_no_simulator_module() -> None:
+    code = (
+        "import kernel.config, sys; "
+        "print(sorted(m for m in sys.modules if m.startswith(('kernel.venue','storage.venue_store'))))"
+    )
+    env = subprocess_env({})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+def test_the_bundled_data_is_the_simulators() -> None:
+    assert PAPER_BUNDLED_DATA == BUNDLED_DATA
+    assert all(Path(path).is_file() for path in PAPER_BUNDLED_DATA)
+
+
+def test_to_toml_round_trip_of_risk_limits(tmp_path: Path) -> None:
+    text = (
+        "[risk]\nmax_open_orders = 4\nmax_order_qty = 0.5\nreduce_only = false\n"
+        "[risk.instruments.BTCUSDT]\nmax_position = 0.25\n[risk.instruments.'ETH/USD']\nlot_size = 1\n"
+    )
+    config = load_text(tmp_path, text)
+    shown = to_toml(config)
+    assert "\n[risk]\nmax_open_orders = 4\nmax_order_qty = 0.5\nreduce_only = false\n" in shown
+    assert '\n[risk.instruments."BTCUSDT"]\nmax_position = 0.25\n' in shown
+    assert '\n[risk.instruments."ETH/USD"]\nlot_size = 1\n' in shown
+    assert round_trip(tmp_path, config, {}) == config
+    assert config.risk.limits.per_instrument["ETH/USD"].lot_size == Decimal(1)
+
+
+def test_sections_built_directly_compare_by_value() -> None:
+    risk = load(None, {"risk.max_open_orders": 2}, environ={}).risk
+    limits = RiskSection(table={"max_open_orders": 2}, limits=risk.limits)
+    assert Config(risk=limits) == load(None, {"risk.max_open_orders": 2}, environ={})
+    assert StrategySection(name="idle") != "idle"
+    assert StrategySection(name="idle") == StrategySection(name="idle", params={})
