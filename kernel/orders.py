@@ -33,6 +33,7 @@ from typing import Any, Literal
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
 from kernel.paper_protocol import Execution, Fill, NewOrder, OrderSnapshot
 from machines import ORDER, POSITION, Entity, OrderState, Transition, TransitionRefused
+from machines.order_terms import OrderTerms
 from storage import Journal
 from storage.errors import JournalWriteError
 
@@ -199,35 +200,16 @@ class OrderManager:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def place(
-        self,
-        instrument: str,
-        side: str,
-        qty: Decimal,
-        price: Decimal | None = None,
-        order_type: str = "limit",
-        tif: str = "gtc",
-        tag: str = "",
-    ) -> Entity:
+    async def place(self, terms: OrderTerms) -> Entity:
         """Create, journal (``create`` + ``submit``, committed) and only then send a new order.
 
         ``journal_new`` then ``send``; raises what they raise.
         """
-        request = self.journal_new(instrument, side, qty, price, order_type, tif, tag)
+        request = self.journal_new(terms)
         await self.send(request)
         return request.order
 
-    def journal_new(
-        self,
-        instrument: str,
-        side: str,
-        qty: Decimal,
-        price: Decimal | None = None,
-        order_type: str = "limit",
-        tif: str = "gtc",
-        tag: str = "",
-        reason: str | None = None,
-    ) -> Request:
+    def journal_new(self, terms: OrderTerms) -> Request:
         """The synchronous half of ``place``: create and journal a new order (committed, listeners
         told), ready for ``send``. Nothing leaves the process.
 
@@ -238,7 +220,7 @@ class OrderManager:
         """
         self._require_entry()
         client_order_id = self._next_id()
-        order, created = _new_order(client_order_id, instrument, side, qty, price, order_type, tif, tag, reason)
+        order, created = _new_order(client_order_id, terms)
         submitted = ORDER.fire(order, "submit")
         self.orders[client_order_id] = order
         self.journal.append(created, order)
@@ -347,25 +329,13 @@ class OrderManager:
         await self.send(request)
         return request.order
 
-    def deny(
-        self,
-        instrument: str,
-        side: str,
-        qty: Decimal,
-        price: Decimal | None = None,
-        order_type: str = "limit",
-        tif: str = "gtc",
-        tag: str = "",
-        *,
-        reason: str,
-        **details: Any,
-    ) -> Entity:
+    def deny(self, terms: OrderTerms, *, reason: str, **details: Any) -> Entity:
         """Journal an order that is refused before it leaves the process (``create`` + ``deny``).
 
         The audit then shows every intent and why it was not sent. Raises ``InvalidData`` (bad
         terms; nothing journaled) and ``JournalWriteError`` (the denial stays buffered).
         """
-        order, created = _new_order(self._next_id(), instrument, side, qty, price, order_type, tif, tag)
+        order, created = _new_order(self._next_id(), terms)
         self.journal.append(created, order)
         denied = self.journal.fire(ORDER, order, "deny", reason=reason, **details)
         self.orders[order.entity_id] = order
@@ -641,23 +611,9 @@ class OrderManager:
             )
 
 
-def _new_order(
-    client_order_id: str,
-    instrument: str,
-    side: str,
-    qty: Decimal,
-    price: Decimal | None,
-    order_type: str,
-    tif: str,
-    tag: str,
-    reason: str | None = None,
-) -> tuple[Entity, Transition]:
-    """``ORDER.create`` from the manager's argument names (``reason``: why the kernel placed it)."""
-    terms: dict[str, Any] = {"reason": reason} if reason is not None else {}
-    return ORDER.create(
-        client_order_id, instrument=instrument, side=side, type=order_type, tif=tif, qty=qty, price=price, tag=tag,
-        **terms,
-    )  # fmt: skip
+def _new_order(client_order_id: str, terms: OrderTerms) -> tuple[Entity, Transition]:
+    """``ORDER.create`` of ``terms`` (their ``reason``: why the kernel placed it)."""
+    return ORDER.create(client_order_id, **terms.create_data())
 
 
 def checkpoint_positions(manager: OrderManager) -> int:

@@ -27,11 +27,13 @@ from typing import Any
 import pytest
 
 from kernel import control
-from kernel.app import EXIT_ATTENTION, EXIT_OK, Kernel, entity_id
+from kernel.app import Kernel, entity_id
 from kernel.config import Config, load
 from kernel.control import ControlError, ControlServer, NoKernel
-from kernel.http import PROMETHEUS_TYPE, HttpEndpoints, RemoteBindRefused, is_loopback
+from kernel.exits import EXIT_FAILED, EXIT_OK
+from kernel.http import PROMETHEUS_TYPE, HttpEndpoints, RemoteBindRefused
 from kernel.metrics import KernelMetrics, PositionSample, render
+from kernel.net import is_loopback
 from kernel.status import StatusView, journal_status, render_text
 from kernel.strategies.market_maker import MarketMaker
 from kernel.strategy import Context, Intent, MarketEvent, OrderUpdate, Place, Strategy
@@ -833,7 +835,7 @@ async def test_cancels_not_acked_within_stop_timeout_exit_1_with_the_order_left_
         assert order.state == "accepted"
         kernel = kh._kernel()
         started = time.monotonic()
-        assert await kh.stop() == EXIT_ATTENTION
+        assert await kh.stop() == EXIT_FAILED
         assert time.monotonic() - started < 2.0
     assert kernel.orders_left_open == [order.client_order_id]
     with audit(kh.journal_path) as reader:
@@ -853,7 +855,7 @@ async def test_forced_stop_skips_waiting_for_acks_and_still_records_the_run_stop
         started = time.monotonic()
         kernel.request_stop("operator: now", force=True)
         assert kh._task is not None
-        assert await finish(kh._task) == EXIT_ATTENTION  # the cancel went out; its ack was not awaited
+        assert await finish(kh._task) == EXIT_FAILED  # the cancel went out; its ack was not awaited
         assert time.monotonic() - started < 1.5  # far less than stop_timeout_s
         assert kernel.stop_request is not None
         assert (kernel.stop_request.reason, kernel.stop_request.force) == ("operator: now", True)
@@ -881,7 +883,7 @@ async def test_sigterm_stops_and_a_second_sigterm_forces(tmp_path: Path, sock_di
             assert kernel.stop_request.reason.startswith("SIGTERM received")
             assert not kernel.stop_request.force
             os.kill(os.getpid(), signal.SIGTERM)  # the cancel's ack is 300 ms away: do not wait for it
-            assert await finish(task) == EXIT_ATTENTION
+            assert await finish(task) == EXIT_FAILED
         finally:
             if not task.done():
                 kernel.request_stop("test cleanup", force=True)

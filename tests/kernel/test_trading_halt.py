@@ -48,7 +48,7 @@ async def test_halt_cancels_every_open_order_denies_new_ones_and_arm_resumes(tmp
         kernel = kh._kernel()
         await kh.quote(D("100.00"), D("100.10"))
         assert len(kh.open_orders()) == 2
-        answer = await kernel._control({"command": "halt", "reason": "test halt"})
+        answer = await kernel.handle_control({"command": "halt", "reason": "test halt"})
         assert answer["ok"], answer
         assert answer["trading"]["state"] in ("halting", "halted")
         await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "halted")
@@ -59,10 +59,10 @@ async def test_halt_cancels_every_open_order_denies_new_ones_and_arm_resumes(tmp
         await kh.quote(D("100.00"), D("100.20"))
         assert len(read_orders(kh.venue_path)) == 2
         assert (kernel.entry_block() or "").startswith("trading halted: operator: test halt")
-        refused = await kernel._control({"command": "halt", "reason": "again"})
+        refused = await kernel.handle_control({"command": "halt", "reason": "again"})
         assert not refused["ok"]  # already halted: refused, state unchanged
-        assert (await kernel._control({"command": "arm"}))["ok"] is False  # a reason is required
-        armed = await kernel._control({"command": "arm", "reason": "all clear"})
+        assert (await kernel.handle_control({"command": "arm"}))["ok"] is False  # a reason is required
+        armed = await kernel.handle_control({"command": "arm", "reason": "all clear"})
         assert armed["trading"]["state"] == "active"
         await kh.quote(D("100.00"), D("100.10"))
         assert len(kh.open_orders()) == 2
@@ -98,7 +98,7 @@ async def test_halt_with_flatten_closes_the_position_at_market(tmp_path: Path) -
         await kh.quote(D("100.00"), D("100.10"))
         await kh.trade(D("99.00"), D("1"), "sell")  # our bid fills: long 0.001
         assert kh.position().qty == D("0.001")
-        await kernel._control({"command": "halt", "reason": "flatten test", "flatten": True})
+        await kernel.handle_control({"command": "halt", "reason": "flatten test", "flatten": True})
         await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "flattened")
         assert kh.position().qty == 0
     assert trading_steps(kh.journal_path)[-3:] == [
@@ -227,7 +227,7 @@ async def test_risk_limits_deny_orders_in_the_journal_and_reducing_lets_only_red
 
         await kh.trade(D("99"), D("5"), "sell")  # our bid fills: long 2
         assert kh.position().qty == D("2")
-        await kernel._control({"command": "reduce", "reason": "cut"})
+        await kernel.handle_control({"command": "reduce", "reason": "cut"})
         strategy.queued = [
             Place("BTCUSDT", "buy", D("1"), D("99.5")),  # adds: denied in reducing
             Place("BTCUSDT", "sell", D("1"), D("100.5")),  # reduces: goes out
