@@ -231,7 +231,7 @@ class KernelHarness:
 
     def position(self, instrument: str | None = None) -> Position:
         """The position folded from the fills so far."""
-        return self._kernel().positions.get(instrument or self.instruments[0])
+        return self._kernel().portfolio.positions.get(instrument or self.instruments[0])
 
     @property
     def health(self) -> str:

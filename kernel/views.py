@@ -7,13 +7,14 @@ socket's ``status``, the live view (``kernel.status.running_status``) and ``/met
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from kernel.feed.events import QuoteEvent, TradeEvent
 from kernel.metrics import KernelMetrics, PositionSample, render
+from machines.base import Entity
 from machines.positions import Position
 
 ZERO = Decimal(0)
@@ -30,6 +31,19 @@ class FeedSnapshot:
     gaps: int
     reconnects: int
 
+    @classmethod
+    def of(cls, feed: Entity, reconnects: int) -> FeedSnapshot:
+        """The snapshot of a ``feed`` entity, with the reconnections the kernel counted."""
+        data = feed.data
+        return cls(
+            feed.entity_id,
+            str(feed.state),
+            data.get("url"),
+            tuple(data.get("instruments", ())),
+            int(data.get("gaps", 0)),
+            reconnects,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class OrderSnapshot:
@@ -38,6 +52,18 @@ class OrderSnapshot:
     client_order_id: str
     state: str
     data: Mapping[str, Any]
+
+
+def orders_of(orders: Iterable[Entity]) -> tuple[tuple[OrderSnapshot, ...], dict[str, int]]:
+    """The live orders (oldest first) and how many orders are in each state."""
+    live: list[OrderSnapshot] = []
+    by_state: dict[str, int] = {}
+    for order in orders:
+        state = str(order.state)
+        by_state[state] = by_state.get(state, 0) + 1
+        if order.live:
+            live.append(OrderSnapshot(order.entity_id, state, dict(order.data)))
+    return tuple(live), by_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +132,4 @@ def metrics_text(snapshot: KernelSnapshot, metrics: KernelMetrics) -> str:
     )
 
 
-__all__ = ["FeedSnapshot", "KernelSnapshot", "OrderSnapshot", "metrics_text"]
+__all__ = ["FeedSnapshot", "KernelSnapshot", "OrderSnapshot", "metrics_text", "orders_of"]

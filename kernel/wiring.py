@@ -7,7 +7,7 @@ so a kernel trading against a venue URL never loads it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from kernel.config import EMBEDDED, Config
@@ -112,13 +112,8 @@ async def start_http(
     return endpoints
 
 
-Step = tuple[str, Callable[[], Awaitable[None]]]
-"""One step of the stop sequence: what it stops, and how."""
-
-
 __all__ = [
     "EmbeddedVenue",
-    "Step",
     "feed_client",
     "order_manager",
     "start_control",

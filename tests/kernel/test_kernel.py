@@ -876,7 +876,7 @@ async def test_sigterm_stops_and_a_second_sigterm_forces(tmp_path: Path, sock_di
             strategy.on_timer_intents = [bid()]
             await kernel.fire_timer()
             await eventually(lambda: bool(venue_orders(str(tmp_path / "venue.db"))), "the order at the venue")
-            await eventually(lambda: bool(kernel.open_views), "the order to be accepted")
+            await eventually(lambda: bool(kernel.portfolio.open_views), "the order to be accepted")
             os.kill(os.getpid(), signal.SIGTERM)
             await eventually(lambda: kernel.stopping, "SIGTERM to start the stop")
             assert kernel.stop_request is not None
@@ -928,7 +928,7 @@ async def test_an_unexpected_error_leaves_the_run_open_and_the_next_start_resume
     tmp_path: Path, sock_dir: str
 ) -> None:
     def crash_once_an_order_rests(kernel: Kernel) -> None:
-        if kernel.open_views:
+        if kernel.portfolio.open_views:
             raise Crash("simulated bug in a kernel task")
 
     async with paper_venue(tmp_path) as venue:
@@ -941,7 +941,7 @@ async def test_an_unexpected_error_leaves_the_run_open_and_the_next_start_resume
         await first.fire_timer()
         with pytest.raises(Crash, match="simulated"):
             await finish(task)
-        order_id = next(iter(first.open_views))
+        order_id = next(iter(first.portfolio.open_views))
         assert runs(config.kernel.db) == ["running"]  # left open: the next start will call it a crash
 
         second = Kernel(config, strategy=Scripted(), timers=False)
@@ -952,8 +952,8 @@ async def test_an_unexpected_error_leaves_the_run_open_and_the_next_start_resume
             assert second.journal.crashed_runs == [1]
             assert second.previous_run is not None
             assert (second.previous_run["state"], second.previous_run["clean"]) == ("crashed", False)
-            assert list(second.open_views) == [order_id]  # resumed from the journal, still working at the venue
-            assert second.open_views[order_id].state == "accepted"
+            assert list(second.portfolio.open_views) == [order_id]  # resumed from the journal, still working at the venue
+            assert second.portfolio.open_views[order_id].state == "accepted"
         finally:
             second.request_stop("test finished")
             assert await finish(task) == EXIT_OK
