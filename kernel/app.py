@@ -29,18 +29,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 from kernel import bootstrap, wiring
 from kernel.bootstrap import entity_id
-from kernel.clock import monotonic_ms, wall_ms
 from kernel.config import Config
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.health_monitor import HealthMonitor, thresholds_of
 from kernel.order_flow import OrderFlow
-from kernel.parts import KernelParts
+from kernel.parts import KernelParts, PartsOptions
 from kernel.stop_sequence import Step, StopRequest, cancel_open_orders, close_in_reverse, some
-from kernel.strategy import Strategy
 from kernel.trading_driver import OPERATOR_COMMANDS, TradingDriver
 from kernel.venue_session import VenueSession
 from machines.health import Observation
@@ -61,16 +59,11 @@ class Kernel(KernelParts):
         self,
         config: Config,
         *,
-        strategy: Strategy | None = None,
-        clock_ms: Callable[[], int] = wall_ms,
-        monotonic_ms: Callable[[], int] = monotonic_ms,
         timers: bool = True,
-        install_signals: bool = False,
         status_printer: Callable[[Kernel], None] | None = None,
+        **options: Unpack[PartsOptions],
     ) -> None:
-        super().__init__(
-            config, strategy=strategy, clock_ms=clock_ms, monotonic_ms=monotonic_ms, install_signals=install_signals
-        )
+        super().__init__(config, **options)
         self.timers = timers
         self.status_printer = status_printer
         self.timer_interval_ms = wiring.timer_interval_ms(config, self.strategy)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from kernel import wiring
 from kernel.clock import monotonic_ms, wall_ms
@@ -39,6 +39,15 @@ from machines import Entity
 from machines.entry import RECONCILING, EntryFacts, entry_block, venue_block
 from machines.health import Finding, Observation
 from storage import Journal
+
+
+class PartsOptions(TypedDict, total=False):
+    """The optional keyword arguments of ``KernelParts`` (and so of ``Kernel``)."""
+
+    strategy: Strategy | None
+    clock_ms: Callable[[], int]
+    monotonic_ms: Callable[[], int]
+    install_signals: bool
 
 
 class KernelParts:
@@ -237,4 +246,4 @@ class KernelParts:
         return metrics_text(self.snapshot(), self.metrics)
 
 
-__all__ = ["KernelParts", "StopRequest"]
+__all__ = ["KernelParts", "PartsOptions", "StopRequest"]

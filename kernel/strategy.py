@@ -163,6 +163,10 @@ class InvalidParams(StrategyError):
     """A strategy parameter out of range (raised by a ``Params`` check): names the parameter."""
 
 
+class InvalidIntent(KernelError, TypeError):
+    """A callback returned something that is not a ``Place``, ``Cancel`` or ``Replace``."""
+
+
 class Strategy:
     """Base class: override the callbacks you need; each returns an iterable of intents."""
 
@@ -285,6 +289,7 @@ __all__ = [
     "Context",
     "FillView",
     "Intent",
+    "InvalidIntent",
     "InvalidParams",
     "MarketEvent",
     "OrderUpdate",

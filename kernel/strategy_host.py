@@ -21,7 +21,18 @@ from kernel.feed.events import FeedEvent, TradeEvent
 from kernel.metrics import KernelMetrics
 from kernel.orders import OrderManager
 from kernel.portfolio import Portfolio
-from kernel.strategy import Cancel, Context, FillView, Intent, OrderUpdate, OrderView, Place, Replace, Strategy
+from kernel.strategy import (
+    Cancel,
+    Context,
+    FillView,
+    Intent,
+    InvalidIntent,
+    OrderUpdate,
+    OrderView,
+    Place,
+    Replace,
+    Strategy,
+)
 from machines import Entity, Transition
 from machines.order import live_trigger
 
@@ -123,7 +134,7 @@ class StrategyHost:
             intents = list(call(self.context()) or ())
             for intent in intents:
                 if not isinstance(intent, Place | Cancel | Replace):
-                    raise TypeError(f"{callback} returned {intent!r}, not a Place, Cancel or Replace")
+                    raise InvalidIntent(f"{callback} returned {intent!r}, not a Place, Cancel or Replace")
         except Exception as exc:
             self.errors += 1
             self.last_error = f"{callback}: {type(exc).__name__}: {exc}"

@@ -515,6 +515,28 @@ async def test_strategy_errors_degrade_then_fail_health_and_a_success_resets_the
     assert kh.exit_status == EXIT_OK
 
 
+@pytest.mark.asyncio
+async def test_a_callback_returning_something_else_than_intents_is_a_strategy_error_and_nothing_is_sent(
+    tmp_path: Path,
+) -> None:
+    strategy = Scripted()
+    async with KernelHarness(strategy, tmp_path) as kh:
+        kernel = kh._kernel()
+        strategy.on_timer_intents = [bid(), "buy 1 BTC"]  # type: ignore[list-item]
+        await kh.timer()
+        assert kh.orders() == []  # the whole call's intents are dropped, the valid one too
+        assert kernel.host.errors == 1
+        assert kernel.host.last_error == (
+            "on_timer: InvalidIntent: on_timer returned 'buy 1 BTC', not a Place, Cancel or Replace"
+        )
+        strategy.on_timer_intents = [bid()]
+        await kh.timer()
+        assert [o.state for o in kh.orders()] == ["accepted"]
+        assert kernel.host.errors == 0  # a success resets the count
+        assert kernel.metrics.strategy_errors == 1
+    assert kh.exit_status == EXIT_OK
+
+
 # -- 5. HTTP endpoints ----------------------------------------------------------------------------
 
 
@@ -952,7 +974,9 @@ async def test_an_unexpected_error_leaves_the_run_open_and_the_next_start_resume
             assert second.journal.crashed_runs == [1]
             assert second.previous_run is not None
             assert (second.previous_run["state"], second.previous_run["clean"]) == ("crashed", False)
-            assert list(second.portfolio.open_views) == [order_id]  # resumed from the journal, still working at the venue
+            assert list(second.portfolio.open_views) == [
+                order_id
+            ]  # resumed from the journal, still working at the venue
             assert second.portfolio.open_views[order_id].state == "accepted"
         finally:
             second.request_stop("test finished")
