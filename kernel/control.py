@@ -23,6 +23,8 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kernel.errors import KernelError
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
@@ -31,7 +33,7 @@ MAX_LINE = 64 * 1024
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class ControlError(Exception):
+class ControlError(KernelError):
     """The control socket cannot be used."""
 
 

@@ -15,7 +15,13 @@ from __future__ import annotations
 import os
 import signal
 
+from kernel.errors import KernelError
+
 POINTS = ("after_commit", "after_send", "reconciling")
+
+
+class CrashPointError(KernelError, ValueError):
+    """``TRADEKERNEL_CRASH_AT`` is set but does not name a crash point."""
 
 
 def _parse(spec: str) -> tuple[str, int] | None:
@@ -23,7 +29,7 @@ def _parse(spec: str) -> tuple[str, int] | None:
     if not spec:
         return None
     if name not in POINTS or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"TRADEKERNEL_CRASH_AT must be NAME:N with NAME one of {', '.join(POINTS)}, got {spec!r}")
+        raise CrashPointError(f"TRADEKERNEL_CRASH_AT must be NAME:N with NAME one of {', '.join(POINTS)}, got {spec!r}")
     return name, int(count)
 
 

@@ -8,7 +8,6 @@ loopback only unless ``allow_remote``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -19,23 +18,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from kernel.errors import KernelError
+from kernel.net import is_loopback
+
 log = logging.getLogger(__name__)
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class RemoteBindRefused(ValueError):
+class RemoteBindRefused(KernelError, ValueError):
     """A non-loopback address was asked for without ``allow_remote``."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class HttpEndpoints:

@@ -1,6 +1,7 @@
 """Status: a JSON-ready snapshot of a kernel, from the running process or from its journal.
 
-``running_status(kernel)`` is what ``/status``, the control socket and the live view show.
+``running_status(snapshot)`` (a running kernel's ``KernelSnapshot``) is what ``/status``, the
+control socket and the live view show.
 ``journal_status(db)`` answers ``tradekernel status`` when no kernel runs: it reads the journal
 (read-only) for the last run, the last health and feed states, the open orders and the positions
 folded from the journaled fills. Both have the same keys: ``running``, ``health``, ``trading``,
@@ -11,20 +12,18 @@ Decimals are strings in the JSON (exact), times ISO 8601 UTC.
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, Protocol, TextIO
 
+from kernel.views import KernelSnapshot
 from machines.positions import Fill, Position, Positions
 from storage.audit import AuditReader, iso_time
-
-if TYPE_CHECKING:
-    from kernel.app import Kernel
 
 ZERO = Decimal(0)
 
@@ -69,67 +68,61 @@ def _order(data: Mapping[str, Any], client_order_id: str, state: str) -> dict[st
     }
 
 
-def running_status(kernel: Kernel) -> dict[str, Any]:
-    """The snapshot of a running kernel."""
-    journal = kernel.journal
-    ok, health = kernel.healthz()
-    feed = kernel.feed.feed if kernel.feed is not None else None
-    marks = {i: t.price for i, t in kernel.last_trade.items()}
-    positions = {i: _position(p, marks.get(i)) for i, p in sorted(kernel.positions.snapshot().items())}
-    orders = kernel.manager.orders.values() if kernel.manager is not None else ()
-    block = kernel.entry_block()
+def running_status(snapshot: KernelSnapshot) -> dict[str, Any]:
+    """The status of a running kernel, from its snapshot (``Kernel.snapshot()``)."""
+    marks = {i: t.price for i, t in snapshot.last_trade.items()}
+    positions = {i: _position(p, marks.get(i)) for i, p in sorted(snapshot.positions.items())}
+    block = snapshot.entry_block
+    feed = snapshot.feed
     return {
         "running": True,
-        "pid": os.getpid(),
-        "db": None if journal is None else journal.path,
-        "run_id": None if journal is None else journal.run_id,
-        "started": iso_time(kernel.started_ms * 1_000_000),
-        "health": health,
+        "pid": snapshot.pid,
+        "db": snapshot.db,
+        "run_id": snapshot.run_id,
+        "started": iso_time(snapshot.started_ms * 1_000_000),
+        "health": dict(snapshot.health),
         "trading": {
-            **kernel._trading_status(),
+            **snapshot.trading,
             "order_entry": "open" if block is None else "paused",
             "entry_reason": block,
         },
         "feed": None
         if feed is None
         else {
-            "entity": feed.entity_id,
-            "state": str(feed.state),
-            "url": feed.data.get("url"),
-            "instruments": list(feed.data.get("instruments", [])),
-            "gaps": feed.data.get("gaps", 0),
-            "reconnects": kernel._feed_reconnects,
+            "entity": feed.entity,
+            "state": feed.state,
+            "url": feed.url,
+            "instruments": list(feed.instruments),
+            "gaps": feed.gaps,
+            "reconnects": feed.reconnects,
             "last_trade": {
-                i: {"price": _text(t.price), "ts_ms": t.ts_ms} for i, t in sorted(kernel.last_trade.items())
+                i: {"price": _text(t.price), "ts_ms": t.ts_ms} for i, t in sorted(snapshot.last_trade.items())
             },
             "last_quote": {
                 i: {"bid": _text(q.bid), "ask": _text(q.ask), "ts_ms": q.ts_ms}
-                for i, q in sorted(kernel.last_quote.items())
+                for i, q in sorted(snapshot.last_quote.items())
             },
         },
         "venue": {
-            "url": kernel.venue_url,
-            "embedded": kernel.venue is not None,
-            "connected": kernel.client is not None and kernel.client.connected,
-            "session": None if kernel.client is None else kernel.client.session,
+            "url": snapshot.venue_url,
+            "embedded": snapshot.venue_embedded,
+            "connected": snapshot.venue_connected,
+            "session": snapshot.venue_session,
         },
         "strategy": {
-            "name": type(kernel.strategy).name or type(kernel.strategy).__name__,
-            "errors": kernel.metrics.strategy_errors,
-            "intents": dict(kernel.metrics.intents),
-            "denied": kernel.metrics.denied,
+            "name": snapshot.strategy_name,
+            "errors": snapshot.strategy_errors,
+            "intents": dict(snapshot.intents),
+            "denied": snapshot.denied,
         },
-        "open_orders": [_order(o.data, o.entity_id, str(o.state)) for o in orders if o.live],
+        "open_orders": [_order(o.data, o.client_order_id, o.state) for o in snapshot.open_orders],
         "positions": positions,
         "pnl": _pnl(positions),
-        "fills": kernel.metrics.fills,
-        "endpoints": {
-            "control_socket": None if kernel.control is None else kernel.control.path,
-            "http": None if kernel.http is None else kernel.http.url,
-        },
-        "last_run": kernel.previous_run,
-        "reconciliation": kernel.last_reconciliation,
-        "healthy": ok,
+        "fills": snapshot.fills,
+        "endpoints": {"control_socket": snapshot.control_socket, "http": snapshot.http_url},
+        "last_run": None if snapshot.last_run is None else dict(snapshot.last_run),
+        "reconciliation": None if snapshot.reconciliation is None else dict(snapshot.reconciliation),
+        "healthy": snapshot.healthy,
     }
 
 
@@ -308,6 +301,14 @@ class LogTail(logging.Handler):
         self.lines.append(self.format(record)[:200])
 
 
+class HasStatus(Protocol):
+    """Anything with a status snapshot (a running ``Kernel``)."""
+
+    def status(self) -> dict[str, Any]:
+        """The JSON-ready status."""
+        ...
+
+
 class StatusView:
     """Prints the kernel's status every interval: redrawn in place on a terminal, else one line.
 
@@ -328,14 +329,12 @@ class StatusView:
         self.log_tail = tail
         return tail
 
-    def __call__(self, kernel: Kernel) -> None:
+    def __call__(self, kernel: HasStatus) -> None:
         status = kernel.status()
         if self.live:
             tail = list(self.log_tail.lines) if self.log_tail is not None else []
             self.out.write("\x1b[H\x1b[2J" + render_text(status, tail) + "\n\n(Ctrl-C to stop)\n")
         elif self.json_lines:
-            import json
-
             self.out.write(json.dumps({"status": status}, default=str) + "\n")
         else:
             self.out.write(status_line(status) + "\n")

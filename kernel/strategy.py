@@ -30,28 +30,22 @@ import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
+from kernel.errors import KernelError
 from kernel.feed.events import QuoteEvent, TradeEvent
 from machines.base import Entity
+from machines.order_terms import OrderTerms, Side
 from machines.positions import Position
 
-Side = Literal["buy", "sell"]
 MarketEvent = TradeEvent | QuoteEvent
 
 
 @dataclass(frozen=True, slots=True)
-class Place:
-    """Place a new order. ``price`` is required for limit orders and ignored for market orders."""
-
-    instrument: str
-    side: Side
-    qty: Decimal
-    price: Decimal | None = None
-    order_type: Literal["limit", "market"] = "limit"
-    tif: Literal["gtc", "ioc", "fok", "day"] = "gtc"
-    tag: str = ""
-    """Free text for the strategy's own bookkeeping; kept in the order's journal data as ``tag``."""
+class Place(OrderTerms):
+    """Place a new order: ``OrderTerms`` (``instrument, side, qty, price=None, order_type="limit",
+    tif="gtc", tag=""``). ``price`` is required for limit orders and ignored for market orders;
+    ``tag`` is free text for the strategy's own bookkeeping, kept in the order's journal data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +155,16 @@ class Context:
         return [order for order in self.open_orders.values() if order.instrument == instrument]
 
 
-class StrategyError(ValueError):
+class StrategyError(KernelError, ValueError):
     """A strategy that cannot be loaded or configured: names the strategy and the key at fault."""
+
+
+class InvalidParams(StrategyError):
+    """A strategy parameter out of range (raised by a ``Params`` check): names the parameter."""
+
+
+class InvalidIntent(KernelError, TypeError):
+    """A callback returned something that is not a ``Place``, ``Cancel`` or ``Replace``."""
 
 
 class Strategy:
@@ -287,11 +289,14 @@ __all__ = [
     "Context",
     "FillView",
     "Intent",
+    "InvalidIntent",
+    "InvalidParams",
     "MarketEvent",
     "OrderUpdate",
     "OrderView",
     "Place",
     "Replace",
+    "Side",
     "Strategy",
     "StrategyError",
     "build_params",

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from kernel.app import Kernel
 from kernel.config import load
+from kernel.errors import KernelError, UsageError
 from kernel.strategy import OrderView, Strategy
 from kernel.venue.server import PaperVenue, VenueConfig
 from machines.positions import Position
@@ -61,12 +62,16 @@ class FakeClock:
     def advance(self, ms: int) -> None:
         """Move the clock forward by ``ms`` milliseconds."""
         if ms < 0:
-            raise ValueError("the clock never goes back")
+            raise UsageError("the clock never goes back")
         self.now_ms += ms
 
 
-class HarnessTimeout(AssertionError):
+class HarnessTimeout(KernelError, AssertionError):
     """The kernel did not reach the expected point in time: names what it waited for."""
+
+
+class HarnessNotRunning(KernelError, RuntimeError):
+    """The harness was used outside its ``async with`` block."""
 
 
 class KernelHarness:
@@ -183,7 +188,7 @@ class KernelHarness:
         """Wait until every journaled request is sent and the venue has answered each one."""
         kernel = self._kernel()
         async with asyncio.timeout(self.timeout):
-            await kernel._outbox.join()
+            await kernel.wait_sent()
         await self._until(lambda: not any(o.state in PENDING for o in self.open_orders()), "pending orders to settle")
 
     async def _market(self, kind: str, push: Callable[[PaperVenue], Any]) -> None:
@@ -207,7 +212,7 @@ class KernelHarness:
 
     def _kernel(self) -> Kernel:
         if self.kernel is None:
-            raise RuntimeError("the harness is not running: use `async with KernelHarness(...)`")
+            raise HarnessNotRunning("the harness is not running: use `async with KernelHarness(...)`")
         return self.kernel
 
     # -- looking ----------------------------------------------------------------------------------
@@ -226,7 +231,7 @@ class KernelHarness:
 
     def position(self, instrument: str | None = None) -> Position:
         """The position folded from the fills so far."""
-        return self._kernel().positions.get(instrument or self.instruments[0])
+        return self._kernel().portfolio.positions.get(instrument or self.instruments[0])
 
     @property
     def health(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from machines.health import Finding, HealthState
+from machines.health import Finding
 from machines.trading import TradingState
 
 RECONCILING = "reconciling with the venue"
@@ -23,7 +23,7 @@ class EntryFacts:
     ``started``: the venue session and order manager exist. ``venue_resolved``: this session was
     reconciled. ``reconcile_error``: why the last reconciliation failed, if it did.
     ``journal_failure``: why the journal cannot commit, if it cannot. ``health``: the kernel's
-    overall finding (``None`` before the first assessment).
+    overall finding (``None`` before the first assessment: health is still starting).
     """
 
     stopping: bool = False
@@ -69,7 +69,7 @@ def entry_block(facts: EntryFacts) -> str | None:
     if not facts.health_checked:
         return None
     finding = facts.health
-    if finding is None or finding.level == HealthState.starting:
+    if finding is None:  # not assessed yet (a finding is never ``starting``)
         return "starting"
     if finding.pauses_entry:
         return f"health {finding.level}: {finding.reason}"

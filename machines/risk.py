@@ -34,6 +34,8 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from machines.order_terms import OrderTerms
+
 ZERO = Decimal(0)
 BPS = Decimal(10000)
 ACTIVE = "active"
@@ -479,11 +481,7 @@ def _n(number: Decimal) -> str:
 
 
 def check_new(
-    instrument: str,
-    side: str,
-    qty: Decimal,
-    price: Decimal | None,
-    order_type: str,
+    terms: OrderTerms,
     view: RiskView,
     limits: Limits,
     now_ms: int,
@@ -494,6 +492,8 @@ def check_new(
     ``price`` is the limit price (ignored for a market order, valued at the reference price).
     Raises nothing for well-typed arguments.
     """
+    instrument, side, qty, price = terms.instrument, terms.side, terms.qty, terms.price
+    order_type: str = terms.order_type  # checked below: the terms may come from untyped input
     state = view.trading_state
     if state != ACTIVE and state != REDUCING:
         return _state_denial(state)

@@ -21,8 +21,8 @@ refused. Cancels are never refused in any state: they only reduce risk.
 Every trigger requires ``now_ms`` (the shell's monotonic clock in ms; this module reads no clock)
 and is journaled with its reason. Triggers that enter ``halting`` accept ``flatten`` (bool, default
 false) and ``timeout_ms`` (positive int, default ``DEFAULT_TIMEOUT_MS``). The pure helpers
-``allows_new_orders``, ``allows_reducing``, ``is_halted_or_halting`` and ``next_timeout`` answer the
-shell's and the risk checks' questions. docs/machines/trading.md explains each state and trigger.
+``is_halted_or_halting`` and ``next_timeout`` answer the halt driver's questions
+(``machines/halt.py``). docs/machines/trading.md explains each state and trigger.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from machines.base import MAX_NOW_MS, Data, Entity, Rule, StateMachine, timed_args
-from machines.errors import InvalidData
+from machines.errors import InvalidData, StateMachineError
 from machines.registry import register
 
 
@@ -375,27 +375,17 @@ TRADING = register(
 )
 
 
-# -- helpers for the shell and the risk checks --------------------------------------------------
+# -- helpers for the halt driver ----------------------------------------------------------------
+
+
+class NotATradingEntity(StateMachineError, ValueError):
+    """A trading helper was given another machine's entity (a programming error)."""
 
 
 def _state(entity: Entity) -> str:
     if entity.machine is not TRADING:
-        raise ValueError(f"not a trading entity: {entity!r}")
+        raise NotATradingEntity(f"not a trading entity: {entity!r}")
     return entity.state
-
-
-def allows_new_orders(entity: Entity) -> bool:
-    """Any new order may go out (risk checks still apply): only while ``active``."""
-    return _state(entity) == S.active
-
-
-def allows_reducing(entity: Entity) -> bool:
-    """Orders that reduce exposure may go out: while ``active`` or ``reducing``.
-
-    While ``halting`` the kernel's own flatten orders are part of the halt, not new orders. Cancels
-    are allowed in every state and need no helper.
-    """
-    return _state(entity) in (S.active, S.reducing)
 
 
 def is_halted_or_halting(entity: Entity) -> bool:
@@ -415,9 +405,8 @@ __all__ = [
     "DEFAULT_TIMEOUT_MS",
     "ENTITY_ID",
     "TRADING",
+    "NotATradingEntity",
     "TradingState",
-    "allows_new_orders",
-    "allows_reducing",
     "is_halted_or_halting",
     "next_timeout",
 ]

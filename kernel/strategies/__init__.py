@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from kernel.strategy import InvalidParams
+
 BPS = Decimal(10_000)
 """Basis points in one."""
 
@@ -32,31 +34,31 @@ def ceil_to_tick(price: Decimal, tick: Decimal) -> Decimal:
 
 
 def check_instrument(value: object) -> None:
-    """Raise ``ValueError`` naming ``instrument`` unless ``value`` is a non-empty string."""
+    """Raise ``InvalidParams`` naming ``instrument`` unless ``value`` is a non-empty string."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"instrument must be a non-empty string, got {value!r}")
+        raise InvalidParams(f"instrument must be a non-empty string, got {value!r}")
 
 
 def check_decimal(name: str, value: object, *, positive: bool = False) -> Decimal:
     """``value`` if it is a finite ``Decimal``, non-negative (or, with ``positive``, above zero).
 
-    Raises ``ValueError`` naming ``name`` otherwise: a float is refused, never converted.
+    Raises ``InvalidParams`` naming ``name`` otherwise: a float is refused, never converted.
     """
     if not isinstance(value, Decimal) or not value.is_finite():
-        raise ValueError(f"{name} must be a finite Decimal, got {type(value).__name__} {value!r}")
+        raise InvalidParams(f"{name} must be a finite Decimal, got {type(value).__name__} {value!r}")
     if positive and value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+        raise InvalidParams(f"{name} must be positive, got {value}")
     if value < 0:
-        raise ValueError(f"{name} must not be negative, got {value}")
+        raise InvalidParams(f"{name} must not be negative, got {value}")
     return value
 
 
 def check_int(name: str, value: object, *, minimum: int) -> int:
-    """``value`` if it is an ``int`` (not a bool) of at least ``minimum``; ``ValueError`` naming ``name``."""
+    """``value`` if it is an ``int`` (not a bool) of at least ``minimum``; ``InvalidParams`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise InvalidParams(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        raise InvalidParams(f"{name} must be at least {minimum}, got {value}")
     return value
 
 

@@ -36,6 +36,7 @@ from kernel.strategy import (
     Cancel,
     Context,
     Intent,
+    InvalidParams,
     MarketEvent,
     OrderUpdate,
     OrderView,
@@ -56,7 +57,7 @@ class MarketMaker(Strategy):
 
     @dataclass(frozen=True)
     class Params:
-        """Parameters of ``market_maker``; ``ValueError`` naming the field when one is out of range."""
+        """Parameters of ``market_maker``; ``InvalidParams`` naming the field when one is out of range."""
 
         instrument: str = "BTCUSDT"
         qty: Decimal = Decimal("0.001")
@@ -78,7 +79,7 @@ class MarketMaker(Strategy):
             check_decimal("tick_size", self.tick_size, positive=True)
             check_decimal("max_position", self.max_position, positive=True)
             if self.max_position < self.qty:
-                raise ValueError(f"max_position must be at least qty ({self.qty}), got {self.max_position}")
+                raise InvalidParams(f"max_position must be at least qty ({self.qty}), got {self.max_position}")
             for name in ("spread_bps", "requote_bps", "skew_bps"):
                 check_decimal(name, getattr(self, name))
 

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from kernel.feed.events import TradeEvent
 from kernel.strategies import BPS, ceil_to_tick, check_decimal, check_instrument, check_int, floor_to_tick
-from kernel.strategy import Context, Intent, MarketEvent, Place, Side, Strategy
+from kernel.strategy import Context, Intent, InvalidParams, MarketEvent, Place, Side, Strategy
 
 
 class Momentum(Strategy):
@@ -32,7 +32,7 @@ class Momentum(Strategy):
 
     @dataclass(frozen=True)
     class Params:
-        """Parameters of ``momentum``; ``ValueError`` naming the field when one is out of range."""
+        """Parameters of ``momentum``; ``InvalidParams`` naming the field when one is out of range."""
 
         instrument: str = "BTCUSDT"
         qty: Decimal = Decimal("0.001")
@@ -55,10 +55,10 @@ class Momentum(Strategy):
             check_decimal("threshold_bps", self.threshold_bps, positive=True)
             check_decimal("max_position", self.max_position, positive=True)
             if self.max_position < self.qty:
-                raise ValueError(f"max_position must be at least qty ({self.qty}), got {self.max_position}")
+                raise InvalidParams(f"max_position must be at least qty ({self.qty}), got {self.max_position}")
             check_int("cooldown_ms", self.cooldown_ms, minimum=0)
             if check_decimal("slippage_bps", self.slippage_bps) >= BPS:
-                raise ValueError(f"slippage_bps must be below 10000, got {self.slippage_bps}")
+                raise InvalidParams(f"slippage_bps must be below 10000, got {self.slippage_bps}")
             check_decimal("tick_size", self.tick_size, positive=True)
 
     params: Params

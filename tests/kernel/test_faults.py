@@ -16,7 +16,7 @@ def test_parse() -> None:
     assert faults._parse("") is None
     assert faults._parse("after_commit:3") == ("after_commit", 3)
     for bad in ("nowhere:1", "after_send", "after_send:0", "after_send:x"):
-        with pytest.raises(ValueError, match="TRADEKERNEL_CRASH_AT must be NAME:N"):
+        with pytest.raises(faults.CrashPointError, match="TRADEKERNEL_CRASH_AT must be NAME:N"):
             faults._parse(bad)
 
 

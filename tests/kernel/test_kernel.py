@@ -27,11 +27,13 @@ from typing import Any
 import pytest
 
 from kernel import control
-from kernel.app import EXIT_ATTENTION, EXIT_OK, Kernel, entity_id
+from kernel.app import Kernel, entity_id
 from kernel.config import Config, load
 from kernel.control import ControlError, ControlServer, NoKernel
-from kernel.http import PROMETHEUS_TYPE, HttpEndpoints, RemoteBindRefused, is_loopback
+from kernel.exits import EXIT_FAILED, EXIT_OK
+from kernel.http import PROMETHEUS_TYPE, HttpEndpoints, RemoteBindRefused
 from kernel.metrics import KernelMetrics, PositionSample, render
+from kernel.net import is_loopback
 from kernel.status import StatusView, journal_status, render_text
 from kernel.strategies.market_maker import MarketMaker
 from kernel.strategy import Context, Intent, MarketEvent, OrderUpdate, Place, Strategy
@@ -513,6 +515,28 @@ async def test_strategy_errors_degrade_then_fail_health_and_a_success_resets_the
     assert kh.exit_status == EXIT_OK
 
 
+@pytest.mark.asyncio
+async def test_a_callback_returning_something_else_than_intents_is_a_strategy_error_and_nothing_is_sent(
+    tmp_path: Path,
+) -> None:
+    strategy = Scripted()
+    async with KernelHarness(strategy, tmp_path) as kh:
+        kernel = kh._kernel()
+        strategy.on_timer_intents = [bid(), "buy 1 BTC"]  # type: ignore[list-item]
+        await kh.timer()
+        assert kh.orders() == []  # the whole call's intents are dropped, the valid one too
+        assert kernel.host.errors == 1
+        assert kernel.host.last_error == (
+            "on_timer: InvalidIntent: on_timer returned 'buy 1 BTC', not a Place, Cancel or Replace"
+        )
+        strategy.on_timer_intents = [bid()]
+        await kh.timer()
+        assert [o.state for o in kh.orders()] == ["accepted"]
+        assert kernel.host.errors == 0  # a success resets the count
+        assert kernel.metrics.strategy_errors == 1
+    assert kh.exit_status == EXIT_OK
+
+
 # -- 5. HTTP endpoints ----------------------------------------------------------------------------
 
 
@@ -833,7 +857,7 @@ async def test_cancels_not_acked_within_stop_timeout_exit_1_with_the_order_left_
         assert order.state == "accepted"
         kernel = kh._kernel()
         started = time.monotonic()
-        assert await kh.stop() == EXIT_ATTENTION
+        assert await kh.stop() == EXIT_FAILED
         assert time.monotonic() - started < 2.0
     assert kernel.orders_left_open == [order.client_order_id]
     with audit(kh.journal_path) as reader:
@@ -853,7 +877,7 @@ async def test_forced_stop_skips_waiting_for_acks_and_still_records_the_run_stop
         started = time.monotonic()
         kernel.request_stop("operator: now", force=True)
         assert kh._task is not None
-        assert await finish(kh._task) == EXIT_ATTENTION  # the cancel went out; its ack was not awaited
+        assert await finish(kh._task) == EXIT_FAILED  # the cancel went out; its ack was not awaited
         assert time.monotonic() - started < 1.5  # far less than stop_timeout_s
         assert kernel.stop_request is not None
         assert (kernel.stop_request.reason, kernel.stop_request.force) == ("operator: now", True)
@@ -874,14 +898,14 @@ async def test_sigterm_stops_and_a_second_sigterm_forces(tmp_path: Path, sock_di
             strategy.on_timer_intents = [bid()]
             await kernel.fire_timer()
             await eventually(lambda: bool(venue_orders(str(tmp_path / "venue.db"))), "the order at the venue")
-            await eventually(lambda: bool(kernel.open_views), "the order to be accepted")
+            await eventually(lambda: bool(kernel.portfolio.open_views), "the order to be accepted")
             os.kill(os.getpid(), signal.SIGTERM)
             await eventually(lambda: kernel.stopping, "SIGTERM to start the stop")
             assert kernel.stop_request is not None
             assert kernel.stop_request.reason.startswith("SIGTERM received")
             assert not kernel.stop_request.force
             os.kill(os.getpid(), signal.SIGTERM)  # the cancel's ack is 300 ms away: do not wait for it
-            assert await finish(task) == EXIT_ATTENTION
+            assert await finish(task) == EXIT_FAILED
         finally:
             if not task.done():
                 kernel.request_stop("test cleanup", force=True)
@@ -926,7 +950,7 @@ async def test_an_unexpected_error_leaves_the_run_open_and_the_next_start_resume
     tmp_path: Path, sock_dir: str
 ) -> None:
     def crash_once_an_order_rests(kernel: Kernel) -> None:
-        if kernel.open_views:
+        if kernel.portfolio.open_views:
             raise Crash("simulated bug in a kernel task")
 
     async with paper_venue(tmp_path) as venue:
@@ -939,7 +963,7 @@ async def test_an_unexpected_error_leaves_the_run_open_and_the_next_start_resume
         await first.fire_timer()
         with pytest.raises(Crash, match="simulated"):
             await finish(task)
-        order_id = next(iter(first.open_views))
+        order_id = next(iter(first.portfolio.open_views))
         assert runs(config.kernel.db) == ["running"]  # left open: the next start will call it a crash
 
         second = Kernel(config, strategy=Scripted(), timers=False)
@@ -950,8 +974,10 @@ async def test_an_unexpected_error_leaves_the_run_open_and_the_next_start_resume
             assert second.journal.crashed_runs == [1]
             assert second.previous_run is not None
             assert (second.previous_run["state"], second.previous_run["clean"]) == ("crashed", False)
-            assert list(second.open_views) == [order_id]  # resumed from the journal, still working at the venue
-            assert second.open_views[order_id].state == "accepted"
+            assert list(second.portfolio.open_views) == [
+                order_id
+            ]  # resumed from the journal, still working at the venue
+            assert second.portfolio.open_views[order_id].state == "accepted"
         finally:
             second.request_stop("test finished")
             assert await finish(task) == EXIT_OK

@@ -30,6 +30,7 @@ from kernel.strategy import (
     Context,
     FillView,
     Intent,
+    InvalidParams,
     MarketEvent,
     OrderUpdate,
     OrderView,
@@ -139,9 +140,9 @@ def test_tick_rounding() -> None:
 def test_check_helpers() -> None:
     assert check_decimal("x", D("0")) == D("0")
     assert check_int("n", 3, minimum=2) == 3
-    with pytest.raises(ValueError, match="n must be an integer"):
+    with pytest.raises(InvalidParams, match="n must be an integer"):
         check_int("n", True, minimum=0)
-    with pytest.raises(ValueError, match="x must be a finite Decimal"):
+    with pytest.raises(InvalidParams, match="x must be a finite Decimal"):
         check_decimal("x", D("Infinity"))
 
 
@@ -375,7 +376,7 @@ def test_market_maker_is_deterministic() -> None:
     ],
 )
 def test_market_maker_params_validation(kwargs: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValueError, match=rf"^{field} must"):
+    with pytest.raises(InvalidParams, match=rf"^{field} must"):
         MarketMaker.Params(**kwargs)
 
 
@@ -539,7 +540,7 @@ def test_momentum_is_deterministic() -> None:
     ],
 )
 def test_momentum_params_validation(kwargs: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValueError, match=rf"^{field} must"):
+    with pytest.raises(InvalidParams, match=rf"^{field} must"):
         Momentum.Params(**kwargs)
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from kernel.errors import UsageError
 from kernel.strategies.market_maker import MarketMaker
 from kernel.strategy import Context, Place, Strategy
-from kernel.testing import FakeClock, HarnessTimeout, KernelHarness
+from kernel.testing import FakeClock, HarnessNotRunning, HarnessTimeout, KernelHarness
 from storage.audit import AuditReader
 from storage.venue_store import read_orders
 
@@ -83,14 +84,14 @@ def test_fake_clock() -> None:
     assert clock() == 10
     clock.advance(5)
     assert clock() == 15
-    with pytest.raises(ValueError, match="never goes back"):
+    with pytest.raises(UsageError, match="never goes back"):
         clock.advance(-1)
 
 
 @pytest.mark.asyncio
 async def test_using_a_harness_before_it_starts_is_an_error(tmp_path: Path) -> None:
     kh = KernelHarness(MarketMaker(), tmp_path)
-    with pytest.raises(RuntimeError, match="not running"):
+    with pytest.raises(HarnessNotRunning, match="not running"):
         kh.open_orders()
 
 

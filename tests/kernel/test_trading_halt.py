@@ -21,7 +21,7 @@ import pytest
 
 from kernel import control
 from kernel.strategies.market_maker import MarketMaker
-from kernel.strategy import Context, Intent, Place
+from kernel.strategy import Cancel, Context, Intent, Place, Replace
 from kernel.testing import KernelHarness
 from storage.audit import AuditReader
 from storage.venue_store import read_orders
@@ -48,7 +48,7 @@ async def test_halt_cancels_every_open_order_denies_new_ones_and_arm_resumes(tmp
         kernel = kh._kernel()
         await kh.quote(D("100.00"), D("100.10"))
         assert len(kh.open_orders()) == 2
-        answer = await kernel._control({"command": "halt", "reason": "test halt"})
+        answer = await kernel.handle_control({"command": "halt", "reason": "test halt"})
         assert answer["ok"], answer
         assert answer["trading"]["state"] in ("halting", "halted")
         await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "halted")
@@ -59,10 +59,10 @@ async def test_halt_cancels_every_open_order_denies_new_ones_and_arm_resumes(tmp
         await kh.quote(D("100.00"), D("100.20"))
         assert len(read_orders(kh.venue_path)) == 2
         assert (kernel.entry_block() or "").startswith("trading halted: operator: test halt")
-        refused = await kernel._control({"command": "halt", "reason": "again"})
+        refused = await kernel.handle_control({"command": "halt", "reason": "again"})
         assert not refused["ok"]  # already halted: refused, state unchanged
-        assert (await kernel._control({"command": "arm"}))["ok"] is False  # a reason is required
-        armed = await kernel._control({"command": "arm", "reason": "all clear"})
+        assert (await kernel.handle_control({"command": "arm"}))["ok"] is False  # a reason is required
+        armed = await kernel.handle_control({"command": "arm", "reason": "all clear"})
         assert armed["trading"]["state"] == "active"
         await kh.quote(D("100.00"), D("100.10"))
         assert len(kh.open_orders()) == 2
@@ -98,7 +98,7 @@ async def test_halt_with_flatten_closes_the_position_at_market(tmp_path: Path) -
         await kh.quote(D("100.00"), D("100.10"))
         await kh.trade(D("99.00"), D("1"), "sell")  # our bid fills: long 0.001
         assert kh.position().qty == D("0.001")
-        await kernel._control({"command": "halt", "reason": "flatten test", "flatten": True})
+        await kernel.handle_control({"command": "halt", "reason": "flatten test", "flatten": True})
         await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "flattened")
         assert kh.position().qty == 0
     assert trading_steps(kh.journal_path)[-3:] == [
@@ -227,7 +227,7 @@ async def test_risk_limits_deny_orders_in_the_journal_and_reducing_lets_only_red
 
         await kh.trade(D("99"), D("5"), "sell")  # our bid fills: long 2
         assert kh.position().qty == D("2")
-        await kernel._control({"command": "reduce", "reason": "cut"})
+        await kernel.handle_control({"command": "reduce", "reason": "cut"})
         strategy.queued = [
             Place("BTCUSDT", "buy", D("1"), D("99.5")),  # adds: denied in reducing
             Place("BTCUSDT", "sell", D("1"), D("100.5")),  # reduces: goes out
@@ -237,6 +237,42 @@ async def test_risk_limits_deny_orders_in_the_journal_and_reducing_lets_only_red
         assert adds.state == "denied"
         assert "reducing" in deny_of(kh.journal_path, adds.client_order_id)["reason"]
         assert reduces.state == "accepted"
+
+
+@pytest.mark.asyncio
+async def test_replaces_and_cancels_pass_risk_and_a_cancel_over_the_rate_limit_is_refused_as_an_anomaly(
+    tmp_path: Path,
+) -> None:
+    strategy = OneShot()
+    async with KernelHarness(strategy, tmp_path, config={"risk.cancels_per_second": 1}) as kh:
+        kernel = kh._kernel()
+        await kh.quote(D("100.00"), D("100.10"))
+        strategy.queued = [Place("BTCUSDT", "buy", D("1"), D("99")), Place("BTCUSDT", "buy", D("1"), D("98"))]
+        await kh.timer()
+        first, second = kh.open_orders()
+        strategy.queued = [Replace(first.client_order_id, price=D("99.5"))]
+        await kh.timer()
+        assert [(o.client_order_id, o.price, o.state) for o in kh.open_orders()] == [
+            (first.client_order_id, D("99.5"), "accepted"),
+            (second.client_order_id, D("98"), "accepted"),
+        ]
+        assert {o.client_order_id: o.price for o in read_orders(kh.venue_path)}[first.client_order_id] == D("99.5")
+
+        strategy.queued = [Cancel(first.client_order_id), Cancel(second.client_order_id)]  # 2 in one second
+        await kh.timer()
+        assert [o.client_order_id for o in kh.open_orders()] == [second.client_order_id]  # the 2nd was refused
+        assert kernel.metrics.intents["cancel"] == 2
+        assert kernel.metrics.intents["refused"] == 1
+        assert kernel.metrics.denied == 0  # a refused cancel is no denied order
+        assert len(kh.orders()) == 2
+    with AuditReader(kh.journal_path) as reader:
+        refused = reader.anomalies(source="risk")
+        canceled = [t["trigger"] for t in reader.timeline(first.client_order_id, machine="order")]
+    assert [(a["kind"], a["reason"]) for a in refused] == [
+        ("cancels_per_second", "cancel rate limit reached: 1 cancels in the last second (cancels_per_second)")
+    ]
+    assert refused[0]["sample"] == repr(Cancel(second.client_order_id))
+    assert "request_cancel" in canceled
 
 
 class Burst(MarketMaker):

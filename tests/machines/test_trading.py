@@ -22,9 +22,8 @@ from machines.trading import (
     DEFAULT_TIMEOUT_MS,
     ENTITY_ID,
     TRADING,
+    NotATradingEntity,
     TradingState,
-    allows_new_orders,
-    allows_reducing,
     is_halted_or_halting,
     next_timeout,
 )
@@ -313,7 +312,7 @@ def test_halt_all_canceled_halted_arm() -> None:
     records = [TRADING.fire(entity, "halt", now_ms=1_000, reason="fat finger", timeout_ms=500)]
     assert entity.state == "halting"
     assert (entity.data["deadline_ms"], next_timeout(entity)) == (1_500, 1_500)
-    assert (allows_new_orders(entity), allows_reducing(entity), is_halted_or_halting(entity)) == (False, False, True)
+    assert is_halted_or_halting(entity) is True
     records.append(TRADING.fire(entity, "all_canceled", now_ms=1_200))
     assert entity.state == "halted"
     assert entity.data == {
@@ -331,7 +330,7 @@ def test_halt_all_canceled_halted_arm() -> None:
         TRADING.fire(entity, "timeout", now_ms=9_999)
     records.append(TRADING.fire(entity, "arm", now_ms=2_000, reason="ops: alice, venue checked"))
     assert entity.state == "active"
-    assert allows_new_orders(entity)
+    assert is_halted_or_halting(entity) is False
     assert entity.data["reason"] == "ops: alice, venue checked"
     assert entity.data["halts"] == 1
     assert [(r.trigger, r.source, r.dest) for r in records] == [
@@ -482,14 +481,17 @@ def test_every_state_survives_a_restart(situation: str) -> None:
     saved = json.loads(json.dumps(entity.data))
     restored = TRADING.restore(ENTITY_ID, entity.state, saved)
     assert (restored.state, restored.data) == (entity.state, entity.data)
-    assert allows_new_orders(restored) == allows_new_orders(entity)
+    assert (is_halted_or_halting(restored), next_timeout(restored)) == (
+        is_halted_or_halting(entity),
+        next_timeout(entity),
+    )
 
 
 def test_halted_stays_halted_until_armed() -> None:
     restored = TRADING.restore(ENTITY_ID, "halted", json.loads(json.dumps(entity_in("halted").data)))
     assert TRADING.allowed_triggers("halted") == ("arm", "risk_breach", "health_unhealthy", "journal_failed")
-    assert not allows_new_orders(restored)
-    assert not allows_reducing(restored)
+    assert is_halted_or_halting(restored) is True
+    assert next_timeout(restored) is None
     TRADING.fire(restored, "arm", now_ms=5, reason="resumed after review")
     assert restored.state == "active"
 
@@ -497,27 +499,27 @@ def test_halted_stays_halted_until_armed() -> None:
 # -- helpers ------------------------------------------------------------------------------------
 
 HELPERS = {
-    # situation: (allows_new_orders, allows_reducing, is_halted_or_halting, next_timeout)
-    "active": (True, True, False, None),
-    "reducing": (False, True, False, None),
-    "halting": (False, False, True, 10_100),
-    "halting_flatten": (False, False, True, 10_100),
-    "halting_canceled": (False, False, True, 10_100),
-    "halted": (False, False, True, None),
+    # situation: (is_halted_or_halting, next_timeout)
+    "active": (False, None),
+    "reducing": (False, None),
+    "halting": (True, 10_100),
+    "halting_flatten": (True, 10_100),
+    "halting_canceled": (True, 10_100),
+    "halted": (True, None),
 }
 
 
 @pytest.mark.parametrize("situation", SITUATIONS)
 def test_helpers(situation: str) -> None:
     entity = entity_in(situation)
-    got = (allows_new_orders(entity), allows_reducing(entity), is_halted_or_halting(entity), next_timeout(entity))
+    got = (is_halted_or_halting(entity), next_timeout(entity))
     assert got == HELPERS[situation]
 
 
-@pytest.mark.parametrize("helper", [allows_new_orders, allows_reducing, is_halted_or_halting, next_timeout])
+@pytest.mark.parametrize("helper", [is_halted_or_halting, next_timeout])
 def test_helpers_refuse_another_machines_entity(helper: Any) -> None:
     other, _ = HEALTH.create("kernel-r1", now_ms=1)
-    with pytest.raises(ValueError, match="not a trading entity"):
+    with pytest.raises(NotATradingEntity, match="not a trading entity"):
         helper(other)
 
 

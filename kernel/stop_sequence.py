@@ -1,0 +1,139 @@
+"""Stopping the kernel: stop requests and signals, the cancels at stop, closing in reverse order.
+
+``StopControl`` records why the kernel stops (the first request; a forced one overrides) and is
+the event the process waits on; SIGINT/SIGTERM request a stop, a second one forces it (skip the
+waiting). ``cancel_open_orders`` journals one cancel per open order (one commit), sends them and
+waits for the acks up to a deadline. ``close_in_reverse`` stops the started parts, each step
+running even if an earlier one failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from kernel.execution import VenueError
+from kernel.orders import OrderError, OrderManager
+from storage.errors import JournalWriteError
+
+log = logging.getLogger(__name__)
+
+Step = tuple[str, Callable[[], Awaitable[None]]]
+"""One step of closing: what it stops, and how."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """Why the kernel is stopping, and whether to skip the waiting."""
+
+    reason: str
+    force: bool = False
+
+
+class StopControl:
+    """The stop request of one kernel run and the event its process waits on.
+
+    ``install_signals``: SIGINT/SIGTERM request the stop (installed by ``install``, removed by
+    ``remove``; they stay until the journal is closed, so a late signal only skips the waiting).
+    """
+
+    def __init__(self, install_signals: bool = False) -> None:
+        self.install_signals = install_signals
+        self.request: StopRequest | None = None
+        self.event = asyncio.Event()
+        """Set by a stop request, and (while stopping) by every order change."""
+        self._signals = 0
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self.request is not None
+
+    @property
+    def forced(self) -> bool:
+        """True once a forced stop was requested."""
+        return self.request is not None and self.request.force
+
+    def stop(self, reason: str, *, force: bool = False) -> None:
+        """Request the stop (idempotent); ``force`` skips waiting for cancel acks."""
+        if self.request is None or (force and not self.request.force):
+            log.warning("stopping: %s%s", reason, " (forced: not waiting for acks)" if force else "")
+            self.request = StopRequest(reason, force)
+        self.event.set()
+
+    def install(self) -> None:
+        """Make SIGINT/SIGTERM request the stop (when asked to)."""
+        if self.install_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def remove(self) -> None:
+        """Remove the signal handlers ``install`` added."""
+        if self.install_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            self.stop(f"{name} received (again to stop without waiting)")
+        else:
+            self.stop(f"{name} received again", force=True)
+
+
+async def cancel_open_orders(manager: OrderManager, timeout_s: float, control: StopControl) -> None:
+    """Journal and send a cancel for every open order, then wait for the acks until ``timeout_s``
+    has passed or the stop is forced. Failures are logged; the caller reports what stays open."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    sent = 0
+    open_ids = [o.entity_id for o in manager.orders.values() if o.live and o.state != "pending_cancel"]
+    try:
+        requests = manager.journal_cancels(open_ids) if open_ids else []  # one commit for all
+    except (OrderError, JournalWriteError) as exc:
+        log.warning("%d cancel(s) at stop not sent: %s", len(open_ids), exc)
+        requests = []
+    for request in requests:
+        try:
+            await manager.send(request)
+            sent += 1
+        except (OrderError, VenueError) as exc:
+            log.warning("cancel of %s at stop not sent: %s", request.order.entity_id, exc)
+    if sent:
+        log.info("stop: %d cancel(s) sent; waiting up to %g s for acks", sent, timeout_s)
+    while any(o.live for o in manager.orders.values()):
+        if control.forced:
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        control.event.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await control.event.wait()
+
+
+async def close_in_reverse(steps: Sequence[Step], timeout_s: float = 5.0) -> None:
+    """Run each step (already in reverse start order), each even if an earlier one failed."""
+    for name, step in steps:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await step()
+        except Exception:
+            log.exception("stopping the %s failed", name)
+
+
+def some(ids: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` ids, then how many more."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
+__all__ = ["Step", "StopControl", "StopRequest", "cancel_open_orders", "close_in_reverse", "some"]

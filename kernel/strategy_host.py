@@ -1,0 +1,198 @@
+"""The strategy host: builds each ``Context``, runs the strategy's callbacks, acts on their intents.
+
+A callback's intents are acted on at once (journaled before the next callback sees a
+``Context``). Order updates that arrive while intents are being acted on (the order manager tells
+its listeners after each commit) are deferred and told to ``on_order`` afterwards, by the
+outermost call, in a loop: never recursively, so a burst of orders from one callback cannot
+exhaust the stack. A callback that raises is counted (health) and logged, never fatal; its
+intents of that call are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from types import MappingProxyType
+
+from kernel.feed.events import FeedEvent, TradeEvent
+from kernel.metrics import KernelMetrics
+from kernel.orders import OrderManager
+from kernel.portfolio import Portfolio
+from kernel.strategy import (
+    Cancel,
+    Context,
+    FillView,
+    Intent,
+    InvalidIntent,
+    OrderUpdate,
+    OrderView,
+    Place,
+    Replace,
+    Strategy,
+)
+from machines import Entity, Transition
+from machines.order import live_trigger
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[Context], Iterable[Intent] | None]
+
+
+class StrategyHost:
+    """Hosts one strategy. ``act`` carries out one intent (the order flow); ``on_trade`` runs after
+    the strategy saw a trade (the stop and loss watchers); ``on_order_while_stopping`` is told of
+    every order change once the kernel stops (the stop sequence waits on it); ``wake`` tells the
+    health monitor to look again."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        portfolio: Portfolio,
+        metrics: KernelMetrics,
+        *,
+        clock_ms: Callable[[], int],
+        entry_block: Callable[[], str | None],
+        stopping: Callable[[], bool],
+        wake: Callable[[], None],
+    ) -> None:
+        self.strategy = strategy
+        self.portfolio = portfolio
+        self.metrics = metrics
+        self.errors = 0
+        """Consecutive callback errors (a success resets it)."""
+        self.last_error: str | None = None
+        self.act: Callable[[Intent], None] = _not_started
+        self.on_trade: Callable[[str, Decimal], None] = lambda instrument, price: None
+        self.on_order_while_stopping: Callable[[], None] = lambda: None
+        self.manager: OrderManager | None = None
+        self._clock_ms = clock_ms
+        self._entry_block = entry_block
+        self._stopping = stopping
+        self._wake = wake
+        self._acting = 0
+        self._draining = False
+        self._deferred: deque[OrderUpdate] = deque()
+
+    @property
+    def name(self) -> str:
+        """The strategy's name (its class name when it has none)."""
+        return type(self.strategy).name or type(self.strategy).__name__
+
+    def attach(self, manager: OrderManager) -> None:
+        """Follow ``manager``'s orders: their views now, and every committed change from now on."""
+        self.manager = manager
+        for order in manager.orders.values():
+            self.portfolio.record_order(order)
+        manager.listeners.append(self.on_order)
+
+    def context(self) -> Context:
+        """What the strategy sees now."""
+        portfolio = self.portfolio
+        return Context(
+            now_ms=self._clock_ms(),
+            trading_allowed=self._entry_block() is None,
+            positions=portfolio.positions.snapshot(),
+            open_orders=MappingProxyType(dict(portfolio.open_views)),
+            last_trade=MappingProxyType(dict(portfolio.last_trade)),
+            last_quote=MappingProxyType(dict(portfolio.last_quote)),
+        )
+
+    # -- callbacks ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """``on_start``."""
+        self.call("on_start", self.strategy.on_start)
+
+    def timer(self) -> None:
+        """``on_timer``."""
+        self.call("on_timer", self.strategy.on_timer)
+
+    async def run_timer(self, interval_ms: int) -> None:
+        """Call ``on_timer`` every ``interval_ms`` until the kernel stops."""
+        while not self._stopping():
+            await asyncio.sleep(interval_ms / 1000)
+            if not self._stopping():
+                self.timer()
+
+    def on_market(self, event: FeedEvent) -> None:
+        """The feed's event callback: remember it, tell the strategy, then the watchers."""
+        kind = self.portfolio.record_market(event)
+        self.metrics.feed_messages[kind or type(event).__name__] += 1
+        if kind is None or self._stopping():
+            return
+        self.call("on_market", lambda ctx: self.strategy.on_market(event, ctx))  # type: ignore[arg-type]
+        if isinstance(event, TradeEvent):
+            self.on_trade(event.instrument, event.price)
+
+    def call(self, callback: str, call: Callback) -> None:
+        """Run one strategy callback and act on its intents at once (journaled before the next
+        callback sees a ``Context``). An exception is counted and logged, never fatal."""
+        try:
+            intents = list(call(self.context()) or ())
+            for intent in intents:
+                if not isinstance(intent, Place | Cancel | Replace):
+                    raise InvalidIntent(f"{callback} returned {intent!r}, not a Place, Cancel or Replace")
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"{callback}: {type(exc).__name__}: {exc}"
+            self.metrics.strategy_errors += 1
+            log.exception("strategy %s failed (%d in a row)", callback, self.errors)
+            self._wake()
+            return
+        if self.errors:
+            self.errors = 0
+            self._wake()
+        self._acting += 1
+        try:
+            for intent in intents:
+                self.act(intent)
+        finally:
+            self._acting -= 1
+        if self._acting or self._draining:
+            return  # the outermost call tells the deferred updates, in a loop: never recursively
+        self._draining = True
+        try:
+            while self._deferred:
+                self._tell(self._deferred.popleft())
+        finally:
+            self._draining = False
+
+    # -- order updates ------------------------------------------------------------------------------
+
+    def on_order(self, order: Entity, transition: Transition) -> None:
+        """Order listener (after each commit): open-order views, positions, the strategy."""
+        self.portfolio.record_order(order)
+        fill: FillView | None = None
+        if live_trigger(transition.trigger) == "fill" and "trade_id" in transition.data:
+            positions = self.manager.positions if self.manager is not None else {}
+            position = positions.get(order.data["instrument"])
+            if position is not None and position.data["last_trade_id"] == transition.data["trade_id"]:
+                # a new fill (a duplicate report leaves the position as it was): folded already
+                self.metrics.fills = self.portfolio.refold(positions.values())
+                data = transition.data
+                fill = FillView(data["qty"], data["price"], data.get("fee") or Decimal(0), data["trade_id"])
+        if self._stopping():
+            self.on_order_while_stopping()  # the stop sequence waits for exactly this: an order changed
+            return
+        if transition.trigger == "create":
+            return
+        update = OrderUpdate(
+            OrderView.of(order), transition.trigger, str(transition.source), fill, transition.data.get("reason")
+        )
+        if self._acting:  # told after the intents being journaled now: never re-entrant
+            self._deferred.append(update)
+        else:
+            self._tell(update)
+
+    def _tell(self, update: OrderUpdate) -> None:
+        self.call("on_order", lambda ctx: self.strategy.on_order(update, ctx))
+
+
+def _not_started(intent: Intent) -> None:
+    log.info("intent %r not executed: the kernel has not started", intent)
+
+
+__all__ = ["StrategyHost"]

@@ -1,0 +1,126 @@
+"""Wiring: build the kernel's parts from a ``Config`` (the strategy, the embedded paper venue, the
+venue session, the order manager, the feed, the endpoints).
+
+The paper venue simulator (``kernel.venue.server``) is imported only by ``start_embedded_venue``,
+so a kernel trading against a venue URL never loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kernel.config import EMBEDDED, Config
+from kernel.control import ControlServer, Handler
+from kernel.execution import VenueClient
+from kernel.feed.client import FeedClient
+from kernel.feed.events import FeedEvent
+from kernel.http import HttpEndpoints
+from kernel.orders import OrderManager
+from kernel.strategy import Strategy, load_strategy_class
+from storage import Journal
+
+
+class EmbeddedVenue(Protocol):
+    """What the kernel needs of the in-process paper venue: its URL, and stopping it."""
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT`` once started."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        ...
+
+
+def strategy_of(config: Config, strategy: Strategy | None = None) -> Strategy:
+    """``strategy``, or the configured one built with its params (raises ``StrategyError``)."""
+    if strategy is not None:
+        return strategy
+    cls = load_strategy_class(config.strategy.name)
+    return cls(config.strategy.params)
+
+
+def timer_interval_ms(config: Config, strategy: Strategy) -> int | None:
+    """How often ``on_timer`` runs: ``[strategy] timer_interval_ms``, else the strategy's own."""
+    return config.strategy.timer_interval_ms or type(strategy).timer_interval_ms
+
+
+def uses_embedded_venue(config: Config) -> bool:
+    """``venue.url = "embedded"``: the kernel runs the paper venue in-process."""
+    return config.venue.url == EMBEDDED
+
+
+async def start_embedded_venue(config: Config) -> EmbeddedVenue:
+    """Start the paper venue of ``[venue.embedded]`` (raises ``OSError``: address in use)."""
+    from kernel.venue.server import PaperVenue  # the simulator: only when the embedded venue runs
+
+    embedded = config.venue.embedded
+    venue = PaperVenue(embedded.store_path, embedded.venue_config(tuple(config.venue.instruments)))
+    await venue.start(embedded.host, embedded.port)
+    return venue
+
+
+def venue_client(url: str) -> VenueClient:
+    """The venue session (reconnecting with backoff)."""
+    return VenueClient(url, attempts=5, backoff=0.2, backoff_max=2.0)
+
+
+def order_manager(journal: Journal, client: VenueClient, config: Config) -> OrderManager:
+    """The order manager, resuming every live order of the journal."""
+    return OrderManager.resume(journal, client, status_timeout=config.venue.status_timeout_s)
+
+
+def feed_client(
+    config: Config,
+    url: str,
+    instruments: list[str],
+    journal: Journal,
+    entity_id: str,
+    *,
+    now_ms: Callable[[], int],
+    on_event: Callable[[FeedEvent], None],
+    on_state: Callable[[str], None],
+) -> FeedClient:
+    """The market-data feed of ``instruments``, with the ``[feed]`` policy."""
+    return FeedClient(
+        url, instruments, journal, entity_id, config.feed.policy(), now_ms=now_ms, on_event=on_event, on_state=on_state
+    )
+
+
+async def start_control(config: Config, handler: Handler) -> ControlServer:
+    """The control socket, listening (raises ``ControlError``)."""
+    control = ControlServer(config.kernel.control_socket_path, handler)
+    await control.start()
+    return control
+
+
+async def start_http(
+    config: Config,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+    metrics: Callable[[], str],
+    status: Callable[[], dict[str, Any]],
+) -> HttpEndpoints | None:
+    """The HTTP endpoints when ``http.listen`` is set (raises ``RemoteBindRefused``, ``OSError``)."""
+    if not config.http.listen:
+        return None
+    assert config.http.address is not None
+    host, port = config.http.address
+    endpoints = HttpEndpoints(health, metrics, status)
+    await endpoints.start(host, port, allow_remote=config.http.allow_remote)
+    return endpoints
+
+
+__all__ = [
+    "EmbeddedVenue",
+    "feed_client",
+    "order_manager",
+    "start_control",
+    "start_embedded_venue",
+    "start_http",
+    "strategy_of",
+    "timer_interval_ms",
+    "uses_embedded_venue",
+    "venue_client",
+]
