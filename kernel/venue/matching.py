@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
+from kernel.venue.errors import OrderChangeRefused, SimulatorSettingError, UnknownOrder
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
@@ -124,11 +125,11 @@ class EngineConfig:
         for name in ("reject_rate", "unsolicited_cancel_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {rate}")
+                raise SimulatorSettingError(f"{name} must be between 0 and 1, got {rate}")
         for name in ("fee_bps", "slippage_bps"):
             bps = getattr(self, name)
             if not isinstance(bps, Decimal) or not bps.is_finite() or bps < 0:
-                raise ValueError(f"{name} must be a non-negative Decimal, got {bps!r}")
+                raise SimulatorSettingError(f"{name} must be a non-negative Decimal, got {bps!r}")
 
 
 def _positive(value: Decimal | None) -> bool:
@@ -215,7 +216,7 @@ class MatchingEngine:
     def new_order(self, message: NewOrder, ts_ms: int) -> list[Execution]:
         """Enter an order. The caller handles ids already known (``duplicate``)."""
         if message.client_order_id in self._orders:
-            raise ValueError(f"order {message.client_order_id!r} already exists; use duplicate()")
+            raise OrderChangeRefused(f"order {message.client_order_id!r} already exists; use duplicate()")
         order = Order(
             client_order_id=message.client_order_id,
             venue_order_id=f"V{self._next_venue_order}",
@@ -340,10 +341,10 @@ class MatchingEngine:
         """Change a working order on the venue's own initiative (exec ``restated``)."""
         order = self._orders.get(client_order_id)
         if order is None:
-            raise KeyError(f"no order {client_order_id!r}")
+            raise UnknownOrder(f"no order {client_order_id!r}")
         problem = self._replace_problem(order, qty, price)
         if problem is not None:
-            raise ValueError(f"cannot restate {client_order_id!r}: {problem}")
+            raise OrderChangeRefused(f"cannot restate {client_order_id!r}: {problem}")
         return self._amend(order, qty, price, ts_ms, "restated", reason)
 
     def _amend(
