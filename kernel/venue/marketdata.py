@@ -22,10 +22,10 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Literal
 
 from kernel.venue.errors import SimulatorError, SimulatorSettingError
+from kernel.venue.settings import BUNDLED_DATA as BUNDLED_DATA  # where it was defined before
 from machines.decimals import DecimalError, Sign, parse_decimal
 
 Side = Literal["buy", "sell"]
@@ -34,12 +34,6 @@ BINANCE_TRADES = ("ts_ms", "trade_id", "price", "qty", "buyer_is_maker")
 BINANCE_QUOTES = ("ts_ms", "symbol", "bid", "bid_qty", "ask", "ask_qty")
 KRAKEN_TRADES = ("ts", "trade_id", "price", "qty", "side", "ord_type", "misc")
 BINANCE_INSTRUMENT = "BTCUSDT"
-BUNDLED_DATA: tuple[str, ...] = tuple(
-    str(Path(__file__).with_name("data") / name)
-    for name in ("binance_btcusdt_trades_20210108.csv", "binance_btcusdt_quotes_20210108.csv")
-)
-"""Real Binance BTCUSDT trades and quotes shipped with the package (``data/SOURCES.md``): what the
-embedded venue replays when no data file is configured."""
 KRAKEN_INSTRUMENT = "XBTUSDT"
 
 

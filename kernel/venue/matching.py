@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
-from kernel.venue.errors import OrderChangeRefused, SimulatorSettingError, UnknownOrder
+from kernel.venue.errors import OrderChangeRefused, UnknownOrder
+from kernel.venue.settings import EngineConfig
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
@@ -108,28 +109,6 @@ class Changes:
     next_venue_order: int
     next_fill_seq: int
     next_priority: int
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """The engine's settings. Rates are probabilities in [0, 1]; bps are basis points."""
-
-    instruments: tuple[str, ...] = ()
-    fee_bps: Decimal = ZERO
-    slippage_bps: Decimal = ZERO
-    reject_rate: float = 0.0
-    unsolicited_cancel_rate: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("reject_rate", "unsolicited_cancel_rate"):
-            rate = getattr(self, name)
-            if not 0.0 <= rate <= 1.0:
-                raise SimulatorSettingError(f"{name} must be between 0 and 1, got {rate}")
-        for name in ("fee_bps", "slippage_bps"):
-            bps = getattr(self, name)
-            if not isinstance(bps, Decimal) or not bps.is_finite() or bps < 0:
-                raise SimulatorSettingError(f"{name} must be a non-negative Decimal, got {bps!r}")
 
 
 def _positive(value: Decimal | None) -> bool:
