@@ -64,7 +64,7 @@ from kernel.feed.events import (
     VenueNotice,
 )
 from kernel.feed.paper import FATAL_VENUE_ERRORS, PaperMarketData
-from kernel.feed.source import Channel, MarketDataSource, MarketEvent, Resynced, SessionFailed, StreamSync
+from kernel.feed.source import Channel, MarketDataSource, Resynced, SessionFailed, StreamSync, SyncedEvent
 from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
@@ -334,23 +334,26 @@ class FeedClient:
         """Handle one decoded event; return the frames to send (a resync request after a gap)."""
         now = self._now_ms()
         if isinstance(event, HeartbeatEvent):
-            for instrument in self.instruments if event.instrument is None else [event.instrument]:
-                if instrument in self.instruments:
+            if event.instrument is None:  # the venue is alive: every instrument is fresh
+                for instrument in self.instruments:
                     self._fresh(instrument, now)
+            elif event.instrument in self.instruments:
+                self._fresh(event.instrument, now)
+                return self._synced(event.instrument, event)
         elif isinstance(event, TradeEvent | QuoteEvent | BookSnapshot | BookUpdate):
-            return self._on_data(event, now)
+            if event.instrument not in self.instruments:
+                reason = f"data for {event.instrument!r}, not subscribed"
+                self._anomaly("unknown_instrument", reason, repr(event)[:200])
+                return ()
+            self._fresh(event.instrument, now)
+            return self._synced(event.instrument, event)
         elif isinstance(event, VenueNotice):
             self._anomaly("venue_notice", event.kind, event.detail)
         # a repeated subscription ack, order-entry answers: nothing to do
         return ()
 
-    def _on_data(self, event: MarketEvent, now: int) -> Sequence[str]:
-        """Check ``event`` with the sync procedure and pass it on if usable; return the frames to send."""
-        instrument = event.instrument
-        if instrument not in self.instruments:
-            self._anomaly("unknown_instrument", f"data for {instrument!r}, not subscribed", repr(event)[:200])
-            return ()
-        self._fresh(instrument, now)
+    def _synced(self, instrument: str, event: SyncedEvent) -> Sequence[str]:
+        """Check ``event`` with the sync procedure, pass market data on if usable; return frames to send."""
         result = self._sync.on_event(event)
         if isinstance(result, Stale):
             self._anomaly("duplicate", f"{instrument} {result.channel} seq {result.received} after {result.last}", "")
@@ -361,7 +364,7 @@ class FeedClient:
             return self._sync.resync_frames(instrument)
         if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
             self._fire("snapshot_applied", instrument=instrument)
-        if instrument in usable_instruments(self._feed):
+        if not isinstance(event, HeartbeatEvent) and instrument in usable_instruments(self._feed):
             self._tell(self.on_event, event)
         return ()
 

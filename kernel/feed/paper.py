@@ -36,7 +36,7 @@ from kernel.feed._common import (
     sample,
     size,
 )
-from kernel.feed.book import Gap, PaperSequence
+from kernel.feed.book import PaperSequence
 from kernel.feed.events import (
     DecodeError,
     FeedEvent,
@@ -47,7 +47,7 @@ from kernel.feed.events import (
     UnhandledMessage,
     VenueNotice,
 )
-from kernel.feed.source import Channel, MarketEvent, OnDecodeError, Resynced, SessionFailed, SyncVerdict
+from kernel.feed.source import Channel, OnDecodeError, ResyncInStream, SessionFailed, SyncedEvent, SyncVerdict
 from kernel.paper_protocol import (
     Error,
     Heartbeat,
@@ -149,32 +149,24 @@ class PaperSync:
 
     The venue has no snapshot: its ``seq`` restarts at 1 with each subscription, so the
     subscription itself is the sync point (every instrument is whole at once). It cannot replay
-    either: after a gap the frame that revealed it becomes the new baseline, and the next frame of
-    that instrument that follows on in sequence proves the stream whole again (``Resynced``).
+    either, so a gap resyncs in the stream (``ResyncInStream``).
     """
 
     def __init__(self) -> None:
         self._sequence = PaperSequence()
-        self._resyncing: set[str] = set()
+        self._resync = ResyncInStream()
 
     def on_subscribed(self, instruments: Sequence[str]) -> list[str]:
         """Every instrument: the venue counts from 1 again for each subscription."""
         self._sequence.reset()
-        self._resyncing.clear()
+        self._resync.clear()
         return list(instruments)
 
-    def on_event(self, event: MarketEvent) -> SyncVerdict:
+    def on_event(self, event: SyncedEvent) -> SyncVerdict:
         """``PaperSequence.observe`` of a trade or quote; ``Resynced`` at the first one in order after a gap."""
         if not isinstance(event, TradeEvent | QuoteEvent):
-            return None  # the paper venue sends no books
-        result = self._sequence.observe(event)
-        if isinstance(result, Gap):
-            self._resyncing.add(event.instrument)
-            return result
-        if result is None and event.instrument in self._resyncing:
-            self._resyncing.discard(event.instrument)
-            return Resynced(event.instrument)
-        return result
+            return None  # the paper venue sends no books, and its heartbeats name no instrument
+        return self._resync.verdict(event.instrument, self._sequence.observe(event))
 
     def resync_frames(self, instrument: str) -> list[str]:
         """Nothing to send: the stream itself resyncs."""

@@ -32,12 +32,24 @@ from websockets.asyncio.client import ClientConnection
 from kernel.feed._common import Frame
 from kernel.feed.book import Gap, Stale
 from kernel.feed.errors import FeedError
-from kernel.feed.events import BookSnapshot, BookUpdate, DecodeError, FeedEvent, QuoteEvent, TradeEvent, Venue
+from kernel.feed.events import (
+    BookSnapshot,
+    BookUpdate,
+    DecodeError,
+    FeedEvent,
+    HeartbeatEvent,
+    QuoteEvent,
+    TradeEvent,
+    Venue,
+)
 
 Channel = Literal["trades", "quotes"]
 """The kinds of market data a feed asks for."""
 MarketEvent = TradeEvent | QuoteEvent | BookSnapshot | BookUpdate
-"""Events that carry one instrument's market data, and so pass through the sync procedure."""
+"""Events that carry one instrument's market data (passed on to the listener when usable)."""
+SyncedEvent = MarketEvent | HeartbeatEvent
+"""What passes through the sync procedure: market data, and heartbeats that name an instrument
+(a Coinbase heartbeat's ``last_trade_id`` can reveal a gap)."""
 OnDecodeError = Callable[[DecodeError], None]
 """Told of each frame a source could not decode during its handshake (the frame is then skipped)."""
 
@@ -70,13 +82,38 @@ class StreamSync(Protocol):
         """The subscription was confirmed: the instruments already whole (needing no snapshot)."""
         ...
 
-    def on_event(self, event: MarketEvent) -> SyncVerdict:
-        """Check one market event of a subscribed instrument against the stream so far."""
+    def on_event(self, event: SyncedEvent) -> SyncVerdict:
+        """Check one event of a subscribed instrument against the stream so far."""
         ...
 
     def resync_frames(self, instrument: str) -> list[str]:
         """What to send after a gap of ``instrument`` (a snapshot request, a resubscription, nothing)."""
         ...
+
+
+class ResyncInStream:
+    """The resync rule of a venue that has no snapshot to load and cannot replay: the event that
+    revealed a gap becomes the new baseline, and the next event of that instrument that follows on
+    proves its stream whole again (``Resynced``). Sync procedures built on a sequence keeper
+    (``PaperSequence``, ``CoinbaseTradeSequence``) pass each result through ``verdict``.
+    """
+
+    def __init__(self) -> None:
+        self._resyncing: set[str] = set()
+
+    def verdict(self, instrument: str, result: Gap | Stale | None) -> SyncVerdict:
+        """``result`` as a verdict: a ``Gap`` starts a resync, the next ``None`` ends it."""
+        if isinstance(result, Gap):
+            self._resyncing.add(instrument)
+            return result
+        if result is None and instrument in self._resyncing:
+            self._resyncing.discard(instrument)
+            return Resynced(instrument)
+        return result
+
+    def clear(self) -> None:
+        """Forget every resync in progress (a new subscription)."""
+        self._resyncing.clear()
 
 
 class MarketDataSource(Protocol):
