@@ -1,7 +1,7 @@
 """Opening a session with the paper venue: the WebSocket connect and the ``hello``/``welcome`` handshake.
 
 Written once, used by both clients of the paper venue: the order side (``kernel.execution.VenueClient``)
-and the market-data side (``kernel.feed.paper.PaperMarketData``, driven by ``FeedClient``). Each
+and the market-data side (``kernel.feed.paper_source.PaperMarketData``, driven by ``FeedClient``). Each
 client maps the failures below onto its own policy (retry, fail, count).
 
 * ``open_socket`` connects (no proxy, the limits of ``SocketOptions``); websockets' own errors

@@ -2,7 +2,7 @@
 
 ``FeedClient`` owns the socket, the clock and the per-message bookkeeping; ``machines.feed`` owns
 every decision; a ``MarketDataSource`` (``kernel.feed.source``; the paper venue's by default,
-``kernel.feed.paper.PaperMarketData``) owns everything venue-specific: the URL, the greeting, the
+``kernel.feed.paper_source.PaperMarketData``) owns everything venue-specific: the URL, the greeting, the
 subscribe frames and their answer, decoding, and the sync procedure. Each machine transition is
 journaled (machine ``feed``) and committed before the client acts on it; market data itself is
 never a transition.
@@ -63,7 +63,7 @@ from kernel.feed.events import (
     TradeEvent,
     VenueNotice,
 )
-from kernel.feed.paper import FATAL_VENUE_ERRORS, PaperMarketData
+from kernel.feed.paper_source import FATAL_VENUE_ERRORS, PaperMarketData
 from kernel.feed.source import Channel, MarketDataSource, Resynced, SessionFailed, StreamSync, SyncedEvent
 from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
-
-from websockets.asyncio.client import ClientConnection
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from kernel.feed._common import Frame
 from kernel.feed.book import Gap, Stale
@@ -42,6 +40,9 @@ from kernel.feed.events import (
     TradeEvent,
     Venue,
 )
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 Channel = Literal["trades", "quotes"]
 """The kinds of market data a feed asks for."""

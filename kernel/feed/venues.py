@@ -22,9 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from typing import Final, Literal
-
-from websockets.asyncio.client import ClientConnection
+from typing import TYPE_CHECKING, Final, Literal
 
 from kernel.feed._common import Frame
 from kernel.feed.binance import decode_binance
@@ -32,7 +30,7 @@ from kernel.feed.book import CoinbaseTradeSequence
 from kernel.feed.coinbase import decode_coinbase
 from kernel.feed.events import FeedEvent, HeartbeatEvent, SubscriptionAck, TradeEvent, Venue, VenueNotice
 from kernel.feed.kraken import decode_kraken
-from kernel.feed.paper import PaperMarketData
+from kernel.feed.paper_source import PaperMarketData
 from kernel.feed.source import (
     Channel,
     MarketDataSource,
@@ -42,6 +40,9 @@ from kernel.feed.source import (
     SyncedEvent,
     SyncVerdict,
 )
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 BINANCE_URL: Final = "wss://stream.binance.com:9443/ws"
 COINBASE_URL: Final = "wss://ws-feed.exchange.coinbase.com"

@@ -16,7 +16,8 @@ from kernel.feed.book import Gap, Stale
 from kernel.feed.coinbase import decode_coinbase
 from kernel.feed.events import HeartbeatEvent, QuoteEvent, SubscriptionAck, TradeEvent, VenueNotice
 from kernel.feed.kraken import decode_kraken
-from kernel.feed.paper import PaperMarketData, PaperSync
+from kernel.feed.paper import PaperSync
+from kernel.feed.paper_source import PaperMarketData
 from kernel.feed.source import Resynced, SessionFailed
 from kernel.feed.venues import (
     BINANCE_URL,
