@@ -1,9 +1,9 @@
 """The venue-neutral market-data feed client: one websocket, driven by the ``feed`` machine.
 
 ``FeedClient`` owns the socket, the clock and the per-message bookkeeping; ``machines.feed`` owns
-every decision; a ``MarketDataSource`` (``kernel.feed.source``; the paper venue's by default,
-``kernel.feed.paper_source.PaperMarketData``) owns everything venue-specific: the URL, the greeting, the
-subscribe frames and their answer, decoding, and the sync procedure. Each machine transition is
+every decision; a ``MarketDataSource`` (``kernel.feed.source``; by default the paper venue's,
+``kernel.feed.paper_source.PaperMarketData``) owns everything venue-specific: the URL, the
+greeting, the subscribe frames and their answer, decoding, and the sync procedure. Each machine transition is
 journaled (machine ``feed``) and committed before the client acts on it; market data itself is
 never a transition.
 
