@@ -30,7 +30,7 @@ from decimal import Decimal
 
 from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
 from kernel.venue.errors import OrderChangeRefused, UnknownOrder
-from kernel.venue.settings import EngineConfig
+from kernel.venue.settings import EngineConfig as EngineConfig  # where it was defined before
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
