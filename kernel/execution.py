@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Protocol, TypeVar, runtime_checkable
 
 import tenacity
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from kernel import paper_protocol as protocol
@@ -41,7 +41,6 @@ from kernel.paper_protocol import (
     Fill,
     Fills,
     FillsSinceRequest,
-    Hello,
     NewOrder,
     OpenOrders,
     OpenOrdersRequest,
@@ -50,6 +49,8 @@ from kernel.paper_protocol import (
     OrderStatusRequest,
     ReplaceOrder,
 )
+from kernel.paper_session import HelloRefused, SocketOptions, VersionRefused, connect_paper
+from machines.errors import TradekernelError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,12 @@ _Answer = TypeVar("_Answer", OrderStatus, OpenOrders, Fills)
 # -- errors -------------------------------------------------------------------------------------
 
 
-class VenueError(Exception):
+class VenueError(TradekernelError):
     """Base class of every error raised by an execution client."""
+
+
+class VenueSettingError(VenueError, ValueError):
+    """An execution client setting out of range (the message names it)."""
 
 
 class VenueUnavailable(VenueError):
@@ -193,15 +198,10 @@ class VenueClient:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+            raise VenueSettingError("attempts must be at least 1")
         self.url = url
         self.client_name = client_name
-        self.open_timeout = open_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
-        self.max_size = max_size
-        self.max_queue = max_queue
+        self._socket = SocketOptions(open_timeout, ping_interval, ping_timeout, close_timeout, max_size, max_queue)
         self.attempts = attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
@@ -303,40 +303,20 @@ class VenueClient:
         log.warning("venue connection attempt %d failed (%r); retrying in %.3fs", state.attempt_number, outcome, delay)
 
     async def _open(self) -> ClientConnection:
-        """One attempt: WebSocket handshake, ``hello``, ``welcome`` with our version."""
+        """One attempt: WebSocket handshake, ``hello``, ``welcome`` with our version (``kernel.paper_session``)."""
         self.connect_attempts += 1
         try:
-            ws = await connect(
-                self.url,
-                open_timeout=self.open_timeout,
-                ping_interval=self.ping_interval,
-                ping_timeout=self.ping_timeout,
-                close_timeout=self.close_timeout,
-                max_size=self.max_size,
-                max_queue=self.max_queue,
-                proxy=None,
+            ws, welcome = await connect_paper(
+                self.url, client_name=self.client_name, options=self._socket, on_malformed=self._malformed
             )
         except InvalidURI as exc:
             raise VenueError(f"bad venue url {self.url!r}: {exc}") from exc
-        try:
-            await ws.send(protocol.encode(Hello(version=protocol.VERSION, client=self.client_name)).decode())
-            async with asyncio.timeout(self.open_timeout):
-                while True:
-                    message = self._decode(await ws.recv())
-                    if isinstance(message, protocol.Welcome):
-                        break
-                    if isinstance(message, protocol.Error):
-                        if message.code == "unsupported_version":
-                            raise VenueVersionMismatch(f"venue refused version {protocol.VERSION}: {message.message}")
-                        raise HandshakeFailed(f"venue answered hello with {message.code}: {message.message}")
-        except BaseException:
-            await ws.close()
-            raise
-        if message.version != protocol.VERSION:
-            await ws.close()
-            raise VenueVersionMismatch(f"venue speaks version {message.version}, we speak {protocol.VERSION}")
-        self.session = message.session
-        self.instruments = list(message.instruments)
+        except VersionRefused as exc:
+            raise VenueVersionMismatch(str(exc)) from exc
+        except HelloRefused as exc:
+            raise HandshakeFailed(str(exc)) from exc
+        self.session = welcome.session
+        self.instruments = list(welcome.instruments)
         return ws
 
     def _up(self, ws: ClientConnection) -> None:
@@ -385,9 +365,13 @@ class VenueClient:
         try:
             return protocol.decode_venue(frame)
         except protocol.ProtocolError as exc:
-            self.malformed_frames += 1
-            log.warning("malformed venue frame #%d skipped: %s", self.malformed_frames, exc)
+            self._malformed(frame, exc)
             return None
+
+    def _malformed(self, frame: str | bytes, error: protocol.ProtocolError) -> None:
+        del frame  # the error says what was wrong with it
+        self.malformed_frames += 1
+        log.warning("malformed venue frame #%d skipped: %s", self.malformed_frames, error)
 
     async def _dispatch(self, message: protocol.VenueMessage) -> None:
         if isinstance(message, Execution) or (isinstance(message, OrderStatus) and message.duplicate):

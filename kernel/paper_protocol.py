@@ -16,6 +16,8 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from machines.errors import TradekernelError
+
 VERSION = 1
 """The protocol version this code speaks (``hello``/``welcome`` carry it)."""
 
@@ -252,7 +254,7 @@ VenueMessage = (
 )
 
 
-class ProtocolError(ValueError):
+class ProtocolError(TradekernelError, ValueError):
     """A frame that is not a valid message; ``code`` is what the ``Error`` reply carries."""
 
     def __init__(self, code: ErrorCode, message: str, ref: str = "") -> None:

@@ -1,9 +1,13 @@
-"""Market data: venue frames decoded into typed events, and order books kept whole.
+"""Market data: venue frames decoded into typed events, order books kept whole, one feed client.
 
+``source`` is the seam a venue plugs into: a ``MarketDataSource`` (URL, greeting, subscribe
+frames, decode, sync procedure) that the venue-neutral ``client.FeedClient`` drives;
+``paper_source`` holds the paper venue's (``PaperMarketData``), ``venues`` the live venues'.
 ``decoders`` turns a frame of the paper venue, Binance spot, Coinbase Exchange or Kraken v2 into a
 list of ``events`` (or a ``DecodeError`` to journal as an anomaly); ``book`` builds order books
 from snapshots and updates and reports a ``Gap`` when a venue's sequence or checksum says the book
-(or stream) of one instrument is broken. Pure code: no I/O, no clock, no asyncio.
+(or stream) of one instrument is broken. Decoders, books and sync procedures are pure code: no
+I/O, no clock, no asyncio.
 """
 
 from kernel.feed.book import (

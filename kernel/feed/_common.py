@@ -7,7 +7,6 @@ A decoder's body works on the parsed JSON and raises ``Invalid`` (or lets a msgs
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,7 +14,9 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from kernel.feed.errors import FeedError
 from kernel.feed.events import SAMPLE_CHARS, DecodeError, FeedEvent, Level, Venue
+from machines.decimals import DecimalError, Sign, parse_decimal
 
 T = TypeVar("T")
 
@@ -32,18 +33,11 @@ Text = Annotated[str, msgspec.Meta(max_length=64)]
 """A short text field (client order ids, reasons, timestamps)."""
 
 _json = msgspec.json.Decoder(float_hook=Decimal)
-# Decimals as sent by Binance, Coinbase and the paper venue: plain digits, no exponent, no
-# whitespace or underscores (which ``Decimal()`` would quietly accept).
-_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?")
-# The most a price or size may be away from 1 (decimal exponent): far beyond any real market,
-# and small enough that formatting a value (Kraken's checksum) stays cheap.
-_MAX_ADJUSTED = 30
-_MAX_DIGITS = 40
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
-class Invalid(Exception):
+class Invalid(FeedError):
     """A frame that parsed as JSON but is not a valid message; the text is the reason."""
 
 
@@ -99,21 +93,17 @@ def decimal(value: str | Decimal, field: str) -> Decimal:
     """A non-negative, finite decimal read exactly from a string (or a Decimal the JSON number became).
 
     Raises ``Invalid`` for text that is not a plain decimal, NaN, infinities, negatives (``-0`` too)
-    magnitudes beyond 10**±30 and more than 40 digits.
+    magnitudes beyond 10**±30 and more than 40 digits (``machines.decimals.parse_decimal`` reads it).
     """
-    if isinstance(value, str):
-        if _DECIMAL_TEXT.fullmatch(value) is None:
-            raise Invalid(f"{field}: not a decimal: {value[:40]!r}")
-        value = Decimal(value)
-    if not value.is_finite():
+    if isinstance(value, Decimal) and not value.is_finite():  # a JSON number: its own message
         raise Invalid(f"{field}: not a finite number: {value}")
-    if len(value.as_tuple().digits) > _MAX_DIGITS:
-        raise Invalid(f"{field}: more than {_MAX_DIGITS} digits")
-    if value.is_signed():
-        raise Invalid(f"{field}: negative: {value}")
-    if value and abs(value.adjusted()) > _MAX_ADJUSTED:
-        raise Invalid(f"{field}: out of range: {value}")
-    return value
+    try:
+        result = parse_decimal(value, field, sign=Sign.any, plain_text=True, bounded=True)
+    except DecimalError as exc:
+        raise Invalid(str(exc)) from None
+    if result.is_signed():
+        raise Invalid(f"{field}: negative: {result}")
+    return result
 
 
 def price(value: str | Decimal, field: str = "price") -> Decimal:

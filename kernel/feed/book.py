@@ -15,7 +15,7 @@ deletes a level), read the top of book and the sorted depth. Around it, one keep
 
 A break is returned, never raised: the caller resyncs that instrument and only that one (every
 keeper is per instrument or keyed by it). Misuse (an event of another instrument, an event without
-the ids its venue always sends) raises ``ValueError``.
+the ids its venue always sends) raises ``BookMisuse`` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+from kernel.feed.errors import BookMisuse
 from kernel.feed.events import BookSnapshot, BookUpdate, HeartbeatEvent, Level, QuoteEvent, TradeEvent
 
 GapKind = Literal["update_id", "checksum", "trade_id", "seq"]
@@ -140,9 +141,9 @@ class OrderBook:
         return bid is not None and ask is not None and bid[0] >= ask[0]
 
     def check_instrument(self, instrument: str) -> None:
-        """``ValueError`` unless ``instrument`` is this book's."""
+        """``BookMisuse`` unless ``instrument`` is this book's."""
         if instrument != self.instrument:
-            raise ValueError(f"book of {self.instrument!r} given an event of {instrument!r}")
+            raise BookMisuse(f"book of {self.instrument!r} given an event of {instrument!r}")
 
 
 class BinanceDepthSync:
@@ -180,7 +181,7 @@ class BinanceDepthSync:
         """Load the REST snapshot and replay the buffered updates; a ``Gap`` if they do not join it
         (the snapshot is older than every buffered update: fetch another)."""
         if snapshot.last_update_id is None:
-            raise ValueError("a Binance depth snapshot carries lastUpdateId")
+            raise BookMisuse("a Binance depth snapshot carries lastUpdateId")
         self.book.apply_snapshot(snapshot)
         self.last_update_id = snapshot.last_update_id
         self._first = True
@@ -192,7 +193,7 @@ class BinanceDepthSync:
     def _apply(self, update: BookUpdate) -> Gap | None:
         first, final = update.first_update_id, update.last_update_id
         if first is None or final is None:
-            raise ValueError("a Binance depth update carries U and u")
+            raise BookMisuse("a Binance depth update carries U and u")
         last = self.last_update_id
         if last is None:
             self._buffer.append(update)
@@ -262,7 +263,7 @@ class KrakenBook:
 
     def _verify(self, expected: int | None) -> Gap | None:
         if expected is None:
-            raise ValueError("a Kraken book message carries a checksum")
+            raise BookMisuse("a Kraken book message carries a checksum")
         self.book.truncate(self.depth)
         computed = self.checksum()
         self.synced = computed == expected
@@ -305,7 +306,7 @@ class CoinbaseTradeSequence:
     def on_heartbeat(self, beat: HeartbeatEvent) -> Gap | None:
         """A ``Gap`` if the heartbeat's ``last_trade_id`` is beyond the last trade seen of its product."""
         if beat.instrument is None or beat.last_trade_id is None:
-            raise ValueError("a Coinbase heartbeat names a product and its last_trade_id")
+            raise BookMisuse("a Coinbase heartbeat names a product and its last_trade_id")
         last = self._last.get(beat.instrument)
         received = int(beat.last_trade_id)
         if last is None or received <= last:
@@ -331,7 +332,7 @@ class PaperSequence:
     def observe(self, event: TradeEvent | QuoteEvent) -> Gap | Stale | None:
         """``None`` if ``event`` follows on, ``Stale`` if already seen, ``Gap`` if some were missed."""
         if event.seq is None:
-            raise ValueError("a paper venue trade or quote carries seq")
+            raise BookMisuse("a paper venue trade or quote carries seq")
         channel = "trades" if isinstance(event, TradeEvent) else "quotes"
         key = (event.instrument, channel)
         last = self._last.get(key, 0)

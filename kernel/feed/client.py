@@ -1,32 +1,35 @@
-"""The market-data feed client for the paper venue: one websocket, driven by the ``feed`` machine.
+"""The venue-neutral market-data feed client: one websocket, driven by the ``feed`` machine.
 
 ``FeedClient`` owns the socket, the clock and the per-message bookkeeping; ``machines.feed`` owns
-every decision. Each machine transition is journaled (machine ``feed``) and committed before the
-client acts on it; market data itself is never a transition.
+every decision; a ``MarketDataSource`` (``kernel.feed.source``; by default the paper venue's,
+``kernel.feed.paper_source.PaperMarketData``) owns everything venue-specific: the URL, the
+greeting, the subscribe frames and their answer, decoding, and the sync procedure. Each machine transition is
+journaled (machine ``feed``) and committed before the client acts on it; market data itself is
+never a transition.
 
 One connection attempt::
 
-    connect ─► connected ─► hello/welcome ─► subscribe/subscribed ─► subscribed
-      ─► snapshot_applied per instrument (the paper venue has no snapshot: its ``seq`` restarts at 1
-         with each subscription, so the subscription itself is the sync point) ─► streaming
+    connect ─► connected ─► source.greet (paper: hello/welcome) ─► source.subscribe/answer
+      ─► subscribed ─► snapshot_applied per instrument the source's sync says is whole
+         (the paper venue: all of them, its ``seq`` restarts at 1 per subscription) ─► streaming
 
 * Reconnects: any close (abrupt, any close code, a ping timeout, a frame over ``max_size``), a
   refused handshake (HTTP 429/503 ...) or an open timeout fires ``disconnected {code, reason}``;
   the client then sleeps until the machine's ``retry`` timer and fires ``retry_due``. The delay
   always comes from the machine (whose attempt count survives a connection that opens and drops at
   once); ``websockets``' own reconnect iterator is not used.
-* Fatal (``fatal`` → ``failed``, ``run()`` returns): an invalid URL, HTTP 401/403/404, and a venue
-  that answers ``hello`` or ``subscribe`` with ``unsupported_version`` or ``invalid``.
+* Fatal (``fatal`` → ``failed``, ``run()`` returns): an invalid URL, HTTP 401/403/404, and a
+  fatal ``SessionFailed`` from the source (the paper venue answering ``hello`` or ``subscribe``
+  with ``unsupported_version`` or ``invalid``); any other ``SessionFailed`` is a drop (1002).
 * Staleness: the client keeps each instrument's last data time (a trade, a quote, or a venue
   heartbeat, which freshens every instrument) and arms one timer at ``next_timer(...)``; when it
   fires, ``stale_timeout`` for each of ``stale_instruments(...)``; data for a stale instrument
   fires ``data_resumed``.
-* Gaps (``PaperSequence``): a missed or out-of-order ``seq`` fires ``gap_detected`` for that
-  instrument only. Resync choice for the paper venue: there is no snapshot to load and the venue
-  cannot replay, so the frame that revealed the gap becomes the new baseline and the next frame of
-  that instrument that follows on in sequence fires ``snapshot_applied`` (the stream is proven
-  whole again). Until then that instrument's events are not passed on; duplicates and late frames
-  are dropped as anomalies.
+* Gaps (the source's ``StreamSync``): a ``Gap`` fires ``gap_detected`` for that instrument only
+  and sends the source's ``resync_frames``; ``Resynced`` fires ``snapshot_applied`` (the paper
+  venue: the next frame that follows on in sequence, see ``PaperSync``). Until then that
+  instrument's events are not passed on; duplicates and late frames (``Stale``) are dropped as
+  anomalies.
 * Bad frames (``DecodeError``) are counted, kept in ``anomalies`` with their sample, logged,
   journaled as anomalies and dropped: never fatal.
 * A journal that cannot commit does not stop the feed (see ``_commit``); other journal errors do.
@@ -39,28 +42,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from kernel import paper_protocol as protocol
-from kernel.feed.book import Gap, PaperSequence, Stale
-from kernel.feed.decoders import decode_paper
+from kernel.clock import monotonic_ms
+from kernel.feed.book import Gap, Stale
+from kernel.feed.errors import FeedError, FeedMisuse
 from kernel.feed.events import (
+    BookSnapshot,
+    BookUpdate,
     DecodeError,
     FeedEvent,
     HeartbeatEvent,
     QuoteEvent,
-    SubscriptionAck,
     TradeEvent,
-    UnhandledMessage,
     VenueNotice,
 )
+from kernel.feed.paper_source import FATAL_VENUE_ERRORS, PaperMarketData
+from kernel.feed.source import Channel, MarketDataSource, Resynced, SessionFailed, StreamSync, SyncedEvent
+from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
 from storage.errors import JournalWriteError
@@ -74,20 +79,14 @@ PROTOCOL_ERROR: Final = 1002
 """The close code the client uses when the venue broke the handshake."""
 FATAL_HTTP_STATUSES: Final = frozenset({401, 403, 404})
 """Handshake refusals that retrying cannot fix (others, like 429 and 503, are retried)."""
-FATAL_VENUE_ERRORS: Final = frozenset({"unsupported_version", "invalid"})
-"""``error`` codes answering ``hello``/``subscribe`` that retrying cannot fix."""
 MAX_ANOMALIES: Final = 100
+"""How many recent anomalies ``FeedClient.anomalies`` keeps."""
 ANOMALY_BATCH: Final = 100
 """Anomalies buffered before the feed commits them (it also commits at least once a second)."""
-"""How many recent anomalies ``FeedClient.anomalies`` keeps."""
 
-Channel = Literal["trades", "quotes"]
+__all__ = ["FATAL_VENUE_ERRORS", "Anomaly", "Channel", "FeedClient", "monotonic_ms"]
+
 AnomalyKind = Literal["decode_error", "duplicate", "unknown_instrument", "venue_notice", "listener_error"]
-
-
-def monotonic_ms() -> int:
-    """The process's monotonic clock in integer milliseconds."""
-    return time.monotonic_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +99,7 @@ class Anomaly:
     now_ms: int
 
 
-class _Dropped(Exception):
+class _Dropped(FeedError):
     """The connection is gone (or never opened): retry after the machine's backoff."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -109,7 +108,7 @@ class _Dropped(Exception):
         self.reason = reason[:200]
 
 
-class _Fatal(Exception):
+class _Fatal(FeedError):
     """Retrying cannot help: fail the feed."""
 
     def __init__(self, reason: str, code: int | None = None) -> None:
@@ -119,12 +118,14 @@ class _Fatal(Exception):
 
 
 class FeedClient:
-    """Market data from the paper venue at ``url`` for ``instruments``, as feed entity ``entity_id``.
+    """Market data from ``source`` (default: the paper venue at ``url``) for ``instruments``, as feed
+    entity ``entity_id``.
 
     The constructor creates the entity in ``journal`` (with ``policy``: the ``FEED.create`` fields
     such as ``stale_after_ms``), fires ``connect`` and commits. ``run()`` then connects, streams and
     reconnects until ``stop()`` (the feed ends ``closed``) or a fatal error (``failed``).
-    Raises ``InvalidData`` (bad url scheme, instruments or policy) and journal errors.
+    Raises ``InvalidData`` (bad url scheme, instruments or policy), ``FeedMisuse`` (a ``source``
+    whose ``url`` is not ``url``) and journal errors.
     """
 
     def __init__(
@@ -146,17 +147,17 @@ class FeedClient:
         close_timeout: float = 2.0,
         max_size: int = 2**20,
         max_queue: int = 64,
+        source: MarketDataSource | None = None,
     ) -> None:
+        if source is not None and source.url != url:
+            raise FeedMisuse(f"the source connects to {source.url!r}, not {url!r}")
         self.url = url
+        self.source: MarketDataSource = source or PaperMarketData(url, client_name=client_name)
         self.instruments = list(instruments)
         self.channels: list[Channel] = list(channels)
         self.client_name = client_name
         self.open_timeout = open_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
-        self.max_size = max_size
-        self.max_queue = max_queue
+        self.socket = SocketOptions(open_timeout, ping_interval, ping_timeout, close_timeout, max_size, max_queue)
         self.on_event = on_event
         self.on_state = on_state
         self.anomalies: deque[Anomaly] = deque(maxlen=MAX_ANOMALIES)
@@ -164,7 +165,7 @@ class FeedClient:
         self.counts: Counter[str] = Counter()
         self._journal = journal
         self._now_ms = now_ms
-        self._sequence = PaperSequence()
+        self._sync: StreamSync = self.source.new_sync()
         self._last_data_ms: dict[str, int] = {}
         self._main: asyncio.Task[None] | None = None
         self._stop_requested = False
@@ -192,7 +193,7 @@ class FeedClient:
         stops the feed too, then re-raises. Journal errors other than a failed commit propagate.
         """
         if self._main is not None:
-            raise RuntimeError("run() is already running or has run")
+            raise FeedMisuse("run() is already running or has run")
         self._main = asyncio.create_task(self._loop(), name=f"feed-{self._feed.entity_id}")
         if self._stop_requested:
             self._main.cancel()
@@ -249,7 +250,12 @@ class FeedClient:
         ws = await self._open()
         try:
             self._fire("connected")
-            await self._handshake(ws)
+            try:
+                await self._handshake(ws)
+            except SessionFailed as exc:
+                if exc.fatal:
+                    raise _Fatal(exc.reason) from None
+                raise _Dropped(PROTOCOL_ERROR, exc.reason) from None
             await self._stream(ws)
         except ConnectionClosed as exc:
             code, reason = _close_of(exc)
@@ -262,16 +268,7 @@ class FeedClient:
 
     async def _open(self) -> ClientConnection:
         try:
-            return await connect(
-                self.url,
-                open_timeout=self.open_timeout,
-                ping_interval=self.ping_interval,
-                ping_timeout=self.ping_timeout,
-                close_timeout=self.close_timeout,
-                max_size=self.max_size,
-                max_queue=self.max_queue,
-                proxy=None,
-            )
+            return await open_socket(self.source.url, self.socket)
         except InvalidURI as exc:
             raise _Fatal(f"invalid url: {exc}") from None
         except InvalidStatus as exc:
@@ -285,35 +282,22 @@ class FeedClient:
             raise _Dropped(ABNORMAL_CLOSURE, f"connect failed: {exc!r}") from None
 
     async def _handshake(self, ws: ClientConnection) -> None:
-        hello = protocol.Hello(version=protocol.VERSION, client=self.client_name)
-        await ws.send(protocol.encode(hello).decode())
-        await self._expect(ws, "hello")
-        subscribe = protocol.Subscribe(instruments=self.instruments, channels=self.channels, id=self._feed.entity_id)
-        await ws.send(protocol.encode(subscribe).decode())
-        await self._expect(ws, "subscribe")
-        self._sequence.reset()  # the venue counts from 1 again for each subscription
-        self._last_data_ms = {}  # staleness counts from the subscription
-        self._fire("subscribed")
-        for instrument in list(self._feed.data["awaiting_snapshot"]):
-            self._fire("snapshot_applied", instrument=instrument)
-
-    async def _expect(self, ws: ClientConnection, request: Literal["hello", "subscribe"]) -> None:
-        """Read until the answer to ``request`` (``welcome``/``subscribed``), within ``open_timeout``."""
+        """The source's greeting, then its subscription; ``SessionFailed`` or ``_Dropped`` if refused."""
+        await self.source.greet(ws, timeout=self.open_timeout, on_decode_error=self._decode_error)
+        for frame in self.source.subscribe(self.instruments, self.channels, self._feed.entity_id):
+            await ws.send(frame)
         try:
             async with asyncio.timeout(self.open_timeout):
-                while True:
-                    for event in self._decode(await ws.recv()):
-                        if request == "hello" and isinstance(event, UnhandledMessage) and event.kind == "welcome":
-                            return
-                        if request == "subscribe" and isinstance(event, SubscriptionAck):
-                            return
-                        if isinstance(event, VenueNotice):
-                            code = event.detail.partition(":")[0]
-                            if code in FATAL_VENUE_ERRORS:
-                                raise _Fatal(f"venue refused {request}: {event.detail}")
-                            raise _Dropped(PROTOCOL_ERROR, f"venue answered {request} with {event.detail}")
+                while not any(self.source.check_subscribed(event) for event in self._decode(await ws.recv())):
+                    pass
         except TimeoutError:
-            raise _Dropped(PROTOCOL_ERROR, f"no answer to {request} within open_timeout") from None
+            raise _Dropped(PROTOCOL_ERROR, "no answer to subscribe within open_timeout") from None
+        self._sync = self.source.new_sync()
+        self._last_data_ms = {}  # staleness counts from the subscription
+        self._fire("subscribed")
+        for instrument in self._sync.on_subscribed(self.instruments):
+            if instrument in self._feed.data["awaiting_snapshot"]:
+                self._fire("snapshot_applied", instrument=instrument)
 
     async def _stream(self, ws: ClientConnection) -> None:
         """Read frames forever, waking for the stale check when it is due."""
@@ -331,46 +315,58 @@ class FeedClient:
                         self._fire("stale_timeout", instrument=instrument)
                     continue
             for event in self._decode(frame):
-                self._on_market(event)
+                for reply in self._on_market(event):  # almost always none
+                    await ws.send(reply)
 
     # -- frames -------------------------------------------------------------------------------
 
     def _decode(self, frame: str | bytes) -> list[FeedEvent]:
         try:
-            return decode_paper(frame)
+            return self.source.decode(frame)
         except DecodeError as exc:
-            self._anomaly("decode_error", exc.reason, exc.sample)
+            self._decode_error(exc)
             return []
 
-    def _on_market(self, event: FeedEvent) -> None:
+    def _decode_error(self, error: DecodeError) -> None:
+        self._anomaly("decode_error", error.reason, error.sample)
+
+    def _on_market(self, event: FeedEvent) -> Sequence[str]:
+        """Handle one decoded event; return the frames to send (a resync request after a gap)."""
         now = self._now_ms()
         if isinstance(event, HeartbeatEvent):
-            for instrument in self.instruments:
-                self._fresh(instrument, now)
-        elif isinstance(event, TradeEvent | QuoteEvent):
-            self._on_data(event, now)
+            if event.instrument is None:  # the venue is alive: every instrument is fresh
+                for instrument in self.instruments:
+                    self._fresh(instrument, now)
+            elif event.instrument in self.instruments:
+                self._fresh(event.instrument, now)
+                return self._synced(event.instrument, event)
+        elif isinstance(event, TradeEvent | QuoteEvent | BookSnapshot | BookUpdate):
+            if event.instrument not in self.instruments:
+                reason = f"data for {event.instrument!r}, not subscribed"
+                self._anomaly("unknown_instrument", reason, repr(event)[:200])
+                return ()
+            self._fresh(event.instrument, now)
+            return self._synced(event.instrument, event)
         elif isinstance(event, VenueNotice):
             self._anomaly("venue_notice", event.kind, event.detail)
-        # welcome, a repeated subscription ack, order-entry answers: nothing to do
+        # a repeated subscription ack, order-entry answers: nothing to do
+        return ()
 
-    def _on_data(self, event: TradeEvent | QuoteEvent, now: int) -> None:
-        instrument = event.instrument
-        if instrument not in self.instruments:
-            self._anomaly("unknown_instrument", f"data for {instrument!r}, not subscribed", repr(event)[:200])
-            return
-        self._fresh(instrument, now)
-        result = self._sequence.observe(event)
+    def _synced(self, instrument: str, event: SyncedEvent) -> Sequence[str]:
+        """Check ``event`` with the sync procedure, pass market data on if usable; return frames to send."""
+        result = self._sync.on_event(event)
         if isinstance(result, Stale):
             self._anomaly("duplicate", f"{instrument} {result.channel} seq {result.received} after {result.last}", "")
-            return
+            return ()
         if isinstance(result, Gap):
             log.warning("feed %s: gap on %s %s: expected %d, got %d", self._feed.entity_id, *_gap_fields(result))
             self._fire("gap_detected", instrument=instrument, expected=result.expected, received=result.received)
-            return
-        if instrument in self._feed.data["awaiting_snapshot"]:
+            return self._sync.resync_frames(instrument)
+        if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
             self._fire("snapshot_applied", instrument=instrument)
-        if instrument in usable_instruments(self._feed):
+        if not isinstance(event, HeartbeatEvent) and instrument in usable_instruments(self._feed):
             self._tell(self.on_event, event)
+        return ()
 
     def _fresh(self, instrument: str, now: int) -> None:
         self._last_data_ms[instrument] = now

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+from kernel.feed.errors import FeedError
+
 Venue = Literal["paper", "binance", "coinbase", "kraken"]
 Side = Literal["buy", "sell"]
 Level = tuple[Decimal, Decimal]
@@ -25,7 +27,7 @@ SAMPLE_CHARS = 200
 """The most characters of a bad frame a ``DecodeError`` keeps."""
 
 
-class DecodeError(ValueError):
+class DecodeError(FeedError, ValueError):
     """A frame that is not a valid message of ``venue``: ``reason`` says why, ``sample`` shows it.
 
     Never fatal: the caller counts it, journals it as an anomaly (reason + sample) and drops the frame.

@@ -10,10 +10,14 @@
 | order-entry answers (``welcome``, ``execution``, ``pong`` ...) | ``UnhandledMessage`` (the execution client's) |
 
 The protocol is ours, so unlike a foreign venue an unknown ``type`` is a ``DecodeError``.
+
+``PaperSync`` is the paper venue's sync procedure (pure, like the decoder); the source that uses
+both is ``kernel.feed.paper_source.PaperMarketData``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -29,6 +33,7 @@ from kernel.feed._common import (
     sample,
     size,
 )
+from kernel.feed.book import PaperSequence
 from kernel.feed.events import (
     DecodeError,
     FeedEvent,
@@ -39,7 +44,15 @@ from kernel.feed.events import (
     UnhandledMessage,
     VenueNotice,
 )
-from kernel.paper_protocol import Error, Heartbeat, Quote, Subscribed, Trade, VenueMessage
+from kernel.feed.source import ResyncInStream, SyncedEvent, SyncVerdict
+from kernel.paper_protocol import (
+    Error,
+    Heartbeat,
+    Quote,
+    Subscribed,
+    Trade,
+    VenueMessage,
+)
 
 VENUE: Literal["paper"] = "paper"
 
@@ -117,3 +130,36 @@ def _events(message: VenueMessage) -> list[FeedEvent]:
     if isinstance(message, Error):
         return [VenueNotice(VENUE, "error", f"{message.code}: {message.message}"[:200])]
     return [UnhandledMessage(VENUE, str(type(message).__struct_config__.tag))]
+
+
+# -- the paper venue as a market-data source ----------------------------------------------------
+
+
+class PaperSync:
+    """The paper venue's sync procedure, over ``PaperSequence``.
+
+    The venue has no snapshot: its ``seq`` restarts at 1 with each subscription, so the
+    subscription itself is the sync point (every instrument is whole at once). It cannot replay
+    either, so a gap resyncs in the stream (``ResyncInStream``).
+    """
+
+    def __init__(self) -> None:
+        self._sequence = PaperSequence()
+        self._resync = ResyncInStream()
+
+    def on_subscribed(self, instruments: Sequence[str]) -> list[str]:
+        """Every instrument: the venue counts from 1 again for each subscription."""
+        self._sequence.reset()
+        self._resync.clear()
+        return list(instruments)
+
+    def on_event(self, event: SyncedEvent) -> SyncVerdict:
+        """``PaperSequence.observe`` of a trade or quote; ``Resynced`` at the first one in order after a gap."""
+        if not isinstance(event, TradeEvent | QuoteEvent):
+            return None  # the paper venue sends no books, and its heartbeats name no instrument
+        return self._resync.verdict(event.instrument, self._sequence.observe(event))
+
+    def resync_frames(self, instrument: str) -> list[str]:
+        """Nothing to send: the stream itself resyncs."""
+        del instrument
+        return []

@@ -21,9 +21,12 @@ import heapq
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from decimal import Decimal
 from typing import Literal
+
+from kernel.venue.errors import SimulatorError, SimulatorSettingError
+from kernel.venue.settings import BUNDLED_DATA as BUNDLED_DATA  # where it was defined before
+from machines.decimals import DecimalError, Sign, parse_decimal
 
 Side = Literal["buy", "sell"]
 
@@ -31,16 +34,10 @@ BINANCE_TRADES = ("ts_ms", "trade_id", "price", "qty", "buyer_is_maker")
 BINANCE_QUOTES = ("ts_ms", "symbol", "bid", "bid_qty", "ask", "ask_qty")
 KRAKEN_TRADES = ("ts", "trade_id", "price", "qty", "side", "ord_type", "misc")
 BINANCE_INSTRUMENT = "BTCUSDT"
-BUNDLED_DATA: tuple[str, ...] = tuple(
-    str(Path(__file__).with_name("data") / name)
-    for name in ("binance_btcusdt_trades_20210108.csv", "binance_btcusdt_quotes_20210108.csv")
-)
-"""Real Binance BTCUSDT trades and quotes shipped with the package (``data/SOURCES.md``): what the
-embedded venue replays when no data file is configured."""
 KRAKEN_INSTRUMENT = "XBTUSDT"
 
 
-class MarketDataError(ValueError):
+class MarketDataError(SimulatorError, ValueError):
     """A market data file that cannot be read; names the file and (1-based) line."""
 
     def __init__(self, path: str, line: int, problem: str) -> None:
@@ -76,26 +73,30 @@ class MarketQuote:
 MarketEvent = MarketTrade | MarketQuote
 
 
+class _BadRow(SimulatorError, ValueError):
+    """One row's problem; ``read_csv`` turns it into a ``MarketDataError`` with the file and line."""
+
+
 def _decimal(text: str, what: str, *, positive: bool = True) -> Decimal:
+    sign = Sign.positive if positive else Sign.non_negative
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"{what} is not a decimal: {text!r}") from None
-    if not value.is_finite() or value < 0 or (positive and value == 0):
-        raise ValueError(f"{what} must be {'positive' if positive else 'non-negative'}: {text!r}")
-    return value
+        return parse_decimal(text, what, sign=sign)
+    except DecimalError as exc:
+        unreadable = "is not a number" in str(exc) or "not a decimal" in str(exc)
+    problem = "is not a decimal" if unreadable else f"must be {sign.value}"  # NaN, infinities, out of range
+    raise _BadRow(f"{what} {problem}: {text!r}")
 
 
 def _int(text: str, what: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{what} is not a non-negative integer: {text!r}")
+    if not (text.isascii() and text.isdigit()):
+        raise _BadRow(f"{what} is not a non-negative integer: {text!r}")
     return int(text)
 
 
 def _binance_trade(row: list[str]) -> MarketTrade:
     ts, trade_id, price, qty, maker = row
     if maker not in ("true", "false"):
-        raise ValueError(f"buyer_is_maker must be true or false: {maker!r}")
+        raise _BadRow(f"buyer_is_maker must be true or false: {maker!r}")
     return MarketTrade(
         instrument=BINANCE_INSTRUMENT,
         trade_id=str(_int(trade_id, "trade_id")),
@@ -109,7 +110,7 @@ def _binance_trade(row: list[str]) -> MarketTrade:
 def _binance_quote(row: list[str]) -> MarketQuote:
     ts, symbol, bid, bid_qty, ask, ask_qty = row
     if not symbol:
-        raise ValueError("symbol is empty")
+        raise _BadRow("symbol is empty")
     quote = MarketQuote(
         instrument=symbol,
         bid=_decimal(bid, "bid"),
@@ -119,7 +120,7 @@ def _binance_quote(row: list[str]) -> MarketQuote:
         ts_ms=_int(ts, "ts_ms"),
     )
     if quote.bid > quote.ask:
-        raise ValueError(f"crossed quote: bid {bid} above ask {ask}")
+        raise _BadRow(f"crossed quote: bid {bid} above ask {ask}")
     return quote
 
 
@@ -130,7 +131,7 @@ def _kraken_trade(row: list[str]) -> MarketTrade:
     elif side_text == "sell":
         side = "sell"
     else:
-        raise ValueError(f"side must be buy or sell: {side_text!r}")
+        raise _BadRow(f"side must be buy or sell: {side_text!r}")
     seconds = _decimal(ts, "ts", positive=False)
     return MarketTrade(
         instrument=KRAKEN_INSTRUMENT,
@@ -173,7 +174,7 @@ def read_csv(path: str) -> Iterator[MarketEvent]:
                     raise MarketDataError(path, line, f"expected {len(header)} fields, got {len(row)}")
                 try:
                     event = parse(row)
-                except ValueError as exc:
+                except _BadRow as exc:
                     raise MarketDataError(path, line, str(exc)) from None
                 if event.ts_ms < last_ts:
                     raise MarketDataError(path, line, f"out of time order: {event.ts_ms} after {last_ts}")
@@ -217,7 +218,7 @@ def random_walk(
     events (``None``: endless).
     """
     if start_price <= 0 or tick <= 0 or step_ms < 0:
-        raise ValueError("start_price and tick must be positive and step_ms non-negative")
+        raise SimulatorSettingError("start_price and tick must be positive and step_ms non-negative")
     rng = random.Random(seed)
     size_unit = Decimal("0.000001")
     mid = start_price.quantize(tick)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
+from kernel.venue.errors import OrderChangeRefused, UnknownOrder
+from kernel.venue.settings import EngineConfig as EngineConfig  # where it was defined before
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
@@ -107,28 +109,6 @@ class Changes:
     next_venue_order: int
     next_fill_seq: int
     next_priority: int
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """The engine's settings. Rates are probabilities in [0, 1]; bps are basis points."""
-
-    instruments: tuple[str, ...] = ()
-    fee_bps: Decimal = ZERO
-    slippage_bps: Decimal = ZERO
-    reject_rate: float = 0.0
-    unsolicited_cancel_rate: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("reject_rate", "unsolicited_cancel_rate"):
-            rate = getattr(self, name)
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {rate}")
-        for name in ("fee_bps", "slippage_bps"):
-            bps = getattr(self, name)
-            if not isinstance(bps, Decimal) or not bps.is_finite() or bps < 0:
-                raise ValueError(f"{name} must be a non-negative Decimal, got {bps!r}")
 
 
 def _positive(value: Decimal | None) -> bool:
@@ -215,7 +195,7 @@ class MatchingEngine:
     def new_order(self, message: NewOrder, ts_ms: int) -> list[Execution]:
         """Enter an order. The caller handles ids already known (``duplicate``)."""
         if message.client_order_id in self._orders:
-            raise ValueError(f"order {message.client_order_id!r} already exists; use duplicate()")
+            raise OrderChangeRefused(f"order {message.client_order_id!r} already exists; use duplicate()")
         order = Order(
             client_order_id=message.client_order_id,
             venue_order_id=f"V{self._next_venue_order}",
@@ -340,10 +320,10 @@ class MatchingEngine:
         """Change a working order on the venue's own initiative (exec ``restated``)."""
         order = self._orders.get(client_order_id)
         if order is None:
-            raise KeyError(f"no order {client_order_id!r}")
+            raise UnknownOrder(f"no order {client_order_id!r}")
         problem = self._replace_problem(order, qty, price)
         if problem is not None:
-            raise ValueError(f"cannot restate {client_order_id!r}: {problem}")
+            raise OrderChangeRefused(f"cannot restate {client_order_id!r}: {problem}")
         return self._amend(order, qty, price, ts_ms, "restated", reason)
 
     def _amend(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from kernel.feed.client import FeedClient
+from kernel.feed.errors import FeedMisuse
 from kernel.feed.events import FeedEvent, TradeEvent
+from kernel.feed.venues import CoinbaseMarketData
 from kernel.venue.server import PaperVenue, VenueConfig
 from storage.audit import AuditReader
 from storage.journal import Journal
@@ -578,3 +581,93 @@ async def test_paper_venue_stream_and_disconnect_all(tmp_path: Path, db_path: st
         ]
         assert steps(db_path) == START + DROPPED + STOPPED
         assert disconnects(db_path)[0]["code"] == 1006
+
+
+# -- another venue through its source -----------------------------------------------------------
+
+
+class CoinbaseLike:
+    """A local server speaking Coinbase's feed: answers ``subscribe``, then sends what the test pushes."""
+
+    def __init__(self) -> None:
+        self.subscribe: dict[str, Any] = {}
+        self.ws: ServerConnection | None = None
+        self._server: Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> CoinbaseLike:
+        self._server = await serve(self._handler, "127.0.0.1", 0)
+        self.url = f"ws://127.0.0.1:{next(iter(self._server.sockets)).getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in ws:
+                self.subscribe = json.loads(frame)
+                self.ws = ws
+                channels = [{"name": "matches", "product_ids": self.subscribe["product_ids"]}]
+                await ws.send(json.dumps({"type": "subscriptions", "channels": channels}))
+
+    async def send(self, **message: Any) -> None:
+        assert self.ws is not None
+        await self.ws.send(json.dumps(message))
+
+    async def match(self, trade_id: int) -> None:
+        await self.send(
+            type="match",
+            trade_id=trade_id,
+            side="sell",
+            size="0.5",
+            price="100.25",
+            product_id="BTC-USD",
+            sequence=trade_id * 10,
+            time="2021-04-17T16:43:37.056Z",
+        )
+
+
+@pytest.mark.asyncio
+async def test_the_client_drives_another_venue_through_its_source(db_path: str) -> None:
+    async with asyncio.timeout(TIMEOUT), CoinbaseLike() as venue:
+        source = CoinbaseMarketData(venue.url)
+        async with feed(venue.url, db_path, ("BTC-USD",), source=source) as run:
+            await streaming(run)
+            for trade_id in (10, 11, 13, 14):
+                await venue.match(trade_id)
+            await venue.send(
+                type="heartbeat", sequence=1, last_trade_id=14, product_id="BTC-USD", time="2021-04-17T16:43:38Z"
+            )
+            await venue.send(
+                type="heartbeat", sequence=2, last_trade_id=9, product_id="ETH-USD", time="2021-04-17T16:43:38Z"
+            )
+            await until(lambda: len(run.events) == 3, "three trades passed on")
+            await venue.match(15)
+            await until(lambda: len(run.events) == 4, "the fourth trade")
+        assert venue.subscribe == {
+            "type": "subscribe",
+            "product_ids": ["BTC-USD"],
+            "channels": ["matches", "ticker", "heartbeat"],
+        }
+        assert [(e.venue, e.trade_id, e.taker_side) for e in run.events if isinstance(e, TradeEvent)] == [
+            ("coinbase", "10", "buy"),
+            ("coinbase", "11", "buy"),
+            ("coinbase", "14", "buy"),  # 13 revealed the gap (12 missing): not passed on; 14 follows on
+            ("coinbase", "15", "buy"),
+        ]
+        assert steps(db_path) == [*START, ("gap_detected", "resyncing"), ("snapshot_applied", "streaming"), *STOPPED]
+        assert run.client.counts == {}  # the heartbeat of a product not subscribed is no anomaly
+
+
+def test_a_source_must_connect_where_the_feed_says(db_path: str) -> None:
+    journal = Journal.open(db_path)
+    try:
+        with pytest.raises(
+            FeedMisuse, match=re.escape("connects to 'wss://ws-feed.exchange.coinbase.com', not 'ws://x'")
+        ):
+            FeedClient("ws://x", ["BTC-USD"], journal, ENTITY, source=CoinbaseMarketData())
+    finally:
+        journal.close()

@@ -9,7 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernel import execution
 from kernel import paper_protocol as p
+from kernel.feed._common import Invalid
+from kernel.feed.errors import BookMisuse, FeedError, FeedMisuse
+from kernel.feed.events import DecodeError
+from kernel.feed.source import SessionFailed
+from kernel.paper_session import HelloRefused, VersionRefused
+from kernel.venue.errors import (
+    OrderChangeRefused,
+    SimulatorError,
+    SimulatorSettingError,
+    UnknownInstrument,
+    UnknownOrder,
+    VenueStateError,
+)
+from kernel.venue.marketdata import MarketDataError
+from machines.errors import TradekernelError
 
 D = Decimal
 NEW = "new_order"
@@ -182,3 +198,41 @@ def test_arbitrary_json_objects_only_ever_give_protocol_errors(obj: dict[str, ob
     except p.ProtocolError as exc:  # anything else escapes and fails the test
         codes.add(exc.code)
     assert codes <= {"unknown_type", "invalid"}
+
+
+@pytest.mark.parametrize(
+    ("error", "root", "builtin"),
+    [
+        (p.ProtocolError, TradekernelError, ValueError),
+        (HelloRefused, TradekernelError, None),
+        (VersionRefused, HelloRefused, None),
+        (execution.VenueError, TradekernelError, None),
+        (execution.VenueUnavailable, execution.VenueError, None),
+        (execution.ReconnectFailed, execution.VenueUnavailable, None),
+        (execution.HandshakeFailed, execution.VenueUnavailable, None),
+        (execution.VenueVersionMismatch, execution.VenueError, None),
+        (execution.VenueTimeout, execution.VenueError, TimeoutError),
+        (execution.VenueRequestError, execution.VenueError, None),
+        (execution.VenueSettingError, execution.VenueError, ValueError),
+        (FeedError, TradekernelError, None),
+        (DecodeError, FeedError, ValueError),
+        (Invalid, FeedError, None),
+        (BookMisuse, FeedError, ValueError),
+        (FeedMisuse, FeedError, RuntimeError),
+        (SessionFailed, FeedError, None),
+        (SimulatorError, TradekernelError, None),
+        (SimulatorSettingError, SimulatorError, ValueError),
+        (UnknownOrder, SimulatorError, KeyError),
+        (OrderChangeRefused, SimulatorError, ValueError),
+        (UnknownInstrument, SimulatorError, ValueError),
+        (VenueStateError, SimulatorError, RuntimeError),
+        (MarketDataError, SimulatorError, ValueError),
+    ],
+)
+def test_every_venue_error_has_one_root_and_keeps_its_builtin(
+    error: type[Exception], root: type[Exception], builtin: type[Exception] | None
+) -> None:
+    assert issubclass(error, root)
+    assert issubclass(error, TradekernelError)
+    if builtin is not None:
+        assert issubclass(error, builtin)

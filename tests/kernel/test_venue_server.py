@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from kernel import paper_protocol as p
-from kernel.venue import server
+from kernel.venue import connection, server
 from kernel.venue.marketdata import MarketDataError
 from kernel.venue.server import PaperVenue, VenueConfig
 from storage.venue_store import VenueStoreCorrupt, VenueStoreOpenError, VenueStoreWriteError, read_orders
@@ -661,10 +661,10 @@ class StuckSocket:
 
 @pytest.mark.asyncio
 async def test_a_slow_subscriber_holds_the_replay_back_then_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "HIGH_WATER", 3)
-    monkeypatch.setattr(server, "SLOW_CONSUMER_S", 0.05)
+    monkeypatch.setattr(connection, "HIGH_WATER", 3)
+    monkeypatch.setattr(connection, "SLOW_CONSUMER_S", 0.05)
     ws = StuckSocket()
-    conn = server._Connection(ws, 1.0, lambda: 0)  # type: ignore[arg-type]
+    conn = connection.Connection(ws, 1.0, lambda: 0)  # type: ignore[arg-type]
     async with asyncio.timeout(LIMIT_S):
         await conn.wait_writable()  # room: returns at once
         for i in range(3):
@@ -677,9 +677,9 @@ async def test_a_slow_subscriber_holds_the_replay_back_then_is_dropped(monkeypat
 
 
 def test_a_hopelessly_stuck_connection_is_dropped_at_max_outbound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "MAX_OUTBOUND", 2)
+    monkeypatch.setattr(connection, "MAX_OUTBOUND", 2)
     ws = StuckSocket()
-    conn = server._Connection(ws, 1.0, lambda: 0)  # type: ignore[arg-type]
+    conn = connection.Connection(ws, 1.0, lambda: 0)  # type: ignore[arg-type]
     conn.send(p.Pong())
     assert conn.open
     conn.send(p.Pong())

@@ -1,0 +1,113 @@
+"""Opening a session with the paper venue: the WebSocket connect and the ``hello``/``welcome`` handshake.
+
+Written once, used by both clients of the paper venue: the order side (``kernel.execution.VenueClient``)
+and the market-data side (``kernel.feed.paper_source.PaperMarketData``, driven by ``FeedClient``). Each
+client maps the failures below onto its own policy (retry, fail, count).
+
+* ``open_socket`` connects (no proxy, the limits of ``SocketOptions``); websockets' own errors
+  (``InvalidURI``, ``InvalidStatus``, ``InvalidHandshake``, ``OSError``, ``TimeoutError``) propagate.
+* ``hello`` sends ``hello`` and reads until ``welcome`` within ``timeout``: frames that are not a
+  valid message go to ``on_malformed`` and are skipped, other messages (a ``heartbeat``) are ignored.
+  An ``error`` answer raises ``HelloRefused`` (``VersionRefused`` for ``unsupported_version``), as
+  does a ``welcome`` of another protocol version; no answer in time raises ``TimeoutError``; a
+  closed connection raises ``ConnectionClosed``.
+* ``connect_paper`` is both, and closes the socket when the handshake fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from kernel import paper_protocol as protocol
+from machines.errors import TradekernelError
+
+OnMalformed = Callable[[str | bytes, protocol.ProtocolError], None]
+"""Told of each frame during the handshake that is not a valid venue message (then skipped)."""
+
+
+class HelloRefused(TradekernelError):
+    """The venue answered ``hello`` with an ``error`` (``code``, ``detail``)."""
+
+    def __init__(self, code: str, detail: str, message: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(message)
+
+
+class VersionRefused(HelloRefused):
+    """The venue does not speak our protocol version; retrying cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOptions:
+    """The WebSocket limits of one connection (see ``websockets.asyncio.client.connect``)."""
+
+    open_timeout: float = 5.0
+    ping_interval: float | None = 10.0
+    ping_timeout: float | None = 10.0
+    close_timeout: float = 2.0
+    max_size: int = 2**20
+    max_queue: int = 64
+
+
+async def open_socket(url: str, options: SocketOptions) -> ClientConnection:
+    """The WebSocket opening handshake with ``url`` (never through a proxy); websockets' errors propagate."""
+    return await connect(
+        url,
+        open_timeout=options.open_timeout,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        close_timeout=options.close_timeout,
+        max_size=options.max_size,
+        max_queue=options.max_queue,
+        proxy=None,
+    )
+
+
+def _ignore(frame: str | bytes, error: protocol.ProtocolError) -> None:
+    del frame, error
+
+
+async def hello(
+    ws: ClientConnection, *, client_name: str, timeout: float, on_malformed: OnMalformed = _ignore
+) -> protocol.Welcome:
+    """Send ``hello`` and return the venue's ``welcome`` (see the module docstring for the failures)."""
+    await ws.send(protocol.encode(protocol.Hello(version=protocol.VERSION, client=client_name)).decode())
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await ws.recv()
+            try:
+                message = protocol.decode_venue(frame)
+            except protocol.ProtocolError as exc:
+                on_malformed(frame, exc)
+                continue
+            if isinstance(message, protocol.Welcome):
+                break
+            if isinstance(message, protocol.Error):
+                detail = f"{message.code}: {message.message}"
+                if message.code == "unsupported_version":
+                    refusal = f"venue refused version {protocol.VERSION}: {message.message}"
+                    raise VersionRefused(message.code, detail, refusal)
+                raise HelloRefused(message.code, detail, f"venue answered hello with {detail}")
+    if message.version != protocol.VERSION:
+        detail = f"unsupported_version: welcome of version {message.version}"
+        raise VersionRefused(
+            "unsupported_version", detail, f"venue speaks version {message.version}, we speak {protocol.VERSION}"
+        )
+    return message
+
+
+async def connect_paper(
+    url: str, *, client_name: str, options: SocketOptions, on_malformed: OnMalformed = _ignore
+) -> tuple[ClientConnection, protocol.Welcome]:
+    """Open a socket to the paper venue at ``url`` and shake hands; the socket is closed on any failure."""
+    ws = await open_socket(url, options)
+    try:
+        return ws, await hello(ws, client_name=client_name, timeout=options.open_timeout, on_malformed=on_malformed)
+    except BaseException:
+        await ws.close()
+        raise
