@@ -1,8 +1,8 @@
 """The paper venue's settings: ``VenueConfig`` (the venue) and ``EngineConfig`` (its matching engine).
 
 Plain validated values, importable without the simulator itself (no server, engine or store), so
-configuration code can build and check them. ``BUNDLED_DATA`` names the market data shipped with the
-package.
+configuration code can build and check them. ``BUNDLED_DATA`` (from ``kernel.paper_defaults``) names
+the market data shipped with the package.
 """
 
 from __future__ import annotations
@@ -10,16 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
+from kernel.paper_defaults import BUNDLED_DATA as BUNDLED_DATA
 from kernel.venue.errors import SimulatorSettingError
-
-BUNDLED_DATA: tuple[str, ...] = tuple(
-    str(Path(__file__).with_name("data") / name)
-    for name in ("binance_btcusdt_trades_20210108.csv", "binance_btcusdt_quotes_20210108.csv")
-)
-"""Real Binance BTCUSDT trades and quotes shipped with the package (``data/SOURCES.md``): what the
-embedded venue replays when no data file is configured."""
 
 
 @dataclass(frozen=True)
