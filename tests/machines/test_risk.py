@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import machines.risk as risk_module
+from machines.errors import StateMachineError
 from machines.order_terms import OrderTerms
 from machines.risk import (
     CHECKS,
@@ -33,6 +34,7 @@ from machines.risk import (
     Rates,
     RateWindow,
     RiskCheck,
+    RiskError,
     RiskLimitError,
     RiskView,
     check_cancel,
@@ -136,6 +138,14 @@ def test_instrument_limits_convert_ints_and_keep_decimals() -> None:
 def test_instrument_limits_refuse_bad_values(value: object) -> None:
     with pytest.raises(RiskLimitError, match=r"^max_order_notional "):
         InstrumentLimits(max_order_notional=value)  # type: ignore[arg-type]
+
+
+def test_limit_and_clock_errors_are_typed_value_errors() -> None:
+    # the config loader catches ValueError from limits_from_mapping; the family is the machines'
+    for error in (RiskLimitError, RateClockError):
+        assert issubclass(error, ValueError)
+        assert issubclass(error, RiskError)
+    assert issubclass(RiskError, StateMachineError)
 
 
 def test_reduce_only_must_be_a_bool() -> None:
