@@ -61,6 +61,7 @@ from machines.risk_checks import (
     check_reduce_only,
     check_tick_size,
     check_trading_state,
+    rate_denial,
 )
 from machines.risk_limits import (
     INSTRUMENT_DECIMAL_KEYS,
@@ -287,11 +288,7 @@ def check_new(terms: OrderTerms, view: RiskView, limits: Limits, now_ms: int, ra
         terms.instrument, terms.side, qty, price, True, qty, True, order_type, (qty, terms.price),
         view, limits, now_ms, rates,
     )  # fmt: skip
-    for check in _RUN:
-        denial = check(intent)
-        if denial is not None:
-            return denial
-    return None
+    return _first_denial(intent)
 
 
 def check_replace(
@@ -319,6 +316,11 @@ def check_replace(
         order.instrument, order.side, new_qty, new_price, price_changed, added, False, order.order_type,
         (qty, price), view, limits, now_ms, rates,
     )  # fmt: skip
+    return _first_denial(intent)
+
+
+def _first_denial(intent: Intent) -> Denial | None:
+    """The first ``Denial`` of the order checks, in table order; ``None`` when all pass."""
     for check in _RUN:
         denial = check(intent)
         if denial is not None:
@@ -334,9 +336,7 @@ def check_cancel(view: RiskView, limits: Limits, now_ms: int, rates: Rates) -> D
     limit = limits.cancels_per_second
     if limit is None or view.trading_state in HALTS or rates.cancels_second.allows(now_ms, limit):
         return None
-    return Denial(
-        "cancels_per_second", f"cancel rate limit reached: {limit} cancels in the last second (cancels_per_second)"
-    )
+    return rate_denial("cancels_per_second", limit, "cancels", "second")
 
 
 __all__ = [

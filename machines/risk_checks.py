@@ -337,9 +337,7 @@ def check_orders_per_second(o: Intent) -> Denial | None:
     limit = o.limits.orders_per_second
     if limit is None or o.rates.orders_second.allows(o.now_ms, limit):
         return None
-    return Denial(
-        "orders_per_second", f"order rate limit reached: {limit} orders in the last second (orders_per_second)"
-    )
+    return rate_denial("orders_per_second", limit, "orders", "second")
 
 
 def check_orders_per_minute(o: Intent) -> Denial | None:
@@ -347,9 +345,12 @@ def check_orders_per_minute(o: Intent) -> Denial | None:
     limit = o.limits.orders_per_minute
     if limit is None or o.rates.orders_minute.allows(o.now_ms, limit):
         return None
-    return Denial(
-        "orders_per_minute", f"order rate limit reached: {limit} orders in the last minute (orders_per_minute)"
-    )
+    return rate_denial("orders_per_minute", limit, "orders", "minute")
+
+
+def rate_denial(check: str, limit: int, events: str, window: str) -> Denial:
+    """The ``Denial`` of a rate check: ``limit`` ``events`` (``orders``, ``cancels``) in the last ``window``."""
+    return Denial(check, f"{events[:-1]} rate limit reached: {limit} {events} in the last {window} ({check})")
 
 
 # -- arithmetic ---------------------------------------------------------------------------------
@@ -493,4 +494,5 @@ __all__ = [
     "check_reduce_only",
     "check_tick_size",
     "check_trading_state",
+    "rate_denial",
 ]

@@ -322,19 +322,7 @@ def test_creation_copies_the_instrument_list() -> None:
 def test_public_names_and_terminal_states() -> None:
     assert set(FEED.state_names) == {s.value for s in FeedState}
     assert FEED.terminal_names == {"failed"}
-    assert set(FEED.triggers) == {
-        "connect",
-        "retry_due",
-        "connected",
-        "subscribed",
-        "snapshot_applied",
-        "gap_detected",
-        "stale_timeout",
-        "data_resumed",
-        "disconnected",
-        "stop",
-        "fatal",
-    }
+    assert FEED.triggers == TRIGGERS
     assert registry.get("feed") is FEED
     assert machines.FEED is FEED
 

@@ -8,7 +8,6 @@ out here, in the order docs/risk.md shows, never read from ``CHECKS``.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
@@ -26,33 +25,12 @@ from machines.risk import (
     check_new,
     check_replace,
 )
+from tests.machines.test_risk import Working
 
 D = Decimal
 BTC = "BTCUSDT"
 ZERO, ONE, THREE, HUNDRED, PRICE = D(0), D(1), D(3), D(100), D(101)
 
-# Every row of the table, in order (the last five are not checks of a new order or a replace).
-TABLE_ROWS = (
-    "trading_state",
-    "intent",
-    "reduce_only",
-    "max_order_qty",
-    "lot_size",
-    "tick_size",
-    "price_collar",
-    "max_order_notional",
-    "min_notional",
-    "max_position",
-    "max_open_orders",
-    "max_gross_exposure",
-    "orders_per_second",
-    "orders_per_minute",
-    "cancels_per_second",
-    "stop_loss",
-    "trailing_stop",
-    "daily_loss_limit",
-    "max_drawdown",
-)
 # The checks a new order runs, in the order they run.
 NEW_ORDER = (
     "trading_state",
@@ -70,22 +48,12 @@ NEW_ORDER = (
     "orders_per_second",
     "orders_per_minute",
 )
+# Every row of the table, in order: the new order's checks, then five that are not checks of a new
+# order or a replace.
+TABLE_ROWS = (*NEW_ORDER, "cancels_per_second", "stop_loss", "trailing_stop", "daily_loss_limit", "max_drawdown")
 # What a replace can break, in the order it is checked (it adds no open order; its intent is
 # broken in test_a_replace_checks_its_intent_after_the_trading_state).
-REPLACE_ORDER = (
-    "trading_state",
-    "reduce_only",
-    "max_order_qty",
-    "lot_size",
-    "tick_size",
-    "price_collar",
-    "max_order_notional",
-    "min_notional",
-    "max_position",
-    "max_gross_exposure",
-    "orders_per_second",
-    "orders_per_minute",
-)
+REPLACE_ORDER = tuple(name for name in NEW_ORDER if name not in ("intent", "max_open_orders"))
 
 
 def limits(broken: Collection[str]) -> Limits:
@@ -128,21 +96,12 @@ def new(broken: Collection[str], state: str = "halted") -> Denial | None:
     return check_new(terms, view(broken, state), limits(broken), 500, rates())
 
 
-@dataclass(frozen=True)
-class Working:
-    """The open buy of 1 at 100, nothing filled, that a replace changes to 3 at 101."""
-
-    instrument: str = BTC
-    side: str = "buy"
-    leaves_qty: Decimal = ONE
-    order_type: str = "limit"
-    qty: Decimal = ONE
-    cum_qty: Decimal = ZERO
-    price: Decimal | None = HUNDRED
+# The open buy of 1 at 100, nothing filled, that a replace changes to 3 at 101.
+WORKING = Working(BTC, "buy", leaves_qty=ONE, qty=ONE, cum_qty=ZERO, price=HUNDRED)
 
 
 def replace(broken: Collection[str], qty: Decimal = THREE, price: Decimal = PRICE) -> Denial | None:
-    return check_replace(Working(), qty, price, view(broken), limits(broken), 500, rates())
+    return check_replace(WORKING, qty, price, view(broken), limits(broken), 500, rates())
 
 
 def test_the_table_rows_and_the_checks_run_are_in_the_documented_order() -> None:
