@@ -28,6 +28,7 @@ from common import emit
 from kernel import control
 from kernel.strategy import Context, Place, Strategy
 from machines import ORDER
+from machines.order_terms import OrderTerms
 from machines.risk import InstrumentLimits, Limits, OpenOrder, Rates, RiskView, check_new
 from storage.venue_store import read_orders
 
@@ -66,10 +67,11 @@ def check_cost() -> None:
     rates = Rates()
     for ms in range(0, 500, 10):
         rates = rates.record_order(ms, limits)
-    assert check_new("BTCUSDT", "buy", Decimal("0.01"), Decimal("39390.00"), "limit", view, limits, 600, rates) is None
+    terms = OrderTerms("BTCUSDT", "buy", Decimal("0.01"), Decimal("39390.00"))
+    assert check_new(terms, view, limits, 600, rates) is None
 
     def check() -> None:
-        check_new("BTCUSDT", "buy", Decimal("0.01"), Decimal("39390.00"), "limit", view, limits, 600, rates)
+        check_new(terms, view, limits, 600, rates)
 
     orders = [ORDER.create(f"o{i}", instrument="BTCUSDT", side="buy", qty=Decimal(1), price=Decimal(1))[0]
               for i in range(2100 * 7)]  # fmt: skip

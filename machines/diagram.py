@@ -8,9 +8,14 @@ page is stale. Pure string functions: no file I/O here.
 from __future__ import annotations
 
 from machines.base import CREATE, StateMachine
+from machines.errors import StateMachineError
 
 BEGIN = "<!-- BEGIN GENERATED: tradekernel diagram {name} (do not edit by hand) -->"
 END = "<!-- END GENERATED -->"
+
+
+class GeneratedBlockError(StateMachineError, ValueError):
+    """A docs page holds the start marker of a machine's generated block but not its end marker."""
 
 
 def mermaid(machine: StateMachine) -> str:
@@ -57,7 +62,7 @@ def replace_block(page: str, machine: StateMachine) -> str:
         return page.rstrip("\n") + "\n\n" + markdown(machine)
     end = page.find(END, start)
     if end < 0:
-        raise ValueError(f"generated block for {machine.name!r} has no end marker")
+        raise GeneratedBlockError(f"generated block for {machine.name!r} has no end marker")
     end += len(END)
     if page[end : end + 1] == "\n":
         end += 1

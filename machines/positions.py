@@ -31,8 +31,8 @@ from types import MappingProxyType
 from typing import Any
 
 from machines.base import Data, Entity, Rule, StateMachine
-from machines.errors import InvalidData
-from machines.order import to_decimal
+from machines.decimals import DecimalError, Sign, parse_decimal
+from machines.errors import InvalidData, StateMachineError
 from machines.registry import register
 
 ZERO = Decimal(0)
@@ -192,6 +192,13 @@ def _decode(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _decimal(value: object, name: str, sign: Sign) -> Decimal:
+    try:
+        return parse_decimal(value, name, sign=sign)
+    except DecimalError as exc:
+        raise InvalidData(str(exc)) from None
+
+
 def _fill(entity: Entity, data: Data) -> Fill:
     """The trigger's data as a ``Fill`` of the entity's instrument; ``InvalidData`` when unusable."""
     unknown = set(data) - FILL_FIELDS
@@ -208,17 +215,21 @@ def _fill(entity: Entity, data: Data) -> Fill:
     return Fill(
         instrument=entity.entity_id,
         side=side,
-        qty=to_decimal(data.get("qty"), "fill qty"),
-        price=to_decimal(data.get("price"), "fill price"),
-        fee=to_decimal(data.get("fee", ZERO), "fill fee", positive=False),
+        qty=_decimal(data.get("qty"), "fill qty", Sign.positive),
+        price=_decimal(data.get("price"), "fill price", Sign.positive),
+        fee=_decimal(data.get("fee", ZERO), "fill fee", Sign.any),  # a rebate is a negative fee
         trade_id=trade_id,
     )
+
+
+class NotAPosition(StateMachineError, TypeError):
+    """An entity of another machine was given where a ``position`` entity was expected."""
 
 
 def position_of(entity: Entity) -> Position:
     """The ``Position`` value a ``position`` entity holds (its id is the instrument)."""
     if entity.machine is not POSITION:
-        raise TypeError(f"{entity!r} is not a position entity")
+        raise NotAPosition(f"{entity!r} is not a position entity")
     data = entity.data
     return Position(
         entity.entity_id,

@@ -8,7 +8,7 @@ left ``running`` or ``failed`` by a killed process is ended ``abandoned`` by the
 Order entry stays paused until it is ``done``: a kernel that cannot reconcile does not trade.
 
 Every trigger carries ``now_ms`` (monotonic milliseconds, from the caller: this module reads no
-clock).
+clock), checked with the other machines' ``timed_args``: a field a trigger does not take is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from machines.base import Data, Entity, Rule, StateMachine
+from machines.base import Data, Entity, Rule, StateMachine, timed_args
 from machines.errors import InvalidData
 from machines.registry import register
 
@@ -44,43 +44,37 @@ class ReconciliationState(StrEnum):
 S = ReconciliationState
 
 
-def _now(data: Data) -> int:
-    now = data.get("now_ms")
-    if not isinstance(now, int) or isinstance(now, bool) or now < 0:
-        raise InvalidData("now_ms (a non-negative int) is required")
-    return now
-
-
 def _init(data: Data) -> dict[str, Any]:
-    unknown = set(data) - {"now_ms", "reason"}
-    if unknown:
-        raise InvalidData(f"unknown reconciliation fields: {', '.join(sorted(unknown))}")
+    now_ms = timed_args(data, "reason")
     reason = data.get("reason")
     if not isinstance(reason, str) or not reason:
         raise InvalidData("reason (why reconciling: a non-empty string) is required")
-    return {"started_ms": _now(data), "reason": reason, "attempts": 1, "error": None, "ended_ms": None}
+    return {"started_ms": now_ms, "reason": reason, "attempts": 1, "error": None, "ended_ms": None}
 
 
 def _failed(entity: Entity, data: Data) -> dict[str, Any]:
+    now_ms = timed_args(data, "error")
     error = data.get("error")
     if not isinstance(error, str) or not error:
         raise InvalidData("error (why it failed: a non-empty string) is required")
-    return {"error": error, "ended_ms": _now(data)}
+    return {"error": error, "ended_ms": now_ms}
 
 
 def _retry(entity: Entity, data: Data) -> dict[str, Any]:
-    _now(data)
+    timed_args(data)
     return {"attempts": entity.data["attempts"] + 1, "ended_ms": None}
 
 
 def _abandoned(entity: Entity, data: Data) -> dict[str, Any]:
+    now_ms = timed_args(data, "reason")
     reason = data.get("reason")
     if not isinstance(reason, str) or not reason:
         raise InvalidData("reason (a non-empty string) is required")
-    return {"error": reason, "ended_ms": _now(data)}
+    return {"error": reason, "ended_ms": now_ms}
 
 
 def _complete(entity: Entity, data: Data) -> dict[str, Any]:
+    now_ms = timed_args(data, "counts", "differences")
     counts = data.get("counts")
     if not isinstance(counts, dict) or set(counts) != set(REPORT_COUNTS):
         raise InvalidData(f"counts must hold exactly: {', '.join(REPORT_COUNTS)}")
@@ -92,7 +86,7 @@ def _complete(entity: Entity, data: Data) -> dict[str, Any]:
         isinstance(d, dict) and isinstance(d.get("kind"), str) and isinstance(d.get("detail"), str) for d in differences
     ):
         raise InvalidData("differences must be a list of records with a kind and a detail (strings)")
-    return {"error": None, "ended_ms": _now(data), "counts": dict(counts), "differences": len(differences)}
+    return {"error": None, "ended_ms": now_ms, "counts": dict(counts), "differences": len(differences)}
 
 
 RECONCILIATION = register(

@@ -35,8 +35,10 @@ REPORTED_FIELDS = ("cum_qty", "leaves_qty", "avg_px")
 """Data fields every step result reports (``None`` when the machine has no such field)."""
 
 
-class ScenarioError(ValueError):
-    """A scenario is malformed; ``where`` says which part (e.g. ``steps[2].trigger``)."""
+class ScenarioError(StateMachineError, ValueError):
+    """A scenario is malformed; ``where`` says which part (e.g. ``steps[2].trigger``).
+
+    Also a ``ValueError``, for callers that read a scenario file like any other bad value."""
 
     def __init__(self, where: str, problem: str) -> None:
         self.where = where

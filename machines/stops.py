@@ -26,6 +26,7 @@ from decimal import Context, Decimal, localcontext
 from types import MappingProxyType
 from typing import Literal
 
+from machines.errors import StateMachineError
 from machines.positions import Position
 from machines.risk import BPS, InstrumentLimits, Limits
 
@@ -43,6 +44,10 @@ def _n(number: Decimal) -> str:
     if isinstance(exponent, int) and exponent < -10:
         number = number.quantize(_SHOWN)
     return f"{number:f}"
+
+
+class InvalidMark(StateMachineError, ValueError):
+    """A mark that is not a positive, finite ``Decimal`` was given to ``StopTracker.update``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +100,11 @@ class StopTracker:
         """The tracker after ``mark`` for ``position``, and the stop to act on, if one fires now.
 
         A flat position forgets the instrument; a new position (from flat or flipped) starts its
-        best mark at ``mark``. Raises ``ValueError`` for a mark that is not positive and finite.
+        best mark at ``mark``. Raises ``InvalidMark`` (a ``ValueError``) for a mark that is not
+        positive and finite.
         """
         if not isinstance(mark, Decimal) or not mark.is_finite() or mark <= 0:
-            raise ValueError(f"mark must be a positive finite Decimal, got {mark!r}")
+            raise InvalidMark(f"mark must be a positive finite Decimal, got {mark!r}")
         instrument = position.instrument
         previous = self.positions.get(instrument)
         if position.qty == 0:

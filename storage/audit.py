@@ -36,9 +36,9 @@ def iso_time(ts_ns: int) -> str:
 
 def _transition(row: tuple[Any, ...]) -> dict[str, Any]:
     seq, ts, run, machine, entity, trigger, source, dest, data, chain_hash = row
+    if type(ts) is not int or type(data) is not str:
+        raise JournalCorrupt(f"transition seq {seq} is damaged (ts {ts!r}); run `tradekernel audit verify`")
     try:
-        if type(ts) is not int or type(data) is not str:
-            raise ValueError(f"ts {ts!r}")
         decoded = codec.decode(data)
     except ValueError as exc:  # msgspec.DecodeError is a ValueError
         raise JournalCorrupt(f"transition seq {seq} is damaged ({exc}); run `tradekernel audit verify`") from None
@@ -78,7 +78,9 @@ class VerifyResult:
         return out
 
 
-class _Bad(Exception):
+class _Bad(JournalCorrupt):
+    """The first problem ``verify`` found (``seq``: the first bad row, ``None``: the whole file)."""
+
     def __init__(self, seq: int | None, reason: str) -> None:
         self.seq = seq
         self.reason = reason

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from storage.errors import JournalEncodeError
+
 GENESIS_HASH = "0" * 64
 """The 'previous hash' of the first row."""
 
@@ -26,7 +28,7 @@ def _enc_hook(value: Any) -> Any:
     # Transition.data is a read-only MappingProxyType, which msgspec does not know.
     if isinstance(value, MappingProxyType):
         return dict(value)
-    raise TypeError(f"cannot journal a value of type {type(value).__name__}")
+    raise JournalEncodeError(f"cannot journal a value of type {type(value).__name__}")
 
 
 _encoder = msgspec.json.Encoder(order="sorted", enc_hook=_enc_hook)

@@ -57,3 +57,9 @@ class JournalBusy(JournalWriteError):
 
 class JournalClosed(JournalError):
     """The journal was closed; nothing more can be appended."""
+
+
+class JournalEncodeError(JournalError, TypeError):
+    """A value has no journal encoding (the codec knows JSON types, ``Decimal`` and read-only mappings).
+
+    Also a ``TypeError``, as msgspec expects from an encoder hook."""

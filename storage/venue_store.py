@@ -22,12 +22,14 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import TracebackType
 from urllib.parse import quote
 
 import sqlite_utils
 
+from machines.decimals import DecimalError, Sign, parse_decimal
+from machines.errors import TradekernelError
 from storage.errors import JournalError
 from storage.lock import WriterLock
 
@@ -36,7 +38,7 @@ BUSY_TIMEOUT_S = 2.0
 _TABLES = frozenset({"orders", "fills", "meta"})
 
 
-class VenueStoreError(Exception):
+class VenueStoreError(TradekernelError):
     """Base of the venue store's errors; the message names the file."""
 
 
@@ -185,10 +187,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 def _decimal(text: object, path: str, what: str) -> Decimal:
     try:
-        value = Decimal(str(text))
-    except InvalidOperation:
+        return parse_decimal(text, what, sign=Sign.any)
+    except DecimalError:
         raise VenueStoreCorrupt(f"{path}: {what} is not a decimal: {text!r}") from None
-    return value
 
 
 def _translate(exc: sqlite3.Error, path: str) -> VenueStoreError:

@@ -9,7 +9,7 @@ import pytest
 
 from machines import Entity, Rule, StateMachine, registry
 from machines.base import Data
-from machines.diagram import BEGIN, END, extract_block, markdown, mermaid, replace_block
+from machines.diagram import BEGIN, END, GeneratedBlockError, extract_block, markdown, mermaid, replace_block
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "machines"
 
@@ -176,7 +176,7 @@ def test_replace_block_leaves_other_machines_blocks_alone() -> None:
 
 def test_replace_block_without_an_end_marker_raises() -> None:
     page = "# The valve\n\n" + BEGIN.format(name="valve") + "\nhalf a block\n"
-    with pytest.raises(ValueError, match="generated block for 'valve' has no end marker"):
+    with pytest.raises(GeneratedBlockError, match="generated block for 'valve' has no end marker"):
         replace_block(page, VALVE)
 
 

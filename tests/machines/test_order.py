@@ -1,12 +1,13 @@
 """The ``order`` machine (``machines.order``): FIX order-state semantics, anomalies, invariants.
 
-Ladder: creation validation; a table test over every state x trigger (expectations derived from
-``ORDER``'s own rules); the FIX rules of the module docstring and docs/machines/order.md fired
-directly; anomalies (duplicate, overfill, bad fill data, late fills, fees); a Hypothesis
-``RuleBasedStateMachine`` checking the quantity invariants under random triggers and data; the
-``restore`` round trip through the journal codec; reconciliation (the ``reconcile_*`` mirrors
-behave exactly like their live triggers, ``reconcile_lost``, adopted external orders, journals from
-before ``origin``); and every scenario in docs/scenarios/.
+Ladder: creation validation; a table test over every state x trigger (expectations written out by
+hand from the FIX order state change matrices, not derived from ``ORDER``'s rules); the FIX rules
+of the module docstring and docs/machines/order.md fired directly; anomalies (duplicate, overfill,
+bad fill data, late fills, fees); a Hypothesis ``RuleBasedStateMachine`` checking the quantity
+invariants under random triggers and data; the ``restore`` round trip through the journal codec;
+reconciliation (the ``reconcile_*`` mirrors behave exactly like their live triggers,
+``reconcile_lost``, adopted external orders, journals from before ``origin``); and every scenario
+in docs/scenarios/.
 """
 
 from __future__ import annotations
@@ -136,13 +137,128 @@ def valid_data(state: str, trigger: str) -> dict[str, Any]:
     return VALID_DATA[trigger]
 
 
-def table_dests(state: str, trigger: str) -> set[str]:
-    """Where the table's rules for ``trigger`` may take an order in ``state`` (None: stays)."""
-    return {
-        state if r.dest is None else str(r.dest.value)
-        for r in ORDER.rules
-        if r.trigger == trigger and state in {str(s.value) for s in r.sources}
-    }
+# The order machine's table as the FIX 4.4 order state change matrices (Volume 4, Appendix D) and
+# docs/machines/order.md state it, written out by hand: (state, trigger) -> the state the order is
+# in afterwards, for the builder's order and ``valid_data``. Every pair not listed is refused
+# (``InvalidTransition``, the order unchanged). A ``reconcile_*`` trigger does what its live
+# trigger does (written out too, so a wrong mirror fails here as well).
+EXPECTED: dict[tuple[str, str], str] = {
+    ("new", "submit"): "pending_new",
+    ("new", "deny"): "denied",  # risk refused it: never sent
+    # denied: done, refuses everything
+    ("pending_new", "accept"): "accepted",  # A.1.a
+    ("pending_new", "reject"): "rejected",
+    ("pending_new", "fill"): "partially_filled",  # a fill before the ack implies acceptance
+    ("pending_new", "request_cancel"): "pending_cancel",  # B.1.d
+    ("pending_new", "cancel"): "canceled",
+    ("pending_new", "reconcile_accept"): "accepted",
+    ("pending_new", "reconcile_reject"): "rejected",
+    ("pending_new", "reconcile_fill"): "partially_filled",
+    ("pending_new", "reconcile_cancel"): "canceled",
+    ("pending_new", "reconcile_lost"): "rejected",  # never received: concluded, never resent
+    ("accepted", "fill"): "partially_filled",  # A.1.a: 1 of 10
+    ("accepted", "request_cancel"): "pending_cancel",  # B.1.a
+    ("accepted", "cancel"): "canceled",  # unsolicited (E)
+    ("accepted", "request_replace"): "pending_replace",  # C.1.a
+    ("accepted", "expire"): "expired",
+    ("accepted", "restate"): "accepted",  # qty 15, nothing filled
+    ("accepted", "reconcile_fill"): "partially_filled",
+    ("accepted", "reconcile_cancel"): "canceled",
+    ("accepted", "reconcile_expire"): "expired",
+    ("accepted", "reconcile_restate"): "accepted",
+    ("partially_filled", "fill"): "partially_filled",  # 5 of 10
+    ("partially_filled", "request_cancel"): "pending_cancel",
+    ("partially_filled", "cancel"): "canceled",
+    ("partially_filled", "request_replace"): "pending_replace",
+    ("partially_filled", "expire"): "expired",
+    ("partially_filled", "restate"): "partially_filled",  # qty 15 above cum_qty 4
+    ("partially_filled", "reconcile_fill"): "partially_filled",
+    ("partially_filled", "reconcile_cancel"): "canceled",
+    ("partially_filled", "reconcile_expire"): "expired",
+    ("partially_filled", "reconcile_restate"): "partially_filled",
+    ("filled", "fill"): "filled",  # trade T1 again: a duplicate, ignored and counted
+    ("filled", "cancel_reject"): "filled",  # B.1.c: too late to cancel, recorded
+    ("filled", "replace_reject"): "filled",  # C.1.c: too late to replace, recorded
+    ("filled", "reconcile_fill"): "filled",
+    ("filled", "reconcile_cancel_reject"): "filled",
+    ("filled", "reconcile_replace_reject"): "filled",
+    # pending_cancel: requested from pending_new
+    ("pending_cancel", "accept"): "pending_cancel",  # B.1.e: the ack crossed the request
+    ("pending_cancel", "reject"): "rejected",  # the new order itself is rejected
+    ("pending_cancel", "fill"): "pending_cancel",  # B.1.b: a partial fill, old terms
+    ("pending_cancel", "cancel_reject"): "pending_new",  # back to the prior state (B.1.d)
+    ("pending_cancel", "cancel"): "canceled",  # B.1.a
+    ("pending_cancel", "expire"): "expired",
+    ("pending_cancel", "reconcile_accept"): "pending_cancel",
+    ("pending_cancel", "reconcile_reject"): "rejected",
+    ("pending_cancel", "reconcile_fill"): "pending_cancel",
+    ("pending_cancel", "reconcile_cancel_reject"): "pending_new",
+    ("pending_cancel", "reconcile_cancel"): "canceled",
+    ("pending_cancel", "reconcile_expire"): "expired",
+    ("pending_cancel", "reconcile_lost"): "rejected",
+    # pending_replace: requested from partially_filled (4 of 10 filled)
+    ("pending_replace", "fill"): "pending_replace",  # C.1.b: old terms apply until confirmed
+    ("pending_replace", "cancel"): "canceled",
+    ("pending_replace", "replace_reject"): "partially_filled",  # C.2.a: back to the prior state
+    ("pending_replace", "replace"): "partially_filled",  # C.3.a: part filled, works on
+    ("pending_replace", "expire"): "expired",
+    ("pending_replace", "reconcile_fill"): "pending_replace",
+    ("pending_replace", "reconcile_cancel"): "canceled",
+    ("pending_replace", "reconcile_replace_reject"): "partially_filled",
+    ("pending_replace", "reconcile_replace"): "partially_filled",
+    ("pending_replace", "reconcile_expire"): "expired",
+    ("canceled", "fill"): "canceled",  # a late fill: applied, the order stays done
+    ("canceled", "cancel_reject"): "canceled",
+    ("canceled", "replace_reject"): "canceled",
+    ("canceled", "reconcile_fill"): "canceled",
+    ("canceled", "reconcile_cancel_reject"): "canceled",
+    ("canceled", "reconcile_replace_reject"): "canceled",
+    # rejected: done, refuses everything (no late fill for an order the venue never took)
+    ("expired", "fill"): "expired",
+    ("expired", "cancel_reject"): "expired",
+    ("expired", "replace_reject"): "expired",
+    ("expired", "reconcile_fill"): "expired",
+    ("expired", "reconcile_cancel_reject"): "expired",
+    ("expired", "reconcile_replace_reject"): "expired",
+}
+STATES = (
+    "new",
+    "denied",
+    "pending_new",
+    "accepted",
+    "partially_filled",
+    "filled",
+    "pending_cancel",
+    "pending_replace",
+    "canceled",
+    "rejected",
+    "expired",
+)
+TRIGGERS = (
+    "submit",
+    "deny",
+    "accept",
+    "reject",
+    "fill",
+    "request_cancel",
+    "cancel_reject",
+    "cancel",
+    "request_replace",
+    "replace_reject",
+    "replace",
+    "expire",
+    "restate",
+    "reconcile_accept",
+    "reconcile_reject",
+    "reconcile_fill",
+    "reconcile_cancel_reject",
+    "reconcile_cancel",
+    "reconcile_replace_reject",
+    "reconcile_replace",
+    "reconcile_expire",
+    "reconcile_restate",
+    "reconcile_lost",
+)
 
 
 # -- creation ---------------------------------------------------------------------------------
@@ -258,24 +374,33 @@ def test_builders_cover_every_state() -> None:
         assert build().state == state
 
 
+def test_the_expected_table_names_every_state_and_trigger() -> None:
+    assert ORDER.state_names == STATES
+    assert set(ORDER.triggers) == set(TRIGGERS)
+    assert {state for state, _ in EXPECTED} <= set(STATES)
+    assert {trigger for _, trigger in EXPECTED} <= set(TRIGGERS)
+
+
 @pytest.mark.parametrize(
     ("state", "trigger"),
-    list(itertools.product(ORDER.state_names, ORDER.triggers)),
-    ids=[f"{s}-{t}" for s, t in itertools.product(ORDER.state_names, ORDER.triggers)],
+    list(itertools.product(STATES, TRIGGERS)),
+    ids=[f"{s}-{t}" for s, t in itertools.product(STATES, TRIGGERS)],
 )
 def test_every_state_and_trigger(state: str, trigger: str) -> None:
     order = BUILDERS[state]()
     before = snapshot(order)
     data = valid_data(state, trigger)
-    if trigger not in ORDER.allowed_triggers(state):
+    if (state, trigger) not in EXPECTED:
         with pytest.raises(InvalidTransition) as info:
             ORDER.fire(order, trigger, **data)
         assert (info.value.state, info.value.trigger, info.value.entity_id) == (state, trigger, "o-1")
         assert_unchanged(order, before)
+        assert trigger not in ORDER.allowed_triggers(state)
         return
+    assert trigger in ORDER.allowed_triggers(state)
     transition = ORDER.fire(order, trigger, **data)
-    assert order.state in table_dests(state, trigger)
-    assert (transition.source, transition.dest, transition.trigger) == (state, order.state, trigger)
+    assert order.state == EXPECTED[state, trigger]
+    assert (transition.source, transition.dest, transition.trigger) == (state, EXPECTED[state, trigger], trigger)
     assert dict(transition.data) == data
     if state in DONE_STATES:
         assert order.state == state  # a done order never comes back

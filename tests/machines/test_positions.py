@@ -22,9 +22,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from machines import POSITION, RUN, Entity, InvalidTransition, PositionState, registry
-from machines.errors import InvalidData
+from machines.errors import InvalidData, StateMachineError
 from machines.positions import (
     Fill,
+    NotAPosition,
     Position,
     Positions,
     adds_or_reduces,
@@ -509,8 +510,10 @@ def test_unknown_trigger_is_an_invalid_transition() -> None:
 
 def test_position_of_refuses_other_machines_entities() -> None:
     run, _ = RUN.create("1", started_ns=1)
-    with pytest.raises(TypeError, match="not a position entity"):
+    with pytest.raises(NotAPosition, match="not a position entity") as info:
         position_of(run)
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, StateMachineError)
 
 
 def test_restore_round_trip_through_the_journal_codec() -> None:

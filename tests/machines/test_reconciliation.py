@@ -52,7 +52,8 @@ def test_create() -> None:
         ({"now_ms": True, "reason": "x"}, "now_ms"),
         ({"now_ms": 1}, "reason"),
         ({"now_ms": 1, "reason": ""}, "reason"),
-        ({"now_ms": 1, "reason": "x", "extra": 1}, "unknown reconciliation fields: extra"),
+        ({"now_ms": 1, "reason": "x", "extra": 1}, "unknown fields: extra"),
+        ({"now_ms": 2**63, "reason": "x"}, "now_ms must be a non-negative int"),
     ],
 )
 def test_create_refuses_bad_data(data: dict[str, Any], message: str) -> None:
@@ -102,6 +103,11 @@ def test_fail_retry_complete_keeps_the_report() -> None:
         ("complete", {"counts": {**COUNTS, "lost": True}, "differences": []}, "counts.lost"),
         ("complete", {"counts": COUNTS, "differences": [{"kind": "x"}]}, "differences"),
         ("complete", {"counts": COUNTS, "differences": "none"}, "differences"),
+        ("abandon", {"reason": "x", "error": "y"}, "unknown fields: error"),
+        ("fail", {"error": "x", "reason": "y"}, "unknown fields: reason"),
+        ("retry", {"now_ms": 9, "error": "x"}, "unknown fields: error"),
+        ("complete", {**REPORT, "reason": "x"}, "unknown fields: reason"),
+        ("retry", {"now_ms": -1}, "now_ms must be a non-negative int"),
     ],
 )
 def test_trigger_data_is_checked(trigger: str, data: dict[str, Any], message: str) -> None:

@@ -21,6 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import machines.risk as risk_module
+from machines.errors import StateMachineError
+from machines.order_terms import OrderTerms
 from machines.risk import (
     CHECKS,
     TRADING_STATES,
@@ -28,9 +30,12 @@ from machines.risk import (
     InstrumentLimits,
     Limits,
     OpenOrder,
+    RateClockError,
     Rates,
     RateWindow,
     RiskCheck,
+    RiskError,
+    RiskLimitError,
     RiskView,
     check_cancel,
     check_new,
@@ -41,7 +46,7 @@ from machines.risk import (
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "risk.md"
-SOURCE = REPO / "machines" / "risk.py"
+SOURCES = sorted((REPO / "machines").glob("risk*.py"))
 D = Decimal
 BTC = "BTCUSDT"
 ETH = "ETHUSDT"
@@ -70,17 +75,8 @@ def new(
     now_ms: int = 0,
     rates: Rates | None = None,
 ) -> Denial | None:
-    return check_new(
-        instrument,
-        side,
-        D(qty),
-        None if price is None else D(price),
-        order_type,
-        on or view(),
-        limits,
-        now_ms,
-        rates or Rates(),
-    )
+    terms = OrderTerms(instrument, side, D(qty), None if price is None else D(price), order_type)  # type: ignore[arg-type]
+    return check_new(terms, on or view(), limits, now_ms, rates or Rates())
 
 
 def only(**fields: Any) -> Limits:
@@ -140,30 +136,38 @@ def test_instrument_limits_convert_ints_and_keep_decimals() -> None:
 
 @pytest.mark.parametrize("value", [1.5, True, "5", D(0), D(-1), D("NaN"), D("Infinity"), 0])
 def test_instrument_limits_refuse_bad_values(value: object) -> None:
-    with pytest.raises(ValueError, match=r"^max_order_notional "):
+    with pytest.raises(RiskLimitError, match=r"^max_order_notional "):
         InstrumentLimits(max_order_notional=value)  # type: ignore[arg-type]
 
 
+def test_limit_and_clock_errors_are_typed_value_errors() -> None:
+    # the config loader catches ValueError from limits_from_mapping; the family is the machines'
+    for error in (RiskLimitError, RateClockError):
+        assert issubclass(error, ValueError)
+        assert issubclass(error, RiskError)
+    assert issubclass(RiskError, StateMachineError)
+
+
 def test_reduce_only_must_be_a_bool() -> None:
-    with pytest.raises(ValueError, match="reduce_only must be true, false or None"):
+    with pytest.raises(RiskLimitError, match="reduce_only must be true, false or None"):
         InstrumentLimits(reduce_only=1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["max_open_orders", "orders_per_second", "orders_per_minute", "cancels_per_second"])
 @pytest.mark.parametrize("value", [0, -1, True, 1.0, D(3)])
 def test_count_limits_refuse_bad_values(name: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"^{name} must be a positive int"):
+    with pytest.raises(RiskLimitError, match=f"^{name} must be a positive int"):
         Limits(**{name: value})  # type: ignore[arg-type]
 
 
 def test_limits_refuse_bad_gross_defaults_and_overrides() -> None:
-    with pytest.raises(ValueError, match=r"^max_gross_exposure "):
+    with pytest.raises(RiskLimitError, match=r"^max_gross_exposure "):
         Limits(max_gross_exposure=1.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="defaults must be InstrumentLimits"):
+    with pytest.raises(RiskLimitError, match="defaults must be InstrumentLimits"):
         Limits({"max_order_qty": 1})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="per_instrument keys must be instrument names"):
+    with pytest.raises(RiskLimitError, match="per_instrument keys must be instrument names"):
         Limits(per_instrument={"": InstrumentLimits()})
-    with pytest.raises(ValueError, match=r"per_instrument\['BTCUSDT'\] must be InstrumentLimits"):
+    with pytest.raises(RiskLimitError, match=r"per_instrument\['BTCUSDT'\] must be InstrumentLimits"):
         Limits(per_instrument={BTC: {"max_order_qty": 1}})  # type: ignore[dict-item]
     assert Limits(max_gross_exposure=10).max_gross_exposure == D(10)  # type: ignore[arg-type]
 
@@ -232,7 +236,7 @@ def test_limits_from_mapping() -> None:
     ],
 )
 def test_limits_from_mapping_names_the_bad_key(raw: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(RiskLimitError, match=message):
         limits_from_mapping(raw)
 
 
@@ -268,13 +272,13 @@ def test_stop_and_loss_limit_keys_from_mapping() -> None:
     ],
 )
 def test_stop_and_loss_limit_keys_must_be_positive_decimals(raw: Any, name: str, value: object) -> None:
-    with pytest.raises(ValueError, match="^" + name.replace(".", r"\.") + " must be"):
+    with pytest.raises(RiskLimitError, match="^" + name.replace(".", r"\.") + " must be"):
         limits_from_mapping(raw(value))
 
 
 @pytest.mark.parametrize("key", ["daily_loss_limit", "max_drawdown"])
 def test_loss_limits_are_kernel_wide_not_per_instrument(key: str) -> None:
-    with pytest.raises(ValueError, match=f"^risk\\.instruments\\.BTCUSDT\\.{key}: unknown instrument limit"):
+    with pytest.raises(RiskLimitError, match=f"^risk\\.instruments\\.BTCUSDT\\.{key}: unknown instrument limit"):
         limits_from_mapping({"instruments": {BTC: {key: 1}}})
 
 
@@ -635,7 +639,7 @@ def test_rate_window_edges_on_a_fake_clock() -> None:
 
 
 def test_rate_window_refuses_time_going_backwards() -> None:
-    with pytest.raises(ValueError, match="now_ms 4 is before the last recorded event 5"):
+    with pytest.raises(RateClockError, match="now_ms 4 is before the last recorded event 5"):
         RateWindow(1000).record(5).record(4)
     assert RateWindow(1000).record(5).record(5).times == (5, 5)
 
@@ -842,8 +846,9 @@ def test_check_new_never_raises_and_is_deterministic(
     clock: tuple[Rates, int],
 ) -> None:
     rates, now = clock
-    first = check_new(instrument, side, qty, price, order_type, on, limits, now, rates)
-    assert first == check_new(instrument, side, qty, price, order_type, on, limits, now, rates)
+    terms = OrderTerms(instrument, side, qty, price, order_type)  # type: ignore[arg-type]
+    first = check_new(terms, on, limits, now, rates)
+    assert first == check_new(terms, on, limits, now, rates)
     if first is not None:
         assert first.check in NAMES
         assert first.reason
@@ -907,13 +912,19 @@ def test_docs_hold_the_checks_table_verbatim() -> None:
     assert checks_markdown() in page, "docs/risk.md: paste checks_markdown() output (the checks changed)"
 
 
-def test_the_module_is_sans_io() -> None:
-    tree = ast.parse(SOURCE.read_text(encoding="utf-8"))
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
-    }
-    assert imported <= {"__future__", "bisect", "collections", "dataclasses", "decimal", "types", "typing"}
-    assert "float(" not in SOURCE.read_text(encoding="utf-8")
+def test_the_modules_are_sans_io() -> None:
+    assert [path.name for path in SOURCES] == ["risk.py", "risk_checks.py", "risk_limits.py", "risk_rates.py"]
+    for source in SOURCES:
+        text = source.read_text(encoding="utf-8")
+        imported = {
+            alias.name
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+        }
+        stdlib = {"__future__", "bisect", "collections.abc", "dataclasses", "decimal", "types", "typing"}
+        ours = {"machines.decimals", "machines.errors", "machines.order_terms"} | {
+            f"machines.{path.stem}" for path in SOURCES
+        }
+        assert imported <= stdlib | ours, source.name
+        assert "float(" not in text, source.name

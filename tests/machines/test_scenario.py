@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from machines import Entity, Transition
+from machines import Entity, StateMachineError, Transition
 from machines.scenario import (
     REPORTED_FIELDS,
     Scenario,
@@ -143,6 +143,7 @@ def test_parse_errors(document: Any, where: str, problem: str) -> None:
     assert problem in info.value.problem
     assert str(info.value) == (f"{where}: {info.value.problem}" if where else info.value.problem)
     assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, StateMachineError)
 
 
 def test_parse_errors_in_a_list_name_the_index() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from machines.positions import Position
 from machines.risk import InstrumentLimits, Limits
-from machines.stops import Breach, EquityTracker, StopSignal, StopTracker, TrackedStop
+from machines.stops import Breach, EquityTracker, InvalidMark, StopSignal, StopTracker, TrackedStop
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "machines" / "stops.py"
@@ -241,8 +241,9 @@ def test_instruments_are_tracked_independently_and_the_tracker_is_immutable() ->
 
 @pytest.mark.parametrize("mark", [D(0), D(-1), D("NaN"), D("Infinity"), 100.0])
 def test_a_bad_mark_raises(mark: object) -> None:
-    with pytest.raises(ValueError, match="mark must be a positive finite Decimal"):
+    with pytest.raises(InvalidMark, match="mark must be a positive finite Decimal") as info:
         StopTracker().update(long(), mark, stop_loss("1"))  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
 
 
 # -- replayed real trades -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from machines import CREATE, ORDER, RUN, Transition, registry
+from machines import CREATE, ORDER, RUN, TradekernelError, Transition, registry
 from storage import Journal
 from storage.audit import AuditReader, VerifyResult, iso_time
 from storage.codec import encode_text
+from storage.errors import JournalCorrupt
 from storage.schema import SCHEMA_VERSION
 from tests.conftest import FakeClock
 from tests.storage.conftest import COLUMNS, SmallJournal, copy_db, drop_append_only_triggers, query, raw
@@ -238,6 +240,27 @@ def test_verify_while_a_writer_has_the_journal_open(open_journal: OpenJournal, d
         assert second.ok, second
         assert second.transitions == 22
     assert not journal.closed
+
+
+@pytest.mark.parametrize(
+    ("edit", "damage"),
+    [
+        ("ts = 'noon'", r"\(ts 'noon'\)"),
+        ("data = '{not json'", r"\(JSON is malformed"),
+    ],
+)
+def test_a_damaged_row_is_a_typed_error_when_listed(
+    small_journal: SmallJournal, tmp_path: Path, edit: str, damage: str
+) -> None:
+    path = copy_db(small_journal.path, str(tmp_path / "damaged.db"))
+    with raw(path) as conn:
+        drop_append_only_triggers(conn)
+        conn.execute(f"UPDATE transitions SET {edit} WHERE seq = 3")
+    with AuditReader(path) as reader, pytest.raises(JournalCorrupt, match=r"^transition seq 3 is damaged ") as info:
+        reader.tail(1000)
+    assert re.search(damage, str(info.value))
+    assert str(info.value).endswith("; run `tradekernel audit verify`")
+    assert isinstance(info.value, TradekernelError)
 
 
 # -- verify: tampering --------------------------------------------------------------------------

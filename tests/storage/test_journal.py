@@ -15,6 +15,7 @@ import pytest
 from machines import RUN, InvalidData, InvalidTransition, Transition
 from storage import Journal, JournalClosed, JournalDataError, JournalOpenError, JournalWriteError
 from storage.audit import AuditReader
+from storage.errors import JournalEncodeError
 from tests.conftest import FakeClock
 from tests.storage.conftest import count_rows, query, raw
 from tests.toy import TOY
@@ -203,8 +204,11 @@ def test_unencodable_transition_data_is_refused_and_buffers_nothing(journal: Jou
     journal.append(created, entity)
     seq, chain_hash = journal.last_seq, journal._hash
     bad = Transition("toy", "u-1", "add", "idle", "idle", MappingProxyType({"qty": object()}))
-    with pytest.raises(JournalDataError, match="cannot journal data of"):
+    unencodable = r"cannot journal data of .*: cannot journal a value of type object"
+    with pytest.raises(JournalDataError, match=unencodable) as info:
         journal.append(bad, entity)
+    assert isinstance(info.value.__cause__, JournalEncodeError)
+    assert isinstance(info.value.__cause__, TypeError)
     assert journal.pending == 1
     assert (journal.last_seq, journal._hash) == (seq, chain_hash)
     # the next append continues the chain without a hole

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
 
+from machines.errors import TradekernelError
+from storage.errors import JournalError
 from storage.venue_store import (
     SCHEMA_VERSION,
     Counters,
@@ -207,3 +210,23 @@ def test_a_closed_store_refuses_use(path: str) -> None:
     store.close()
     with pytest.raises(VenueStoreError, match="closed"):
         store.load()
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", " 1", "1_0", "\u0661", ""])
+def test_a_decimal_column_that_is_no_finite_plain_number_is_corrupt(path: str, text: str) -> None:
+    VenueStore.open(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "INSERT INTO orders VALUES ('c', 'V1', 'X', 'buy', 'limit', 'gtc', '1', ?, 'new', '0', '1', NULL, 0, 0, 1)",
+        (text,),
+    )
+    conn.close()
+    with pytest.raises(VenueStoreCorrupt, match=f"order c price is not a decimal: {re.escape(repr(text))}$"):
+        read_orders(path)
+
+
+def test_venue_store_errors_are_tradekernel_errors() -> None:
+    family = (VenueStoreOpenError, VenueStoreCorrupt, VenueStoreVersionError, VenueStoreWriteError)
+    assert all(issubclass(error, VenueStoreError) for error in family)
+    assert issubclass(VenueStoreError, TradekernelError)
+    assert not issubclass(VenueStoreError, JournalError)
