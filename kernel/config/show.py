@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
-from kernel.config.errors import short
+from kernel.config.errors import ConfigError, short
 from kernel.config.schema import Config, StrategySection
 from kernel.config.secret import Secret
 from kernel.config.sections import Section
@@ -26,7 +26,7 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f
 _NO_DEFAULT = (dataclasses.MISSING, PydanticUndefined)
 
 
-class Unrepresentable(Exception):
+class Unrepresentable(ConfigError):
     """A value TOML cannot hold (``None``, an arbitrary object)."""
 
 
