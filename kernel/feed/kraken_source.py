@@ -202,6 +202,11 @@ class KrakenMarketData(LiveSource):
         )
         return self._sync
 
+    @property
+    def verified(self) -> int:
+        """Book messages whose checksum matched on the current connection."""
+        return 0 if self._sync is None else self._sync.verified
+
     def book(self, instrument: str) -> OrderBook | None:
         """The current connection's verified book of ``instrument``, else ``None``."""
         return None if self._sync is None else self._sync.book(instrument)

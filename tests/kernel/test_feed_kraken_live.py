@@ -1,0 +1,141 @@
+"""Kraken v2's live source against a loopback venue replaying the real BTC/USD book capture
+(tests/data/exchange_samples/kraken: a snapshot and 30 updates, every checksum Kraken's own).
+
+Expected tops were read off the sample by hand (see the comments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection
+
+from kernel.feed.events import BookSnapshot, TradeEvent
+from kernel.feed.kraken import decode_kraken
+from kernel.feed.kraken_source import KrakenMarketData, infer_precisions
+from tests.kernel.feed_loopback import Loopback, frames, running_feed, sample, send_all, steps, triggers, until
+
+TIMEOUT = 15
+PAIR = "BTC/USD"
+BOOK = frames("kraken/book_v2_snapshot_and_updates.json")  # [snapshot, 30 updates]
+HEARTBEAT = json.dumps(sample("kraken/heartbeat_v2_docs.json"))
+# By hand: the best bid 29430.2 (0.18967538) is never touched and no update bids above it; the
+# best ask 29430.3 is resized ten times, last to 5.41909189 (update 24), and no ask goes below it.
+FINAL = (PAIR, "29430.2", "0.18967538", "29430.3", "5.41909189")
+TRADE = json.dumps(
+    {
+        "channel": "trade",
+        "type": "update",
+        "data": [
+            {
+                "symbol": PAIR,
+                "side": "sell",
+                "price": 29430.2,
+                "qty": 0.0005,
+                "ord_type": "market",
+                "trade_id": 61000001,
+                "timestamp": "2023-07-30T15:30:01.000001Z",
+            }
+        ],
+    }
+)
+
+
+def corrupted(frame: str) -> str:
+    message = json.loads(frame)  # only the checksum changes; the levels are re-sent as parsed
+    message["data"][0]["checksum"] += 1
+    return json.dumps(message)
+
+
+class KrakenVenue:
+    """Answers each subscribe request once per symbol; a ``book`` subscription gets ``book_frames``
+    (the next plan of ``book_plans`` for each new book subscription)."""
+
+    def __init__(self, venue: Loopback, book_plans: list[list[str]]) -> None:
+        self.venue = venue
+        self.book_plans = book_plans
+        self.requests: list[dict[str, Any]] = []
+
+    async def __call__(self, ws: ServerConnection) -> None:
+        await ws.send('{"channel":"status","type":"update","data":[{"system":"online"}]}')
+        while True:
+            await until(lambda: len(self.venue.received) > len(self.requests), "a request", within=30)
+            request = self.venue.received[len(self.requests)]
+            self.requests.append(request)
+            params = request["params"]
+            for symbol in params["symbol"]:
+                result = {"channel": params["channel"], "symbol": symbol}
+                await ws.send(
+                    json.dumps(
+                        {"method": request["method"], "result": result, "success": True, "req_id": request["req_id"]}
+                    )
+                )
+            if request["method"] == "subscribe" and params["channel"] == "book":
+                await send_all(ws, self.book_plans.pop(0))
+
+
+def test_the_precisions_are_read_off_the_first_snapshot() -> None:
+    (snapshot,) = decode_kraken(BOOK[0])
+    assert isinstance(snapshot, BookSnapshot)
+    assert infer_precisions(snapshot) == (1, 8)  # BTC/USD: price to 0.1, qty to 8 places
+
+
+@pytest.mark.asyncio
+async def test_the_book_is_verified_after_every_update(db_path: str) -> None:
+    async with asyncio.timeout(TIMEOUT), Loopback() as venue:
+        kraken = KrakenVenue(venue, [[*BOOK, HEARTBEAT]])
+        venue.scripts.append(kraken)
+        source = KrakenMarketData(venue.url)
+        async with running_feed(source, [PAIR], db_path) as run:
+            await until(lambda: run.quotes()[-1:] == [FINAL], "the final top of book")
+            assert source.verified == 31  # the snapshot and all 30 updates matched Kraken's checksum
+            await venue.connection.send(TRADE)  # type: ignore[union-attr]
+            await until(lambda: any(isinstance(e, TradeEvent) for e in run.events), "the trade")
+            book = source.book(PAIR)
+            assert book is not None
+            assert run.client.book(PAIR) is book
+            assert len(book.bids) == len(book.asks) == 10
+        assert [(r["method"], r["params"]) for r in kraken.requests] == [
+            ("subscribe", {"channel": "trade", "symbol": [PAIR]}),
+            ("subscribe", {"channel": "ticker", "symbol": [PAIR]}),
+            ("subscribe", {"channel": "book", "symbol": [PAIR], "depth": 10}),
+        ]
+        assert steps(db_path)[:5] == [
+            ("create", "idle"),
+            ("connect", "connecting"),
+            ("connected", "subscribing"),
+            ("subscribed", "syncing"),
+            ("snapshot_applied", "streaming"),
+        ]
+        (trade,) = [e for e in run.events if isinstance(e, TradeEvent)]
+        assert (trade.price, trade.qty, trade.taker_side) == (D("29430.2"), D("0.0005"), "sell")
+
+
+@pytest.mark.asyncio
+async def test_a_checksum_mismatch_resubscribes_that_book(db_path: str) -> None:
+    broken = [*BOOK[:11], corrupted(BOOK[11]), *BOOK[12:20]]  # update 11 says 1708619587, not ...586
+    async with asyncio.timeout(TIMEOUT), Loopback() as venue:
+        kraken = KrakenVenue(venue, [broken, BOOK])  # the fresh subscription replays the capture
+        venue.scripts.append(kraken)
+        source = KrakenMarketData(venue.url)
+        async with running_feed(source, [PAIR], db_path) as run:
+            await until(lambda: len(kraken.requests) == 5, "the book unsubscribed and subscribed again")
+            await until(lambda: source.verified == 11 + 31, "the fresh book verified")
+            await until(lambda: run.quotes()[-1:] == [FINAL], "the final top of book")
+            assert run.client.state == "streaming"
+        assert [(r["method"], r["params"]) for r in kraken.requests[3:]] == [
+            ("unsubscribe", {"channel": "book", "symbol": [PAIR]}),
+            ("subscribe", {"channel": "book", "symbol": [PAIR], "depth": 10}),
+        ]
+        (gap,) = triggers(db_path, "gap_detected")
+        assert (gap["instrument"], gap["expected"], gap["received"]) == (PAIR, 1708619587, 1708619586)
+        assert steps(db_path)[4:] == [
+            ("snapshot_applied", "streaming"),
+            ("gap_detected", "resyncing"),
+            ("snapshot_applied", "streaming"),
+            ("stop", "closed"),
+        ]
