@@ -34,6 +34,7 @@ from kernel.feed.events import (
     BookUpdate,
     DecodeError,
     FeedEvent,
+    QuoteEvent,
     SubscriptionAck,
     TradeEvent,
     VenueNotice,
@@ -110,6 +111,12 @@ class BinanceSync:
         if depth is None or not depth.synced or not isinstance(event, BookUpdate | BookSnapshot):
             return []
         return list(self._quotes.changed(depth.book, event.ts_ms, depth.last_update_id))
+
+    def top_quote(self, instrument: str) -> list[QuoteEvent]:
+        """A quote of the book's top if it changed since the last one told."""
+        depth = self._depth.get(instrument)
+        book = depth.book if depth is not None and depth.synced else None
+        return [] if book is None else self._quotes.changed(book, None)
 
     def book(self, instrument: str) -> OrderBook | None:
         """``instrument``'s book while it is whole."""

@@ -465,7 +465,13 @@ class FeedClient:
                 self._snapshots.request(instrument)
             return self._sync.resync_frames(instrument)
         if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
+            before = usable_instruments(self._feed)
             self._fire("snapshot_applied", instrument=instrument)
+            if self._books is not None:  # books kept while the feed synced: tell their tops now
+                for usable in usable_instruments(self._feed):
+                    if usable not in before:
+                        for quote in self._books.top_quote(usable):
+                            self._tell(self.on_event, quote)
         if not isinstance(event, HeartbeatEvent) and instrument in usable_instruments(self._feed):
             if self._books is not None:
                 for passed in self._books.passed_on(event):

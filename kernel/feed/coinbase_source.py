@@ -27,6 +27,7 @@ from kernel.feed.events import (
     BookUpdate,
     FeedEvent,
     HeartbeatEvent,
+    QuoteEvent,
     SubscriptionAck,
     TradeEvent,
     VenueNotice,
@@ -100,6 +101,11 @@ class CoinbaseSync:
         if book is None or not isinstance(event, BookSnapshot | BookUpdate):
             return []
         return list(self._quotes.changed(book, event.ts_ms))
+
+    def top_quote(self, instrument: str) -> list[QuoteEvent]:
+        """A quote of the book's top if it changed since the last one told."""
+        book = self._books.get(instrument)
+        return [] if book is None else self._quotes.changed(book, None)
 
     def book(self, instrument: str) -> OrderBook | None:
         """``instrument``'s book once its snapshot came."""

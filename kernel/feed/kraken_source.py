@@ -27,7 +27,7 @@ from typing import Final, Literal
 
 from kernel.feed._common import Frame
 from kernel.feed.book import Gap, KrakenBook, OrderBook, kraken_checksum
-from kernel.feed.events import BookSnapshot, BookUpdate, FeedEvent, SubscriptionAck, TradeEvent
+from kernel.feed.events import BookSnapshot, BookUpdate, FeedEvent, QuoteEvent, SubscriptionAck, TradeEvent
 from kernel.feed.kraken import decode_kraken
 from kernel.feed.live import BookQuotes, LiveSource
 from kernel.feed.source import Channel, MarketEvent, Resynced, SessionFailed, SyncedEvent, SyncVerdict
@@ -121,6 +121,12 @@ class KrakenSync:
         if book is None or not book.synced or not isinstance(event, BookSnapshot | BookUpdate):
             return []
         return list(self._quotes.changed(book.book, event.ts_ms))
+
+    def top_quote(self, instrument: str) -> list[QuoteEvent]:
+        """A quote of the book's top if it changed since the last one told."""
+        kept = self._books.get(instrument)
+        book = kept.book if kept is not None and kept.synced else None
+        return [] if book is None else self._quotes.changed(book, None)
 
     def book(self, instrument: str) -> OrderBook | None:
         """``instrument``'s book while verified."""

@@ -14,6 +14,7 @@ except for an opening handshake:
 5. ``new_sync()``: a fresh ``StreamSync`` for one subscription: the venue's sync procedure, which
    says which instruments are whole from the subscription on, which events are duplicates or
    reveal a gap, when an instrument is whole again, and what to send to resync it.
+   ``book(instrument)``: the order book the source keeps (the current subscription's), if any.
 6. Heartbeats: a ``HeartbeatEvent`` naming an instrument freshens that instrument, one naming none
    freshens every instrument; WebSocket pings are the socket's (``SocketOptions``).
 
@@ -31,7 +32,9 @@ Two optional extensions (checked with ``isinstance``; the paper venue has neithe
 * ``KeepsBooks``: a sync procedure that keeps the order books itself. ``passed_on(event)`` says
   what reaches the listener for one usable event: trades as they are, a ``QuoteEvent`` built from
   the book each time its top changes, nothing for book snapshots/updates (nor for the venue's own
-  top-of-book stream, which would contradict the book). ``book(instrument)`` is the book when whole.
+  top-of-book stream, which would contradict the book). ``book(instrument)`` is the book when whole;
+  ``top_quote(instrument)`` the quote to tell when an instrument becomes usable (its book may have
+  moved while it was synced but the feed still ``syncing``).
 
 A ``VenueNotice`` whose kind is in ``RECONNECT_NOTICES`` (Binance ``serverShutdown``) makes the
 client reconnect at once, as a normal close would.
@@ -175,6 +178,11 @@ class MarketDataSource(Protocol):
         """A fresh sync procedure for one subscription."""
         ...
 
+    def book(self, instrument: str) -> OrderBook | None:
+        """The order book the source keeps of ``instrument`` while it is whole; ``None`` when it
+        keeps none (the paper venue) or the book is not whole (before its snapshot, after a gap)."""
+        ...
+
 
 @runtime_checkable
 class SnapshotSource(Protocol):
@@ -195,4 +203,9 @@ class KeepsBooks(Protocol):
 
     def book(self, instrument: str) -> OrderBook | None:
         """``instrument``'s book while it is whole, else ``None``."""
+        ...
+
+    def top_quote(self, instrument: str) -> list[QuoteEvent]:
+        """A quote of ``instrument``'s top of book if it differs from the last one told (the
+        instrument just became usable: its book may have moved while the feed was syncing)."""
         ...

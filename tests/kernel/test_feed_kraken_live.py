@@ -52,8 +52,9 @@ def corrupted(frame: str) -> str:
 
 
 class KrakenVenue:
-    """Answers each subscribe request once per symbol; a ``book`` subscription gets ``book_frames``
-    (the next plan of ``book_plans`` for each new book subscription)."""
+    """Answers each request once per symbol, as Kraken does; right after each symbol's ``book``
+    answer comes the next plan of ``book_plans`` (its frames with BTC/USD renamed to that symbol),
+    so a first symbol's snapshot arrives before the last answer of the subscription."""
 
     def __init__(self, venue: Loopback, book_plans: list[list[str]]) -> None:
         self.venue = venue
@@ -69,13 +70,10 @@ class KrakenVenue:
             params = request["params"]
             for symbol in params["symbol"]:
                 result = {"channel": params["channel"], "symbol": symbol}
-                await ws.send(
-                    json.dumps(
-                        {"method": request["method"], "result": result, "success": True, "req_id": request["req_id"]}
-                    )
-                )
-            if request["method"] == "subscribe" and params["channel"] == "book":
-                await send_all(ws, self.book_plans.pop(0))
+                answer = {"method": request["method"], "result": result, "success": True, "req_id": request["req_id"]}
+                await ws.send(json.dumps(answer))
+                if request["method"] == "subscribe" and params["channel"] == "book":
+                    await send_all(ws, [frame.replace(PAIR, symbol) for frame in self.book_plans.pop(0)])
 
 
 def test_the_precisions_are_read_off_the_first_snapshot() -> None:
@@ -138,4 +136,23 @@ async def test_a_checksum_mismatch_resubscribes_that_book(db_path: str) -> None:
             ("gap_detected", "resyncing"),
             ("snapshot_applied", "streaming"),
             ("stop", "closed"),
+        ]
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_before_the_last_subscribe_answer_is_kept(db_path: str) -> None:
+    other = "BTC/EUR"  # the same capture under another name (a checksum does not cover the symbol)
+    async with asyncio.timeout(TIMEOUT), Loopback() as venue:
+        venue.scripts.append(KrakenVenue(venue, [BOOK, BOOK]))
+        source = KrakenMarketData(venue.url)
+        async with running_feed(source, [PAIR, other], db_path) as run:
+            await until(lambda: source.verified == 62, "both books verified")
+            finals = {quote[0]: quote for quote in run.quotes()}
+            await until(lambda: len({q[0]: q for q in run.quotes()}) == 2, "quotes of both")
+        finals = {quote[0]: quote for quote in run.quotes()}
+        assert finals == {PAIR: FINAL, other: (other, *FINAL[1:])}
+        assert steps(db_path)[3:6] == [
+            ("subscribed", "syncing"),
+            ("snapshot_applied", "syncing"),
+            ("snapshot_applied", "streaming"),
         ]
