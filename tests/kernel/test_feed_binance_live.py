@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
 from tenacity import stop_after_attempt
@@ -17,10 +18,13 @@ from websockets.asyncio.server import ServerConnection
 
 from kernel.feed.binance import decode_binance
 from kernel.feed.binance_source import BinanceMarketData, BinanceSync
+from kernel.feed.client import FeedClient
 from kernel.feed.events import BookSnapshot, BookUpdate, TradeEvent
+from kernel.feed.record import FeedRecorder, read_recording
 from kernel.feed.rest import RestClient
 from kernel.feed.rules import InstrumentRules, RulesError, fetch_binance_rules
 from kernel.feed.source import Resynced
+from storage.journal import Journal
 from tests.kernel.feed_loopback import Answer, Loopback, frames, running_feed, sample, send_all, steps, triggers, until
 
 TIMEOUT = 15
@@ -312,3 +316,66 @@ async def test_instrument_rules_from_exchange_info() -> None:
         }
         with pytest.raises(RulesError, match="HTTP 404"):
             await fetch_binance_rules(venue.http_url, ["BTCUSDT"])
+
+
+@pytest.mark.asyncio
+async def test_a_session_is_recorded_with_its_rest_answers(db_path: str, tmp_path: Path) -> None:
+    async with asyncio.timeout(TIMEOUT), Loopback() as venue:
+        venue.answer(NKN_DEPTH, Answer(200, NKN_SNAPSHOT))
+
+        async def script(ws: ServerConnection) -> None:
+            await send_all(ws, NKN_EVENTS[:3])
+
+        venue.scripts.append(script)
+        source = source_on(venue, NKN)
+        with FeedRecorder(tmp_path / "session.jsonl", "binance", [NKN]) as recorder:
+            journal = Journal.open(db_path, durability="normal")
+            client = FeedClient(
+                source.url,
+                [NKN],
+                journal,
+                "recorded",
+                source=source,
+                ping_interval=None,
+                on_frame=recorder.frame,
+                on_rest=recorder.rest,
+            )
+            task = asyncio.create_task(client.run())
+            await until(lambda: recorder.lines == 1 + 1 + 3, "the snapshot and three frames recorded")
+            client.stop()
+            await task
+            journal.close()
+    header, entries = read_recording(tmp_path / "session.jsonl")
+    assert header == {
+        "kind": "header",
+        "venue": "binance",
+        "instruments": [NKN],
+        "recorded_by": "tradekernel market watch",
+    }
+    assert sorted(entry["kind"] for entry in entries) == ["rest", "ws", "ws", "ws"]
+    (rest,) = [entry for entry in entries if entry["kind"] == "rest"]
+    assert (rest["path"], rest["status"], json.loads(rest["body"])) == (NKN_DEPTH, 200, json.loads(NKN_SNAPSHOT))
+    frames_recorded = [json.loads(entry["frame"]) for entry in entries if entry["kind"] == "ws"]
+    assert frames_recorded == [json.loads(frame) for frame in NKN_EVENTS[:3]]
+    assert all(isinstance(entry["t_ns"], int) and entry["t_ns"] > 1_600_000_000 * 10**9 for entry in entries)
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_stream_goes_stale_then_streams_again(db_path: str) -> None:
+    async with asyncio.timeout(TIMEOUT), Loopback() as venue:
+        venue.answer(NKN_DEPTH, Answer(200, NKN_SNAPSHOT))
+        async with running_feed(source_on(venue, NKN), [NKN], db_path, {"stale_after_ms": 300}) as run:
+
+            async def script(ws: ServerConnection) -> None:
+                await send_all(ws, NKN_EVENTS[:10])
+                await until(lambda: run.client.state == "stale", "stale after 300 ms of silence")
+                await send_all(ws, NKN_EVENTS[10:])
+
+            venue.scripts.append(script)
+            await until(lambda: run.quotes()[-1:] == [NKN_FINAL], "the final top after the stall")
+        assert steps(db_path) == [
+            *START,
+            ("stale_timeout", "stale"),
+            ("data_resumed", "streaming"),
+            ("stop", "closed"),
+        ]
