@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal
 
@@ -32,10 +33,15 @@ from kernel.feed.kraken import decode_kraken
 from kernel.feed.live import BookQuotes, LiveSource
 from kernel.feed.source import Channel, MarketEvent, Resynced, SessionFailed, SyncedEvent, SyncVerdict
 
+log = logging.getLogger(__name__)
+
 KRAKEN_WS: Final = "wss://ws.kraken.com/v2"
 KRAKEN_REST: Final = "https://api.kraken.com"
 BOOK_DEPTH: Final = 10
 MAX_PRECISION: Final = 12
+MAX_RESUBSCRIBES: Final = 3
+"""Snapshots in a row that may fail to verify before a symbol's book is left unsynced until the
+next connection (resubscribing forever would only load the venue)."""
 _CHANNELS: Final[dict[Channel, tuple[str, ...]]] = {"trades": ("trade",), "quotes": ("ticker", "book")}
 
 Precisions = tuple[int, int]
@@ -71,6 +77,7 @@ class KrakenSync:
         self._resubscribe = resubscribe
         self.depth = depth
         self._books: dict[str, KrakenBook] = {}
+        self._failed_snapshots: dict[str, int] = {}
         self._quotes = BookQuotes("kraken")
         self.verified = 0
         """Book messages whose checksum matched (tests, diagnostics)."""
@@ -98,11 +105,16 @@ class KrakenSync:
         if book is None:
             places = self._precisions.get(snapshot.instrument) or infer_precisions(snapshot, self.depth)
             if places is None:
+                self._failed_snapshots[snapshot.instrument] = self._failed_snapshots.get(snapshot.instrument, 0) + 1
                 return Gap(snapshot.instrument, snapshot.checksum or 0, 0, "checksum", "book")
             book = KrakenBook(snapshot.instrument, price_precision=places[0], qty_precision=places[1], depth=self.depth)
             self._books[snapshot.instrument] = book
         gap = self._verified(book.on_snapshot(snapshot))
-        return gap if gap is not None else Resynced(snapshot.instrument)
+        if gap is not None:
+            self._failed_snapshots[snapshot.instrument] = self._failed_snapshots.get(snapshot.instrument, 0) + 1
+            return gap
+        self._failed_snapshots.pop(snapshot.instrument, None)
+        return Resynced(snapshot.instrument)
 
     def _verified(self, gap: Gap | None) -> Gap | None:
         if gap is None:
@@ -110,8 +122,14 @@ class KrakenSync:
         return gap
 
     def resync_frames(self, instrument: str) -> list[str]:
-        """``unsubscribe`` then ``subscribe`` the symbol's book: Kraken answers with a fresh snapshot."""
-        return self._resubscribe(instrument) if self._books_kept else []
+        """``unsubscribe`` then ``subscribe`` the symbol's book: Kraken answers with a fresh snapshot
+        (nothing after ``MAX_RESUBSCRIBES`` snapshots in a row that did not verify)."""
+        if not self._books_kept:
+            return []
+        if self._failed_snapshots.get(instrument, 0) >= MAX_RESUBSCRIBES:
+            log.error("kraken: %d snapshots of %s in a row did not verify: left unsynced", MAX_RESUBSCRIBES, instrument)
+            return []
+        return self._resubscribe(instrument)
 
     def passed_on(self, event: MarketEvent) -> list[MarketEvent]:
         """Trades; a quote when the book's top changed (or every quote when no book is kept)."""

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection
 
+from kernel.feed.book import Gap
 from kernel.feed.events import BookSnapshot, TradeEvent
 from kernel.feed.kraken import decode_kraken
-from kernel.feed.kraken_source import KrakenMarketData, infer_precisions
+from kernel.feed.kraken_source import KrakenMarketData, KrakenSync, infer_precisions
+from kernel.feed.source import Resynced
 from tests.kernel.feed_loopback import Loopback, frames, running_feed, sample, send_all, steps, triggers, until
 
 TIMEOUT = 15
@@ -156,3 +158,19 @@ async def test_a_snapshot_before_the_last_subscribe_answer_is_kept(db_path: str)
             ("snapshot_applied", "syncing"),
             ("snapshot_applied", "streaming"),
         ]
+
+
+def test_resubscribing_stops_after_three_snapshots_that_do_not_verify() -> None:
+    sync = KrakenSync(books=True, precisions={PAIR: (1, 8)}, resubscribe=lambda symbol: [f"again {symbol}"])
+    assert sync.on_subscribed([PAIR]) == []
+    (bad,) = decode_kraken(corrupted(BOOK[0]))  # says 2785033589; the book's is 2785033588
+    (good,) = decode_kraken(BOOK[0])
+    verdicts = []
+    for _ in range(3):
+        verdicts.append((sync.on_event(bad), sync.resync_frames(PAIR)))
+    gap = Gap(PAIR, 2785033589, 2785033588, "checksum")
+    assert verdicts == [(gap, ["again BTC/USD"]), (gap, ["again BTC/USD"]), (gap, [])]
+    assert sync.book(PAIR) is None
+    assert sync.on_event(good) == Resynced(PAIR)  # a snapshot that verifies (the next connection's)
+    assert sync.on_event(bad) == gap
+    assert sync.resync_frames(PAIR) == ["again BTC/USD"]  # the count starts again
