@@ -21,7 +21,7 @@ from kernel.feed.binance_source import BinanceMarketData, BinanceSync
 from kernel.feed.client import FeedClient
 from kernel.feed.events import BookSnapshot, BookUpdate, TradeEvent
 from kernel.feed.record import FeedRecorder, read_recording
-from kernel.feed.rest import RestClient
+from kernel.feed.rest import RestClient, RestFailed, retry_after_seconds
 from kernel.feed.rules import InstrumentRules, RulesError, fetch_binance_rules
 from kernel.feed.source import Resynced
 from storage.journal import Journal
@@ -379,3 +379,54 @@ async def test_a_stalled_stream_goes_stale_then_streams_again(db_path: str) -> N
             ("data_resumed", "streaming"),
             ("stop", "closed"),
         ]
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_that_is_not_one_drops_the_connection(db_path: str) -> None:
+    async with asyncio.timeout(TIMEOUT), Loopback() as venue:
+        venue.answer(NKN_DEPTH, Answer(200, '{"lastUpdateId": -1, "bids": [], "asks": []}'), Answer(200, NKN_SNAPSHOT))
+        async with running_feed(source_on(venue, NKN), [NKN], db_path) as run:
+            await until(lambda: run.client.state == "streaming", "streaming on the second connection")
+        assert [(row["code"], row["reason"]) for row in triggers(db_path, "disconnected")] == [
+            (1011, "snapshot failed")
+        ]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_frame_listener_is_an_anomaly_not_a_stop(db_path: str) -> None:
+    async with asyncio.timeout(TIMEOUT), Loopback() as venue:
+        venue.answer(NKN_DEPTH, Answer(200, NKN_SNAPSHOT))
+
+        async def script(ws: ServerConnection) -> None:
+            await send_all(ws, NKN_EVENTS)
+
+        venue.scripts.append(script)
+        async with running_feed(source_on(venue, NKN), [NKN], db_path) as run:
+
+            def broken(frame: str | bytes, t_ns: int) -> None:
+                raise OSError("disk full")
+
+            run.client.on_frame = broken
+            await until(lambda: run.quotes()[-1:] == [NKN_FINAL], "the final top despite the listener")
+            assert run.client.counts["listener_error"] == 40
+
+
+@pytest.mark.asyncio
+async def test_rest_transport_errors_are_retried_then_fail() -> None:
+    sleep = FakeSleep()
+    rest = RestClient("http://127.0.0.1:1", stop=stop_after_attempt(3), sleep=sleep, timeout=1.0, stagger_s=0.0)
+    with pytest.raises(RestFailed, match=r"GET /api/v3/depth\?symbol=X: transport error: .* \(retries spent\)"):
+        await rest.get("/api/v3/depth?symbol=X")
+    assert rest.requests == 3
+    assert sleep.waits == [0.5, 1.0]  # tenacity's exponential wait (multiplier 0.5) between the attempts
+
+
+def test_retry_after_is_read_as_whole_seconds_bounded() -> None:
+    assert [retry_after_seconds(v) for v in ("7", " 30 ", None, "soon", "-5", "999999")] == [
+        7.0,
+        30.0,
+        10.0,
+        10.0,
+        10.0,
+        86_400.0,
+    ]
