@@ -60,12 +60,14 @@ def frames(path: str) -> list[str]:
 
 @dataclass
 class Answer:
-    """One HTTP answer: status, body, headers, and how long to wait before sending it."""
+    """One HTTP answer: status, body, headers, how long to wait before sending it, and an event
+    to wait for first (``gate``: the test decides when the answer goes out)."""
 
     status: int
     body: str
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    gate: asyncio.Event | None = None
 
 
 class Loopback:
@@ -91,6 +93,10 @@ class Loopback:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.release.set()
+        for queue in self.answers.values():
+            for answer in queue:
+                if answer.gate is not None:
+                    answer.gate.set()
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
@@ -115,6 +121,8 @@ class Loopback:
         if not queue:
             return connection.respond(HTTPStatus.NOT_FOUND, "no such path\n")
         answer = queue.popleft() if len(queue) > 1 else queue[0]
+        if answer.gate is not None:
+            await answer.gate.wait()
         if answer.delay:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(answer.delay):

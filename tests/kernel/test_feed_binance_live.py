@@ -121,7 +121,8 @@ async def test_a_gap_resyncs_that_symbol_only_while_the_other_streams(db_path: s
     # lastUpdateId 499869769, so the buffered U=499869768 is dropped and U=499869770 joins it.
     later = json.dumps({**sample("binance/depth_snapshot_rest.json"), "lastUpdateId": 499869769})
     async with asyncio.timeout(TIMEOUT), Loopback() as venue:
-        venue.answer(NKN_DEPTH, Answer(200, NKN_SNAPSHOT), Answer(200, later, delay=0.5))
+        held = asyncio.Event()  # the second NKNUSDT snapshot waits until LRCBTC has streamed on
+        venue.answer(NKN_DEPTH, Answer(200, NKN_SNAPSHOT), Answer(200, later, gate=held))
         venue.answer(LRC_DEPTH, Answer(200, LRC_SNAPSHOT))
         source = source_on(venue, NKN, LRC)
         async with running_feed(source, [NKN, LRC], db_path) as run:
@@ -134,6 +135,7 @@ async def test_a_gap_resyncs_that_symbol_only_while_the_other_streams(db_path: s
                 await send_all(ws, LRC_EVENTS[10:])  # LRCBTC streams on meanwhile
                 await until(lambda: run.quotes()[-1:] == [LRC_FINAL], "LRCBTC quotes during the resync")
                 assert NKN in run.client.feed.data["awaiting_snapshot"]
+                held.set()
                 await until(lambda: run.client.state == "streaming", "NKNUSDT whole again")
                 await send_all(ws, NKN_EVENTS[12:])  # U=499869776 on
 
