@@ -30,20 +30,33 @@ One connection attempt::
   venue: the next frame that follows on in sequence, see ``PaperSync``). Until then that
   instrument's events are not passed on; duplicates and late frames (``Stale``) are dropped as
   anomalies.
+* Snapshots fetched out of band (a ``SnapshotSource``, Binance's REST depth): after ``subscribed``
+  the client asks ``source.snapshot`` for every instrument not whole yet, and again after each
+  ``Gap``, in tasks (``snapshots.SnapshotTasks``) while it keeps reading the socket; each answer
+  goes through the sync like a frame. A ``SnapshotFailed`` drops the connection (close 1011).
+* Events that arrive before the subscription is confirmed (a Kraken book snapshot between two
+  answers) are kept and handled right after ``subscribed``; a source that subscribes in its URL
+  (Binance combined streams) sends nothing and is subscribed as soon as connected.
+* A sync that keeps books (``KeepsBooks``) says what reaches ``on_event`` (``passed_on``: trades,
+  a quote each time a book's top changes); ``book(instrument)`` reads the kept book.
+* A ``VenueNotice`` in ``RECONNECT_NOTICES`` (Binance ``serverShutdown``) closes and reconnects.
 * Bad frames (``DecodeError``) are counted, kept in ``anomalies`` with their sample, logged,
   journaled as anomalies and dropped: never fatal.
 * A journal that cannot commit does not stop the feed (see ``_commit``); other journal errors do.
 
 Listeners: ``on_event(event)`` gets each market event of a usable instrument, ``on_state(state)``
-each state change. A listener that raises is logged and counted; the feed carries on.
+each state change, ``on_frame(frame, t_ns)`` each raw frame received with its ``time.time_ns()``,
+``on_rest(path, status, body, t_ns)`` each REST answer of a ``SnapshotSource`` that has an
+``on_rest`` hook (``market watch --record``). A listener that raises is logged and counted; the feed carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -51,7 +64,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from kernel.clock import monotonic_ms
-from kernel.feed.book import Gap, Stale
+from kernel.feed.book import Gap, OrderBook, Stale
 from kernel.feed.errors import FeedError, FeedMisuse
 from kernel.feed.events import (
     BookSnapshot,
@@ -60,11 +73,25 @@ from kernel.feed.events import (
     FeedEvent,
     HeartbeatEvent,
     QuoteEvent,
+    SubscriptionAck,
     TradeEvent,
     VenueNotice,
 )
 from kernel.feed.paper_source import FATAL_VENUE_ERRORS, PaperMarketData
-from kernel.feed.source import Channel, MarketDataSource, Resynced, SessionFailed, StreamSync, SyncedEvent
+from kernel.feed.snapshots import SnapshotTasks
+from kernel.feed.source import (
+    RECONNECT_NOTICES,
+    Channel,
+    KeepsBooks,
+    MarketDataSource,
+    RestTap,
+    Resynced,
+    SessionFailed,
+    SnapshotFailed,
+    SnapshotSource,
+    StreamSync,
+    SyncedEvent,
+)
 from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
@@ -83,6 +110,14 @@ MAX_ANOMALIES: Final = 100
 """How many recent anomalies ``FeedClient.anomalies`` keeps."""
 ANOMALY_BATCH: Final = 100
 """Anomalies buffered before the feed commits them (it also commits at least once a second)."""
+DEFAULT_MAX_SIZE: Final = 2**20
+"""The largest frame accepted unless the source's ``max_frame`` (or ``max_size=``) says more."""
+MAX_EARLY_EVENTS: Final = 10_000
+"""Events kept from before the subscription is confirmed (handled right after it)."""
+SNAPSHOT_FAILED: Final = 1011
+"""The close code the client uses when a snapshot could not be fetched."""
+GOING_AWAY: Final = 1001
+"""The close code the client uses when the venue announced it is going away (``serverShutdown``)."""
 
 __all__ = ["FATAL_VENUE_ERRORS", "Anomaly", "Channel", "FeedClient", "monotonic_ms"]
 
@@ -102,10 +137,11 @@ class Anomaly:
 class _Dropped(FeedError):
     """The connection is gone (or never opened): retry after the machine's backoff."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, close_reason: str = "protocol error") -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason[:200]
+        self.close_reason = close_reason
 
 
 class _Fatal(FeedError):
@@ -145,9 +181,11 @@ class FeedClient:
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
         close_timeout: float = 2.0,
-        max_size: int = 2**20,
+        max_size: int | None = None,
         max_queue: int = 64,
         source: MarketDataSource | None = None,
+        on_frame: Callable[[str | bytes, int], None] | None = None,
+        on_rest: RestTap | None = None,
     ) -> None:
         if source is not None and source.url != url:
             raise FeedMisuse(f"the source connects to {source.url!r}, not {url!r}")
@@ -157,15 +195,22 @@ class FeedClient:
         self.channels: list[Channel] = list(channels)
         self.client_name = client_name
         self.open_timeout = open_timeout
+        if max_size is None:  # a venue may send larger frames than 1 MiB (a Coinbase level2 snapshot)
+            max_size = max(getattr(self.source, "max_frame", 0), DEFAULT_MAX_SIZE)
         self.socket = SocketOptions(open_timeout, ping_interval, ping_timeout, close_timeout, max_size, max_queue)
         self.on_event = on_event
         self.on_state = on_state
+        self.on_frame = on_frame
+        if on_rest is not None and isinstance(self.source, SnapshotSource) and hasattr(self.source, "on_rest"):
+            self.source.on_rest = on_rest
+        self._snapshots: SnapshotTasks | None = None
         self.anomalies: deque[Anomaly] = deque(maxlen=MAX_ANOMALIES)
         self._anomalies_committed_ms = -(10**12)
         self.counts: Counter[str] = Counter()
         self._journal = journal
         self._now_ms = now_ms
         self._sync: StreamSync = self.source.new_sync()
+        self._books = self._sync if isinstance(self._sync, KeepsBooks) else None
         self._last_data_ms: dict[str, int] = {}
         self._main: asyncio.Task[None] | None = None
         self._stop_requested = False
@@ -222,6 +267,10 @@ class FeedClient:
         """Wait until the feed is ``streaming``."""
         await self.wait_until_state(FeedState.streaming)
 
+    def book(self, instrument: str) -> OrderBook | None:
+        """``instrument``'s order book as the source keeps it (``None`` while not whole, or no book kept)."""
+        return None if self._books is None else self._books.book(instrument)
+
     # -- the loop -----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -248,23 +297,53 @@ class FeedClient:
     async def _session(self) -> None:
         """One connection: open, handshake, stream. Always ends by raising ``_Dropped`` or ``_Fatal``."""
         ws = await self._open()
+        if isinstance(self.source, SnapshotSource):
+            self._snapshots = SnapshotTasks(self.source, self._delivery(ws), self._snapshot_failed(ws))
         try:
             self._fire("connected")
             try:
-                await self._handshake(ws)
+                early = await self._handshake(ws)
             except SessionFailed as exc:
                 if exc.fatal:
                     raise _Fatal(exc.reason) from None
                 raise _Dropped(PROTOCOL_ERROR, exc.reason) from None
+            await self._handle(ws, early)
             await self._stream(ws)
         except ConnectionClosed as exc:
             code, reason = _close_of(exc)
             raise _Dropped(code, reason) from None
         except _Dropped as exc:
-            await ws.close(exc.code, "protocol error")  # a close reason is capped at 123 bytes: keep it short
+            await ws.close(exc.code, exc.close_reason)  # a close reason is capped at 123 bytes: keep it short
             raise
         finally:
+            if self._snapshots is not None:
+                await self._snapshots.close()
+                self._snapshots = None
             await ws.close()
+
+    def _delivery(self, ws: ClientConnection) -> Callable[[list[FeedEvent]], Awaitable[None]]:
+        async def deliver(events: list[FeedEvent]) -> None:
+            try:
+                await self._handle(ws, events)
+            except ConnectionClosed:
+                pass  # the stream loop sees the close too
+            except _Dropped as exc:  # a notice to reconnect: close, the stream loop sees it
+                await ws.close(exc.code, exc.close_reason)
+
+        return deliver
+
+    def _snapshot_failed(self, ws: ClientConnection) -> Callable[[str, SnapshotFailed], Awaitable[None]]:
+        async def failed(instrument: str, error: SnapshotFailed) -> None:
+            self.counts["snapshot_failed"] += 1
+            log.warning("feed %s: snapshot of %s failed: %s", self._feed.entity_id, instrument, error)
+            await ws.close(SNAPSHOT_FAILED, "snapshot failed")
+
+        return failed
+
+    async def _handle(self, ws: ClientConnection, events: Iterable[FeedEvent]) -> None:
+        for event in events:
+            for reply in self._on_market(event):  # almost always none
+                await ws.send(reply)
 
     async def _open(self) -> ClientConnection:
         try:
@@ -281,23 +360,37 @@ class FeedClient:
         except (OSError, InvalidHandshake) as exc:
             raise _Dropped(ABNORMAL_CLOSURE, f"connect failed: {exc!r}") from None
 
-    async def _handshake(self, ws: ClientConnection) -> None:
-        """The source's greeting, then its subscription; ``SessionFailed`` or ``_Dropped`` if refused."""
+    async def _handshake(self, ws: ClientConnection) -> list[FeedEvent]:
+        """The source's greeting, then its subscription; ``SessionFailed`` or ``_Dropped`` if refused.
+
+        Returns the events received before the subscription was confirmed (to handle next)."""
         await self.source.greet(ws, timeout=self.open_timeout, on_decode_error=self._decode_error)
-        for frame in self.source.subscribe(self.instruments, self.channels, self._feed.entity_id):
+        frames = self.source.subscribe(self.instruments, self.channels, self._feed.entity_id)
+        for frame in frames:
             await ws.send(frame)
+        early: deque[FeedEvent] = deque(maxlen=MAX_EARLY_EVENTS)
         try:
             async with asyncio.timeout(self.open_timeout):
-                while not any(self.source.check_subscribed(event) for event in self._decode(await ws.recv())):
-                    pass
+                confirmed = not frames  # subscribed by the URL itself
+                while not confirmed:
+                    for event in self._decode(await ws.recv()):
+                        if confirmed or not self.source.check_subscribed(event):
+                            early.append(event)
+                        else:
+                            confirmed = True
         except TimeoutError:
             raise _Dropped(PROTOCOL_ERROR, "no answer to subscribe within open_timeout") from None
         self._sync = self.source.new_sync()
+        self._books = self._sync if isinstance(self._sync, KeepsBooks) else None
         self._last_data_ms = {}  # staleness counts from the subscription
         self._fire("subscribed")
         for instrument in self._sync.on_subscribed(self.instruments):
             if instrument in self._feed.data["awaiting_snapshot"]:
                 self._fire("snapshot_applied", instrument=instrument)
+        if self._snapshots is not None:
+            for instrument in self._feed.data["awaiting_snapshot"]:
+                self._snapshots.request(instrument)
+        return [event for event in early if not isinstance(event, SubscriptionAck)]
 
     async def _stream(self, ws: ClientConnection) -> None:
         """Read frames forever, waking for the stale check when it is due."""
@@ -314,13 +407,17 @@ class FeedClient:
                     for instrument in stale_instruments(self._feed, self._last_data_ms, now):
                         self._fire("stale_timeout", instrument=instrument)
                     continue
-            for event in self._decode(frame):
-                for reply in self._on_market(event):  # almost always none
-                    await ws.send(reply)
+            await self._handle(ws, self._decode(frame))
 
     # -- frames -------------------------------------------------------------------------------
 
     def _decode(self, frame: str | bytes) -> list[FeedEvent]:
+        if self.on_frame is not None:
+            try:
+                self.on_frame(frame, time.time_ns())
+            except Exception as exc:  # a recorder that fails must not take the feed down
+                log.exception("feed %s: frame listener failed", self._feed.entity_id)
+                self._anomaly("listener_error", repr(exc)[:200], "on_frame")
         try:
             return self.source.decode(frame)
         except DecodeError as exc:
@@ -347,6 +444,9 @@ class FeedClient:
                 return ()
             self._fresh(event.instrument, now)
             return self._synced(event.instrument, event)
+        elif isinstance(event, VenueNotice) and event.kind in RECONNECT_NOTICES:
+            log.info("feed %s: the venue announced %s: reconnecting", self._feed.entity_id, event.kind)
+            raise _Dropped(GOING_AWAY, f"venue notice: {event.kind}", "reconnect")
         elif isinstance(event, VenueNotice):
             self._anomaly("venue_notice", event.kind, event.detail)
         # a repeated subscription ack, order-entry answers: nothing to do
@@ -361,11 +461,23 @@ class FeedClient:
         if isinstance(result, Gap):
             log.warning("feed %s: gap on %s %s: expected %d, got %d", self._feed.entity_id, *_gap_fields(result))
             self._fire("gap_detected", instrument=instrument, expected=result.expected, received=result.received)
+            if self._snapshots is not None:
+                self._snapshots.request(instrument)
             return self._sync.resync_frames(instrument)
         if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
+            before = usable_instruments(self._feed)
             self._fire("snapshot_applied", instrument=instrument)
+            if self._books is not None:  # books kept while the feed synced: tell their tops now
+                for usable in usable_instruments(self._feed):
+                    if usable not in before:
+                        for quote in self._books.top_quote(usable):
+                            self._tell(self.on_event, quote)
         if not isinstance(event, HeartbeatEvent) and instrument in usable_instruments(self._feed):
-            self._tell(self.on_event, event)
+            if self._books is not None:
+                for passed in self._books.passed_on(event):
+                    self._tell(self.on_event, passed)
+            else:
+                self._tell(self.on_event, event)
         return ()
 
     def _fresh(self, instrument: str, now: int) -> None:

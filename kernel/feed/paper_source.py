@@ -14,6 +14,7 @@ from typing import Final, Literal
 from websockets.asyncio.client import ClientConnection
 
 from kernel.feed._common import Frame, sample
+from kernel.feed.book import OrderBook
 from kernel.feed.events import DecodeError, FeedEvent, SubscriptionAck, VenueNotice
 from kernel.feed.paper import VENUE, PaperSync, decode_paper
 from kernel.feed.source import Channel, OnDecodeError, SessionFailed
@@ -80,3 +81,8 @@ class PaperMarketData:
     def new_sync(self) -> PaperSync:
         """A fresh ``PaperSync``."""
         return PaperSync()
+
+    def book(self, instrument: str) -> OrderBook | None:
+        """``None``: the paper venue's feed keeps no book (its quotes are the venue's own top of book)."""
+        del instrument
+        return None

@@ -14,21 +14,40 @@ except for an opening handshake:
 5. ``new_sync()``: a fresh ``StreamSync`` for one subscription: the venue's sync procedure, which
    says which instruments are whole from the subscription on, which events are duplicates or
    reveal a gap, when an instrument is whole again, and what to send to resync it.
+   ``book(instrument)``: the order book the source keeps (the current subscription's), if any.
 6. Heartbeats: a ``HeartbeatEvent`` naming an instrument freshens that instrument, one naming none
    freshens every instrument; WebSocket pings are the socket's (``SocketOptions``).
 
 A failure the source reports is a ``SessionFailed``: ``fatal`` when retrying cannot help (the feed
 ``failed``), else the feed reconnects after the machine's backoff.
+
+Two optional extensions (checked with ``isinstance``; the paper venue has neither):
+
+* ``SnapshotSource``: a source whose books start from a snapshot fetched out of band (Binance's
+  REST ``GET /api/v3/depth``). ``FeedClient`` calls ``await source.snapshot(instrument)`` in a
+  task for every instrument not whole at subscription and for every ``Gap``, while it keeps
+  reading the socket (the sync buffers updates meanwhile), and hands the events it returns (a
+  ``BookSnapshot``) to the sync like any frame's. A ``SnapshotFailed`` (retries spent) drops the
+  connection: the feed reconnects after the machine's backoff.
+* ``KeepsBooks``: a sync procedure that keeps the order books itself. ``passed_on(event)`` says
+  what reaches the listener for one usable event: trades as they are, a ``QuoteEvent`` built from
+  the book each time its top changes, nothing for book snapshots/updates (nor for the venue's own
+  top-of-book stream, which would contradict the book). ``book(instrument)`` is the book when whole;
+  ``top_quote(instrument)`` the quote to tell when an instrument becomes usable (its book may have
+  moved while it was synced but the feed still ``syncing``).
+
+A ``VenueNotice`` whose kind is in ``RECONNECT_NOTICES`` (Binance ``serverShutdown``) makes the
+client reconnect at once, as a normal close would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 
 from kernel.feed._common import Frame
-from kernel.feed.book import Gap, Stale
+from kernel.feed.book import Gap, OrderBook, Stale
 from kernel.feed.errors import FeedError
 from kernel.feed.events import (
     BookSnapshot,
@@ -53,6 +72,15 @@ SyncedEvent = MarketEvent | HeartbeatEvent
 (a Coinbase heartbeat's ``last_trade_id`` can reveal a gap)."""
 OnDecodeError = Callable[[DecodeError], None]
 """Told of each frame a source could not decode during its handshake (the frame is then skipped)."""
+RestTap = Callable[[str, int, str, int], None]
+"""Told of each REST answer a source received: ``(path with query, HTTP status, body text, receive
+time.time_ns())`` (``market watch --record`` writes them as ``{"kind": "rest", ...}`` lines)."""
+RECONNECT_NOTICES: Final = frozenset({"serverShutdown"})
+"""``VenueNotice`` kinds that announce the venue is about to close the connection: reconnect now."""
+
+
+class SnapshotFailed(FeedError):
+    """A snapshot could not be fetched (retries spent, or an answer retrying cannot fix)."""
 
 
 class SessionFailed(FeedError):
@@ -148,4 +176,36 @@ class MarketDataSource(Protocol):
 
     def new_sync(self) -> StreamSync:
         """A fresh sync procedure for one subscription."""
+        ...
+
+    def book(self, instrument: str) -> OrderBook | None:
+        """The order book the source keeps of ``instrument`` while it is whole; ``None`` when it
+        keeps none (the paper venue) or the book is not whole (before its snapshot, after a gap)."""
+        ...
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    """A source whose books start from a snapshot fetched out of band (see the module docstring)."""
+
+    async def snapshot(self, instrument: str) -> list[FeedEvent]:
+        """The events of a fresh snapshot of ``instrument``; ``SnapshotFailed`` when it cannot be had."""
+        ...
+
+
+@runtime_checkable
+class KeepsBooks(Protocol):
+    """A sync procedure that keeps the order books itself (see the module docstring)."""
+
+    def passed_on(self, event: MarketEvent) -> list[MarketEvent]:
+        """What reaches the listener for one usable event of a subscribed instrument."""
+        ...
+
+    def book(self, instrument: str) -> OrderBook | None:
+        """``instrument``'s book while it is whole, else ``None``."""
+        ...
+
+    def top_quote(self, instrument: str) -> list[QuoteEvent]:
+        """A quote of ``instrument``'s top of book if it differs from the last one told (the
+        instrument just became usable: its book may have moved while the feed was syncing)."""
         ...

@@ -1,245 +1,101 @@
-"""The live venues' market-data sources (Binance spot, Coinbase Exchange, Kraken v2), and ``SOURCES``.
+"""Every market-data source by venue name: ``SOURCES`` and ``make_source``.
 
-Each is a ``MarketDataSource`` (``kernel.feed.source``) over the venue's decoder in this package:
-its public WebSocket endpoint (any URL may be passed instead), the subscribe frames for trades and
-top of book, the answers that confirm or refuse them, and its sync procedure. None needs a greeting.
+* ``paper`` (``paper_source``): the paper venue's ``trades`` and ``quotes`` (``seq`` per channel).
+* ``binance`` (``binance_source``): ``<sym>@depth@100ms``, ``@trade``, ``@bookTicker`` as combined
+  streams; books from the REST snapshot and ``U``/``u``.
+* ``coinbase`` (``coinbase_source``): ``level2_batch``, ``matches``, ``ticker``, ``heartbeat``;
+  books from ``snapshot`` + ``l2update``.
+* ``kraken`` (``kraken_source``): ``book`` (depth 10, CRC32 checksums), ``trade``, ``ticker``.
 
-| venue | trades | quotes | subscription answered by | sync |
-| --- | --- | --- | --- | --- |
-| Binance | ``<symbol>@trade`` | ``<symbol>@bookTicker`` | ``{"result", "id"}`` | whole at subscribe |
-| Coinbase | ``matches`` (+ ``heartbeat``) | ``ticker`` | ``subscriptions`` | ``trade_id`` + 1 per product |
-| Kraken | ``trade`` | ``ticker`` | one ``subscribe`` answer per channel and symbol | whole at subscribe |
-
-Binance and Kraken trades and top-of-book streams carry no sequence a gap can be read from (their
-order books do: ``BinanceDepthSync`` and ``KrakenBook`` in ``book``, which need book channels these
-sources do not subscribe to). Coinbase's trade ids follow on per product, and its heartbeats carry
-the last one: a hole is a ``Gap`` that resyncs in the stream (``ResyncInStream``). A refused
-subscription (an unknown symbol, a malformed request) fails the feed: sending it again cannot help.
+Every endpoint is configurable; ``None`` means the venue's public production endpoint (the paper
+venue has none: its URL is required). See docs/venues/.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final
 
-from kernel.feed._common import Frame
-from kernel.feed.binance import decode_binance
-from kernel.feed.book import CoinbaseTradeSequence
-from kernel.feed.coinbase import decode_coinbase
-from kernel.feed.events import FeedEvent, HeartbeatEvent, SubscriptionAck, TradeEvent, Venue, VenueNotice
-from kernel.feed.kraken import decode_kraken
+from kernel.feed.binance_source import BINANCE_REST, BINANCE_WS, BinanceMarketData, BinanceSync
+from kernel.feed.coinbase_source import COINBASE_REST, COINBASE_WS, CoinbaseMarketData, CoinbaseSync
+from kernel.feed.errors import FeedError
+from kernel.feed.kraken_source import KRAKEN_REST, KRAKEN_WS, KrakenMarketData, KrakenSync
+from kernel.feed.live import WholeAtSubscribe
 from kernel.feed.paper_source import PaperMarketData
-from kernel.feed.source import (
-    Channel,
-    MarketDataSource,
-    OnDecodeError,
-    ResyncInStream,
-    SessionFailed,
-    SyncedEvent,
-    SyncVerdict,
-)
+from kernel.feed.source import MarketDataSource
 
-if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
-
-BINANCE_URL: Final = "wss://stream.binance.com:9443/ws"
-COINBASE_URL: Final = "wss://ws-feed.exchange.coinbase.com"
-KRAKEN_URL: Final = "wss://ws.kraken.com/v2"
-
-_BINANCE_STREAMS: Final[dict[Channel, str]] = {"trades": "trade", "quotes": "bookTicker"}
-_COINBASE_CHANNELS: Final[dict[Channel, str]] = {"trades": "matches", "quotes": "ticker"}
-_KRAKEN_CHANNELS: Final[dict[Channel, str]] = {"trades": "trade", "quotes": "ticker"}
-
-
-class WholeAtSubscribe:
-    """The sync procedure of a stream without sequence numbers: every instrument is whole from its
-    subscription on, and no event can reveal a gap."""
-
-    def on_subscribed(self, instruments: Sequence[str]) -> list[str]:
-        """Every instrument."""
-        return list(instruments)
-
-    def on_event(self, event: SyncedEvent) -> SyncVerdict:
-        """Always ``None`` (follows on)."""
-        del event
-        return None
-
-    def resync_frames(self, instrument: str) -> list[str]:
-        """Nothing (no gap is ever reported)."""
-        del instrument
-        return []
+__all__ = [
+    "BINANCE_REST",
+    "BINANCE_WS",
+    "COINBASE_REST",
+    "COINBASE_WS",
+    "KRAKEN_REST",
+    "KRAKEN_WS",
+    "SOURCES",
+    "BinanceMarketData",
+    "BinanceSync",
+    "CoinbaseMarketData",
+    "CoinbaseSync",
+    "KrakenMarketData",
+    "KrakenSync",
+    "UnknownVenue",
+    "WholeAtSubscribe",
+    "make_source",
+]
 
 
-class CoinbaseSync:
-    """Coinbase ``matches``: ``trade_id`` + 1 per product (``CoinbaseTradeSequence``), checked against
-    each heartbeat's ``last_trade_id``; a gap resyncs in the stream. The ``last_match`` sent at
-    subscribe sets each product's baseline."""
-
-    def __init__(self) -> None:
-        self._trades = CoinbaseTradeSequence()
-        self._resync = ResyncInStream()
-
-    def on_subscribed(self, instruments: Sequence[str]) -> list[str]:
-        """Every instrument (the first trade seen of a product is its baseline)."""
-        return list(instruments)
-
-    def on_event(self, event: SyncedEvent) -> SyncVerdict:
-        """Trade ids and heartbeats checked; other events follow on."""
-        if isinstance(event, TradeEvent):
-            return self._resync.verdict(event.instrument, self._trades.observe(event))
-        if isinstance(event, HeartbeatEvent) and event.instrument is not None and event.last_trade_id is not None:
-            return self._resync.verdict(event.instrument, self._trades.on_heartbeat(event))
-        return None
-
-    def resync_frames(self, instrument: str) -> list[str]:
-        """Nothing: the next trade that follows on resyncs."""
-        del instrument
-        return []
+class UnknownVenue(FeedError):
+    """No market-data source has this venue name."""
 
 
-class _LiveSource:
-    """What the three sources share: a URL, no greeting, and counting the answers a subscription awaits."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._awaiting = 0
-
-    @property
-    def url(self) -> str:
-        """The WebSocket endpoint."""
-        return self._url
-
-    async def greet(self, ws: ClientConnection, *, timeout: float, on_decode_error: OnDecodeError) -> None:
-        """Nothing: the venue takes a subscription as the first message."""
-        del ws, timeout, on_decode_error
-
-    def _answered(self) -> bool:
-        self._awaiting -= 1
-        return self._awaiting <= 0
+SourceFactory = Callable[..., MarketDataSource]
+"""``(*, ws_url: str | None, rest_url: str | None, instruments: Sequence[str]) -> MarketDataSource``."""
 
 
-class BinanceMarketData(_LiveSource):
-    """Binance spot market streams (``SUBSCRIBE`` on one raw-stream connection)."""
-
-    def __init__(self, url: str = BINANCE_URL) -> None:
-        super().__init__(url)
-        self._ids = itertools.count(1)
-        self._request_id = ""
-
-    @property
-    def venue(self) -> Literal["binance"]:
-        """``binance``."""
-        return "binance"
-
-    def subscribe(self, instruments: Sequence[str], channels: Sequence[Channel], request_id: str) -> list[str]:
-        """One ``SUBSCRIBE`` of ``<symbol>@trade`` / ``<symbol>@bookTicker`` (lower-case symbols)."""
-        del request_id  # Binance ids are integers: the source numbers its own requests
-        number = next(self._ids)
-        self._request_id, self._awaiting = str(number), 1
-        streams = [f"{symbol.lower()}@{_BINANCE_STREAMS[channel]}" for symbol in instruments for channel in channels]
-        return [json.dumps({"method": "SUBSCRIBE", "params": streams, "id": number})]
-
-    def check_subscribed(self, event: FeedEvent) -> bool:
-        """The ``{"result": null, "id"}`` of our request confirms; an error answer refuses."""
-        if isinstance(event, SubscriptionAck) and event.request_id == self._request_id:
-            return self._answered()
-        if isinstance(event, VenueNotice) and event.kind == "error":
-            raise SessionFailed(f"binance refused the subscription: {event.detail}", fatal=True)
-        return False
-
-    def decode(self, frame: Frame) -> list[FeedEvent]:
-        """``decode_binance``."""
-        return decode_binance(frame)
-
-    def new_sync(self) -> WholeAtSubscribe:
-        """Trades and ``bookTicker`` carry no sequence to check."""
-        return WholeAtSubscribe()
+def _paper(*, ws_url: str | None, rest_url: str | None, instruments: Sequence[str]) -> MarketDataSource:
+    del rest_url, instruments
+    if ws_url is None:
+        raise FeedError("the paper venue has no public endpoint: give its ws_url")
+    return PaperMarketData(ws_url)
 
 
-class CoinbaseMarketData(_LiveSource):
-    """Coinbase Exchange's public feed (``matches``, ``ticker`` and ``heartbeat`` channels)."""
-
-    def __init__(self, url: str = COINBASE_URL) -> None:
-        super().__init__(url)
-
-    @property
-    def venue(self) -> Literal["coinbase"]:
-        """``coinbase``."""
-        return "coinbase"
-
-    def subscribe(self, instruments: Sequence[str], channels: Sequence[Channel], request_id: str) -> list[str]:
-        """One ``subscribe`` of the channels, with ``heartbeat`` (its ``last_trade_id`` reveals gaps)."""
-        del request_id  # Coinbase requests carry no id
-        self._awaiting = 1
-        names = [_COINBASE_CHANNELS[channel] for channel in channels] + ["heartbeat"]
-        return [json.dumps({"type": "subscribe", "product_ids": list(instruments), "channels": names})]
-
-    def check_subscribed(self, event: FeedEvent) -> bool:
-        """``subscriptions`` confirms; ``error`` refuses."""
-        if isinstance(event, SubscriptionAck):
-            return self._answered()
-        if isinstance(event, VenueNotice) and event.kind == "error":
-            raise SessionFailed(f"coinbase refused the subscription: {event.detail}", fatal=True)
-        return False
-
-    def decode(self, frame: Frame) -> list[FeedEvent]:
-        """``decode_coinbase``."""
-        return decode_coinbase(frame)
-
-    def new_sync(self) -> CoinbaseSync:
-        """Trade-id continuity per product."""
-        return CoinbaseSync()
+def _binance(*, ws_url: str | None, rest_url: str | None, instruments: Sequence[str]) -> MarketDataSource:
+    return BinanceMarketData(ws_url or BINANCE_WS, rest_url or BINANCE_REST, instruments)
 
 
-class KrakenMarketData(_LiveSource):
-    """Kraken Spot WebSocket v2 (``trade`` and ``ticker`` channels)."""
-
-    def __init__(self, url: str = KRAKEN_URL) -> None:
-        super().__init__(url)
-        self._ids = itertools.count(1)
-        self._request_ids: set[str] = set()
-
-    @property
-    def venue(self) -> Literal["kraken"]:
-        """``kraken``."""
-        return "kraken"
-
-    def subscribe(self, instruments: Sequence[str], channels: Sequence[Channel], request_id: str) -> list[str]:
-        """One ``subscribe`` per channel; Kraken answers once per channel and symbol."""
-        del request_id  # Kraken's req_id is an integer: the source numbers its own requests
-        frames = []
-        self._request_ids = set()
-        for channel in channels:
-            number = next(self._ids)
-            self._request_ids.add(str(number))
-            params = {"channel": _KRAKEN_CHANNELS[channel], "symbol": list(instruments)}
-            frames.append(json.dumps({"method": "subscribe", "params": params, "req_id": number}))
-        self._awaiting = len(channels) * len(instruments)
-        return frames
-
-    def check_subscribed(self, event: FeedEvent) -> bool:
-        """True once every channel and symbol is answered; ``success: false`` refuses."""
-        if not isinstance(event, SubscriptionAck) or event.request_id not in self._request_ids:
-            return False  # a ``status`` notice comes first on every connection
-        if not event.success:
-            raise SessionFailed(f"kraken refused the subscription: {event.error}", fatal=True)
-        return self._answered()
-
-    def decode(self, frame: Frame) -> list[FeedEvent]:
-        """``decode_kraken``."""
-        return decode_kraken(frame)
-
-    def new_sync(self) -> WholeAtSubscribe:
-        """Trades and ``ticker`` carry no sequence to check."""
-        return WholeAtSubscribe()
+def _coinbase(*, ws_url: str | None, rest_url: str | None, instruments: Sequence[str]) -> MarketDataSource:
+    del rest_url, instruments  # the feed sends its snapshots itself; products go in the subscription
+    return CoinbaseMarketData(ws_url or COINBASE_WS)
 
 
-SOURCES: Final[dict[Venue, Callable[[str], MarketDataSource]]] = {
-    "paper": PaperMarketData,
-    "binance": BinanceMarketData,
-    "coinbase": CoinbaseMarketData,
-    "kraken": KrakenMarketData,
+def _kraken(*, ws_url: str | None, rest_url: str | None, instruments: Sequence[str]) -> MarketDataSource:
+    del rest_url, instruments  # snapshots come on the socket; symbols go in the subscription
+    return KrakenMarketData(ws_url or KRAKEN_WS)
+
+
+SOURCES: Final[dict[str, SourceFactory]] = {
+    "paper": _paper,
+    "binance": _binance,
+    "coinbase": _coinbase,
+    "kraken": _kraken,
 }
-"""Every market-data source by venue name, each built from its WebSocket URL."""
+"""Every market-data source by venue name, each built from keyword arguments ``ws_url``,
+``rest_url`` and ``instruments`` (as ``make_source`` passes them)."""
+
+
+def make_source(
+    venue: str,
+    *,
+    ws_url: str | None = None,
+    rest_url: str | None = None,
+    instruments: Sequence[str] = (),
+) -> MarketDataSource:
+    """The market-data source of ``venue``; ``None`` endpoints are the venue's public production ones.
+
+    Binance names its streams in the URL: pass the ``instruments`` the feed will follow (then
+    ``FeedClient(source.url, instruments, ..., source=source)``). Raises ``UnknownVenue``.
+    """
+    factory = SOURCES.get(venue)
+    if factory is None:
+        raise UnknownVenue(f"unknown venue {venue!r}: one of {', '.join(sorted(SOURCES))}")
+    return factory(ws_url=ws_url, rest_url=rest_url, instruments=tuple(instruments))

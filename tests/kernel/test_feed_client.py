@@ -633,7 +633,7 @@ class CoinbaseLike:
 @pytest.mark.asyncio
 async def test_the_client_drives_another_venue_through_its_source(db_path: str) -> None:
     async with asyncio.timeout(TIMEOUT), CoinbaseLike() as venue:
-        source = CoinbaseMarketData(venue.url)
+        source = CoinbaseMarketData(venue.url, books=False)  # trades only: no level2 snapshot to wait for
         async with feed(venue.url, db_path, ("BTC-USD",), source=source) as run:
             await streaming(run)
             for trade_id in (10, 11, 13, 14):

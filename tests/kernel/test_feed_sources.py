@@ -20,15 +20,20 @@ from kernel.feed.paper import PaperSync
 from kernel.feed.paper_source import PaperMarketData
 from kernel.feed.source import Resynced, SessionFailed
 from kernel.feed.venues import (
-    BINANCE_URL,
-    COINBASE_URL,
-    KRAKEN_URL,
+    BINANCE_REST,
+    BINANCE_WS,
+    COINBASE_WS,
+    KRAKEN_WS,
     SOURCES,
     BinanceMarketData,
+    BinanceSync,
     CoinbaseMarketData,
     CoinbaseSync,
     KrakenMarketData,
+    KrakenSync,
+    UnknownVenue,
     WholeAtSubscribe,
+    make_source,
 )
 
 
@@ -124,16 +129,44 @@ def test_streams_without_a_sequence_are_whole_at_subscribe() -> None:
 
 
 def test_every_venue_has_a_source_with_its_public_endpoint() -> None:
-    built = {venue: make(f"wss://example.test/{venue}") for venue, make in SOURCES.items()}
+    built = {
+        venue: make(ws_url=f"wss://example.test/{venue}", rest_url=None, instruments=["NKNUSDT"])
+        for venue, make in SOURCES.items()
+    }
     assert {venue: (source.venue, source.url) for venue, source in built.items()} == {
         "paper": ("paper", "wss://example.test/paper"),
-        "binance": ("binance", "wss://example.test/binance"),
+        "binance": (
+            "binance",
+            "wss://example.test/binance/stream?streams=nknusdt@depth@100ms/nknusdt@trade/nknusdt@bookTicker",
+        ),
         "coinbase": ("coinbase", "wss://example.test/coinbase"),
         "kraken": ("kraken", "wss://example.test/kraken"),
     }
-    assert BinanceMarketData().url == BINANCE_URL == "wss://stream.binance.com:9443/ws"
-    assert CoinbaseMarketData().url == COINBASE_URL == "wss://ws-feed.exchange.coinbase.com"
-    assert KrakenMarketData().url == KRAKEN_URL == "wss://ws.kraken.com/v2"
+    assert (BINANCE_WS, BINANCE_REST) == ("wss://stream.binance.com:9443", "https://api.binance.com")
+    assert BinanceMarketData().url == "wss://stream.binance.com:9443/stream"
+    assert CoinbaseMarketData().url == COINBASE_WS == "wss://ws-feed.exchange.coinbase.com"
+    assert KrakenMarketData().url == KRAKEN_WS == "wss://ws.kraken.com/v2"
+
+
+def test_make_source_defaults_to_the_public_endpoints() -> None:
+    binance = make_source("binance", instruments=["BTCUSDT", "ethusdt"])
+    assert binance.url == (
+        "wss://stream.binance.com:9443/stream?streams="
+        "btcusdt@depth@100ms/btcusdt@trade/btcusdt@bookTicker/ethusdt@depth@100ms/ethusdt@trade/ethusdt@bookTicker"
+    )
+    assert isinstance(binance, BinanceMarketData)
+    assert binance.rest.base_url == "https://api.binance.com"
+    assert binance.depth_path("ETHUSDT") == "/api/v3/depth?symbol=ETHUSDT&limit=1000"
+    local = make_source("binance", ws_url="ws://127.0.0.1:9/", rest_url="http://127.0.0.1:9", instruments=["A"])
+    assert local.url == "ws://127.0.0.1:9/stream?streams=a@depth@100ms/a@trade/a@bookTicker"
+    assert isinstance(local, BinanceMarketData)
+    assert local.rest.base_url == "http://127.0.0.1:9"
+    assert make_source("coinbase").url == "wss://ws-feed.exchange.coinbase.com"
+    assert make_source("kraken").url == "wss://ws.kraken.com/v2"
+    assert make_source("kraken", ws_url="ws://127.0.0.1:9").url == "ws://127.0.0.1:9"
+    assert make_source("paper", ws_url="ws://127.0.0.1:9").venue == "paper"
+    with pytest.raises(UnknownVenue, match="unknown venue 'bitmex': one of binance, coinbase, kraken, paper"):
+        make_source("bitmex")
 
 
 def test_paper_subscription() -> None:
@@ -160,11 +193,19 @@ def test_paper_subscription() -> None:
 
 
 def test_binance_subscription() -> None:
+    assert BinanceMarketData(instruments=["BTCUSDT"]).subscribe(["BTCUSDT"], ["trades", "quotes"], "f") == []
     source = BinanceMarketData()
     (frame,) = source.subscribe(["BTCUSDT", "ETHUSDT"], ["trades", "quotes"], "feed-1")
     assert json.loads(frame) == {
         "method": "SUBSCRIBE",
-        "params": ["btcusdt@trade", "btcusdt@bookTicker", "ethusdt@trade", "ethusdt@bookTicker"],
+        "params": [
+            "btcusdt@depth@100ms",
+            "btcusdt@trade",
+            "btcusdt@bookTicker",
+            "ethusdt@depth@100ms",
+            "ethusdt@trade",
+            "ethusdt@bookTicker",
+        ],
         "id": 1,
     }
     (other,) = decode_binance(b'{"result":null,"id":7}')
@@ -178,7 +219,7 @@ def test_binance_subscription() -> None:
     with pytest.raises(SessionFailed) as failed:
         source.check_subscribed(error)
     assert (failed.value.reason, failed.value.fatal) == ("binance refused the subscription: 2: Invalid request", True)
-    assert isinstance(source.new_sync(), WholeAtSubscribe)
+    assert isinstance(source.new_sync(), BinanceSync)
 
 
 def test_coinbase_subscription() -> None:
@@ -187,7 +228,7 @@ def test_coinbase_subscription() -> None:
     assert json.loads(frame) == {
         "type": "subscribe",
         "product_ids": ["BTC-USD"],
-        "channels": ["matches", "ticker", "heartbeat"],
+        "channels": ["matches", "level2_batch", "ticker", "heartbeat"],
     }
     (ack,) = decode_coinbase(b'{"type":"subscriptions","channels":[{"name":"matches","product_ids":["BTC-USD"]}]}')
     assert source.check_subscribed(ack)
@@ -213,9 +254,11 @@ def kraken_ack(channel: str, symbol: str, req_id: int) -> bytes:
 def test_kraken_subscription_waits_for_every_channel_and_symbol() -> None:
     source = KrakenMarketData()
     frames = source.subscribe(["BTC/USD", "ETH/USD"], ["trades", "quotes"], "feed-1")
+    pair = ["BTC/USD", "ETH/USD"]
     assert [json.loads(frame) for frame in frames] == [
-        {"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD", "ETH/USD"]}, "req_id": 1},
-        {"method": "subscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD", "ETH/USD"]}, "req_id": 2},
+        {"method": "subscribe", "params": {"channel": "trade", "symbol": pair}, "req_id": 1},
+        {"method": "subscribe", "params": {"channel": "ticker", "symbol": pair}, "req_id": 2},
+        {"method": "subscribe", "params": {"channel": "book", "symbol": pair, "depth": 10}, "req_id": 3},
     ]
     (status,) = decode_kraken(b'{"channel":"status","type":"update","data":[{"system":"online"}]}')
     answers = [
@@ -224,17 +267,23 @@ def test_kraken_subscription_waits_for_every_channel_and_symbol() -> None:
         source.check_subscribed(only(decode_kraken(kraken_ack("ticker", "BTC/USD", 9)))),  # not ours
         source.check_subscribed(only(decode_kraken(kraken_ack("ticker", "BTC/USD", 2)))),
         source.check_subscribed(only(decode_kraken(kraken_ack("ticker", "ETH/USD", 2)))),
+        source.check_subscribed(only(decode_kraken(kraken_ack("book", "BTC/USD", 3)))),
+        source.check_subscribed(only(decode_kraken(kraken_ack("book", "ETH/USD", 3)))),
     ]
-    assert answers == [False, False, False, False, False, True]
+    assert answers == [False, False, False, False, False, False, False, True]
     source.subscribe(["BTC/USD"], ["trades"], "feed-1")
-    refused = b'{"method":"subscribe","success":false,"error":"Currency pair not supported","req_id":3}'
+    refused = b'{"method":"subscribe","success":false,"error":"Currency pair not supported","req_id":4}'
     with pytest.raises(SessionFailed) as failed:
         source.check_subscribed(only(decode_kraken(refused)))
     assert (failed.value.reason, failed.value.fatal) == (
         "kraken refused the subscription: Currency pair not supported",
         True,
     )
-    assert isinstance(source.new_sync(), WholeAtSubscribe)
+    assert isinstance(source.new_sync(), KrakenSync)
+    assert source.resubscribe_book("BTC/USD") == [
+        '{"method": "unsubscribe", "params": {"channel": "book", "symbol": ["BTC/USD"]}, "req_id": 5}',
+        '{"method": "subscribe", "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 10}, "req_id": 6}',
+    ]
 
 
 def only(events: list[object]) -> object:
