@@ -28,6 +28,7 @@ from kernel.feed._common import Frame
 from kernel.feed.binance import decode_binance
 from kernel.feed.book import CoinbaseTradeSequence
 from kernel.feed.coinbase import decode_coinbase
+from kernel.feed.errors import FeedError
 from kernel.feed.events import FeedEvent, HeartbeatEvent, SubscriptionAck, TradeEvent, Venue, VenueNotice
 from kernel.feed.kraken import decode_kraken
 from kernel.feed.paper_source import PaperMarketData
@@ -243,3 +244,32 @@ SOURCES: Final[dict[Venue, Callable[[str], MarketDataSource]]] = {
     "kraken": KrakenMarketData,
 }
 """Every market-data source by venue name, each built from its WebSocket URL."""
+
+
+class UnknownVenue(FeedError, ValueError):
+    """A venue name ``make_source`` does not know."""
+
+
+_PUBLIC_WS: Final[dict[str, str]] = {
+    "binance": "wss://stream.binance.com:9443",
+    "coinbase": COINBASE_URL,
+    "kraken": KRAKEN_URL,
+}
+
+
+def make_source(
+    venue: str, *, ws_url: str | None = None, rest_url: str | None = None, instruments: Sequence[str] = ()
+) -> MarketDataSource:
+    """The market-data source of ``venue`` (a key of ``SOURCES``) at ``ws_url`` (``None``: the
+    venue's public endpoint; ``paper`` has none). Raises ``UnknownVenue``.
+
+    A minimal form (trade and top-of-book streams; ``rest_url`` and ``instruments`` unused here)."""
+    del rest_url, instruments
+    if venue not in SOURCES:
+        raise UnknownVenue(f"unknown venue {venue!r} (known: {', '.join(SOURCES)})")
+    url = ws_url or _PUBLIC_WS.get(venue)
+    if url is None:
+        raise UnknownVenue(f"venue {venue!r} has no public endpoint: give ws_url")
+    if venue == "binance":
+        url = url.rstrip("/") + "/ws"  # the raw-stream endpoint the SUBSCRIBE frames go to
+    return SOURCES[venue](url)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
+from kernel.venue.depth import DepthOf, opposite_levels, walk
 from kernel.venue.errors import OrderChangeRefused, UnknownOrder
 from kernel.venue.settings import EngineConfig as EngineConfig  # where it was defined before
 
@@ -140,6 +141,9 @@ class MatchingEngine:
         self._next_priority = next_priority
         self._changed: dict[str, Order] = {}
         self._new_fills: list[Fill] = []
+        self.depth: DepthOf | None = None
+        """The live book of an instrument, when the market data keeps one: taking orders walk it."""
+        self._taken: dict[str, dict[tuple[Side, Decimal], Decimal]] = {}
 
     # -- restoring and reading --------------------------------------------------------------
 
@@ -236,10 +240,39 @@ class MatchingEngine:
             return "a limit order needs a positive price"
         if order.order_type == "market" and order.price is not None:
             return "a market order has no price"
+        rules = self.config.rules.get(order.instrument)
+        if rules is not None:
+            return rules.problem(order.price, order.qty)
         return None
 
+    def _walk_depth(self, order: Order, ts_ms: int) -> list[Execution] | None:
+        """Fill a taking order against the live book, level by level (``None``: no book to walk)."""
+        book = self.depth(order.instrument) if self.depth is not None else None
+        levels = opposite_levels(book, order.side) if book is not None else []
+        if not levels:
+            return None
+        opposite: Side = "sell" if order.side == "buy" else "buy"
+        taken = self._taken.setdefault(order.instrument, {})
+        limit = None if order.order_type == "market" else order.price
+        own = {price: qty for (side, price), qty in taken.items() if side == opposite}
+        fills = walk(levels, order.side, order.leaves_qty, limit, own)
+        if order.tif == "fok" and sum((q for _, q in fills), ZERO) < order.leaves_qty:
+            return [self._finish(order, "canceled", "canceled", ts_ms, "fok not filled: killed")]
+        reports = []
+        for price, qty in fills:
+            taken[(opposite, price)] = taken.get((opposite, price), ZERO) + qty
+            reports.append(self._fill(order, qty, price, ts_ms))
+        if order.leaves_qty > 0 and (order.order_type == "market" or order.tif in ("ioc", "fok")):
+            why = "market remainder canceled" if order.order_type == "market" else "ioc remainder canceled"
+            reports.append(self._finish(order, "canceled", "canceled", ts_ms, why))
+        return reports
+
     def _take_liquidity(self, order: Order, ts_ms: int) -> list[Execution]:
-        """Fill a just-entered (or repriced) order against the quote as far as it is marketable."""
+        """Fill a just-entered (or repriced) order as far as it is marketable: against the live
+        book when there is one (``depth``), else against the quote."""
+        walked = self._walk_depth(order, ts_ms)
+        if walked is not None:
+            return walked
         book = self._quotes.get(order.instrument)
         available = ZERO
         price = ZERO
@@ -363,6 +396,7 @@ class MatchingEngine:
     ) -> list[Execution]:
         """A new top of book. Resting orders do not fill on quotes, only on trades through them."""
         self._quotes[instrument] = TopOfBook(bid, bid_qty, ask, ask_qty)
+        self._taken.pop(instrument, None)  # the book moved: what was taken from it is forgotten
         return self._unsolicited_cancels(instrument, ts_ms)
 
     def on_trade(self, instrument: str, price: Decimal, qty: Decimal, ts_ms: int) -> list[Execution]:

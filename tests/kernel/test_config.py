@@ -308,7 +308,7 @@ def test_the_store_follows_the_journal_when_built_directly() -> None:
 
 ERRORS: list[tuple[str, str, str]] = [
     # unknown keys, at every level
-    ("[kernal]\n", "kernal", "unknown key kernal (known: kernel, venue, feed, strategy, http, health, risk)"),
+    ("[kernal]\n", "kernal", "unknown key kernal (known: kernel, venue, market, feed, strategy, http, health, risk)"),
     ("db = 'x'\n", "db", "unknown key db"),
     ("[kernel]\ndbb = 'x'\n", "kernel.dbb", "unknown key kernel.dbb (known: db, durability,"),
     ("[venue]\nurll = 'x'\n", "venue.urll", "unknown key venue.urll (known: url, instruments,"),
@@ -650,7 +650,7 @@ def test_to_toml_round_trip_of_the_defaults(tmp_path: Path) -> None:
     assert "default:" not in text
     assert text.count(" = ") == sum(
         len(t.file_keys()) for t in (*cfg.SECTIONS.values(), EmbeddedVenueSection)
-    ) - 2 + len(dataclasses.fields(config.strategy.params))  # every key but the two unset ones
+    ) - 4 + len(dataclasses.fields(config.strategy.params))  # every key but the four unset ones
 
 
 def test_to_toml_round_trip_of_a_full_file(tmp_path: Path) -> None:
@@ -939,12 +939,15 @@ def test_overrides_from_args_maps_only_the_flags_given() -> None:
         [
             *("--config", "k.toml", "--db", "a.db", "--venue", "embedded", "--strategy", "idle", "--duration", "1.5"),
             *("--log-format", "json", "--control-socket", "s", "--http", "localhost:1", "--allow-remote"),
+            *("--market", "binance:BTCUSDT,ETHUSDT"),
         ]
     )
     assert args.config == "k.toml"
     assert cfg.overrides_from_args(args) == {
         "kernel.db": "a.db",
         "venue.url": "embedded",
+        "market.source": "binance",
+        "market.instruments": ["BTCUSDT", "ETHUSDT"],
         "strategy.name": "idle",
         "kernel.duration_s": 1.5,
         "kernel.log_format": "json",
@@ -1153,7 +1156,7 @@ def test_json_schema_describes_every_key() -> None:
     schema = json_schema()
     assert schema["title"] == "tradekernel configuration"
     assert schema["additionalProperties"] is False
-    assert list(schema["properties"]) == ["kernel", "venue", "feed", "strategy", "http", "health", "risk"]
+    assert list(schema["properties"]) == ["kernel", "venue", "market", "feed", "strategy", "http", "health", "risk"]
     defs = schema["$defs"]
     for name, section in [*cfg.SECTIONS.items(), ("venue.embedded", EmbeddedVenueSection)]:
         table = defs[section.__name__]
