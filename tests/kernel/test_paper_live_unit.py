@@ -147,14 +147,17 @@ async def test_a_resting_buy_fills_only_on_trades_through_it_by_their_volume(pai
     await pair.market.push_trade(X, D("99.00"), D("3"), "sell")
     await relayed(pair, 3)
     status = await client.status("b1")
-    assert status is not None and status.cum_qty == 0
+    assert status is not None
+    assert status.cum_qty == 0
     # Through it: 0.4 of the trade's volume, then 0.6 of a larger one (the rest of the order).
     await pair.market.push_trade(X, D("98.90"), D("0.4"), "sell")
     (fill,) = await client.executions(1)
-    assert fill.fill is not None and (fill.fill.qty, fill.fill.price, fill.status) == (D("0.4"), D("99.00"), "partially_filled")
+    assert fill.fill is not None
+    assert (fill.fill.qty, fill.fill.price, fill.status) == (D("0.4"), D("99.00"), "partially_filled")
     await pair.market.push_trade(X, D("98.50"), D("2"), "sell")
     (fill,) = await client.executions(1)
-    assert fill.fill is not None and (fill.fill.qty, fill.fill.price, fill.status) == (D("0.6"), D("99.00"), "filled")
+    assert fill.fill is not None
+    assert (fill.fill.qty, fill.fill.price, fill.status) == (D("0.6"), D("99.00"), "filled")
 
 
 @pytest.mark.asyncio
@@ -165,7 +168,8 @@ async def test_a_market_order_fills_at_the_live_top_without_slippage(pair: Pair,
     new, fill, rest = await client.executions(3)
     assert new.exec == "new"
     # Configured slippage_bps = 50 does not apply on live data: the fill is at the ask itself.
-    assert fill.fill is not None and (fill.fill.qty, fill.fill.price) == (D("0.3"), D("100.10"))
+    assert fill.fill is not None
+    assert (fill.fill.qty, fill.fill.price) == (D("0.3"), D("100.10"))
     assert (rest.exec, rest.reason) == ("canceled", "market remainder canceled")
 
 
@@ -186,7 +190,8 @@ async def test_a_market_order_walks_the_live_book_when_the_source_keeps_one(pair
     # What the venue's own orders took stays taken until the book moves: the next buy starts at 100.40.
     await client.order("m3", qty="0.1", price=None, order_type="market", tif="ioc")
     new, fill = await client.executions(2)
-    assert fill.fill is not None and (fill.fill.qty, fill.fill.price) == (D("0.1"), D("100.40"))
+    assert fill.fill is not None
+    assert (fill.fill.qty, fill.fill.price) == (D("0.1"), D("100.40"))
 
 
 @pytest.mark.asyncio
@@ -216,7 +221,8 @@ async def test_an_order_off_the_instruments_tick_or_lot_is_rejected(tmp_path: Pa
     ]
     assert reports[0].reason == "price 100.02 is not a multiple of the tick size 0.05"
     assert reports[1].reason == "qty 0.0015 is not a multiple of the lot size 0.001"
-    assert reports[2].reason is not None and "below the minimum 10" in reports[2].reason
+    assert reports[2].reason is not None
+    assert "below the minimum 10" in reports[2].reason
 
 
 @pytest.mark.asyncio
@@ -250,7 +256,8 @@ def test_a_quote_without_sizes_fills_a_market_order_whole_at_the_touch() -> None
     new = p.NewOrder(client_order_id="m", instrument=X, side="sell", order_type="market", tif="ioc", qty=D("7"))
     reports = engine.new_order(new, 2)
     assert [(r.exec, r.status) for r in reports] == [("new", "new"), ("trade", "filled")]
-    assert reports[1].fill is not None and (reports[1].fill.price, reports[1].fill.qty) == (D("99"), D("7"))
+    assert reports[1].fill is not None
+    assert (reports[1].fill.price, reports[1].fill.qty) == (D("99"), D("7"))
 
 
 def test_live_events_become_the_venues_market_events() -> None:
@@ -297,7 +304,8 @@ async def test_binance_rules_are_fetched_and_win_over_the_configured(monkeypatch
         @staticmethod
         async def fetch_binance_rules(rest_url: str, instruments: list[str]) -> dict[str, _FetchedRules]:
             asked.append((rest_url, instruments))
-            return {X: _FetchedRules(X, D("0.01"), D("0.00001"), D("5")), "OTHER": _FetchedRules("OTHER", D(1), D(1), None)}
+            other = _FetchedRules("OTHER", D(1), D(1), None)
+            return {X: _FetchedRules(X, D("0.01"), D("0.00001"), D("5")), "OTHER": other}
 
     monkeypatch.setattr(live_module.importlib, "import_module", lambda name: FakeRulesModule)
     settings = LiveMarketSettings("binance", (X,), rest_url="http://127.0.0.1:9", rules={X: TradingRules(D(1), D(1))})
@@ -310,7 +318,7 @@ async def test_binance_rules_are_fetched_and_win_over_the_configured(monkeypatch
             raise OSError("connection refused")
 
     monkeypatch.setattr(live_module.importlib, "import_module", lambda name: Failing)
-    with pytest.raises(LiveMarketError, match="cannot fetch binance instrument rules from http://127.0.0.1:9"):
+    with pytest.raises(LiveMarketError, match=r"cannot fetch binance instrument rules from http://127\.0\.0\.1:9"):
         await venue_rules(settings)
     monkeypatch.setattr(live_module.importlib, "import_module", lambda name: FakeRulesModule)
     with pytest.raises(LiveMarketError, match="no instrument rules for ETHUSDT"):
