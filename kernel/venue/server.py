@@ -194,6 +194,13 @@ class PaperVenue:
                 replay(cfg, self._clock, self._market, self._drain), name="venue-replay"
             )
         log.info("paper venue listening on %s (session %s)", self.url, self.session)
+        if self.live is not None:
+            log.info(
+                "paper venue following %s market data at %s for %s",
+                cfg.live.source if cfg.live else "",
+                self.live.source.url,
+                ", ".join(self.instruments),
+            )
 
     async def stop(self) -> None:
         """Stop replay (the live feed ends ``closed``), close every connection (1001), stop listening,

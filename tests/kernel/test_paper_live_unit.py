@@ -323,3 +323,21 @@ async def test_binance_rules_are_fetched_and_win_over_the_configured(monkeypatch
     monkeypatch.setattr(live_module.importlib, "import_module", lambda name: FakeRulesModule)
     with pytest.raises(LiveMarketError, match="no instrument rules for ETHUSDT"):
         await venue_rules(LiveMarketSettings("binance", (X, "ETHUSDT"), rest_url="http://127.0.0.1:9"))
+
+
+def test_risk_limits_take_the_rules_where_risk_sets_none() -> None:
+    from kernel.wiring import limits_with_rules
+    from machines.risk_limits import InstrumentLimits, Limits
+
+    rules = {X: TradingRules(D("0.01"), D("0.00001"), D("5")), "ETHUSDT": TradingRules(D("0.05"), D("0.001"))}
+    given = Limits(
+        defaults=InstrumentLimits(lot_size=D("0.1")),
+        per_instrument={"ETHUSDT": InstrumentLimits(tick_size=D("1"), max_order_qty=D("3"))},
+    )
+    limits = limits_with_rules(given, rules)
+    assert limits.for_instrument(X) == InstrumentLimits(tick_size=D("0.01"), lot_size=D("0.1"), min_notional=D("5"))
+    assert limits.for_instrument("ETHUSDT") == InstrumentLimits(
+        tick_size=D("1"), lot_size=D("0.1"), max_order_qty=D("3")
+    )
+    assert limits.for_instrument("OTHER") == InstrumentLimits(lot_size=D("0.1"))
+    assert limits_with_rules(given, {}) is given
