@@ -380,7 +380,7 @@ class PaperVenue:
     def _market(self, event: MarketEvent) -> list[Execution]:
         """One market event: match, commit, broadcast it, then send the reports it caused."""
         if isinstance(event, MarketTrade):
-            reports = self._engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms)
+            reports = self._engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms, event.taker_side)
             channel: Channel = "trades"
         else:
             bid_qty, ask_qty = (event.bid_qty, event.ask_qty) if event.sizes_known else (UNLIMITED, UNLIMITED)

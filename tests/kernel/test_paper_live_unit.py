@@ -341,3 +341,44 @@ def test_risk_limits_take_the_rules_where_risk_sets_none() -> None:
     )
     assert limits.for_instrument("OTHER") == InstrumentLimits(lot_size=D("0.1"))
     assert limits_with_rules(given, {}) is given
+
+
+@pytest.mark.asyncio
+async def test_a_resting_bid_on_a_live_book_fills_at_its_price_once_the_queue_ahead_is_used_up(
+    pair: Pair, client: Client
+) -> None:
+    book = OrderBook(X)
+    book.load([(D("100.00"), D("2")), (D("99.90"), D("4"))], [(D("100.10"), D("1"))])
+    assert pair.venue.live is not None
+    pair.venue.live.source.book = lambda instrument: book if instrument == X else None  # type: ignore[attr-defined]
+    await pair.market.push_quote(X, D("100.00"), D("2"), D("100.10"), D("1"))
+    await relayed(pair, 1)
+    await client.order("q", qty="1", price="100.00")
+    assert [e.exec for e in await client.executions(1)] == ["new"]
+    # 2 ahead of it at 100.00. A taker buy at 100.00 is not against the bids: nothing changes.
+    await pair.market.push_trade(X, D("100.00"), D("5"), "buy")
+    # Taker sells at 100.00: 1.5 leaves 0.5 ahead; the next 1.0 uses that up and fills 0.5 of the order.
+    await pair.market.push_trade(X, D("100.00"), D("1.5"), "sell")
+    await relayed(pair, 3)
+    status = await client.status("q")
+    assert status is not None
+    assert status.cum_qty == 0
+    await pair.market.push_trade(X, D("100.00"), D("1.0"), "sell")
+    (fill,) = await client.executions(1)
+    assert fill.fill is not None
+    assert (fill.fill.qty, fill.fill.price, fill.status) == (D("0.5"), D("100.00"), "partially_filled")
+    # Now first in line: the next 0.2 at its price is all its own.
+    await pair.market.push_trade(X, D("100.00"), D("0.2"), "sell")
+    (fill,) = await client.executions(1)
+    assert fill.fill is not None
+    assert (fill.fill.qty, fill.fill.price, fill.status) == (D("0.2"), D("100.00"), "partially_filled")
+
+
+def test_without_a_book_touching_the_price_is_not_enough() -> None:
+    engine = MatchingEngine(EngineConfig(instruments=(X,)))
+    new = p.NewOrder(client_order_id="b", instrument=X, side="buy", qty=D("1"), price=D("100"))
+    engine.new_order(new, 1)
+    assert engine.on_trade(X, D("100"), D("50"), 2, "sell") == []
+    (fill,) = engine.on_trade(X, D("99.99"), D("0.3"), 3, "sell")
+    assert fill.fill is not None
+    assert (fill.fill.qty, fill.fill.price) == (D("0.3"), D("100"))
