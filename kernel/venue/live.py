@@ -41,8 +41,9 @@ BINANCE_REST = "https://api.binance.com"
 """Binance spot's public REST endpoint (``rest_url`` unset)."""
 
 
-class LiveMarketError(SimulatorError):
-    """The live market cannot be followed (its instrument rules could not be fetched)."""
+class LiveMarketError(SimulatorError, OSError):
+    """The live market cannot be followed (its instrument rules could not be fetched). Also an
+    ``OSError``, so ``tradekernel run`` reports it as one line ("cannot start: ...")."""
 
 
 class LiveMarket:
@@ -159,8 +160,8 @@ async def venue_rules(settings: LiveMarketSettings) -> dict[str, TradingRules]:
 
 async def _fetch_binance_rules(rest_url: str, instruments: tuple[str, ...]) -> dict[str, TradingRules]:
     # kernel.feed.rules (interface 3 of issue 13) is looked up when Binance is followed, and only then.
-    module: Any = importlib.import_module("kernel.feed.rules")
     try:
+        module: Any = importlib.import_module("kernel.feed.rules")
         fetched: Mapping[str, Any] = await module.fetch_binance_rules(rest_url, list(instruments))
     except Exception as exc:  # the venue's answer, the network: say which, and do not start half-informed
         raise LiveMarketError(f"cannot fetch binance instrument rules from {rest_url}: {exc}") from exc
