@@ -10,7 +10,6 @@ instrument's tick and lot size where the venue's own rules are not fetched (Bina
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
@@ -120,8 +119,3 @@ def parse_market_flag(text: str) -> dict[str, Any]:
     source, _, symbols = text.partition(":")
     instruments = [symbol.strip() for symbol in symbols.split(",")] if symbols else []
     return {"market.source": source.strip().lower(), "market.instruments": instruments}
-
-
-def rules_table(rules: Mapping[str, InstrumentRulesSection]) -> dict[str, dict[str, Any]]:
-    """``[market.rules]`` as plain tables (for TOML and JSON out)."""
-    return {symbol: section.model_dump() for symbol, section in rules.items()}

@@ -1400,3 +1400,31 @@ def test_json_schema_describes_the_market() -> None:
     assert market["rules"]["additionalProperties"] == {"$ref": "#/$defs/InstrumentRulesSection"}
     assert defs["InstrumentRulesSection"]["properties"]["tick_size"]["exclusiveMinimum"] == 0
     assert defs["InstrumentRulesSection"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ws://user:pw@example.com", "market.ws_url: must not contain credentials"),
+        (
+            "ws://example.com:99999",
+            "market.ws_url: must be a ws:// or wss:// URL, got 'ws://example.com:99999' (bad port)",
+        ),
+        ("ws://:80", "market.ws_url: must be a ws:// or wss:// URL, got 'ws://:80' (no host)"),
+    ],
+)
+def test_market_urls_are_checked(url: str, message: str) -> None:
+    overrides = {"market.source": "coinbase", "market.instruments": ["BTC-USD"], "market.ws_url": url}
+    with pytest.raises(ConfigError) as caught:
+        load(overrides=overrides, environ={})
+    assert str(caught.value) == f"override market.ws_url: {message}"
+    assert "user:pw" not in str(caught.value)
+
+
+def test_configured_rules_become_the_venues_trading_rules() -> None:
+    from kernel.config.market import InstrumentRulesSection
+    from kernel.paper_defaults import TradingRules
+
+    assert InstrumentRulesSection().trading_rules() == TradingRules(D("0.01"), D("0.00001"), None)
+    section = InstrumentRulesSection(tick_size=D("0.5"), lot_size=D(2), min_notional=D(10))
+    assert section.trading_rules() == TradingRules(D("0.5"), D(2), D(10))

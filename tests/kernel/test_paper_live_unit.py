@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from kernel import paper_protocol as p
 from kernel.feed.book import OrderBook
-from kernel.feed.events import QuoteEvent, TradeEvent
+from kernel.feed.events import HeartbeatEvent, QuoteEvent, TradeEvent
 from kernel.paper_defaults import TradingRules
 from kernel.venue import live as live_module
 from kernel.venue.depth import walk
@@ -382,3 +382,77 @@ def test_without_a_book_touching_the_price_is_not_enough() -> None:
     (fill,) = engine.on_trade(X, D("99.99"), D("0.3"), 3, "sell")
     assert fill.fill is not None
     assert (fill.fill.qty, fill.fill.price) == (D("0.3"), D("100"))
+
+
+class _Book:
+    def __init__(self, bids: list[tuple[D, D]], asks: list[tuple[D, D]]) -> None:
+        self.book = OrderBook(X)
+        self.book.load(bids, asks)
+
+    def __call__(self, instrument: str) -> OrderBook | None:
+        return self.book if instrument == X else None
+
+
+def _engine(bids: list[tuple[D, D]], asks: list[tuple[D, D]]) -> MatchingEngine:
+    engine = MatchingEngine(EngineConfig(instruments=(X,)))
+    engine.depth = _Book(bids, asks)
+    engine.on_quote(X, bids[0][0], bids[0][1], asks[0][0], asks[0][1], 1)
+    return engine
+
+
+def _new(coid: str, side: str, qty: str, price: str | None, tif: str = "gtc") -> p.NewOrder:
+    return p.NewOrder(
+        client_order_id=coid,
+        instrument=X,
+        side=side,  # type: ignore[arg-type]
+        order_type="market" if price is None else "limit",
+        tif=tif,  # type: ignore[arg-type]
+        qty=D(qty),
+        price=None if price is None else D(price),
+    )
+
+
+def test_a_fok_walking_a_book_too_thin_is_killed_and_an_ioc_keeps_what_it_got() -> None:
+    engine = _engine([(D("99"), D("1"))], [(D("101"), D("1")), (D("102"), D("1"))])
+    reports = engine.new_order(_new("f", "buy", "3", "102", "fok"), 2)
+    assert [(r.exec, r.reason) for r in reports] == [("new", None), ("canceled", "fok not filled: killed")]
+    reports = engine.new_order(_new("i", "buy", "3", "101", "ioc"), 3)
+    assert [(r.exec, r.fill.qty if r.fill else None) for r in reports] == [
+        ("new", None),
+        ("trade", D("1")),
+        ("canceled", None),
+    ]
+    assert reports[2].reason == "ioc remainder canceled"
+
+
+def test_a_marketable_limit_walks_then_rests_at_the_back_of_its_level_and_a_reprice_requeues() -> None:
+    engine = _engine([(D("99"), D("4")), (D("98"), D("6"))], [(D("101"), D("1"))])
+    reports = engine.new_order(_new("s", "sell", "2", "99"), 2)
+    assert [(r.exec, r.fill.qty if r.fill else None) for r in reports] == [("new", None), ("trade", D("2"))]
+    resting = engine.new_order(_new("b", "buy", "1", "98"), 3)
+    assert [r.exec for r in resting] == ["new"]
+    order = engine.order("b")
+    assert order is not None
+    assert order.queue_ahead == D("6")
+    engine.replace("b", None, D("99"), 4)
+    assert order.queue_ahead == D("4")  # the back of the 99 level now
+    engine.replace("b", D("0.5"), None, 5)  # smaller: keeps its place
+    assert order.queue_ahead == D("4")
+
+
+def test_the_live_market_passes_on_only_its_instruments_trades_and_quotes(tmp_path: Path) -> None:
+    journal = Journal.open(str(tmp_path / "kernel.db"), durability="normal")
+    got: list[object] = []
+    try:
+        market = live_module.LiveMarket(
+            LiveMarketSettings("paper", (X,), ws_url="ws://127.0.0.1:9"), journal, "m", got.append
+        )
+        assert market.book(X) is None  # the paper source keeps no book
+        market._on_event(TradeEvent("paper", "OTHER", "1", D(1), D(1), "buy", 1, "trades"))
+        market._on_event(HeartbeatEvent("paper", 1))
+        market._on_event(TradeEvent("paper", X, "2", D(1), D(1), "buy", 1, "trades"))
+        assert got == [MarketTrade(X, "2", D(1), D(1), "buy", 1)]
+        assert market.events == 1
+        market.stop()
+    finally:
+        journal.close()
