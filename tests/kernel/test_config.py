@@ -1428,3 +1428,14 @@ def test_configured_rules_become_the_venues_trading_rules() -> None:
     assert InstrumentRulesSection().trading_rules() == TradingRules(D("0.01"), D("0.00001"), None)
     section = InstrumentRulesSection(tick_size=D("0.5"), lot_size=D(2), min_notional=D(10))
     assert section.trading_rules() == TradingRules(D("0.5"), D(2), D(10))
+
+
+def test_the_environment_sets_market_keys_and_rules_by_symbol_as_written() -> None:
+    environ = {
+        "TRADEKERNEL_MARKET__SOURCE": "kraken",
+        "TRADEKERNEL_MARKET__INSTRUMENTS": '["XBTUSDT"]',
+        "TRADEKERNEL_MARKET__RULES__XBTUSDT__TICK_SIZE": '"0.1"',
+    }
+    market = load(environ=environ).market
+    assert (market.source, market.instruments) == ("kraken", ("XBTUSDT",))
+    assert market.rules["XBTUSDT"].tick_size == D("0.1")
