@@ -11,8 +11,8 @@ misspelt variable and hands every value over as a string): ``TRADEKERNEL_<SECTIO
 ``__`` a dot of the dotted key, lower-cased (an instrument under ``risk.instruments`` or
 ``market.rules`` is taken as written), e.g. ``TRADEKERNEL_VENUE__EMBEDDED__PORT=8765``. The value
 is read as a TOML value (``7``, ``0.5``, ``true``, ``["A", "B"]``, ``"text"``); text that is not
-one is taken as a string. A misspelt variable is an unknown key like any other. ``TRADEKERNEL_`` names without ``__`` are not
-config (e.g. ``TRADEKERNEL_CRASH_AT``).
+one is taken as a string. A misspelt variable is an unknown key like any other. ``TRADEKERNEL_``
+names without ``__`` are not config (e.g. ``TRADEKERNEL_CRASH_AT``).
 """
 
 from __future__ import annotations
