@@ -168,8 +168,9 @@ class Kernel(KernelParts):
         assert driver is not None
         assert monitor is not None
         if wiring.uses_embedded_venue(cfg):
-            self.venue = await wiring.start_embedded_venue(cfg)
+            self.venue = await wiring.start_embedded_venue(cfg, journal)
             self.venue_url = self.venue.url
+            self.limits = wiring.limits_with_rules(self.limits, self.venue.rules)
         else:
             self.venue_url = cfg.venue.url
         self.client = client = wiring.venue_client(self.venue_url)

@@ -2,12 +2,16 @@
 venue session, the order manager, the feed, the endpoints).
 
 The paper venue simulator (``kernel.venue.server``) is imported only by ``start_embedded_venue``,
-so a kernel trading against a venue URL never loads it.
+so a kernel trading against a venue URL never loads it. With a live ``[market]`` source the embedded
+venue follows that venue's market data (``kernel.venue.live``), its feed journaled in the kernel's
+journal as ``market-rRUN``, and ``limits_with_rules`` gives the risk limits the instruments' tick
+and lot sizes where ``[risk]`` sets none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from kernel.config import EMBEDDED, Config
@@ -17,7 +21,9 @@ from kernel.feed.client import FeedClient
 from kernel.feed.events import FeedEvent
 from kernel.http import HttpEndpoints
 from kernel.orders import OrderManager
+from kernel.paper_defaults import TradingRules
 from kernel.strategy import Strategy, load_strategy_class
+from machines.risk_limits import InstrumentLimits, Limits
 from storage import Journal
 
 
@@ -27,6 +33,11 @@ class EmbeddedVenue(Protocol):
     @property
     def url(self) -> str:
         """``ws://HOST:PORT`` once started."""
+        ...
+
+    @property
+    def rules(self) -> Mapping[str, TradingRules]:
+        """Each instrument's tick and lot size the venue enforces (empty: none)."""
         ...
 
     async def stop(self) -> None:
@@ -52,14 +63,48 @@ def uses_embedded_venue(config: Config) -> bool:
     return config.venue.url == EMBEDDED
 
 
-async def start_embedded_venue(config: Config) -> EmbeddedVenue:
-    """Start the paper venue of ``[venue.embedded]`` (raises ``OSError``: address in use)."""
+async def start_embedded_venue(config: Config, journal: Journal | None = None) -> EmbeddedVenue:
+    """Start the paper venue of ``[venue.embedded]``, on the market data of ``[market]`` (a live
+    source journals its feed in ``journal``). Raises ``OSError`` (address in use), the venue's
+    ``SimulatorError``s (a bad data file, rules that cannot be fetched, no journal for a live source)."""
     from kernel.venue.server import PaperVenue  # the simulator: only when the embedded venue runs
+    from kernel.venue.settings import LiveMarketSettings
 
-    embedded = config.venue.embedded
-    venue = PaperVenue(embedded.store_path, embedded.venue_config(tuple(config.venue.instruments)))
+    embedded, market = config.venue.embedded, config.market
+    if not market.is_live:
+        venue = PaperVenue(embedded.store_path, embedded.venue_config(tuple(config.venue.instruments)))
+    else:
+        live = LiveMarketSettings(
+            source=market.source,
+            instruments=market.instruments,
+            ws_url=market.ws_url,
+            rest_url=market.rest_url,
+            rules={symbol: rules.trading_rules() for symbol, rules in market.rules.items()},
+            policy=config.feed.policy(),
+        )
+        settings = dataclasses.replace(embedded.venue_config(market.instruments), data_paths=(), live=live)
+        entity = f"market-r{journal.run_id}" if journal is not None else "market"
+        venue = PaperVenue(embedded.store_path, settings, journal=journal, live_entity=entity)
     await venue.start(embedded.host, embedded.port)
     return venue
+
+
+def limits_with_rules(limits: Limits, rules: Mapping[str, TradingRules]) -> Limits:
+    """``limits`` with each instrument's ``tick_size``, ``lot_size`` and ``min_notional`` from
+    ``rules`` where ``[risk]`` sets none (for it or by default)."""
+    overrides = dict(limits.per_instrument)
+    for instrument, rule in rules.items():
+        effective = limits.for_instrument(instrument)
+        override = overrides.get(instrument, InstrumentLimits())
+        completed = dataclasses.replace(
+            override,
+            tick_size=rule.tick_size if effective.tick_size is None else override.tick_size,
+            lot_size=rule.lot_size if effective.lot_size is None else override.lot_size,
+            min_notional=rule.min_notional if effective.min_notional is None else override.min_notional,
+        )
+        if completed != override:
+            overrides[instrument] = completed
+    return dataclasses.replace(limits, per_instrument=overrides) if overrides != dict(limits.per_instrument) else limits
 
 
 def venue_client(url: str) -> VenueClient:
@@ -115,6 +160,7 @@ async def start_http(
 __all__ = [
     "EmbeddedVenue",
     "feed_client",
+    "limits_with_rules",
     "order_manager",
     "start_control",
     "start_embedded_venue",

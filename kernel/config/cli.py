@@ -43,7 +43,12 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted-key overrides of the flags actually given (``load``'s ``overrides``)."""
-    return {flag.key: getattr(args, flag.dest) for flag in FLAGS if getattr(args, flag.dest, None) is not None}
+    overrides: dict[str, Any] = {}
+    for flag in FLAGS:
+        value = getattr(args, flag.dest, None)
+        if value is not None:
+            overrides.update(flag.overrides(value))
+    return overrides
 
 
 def add_parser(commands: Any) -> None:
@@ -88,7 +93,7 @@ def main_show(args: argparse.Namespace) -> int:
     else:
         given = [path] if path else []
         given += [f"env {name}" for _, name in env_overrides(os.environ).values()]
-        given += [OVERRIDE_FLAGS[key] for key in overrides]
+        given += list(dict.fromkeys(OVERRIDE_FLAGS[key] for key in overrides))
         sys.stdout.write(f"# from: defaults{''.join(' < ' + item for item in given)}\n")
         sys.stdout.write(to_toml(config))
     return EXIT_OK

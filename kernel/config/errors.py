@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -90,6 +91,9 @@ def known_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
     """The keys of the table at ``loc`` under the model ``root`` (the fields of its section)."""
     model: Any = root
     for part in loc:
+        if typing.get_origin(model) is dict:  # a table of tables by name ([market.rules.SYMBOL])
+            model = typing.get_args(model)[1]
+            continue
         model = model.model_fields[part].annotation
     return list(model.model_fields)
 

@@ -8,11 +8,11 @@ and validates the whole with the models of ``schema``. Every problem is reported
 
 Environment overrides are an explicit mapping, not pydantic-settings' (whose source ignores a
 misspelt variable and hands every value over as a string): ``TRADEKERNEL_<SECTION>__<KEY>``, each
-``__`` a dot of the dotted key, lower-cased (an instrument under ``risk.instruments`` is taken as
-written), e.g. ``TRADEKERNEL_VENUE__EMBEDDED__PORT=8765``. The value is read as a TOML value
-(``7``, ``0.5``, ``true``, ``["A", "B"]``, ``"text"``); text that is not one is taken as a string.
-A misspelt variable is an unknown key like any other. ``TRADEKERNEL_`` names without ``__`` are not
-config (e.g. ``TRADEKERNEL_CRASH_AT``).
+``__`` a dot of the dotted key, lower-cased (an instrument under ``risk.instruments`` or
+``market.rules`` is taken as written), e.g. ``TRADEKERNEL_VENUE__EMBEDDED__PORT=8765``. The value
+is read as a TOML value (``7``, ``0.5``, ``true``, ``["A", "B"]``, ``"text"``); text that is not
+one is taken as a string. A misspelt variable is an unknown key like any other. ``TRADEKERNEL_``
+names without ``__`` are not config (e.g. ``TRADEKERNEL_CRASH_AT``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from kernel.config.schema import SECTIONS, Config
 
 ENV_PREFIX = "TRADEKERNEL_"
 ENV_SEPARATOR = "__"
+_NAMED_TABLES = (["risk", "instruments"], ["market", "rules"])
+"""Tables of tables named by instrument: the name is taken as written, not lower-cased."""
 
 
 def read_file(path: str) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
             continue
         parts = rest.split(ENV_SEPARATOR)
         key = ".".join(
-            part if index == 2 and [p.lower() for p in parts[:2]] == ["risk", "instruments"] else part.lower()
+            part if index == 2 and [p.lower() for p in parts[:2]] in _NAMED_TABLES else part.lower()
             for index, part in enumerate(parts)
         )
         found[key] = (_env_value(environ[name]), name)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from kernel.config.errors import describe
+from kernel.config.market import MarketSection
 from kernel.config.sections import (
     FeedSection,
     HealthSection,
@@ -172,6 +173,8 @@ class Config(Section):
     """The process itself."""
     venue: VenueSection = Field(default_factory=VenueSection)
     """Where orders go."""
+    market: MarketSection = Field(default_factory=MarketSection)
+    """Where the embedded paper venue's market data comes from."""
     feed: FeedSection = Field(default_factory=FeedSection)
     """The market data feed's policy."""
     strategy: StrategySection = Field(default_factory=StrategySection)
@@ -186,6 +189,23 @@ class Config(Section):
     """Pre-trade limits."""
 
     @model_validator(mode="after")
+    def _live_market_needs_the_embedded_venue(self) -> Config:
+        problems = Problems("config")
+        if self.market.is_live and not self.venue.is_embedded:
+            message = (
+                f"market.source {self.market.source!r} feeds the embedded paper venue: "
+                f'set venue.url = "embedded" (or market.source = "replay")'
+            )
+            problems.add(("market", "source"), message, self.market.source, blame=("venue.url",))
+        elif self.market.is_live and self.venue.instruments:
+            missing = [i for i in self.venue.instruments if i not in self.market.instruments]
+            if missing:
+                message = f"venue.instruments {', '.join(missing)} not in market.instruments"
+                problems.add(("venue", "instruments"), message, list(self.venue.instruments), blame=("market.source",))
+        problems.raise_any()
+        return self
+
+    @model_validator(mode="after")
     def _venue_store_follows_the_journal(self) -> Config:
         embedded = self.venue.embedded
         if embedded.journal_db != self.kernel.db:
@@ -197,6 +217,7 @@ class Config(Section):
 SECTIONS: Mapping[str, type[Section]] = {
     "kernel": KernelSection,
     "venue": VenueSection,
+    "market": MarketSection,
     "feed": FeedSection,
     "strategy": StrategySection,
     "http": HttpSection,

@@ -184,6 +184,15 @@ def to_toml(config: Config) -> str:
         },
         {"data": [] if embedded.data else [f"#   {_toml_string(path)}" for path in embedded.data_paths]},
     )
+    market = config.market
+    lines += _section_lines(
+        "market",
+        market,
+        {"source": "" if market.is_live else "the files of [venue.embedded]"},
+        unset={"ws_url": "the venue's public endpoint", "rest_url": "the venue's public endpoint"},
+    )
+    for symbol, rules in market.rules.items():
+        lines += _section_lines(f"market.rules.{_toml_key(symbol)}", rules, unset={"min_notional": "none"})
     lines += _section_lines("feed", config.feed)
     lines += _section_lines(
         "strategy",
@@ -243,6 +252,7 @@ def to_json(config: Config) -> dict[str, Any]:
                 "store_path": embedded.store_path,
             },
         },
+        "market": sections["market"],
         "feed": sections["feed"],
         "risk": jsonable(config.risk.table),
         "strategy": {

@@ -68,6 +68,8 @@ class MarketQuote:
     ask: Decimal
     ask_qty: Decimal
     ts_ms: int
+    sizes_known: bool = True
+    """False for a live quote without sizes (sent on as 0): the engine then takes the touch as deep."""
 
 
 MarketEvent = MarketTrade | MarketQuote

@@ -11,9 +11,15 @@ Rules (see DESIGN.md, "The paper venue"):
   the limit; sell: above). Touching the price is not enough. Each trade's volume is shared among
   the crossed orders of each side by price-time priority; fills are at the order's limit price, and
   a trade too small for them all leaves the rest (partially) unfilled.
+* Queue-aware on a live book (``depth`` set, ``kernel.venue.live``): an order that comes to rest
+  joins the back of the live level at its price (``queue_ahead``: that level's size then). Trades
+  at exactly its price (a taker sell for a bid, a taker buy for an ask; what the crossed orders
+  left of them) first use up the volume ahead, the rest fills it. Cancels ahead are not credited
+  (conservative); an order restored after a restart has no known queue and fills only through.
 * A marketable limit (buy limit >= best ask, sell limit <= best bid) or a market order fills at
   once against the opposite quote, up to its size: limits at the quote price, market orders at the
   quote worsened by ``slippage_bps``. Liquidity taken is removed from the quote until the next one.
+  On a live book (``depth``) it walks the levels instead, each at its price (``kernel.venue.depth``).
   The remainder of a market or IOC order is canceled; a FOK order fills completely or is killed; a
   GTC/day limit remainder rests. A market order with no quote yet is rejected ("no market").
 * Fees are ``fee_bps`` of the fill's notional.
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
+from kernel.venue.depth import MAX_LEVELS, DepthOf, opposite_levels, walk
 from kernel.venue.errors import OrderChangeRefused, UnknownOrder
 from kernel.venue.settings import EngineConfig as EngineConfig  # where it was defined before
 
@@ -59,6 +66,9 @@ class Order:
     priority: int = 0
     """Time priority among resting orders: lower is earlier (a price change or a larger qty loses it)."""
     fills: list[Fill] = field(default_factory=list)
+    queue_ahead: Decimal | None = None
+    """Live book volume ahead of the order at its price, when the market data keeps a book
+    (``None``: unknown, e.g. after a restart; then only trades through its price fill it)."""
 
     @property
     def done(self) -> bool:
@@ -140,6 +150,9 @@ class MatchingEngine:
         self._next_priority = next_priority
         self._changed: dict[str, Order] = {}
         self._new_fills: list[Fill] = []
+        self.depth: DepthOf | None = None
+        """The live book of an instrument, when the market data keeps one: taking orders walk it."""
+        self._taken: dict[str, dict[tuple[Side, Decimal], Decimal]] = {}
 
     # -- restoring and reading --------------------------------------------------------------
 
@@ -221,9 +234,19 @@ class MatchingEngine:
         if reason is not None:
             order.leaves_qty = ZERO
             return [self._finish(order, "rejected", "rejected", ts_ms, reason)]
-        reports = [self._report(order, "new", ts_ms)]
+        reports = [report(order, "new", ts_ms)]
         reports += self._take_liquidity(order, ts_ms)
+        self._join_queue(order)
         return reports
+
+    def _join_queue(self, order: Order) -> None:
+        """Put a resting limit at the back of the live book's level at its price (when there is a book)."""
+        book = self.depth(order.instrument) if self.depth is not None else None
+        if book is None or order.price is None or not order.resting:
+            order.queue_ahead = None
+            return
+        levels = book.bid_levels(MAX_LEVELS) if order.side == "buy" else book.ask_levels(MAX_LEVELS)
+        order.queue_ahead = dict(levels).get(order.price, ZERO)
 
     def _invalid(self, order: Order) -> str | None:
         if not order.client_order_id:
@@ -236,10 +259,39 @@ class MatchingEngine:
             return "a limit order needs a positive price"
         if order.order_type == "market" and order.price is not None:
             return "a market order has no price"
+        rules = self.config.rules.get(order.instrument)
+        if rules is not None:
+            return rules.problem(order.price, order.qty)
         return None
 
+    def _walk_depth(self, order: Order, ts_ms: int) -> list[Execution] | None:
+        """Fill a taking order against the live book, level by level (``None``: no book to walk)."""
+        book = self.depth(order.instrument) if self.depth is not None else None
+        levels = opposite_levels(book, order.side) if book is not None else []
+        if not levels:
+            return None
+        opposite: Side = "sell" if order.side == "buy" else "buy"
+        taken = self._taken.setdefault(order.instrument, {})
+        limit = None if order.order_type == "market" else order.price
+        own = {price: qty for (side, price), qty in taken.items() if side == opposite}
+        fills = walk(levels, order.side, order.leaves_qty, limit, own)
+        if order.tif == "fok" and sum((q for _, q in fills), ZERO) < order.leaves_qty:
+            return [self._finish(order, "canceled", "canceled", ts_ms, "fok not filled: killed")]
+        reports = []
+        for price, qty in fills:
+            taken[(opposite, price)] = taken.get((opposite, price), ZERO) + qty
+            reports.append(self._fill(order, qty, price, ts_ms))
+        if order.leaves_qty > 0 and (order.order_type == "market" or order.tif in ("ioc", "fok")):
+            why = "market remainder canceled" if order.order_type == "market" else "ioc remainder canceled"
+            reports.append(self._finish(order, "canceled", "canceled", ts_ms, why))
+        return reports
+
     def _take_liquidity(self, order: Order, ts_ms: int) -> list[Execution]:
-        """Fill a just-entered (or repriced) order against the quote as far as it is marketable."""
+        """Fill a just-entered (or repriced) order as far as it is marketable: against the live
+        book when there is one (``depth``), else against the quote."""
+        walked = self._walk_depth(order, ts_ms)
+        if walked is not None:
+            return walked
         book = self._quotes.get(order.instrument)
         available = ZERO
         price = ZERO
@@ -279,7 +331,7 @@ class MatchingEngine:
         if order is None:
             return [_unknown(client_order_id, "cancel_rejected", ts_ms)]
         if order.done:
-            return [self._report(order, "cancel_rejected", ts_ms, "too late to cancel")]
+            return [report(order, "cancel_rejected", ts_ms, "too late to cancel")]
         return [self._finish(order, "canceled", "canceled", ts_ms, reason)]
 
     def replace(self, client_order_id: str, qty: Decimal | None, price: Decimal | None, ts_ms: int) -> list[Execution]:
@@ -293,7 +345,7 @@ class MatchingEngine:
             return [_unknown(client_order_id, "replace_rejected", ts_ms)]
         problem = self._replace_problem(order, qty, price)
         if problem is not None:
-            return [self._report(order, "replace_rejected", ts_ms, problem)]
+            return [report(order, "replace_rejected", ts_ms, problem)]
         return self._amend(order, qty, price, ts_ms, "replaced", None)
 
     def _replace_problem(self, order: Order, qty: Decimal | None, price: Decimal | None) -> str | None:
@@ -337,23 +389,26 @@ class MatchingEngine:
                 order.price = price
             return [self._finish(order, kind, "filled", ts_ms, reason)]
         repriced = price is not None and price != order.price
-        if repriced or new_qty > order.qty:
+        requeued = repriced or new_qty > order.qty
+        if requeued:
             order.priority = self._take_priority()
         order.qty = new_qty
         order.leaves_qty = new_qty - order.cum_qty
         if price is not None:
             order.price = price
         self._touch(order)
-        reports = [self._report(order, kind, ts_ms, reason)]
+        reports = [report(order, kind, ts_ms, reason)]
         if repriced:
             reports += self._take_liquidity(order, ts_ms)
+        if requeued:
+            self._join_queue(order)  # time priority lost: the back of the queue again
         return reports
 
     def end_of_day(self, ts_ms: int) -> list[Execution]:
         """Expire every working ``day`` order."""
         return [
             self._finish(order, "expired", "expired", ts_ms, "end of day")
-            for order in self._book_order(o for o in self._orders.values() if o.tif == "day" and not o.done)
+            for order in book_order(o for o in self._orders.values() if o.tif == "day" and not o.done)
         ]
 
     # -- market data ------------------------------------------------------------------------
@@ -363,11 +418,16 @@ class MatchingEngine:
     ) -> list[Execution]:
         """A new top of book. Resting orders do not fill on quotes, only on trades through them."""
         self._quotes[instrument] = TopOfBook(bid, bid_qty, ask, ask_qty)
+        self._taken.pop(instrument, None)  # the book moved: what was taken from it is forgotten
         return self._unsolicited_cancels(instrument, ts_ms)
 
-    def on_trade(self, instrument: str, price: Decimal, qty: Decimal, ts_ms: int) -> list[Execution]:
-        """A market trade: fill the resting orders it trades through, by price-time priority."""
+    def on_trade(
+        self, instrument: str, price: Decimal, qty: Decimal, ts_ms: int, taker_side: Side | None = None
+    ) -> list[Execution]:
+        """A market trade: fill the resting orders it trades through, by price-time priority; then,
+        on a live book, those at its price whose queue ahead the rest of its volume used up."""
         reports: list[Execution] = []
+        side: Side
         for side in ("buy", "sell"):
             crossed = [
                 o
@@ -379,20 +439,45 @@ class MatchingEngine:
                 and (price < o.price if side == "buy" else price > o.price)
             ]
             volume = qty
-            for order in self._book_order(crossed):
+            for order in book_order(crossed):
                 if volume <= 0:
                     break
                 take = min(volume, order.leaves_qty)
                 volume -= take
                 assert order.price is not None
                 reports.append(self._fill(order, take, order.price, ts_ms))
+            if taker_side != side:  # a taker sell trades against bids, a taker buy against asks
+                reports += self._fill_at_price(instrument, side, price, volume, ts_ms)
         return reports + self._unsolicited_cancels(instrument, ts_ms)
+
+    def _fill_at_price(
+        self, instrument: str, side: Side, price: Decimal, volume: Decimal, ts_ms: int
+    ) -> list[Execution]:
+        """``side`` orders resting exactly at ``price`` with a known queue: ``volume`` first takes
+        the live volume ahead of each, the rest fills it (each order's queue counted on its own)."""
+        at_price = [
+            o
+            for o in self._orders.values()
+            if o.instrument == instrument
+            and o.side == side
+            and o.resting
+            and o.price == price
+            and o.queue_ahead is not None
+        ]
+        reports: list[Execution] = []
+        for order in book_order(at_price):
+            assert order.queue_ahead is not None
+            beyond = volume - order.queue_ahead
+            order.queue_ahead = max(ZERO, order.queue_ahead - volume)
+            if beyond > 0:
+                reports.append(self._fill(order, min(beyond, order.leaves_qty), price, ts_ms))
+        return reports
 
     def _unsolicited_cancels(self, instrument: str, ts_ms: int) -> list[Execution]:
         rate = self.config.unsolicited_cancel_rate
         if rate <= 0:
             return []
-        resting = self._book_order(o for o in self._orders.values() if o.instrument == instrument and o.resting)
+        resting = book_order(o for o in self._orders.values() if o.instrument == instrument and o.resting)
         return [
             self._finish(order, "canceled", "canceled", ts_ms, "unsolicited")
             for order in resting
@@ -400,16 +485,6 @@ class MatchingEngine:
         ]
 
     # -- helpers ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _book_order(orders: Iterable[Order]) -> list[Order]:
-        """Price-time priority: best price first (highest buy, lowest sell), then earliest."""
-
-        def key(order: Order) -> tuple[Decimal, int]:
-            price = order.price if order.price is not None else ZERO
-            return (-price if order.side == "buy" else price, order.priority)
-
-        return sorted(orders, key=key)
 
     def _take_priority(self) -> int:
         priority = self._next_priority
@@ -438,7 +513,7 @@ class MatchingEngine:
         self._fills.append(fill)
         self._new_fills.append(fill)
         self._touch(order)
-        return self._report(order, "trade", ts_ms, fill=fill)
+        return report(order, "trade", ts_ms, fill=fill)
 
     def _finish(self, order: Order, kind: Exec, status: Status, ts_ms: int, reason: str | None) -> Execution:
         order.status = status
@@ -447,23 +522,7 @@ class MatchingEngine:
         if reason is not None:
             order.reason = reason
         self._touch(order)
-        return self._report(order, kind, ts_ms, reason)
-
-    @staticmethod
-    def _report(order: Order, kind: Exec, ts_ms: int, reason: str | None = None, fill: Fill | None = None) -> Execution:
-        return Execution(
-            client_order_id=order.client_order_id,
-            exec=kind,
-            status=order.status,
-            venue_order_id=order.venue_order_id,
-            qty=order.qty,
-            price=order.price,
-            cum_qty=order.cum_qty,
-            leaves_qty=order.leaves_qty,
-            ts_ms=ts_ms,
-            fill=fill,
-            reason=reason,
-        )
+        return report(order, kind, ts_ms, reason)
 
 
 def _unknown(client_order_id: str, kind: Exec, ts_ms: int) -> Execution:
@@ -485,3 +544,29 @@ def _unknown(client_order_id: str, kind: Exec, ts_ms: int) -> Execution:
 def _venue_number(venue_order_id: str) -> int:
     digits = venue_order_id[1:]
     return int(digits) if digits.isdigit() else 0
+
+
+def book_order(orders: Iterable[Order]) -> list[Order]:
+    """Price-time priority: best price first (highest buy, lowest sell), then earliest."""
+
+    def key(order: Order) -> tuple[Decimal, int]:
+        price = order.price if order.price is not None else ZERO
+        return (-price if order.side == "buy" else price, order.priority)
+
+    return sorted(orders, key=key)
+
+
+def report(order: Order, kind: Exec, ts_ms: int, reason: str | None = None, fill: Fill | None = None) -> Execution:
+    return Execution(
+        client_order_id=order.client_order_id,
+        exec=kind,
+        status=order.status,
+        venue_order_id=order.venue_order_id,
+        qty=order.qty,
+        price=order.price,
+        cum_qty=order.cum_qty,
+        leaves_qty=order.leaves_qty,
+        ts_ms=ts_ms,
+        fill=fill,
+        reason=reason,
+    )

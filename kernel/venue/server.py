@@ -23,13 +23,14 @@ Conventions this venue chose where the protocol leaves room:
 
 Market data: ``VenueConfig.data_paths`` are replayed (``kernel.venue.replay``), or a seeded random
 walk when no file is given; ``autoplay=False`` leaves market data to the test hooks
-(``push_trade``, ``push_quote``), which match exactly like replay.
+(``push_trade``, ``push_quote``), which match exactly like replay. With ``VenueConfig.live`` the
+venue follows a live venue's stream instead (``kernel.venue.live``; its feed is journaled in the
+``journal`` given), and its instruments' tick and lot rules are settled at ``start()``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from decimal import Decimal
@@ -39,6 +40,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from kernel.clock import wall_ms
+from kernel.paper_defaults import TradingRules
 from kernel.paper_protocol import (
     VERSION,
     CancelOrder,
@@ -66,11 +68,13 @@ from kernel.paper_protocol import (
 from kernel.venue import marketdata
 from kernel.venue.connection import Channel, Connection
 from kernel.venue.errors import OrderChangeRefused, UnknownInstrument, UnknownOrder, VenueStateError
+from kernel.venue.live import LiveMarket, venue_rules
 from kernel.venue.marketdata import MarketEvent, MarketQuote, MarketTrade
 from kernel.venue.matching import MatchingEngine
 from kernel.venue.replay import replay
 from kernel.venue.settings import VenueConfig
 from kernel.venue.store_rows import fill_to_store, order_from_store, order_to_store
+from storage.journal import Journal
 from storage.venue_store import Counters, VenueState, VenueStore, VenueStoreError
 
 __all__ = ["PaperVenue", "VenueConfig", "wall_clock_ms"]
@@ -82,6 +86,8 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_INCOMING_FRAMES = 32
 """Frames buffered per connection before websockets stops reading the socket (``max_queue``)."""
 CLOSE_TIMEOUT_S = 2.0
+UNLIMITED = Decimal("Infinity")
+"""The depth the engine takes a live quote without sizes to have at its touch."""
 
 wall_clock_ms = wall_ms
 """The venue's default clock: milliseconds since the Unix epoch (``kernel.clock.wall_ms``)."""
@@ -90,14 +96,22 @@ wall_clock_ms = wall_ms
 class PaperVenue:
     """A simulated exchange on a loopback WebSocket, its state kept in ``store_path``.
 
-    ``start()`` opens the store (rebuilding the order book from it), binds and starts the replay;
+    ``start()`` opens the store (rebuilding the order book from it), binds and starts the replay
+    (or, with ``config.live``, the live market's feed, journaled in ``journal`` as ``live_entity``);
     ``stop()`` undoes that in reverse order. Also usable as ``async with PaperVenue(...) as venue``.
-    Raises ``VenueStoreError`` (store unusable) and ``MarketDataError`` (bad data file) from
+    Raises ``VenueStoreError`` (store unusable), ``MarketDataError`` (bad data file),
+    ``LiveMarketError`` (rules not fetched) and ``VenueStateError`` (live without a journal) from
     ``start()``.
     """
 
     def __init__(
-        self, store_path: str, config: VenueConfig | None = None, *, clock: Callable[[], int] = wall_clock_ms
+        self,
+        store_path: str,
+        config: VenueConfig | None = None,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+        journal: Journal | None = None,
+        live_entity: str = "market",
     ) -> None:
         self.store_path = store_path
         self.config = config or VenueConfig()
@@ -108,6 +122,12 @@ class PaperVenue:
         self._engine = MatchingEngine(self.config.engine_config())
         self._server: Server | None = None
         self._replay_task: asyncio.Task[None] | None = None
+        self._journal = journal
+        self._live_entity = live_entity
+        self.live: LiveMarket | None = None
+        """The live market followed (``config.live``), once started."""
+        self.rules: dict[str, TradingRules] = dict(self.config.rules)
+        """Each instrument's tick and lot size the venue enforces (settled at ``start()``)."""
         self._connections: set[Connection] = set()
         self._owners: dict[str, Connection] = {}
         self._pushed = 0
@@ -134,7 +154,12 @@ class PaperVenue:
         if self._server is not None:
             raise VenueStateError("the venue is already running")
         cfg = self.config
-        if cfg.instruments:
+        if cfg.live is not None and self._journal is None:
+            raise VenueStateError("a venue following a live market needs a journal for its feed")
+        if cfg.live is not None:
+            self.instruments = tuple(cfg.instruments) or cfg.live.instruments
+            self.rules = {**await venue_rules(cfg.live), **cfg.rules}
+        elif cfg.instruments:
             self.instruments = tuple(cfg.instruments)
         elif cfg.data_paths:
             self.instruments = marketdata.instruments(cfg.data_paths)  # also validates every row
@@ -159,18 +184,38 @@ class PaperVenue:
             raise
         sock = next(iter(self._server.sockets))
         self.host, self.port = str(sock.getsockname()[0]), int(sock.getsockname()[1])
-        if cfg.autoplay:
+        if cfg.live is not None and cfg.autoplay:
+            assert self._journal is not None
+            self.live = LiveMarket(cfg.live, self._journal, self._live_entity, self._market, clock=self._clock)
+            self._engine.depth = self.live.book
+            self._replay_task = asyncio.create_task(self.live.run(), name="venue-live-market")
+        elif cfg.autoplay:
             self._replay_task = asyncio.create_task(
                 replay(cfg, self._clock, self._market, self._drain), name="venue-replay"
             )
         log.info("paper venue listening on %s (session %s)", self.url, self.session)
+        if self.live is not None:
+            log.info(
+                "paper venue following %s market data at %s for %s",
+                cfg.live.source if cfg.live else "",
+                self.live.source.url,
+                ", ".join(self.instruments),
+            )
 
     async def stop(self) -> None:
-        """Stop replay, close every connection (1001), stop listening, close the store. Idempotent."""
+        """Stop replay (the live feed ends ``closed``), close every connection (1001), stop listening,
+        close the store. Idempotent."""
         if self._replay_task is not None:
-            self._replay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            if self.live is not None:
+                self.live.stop()  # the feed closes its socket and journals ``closed`` by itself
+            else:
+                self._replay_task.cancel()
+            try:
                 await self._replay_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("the venue's market data ended with an error")
             self._replay_task = None
         if self._server is not None:
             self._server.close()
@@ -191,12 +236,14 @@ class PaperVenue:
 
     def _rebuild(self, state: VenueState) -> None:
         self._engine = MatchingEngine(
-            self.config.engine_config(self.instruments),
+            self.config.engine_config(self.instruments, self.rules),
             next_venue_order=state.counters.next_venue_order,
             next_fill_seq=state.counters.next_fill_seq,
             next_priority=state.counters.next_priority,
         )
         self._engine.restore(order_from_store(stored, self.store_path) for stored in state.orders)
+        if self.live is not None:
+            self._engine.depth = self.live.book
 
     # -- test hooks -------------------------------------------------------------------------
 
@@ -333,12 +380,11 @@ class PaperVenue:
     def _market(self, event: MarketEvent) -> list[Execution]:
         """One market event: match, commit, broadcast it, then send the reports it caused."""
         if isinstance(event, MarketTrade):
-            reports = self._engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms)
+            reports = self._engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms, event.taker_side)
             channel: Channel = "trades"
         else:
-            reports = self._engine.on_quote(
-                event.instrument, event.bid, event.bid_qty, event.ask, event.ask_qty, event.ts_ms
-            )
+            bid_qty, ask_qty = (event.bid_qty, event.ask_qty) if event.sizes_known else (UNLIMITED, UNLIMITED)
+            reports = self._engine.on_quote(event.instrument, event.bid, bid_qty, event.ask, ask_qty, event.ts_ms)
             channel = "quotes"
         self._commit()
         key = (event.instrument, channel)

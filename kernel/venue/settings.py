@@ -7,11 +7,13 @@ the market data shipped with the package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 
 from kernel.paper_defaults import BUNDLED_DATA as BUNDLED_DATA
+from kernel.paper_defaults import TradingRules
 from kernel.venue.errors import SimulatorSettingError
 
 
@@ -25,8 +27,11 @@ class EngineConfig:
     reject_rate: float = 0.0
     unsolicited_cancel_rate: float = 0.0
     seed: int = 0
+    rules: Mapping[str, TradingRules] = field(default_factory=dict)
+    """Tick and lot size per instrument: orders off them are rejected (none: any price and size)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
         for name in ("reject_rate", "unsolicited_cancel_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
@@ -35,6 +40,37 @@ class EngineConfig:
             bps = getattr(self, name)
             if not isinstance(bps, Decimal) or not bps.is_finite() or bps < 0:
                 raise SimulatorSettingError(f"{name} must be a non-negative Decimal, got {bps!r}")
+
+
+LIVE_SOURCES: tuple[str, ...] = ("paper", "binance", "coinbase", "kraken")
+"""The venues whose market data the paper venue can follow (``kernel.feed.venues.make_source``)."""
+
+
+@dataclass(frozen=True)
+class LiveMarketSettings:
+    """Follow a live venue's market data (``kernel.venue.live``) instead of replaying files.
+
+    ``ws_url``/``rest_url`` ``None``: the venue's public endpoints. ``rules`` are the configured tick
+    and lot sizes; for Binance the venue's own (``GET /api/v3/exchangeInfo``) are fetched at start
+    and take precedence. ``policy`` is the feed machine's (``[feed]``)."""
+
+    source: str
+    instruments: tuple[str, ...]
+    ws_url: str | None = None
+    rest_url: str | None = None
+    rules: Mapping[str, TradingRules] = field(default_factory=dict)
+    policy: Mapping[str, int] = field(default_factory=dict)
+    fetch_rules: bool = True
+    """Fetch the venue's own rules at start where it publishes them (Binance)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "instruments", tuple(self.instruments))
+        object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
+        object.__setattr__(self, "policy", MappingProxyType(dict(self.policy)))
+        if self.source not in LIVE_SOURCES:
+            raise SimulatorSettingError(f"source must be one of {', '.join(LIVE_SOURCES)}, got {self.source!r}")
+        if not self.instruments or len(set(self.instruments)) != len(self.instruments):
+            raise SimulatorSettingError(f"instruments must be distinct and not empty, got {list(self.instruments)}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +92,10 @@ class VenueConfig:
     heartbeat_s: float = 1.0
     autoplay: bool = True
     loop: bool = False
+    live: LiveMarketSettings | None = None
+    """Follow this live venue's market data instead of ``data_paths`` (no slippage: fills walk the live book)."""
+    rules: Mapping[str, TradingRules] = field(default_factory=dict)
+    """Tick and lot size per instrument (with ``live``: its rules, completed at start)."""
 
     def __post_init__(self) -> None:
         # Accept any sequence (a list is the natural thing to pass) but hold tuples: hashable, immutable.
@@ -63,6 +103,7 @@ class VenueConfig:
         object.__setattr__(self, "data_paths", tuple(self.data_paths))
         object.__setattr__(self, "fee_bps", Decimal(self.fee_bps))
         object.__setattr__(self, "slippage_bps", Decimal(self.slippage_bps))
+        object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
         if self.speed < 0:
             raise SimulatorSettingError(f"speed must be >= 0, got {self.speed}")
         if self.latency_ms < 0:
@@ -71,12 +112,15 @@ class VenueConfig:
             raise SimulatorSettingError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
         self.engine_config()  # validates rates and bps
 
-    def engine_config(self, instruments: tuple[str, ...] = ()) -> EngineConfig:
-        """The matching engine's part of this configuration."""
+    def engine_config(
+        self, instruments: tuple[str, ...] = (), rules: Mapping[str, TradingRules] | None = None
+    ) -> EngineConfig:
+        """The matching engine's part of this configuration (``rules``: those to apply, else ``self.rules``)."""
         return EngineConfig(
             instruments=instruments or tuple(self.instruments),
             fee_bps=self.fee_bps,
-            slippage_bps=self.slippage_bps,
+            slippage_bps=Decimal(0) if self.live is not None else self.slippage_bps,
+            rules=self.rules if rules is None else rules,
             reject_rate=self.reject_rate,
             unsolicited_cancel_rate=self.unsolicited_cancel_rate,
             seed=self.seed,

@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -308,7 +309,7 @@ def test_the_store_follows_the_journal_when_built_directly() -> None:
 
 ERRORS: list[tuple[str, str, str]] = [
     # unknown keys, at every level
-    ("[kernal]\n", "kernal", "unknown key kernal (known: kernel, venue, feed, strategy, http, health, risk)"),
+    ("[kernal]\n", "kernal", "unknown key kernal (known: kernel, venue, market, feed, strategy, http, health, risk)"),
     ("db = 'x'\n", "db", "unknown key db"),
     ("[kernel]\ndbb = 'x'\n", "kernel.dbb", "unknown key kernel.dbb (known: db, durability,"),
     ("[venue]\nurll = 'x'\n", "venue.urll", "unknown key venue.urll (known: url, instruments,"),
@@ -650,7 +651,7 @@ def test_to_toml_round_trip_of_the_defaults(tmp_path: Path) -> None:
     assert "default:" not in text
     assert text.count(" = ") == sum(
         len(t.file_keys()) for t in (*cfg.SECTIONS.values(), EmbeddedVenueSection)
-    ) - 2 + len(dataclasses.fields(config.strategy.params))  # every key but the two unset ones
+    ) - 4 + len(dataclasses.fields(config.strategy.params))  # every key but the four unset ones
 
 
 def test_to_toml_round_trip_of_a_full_file(tmp_path: Path) -> None:
@@ -939,12 +940,15 @@ def test_overrides_from_args_maps_only_the_flags_given() -> None:
         [
             *("--config", "k.toml", "--db", "a.db", "--venue", "embedded", "--strategy", "idle", "--duration", "1.5"),
             *("--log-format", "json", "--control-socket", "s", "--http", "localhost:1", "--allow-remote"),
+            *("--market", "binance:BTCUSDT,ETHUSDT"),
         ]
     )
     assert args.config == "k.toml"
     assert cfg.overrides_from_args(args) == {
         "kernel.db": "a.db",
         "venue.url": "embedded",
+        "market.source": "binance",
+        "market.instruments": ["BTCUSDT", "ETHUSDT"],
         "strategy.name": "idle",
         "kernel.duration_s": 1.5,
         "kernel.log_format": "json",
@@ -1153,7 +1157,7 @@ def test_json_schema_describes_every_key() -> None:
     schema = json_schema()
     assert schema["title"] == "tradekernel configuration"
     assert schema["additionalProperties"] is False
-    assert list(schema["properties"]) == ["kernel", "venue", "feed", "strategy", "http", "health", "risk"]
+    assert list(schema["properties"]) == ["kernel", "venue", "market", "feed", "strategy", "http", "health", "risk"]
     defs = schema["$defs"]
     for name, section in [*cfg.SECTIONS.items(), ("venue.embedded", EmbeddedVenueSection)]:
         table = defs[section.__name__]
@@ -1229,3 +1233,209 @@ def test_sections_built_directly_compare_by_value() -> None:
     assert Config(risk=limits) == load(None, {"risk.max_open_orders": 2}, environ={})
     assert StrategySection(name="idle") != "idle"
     assert StrategySection(name="idle") == StrategySection(name="idle", params={})
+
+
+# -- [market] and --market (issue 13) ------------------------------------------------------------
+
+MARKET = """
+[market]
+source = "binance"
+instruments = ["BTCUSDT", "ETHUSDT"]
+ws_url = "ws://127.0.0.1:9443"
+rest_url = "http://127.0.0.1:9444"
+
+[market.rules.ETHUSDT]
+tick_size = "0.05"
+lot_size = 0.001
+min_notional = 5
+"""
+
+
+def test_market_defaults_to_the_replay_with_nothing_to_follow() -> None:
+    market = load(environ={}).market
+    assert (market.source, market.instruments, market.ws_url, market.rest_url, market.rules) == (
+        "replay",
+        (),
+        None,
+        None,
+        {},
+    )
+    assert market.is_live is False
+
+
+def test_a_live_market_from_the_file_with_rules(tmp_path: Path) -> None:
+    market = load_text(tmp_path, MARKET).market
+    assert market.is_live
+    assert (market.source, market.instruments) == ("binance", ("BTCUSDT", "ETHUSDT"))
+    assert (market.ws_url, market.rest_url) == ("ws://127.0.0.1:9443", "http://127.0.0.1:9444")
+    rules = market.rules["ETHUSDT"]
+    assert (rules.tick_size, rules.lot_size, rules.min_notional) == (D("0.05"), D("0.001"), D("5"))
+    assert list(market.rules) == ["ETHUSDT"]
+
+
+def test_every_market_problem_at_once_with_its_key_and_source(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[market]
+source = "binance"
+instruments = ["BTCUSDT", "BTCUSDT", ""]
+ws_url = "https://example.com"
+rest_url = "wss://example.com"
+
+[market.rules.ETHUSDT]
+tick_size = 0
+lot = 1
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    found = {(problem.key, problem.source, problem.message) for problem in caught.value.problems}
+    assert found == {
+        (
+            "market.instruments",
+            path,
+            "market.instruments: must not contain an empty string, got ['BTCUSDT', 'BTCUSDT', '']",
+        ),
+        ("market.ws_url", path, "market.ws_url: must be a ws:// or wss:// URL, got 'https://example.com'"),
+        ("market.rest_url", path, "market.rest_url: must be a http:// or https:// URL, got 'wss://example.com'"),
+        ("market.rules.ETHUSDT.tick_size", path, "market.rules.ETHUSDT.tick_size: must be greater than 0, got 0"),
+        (
+            "market.rules.ETHUSDT.lot",
+            path,
+            "unknown key market.rules.ETHUSDT.lot (known: tick_size, lot_size, min_notional)",
+        ),
+    }
+
+
+def test_a_live_source_needs_instruments_and_paper_an_endpoint(tmp_path: Path) -> None:
+    path = write(tmp_path, '[market]\nsource = "paper"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    assert [(p.key, p.source) for p in caught.value.problems] == [
+        ("market.instruments", path),
+        ("market.ws_url", path),
+    ]
+    assert "set market.instruments" in caught.value.problems[0].message
+    assert "a paper market source has no public endpoint" in caught.value.problems[1].message
+
+
+def test_the_replay_refuses_what_only_a_live_source_uses(tmp_path: Path) -> None:
+    path = write(tmp_path, '[market]\ninstruments = ["BTCUSDT"]\nws_url = "wss://x.example"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    assert [p.key for p in caught.value.problems] == ["market.instruments", "market.ws_url"]
+    assert all("only used with a live market.source, not 'replay'" in p.message for p in caught.value.problems)
+
+
+def test_rules_must_name_a_followed_instrument(tmp_path: Path) -> None:
+    text = '[market]\nsource = "kraken"\ninstruments = ["BTC/USD"]\n\n[market.rules."ETH/USD"]\ntick_size = 0.1\n'
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert caught.value.key == "market.rules.ETH/USD"
+    assert "which market.instruments does not list" in str(caught.value)
+
+
+def test_a_live_market_needs_the_embedded_venue_and_covers_its_instruments(tmp_path: Path) -> None:
+    remote = '[venue]\nurl = "ws://127.0.0.1:8765"\n[market]\nsource = "coinbase"\ninstruments = ["BTC-USD"]\n'
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, remote)
+    assert caught.value.key == "market.source"
+    assert 'set venue.url = "embedded"' in str(caught.value)
+    narrower = '[venue]\ninstruments = ["ETH-USD"]\n[market]\nsource = "coinbase"\ninstruments = ["BTC-USD"]\n'
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, narrower)
+    assert caught.value.key == "venue.instruments"
+    assert "ETH-USD not in market.instruments" in str(caught.value)
+
+
+def test_the_market_flag_sets_source_and_instruments() -> None:
+    from kernel.config.market import parse_market_flag
+
+    assert parse_market_flag("binance:BTCUSDT,ETHUSDT") == {
+        "market.source": "binance",
+        "market.instruments": ["BTCUSDT", "ETHUSDT"],
+    }
+    assert parse_market_flag("Kraken:BTC/USD") == {"market.source": "kraken", "market.instruments": ["BTC/USD"]}
+    assert parse_market_flag("replay") == {"market.source": "replay", "market.instruments": []}
+    config = load(overrides=parse_market_flag("coinbase:BTC-USD"), environ={})
+    assert (config.market.source, config.market.instruments) == ("coinbase", ("BTC-USD",))
+
+
+def test_market_flag_errors_name_the_flag(tmp_path: Path) -> None:
+    result = run_cli("config", "show", "--market", "nyse:IBM")
+    assert result.returncode == 2
+    assert "--market: market.source: must be one of replay, paper, binance, coinbase, kraken, got 'nyse'" in (
+        result.stderr
+    )
+    result = run_cli("config", "show", "--market", "binance")
+    assert result.returncode == 2
+    assert "--market: market.instruments: market.source 'binance' needs the symbols to follow" in result.stderr
+
+
+def test_config_show_prints_the_market_and_reads_it_back(tmp_path: Path) -> None:
+    path = write(tmp_path, MARKET)
+    result = run_cli("config", "show", "--config", path, "--market", "binance:BTCUSDT,ETHUSDT")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"# from: defaults < {path} < --market"
+    assert '\n[market]\nsource = "binance"  # default: "replay"\ninstruments = ["BTCUSDT", "ETHUSDT"]' in result.stdout
+    assert "\n[market.rules.ETHUSDT]\ntick_size = 0.05  # default: 0.01\n" in result.stdout
+    config = load(path, environ={})
+    assert round_trip(tmp_path, config, {}) == config
+    data = json.loads(run_cli("config", "show", "--config", path, "--json").stdout)
+    assert data["market"] == {
+        "source": "binance",
+        "instruments": ["BTCUSDT", "ETHUSDT"],
+        "ws_url": "ws://127.0.0.1:9443",
+        "rest_url": "http://127.0.0.1:9444",
+        "rules": {"ETHUSDT": {"tick_size": "0.05", "lot_size": "0.001", "min_notional": "5"}},
+    }
+
+
+def test_json_schema_describes_the_market() -> None:
+    defs = json_schema()["$defs"]
+    market = defs["MarketSection"]["properties"]
+    assert market["source"]["enum"] == ["replay", "paper", "binance", "coinbase", "kraken"]
+    assert market["instruments"]["uniqueItems"] is True
+    assert market["rules"]["additionalProperties"] == {"$ref": "#/$defs/InstrumentRulesSection"}
+    assert defs["InstrumentRulesSection"]["properties"]["tick_size"]["exclusiveMinimum"] == 0
+    assert defs["InstrumentRulesSection"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ws://user:pw@example.com", "market.ws_url: must not contain credentials"),
+        (
+            "ws://example.com:99999",
+            "market.ws_url: must be a ws:// or wss:// URL, got 'ws://example.com:99999' (bad port)",
+        ),
+        ("ws://:80", "market.ws_url: must be a ws:// or wss:// URL, got 'ws://:80' (no host)"),
+    ],
+)
+def test_market_urls_are_checked(url: str, message: str) -> None:
+    overrides = {"market.source": "coinbase", "market.instruments": ["BTC-USD"], "market.ws_url": url}
+    with pytest.raises(ConfigError) as caught:
+        load(overrides=overrides, environ={})
+    assert str(caught.value) == f"override market.ws_url: {message}"
+    assert "user:pw" not in str(caught.value)
+
+
+def test_configured_rules_become_the_venues_trading_rules() -> None:
+    from kernel.config.market import InstrumentRulesSection
+    from kernel.paper_defaults import TradingRules
+
+    assert InstrumentRulesSection().trading_rules() == TradingRules(D("0.01"), D("0.00001"), None)
+    section = InstrumentRulesSection(tick_size=D("0.5"), lot_size=D(2), min_notional=D(10))
+    assert section.trading_rules() == TradingRules(D("0.5"), D(2), D(10))
+
+
+def test_the_environment_sets_market_keys_and_rules_by_symbol_as_written() -> None:
+    environ = {
+        "TRADEKERNEL_MARKET__SOURCE": "kraken",
+        "TRADEKERNEL_MARKET__INSTRUMENTS": '["XBTUSDT"]',
+        "TRADEKERNEL_MARKET__RULES__XBTUSDT__TICK_SIZE": '"0.1"',
+    }
+    market = load(environ=environ).market
+    assert (market.source, market.instruments) == ("kraken", ("XBTUSDT",))
+    assert market.rules["XBTUSDT"].tick_size == D("0.1")
