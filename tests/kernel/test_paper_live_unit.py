@@ -307,7 +307,7 @@ async def test_binance_rules_are_fetched_and_win_over_the_configured(monkeypatch
             other = _FetchedRules("OTHER", D(1), D(1), None)
             return {X: _FetchedRules(X, D("0.01"), D("0.00001"), D("5")), "OTHER": other}
 
-    monkeypatch.setattr(live_module.importlib, "import_module", lambda name: FakeRulesModule)
+    monkeypatch.setattr(live_module, "fetch_binance_rules", FakeRulesModule.fetch_binance_rules)
     settings = LiveMarketSettings("binance", (X,), rest_url="http://127.0.0.1:9", rules={X: TradingRules(D(1), D(1))})
     assert await venue_rules(settings) == {X: TradingRules(D("0.01"), D("0.00001"), D("5"))}
     assert asked == [("http://127.0.0.1:9", [X])]
@@ -317,10 +317,10 @@ async def test_binance_rules_are_fetched_and_win_over_the_configured(monkeypatch
         async def fetch_binance_rules(rest_url: str, instruments: list[str]) -> dict[str, _FetchedRules]:
             raise OSError("connection refused")
 
-    monkeypatch.setattr(live_module.importlib, "import_module", lambda name: Failing)
+    monkeypatch.setattr(live_module, "fetch_binance_rules", Failing.fetch_binance_rules)
     with pytest.raises(LiveMarketError, match=r"cannot fetch binance instrument rules from http://127\.0\.0\.1:9"):
         await venue_rules(settings)
-    monkeypatch.setattr(live_module.importlib, "import_module", lambda name: FakeRulesModule)
+    monkeypatch.setattr(live_module, "fetch_binance_rules", FakeRulesModule.fetch_binance_rules)
     with pytest.raises(LiveMarketError, match="no instrument rules for ETHUSDT"):
         await venue_rules(LiveMarketSettings("binance", (X, "ETHUSDT"), rest_url="http://127.0.0.1:9"))
 
