@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ class FeedClient:
         max_size: int = 2**20,
         max_queue: int = 64,
         source: MarketDataSource | None = None,
+        on_frame: Callable[[str | bytes, int], None] | None = None,
     ) -> None:
         if source is not None and source.url != url:
             raise FeedMisuse(f"the source connects to {source.url!r}, not {url!r}")
@@ -160,6 +162,7 @@ class FeedClient:
         self.socket = SocketOptions(open_timeout, ping_interval, ping_timeout, close_timeout, max_size, max_queue)
         self.on_event = on_event
         self.on_state = on_state
+        self.on_frame = on_frame  # issue 13 WATCH branch, minimal: the SYNC helper's version replaces it
         self.anomalies: deque[Anomaly] = deque(maxlen=MAX_ANOMALIES)
         self._anomalies_committed_ms = -(10**12)
         self.counts: Counter[str] = Counter()
@@ -321,6 +324,12 @@ class FeedClient:
     # -- frames -------------------------------------------------------------------------------
 
     def _decode(self, frame: str | bytes) -> list[FeedEvent]:
+        if self.on_frame is not None:  # every frame received after the greeting, with its receive time
+            try:
+                self.on_frame(frame, time.time_ns())
+            except Exception as exc:
+                log.exception("feed %s: frame listener failed", self._feed.entity_id)
+                self._anomaly("listener_error", repr(exc)[:200], "")
         try:
             return self.source.decode(frame)
         except DecodeError as exc:

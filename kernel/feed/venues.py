@@ -28,6 +28,7 @@ from kernel.feed._common import Frame
 from kernel.feed.binance import decode_binance
 from kernel.feed.book import CoinbaseTradeSequence
 from kernel.feed.coinbase import decode_coinbase
+from kernel.feed.errors import FeedError
 from kernel.feed.events import FeedEvent, HeartbeatEvent, SubscriptionAck, TradeEvent, Venue, VenueNotice
 from kernel.feed.kraken import decode_kraken
 from kernel.feed.paper_source import PaperMarketData
@@ -243,3 +244,23 @@ SOURCES: Final[dict[Venue, Callable[[str], MarketDataSource]]] = {
     "kraken": KrakenMarketData,
 }
 """Every market-data source by venue name, each built from its WebSocket URL."""
+
+
+# --- minimal make_source (issue 13, WATCH branch): the SYNC helper's version replaces this at merge ---
+class UnknownVenue(FeedError):
+    """``make_source`` was given a venue name that is not in ``SOURCES``."""
+
+
+def make_source(
+    venue: str, *, ws_url: str | None = None, rest_url: str | None = None, instruments: Sequence[str] = ()
+) -> MarketDataSource:
+    """The source of ``venue`` at ``ws_url`` (``None``: its public endpoint); ``UnknownVenue`` otherwise."""
+    del rest_url, instruments  # the sources on this branch need neither
+    if venue not in SOURCES:
+        raise UnknownVenue(f"unknown venue {venue!r}: one of {', '.join(SOURCES)}")
+    factory = SOURCES[venue]
+    if ws_url is None:
+        if venue == "paper":
+            raise UnknownVenue("the paper venue has no public endpoint: pass ws_url")
+        return factory()  # type: ignore[call-arg]
+    return factory(ws_url)
