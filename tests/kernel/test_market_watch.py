@@ -10,6 +10,7 @@ maker's; Kraken ``side`` is the taker's), not with the decoders under test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -19,13 +20,18 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from kernel.cli.market import TerminalView, display
-from kernel.market_watch import MAX_INSTRUMENTS, BadTarget, Target, parse_target
+from kernel.market_watch import MAX_INSTRUMENTS, RECORDED_BY, BadTarget, Target, parse_target
 from kernel.venue.server import PaperVenue, VenueConfig
 from tests.conftest import REPO, run_cli
 
@@ -123,7 +129,8 @@ def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
     result = run_cli("market", "watch", *args, timeout=TIMEOUT)
     assert result.returncode == 2, result
     assert message in result.stderr
-    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
 
 
 def test_help_names_the_command() -> None:
@@ -181,14 +188,16 @@ class Watching:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self.process is not None and self._reader is not None
+        assert self.process is not None
+        assert self._reader is not None
         if self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
         await self._reader
 
     async def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         async for line in self.process.stdout:
             self.lines.append(line.decode())
 
@@ -205,7 +214,8 @@ class Watching:
 
     async def end(self, sig: signal.Signals | None = None) -> tuple[int, str]:
         """Send ``sig`` (if any), wait for the exit; the exit status and stderr."""
-        assert self.process is not None and self.process.stderr is not None
+        assert self.process is not None
+        assert self.process.stderr is not None
         if sig is not None:
             self.process.send_signal(sig)
         async with asyncio.timeout(TIMEOUT):
@@ -269,12 +279,14 @@ async def test_paper_venue_json_record_and_signal(tmp_path: Path, sig: signal.Si
 @pytest.mark.asyncio
 async def test_paper_venue_plain_lines(tmp_path: Path) -> None:
     config = VenueConfig(instruments=["BTCUSDT"], autoplay=False)
-    async with PaperVenue(str(tmp_path / "venue.db"), config) as venue:
-        async with Watching("paper:BTCUSDT", "--ws-url", venue.url) as watching:
-            await watching.until(lambda: any("state streaming" in line for line in watching.lines), "streaming")
-            await venue.push_trade("BTCUSDT", Decimal("100.50000000"), Decimal("0.25"), "sell", ts_ms=1_700_000_000_123)
-            await watching.until(lambda: any("trade" in line for line in watching.lines), "the trade")
-            code, stderr = await watching.end(signal.SIGTERM)
+    async with (
+        PaperVenue(str(tmp_path / "venue.db"), config) as venue,
+        Watching("paper:BTCUSDT", "--ws-url", venue.url) as watching,
+    ):
+        await watching.until(lambda: any("state streaming" in line for line in watching.lines), "streaming")
+        await venue.push_trade("BTCUSDT", Decimal("100.50000000"), Decimal("0.25"), "sell", ts_ms=1_700_000_000_123)
+        await watching.until(lambda: any("trade" in line for line in watching.lines), "the trade")
+        code, stderr = await watching.end(signal.SIGTERM)
     assert (code, stderr) == (0, "")
     assert "22:13:20.123 paper BTCUSDT trade 100.5 x 0.25 sell #P1\n" in watching.lines
     assert watching.lines[-1].endswith(" paper state closed\n")
@@ -304,11 +316,13 @@ def test_refused_until_the_end_is_one_clear_error() -> None:
     url = f"ws://127.0.0.1:{free_port()}"
     result = run_cli("market", "watch", "binance:BTCUSDT", "--ws-url", url, "--duration", "1.5", "--json")
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"tradekernel market watch: error: no market data from {url}: connect failed: ")
     assert "ConnectionRefusedError" in result.stderr
     lines = records(result.stdout)
-    assert states(lines)[:2] == ["connecting", "backoff"] and states(lines)[-1] == "closed"
+    assert states(lines)[:2] == ["connecting", "backoff"]
+    assert states(lines)[-1] == "closed"
     assert states(lines).count("backoff") >= 2  # retried meanwhile
 
 
@@ -319,5 +333,327 @@ def test_unwritable_recording_exit_1(tmp_path: Path, where: str) -> None:
     result = run_cli("market", "watch", "paper:BTCUSDT", "--ws-url", url, "--record", path, "--duration", "5")
     assert result.returncode == 1
     assert result.stderr.startswith(f"tradekernel market watch: error: cannot write the recording {path}: ")
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
     assert result.stdout == ""  # refused before connecting
+
+
+# -- loopback replays of recorded Binance, Coinbase and Kraken frames ---------------------------------
+
+
+class Replay:
+    """A loopback server on a free port: ``answer(ws, message)`` says what each client message gets;
+    ``sent`` keeps every frame sent, in order; HTTP GETs are answered by ``rest(path)``."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.asked: list[str] = []
+        self.rest_answers: dict[str, str] = {}
+        self._server: Server | None = None
+        self.ws_url = self.rest_url = ""
+
+    async def __aenter__(self) -> Replay:
+        self._server = await serve(self._handler, "127.0.0.1", 0, process_request=self._http, close_timeout=0.5)
+        port = next(iter(self._server.sockets)).getsockname()[1]
+        self.ws_url, self.rest_url = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        body = self.rest_answers.get(request.path)
+        if body is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "{}")
+        return connection.respond(HTTPStatus.OK, body)
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            assert ws.request is not None
+            await self.connected(ws, ws.request.path)
+            async for frame in ws:
+                await self.answer(ws, json.loads(frame))
+
+    async def send(self, ws: ServerConnection, *messages: Any) -> None:
+        for message in messages:
+            text = dumps_exact(message)
+            self.sent.append(text)
+            await ws.send(text)
+
+    async def connected(self, ws: ServerConnection, path: str) -> None:
+        """Nothing until the client asks (Coinbase, Kraken)."""
+
+    async def answer(self, ws: ServerConnection, message: Any) -> None:
+        raise AssertionError(f"unexpected {message}")
+
+
+class BinanceReplay(Replay):
+    """Binance spot: streams named in the path (``/stream?streams=a/b``) or asked for with ``SUBSCRIBE``
+    (answered ``{"result": null, "id"}``); ``GET /api/v3/depth?symbol=NKNUSDT&limit=1000``: the snapshot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        snapshot = (SAMPLES / "binance" / "depth_snapshot_rest.json").read_text()
+        for limit in ("1000", "5000", "100"):
+            self.rest_answers[f"/api/v3/depth?symbol=NKNUSDT&limit={limit}"] = snapshot
+        self.combined = False
+
+    async def connected(self, ws: ServerConnection, path: str) -> None:
+        streams = parse_qs(urlsplit(path).query).get("streams", [""])[0]
+        self.combined = path.startswith("/stream")
+        if streams:
+            await self.stream(ws, streams.split("/"))
+
+    async def answer(self, ws: ServerConnection, message: Any) -> None:
+        assert message["method"] == "SUBSCRIBE", message
+        await self.send(ws, {"result": None, "id": message["id"]})
+        await self.stream(ws, message["params"])
+
+    async def stream(self, ws: ServerConnection, streams: list[str]) -> None:
+        self.asked += streams
+        recorded = [
+            *sample("binance/bookTicker.json"),
+            *sample("binance/trade.json"),
+            *sample("binance/depthUpdate_sequence.json"),
+        ]
+        for envelope in recorded:
+            stream = envelope["stream"]
+            if stream in streams or (stream.endswith("@depth@100ms") and stream.removesuffix("@100ms") in streams):
+                await self.send(ws, envelope if self.combined else envelope["data"])
+
+
+class CoinbaseReplay(Replay):
+    """Coinbase Exchange: ``subscribe`` answered with ``subscriptions``, then the recorded ``ticker``,
+    ``matches`` and (for a ``level2*`` channel) ``snapshot`` + ``l2update`` messages of the products asked for."""
+
+    async def answer(self, ws: ServerConnection, message: Any) -> None:
+        assert message["type"] == "subscribe", message
+        products = message["product_ids"]
+        names = [c if isinstance(c, str) else c["name"] for c in message["channels"]]
+        self.asked += names
+        await self.send(
+            ws, {"type": "subscriptions", "channels": [{"name": n, "product_ids": products} for n in names]}
+        )
+        recorded = [*sample("coinbase/ticker.json"), *sample("coinbase/matches.json")]
+        if any(name.startswith("level2") for name in names):
+            recorded += [sample("coinbase/level2_snapshot.json"), *sample("coinbase/l2update_sequence.json")]
+        kinds = {"ticker": "ticker", "last_match": "matches", "match": "matches", "snapshot": "level2"}
+        for message in recorded:
+            channel = kinds.get(message["type"], "level2")
+            wanted = channel in names or (channel == "level2" and any(n.startswith("level2") for n in names))
+            if wanted and message["product_id"] in products:
+                await self.send(ws, message)
+
+
+class KrakenReplay(Replay):
+    """Kraken v2: each ``subscribe`` answered once per symbol (``success: false`` when ``refuse``), then
+    the recorded ``ticker``/``trade``/``book`` messages of the channels answered.
+
+    The data waits until trades and a top of book (``ticker`` or ``book``) have both been answered:
+    the feed client reads nothing but subscription answers until its whole subscription is
+    confirmed, so data sent between two answers (as Kraken does) would be dropped.
+    """
+
+    FILES: Final = {
+        "ticker": "ticker_v2.json",
+        "trade": "trade_v2_docs.json",
+        "book": "book_v2_snapshot_and_updates.json",
+    }
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.waiting: list[Any] = []
+
+    async def answer(self, ws: ServerConnection, message: Any) -> None:
+        assert message["method"] == "subscribe", message
+        channel, symbols = message["params"]["channel"], message["params"]["symbol"]
+        self.asked.append(channel)
+        for symbol in symbols:
+            result = {"channel": channel, "symbol": symbol, "snapshot": True}
+            answer = {"method": "subscribe", "result": result, "success": not self.refuse, "req_id": message["req_id"]}
+            if self.refuse:
+                answer["error"] = "Currency pair not supported"
+            await self.send(ws, answer)
+        if channel in self.FILES and not self.refuse:
+            loaded = sample(f"kraken/{self.FILES[channel]}")
+            self.waiting += [
+                m for m in (loaded if isinstance(loaded, list) else [loaded]) if m["data"][0]["symbol"] in symbols
+            ]
+        if "trade" in self.asked and {"ticker", "book"} & set(self.asked):
+            await self.send(ws, *self.waiting)
+            self.waiting.clear()
+
+
+def dumps_exact(message: Any) -> str:
+    """``message`` as JSON, its ``Decimal`` numbers written as the exact text they were read from."""
+    text = json.dumps(_decimals_as_raw(message), separators=(",", ":"))
+    return text.replace('"\\u0000', "").replace('\\u0000"', "")
+
+
+def _decimals_as_raw(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"\u0000{value}\u0000"
+    if isinstance(value, list):
+        return [_decimals_as_raw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decimals_as_raw(v) for k, v in value.items()}
+    return value
+
+
+# -- what the records must be, from the samples -------------------------------------------------------
+
+
+def distinct_tops(tops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Book records as the watch prints them: only when an instrument's top changes."""
+    last: dict[str, dict[str, Any]] = {}
+    kept = []
+    for top in tops:
+        if last.get(top["instrument"]) != top:
+            kept.append(top)
+            last[top["instrument"]] = top
+    return kept
+
+
+def top_of(bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> tuple[Decimal, ...]:
+    bid, ask = max(p for p, q in bids.items() if q), min(p for p, q in asks.items() if q)
+    return bid, bids[bid], ask, asks[ask]
+
+
+def binance_depth_top() -> tuple[Decimal, ...]:
+    """NKNUSDT by Binance's documented procedure: the REST snapshot, then the events with ``u`` past it."""
+    snapshot = sample("binance/depth_snapshot_rest.json")
+    bids = {Decimal(p): Decimal(q) for p, q in snapshot["bids"]}
+    asks = {Decimal(p): Decimal(q) for p, q in snapshot["asks"]}
+    for event in (e["data"] for e in sample("binance/depthUpdate_sequence.json")):
+        if event["u"] > snapshot["lastUpdateId"]:
+            bids.update((Decimal(p), Decimal(q)) for p, q in event["b"])
+            asks.update((Decimal(p), Decimal(q)) for p, q in event["a"])
+    return top_of(bids, asks)
+
+
+def coinbase_level2_top() -> tuple[Decimal, ...]:
+    """BAND-GBP: the level2 snapshot, then each l2update's changes (size 0 removes the level)."""
+    snapshot = sample("coinbase/level2_snapshot.json")
+    book = {
+        "buy": {Decimal(p): Decimal(q) for p, q in snapshot["bids"]},
+        "sell": {Decimal(p): Decimal(q) for p, q in snapshot["asks"]},
+    }
+    for update in sample("coinbase/l2update_sequence.json"):
+        for side, p, q in update["changes"]:
+            book[side][Decimal(p)] = Decimal(q)
+    return top_of(book["buy"], book["sell"])
+
+
+def kraken_book_top() -> tuple[Decimal, ...]:
+    """BTC/USD: the book snapshot, then each update (qty 0 removes the level)."""
+    book: dict[str, dict[Decimal, Decimal]] = {"bids": {}, "asks": {}}
+    for message in sample("kraken/book_v2_snapshot_and_updates.json"):
+        for side in book:
+            book[side].update((level["price"], level["qty"]) for level in message["data"][0][side])
+    return top_of(book["bids"], book["asks"])
+
+
+def as_top(record: dict[str, Any]) -> tuple[Decimal, ...]:
+    return tuple(Decimal(record[k]) for k in ("bid", "bid_qty", "ask", "ask_qty"))
+
+
+def binance_expected() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    books = [
+        {"type": "book", "venue": "binance", "instrument": d["s"], "bid": d["b"], "bid_qty": d["B"], "ask": d["a"],
+         "ask_qty": d["A"]}
+        for d in (e["data"] for e in sample("binance/bookTicker.json"))
+    ]  # fmt: skip
+    trades = [
+        {"type": "trade", "venue": "binance", "instrument": d["s"], "price": d["p"], "qty": d["q"],
+         "side": "sell" if d["m"] else "buy", "trade_id": str(d["t"]), "ts": d["T"]}
+        for d in (e["data"] for e in sample("binance/trade.json"))
+    ]  # fmt: skip
+    return distinct_tops(books), trades
+
+
+def coinbase_expected() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    books = [
+        {"type": "book", "venue": "coinbase", "instrument": t["product_id"], "bid": t["best_bid"],
+         "bid_qty": t.get("best_bid_size"), "ask": t["best_ask"], "ask_qty": t.get("best_ask_size")}
+        for t in sample("coinbase/ticker.json")
+    ]  # fmt: skip
+    trades = [
+        {"type": "trade", "venue": "coinbase", "instrument": m["product_id"], "price": m["price"], "qty": m["size"],
+         "side": "buy" if m["side"] == "sell" else "sell", "trade_id": str(m["trade_id"]), "ts": iso_ms(m["time"])}
+        for m in sample("coinbase/matches.json")
+    ]  # fmt: skip
+    return distinct_tops(books), trades
+
+
+def kraken_expected() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    books = [
+        {"type": "book", "venue": "kraken", "instrument": t["symbol"], "bid": str(t["bid"]),
+         "bid_qty": str(t["bid_qty"]), "ask": str(t["ask"]), "ask_qty": str(t["ask_qty"])}
+        for t in sample("kraken/ticker_v2.json")["data"]
+    ]  # fmt: skip
+    trades = [
+        {"type": "trade", "venue": "kraken", "instrument": t["symbol"], "price": str(t["price"]), "qty": str(t["qty"]),
+         "side": t["side"], "trade_id": str(t["trade_id"]), "ts": iso_ms(t["timestamp"])}
+        for t in sample("kraken/trade_v2_docs.json")["data"]
+    ]  # fmt: skip
+    return distinct_tops(books), trades
+
+
+REPLAYS: dict[str, tuple[Callable[[], Replay], str, Callable[[], Any], str, str, Callable[[], tuple[Decimal, ...]]]] = {
+    # venue: (server, target, expected records, the book's instrument, a book channel, its top by the procedure)
+    "binance": (BinanceReplay, "binance:NKNUSDT,ETHUSDT", binance_expected, "NKNUSDT", "@depth", binance_depth_top),
+    "coinbase": (
+        CoinbaseReplay,
+        "coinbase:BAND-GBP,SKL-USD",
+        coinbase_expected,
+        "BAND-GBP",
+        "level2",
+        coinbase_level2_top,
+    ),
+    "kraken": (KrakenReplay, "kraken:BTC/USD,MATIC/USD", kraken_expected, "BTC/USD", "book", kraken_book_top),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("venue", list(REPLAYS))
+async def test_replayed_venue_json_and_record(tmp_path: Path, venue: str) -> None:
+    server, target, expected, book_instrument, book_channel, book_top = REPLAYS[venue]
+    recording = tmp_path / f"{venue}.jsonl"
+    async with server() as replay:
+        args = ["--ws-url", replay.ws_url, "--rest-url", replay.rest_url, "--duration", "3", "--json"]
+        result = await asyncio.to_thread(run_cli, "market", "watch", target, *args, "--record", str(recording))
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = records(result.stdout)
+    assert states(lines) == [*START, "closed"]
+    books, trades = expected()
+    assert [line for line in lines if line["type"] == "trade"] == trades
+    if any(book_channel in asked for asked in replay.asked):  # a source that keeps the venue's book
+        assert as_top([b for b in of(lines, "book") if b["instrument"] == book_instrument][-1]) == book_top()
+    else:  # top of book from the venue's ticker stream
+        assert of(lines, "book") == books
+    written = [json.loads(line) for line in recording.read_text().splitlines()]
+    instruments = target.partition(":")[2].split(",")
+    assert written[0] == {"kind": "header", "venue": venue, "instruments": instruments, "recorded_by": RECORDED_BY}
+    assert [w["frame"] for w in written if w["kind"] == "ws"] == replay.sent
+    for answer in (w for w in written if w["kind"] == "rest"):
+        assert answer["body"] == replay.rest_answers[answer["path"]]
+        assert answer["status"] == 200
+    assert all(isinstance(w["t_ns"], int) for w in written[1:])
+
+
+def test_refused_subscription_fails_at_once() -> None:
+    async def scenario() -> Any:
+        async with KrakenReplay(refuse=True) as replay:
+            args = ("market", "watch", "kraken:BTC/USD", "--ws-url", replay.ws_url, "--duration", "20", "--json")
+            return await asyncio.to_thread(run_cli, *args)
+
+    result = asyncio.run(scenario())
+    assert result.returncode == 1
+    assert result.stderr.startswith("tradekernel market watch: error: the kraken feed at ws://127.0.0.1:")
+    assert "failed: kraken refused the subscription: Currency pair not supported" in result.stderr
+    assert states(records(result.stdout)) == ["connecting", "subscribing", "failed"]
