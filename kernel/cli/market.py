@@ -258,8 +258,7 @@ def describe(record: Record) -> str:
     """A record as one short line for humans (``VENUE INSTRUMENT book|trade ...`` or ``VENUE state``)."""
     kind = record["type"]
     if kind == "book":
-        bid = f"{display(record['bid'])} x {display(record['bid_qty'])}"
-        ask = f"{display(record['ask'])} x {display(record['ask_qty'])}"
+        bid, ask = _level(record["bid"], record["bid_qty"]), _level(record["ask"], record["ask_qty"])
         return f"{record['venue']} {record['instrument']} book {bid} / {ask}"
     if kind == "trade":
         trade = f"{display(record['price'])} x {display(record['qty'])} {record['side']} #{record['trade_id']}"
@@ -268,10 +267,12 @@ def describe(record: Record) -> str:
     return f"{record['venue']} state {record['state']}{reason}"
 
 
-def display(text: str | None) -> str:
-    """A decimal for humans: no trailing zeros, at most 8 decimals (``?`` when the venue sent none)."""
-    if text is None:
-        return "?"
+def _level(price: str, qty: str | None) -> str:
+    return display(price) if qty is None else f"{display(price)} x {display(qty)}"
+
+
+def display(text: str) -> str:
+    """A decimal for humans: no trailing zeros, at most 8 decimals (text that is no number as it is)."""
     try:
         value = parse_decimal(text, "a displayed value", sign=Sign.non_negative)
     except DecimalError:
