@@ -304,7 +304,8 @@ async def watch(
             finally:
                 stopping.cancel()
                 client.stop()
-                await task
+                await asyncio.wait([task, stopping])
+            task.result()  # a journal error that stopped the feed propagates
         finally:
             journal.close()
     if recorder is not None:

@@ -30,7 +30,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from kernel.cli.market import TerminalView, display
+from kernel.cli.market import TerminalView, describe, display
 from kernel.market_watch import MAX_INSTRUMENTS, RECORDED_BY, BadTarget, Target, parse_target
 from kernel.venue.server import PaperVenue, VenueConfig
 from tests.conftest import REPO, run_cli
@@ -657,3 +657,26 @@ def test_refused_subscription_fails_at_once() -> None:
     assert result.stderr.startswith("tradekernel market watch: error: the kraken feed at ws://127.0.0.1:")
     assert "failed: kraken refused the subscription: Currency pair not supported" in result.stderr
     assert states(records(result.stdout)) == ["connecting", "subscribing", "failed"]
+
+
+@pytest.mark.parametrize(
+    ("record", "line"),
+    [
+        (
+            {"type": "book", "venue": "coinbase", "instrument": "BAND-GBP", "bid": "14.7550", "bid_qty": None,
+             "ask": "14.8060", "ask_qty": None, "ts": 0},
+            "coinbase BAND-GBP book 14.755 / 14.806",
+        ),
+        (
+            {"type": "book", "venue": "binance", "instrument": "NKNUSDT", "bid": "0.35210000",
+             "bid_qty": "672.00000000", "ask": "0.35260000", "ask_qty": "3199.00000000", "ts": 0},
+            "binance NKNUSDT book 0.3521 x 672 / 0.3526 x 3199",
+        ),
+        (
+            {"type": "state", "venue": "kraken", "state": "backoff", "reason": "connect failed: refused", "ts": 0},
+            "kraken state backoff (connect failed: refused)",
+        ),
+    ],
+)  # fmt: skip
+def test_describe(record: dict[str, Any], line: str) -> None:
+    assert describe(record) == line
