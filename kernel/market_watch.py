@@ -287,6 +287,7 @@ async def watch(
                 on_event=watcher.on_event,
                 on_state=watcher.on_state,
                 on_frame=None if recorder is None else recorder.frame,
+                on_rest=None if recorder is None else recorder.rest,
             )
             watcher.client = client
             task = asyncio.create_task(client.run(), name="market-watch-feed")

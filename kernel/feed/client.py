@@ -150,6 +150,7 @@ class FeedClient:
         max_queue: int = 64,
         source: MarketDataSource | None = None,
         on_frame: Callable[[str | bytes, int], None] | None = None,
+        on_rest: Callable[[str, int, str, int], None] | None = None,
     ) -> None:
         if source is not None and source.url != url:
             raise FeedMisuse(f"the source connects to {source.url!r}, not {url!r}")
@@ -162,7 +163,10 @@ class FeedClient:
         self.socket = SocketOptions(open_timeout, ping_interval, ping_timeout, close_timeout, max_size, max_queue)
         self.on_event = on_event
         self.on_state = on_state
-        self.on_frame = on_frame  # issue 13 WATCH branch, minimal: the SYNC helper's version replaces it
+        # issue 13 WATCH branch, minimal: the SYNC helper's on_frame/on_rest taps replace these at merge
+        self.on_frame = on_frame
+        if on_rest is not None and hasattr(self.source, "on_rest"):  # no source of this branch fetches REST
+            self.source.on_rest = on_rest
         self.anomalies: deque[Anomaly] = deque(maxlen=MAX_ANOMALIES)
         self._anomalies_committed_ms = -(10**12)
         self.counts: Counter[str] = Counter()
