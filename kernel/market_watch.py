@@ -311,16 +311,17 @@ async def watch(
             journal.close()
     if recorder is not None:
         recorder.close()
-    return WatchResult(_ending(client, watcher, recorder), watcher.streamed)
+    return WatchResult(_ending(client, watcher, recorder, ws_url or source.url), watcher.streamed)
 
 
-def _ending(client: FeedClient, watcher: Watch, recorder: Recorder | None) -> str | None:
+def _ending(client: FeedClient, watcher: Watch, recorder: Recorder | None, endpoint: str) -> str | None:
+    """One line on why the watch did not run as asked (``endpoint``: the URL as given), else ``None``."""
     if recorder is not None and recorder.error is not None:
         return recorder.error
     if client.state == FeedState.failed:
-        return f"the {watcher.venue} feed at {client.url} failed: {client.feed.data.get('reason')}"
+        return f"the {watcher.venue} feed at {endpoint} failed: {client.feed.data.get('reason')}"
     if not watcher.streamed and watcher.last_error is not None:
-        return f"no market data from {client.url}: {watcher.last_error}"
+        return f"no market data from {endpoint}: {watcher.last_error}"
     return None
 
 

@@ -349,6 +349,7 @@ class Replay:
         self.sent: list[str] = []
         self.asked: list[str] = []
         self.rest_answers: dict[str, str] = {}
+        self.served: list[str] = []
         self._server: Server | None = None
         self.ws_url = self.rest_url = ""
 
@@ -393,14 +394,31 @@ class Replay:
 
 class BinanceReplay(Replay):
     """Binance spot: streams named in the path (``/stream?streams=a/b``) or asked for with ``SUBSCRIBE``
-    (answered ``{"result": null, "id"}``); ``GET /api/v3/depth?symbol=NKNUSDT&limit=1000``: the snapshot."""
+    (answered ``{"result": null, "id"}``); ``GET /api/v3/depth?symbol=NKNUSDT&limit=N``: the recorded
+    snapshot. ETHUSDT (whose trade is recorded) has no recorded book: its snapshot is an empty one.
+    When depth is asked for, the trades follow once both snapshots were fetched (as if they came later).
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        snapshot = (SAMPLES / "binance" / "depth_snapshot_rest.json").read_text()
-        for limit in ("1000", "5000", "100"):
-            self.rest_answers[f"/api/v3/depth?symbol=NKNUSDT&limit={limit}"] = snapshot
+        recorded = (SAMPLES / "binance" / "depth_snapshot_rest.json").read_text()
+        empty = json.dumps({"lastUpdateId": 1, "bids": [], "asks": []})
+        for limit in ("100", "500", "1000", "5000"):
+            self.rest_answers[f"/api/v3/depth?symbol=NKNUSDT&limit={limit}"] = recorded
+            self.rest_answers[f"/api/v3/depth?symbol=ETHUSDT&limit={limit}"] = empty
         self.combined = False
+        self.snapshots_served = asyncio.Event()
+
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        answer = await super()._http(connection, request)
+        if answer is not None:
+            self.served.append(request.path)
+            if {p.partition("&")[0] for p in self.served} >= {
+                "/api/v3/depth?symbol=NKNUSDT",
+                "/api/v3/depth?symbol=ETHUSDT",
+            }:
+                self.snapshots_served.set()
+        return answer
 
     async def connected(self, ws: ServerConnection, path: str) -> None:
         streams = parse_qs(urlsplit(path).query).get("streams", [""])[0]
@@ -415,47 +433,60 @@ class BinanceReplay(Replay):
 
     async def stream(self, ws: ServerConnection, streams: list[str]) -> None:
         self.asked += streams
-        recorded = [
-            *sample("binance/bookTicker.json"),
-            *sample("binance/trade.json"),
-            *sample("binance/depthUpdate_sequence.json"),
-        ]
-        for envelope in recorded:
-            stream = envelope["stream"]
-            if stream in streams or (stream.endswith("@depth@100ms") and stream.removesuffix("@100ms") in streams):
-                await self.send(ws, envelope if self.combined else envelope["data"])
+        ticker, depth = sample("binance/bookTicker.json"), sample("binance/depthUpdate_sequence.json")
+        if not any("@depth" in stream for stream in streams):
+            recorded = ticker + sample("binance/trade.json")
+            await self.send(ws, *(self._framed(e) for e in recorded if self._wanted(e["stream"], streams)))
+            return
+        # A book keeper: the first depth events come before the snapshots (buffered by the client), the
+        # rest after them, paced like a replay (20 ms apart), then the trade.
+        await self.send(ws, *(self._framed(e) for e in ticker + depth[:10] if self._wanted(e["stream"], streams)))
+        async with asyncio.timeout(TIMEOUT):
+            await self.snapshots_served.wait()
+        for envelope in depth[10:] + sample("binance/trade.json"):
+            if self._wanted(envelope["stream"], streams):
+                await asyncio.sleep(0.02)
+                await self.send(ws, self._framed(envelope))
+
+    def _framed(self, envelope: Any) -> Any:
+        return envelope if self.combined else envelope["data"]
+
+    @staticmethod
+    def _wanted(stream: str, streams: list[str]) -> bool:
+        return stream in streams or (stream.endswith("@depth@100ms") and stream.removesuffix("@100ms") in streams)
 
 
 class CoinbaseReplay(Replay):
-    """Coinbase Exchange: ``subscribe`` answered with ``subscriptions``, then the recorded ``ticker``,
-    ``matches`` and (for a ``level2*`` channel) ``snapshot`` + ``l2update`` messages of the products asked for."""
+    """Coinbase Exchange: ``subscribe`` answered with ``subscriptions``, then the recorded messages of
+    the products asked for: for a ``level2*`` channel the ``snapshot``s (SKL-USD, whose trades are
+    recorded, has no recorded book: an empty one) and ``l2update``s, then ``ticker``, then ``matches``."""
 
     async def answer(self, ws: ServerConnection, message: Any) -> None:
         assert message["type"] == "subscribe", message
         products = message["product_ids"]
         names = [c if isinstance(c, str) else c["name"] for c in message["channels"]]
         self.asked += names
-        await self.send(
-            ws, {"type": "subscriptions", "channels": [{"name": n, "product_ids": products} for n in names]}
-        )
-        recorded = [*sample("coinbase/ticker.json"), *sample("coinbase/matches.json")]
+        channels = [{"name": name, "product_ids": products} for name in names]
+        await self.send(ws, {"type": "subscriptions", "channels": channels})
+        recorded = []
         if any(name.startswith("level2") for name in names):
-            recorded += [sample("coinbase/level2_snapshot.json"), *sample("coinbase/l2update_sequence.json")]
-        kinds = {"ticker": "ticker", "last_match": "matches", "match": "matches", "snapshot": "level2"}
-        for message in recorded:
-            channel = kinds.get(message["type"], "level2")
-            wanted = channel in names or (channel == "level2" and any(n.startswith("level2") for n in names))
-            if wanted and message["product_id"] in products:
-                await self.send(ws, message)
+            empty = {"type": "snapshot", "product_id": "SKL-USD", "bids": [], "asks": []}
+            recorded += [sample("coinbase/level2_snapshot.json"), empty, *sample("coinbase/l2update_sequence.json")]
+        if "ticker" in names:
+            recorded += sample("coinbase/ticker.json")
+        if "matches" in names:
+            recorded += sample("coinbase/matches.json")
+        await self.send(ws, *(m for m in recorded if m["product_id"] in products))
 
 
 class KrakenReplay(Replay):
     """Kraken v2: each ``subscribe`` answered once per symbol (``success: false`` when ``refuse``), then
-    the recorded ``ticker``/``trade``/``book`` messages of the channels answered.
+    the recorded ``ticker``/``trade``/``book`` messages of the channels answered (MATIC/USD, whose
+    trades are recorded, has no recorded book: an empty snapshot, checksum CRC32 of nothing = 0).
 
-    The data waits until trades and a top of book (``ticker`` or ``book``) have both been answered:
-    the feed client reads nothing but subscription answers until its whole subscription is
-    confirmed, so data sent between two answers (as Kraken does) would be dropped.
+    The data waits until trades and a top of book (``ticker`` or ``book``) have both been answered,
+    then book messages go first: the feed client reads nothing but subscription answers until its
+    whole subscription is confirmed, so data sent between two answers (as Kraken does) would be lost.
     """
 
     FILES: Final = {
@@ -481,10 +512,13 @@ class KrakenReplay(Replay):
             await self.send(ws, answer)
         if channel in self.FILES and not self.refuse:
             loaded = sample(f"kraken/{self.FILES[channel]}")
-            self.waiting += [
-                m for m in (loaded if isinstance(loaded, list) else [loaded]) if m["data"][0]["symbol"] in symbols
-            ]
+            messages = loaded if isinstance(loaded, list) else [loaded]
+            if channel == "book":
+                empty = {"symbol": "MATIC/USD", "bids": [], "asks": [], "checksum": 0}
+                messages.insert(1, {"channel": "book", "type": "snapshot", "data": [empty]})
+            self.waiting += [m for m in messages if m["data"][0]["symbol"] in symbols]
         if "trade" in self.asked and {"ticker", "book"} & set(self.asked):
+            self.waiting.sort(key=lambda m: m["channel"] != "book")  # stable: books first, in order
             await self.send(ws, *self.waiting)
             self.waiting.clear()
 
@@ -629,13 +663,17 @@ async def test_replayed_venue_json_and_record(tmp_path: Path, venue: str) -> Non
         result = await asyncio.to_thread(run_cli, "market", "watch", target, *args, "--record", str(recording))
     assert (result.returncode, result.stderr) == (0, "")
     lines = records(result.stdout)
-    assert states(lines) == [*START, "closed"]
     books, trades = expected()
-    assert [line for line in lines if line["type"] == "trade"] == trades
     if any(book_channel in asked for asked in replay.asked):  # a source that keeps the venue's book
+        assert "streaming" in states(lines)
+        assert states(lines)[-1] == "closed"
         assert as_top([b for b in of(lines, "book") if b["instrument"] == book_instrument][-1]) == book_top()
+        passed = [line for line in lines if line["type"] == "trade"]
+        assert passed == trades[len(trades) - len(passed) :]  # a trade before its book was whole is not passed on
     else:  # top of book from the venue's ticker stream
+        assert states(lines) == [*START, "closed"]
         assert of(lines, "book") == books
+        assert [line for line in lines if line["type"] == "trade"] == trades
     written = [json.loads(line) for line in recording.read_text().splitlines()]
     instruments = target.partition(":")[2].split(",")
     assert written[0] == {"kind": "header", "venue": venue, "instruments": instruments, "recorded_by": RECORDED_BY}
