@@ -31,7 +31,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from kernel.cli.market import TerminalView, describe, display
-from kernel.market_watch import MAX_INSTRUMENTS, RECORDED_BY, BadTarget, Target, parse_target
+from kernel.market_watch import (
+    MAX_INSTRUMENTS,
+    RECORDED_BY,
+    BadTarget,
+    Recorder,
+    Target,
+    parse_target,
+    watch,
+)
 from kernel.venue.server import PaperVenue, VenueConfig
 from tests.conftest import REPO, run_cli
 
@@ -718,3 +726,30 @@ def test_refused_subscription_fails_at_once() -> None:
 )  # fmt: skip
 def test_describe(record: dict[str, Any], line: str) -> None:
     assert describe(record) == line
+
+
+class FullDisk(io.StringIO):
+    """A file that takes the header, then fails every write as a full disk would."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise OSError(28, "No space left on device")
+        return super().write(text)
+
+
+@pytest.mark.asyncio
+async def test_a_recording_that_fails_midway_ends_the_watch(tmp_path: Path) -> None:
+    recorder = Recorder(str(tmp_path / "rec.jsonl"), "paper", ["BTCUSDT"])
+    recorder.open()
+    recorder._file.close()  # type: ignore[union-attr]
+    recorder._file = FullDisk()
+    recorder._file.write("header\n")
+    seen: list[dict[str, Any]] = []
+    config = VenueConfig(instruments=["BTCUSDT"], autoplay=False)
+    async with asyncio.timeout(TIMEOUT), PaperVenue(str(tmp_path / "venue.db"), config) as venue:
+        target = parse_target("paper:BTCUSDT", VENUES)
+        result = await watch(target, seen.append, ws_url=venue.url, duration=TIMEOUT, recorder=recorder)
+    expected = f"cannot write the recording {tmp_path / 'rec.jsonl'}: No space left on device"
+    assert result.error == expected  # the first frame (the subscription answer) could not be written
+    assert recorder.frames == 0
+    assert states(seen)[-1] == "closed"
