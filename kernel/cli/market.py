@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         target = parse_target(args.target, SOURCES)
     except BadTarget as exc:
         return usage_error(str(exc), COMMAND)
+    if args.ws_url is not None and not args.ws_url.startswith(("ws://", "wss://")):
+        return usage_error(f"--ws-url must start with ws:// or wss://, got {args.ws_url!r}", COMMAND)
+    if args.rest_url is not None and not args.rest_url.startswith(("http://", "https://")):
+        return usage_error(f"--rest-url must start with http:// or https://, got {args.rest_url!r}", COMMAND)
     recorder = None
     if args.record:
         recorder = Recorder(args.record, target.venue, target.instruments)

@@ -130,7 +130,8 @@ def test_parse_target_refuses(text: str, message: str) -> None:
         (["nasdaq:AAPL"], "unknown venue 'nasdaq': one of binance, coinbase, kraken, paper"),
         (["binance:BTC,,ETH"], "bad symbol ''"),
         (["binance:BTCUSDT", "--duration", "0"], "must be a positive number of seconds"),
-        (["binance:BTCUSDT", "--ws-url", "http://127.0.0.1:1"], "url must start with ws:// or wss://"),
+        (["binance:BTCUSDT", "--ws-url", "http://127.0.0.1:1"], "--ws-url must start with ws:// or wss://"),
+        (["binance:BTCUSDT", "--rest-url", "ws://127.0.0.1:1"], "--rest-url must start with http:// or https://"),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
