@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from kernel.cli.market import TerminalView, describe, display
+from kernel.feed.venues import make_source
 from kernel.market_watch import (
     MAX_INSTRUMENTS,
     RECORDED_BY,
@@ -493,7 +494,7 @@ class KrakenReplay(Replay):
     the recorded ``ticker``/``trade``/``book`` messages of the channels answered (MATIC/USD, whose
     trades are recorded, has no recorded book: an empty snapshot, checksum CRC32 of nothing = 0).
 
-    The data waits until trades and a top of book (``ticker`` or ``book``) have both been answered,
+    The data waits until every channel the client subscribes to (asked of its source) is answered,
     then book messages go first: the feed client reads nothing but subscription answers until its
     whole subscription is confirmed, so data sent between two answers (as Kraken does) would be lost.
     """
@@ -508,6 +509,9 @@ class KrakenReplay(Replay):
         super().__init__()
         self.refuse = refuse
         self.waiting: list[Any] = []
+        # The channels the client will ask for, so the data can wait for the last answer.
+        frames = make_source("kraken", ws_url="ws://127.0.0.1:1").subscribe(["BTC/USD"], ["trades", "quotes"], "1")
+        self.coming = {json.loads(frame)["params"]["channel"] for frame in frames}
 
     async def answer(self, ws: ServerConnection, message: Any) -> None:
         assert message["method"] == "subscribe", message
@@ -526,7 +530,7 @@ class KrakenReplay(Replay):
                 empty = {"symbol": "MATIC/USD", "bids": [], "asks": [], "checksum": 0}
                 messages.insert(1, {"channel": "book", "type": "snapshot", "data": [empty]})
             self.waiting += [m for m in messages if m["data"][0]["symbol"] in symbols]
-        if "trade" in self.asked and {"ticker", "book"} & set(self.asked):
+        if set(self.asked) >= self.coming:
             self.waiting.sort(key=lambda m: m["channel"] != "book")  # stable: books first, in order
             await self.send(ws, *self.waiting)
             self.waiting.clear()
@@ -677,12 +681,10 @@ async def test_replayed_venue_json_and_record(tmp_path: Path, venue: str) -> Non
         assert "streaming" in states(lines)
         assert states(lines)[-1] == "closed"
         assert as_top([b for b in of(lines, "book") if b["instrument"] == book_instrument][-1]) == book_top()
-        passed = [line for line in lines if line["type"] == "trade"]
-        assert passed == trades[len(trades) - len(passed) :]  # a trade before its book was whole is not passed on
     else:  # top of book from the venue's ticker stream
         assert states(lines) == [*START, "closed"]
         assert of(lines, "book") == books
-        assert [line for line in lines if line["type"] == "trade"] == trades
+    assert [line for line in lines if line["type"] == "trade"] == trades  # each replay sends them once books are whole
     written = [json.loads(line) for line in recording.read_text().splitlines()]
     instruments = target.partition(":")[2].split(",")
     assert written[0] == {"kind": "header", "venue": venue, "instruments": instruments, "recorded_by": RECORDED_BY}
