@@ -1,8 +1,8 @@
 """The ``tradekernel`` command line (also ``python -m kernel``): the top-level parser and ``main``.
 
 One module per command family does the work: ``run`` (run), ``operator`` (status, stop, halt,
-reduce, arm), ``resume``, ``audit``, ``drive``, ``venue``, ``diagram``, ``migrate``; ``config`` is
-added by ``kernel.config``.
+reduce, arm), ``resume``, ``audit``, ``drive``, ``venue``, ``market`` (watch), ``diagram``,
+``migrate``; ``config`` is added by ``kernel.config``.
 
 Exit codes, for every command (``kernel.exits``): 0 ok, 1 a check failed, 2 usage or input error
 (bad arguments, a journal that is missing, locked, corrupt or newer than this code).
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from kernel import __version__
 from kernel import config as config_cmd
-from kernel.cli import audit, diagram, drive, migrate, operator, resume, run, venue
+from kernel.cli import audit, diagram, drive, market, migrate, operator, resume, run, venue
 from kernel.cli.common import usage_error
 from kernel.exits import EXIT_OK
 from storage.errors import JournalError
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd.add_parser(commands)
     drive.add_parser(commands)
     venue.add_parser(commands)
+    market.add_parser(commands)
     diagram.add_parser(commands)
     migrate.add_parser(commands)
     return parser
