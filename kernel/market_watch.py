@@ -21,29 +21,27 @@ fails (a refused subscription, an invalid URL, HTTP 401/403/404), or when a reco
 written. Connection errors (refused, DNS, TLS, a drop) are retried with the feed machine's backoff
 meanwhile, each one a ``backoff`` state record. ``WatchResult`` says how it ended.
 
-A ``Recorder`` writes the raw frames with their receive times (``time.time_ns()``) as JSON lines:
-a header ``{"kind": "header", "venue", "instruments", "recorded_by"}``, then
-``{"t_ns", "kind": "ws", "frame"}`` per frame and ``{"t_ns", "kind": "rest", "path", "status",
-"body"}`` per REST answer. It never raises from a frame: the first write error is kept in
-``error`` and ends the watch.
+``--record`` writes the raw frames and REST answers with their receive times through
+``kernel.feed.record.FeedRecorder`` (the recording format is documented there). It never raises
+from a frame: the first write error is kept in its ``error`` and ends the watch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from kernel.clock import wall_ms
 from kernel.errors import KernelError
 from kernel.feed.client import FeedClient
 from kernel.feed.events import FeedEvent, QuoteEvent, TradeEvent
+from kernel.feed.record import FeedRecorder
 from kernel.feed.venues import make_source
 from machines.feed import FeedState
 from storage.journal import Journal
@@ -58,7 +56,6 @@ POLICY: Final = {"backoff_max_ms": 5000, "stale_after_ms": 10_000}
 """The watch's feed policy: retry at least every 5 s, call an instrument stale after 10 s of silence."""
 FLUSH_EVERY_S: Final = 0.25
 """How often the recording is flushed to its file (and the view refreshed)."""
-RECORDED_BY: Final = "tradekernel market watch"
 
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,39}")
 Record = dict[str, Any]
@@ -70,10 +67,6 @@ class WatchError(KernelError):
 
 class BadTarget(WatchError, ValueError):
     """A ``VENUE:SYMBOL[,SYMBOL...]`` that cannot be watched (the message says why)."""
-
-
-class RecordingFailed(WatchError, OSError):
-    """The recording file cannot be opened or written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,75 +101,6 @@ def parse_target(text: str, venues: Iterable[str]) -> Target:
     if len(names) > MAX_INSTRUMENTS:
         raise BadTarget(f"at most {MAX_INSTRUMENTS} symbols per watch, got {len(names)}")
     return Target(venue, tuple(names))
-
-
-class Recorder:
-    """Raw frames and REST answers to ``path`` as JSON lines (see the module docstring).
-
-    ``open()`` creates the file and writes the header (``RecordingFailed`` if it cannot);
-    afterwards write errors are kept in ``error`` (the first one) and later frames are dropped.
-    """
-
-    def __init__(self, path: str, venue: str, instruments: Sequence[str]) -> None:
-        self.path = path
-        self.venue = venue
-        self.instruments = list(instruments)
-        self.error: str | None = None
-        self.frames = 0
-        self._file: IO[str] | None = None
-
-    def open(self) -> None:
-        """Create (or truncate) the file and write the header; ``RecordingFailed`` on any error."""
-        header = {"kind": "header", "venue": self.venue, "instruments": self.instruments, "recorded_by": RECORDED_BY}
-        try:
-            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
-            self._file.write(json.dumps(header) + "\n")
-            self._file.flush()
-        except OSError as exc:
-            self._fail(exc)
-            raise RecordingFailed(self.error) from None
-
-    def frame(self, frame: str | bytes, t_ns: int) -> None:
-        """Record one WebSocket frame received at ``t_ns`` (bytes are read as UTF-8)."""
-        text = frame.decode("utf-8", errors="replace") if isinstance(frame, bytes) else frame
-        self._write({"t_ns": t_ns, "kind": "ws", "frame": text})
-
-    def rest(self, path: str, status: int, body: str, t_ns: int) -> None:
-        """Record one REST answer (``path`` with its query) received at ``t_ns``."""
-        self._write({"t_ns": t_ns, "kind": "rest", "path": path, "status": status, "body": body})
-
-    def flush(self) -> None:
-        """Push what is buffered to the file (a failure is kept in ``error``)."""
-        if self._file is None or self.error is not None:
-            return
-        try:
-            self._file.flush()
-        except OSError as exc:
-            self._fail(exc)
-
-    def close(self) -> None:
-        """Flush and close; idempotent."""
-        self.flush()
-        if self._file is not None:
-            file, self._file = self._file, None
-            try:
-                file.close()
-            except OSError as exc:
-                if self.error is None:
-                    self._fail(exc)
-
-    def _write(self, record: Record) -> None:
-        if self._file is None or self.error is not None:
-            return
-        try:
-            self._file.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            self._fail(exc)
-            return
-        self.frames += 1
-
-    def _fail(self, exc: OSError) -> None:
-        self.error = f"cannot write the recording {self.path}: {exc.strerror or exc}"
 
 
 class Watch:
@@ -255,7 +179,7 @@ async def watch(
     rest_url: str | None = None,
     duration: float | None = None,
     stop: asyncio.Event | None = None,
-    recorder: Recorder | None = None,
+    recorder: FeedRecorder | None = None,
     tick: Callable[[], None] | None = None,
     policy: dict[str, int] | None = None,
 ) -> WatchResult:
@@ -314,7 +238,7 @@ async def watch(
     return WatchResult(_ending(client, watcher, recorder, ws_url or source.url), watcher.streamed)
 
 
-def _ending(client: FeedClient, watcher: Watch, recorder: Recorder | None, endpoint: str) -> str | None:
+def _ending(client: FeedClient, watcher: Watch, recorder: FeedRecorder | None, endpoint: str) -> str | None:
     """One line on why the watch did not run as asked (``endpoint``: the URL as given), else ``None``."""
     if recorder is not None and recorder.error is not None:
         return recorder.error

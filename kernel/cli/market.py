@@ -32,8 +32,9 @@ from typing import IO, Any, Final
 from kernel.cli.common import usage_error
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.feed.errors import FeedError
+from kernel.feed.record import FeedRecorder, RecordingWriteError
 from kernel.feed.venues import SOURCES
-from kernel.market_watch import BadTarget, Record, Recorder, RecordingFailed, Target, parse_target, watch
+from kernel.market_watch import BadTarget, Record, Target, parse_target, watch
 from machines.decimals import DecimalError, Sign, parse_decimal
 from machines.errors import InvalidData
 
@@ -96,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
         return usage_error(f"--rest-url must start with http:// or https://, got {args.rest_url!r}", COMMAND)
     recorder = None
     if args.record:
-        recorder = Recorder(args.record, target.venue, target.instruments)
+        recorder = FeedRecorder(args.record, target.venue, target.instruments)
         try:
             recorder.open()
-        except RecordingFailed as exc:
+        except RecordingWriteError as exc:
             return _failed(str(exc))
     # The feed logs each drop; here the state records say it, and stderr keeps one line for the end
     # (a handler on the root keeps Python's last-resort handler from printing warnings).
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-async def _watch(args: argparse.Namespace, target: Target, view: View, recorder: Recorder | None) -> int:
+async def _watch(args: argparse.Namespace, target: Target, view: View, recorder: FeedRecorder | None) -> int:
     stop = asyncio.Event()
     view.stop = stop
     loop = asyncio.get_running_loop()

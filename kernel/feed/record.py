@@ -24,17 +24,40 @@ class RecordingError(FeedError):
     """A recording file that is not one (no header, a line that is not a JSON object)."""
 
 
+class RecordingWriteError(FeedError, OSError):
+    """The recording file cannot be created or written (the message names the file and why)."""
+
+
 class FeedRecorder:
-    """Writes one session to ``path`` (truncated); close it (or use ``with``) to flush the file."""
+    """Writes one session to ``path`` (truncated) as JSON lines (see the module docstring).
+
+    ``open()`` (or ``with``) creates the file and writes the header, ``RecordingWriteError`` if it
+    cannot. A later write error is kept in ``error`` (the first one) and every later entry is dropped,
+    so the caller can end the session instead of losing data silently; ``frames`` counts the entries
+    written after the header. ``close()`` flushes and closes; idempotent.
+    """
 
     def __init__(self, path: str | Path, venue: str, instruments: Sequence[str]) -> None:
         self.path = Path(path)
-        self._file: IO[str] = self.path.open("w", encoding="utf-8")
-        self.lines = 0
-        self._write({"kind": "header", "venue": venue, "instruments": list(instruments), "recorded_by": RECORDED_BY})
+        self.venue = venue
+        self.instruments = list(instruments)
+        self.error: str | None = None
+        self.frames = 0
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        """Create (or truncate) the file and write the header."""
+        header = {"kind": "header", "venue": self.venue, "instruments": self.instruments, "recorded_by": RECORDED_BY}
+        try:
+            self._file = self.path.open("w", encoding="utf-8")
+            self._file.write(json.dumps(header) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            self._fail(exc)
+            raise RecordingWriteError(self.error) from None
 
     def frame(self, frame: str | bytes, t_ns: int) -> None:
-        """One WebSocket frame as received (bytes decoded as UTF-8, undecodable bytes replaced)."""
+        """One WebSocket frame received at ``t_ns`` (bytes decoded as UTF-8, undecodable bytes replaced)."""
         text = frame if isinstance(frame, str) else bytes(frame).decode("utf-8", "replace")
         self._write({"t_ns": t_ns, "kind": "ws", "frame": text})
 
@@ -42,16 +65,41 @@ class FeedRecorder:
         """One REST answer: the path asked (with its query), the HTTP status and the body text."""
         self._write({"t_ns": t_ns, "kind": "rest", "path": path, "status": status, "body": body})
 
-    def _write(self, entry: dict[str, Any]) -> None:
-        self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        self.lines += 1
+    def flush(self) -> None:
+        """Push what is buffered to the file (a failure is kept in ``error``)."""
+        if self._file is None or self.error is not None:
+            return
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self._fail(exc)
 
     def close(self) -> None:
         """Flush and close the file. Idempotent."""
-        if not self._file.closed:
-            self._file.close()
+        self.flush()
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:
+                if self.error is None:
+                    self._fail(exc)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        if self._file is None or self.error is not None:
+            return
+        try:
+            self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self.frames += 1
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = f"cannot write the recording {self.path}: {exc.strerror or exc}"
 
     def __enter__(self) -> FeedRecorder:
+        self.open()
         return self
 
     def __exit__(

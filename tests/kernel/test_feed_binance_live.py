@@ -343,7 +343,7 @@ async def test_a_session_is_recorded_with_its_rest_answers(db_path: str, tmp_pat
                 on_rest=recorder.rest,
             )
             task = asyncio.create_task(client.run())
-            await until(lambda: recorder.lines == 1 + 1 + 3, "the snapshot and three frames recorded")
+            await until(lambda: recorder.frames == 1 + 3, "the snapshot and three frames recorded")
             client.stop()
             await task
             journal.close()

@@ -31,12 +31,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from kernel.cli.market import TerminalView, describe, display
+from kernel.feed.record import RECORDED_BY, FeedRecorder
 from kernel.feed.venues import make_source
 from kernel.market_watch import (
     MAX_INSTRUMENTS,
-    RECORDED_BY,
     BadTarget,
-    Recorder,
     Target,
     parse_target,
     watch,
@@ -742,7 +741,7 @@ class FullDisk(io.StringIO):
 
 @pytest.mark.asyncio
 async def test_a_recording_that_fails_midway_ends_the_watch(tmp_path: Path) -> None:
-    recorder = Recorder(str(tmp_path / "rec.jsonl"), "paper", ["BTCUSDT"])
+    recorder = FeedRecorder(str(tmp_path / "rec.jsonl"), "paper", ["BTCUSDT"])
     recorder.open()
     recorder._file.close()  # type: ignore[union-attr]
     recorder._file = FullDisk()
