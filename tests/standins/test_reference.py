@@ -72,7 +72,11 @@ def test_binance_lrcbtc_buffered_events() -> None:
 
 def test_binance_snapshot_body_keeps_the_texts() -> None:
     local = ref.BinanceLocalBook({"lastUpdateId": 7, "bids": [["0.35210000", "672.00000000"]], "asks": []})
-    assert json.loads(local.snapshot_body()) == {"lastUpdateId": 7, "bids": [["0.35210000", "672.00000000"]], "asks": []}
+    assert json.loads(local.snapshot_body()) == {
+        "lastUpdateId": 7,
+        "bids": [["0.35210000", "672.00000000"]],
+        "asks": [],
+    }
 
 
 # -- Coinbase -------------------------------------------------------------------------------------
@@ -124,7 +128,7 @@ def test_kraken_first_update_truncates_to_depth() -> None:
     # The first update inserts 29430.6 and 29433.3 and removes 29431.1: ten asks up to 29433.1 remain
     # (29433.3 falls off the end).
     frames = kraken_frames()
-    bids, asks = ref.kraken_book(frames[:2], "BTC/USD")
+    _, asks = ref.kraken_book(frames[:2], "BTC/USD")
     assert D("29430.6") in asks
     assert D("29431.1") not in asks
     assert D("29433.3") not in asks
