@@ -26,14 +26,9 @@ def parse_faults(items: list[str]) -> Faults:
         name, _, text = item.partition("=")
         if name not in fields or not text:
             raise SystemExit(f"--fault {item!r}: expected one of {', '.join(fields)} as name=value")
+        kind = float if "float" in str(fields[name].type) else int
         try:
-            values[name] = (
-                None
-                if text == "none"
-                else (
-                    float(text) if "." in text or "seconds" in name or "delay" in name or "grace" in name else int(text)
-                )
-            )
+            values[name] = None if text == "none" else kind(text)
         except ValueError:
             raise SystemExit(f"--fault {item!r}: not a number") from None
     return Faults(**values)  # type: ignore[arg-type]
