@@ -46,13 +46,15 @@ def expected_top(session: RecordedSession, instrument: str) -> ref.TopOfBook:
 
 
 async def watch(
-    target: str, standin: StandIn, duration: float, *, rest: bool = True
+    target: str, standin: StandIn, duration: float, *, rest: bool = True, record: Path | None = None
 ) -> tuple[int, list[dict[str, Any]], str]:
     """Run ``tradekernel market watch TARGET --json`` against ``standin``: exit code, records, stderr."""
     args = [sys.executable, "-m", "kernel", "market", "watch", target, "--ws-url", standin.ws_url]
     if rest:
         args += ["--rest-url", standin.rest_url]
     args += ["--duration", str(duration), "--json"]
+    if record is not None:
+        args += ["--record", str(record)]
     process = await asyncio.create_subprocess_exec(
         *args,
         stdout=asyncio.subprocess.PIPE,
@@ -270,3 +272,37 @@ async def test_binance_rest_429_backs_off_then_streaming() -> None:
     assert depth[0][1] == 429
     assert depth[1][1] == 200
     assert depth[1][0] - depth[0][0] >= 0.9  # Retry-After: 1 was respected
+
+
+# -- our own recordings replay too --------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("target", "make", "build"),
+    [
+        ("binance:NKNUSDT", BinanceStandIn, nkn),
+        ("coinbase:BAND-GBP", CoinbaseStandIn, band),
+        ("kraken:BTC/USD", KrakenStandIn, btc),
+    ],
+)
+async def test_a_recording_of_a_watch_replays_to_the_same_book(
+    target: str, make: Any, build: Any, tmp_path: Path
+) -> None:
+    session = build()
+    instrument = target.split(":", 1)[1]
+    recording = tmp_path / "watch.jsonl"
+    async with make(session, pace=4.0, max_gap=0.3) as venue:
+        code, records, err = await watch(target, venue, 4, record=recording)
+    check_run(code, records, err, session, instrument)
+    recorded = RecordedSession.load(recording)
+    assert recorded.venue == session.venue
+    assert recorded.instruments == (instrument,)
+    assert len(recorded.frames) >= len(session.frames) // 2
+    if session.venue == "binance":
+        assert any(answer.path.startswith("/api/v3/depth?") for answer in recorded.rest), recorded.rest
+    async with make(recorded, pace=4.0, max_gap=0.3) as again:
+        code, replayed, err = await watch(target, again, 4)
+    check_run(code, replayed, err, recorded, instrument)
+    assert last_book(replayed, instrument) == last_book(records, instrument)

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.standins.base import Conn, StandIn
-from tests.standins.reference import BinanceLocalBook
+from tests.standins.reference import BinanceLocalBook, SequenceGap
 from tests.standins.sessions import BINANCE_RULES, binance_exchange_info
 
 _KINDS = {"depthUpdate": "depth", "trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker"}
@@ -191,18 +191,39 @@ class BinanceStandIn(StandIn):
             return _error(400, -1121, "Invalid symbol.")
         return 200, body, headers
 
+    def depth_answers(self, symbol: str) -> list[str]:
+        """The session's recorded depth answers (status 200) of ``symbol``, oldest first."""
+        bodies = []
+        for answer in sorted(self.session.rest, key=lambda a: a.t_ns):
+            split = urlsplit(answer.path)
+            query = parse_qs(split.query)
+            if split.path == "/api/v3/depth" and answer.status == 200 and query.get("symbol", [""])[-1] == symbol:
+                bodies.append(answer.body)
+        return bodies
+
     def depth_body(self, symbol: str, limit: int) -> str | None:
-        """The depth answer for ``symbol`` where the venue is now (``high_water``)."""
-        recorded = self.session.rest_answer(f"/api/v3/depth?symbol={symbol}&")
-        if recorded is None:
+        """The depth answer for ``symbol`` where the venue is now (``high_water``): the recorded
+        snapshot, moved on by the depth events streamed since. A recording whose stream has a hole
+        (the client resynced) moves on from the next recorded snapshot that covers it."""
+        answers = self.depth_answers(symbol)
+        if not answers:
             return None
-        local = BinanceLocalBook(json.loads(recorded.body))
+        local = BinanceLocalBook(json.loads(answers[0]))
         applied = False
         for event in self._events[: self.high_water]:
-            if event is not None and event_key(event[0]) == (symbol, "depth"):
+            if event is None or event_key(event[0]) != (symbol, "depth"):
+                continue
+            try:
                 applied = local.apply(event[0]) or applied
+            except SequenceGap:
+                later = [BinanceLocalBook(json.loads(body)) for body in answers[1:]]
+                covering = [book for book in later if book.last_update_id >= int(event[0]["U"]) - 1]
+                if not covering:
+                    raise
+                local, applied = covering[0], True
+                local.apply(event[0])
         if not applied and limit >= len(local.book.bids) and limit >= len(local.book.asks):
-            return recorded.body
+            return answers[0]
         return local.snapshot_body(limit)
 
     def _exchange_info(self, query: dict[str, str], headers: dict[str, str]) -> tuple[int, str, dict[str, str]]:
