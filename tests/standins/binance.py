@@ -40,6 +40,8 @@ def data_text(text: str) -> tuple[dict[str, Any], str]:
     body = json.loads(text)
     if isinstance(body, dict) and "stream" in body and isinstance(body.get("data"), dict):
         start = text.index('"data":') + len('"data":')
+        while text[start] in " \t\r\n":
+            start += 1
         _, end = json.JSONDecoder().raw_decode(text, start)
         return body["data"], text[start:end]
     return body, text

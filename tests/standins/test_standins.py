@@ -21,8 +21,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.standins import BinanceStandIn, CoinbaseStandIn, Faults, KrakenStandIn
 from tests.standins import reference as ref
 from tests.standins.sessions import (
+    SAMPLES,
     SESSIONS_DIR,
     RecordedSession,
+    RestAnswer,
+    WsFrame,
     binance_nknusdt,
     coinbase_band_gbp,
     compact,
@@ -79,7 +82,7 @@ async def test_binance_combined_streams_replay_the_session_and_rest_follows_the_
         assert first.status_code == 200
         assert first.headers["content-type"] == "application/json"
         assert first.headers["x-mbx-used-weight-1m"] == "50"
-        recorded = (Path(__file__).parents[1] / "data/exchange_samples/binance/depth_snapshot_rest.json").read_text()
+        recorded = (SAMPLES / "binance/depth_snapshot_rest.json").read_text()
         assert first.text == compact(recorded)  # nothing streamed yet: the capture itself
         async with connect(venue.ws_url + NKN_STREAMS) as ws:
             messages = await drain(ws)
@@ -390,3 +393,25 @@ def test_command_line_prints_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["rest"] == [["/api/v3/depth?symbol=NKNUSDT&limit=1000", 200]]
+
+
+def test_binance_depth_moves_on_from_a_later_recorded_snapshot_over_a_hole() -> None:
+    # A recording whose client missed U=499869765..767 and resynced: its second REST answer (taken
+    # after the hole) is where the venue's book continues from.
+    snapshot = json.loads((SAMPLES / "binance/depth_snapshot_rest.json").read_text())
+    full = json.loads((SAMPLES / "binance/depthUpdate_sequence.json").read_text())[:12]
+    holed = [event for event in full if event["data"]["U"] != 499869765]
+    resynced = ref.BinanceLocalBook(snapshot)
+    for event in full[:8]:  # up to u=499869769
+        resynced.apply(event)
+    frames = tuple(WsFrame(i, json.dumps(event)) for i, event in enumerate(holed))
+    rest = (
+        RestAnswer(0, "/api/v3/depth?symbol=NKNUSDT&limit=1000", 200, json.dumps(snapshot)),
+        RestAnswer(8, "/api/v3/depth?limit=1000&symbol=NKNUSDT", 200, resynced.snapshot_body()),
+    )
+    venue = BinanceStandIn(RecordedSession("binance", ("NKNUSDT",), frames, rest))
+    venue.high_water = len(frames)
+    body = venue.depth_body("NKNUSDT", 1000)
+    assert body is not None
+    assert json.loads(body)["lastUpdateId"] == 499869775  # the 12th event ends at u=499869775
+    assert ref.binance_book(json.loads(body), []) == ref.binance_book(snapshot, full)
