@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import msgspec
-import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -219,15 +218,6 @@ async def running_feed(
         journal.close()
     with AuditReader(db_path) as reader:
         assert reader.verify().ok
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    """Poll ``condition`` every few ms; fail with ``what`` after ``within`` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def steps(db_path: str) -> list[tuple[str, str]]:

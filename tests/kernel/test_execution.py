@@ -43,6 +43,7 @@ from kernel.paper_protocol import (
     OrderStatus,
     OrderStatusRequest,
 )
+from tests.poll import eventually
 
 TIMEOUT = 5.0
 
@@ -230,13 +231,6 @@ class RecordingSleep:
 def is_up(client: ExecutionClient) -> bool:
     """``client.connected``, read through a call (mypy keeps no narrowing across it)."""
     return client.connected
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Poll ``condition`` until true, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.002)
 
 
 @contextlib.asynccontextmanager

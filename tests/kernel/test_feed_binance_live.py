@@ -25,7 +25,8 @@ from kernel.feed.rest import RestClient, RestFailed, retry_after_seconds
 from kernel.feed.rules import InstrumentRules, RulesError, fetch_binance_rules
 from kernel.feed.source import Resynced
 from storage.journal import Journal
-from tests.kernel.feed_loopback import Answer, Loopback, frames, running_feed, sample, send_all, steps, triggers, until
+from tests.kernel.feed_loopback import Answer, Loopback, frames, running_feed, sample, send_all, steps, triggers
+from tests.poll import eventually as until
 
 TIMEOUT = 15
 NKN = "NKNUSDT"
@@ -72,14 +73,20 @@ def source_on(venue: Loopback, *instruments: str, **rest: object) -> BinanceMark
 
 
 class FakeSleep:
-    """Records each wait and returns at once (the loop still turns)."""
+    """Records each wait and returns at once (the loop still turns); ``clock`` is a monotonic
+    clock that moves only by these waits, so staggering is measured without real time."""
 
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.now = 1000.0
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.now += seconds
         await asyncio.sleep(0)
+
+    def clock(self) -> float:
+        return self.now
 
 
 @pytest.mark.asyncio
@@ -271,13 +278,12 @@ async def test_snapshots_of_many_symbols_are_staggered(db_path: str) -> None:
     async with asyncio.timeout(TIMEOUT), Loopback() as venue:
         for symbol in symbols:
             venue.answer(f"/api/v3/depth?symbol={symbol}&limit=1000", Answer(200, NKN_SNAPSHOT))
-        rest = RestClient(venue.http_url, stagger_s=0.25, sleep=sleep)
+        rest = RestClient(venue.http_url, stagger_s=0.25, sleep=sleep, clock=sleep.clock)
         source = BinanceMarketData(venue.url, venue.http_url, symbols, rest=rest)
         async with running_feed(source, symbols, db_path) as run:
             await until(lambda: run.client.state == "streaming", "three books whole")
         assert sorted(venue.rest_paths) == sorted(f"/api/v3/depth?symbol={s}&limit=1000" for s in symbols)
-        assert len(sleep.waits) == 2
-        assert all(0.2 < wait <= 0.25 for wait in sleep.waits)
+        assert sleep.waits == [0.25, 0.25]
 
 
 EXCHANGE_INFO = {

@@ -14,7 +14,7 @@ import contextlib
 import json
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
@@ -34,6 +34,7 @@ from kernel.feed.venues import CoinbaseMarketData
 from kernel.venue.server import PaperVenue, VenueConfig
 from storage.audit import AuditReader
 from storage.journal import Journal
+from tests.poll import eventually as until
 
 TIMEOUT = 10
 ENTITY = "feed-1"
@@ -205,15 +206,6 @@ async def feed(
         journal.close()
     with AuditReader(db_path) as reader:
         assert reader.verify().ok
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    """Poll ``condition`` every few ms; fail with ``what`` after ``within`` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def streaming(run: Run, subscriptions: int | None = None, server: Misbehaving | None = None) -> None:

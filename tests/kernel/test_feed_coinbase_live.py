@@ -14,7 +14,8 @@ from websockets.asyncio.server import ServerConnection
 
 from kernel.feed.events import TradeEvent
 from kernel.feed.venues import make_source
-from tests.kernel.feed_loopback import Loopback, frames, running_feed, sample, send_all, steps, triggers, until
+from tests.kernel.feed_loopback import Loopback, frames, running_feed, sample, send_all, steps, triggers
+from tests.poll import eventually as until
 
 TIMEOUT = 15
 BAND, SKL = "BAND-GBP", "SKL-USD"

@@ -19,7 +19,8 @@ from kernel.feed.events import BookSnapshot, TradeEvent
 from kernel.feed.kraken import decode_kraken
 from kernel.feed.kraken_source import KrakenMarketData, KrakenSync, infer_precisions
 from kernel.feed.source import Resynced
-from tests.kernel.feed_loopback import Loopback, frames, running_feed, sample, send_all, steps, triggers, until
+from tests.kernel.feed_loopback import Loopback, frames, running_feed, sample, send_all, steps, triggers
+from tests.poll import eventually as until
 
 TIMEOUT = 15
 PAIR = "BTC/USD"
@@ -66,7 +67,7 @@ class KrakenVenue:
     async def __call__(self, ws: ServerConnection) -> None:
         await ws.send('{"channel":"status","type":"update","data":[{"system":"online"}]}')
         while True:
-            await until(lambda: len(self.venue.received) > len(self.requests), "a request", within=30)
+            await until(lambda: len(self.venue.received) > len(self.requests), "a request", timeout=30)
             request = self.venue.received[len(self.requests)]
             self.requests.append(request)
             params = request["params"]

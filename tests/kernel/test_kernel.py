@@ -9,6 +9,7 @@ instead of hanging it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal as D
 from pathlib import Path
@@ -42,11 +43,13 @@ from kernel.venue.server import PaperVenue, VenueConfig
 from storage.audit import AuditReader
 from storage.errors import JournalLocked
 from storage.venue_store import StoredOrder, read_orders
+from tests import poll
 
 BTC = "BTCUSDT"
 QTY = D("0.001")
 NET = 3.0
 """Seconds any single network wait may take before the test fails."""
+eventually = functools.partial(poll.eventually, timeout=NET)
 VENUE_OPEN = ("new", "partially_filled")
 
 
@@ -100,16 +103,6 @@ class RecordingMarketMaker(MarketMaker):
 
 def bid(price: str = "90") -> Place:
     return Place(BTC, "buy", QTY, D(price))
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = NET) -> None:
-    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``timeout`` s."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -10,7 +10,8 @@ docs/paper-venue.md, never computed by the engine under test. Every wait is boun
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal as D
 from pathlib import Path
@@ -33,17 +34,12 @@ from kernel.venue.server import PaperVenue, VenueConfig
 from kernel.venue.settings import LiveMarketSettings
 from storage import Journal
 from storage.audit import AuditReader
+from tests import poll
 from tests.kernel.test_venue_server import Client
 
 X = "BTCUSDT"
 LIMIT_S = 10.0
-
-
-async def until(condition: Callable[[], bool], what: str, limit: float = LIMIT_S) -> None:
-    """Poll ``condition`` with a deadline."""
-    async with asyncio.timeout(limit):
-        while not condition():
-            await asyncio.sleep(0.01)
+until = functools.partial(poll.eventually, timeout=LIMIT_S)
 
 
 @dataclass

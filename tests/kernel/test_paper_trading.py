@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -22,18 +22,10 @@ from machines import Entity
 from machines.order_terms import OrderTerms
 from storage import Journal
 from storage.audit import AuditReader
+from tests.poll import eventually as until
 
 D = Decimal
 pytestmark = pytest.mark.asyncio
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds, or fail naming ``what``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @dataclass

@@ -26,15 +26,10 @@ from kernel.testing import KernelHarness
 from storage.audit import AuditReader
 from storage.venue_store import read_orders
 from tests.conftest import REPO
+from tests.poll import eventually
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 LIMIT_S = 20.0
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def trading_steps(path: str) -> list[tuple[str, str]]:
