@@ -8,6 +8,10 @@ says when a crash happened and which run noticed. Entity ids are the run numbers
 Creation data (given by the journal): ``started_ns`` (wall clock, ns since the epoch), ``pid``,
 ``host``, ``version``. ``stop`` carries ``ended_ns``; ``crash_detected`` carries ``detected_ns``
 and ``detected_by_run``.
+
+Transitions journaled outside any run carry run 0 and create no run entity: the operator commands
+``tradekernel halt``/``reduce``/``arm`` given with no kernel running (``Journal.open(...,
+start_run=False)``), so run numbers and the last run ``status`` shows are the kernels' own.
 """
 
 from __future__ import annotations

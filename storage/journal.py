@@ -140,7 +140,8 @@ class Journal:
         Takes the writer lock, checks the state tables with ``PRAGMA quick_check``, applies pending
         migrations, checks the chain head against the last row, records runs that never stopped
         as ``crash_detected`` and starts a new run (``start_run=False`` skips the run bookkeeping,
-        for maintenance such as ``tradekernel migrate``).
+        for maintenance such as ``tradekernel migrate`` and for offline operator commands: what
+        such a journal appends carries run 0 and no run entity is created).
 
         Raises ``JournalOpenError`` (missing/read-only directory or file, foreign database),
         ``JournalLocked`` (another writer), ``JournalCorrupt``, ``JournalVersionError``.

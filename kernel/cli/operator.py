@@ -7,7 +7,15 @@
     tradekernel arm    [--db PATH | --control-socket PATH] --reason R [--json]
 
 With no kernel answering, ``status`` reads the journal, and ``halt``/``reduce``/``arm`` are journaled
-directly (the next start acts on them). Exit status of ``status``: 0 (running or not). ``stop``: 0
+directly (the next start acts on them): as operator commands, outside any run (their transitions
+carry run 0; no ``run`` entity is created, so the run numbers and ``status``'s last run stay the
+kernel's). An offline ``halt`` completes at once when there is nothing to cancel (``halt`` then
+``all_canceled``, and ``flattened`` for ``--flatten`` with every position flat, in one commit):
+``halted``. With orders still live in the journal (a journal left by a killed kernel) it stays
+``halting`` and says so: only a kernel can cancel them at the venue (it reconciles on start, cancels
+them and completes the halt); ``arm`` is refused until then, as by a running kernel.
+
+Exit status of ``status``: 0 (running or not). ``stop``: 0
 the kernel stopped (or was asked to, without ``--wait``); 1 no kernel answered; 2 usage errors.
 ``halt``/``reduce``/``arm``: 0 done; 1 refused in the current trading state; 2 usage or journal errors.
 """
@@ -19,6 +27,7 @@ import json
 import os
 import sys
 import time
+from decimal import Decimal
 from typing import Any
 
 from kernel import control
@@ -26,7 +35,9 @@ from kernel.cli.common import DEFAULT_DB, usage_error
 from kernel.clock import monotonic_ms
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.status import journal_status, render_text
-from machines import TRADING, TransitionRefused
+from machines import ORDER, TRADING, Entity, TransitionRefused
+from machines.decimals import Sign, parse_decimal
+from machines.halt import FireTrading, halt_step
 from machines.trading import ENTITY_ID
 from storage import Journal
 from storage.errors import JournalError
@@ -115,6 +126,8 @@ def _operator(args: argparse.Namespace) -> int:
         print(json.dumps({**answer, "via": where}, default=str))
     elif answer.get("ok"):
         print(f"trading {trading.get('state')}: {trading.get('reason')}  ({where})")
+        if answer.get("note"):
+            print(answer["note"])
     else:
         print(f"tradekernel: {command} refused: {answer.get('error')}", file=sys.stderr)
     return EXIT_OK if answer.get("ok") else EXIT_FAILED
@@ -123,10 +136,15 @@ def _operator(args: argparse.Namespace) -> int:
 def operator_offline(db: str, command: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Journal an operator command with no kernel running (the next start acts on it).
 
-    Returns the answer a running kernel would give (``ok``, ``trading``, or ``error`` when the
-    trading machine refused the command). Raises ``JournalError`` when the journal cannot be opened.
+    The command is journaled as an operator command, not as a kernel run (the journal is opened
+    with ``start_run=False``: its transitions carry run 0). An offline ``halt`` is completed in the
+    same commit when nothing is left to cancel (see the module doc). Returns the answer a running
+    kernel would give (``ok``, ``trading``, ``note`` when a halt is left ``halting``, or ``error``
+    when the trading machine refused the command). Raises ``JournalError`` when the journal cannot
+    be opened.
     """
-    journal = Journal.open(db)
+    positions = _journal_positions(db) if fields.get("flatten") else {}
+    journal = Journal.open(db, start_run=False)
     try:
         found = journal.live_entities(TRADING)
         now_ms = monotonic_ms()
@@ -141,10 +159,43 @@ def operator_offline(db: str, command: str, fields: dict[str, Any]) -> dict[str,
         except TransitionRefused as exc:
             journal.commit()
             return {"ok": False, "error": str(exc), "trading": {"state": str(trading.state)}}
+        note = _complete_halt(journal, trading, positions, now_ms) if command == "halt" else None
         journal.commit()
-        return {"ok": True, "trading": {"state": str(trading.state), "reason": trading.data["reason"]}}
+        answer = {"ok": True, "trading": {"state": str(trading.state), "reason": trading.data["reason"]}}
+        return {**answer, "note": note} if note else answer
     finally:
         journal.close()
+
+
+def _journal_positions(db: str) -> dict[str, Decimal]:
+    """Instrument -> signed quantity, folded from the journaled fills (read-only)."""
+    positions = journal_status(db).get("positions") or {}
+    return {instrument: parse_decimal(p["qty"], "qty", sign=Sign.any) for instrument, p in positions.items()}
+
+
+def _complete_halt(journal: Journal, trading: Entity, positions: dict[str, Decimal], now_ms: int) -> str | None:
+    """Take the halt driver's steps that need no kernel (``all_canceled``, ``flattened``).
+
+    Returns why the halt stays ``halting`` (live orders or positions only a kernel can act on),
+    or ``None`` once it is ``halted``.
+    """
+    open_orders = {order.entity_id: str(order.state) for order in journal.live_entities(ORDER)}
+    while True:
+        commands = halt_step(trading, open_orders, positions, now_ms)
+        fires = [c for c in commands if isinstance(c, FireTrading)]
+        if not commands or len(fires) != len(commands):
+            break
+        for fire in fires:
+            journal.fire(TRADING, trading, fire.trigger, now_ms=now_ms, **fire.data)
+    if str(trading.state) != "halting":
+        return None
+    if open_orders:
+        return (
+            f"{len(open_orders)} order(s) still open in the journal: a kernel must run to cancel them "
+            "(it reconciles with the venue, cancels them and completes the halt)"
+        )
+    flat = sum(1 for qty in positions.values() if qty)
+    return f"{flat} position(s) to flatten: a kernel must run to close them and complete the halt"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -919,21 +919,24 @@ def test_operator_commands_with_no_kernel_are_journaled(db_path: str, capsys: py
         "via": "journal (no kernel running)",
     }
     assert main(["halt", "--db", db_path, "--reason", "maintenance", "--flatten"]) == EXIT_OK
-    assert capsys.readouterr().out == "trading halting: operator: maintenance  (journal (no kernel running))\n"
-    assert main(["arm", "--db", db_path, "--reason", "too soon"]) == EXIT_FAILED
+    # nothing open, nothing held, no kernel: the halt completes at once (issue 14)
+    assert capsys.readouterr().out == "trading halted: operator: maintenance  (journal (no kernel running))\n"
+    assert main(["halt", "--db", db_path, "--reason", "twice"]) == EXIT_FAILED
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        "tradekernel: arm refused: trading 'kernel' in state 'halting' refused trigger 'arm': "
+        "tradekernel: halt refused: trading 'kernel' in state 'halted' refused trigger 'halt': "
         "not allowed from this state\n"
     )
     with Journal.open(db_path, start_run=False) as journal:
         (trading,) = journal.live_entities(TRADING)
-    assert (str(trading.state), trading.data["reason"]) == ("halting", "operator: maintenance")
+    assert (str(trading.state), trading.data["reason"]) == ("halted", "operator: maintenance")
     with sqlite_utils.Database(db_path) as db:
-        rows = list(db.query("select trigger, data from transitions where machine = 'trading' order by seq"))
-    assert [r["trigger"] for r in rows] == ["create", "reduce", "arm", "halt"]
+        rows = list(db.query("select trigger, data, run from transitions where machine = 'trading' order by seq"))
+    assert [r["trigger"] for r in rows] == ["create", "reduce", "arm", "halt", "all_canceled", "flattened"]
     assert json.loads(rows[3]["data"])["flatten"] is True
+    assert {r["run"] for r in rows} == {0}  # operator commands, not runs
+    assert main(["arm", "--db", db_path, "--reason", "back again"]) == EXIT_OK
 
 
 def test_operator_commands_with_no_kernel_and_no_journal(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
