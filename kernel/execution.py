@@ -84,6 +84,10 @@ class HandshakeFailed(VenueUnavailable):
     """The venue answered ``hello`` with an error other than a version refusal."""
 
 
+class ReaderFailed(VenueUnavailable):
+    """The session's reader task raised: the connection is treated as dead and recycled."""
+
+
 class VenueVersionMismatch(VenueError):
     """The venue does not speak our protocol version; retrying cannot help."""
 
@@ -196,6 +200,7 @@ class VenueClient:
         backoff_max: float = 5.0,
         jitter: float = 0.1,
         sleep: Sleep = asyncio.sleep,
+        on_anomaly: Callable[[str, str, str], None] | None = None,
     ) -> None:
         if attempts < 1:
             raise VenueSettingError("attempts must be at least 1")
@@ -226,6 +231,10 @@ class VenueClient:
         """``error`` messages not tied to a pending request (e.g. a refused ``new_order``), newest last."""
         self.connect_attempts = 0
         """Connection attempts made, successful or not."""
+        self.on_anomaly = on_anomaly
+        """Called with ``(kind, reason, sample)`` when the session fails oddly (e.g. to journal it)."""
+        self.reader_failures = 0
+        """Sessions recycled because their reader raised."""
 
     # -- state ------------------------------------------------------------------------------
 
@@ -359,7 +368,25 @@ class VenueClient:
                     await self._dispatch(message)
         except ConnectionClosed as exc:
             return str(exc)
+        except Exception as exc:
+            return await self._reader_failed(ws, exc)
         return "closed by the venue"
+
+    async def _reader_failed(self, ws: ClientConnection, exc: Exception) -> str:
+        """The reader raised: pause order entry at once, log and report it once, drop the connection."""
+        self._ws = None  # order entry sees the session down before anything else is awaited
+        self._notify()
+        self.reader_failures += 1
+        failure = ReaderFailed(f"venue report reader failed: {exc!r}; session recycled")
+        log.error("%s", failure, exc_info=exc)
+        if self.on_anomaly is not None:
+            try:
+                self.on_anomaly("reader_failed", str(failure), "")
+            except Exception:
+                log.exception("could not record the venue reader failure")
+        with contextlib.suppress(Exception):
+            await ws.close()
+        return str(failure)
 
     def _decode(self, frame: str | bytes) -> protocol.VenueMessage | None:
         try:

@@ -280,9 +280,49 @@ def encode(message: Message) -> bytes:
 
 _M = TypeVar("_M")
 
+MAX_DEPTH = 64
+"""The deepest nesting of arrays and objects a frame may have (a valid message has 4 at most)."""
+MAX_FRAME_BYTES = 2**25
+"""The largest frame decoded (32 MiB, the ``VenueClient`` default ``max_size``)."""
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
+def nesting_exceeds(data: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when ``data`` (JSON text) nests arrays/objects deeper than ``limit`` (allows at least
+    ``limit`` levels, refuses anything past ``2 * limit``).
+
+    Cheap, and run before parsing, every step at C speed: escapes are dropped, then everything but
+    brackets and quotes, then strings (with any brackets in them); each pass then removes the
+    innermost empty ``[]`` and ``{}`` pairs, at most ``limit`` passes. Unbalanced brackets are left
+    for the parser to reject.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = b"".join(unescaped.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    for _ in range(limit):
+        shorter = skeleton.replace(b"[]", b"").replace(b"{}", b"")
+        if not shorter or len(shorter) == len(skeleton):
+            return False
+        skeleton = shorter
+    return True
+
+
+def bound_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why ``data`` is refused before parsing (too large, nested too deeply), or ``None``."""
+    if len(data) > max_bytes:
+        return f"frame of {len(data)} bytes is larger than {max_bytes}"
+    if nesting_exceeds(data, max_depth):
+        return f"nested more than {max_depth} deep"
+    return None
+
 
 def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[_M], side: str) -> _M:
     data = frame.encode() if isinstance(frame, str) else frame
+    refused = bound_frame(data)
+    if refused is not None:
+        raise ProtocolError("malformed", f"not a {side} message: {refused}")
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -297,6 +337,8 @@ def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[_M], side: str) ->
         raise ProtocolError(code, f"invalid {side} message: {exc}", ref) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"not a JSON message: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("malformed", f"not a {side} message: nested too deeply") from None
 
 
 def decode_client(frame: bytes | str) -> ClientMessage:

@@ -46,6 +46,12 @@ class VenueSession:
         self._stopping = stopping
         self._wake = wake
         manager.reconcile = self.reconcile
+        client.on_anomaly = self._anomaly
+
+    def _anomaly(self, kind: str, reason: str, sample: str) -> None:
+        """The venue session failed oddly (its reader raised): journal it, let health look again."""
+        self.journal.record_anomaly("venue", kind, reason, sample)
+        self._wake()
 
     @property
     def failed(self) -> str | None:

@@ -18,6 +18,7 @@ from typing import IO, Any
 from kernel.cli.common import DEFAULT_DB, usage_error
 from kernel.cli.table import format_table
 from kernel.exits import EXIT_FAILED, EXIT_OK
+from machines import registry
 from storage import codec
 from storage.audit import AuditReader
 
@@ -145,6 +146,10 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tail(reader: AuditReader, args: argparse.Namespace) -> int:
+    if args.machine is not None:
+        known = sorted(set(registry.names()) | set(reader.stats()["transitions_per_machine"]))
+        if args.machine not in known:
+            return usage_error(f"unknown machine {args.machine!r}; known machines: {', '.join(known)}", "audit tail")
     rows = reader.tail(args.n, machine=args.machine, entity=args.entity)
     if args.json:
         _print_json([_public(r) for r in rows])

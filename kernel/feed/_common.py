@@ -16,6 +16,7 @@ import msgspec
 
 from kernel.feed.errors import FeedError
 from kernel.feed.events import SAMPLE_CHARS, DecodeError, FeedEvent, Level, Venue
+from kernel.paper_protocol import bound_frame
 from machines.decimals import DecimalError, Sign, parse_decimal
 
 T = TypeVar("T")
@@ -33,6 +34,10 @@ Text = Annotated[str, msgspec.Meta(max_length=64)]
 """A short text field (client order ids, reasons, timestamps)."""
 
 _json = msgspec.json.Decoder(float_hook=Decimal)
+MAX_FRAME_BYTES = 2**24
+"""The largest market-data frame (or HTTP body) decoded: 16 MiB."""
+MAX_DEPTH = 32
+"""The deepest nesting of arrays/objects a market-data frame may have (real ones have 5 at most)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -50,7 +55,12 @@ def sample(frame: Frame) -> str:
 
 
 def decode_with(venue: Venue, frame: Frame, body: Callable[[Any], list[FeedEvent]]) -> list[FeedEvent]:
-    """Parse ``frame`` as JSON and hand it to ``body``; ``DecodeError`` for anything that fails."""
+    """Parse ``frame`` as JSON and hand it to ``body``; ``DecodeError`` for anything that fails.
+
+    A frame larger than ``MAX_FRAME_BYTES`` or nested deeper than ``MAX_DEPTH`` is refused before
+    it is parsed.
+    """
+    check_bounds(venue, frame)
     try:
         return body(_json.decode(frame))
     except msgspec.ValidationError as exc:
@@ -62,6 +72,14 @@ def decode_with(venue: Venue, frame: Frame, body: Callable[[Any], list[FeedEvent
     except Invalid as exc:
         reason = str(exc)
     raise DecodeError(venue, reason, sample(frame))
+
+
+def check_bounds(venue: Venue, frame: Frame) -> None:
+    """``DecodeError`` when ``frame`` is larger than ``MAX_FRAME_BYTES`` or nested deeper than ``MAX_DEPTH``."""
+    data = frame.encode() if isinstance(frame, str) else bytes(frame)
+    refused = bound_frame(data, max_bytes=MAX_FRAME_BYTES, max_depth=MAX_DEPTH)
+    if refused is not None:
+        raise DecodeError(venue, f"not JSON: {refused}", sample(frame))
 
 
 def require_object(data: Any, what: str = "message") -> dict[str, Any]:

@@ -25,6 +25,7 @@ import msgspec
 from kernel.feed._common import (
     Frame,
     Invalid,
+    check_bounds,
     convert,
     decode_with,
     positive_size,
@@ -64,6 +65,7 @@ _typed = msgspec.json.Decoder(VenueMessage)
 
 def decode_paper(frame: Frame) -> list[FeedEvent]:
     """Decode one frame from the paper venue into events; ``DecodeError`` for anything invalid."""
+    check_bounds(VENUE, frame)
     try:
         message = _typed.decode(frame)
     except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError

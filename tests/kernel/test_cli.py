@@ -293,7 +293,10 @@ def test_tail_json_shape(toy_db: str, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_tail_with_nothing_to_show(toy_db: str, empty_db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(capsys, "audit", "tail", "--db", toy_db, "--machine", "nobody") == (0, "no transitions\n", "")
+    assert cli(capsys, "audit", "tail", "--db", toy_db, "--machine", "order") == (0, "no transitions\n", "")
+    code, out, err = cli(capsys, "audit", "tail", "--db", toy_db, "--machine", "nobody")
+    assert (code, out) == (2, "")  # an unknown machine is a usage error (issue 14, item 12)
+    assert err.startswith("tradekernel audit tail: error: unknown machine 'nobody'; known machines: ")
     assert cli(capsys, "audit", "tail", "--db", empty_db) == (0, "no transitions\n", "")
     assert cli(capsys, "audit", "tail", "--db", empty_db, "--json") == (0, "[]\n", "")
 
@@ -1006,3 +1009,15 @@ def test_exit_codes_are_defined_once_in_kernel_exits() -> None:
         ]
         assert assigned == [], f"{module.name} defines {assigned}"
     assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE) == (0, 1, 2)
+
+
+def test_audit_tail_of_an_unknown_machine_is_a_usage_error_naming_the_known_ones(runs_db: str) -> None:
+    result = run_cli("audit", "tail", "--machine", "orders", "--db", runs_db, timeout=SUBPROCESS_TIMEOUT)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "tradekernel audit tail: error: unknown machine 'orders'; known machines: "
+        "feed, health, order, position, reconciliation, run, trading\n"
+    )
+    known = run_cli("audit", "tail", "--machine", "run", "--db", runs_db, timeout=SUBPROCESS_TIMEOUT)
+    assert known.returncode == 0, known.stderr
+    assert known.stdout.count(" run ") >= 6

@@ -565,3 +565,29 @@ def test_mutated_samples_give_only_decode_errors(case: tuple[str, int], data: st
         target[key] = data.draw(json_values)
     only_decode_errors(json.dumps(message))
     only_decode_errors(frame[: data.draw(st.integers(0, len(frame)))])
+
+
+# -- bounds: nesting depth and frame size (issue 14, item 4) --------------------------------------
+
+
+@pytest.mark.parametrize("decoder", [decode_paper, decode_binance, decode_coinbase, decode_kraken])
+@pytest.mark.parametrize("depth", [33, 1_000, 100_000])
+def test_every_decoder_refuses_a_frame_nested_too_deeply(decoder: Any, depth: int) -> None:
+    frame = '{"type": "heartbeat", "e": "trade", "x": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(DecodeError) as caught:
+        decoder(frame)
+    assert caught.value.reason == "not JSON: nested more than 32 deep"
+    assert caught.value.sample == frame[:200]
+
+
+@pytest.mark.parametrize("decoder", [decode_paper, decode_binance, decode_coinbase, decode_kraken])
+def test_every_decoder_refuses_a_frame_larger_than_16_mib(decoder: Any) -> None:
+    frame = b'{"type": "heartbeat", "ts_ms": 1}' + b" " * 2**24
+    with pytest.raises(DecodeError) as caught:
+        decoder(frame)
+    assert caught.value.reason == f"not JSON: frame of {len(frame)} bytes is larger than {2**24}"
+
+
+def test_a_frame_within_the_bounds_still_decodes() -> None:
+    frame = b'{"type": "heartbeat", "ts_ms": 5, "x": ' + b"[" * 32 + b"]" * 32 + b"}"
+    assert decode_paper(frame.ljust(2**24)) == [HeartbeatEvent(venue="paper", ts_ms=5)]

@@ -530,3 +530,61 @@ async def test_a_send_on_a_closing_connection_raises_venue_unavailable(monkeypat
         monkeypatch.setattr(ws, "send", closed)
         with pytest.raises(VenueUnavailable, match="while sending CancelOrder"):
             await client.send_cancel("a")
+
+
+# -- a bad frame or a failing reader (issue 14, item 4) ------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_frame_nested_1000_deep_is_skipped_and_later_reports_still_arrive() -> None:
+    async with asyncio.timeout(TIMEOUT), venue_and_client() as (venue, client):
+        await client.connect()
+        await venue.send_raw('{"type": "execution", "x": ' + "[" * 1_000 + "]" * 1_000 + "}")  # ~2 KB
+        await venue.send_raw("[" * 3_000 + "]" * 3_000)  # ~6 KB
+        await venue.send(execution("a", "trade", "filled", fill=fill("t1", "1")))
+        reports = await client.next_reports()
+        assert [(r.client_order_id, r.fill) for r in reports] == [("a", fill("t1", "1"))]  # type: ignore[union-attr]
+        assert client.malformed_frames == 2
+        assert client.generation == 1
+        assert client.connected
+
+
+@pytest.mark.asyncio
+async def test_an_exception_in_the_reader_is_a_dead_connection_journaled_and_recycled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    anomalies: list[tuple[str, str, str]] = []
+    connected_then: list[bool] = []
+    clients: list[VenueClient] = []
+
+    def record(*anomaly: str) -> None:
+        anomalies.append(anomaly)  # type: ignore[arg-type]
+        connected_then.append(clients[0].connected)
+
+    decode = protocol.decode_venue
+
+    def buggy(frame: str | bytes) -> protocol.VenueMessage:
+        if "boom" in str(frame):
+            raise KeyError("a decoder bug")
+        return decode(frame)
+
+    monkeypatch.setattr(protocol, "decode_venue", buggy)
+    async with (
+        asyncio.timeout(TIMEOUT),
+        venue_and_client(on_anomaly=record) as (venue, client),
+    ):
+        clients.append(client)
+        await client.connect()
+        first = venue.ws
+        await venue.send_raw('{"type": "heartbeat", "ts_ms": 1, "boom": 1}')
+        await client.wait_connected(after=1)  # the session was recycled: a new connection
+        assert venue.sessions == 2
+        assert venue.ws is not first
+        assert anomalies == [
+            ("reader_failed", "venue report reader failed: KeyError('a decoder bug'); session recycled", "")
+        ]
+        assert connected_then == [False]  # order entry was paused before the anomaly was reported
+        assert client.reader_failures == 1
+        await venue.send(execution("a", "trade", "filled", fill=fill("t1", "1")))
+        reports = await client.next_reports()
+        assert [(r.client_order_id, r.fill) for r in reports] == [("a", fill("t1", "1"))]  # type: ignore[union-attr]

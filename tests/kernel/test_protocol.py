@@ -236,3 +236,34 @@ def test_every_venue_error_has_one_root_and_keeps_its_builtin(
     assert issubclass(error, TradekernelError)
     if builtin is not None:
         assert issubclass(error, builtin)
+
+
+# -- bounds: nesting depth and frame size (issue 14, item 4) --------------------------------------
+
+
+@pytest.mark.parametrize("decode", [p.decode_venue, p.decode_client])
+@pytest.mark.parametrize("depth", [65, 1_000, 100_000])
+def test_a_frame_nested_too_deeply_is_a_protocol_error(decode: object, depth: int) -> None:
+    frame = '{"type": "heartbeat", "ts_ms": 1, "x": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(p.ProtocolError, match=f"nested more than {p.MAX_DEPTH} deep") as caught:
+        decode(frame)  # type: ignore[operator]
+    assert caught.value.code == "malformed"
+
+
+def test_nesting_within_the_bound_and_brackets_in_strings_are_fine() -> None:
+    nested = '{"type": "heartbeat", "ts_ms": 7, "x": ' + "[" * 63 + "]" * 63 + "}"
+    assert p.decode_venue(nested) == p.Heartbeat(ts_ms=7)
+    quoted = '{"type": "heartbeat", "ts_ms": 8, "x": "' + "[" * 5_000 + '\\"{{\\\\"}'
+    assert p.decode_venue(quoted) == p.Heartbeat(ts_ms=8)
+    assert not p.nesting_exceeds(b"[" * 64 + b"]" * 64)
+    assert p.nesting_exceeds(b"[" * 129 + b"]" * 129)
+    assert p.nesting_exceeds(b'[1,{"a":' * 200 + b"}]" * 200)
+
+
+def test_a_frame_larger_than_the_bound_is_a_protocol_error() -> None:
+    frame = b'{"type": "heartbeat", "ts_ms": 1}' + b" " * p.MAX_FRAME_BYTES
+    with pytest.raises(p.ProtocolError, match=f"larger than {p.MAX_FRAME_BYTES}") as caught:
+        p.decode_venue(frame)
+    assert caught.value.code == "malformed"
+    fits = b'{"type": "heartbeat", "ts_ms": 1}'.ljust(p.MAX_FRAME_BYTES)
+    assert p.decode_venue(fits) == p.Heartbeat(ts_ms=1)
