@@ -44,6 +44,7 @@ from storage.schema import (
     Durability,
     check_directory,
     connect_writer,
+    create_private,
     integrity_problem,
     migrate,
     refuse_foreign,
@@ -148,6 +149,11 @@ class Journal:
         check_directory(path)
         refuse_foreign(path)
         lock = WriterLock(path)
+        try:
+            create_private(path)
+        except BaseException:
+            lock.release()
+            raise
         try:
             conn = connect_writer(path, durability)
             try:

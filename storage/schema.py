@@ -231,6 +231,21 @@ def check_directory(path: str) -> None:
         raise JournalOpenError(f"cannot open journal {path} for writing: the file is read-only")
 
 
+def create_private(path: str) -> None:
+    """Create a missing journal file with mode 0600; SQLite gives its -wal/-shm files the same mode.
+
+    An existing file is left as it is (its owner may have chosen another mode).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise JournalOpenError(f"cannot create journal {path}: {exc.strerror}") from exc
+    os.fchmod(fd, 0o600)  # regardless of the umask
+    os.close(fd)
+
+
 def refuse_foreign(path: str) -> None:
     """Refuse an existing SQLite file that is not a tradekernel journal, without touching it.
 
