@@ -43,6 +43,7 @@ from storage.lock import WriterLock
 from storage.schema import (
     Durability,
     check_directory,
+    check_head_row,
     connect_writer,
     create_private,
     integrity_problem,
@@ -481,7 +482,7 @@ def _check_and_migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:
             if problem:
                 raise JournalCorrupt(f"{path} failed PRAGMA quick_check: {problem}")
         versions = migrate(conn, path)
-        head = conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+        head = check_head_row(conn, path)
         last = conn.execute("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").fetchone()
         last = last or (0, codec.GENESIS_HASH)
         if tuple(head) != tuple(last):

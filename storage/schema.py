@@ -370,7 +370,22 @@ def check_readable_version(conn: sqlite3.Connection, path: str) -> int:
             f"journal {path} has schema version {version}; this tradekernel reads version "
             f"{SCHEMA_VERSION}: run `tradekernel migrate --db {path}` first"
         )
+    check_head_row(conn, path)
     return version
+
+
+def check_head_row(conn: sqlite3.Connection, path: str) -> tuple[int, str]:
+    """Return the journal's chain head (seq, hash); ``JournalCorrupt`` when its row is missing."""
+    try:
+        head = conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    if head is None:
+        raise JournalCorrupt(
+            f"journal {path} is corrupt: the journal_head row (the chain head) is missing; "
+            "run `tradekernel audit verify` and restore from backup"
+        )
+    return int(head[0]), str(head[1])
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
-from storage import Journal
+import pytest
+
+from storage import Journal, JournalCorrupt
+from tests.conftest import run_cli
 
 
 def _mode(path: str) -> int:
@@ -34,3 +38,31 @@ def test_an_existing_journal_keeps_the_mode_its_user_set(tmp_path: Path) -> None
     finally:
         journal.close()
     assert _mode(path) == 0o640
+
+
+def _without_head(tmp_path: Path) -> str:
+    path = str(tmp_path / "headless.db")
+    Journal.open(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM journal_head")
+    return path
+
+
+def test_a_deleted_journal_head_row_is_a_typed_corruption(tmp_path: Path) -> None:
+    path = _without_head(tmp_path)
+    with pytest.raises(JournalCorrupt) as caught:
+        Journal.open(path)
+    assert path in str(caught.value)
+    assert "journal_head" in str(caught.value)
+
+
+@pytest.mark.parametrize("command", ["status", "run"])
+def test_the_cli_on_a_headless_journal_exits_2_with_one_line(tmp_path: Path, command: str) -> None:
+    path = _without_head(tmp_path)
+    extra = ("--duration", "1", "--status-view", "off") if command == "run" else ()
+    result = run_cli(command, "--db", path, *extra)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "journal_head" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "journal_head" in line]
+    assert len(lines) == 1, result.stderr
