@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from kernel import paper_protocol as protocol
-from kernel.net import redact_url
+from kernel.net import redact_in, redact_url
 from kernel.paper_protocol import (
     CancelOrder,
     Execution,
@@ -313,7 +313,7 @@ class VenueClient:
                 self.url, client_name=self.client_name, options=self._socket, on_malformed=self._malformed
             )
         except InvalidURI as exc:
-            raise VenueError(f"bad venue url {redact_url(self.url)!r}: {exc}") from exc
+            raise VenueError(f"bad venue url {redact_url(self.url)!r}: {redact_in(str(exc), self.url)}") from exc
         except VersionRefused as exc:
             raise VenueVersionMismatch(str(exc)) from exc
         except HelloRefused as exc:

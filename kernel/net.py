@@ -44,3 +44,8 @@ def redact_url(url: str) -> str:
         else ""
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_in(text: str, url: str) -> str:
+    """``text`` (e.g. a library's error message) with ``url`` in it shown as ``redact_url(url)``."""
+    return text.replace(url, redact_url(url)) if url else text

@@ -92,7 +92,7 @@ from kernel.feed.source import (
     StreamSync,
     SyncedEvent,
 )
-from kernel.net import redact_url
+from kernel.net import redact_in, redact_url
 from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
@@ -352,7 +352,7 @@ class FeedClient:
         try:
             return await open_socket(self.source.url, self.socket)
         except InvalidURI as exc:
-            raise _Fatal(f"invalid url: {exc}") from None
+            raise _Fatal(f"invalid url: {redact_in(str(exc), self.source.url)}") from None
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in FATAL_HTTP_STATUSES:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel.execution import VenueClient, VenueError
 from kernel.net import redact_url
 from tests.conftest import REPO, run_cli
 
@@ -67,3 +68,13 @@ def test_a_real_run_never_shows_the_token(tmp_path: Path, venue: str) -> None:
     status = run_cli("status", "--db", db, "--json")
     assert status.returncode == 0, status.stderr
     assert SECRET not in status.stdout
+
+
+@pytest.mark.asyncio
+async def test_a_bad_venue_url_error_does_not_show_the_token() -> None:
+    client = VenueClient(f"http://127.0.0.1:1/ws?token={SECRET}", attempts=1)
+    with pytest.raises(VenueError) as caught:
+        await client.connect()
+    await client.close()
+    assert "token=***" in str(caught.value)
+    assert SECRET not in str(caught.value)
