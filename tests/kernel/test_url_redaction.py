@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +80,27 @@ async def test_a_bad_venue_url_error_does_not_show_the_token() -> None:
     await client.close()
     assert "token=***" in str(caught.value)
     assert SECRET not in str(caught.value)
+
+
+def test_status_of_a_running_kernel_does_not_show_the_token(tmp_path: Path, venue: str) -> None:
+    db = str(tmp_path / "k.db")
+    url = f"{venue.rstrip('/')}/ws?token={SECRET}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernel", "run", "--db", db, "--venue", url, "--duration", "30", "--status-view", "off"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        snapshot: dict[str, object] = {}
+        while not snapshot.get("running"):
+            assert time.monotonic() < deadline, "the kernel never answered status"
+            status = run_cli("status", "--db", db, "--json")
+            snapshot = json.loads(status.stdout) if status.returncode == 0 else {}
+        shown = json.dumps(snapshot)
+        assert "token=***" in shown
+        assert SECRET not in shown
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert SECRET not in err
