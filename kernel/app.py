@@ -36,6 +36,7 @@ from kernel.bootstrap import entity_id
 from kernel.config import Config
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.health_monitor import HealthMonitor, thresholds_of
+from kernel.net import redact_url
 from kernel.order_flow import OrderFlow
 from kernel.parts import KernelParts, PartsOptions
 from kernel.stop_sequence import Step, StopRequest, cancel_open_orders, close_in_reverse, some
@@ -229,7 +230,7 @@ class Kernel(KernelParts):
             "kernel run %d: journal %s, venue %s, strategy %s, instruments %s",
             journal.run_id,
             journal.path,
-            self.venue_url,
+            redact_url(self.venue_url),
             self.host.name,
             ", ".join(self.instruments),
         )

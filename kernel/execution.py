@@ -35,6 +35,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from kernel import paper_protocol as protocol
+from kernel.net import redact_in, redact_url
 from kernel.paper_protocol import (
     CancelOrder,
     Execution,
@@ -286,7 +287,7 @@ class VenueClient:
         self._failure = None
         ws = await self._connect_burst()
         self._up(ws)
-        self._reader = asyncio.create_task(self._read_forever(ws), name=f"venue-reader {self.url}")
+        self._reader = asyncio.create_task(self._read_forever(ws), name=f"venue-reader {redact_url(self.url)}")
 
     async def _connect_burst(self) -> ClientConnection:
         retrying = tenacity.AsyncRetrying(
@@ -302,7 +303,9 @@ class VenueClient:
                 with attempt:
                     return await self._open()
         except _RETRYABLE as exc:
-            raise ReconnectFailed(f"{self.url}: no session after {self.attempts} attempts: {exc!r}") from exc
+            raise ReconnectFailed(
+                f"{redact_url(self.url)}: no session after {self.attempts} attempts: {exc!r}"
+            ) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     @staticmethod
@@ -319,7 +322,7 @@ class VenueClient:
                 self.url, client_name=self.client_name, options=self._socket, on_malformed=self._malformed
             )
         except InvalidURI as exc:
-            raise VenueError(f"bad venue url {self.url!r}: {exc}") from exc
+            raise VenueError(f"bad venue url {redact_url(self.url)!r}: {redact_in(str(exc), self.url)}") from exc
         except VersionRefused as exc:
             raise VenueVersionMismatch(str(exc)) from exc
         except HelloRefused as exc:

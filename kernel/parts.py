@@ -24,6 +24,7 @@ from kernel.feed.client import FeedClient
 from kernel.health_monitor import HealthMonitor
 from kernel.http import HttpEndpoints
 from kernel.metrics import KernelMetrics
+from kernel.net import redact_url
 from kernel.order_flow import OrderFlow, Outbox
 from kernel.orders import OrderManager
 from kernel.portfolio import Portfolio
@@ -219,7 +220,7 @@ class KernelParts:
             feed=None if feed is None else FeedSnapshot.of(feed.feed, self.feed_reconnects),
             last_trade=dict(self.portfolio.last_trade),
             last_quote=dict(self.portfolio.last_quote),
-            venue_url=self.venue_url,
+            venue_url=redact_url(self.venue_url),
             venue_embedded=self.venue is not None,
             venue_connected=client is not None and client.connected,
             venue_session=None if client is None else client.session,

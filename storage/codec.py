@@ -55,3 +55,13 @@ Header = tuple[int, int, int, str, str, str, "str | None", str]
 def row_hash(prev_hash: str, header: Header, data: bytes) -> str:
     """The chained hash of one ``transitions`` row (hex), from its header columns and data bytes."""
     return hashlib.sha256(prev_hash.encode() + _encoder.encode(header) + data).hexdigest()
+
+
+def state_digest(machine: str, entity_id: str, state: str, seq: int, data_text: str) -> str:
+    """Fingerprint of a current-state row (``live_entities``/``ended_entities``), written with it.
+
+    On open each live row is checked against it and against the transition at its ``seq``, so a
+    row edited outside the journal is refused in O(live entities) (``audit verify`` replays all)."""
+    return hashlib.blake2b(
+        _encoder.encode((machine, entity_id, state, seq)) + data_text.encode(), digest_size=16
+    ).hexdigest()

@@ -43,7 +43,10 @@ from storage.lock import WriterLock
 from storage.schema import (
     Durability,
     check_directory,
+    check_head_row,
+    check_live_rows,
     connect_writer,
+    create_private,
     integrity_problem,
     migrate,
     refuse_foreign,
@@ -62,14 +65,14 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_LIVE = (
-    "INSERT INTO live_entities (machine, entity, state, seq, data) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO live_entities (machine, entity, state, seq, data, digest) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (machine, entity) DO UPDATE SET "
-    "state = excluded.state, seq = excluded.seq, data = excluded.data"
+    "state = excluded.state, seq = excluded.seq, data = excluded.data, digest = excluded.digest"
 )
 _UPSERT_ENDED = (
-    "INSERT INTO ended_entities (machine, entity, state, seq, data) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO ended_entities (machine, entity, state, seq, data, digest) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (machine, entity) DO UPDATE SET "
-    "state = excluded.state, seq = excluded.seq, data = excluded.data"
+    "state = excluded.state, seq = excluded.seq, data = excluded.data, digest = excluded.digest"
 )
 _DELETE_LIVE = "DELETE FROM live_entities WHERE machine = ? AND entity = ?"
 _HEAD = "UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1"
@@ -149,6 +152,11 @@ class Journal:
         check_directory(path)
         refuse_foreign(path)
         lock = WriterLock(path)
+        try:
+            create_private(path)
+        except BaseException:
+            lock.release()
+            raise
         try:
             conn = connect_writer(path, durability)
             try:
@@ -317,11 +325,19 @@ class Journal:
         conn = self._require_open()
         if not self._rows and not self._anomalies:
             return 0
-        live: list[tuple[str, str, str, int, str]] = []
-        ended: list[tuple[str, str, str, int, str]] = []
+        live: list[tuple[str, str, str, int, str, str]] = []
+        ended: list[tuple[str, str, str, int, str, str]] = []
         try:
             for (machine, entity_id), (entity, seq) in self._dirty.items():
-                row = (machine, entity_id, entity.state, seq, codec.encode_text(entity.data))
+                text = codec.encode_text(entity.data)
+                row = (
+                    machine,
+                    entity_id,
+                    entity.state,
+                    seq,
+                    text,
+                    codec.state_digest(machine, entity_id, entity.state, seq, text),
+                )
                 (live if entity.live else ended).append(row)
         except (TypeError, ValueError) as exc:
             self._failure = JournalDataError(f"cannot journal an entity's data: {exc}")
@@ -476,7 +492,8 @@ def _check_and_migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:
             if problem:
                 raise JournalCorrupt(f"{path} failed PRAGMA quick_check: {problem}")
         versions = migrate(conn, path)
-        head = conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+        head = check_head_row(conn, path)
+        check_live_rows(conn, path)
         last = conn.execute("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").fetchone()
         last = last or (0, codec.GENESIS_HASH)
         if tuple(head) != tuple(last):

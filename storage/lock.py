@@ -50,7 +50,7 @@ class WriterLock:
     def __init__(self, db_path: str) -> None:
         self.path = lock_path(db_path)
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise JournalOpenError(
                 f"cannot create lock file {self.path}: {exc.strerror} "

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from storage.codec import GENESIS_HASH
+from storage.codec import GENESIS_HASH, state_digest
 from storage.errors import (
     JournalBusy,
     JournalCorrupt,
@@ -192,6 +192,19 @@ def m004_fill_index(db: sqlite_utils.Database) -> None:
     )
 
 
+@_migration
+def m005_state_digests(db: sqlite_utils.Database) -> None:
+    """A digest of each current-state row (``codec.state_digest``), checked on open: an edited
+    row is refused before anything trades on it. Rows already there are trusted once, here."""
+    for table in ("live_entities", "ended_entities"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
+        rows = db.execute(f"SELECT machine, entity, state, seq, data FROM {table}").fetchall()
+        db.conn.executemany(
+            f"UPDATE {table} SET digest = ? WHERE machine = ? AND entity = ?",
+            [(state_digest(*row), row[0], row[1]) for row in rows],
+        )
+
+
 SCHEMA_VERSION = len(MIGRATION_NAMES)
 """The schema version this code writes: the number of migrations it knows."""
 
@@ -229,6 +242,21 @@ def check_directory(path: str) -> None:
         )
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise JournalOpenError(f"cannot open journal {path} for writing: the file is read-only")
+
+
+def create_private(path: str) -> None:
+    """Create a missing journal file with mode 0600; SQLite gives its -wal/-shm files the same mode.
+
+    An existing file is left as it is (its owner may have chosen another mode).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise JournalOpenError(f"cannot create journal {path}: {exc.strerror}") from exc
+    os.fchmod(fd, 0o600)  # regardless of the umask
+    os.close(fd)
 
 
 def refuse_foreign(path: str) -> None:
@@ -355,7 +383,56 @@ def check_readable_version(conn: sqlite3.Connection, path: str) -> int:
             f"journal {path} has schema version {version}; this tradekernel reads version "
             f"{SCHEMA_VERSION}: run `tradekernel migrate --db {path}` first"
         )
+    check_head_row(conn, path)
     return version
+
+
+def check_head_row(conn: sqlite3.Connection, path: str) -> tuple[int, str]:
+    """Return the journal's chain head (seq, hash); ``JournalCorrupt`` when its row is missing."""
+    try:
+        head = conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    if head is None:
+        raise JournalCorrupt(
+            f"journal {path} is corrupt: the journal_head row (the chain head) is missing; "
+            "run `tradekernel audit verify` and restore from backup"
+        )
+    return int(head[0]), str(head[1])
+
+
+def check_live_rows(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse live current-state rows that do not match their last transition or their digest.
+
+    One primary-key lookup of ``transitions`` per live entity: O(live), not O(history)."""
+    try:
+        rows = conn.execute(
+            "SELECT l.machine, l.entity, l.state, l.seq, l.data, l.digest, t.machine, t.entity, t.dest "
+            "FROM live_entities AS l LEFT JOIN transitions AS t ON t.seq = l.seq"
+        ).fetchall()
+    except sqlite3.DatabaseError:
+        # A damaged page of the transition log (``audit verify`` reports it) must not keep the
+        # writer from opening: check the rows against their digests alone (which bind state and seq).
+        rows = [
+            (*row, row[0], row[1], row[2])
+            for row in conn.execute("SELECT machine, entity, state, seq, data, digest FROM live_entities")
+        ]
+    for machine, entity, state, seq, data, digest, t_machine, t_entity, t_dest in rows:
+        if t_machine is None:
+            what = f"its last transition (seq {seq}) does not exist"
+        elif (t_machine, t_entity) != (machine, entity):
+            what = f"its last transition (seq {seq}) belongs to {t_machine} {t_entity!r}"
+        elif t_dest != state:
+            what = f"it is in state {state!r} but its last transition (seq {seq}) reached {t_dest!r}"
+        elif digest != state_digest(machine, entity, state, seq, data):
+            what = f"its data was edited after seq {seq} committed it (now {data})"
+        else:
+            continue
+        raise JournalCorrupt(
+            f"journal {path} is corrupt: the current state of {machine} {entity!r} does not match "
+            f"its last transition: {what}; refusing to trade on it — run `tradekernel audit verify` "
+            "and restore from backup"
+        )
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:

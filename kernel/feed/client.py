@@ -92,6 +92,7 @@ from kernel.feed.source import (
     StreamSync,
     SyncedEvent,
 )
+from kernel.net import redact_in, redact_url
 from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
@@ -188,7 +189,7 @@ class FeedClient:
         on_rest: RestTap | None = None,
     ) -> None:
         if source is not None and source.url != url:
-            raise FeedMisuse(f"the source connects to {source.url!r}, not {url!r}")
+            raise FeedMisuse(f"the source connects to {redact_url(source.url)!r}, not {redact_url(url)!r}")
         self.url = url
         self.source: MarketDataSource = source or PaperMarketData(url, client_name=client_name)
         self.instruments = list(instruments)
@@ -215,7 +216,9 @@ class FeedClient:
         self._main: asyncio.Task[None] | None = None
         self._stop_requested = False
         self._changed = asyncio.Event()
-        self._feed, created = FEED.create(entity_id, url=url, instruments=self.instruments, **dict(policy or {}))
+        self._feed, created = FEED.create(
+            entity_id, url=redact_url(url), instruments=self.instruments, **dict(policy or {})
+        )
         journal.append(created, self._feed)
         self._fire("connect")
 
@@ -349,7 +352,7 @@ class FeedClient:
         try:
             return await open_socket(self.source.url, self.socket)
         except InvalidURI as exc:
-            raise _Fatal(f"invalid url: {exc}") from None
+            raise _Fatal(f"invalid url: {redact_in(str(exc), self.source.url)}") from None
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in FATAL_HTTP_STATUSES:

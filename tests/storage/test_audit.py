@@ -406,7 +406,7 @@ def test_an_entity_without_transitions_is_found(small_journal: SmallJournal, tmp
         small_journal,
         tmp_path,
         "phantom",
-        "INSERT INTO live_entities VALUES ('toy', 'phantom', 'idle', 5, "
+        "INSERT INTO live_entities (machine, entity, state, seq, data) VALUES ('toy', 'phantom', 'idle', 5, "
         """'{"starts":0,"target":"10","total":"0"}')""",
     )
     assert not result.ok

@@ -61,8 +61,14 @@ def downgrade_to_v1(path: str) -> None:
 
 
 def test_the_migrations_in_order() -> None:
-    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 4
-    assert MIGRATION_NAMES == ["m001_core_tables", "m002_audit_views_and_guards", "m003_anomalies", "m004_fill_index"]
+    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 5
+    assert MIGRATION_NAMES == [
+        "m001_core_tables",
+        "m002_audit_views_and_guards",
+        "m003_anomalies",
+        "m004_fill_index",
+        "m005_state_digests",
+    ]
 
 
 def test_fresh_journal_has_the_current_schema(open_journal: OpenJournal, db_path: str) -> None:
