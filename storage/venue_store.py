@@ -445,8 +445,9 @@ class VenueStore:
 def read_orders(path: str) -> list[StoredOrder]:
     """Every order of the store at ``path``, read-only (works while a venue runs on it).
 
-    Raises ``VenueStoreOpenError`` (no such file, not a venue store), ``VenueStoreCorrupt``,
-    ``VenueStoreVersionError``.
+    An empty SQLite file reads as no orders: it is what a venue's store looks like in the instant
+    between the file's creation and its schema's commit. Raises ``VenueStoreOpenError`` (no such
+    file, another SQLite database), ``VenueStoreCorrupt``, ``VenueStoreVersionError``.
     """
     if not os.path.isfile(path):
         raise VenueStoreOpenError(f"no venue store at {path}")
@@ -460,8 +461,10 @@ def read_orders(path: str) -> list[StoredOrder]:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
             raise _translate(exc, path) from exc
+        if version == 0 and not tables:
+            return []
         if version == 0:
-            raise VenueStoreOpenError(f"{path} is not a venue store")
+            raise VenueStoreOpenError(f"{path} is an SQLite database but not a venue store")
         if version != SCHEMA_VERSION:
             raise VenueStoreVersionError(
                 f"venue store {path} has schema version {version}; this code speaks version {SCHEMA_VERSION}"

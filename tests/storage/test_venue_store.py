@@ -132,6 +132,22 @@ def test_read_orders_works_while_a_venue_holds_the_file(path: str) -> None:
         assert order.fills == (a_fill(1),)
 
 
+def test_read_orders_of_a_store_not_yet_given_its_schema_is_no_orders(path: str) -> None:
+    # The instant between a venue creating its file and committing the schema: an empty database.
+    sqlite3.connect(path).close()
+    Path(path).touch()
+    assert read_orders(path) == []
+
+
+def test_read_orders_of_another_sqlite_database_is_refused(path: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(VenueStoreOpenError, match="not a venue store"):
+        read_orders(path)
+
+
 def test_a_corrupt_file_is_a_typed_error(path: str) -> None:
     Path(path).write_bytes(b"this is not an sqlite database at all" * 100)
     with pytest.raises(VenueStoreCorrupt, match=r"venue\.db"):
