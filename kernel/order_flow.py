@@ -18,7 +18,15 @@ from typing import Any
 
 from kernel.faults import crash_point
 from kernel.metrics import KernelMetrics
-from kernel.orders import OrderEntryPaused, OrderError, OrderManager, OrderNotSent, Request, UnknownOrder
+from kernel.orders import (
+    OrderEntryPaused,
+    OrderError,
+    OrderManager,
+    OrderNotSent,
+    OrderUnresolved,
+    Request,
+    UnknownOrder,
+)
 from kernel.portfolio import Portfolio
 from kernel.strategy import Cancel, Intent, Place, Replace
 from machines import TransitionRefused
@@ -111,6 +119,9 @@ class OrderFlow:
         except (OrderEntryPaused, UnknownOrder, TransitionRefused) as exc:
             self.metrics.intents["refused"] += 1
             log.info("intent %r not executed: %s", intent, exc)
+        except OrderUnresolved as exc:  # never retried blindly: the status query settles the order
+            self.metrics.intents["refused"] += 1
+            log.warning("intent %r not executed: %s", intent, exc)
         except JournalWriteError as exc:
             log.error("intent %r not executed: journal commit failed: %s", intent, exc)
             self._wake()

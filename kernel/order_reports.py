@@ -5,6 +5,11 @@ the plain facts of ``machines.order_reports``, whose pure functions say which or
 fire. ``ReportApplier`` only fires them (journaled, not committed: the order manager commits and
 tells its listeners). A report for an unknown order, or one the order machine refuses, changes
 nothing: it is logged, counted, journaled as an anomaly and kept in ``anomalies``.
+
+A cancel or replace answered ``too late``/``unknown order`` puts the order in ``in_doubt`` (the
+order manager then asks the venue for its status: ``kernel/order_resume.py``). A duplicate-submit
+answer whose terms are not our order's is a ``foreign_duplicate`` anomaly: our order is rejected
+and nothing of the other order is applied.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from kernel.execution import Report
-from kernel.paper_protocol import Execution, Fill, OrderSnapshot
+from kernel.paper_protocol import Execution, Fill, OrderSnapshot, OrderStatus
 from machines import ORDER, POSITION, Entity, Transition, TransitionRefused
 from machines.order_reports import (
     ExecutionFacts,
@@ -26,8 +31,10 @@ from machines.order_reports import (
     OrderFacts,
     SnapshotFacts,
     catch_up,
+    duplicate_answer,
     execution_command,
     settle,
+    unknown_at_venue,
 )
 from storage import Journal
 
@@ -41,7 +48,7 @@ Change = tuple[Entity, Transition]
 class Anomaly:
     """A report that changed nothing: unknown order, or refused by the order machine."""
 
-    kind: Literal["unknown_order", "refused", "status_mismatch"]
+    kind: Literal["unknown_order", "refused", "status_mismatch", "foreign_duplicate"]
     client_order_id: str
     detail: str
     report: Report | OrderSnapshot | Fill | None = None
@@ -55,13 +62,24 @@ def fill_facts(fill: Fill) -> FillFacts:
 def execution_facts(report: Execution) -> ExecutionFacts:
     """An execution report as ``machines.order_reports`` reads it."""
     fill = None if report.fill is None else fill_facts(report.fill)
-    return ExecutionFacts(report.exec, report.venue_order_id, report.qty, report.price, fill, report.reason)
+    return ExecutionFacts(
+        report.exec, report.venue_order_id, report.qty, report.price, fill, report.reason, report.status
+    )
 
 
 def snapshot_facts(snapshot: OrderSnapshot) -> SnapshotFacts:
     """An order snapshot as ``machines.order_reports`` reads it."""
     fills = tuple(fill_facts(fill) for fill in snapshot.fills)
-    return SnapshotFacts(snapshot.status, snapshot.venue_order_id, snapshot.qty, snapshot.price, fills, snapshot.reason)
+    return SnapshotFacts(
+        snapshot.status,
+        snapshot.venue_order_id,
+        snapshot.qty,
+        snapshot.price,
+        fills,
+        snapshot.reason,
+        snapshot.instrument,
+        snapshot.side,
+    )
 
 
 class ReportApplier:
@@ -77,7 +95,17 @@ class ReportApplier:
         self.orders = orders
         self.positions = positions
         self.anomalies: deque[Anomaly] = deque(maxlen=max_anomalies)
-        self.counts: dict[str, int] = {"reports": 0, "unknown_order": 0, "refused": 0, "status_mismatch": 0}
+        self.counts: dict[str, int] = {
+            "reports": 0,
+            "unknown_order": 0,
+            "refused": 0,
+            "status_mismatch": 0,
+            "foreign_duplicate": 0,
+        }
+        self.in_doubt: dict[str, str] = {}
+        """Orders whose cancel or replace the venue answered as done or unknown (``too late``,
+        ``unknown order``), by client order id, with that answer: a status query settles each;
+        until then no new request is made for them."""
 
     def apply(self, reports: Iterable[Report]) -> list[Change]:
         """Fire what each report stands for (nothing is committed); return what fired."""
@@ -87,7 +115,7 @@ class ReportApplier:
             if isinstance(report, Execution):
                 changes.extend(self.apply_execution(report))
             elif report.order is not None:
-                changes.extend(self.apply_snapshot(report.order, "duplicate", []))
+                changes.extend(self.apply_duplicate(report))
         return changes
 
     def anomaly(self, anomaly: Anomaly, sink: list[Anomaly] | None = None) -> None:
@@ -157,9 +185,46 @@ class ReportApplier:
         if order is None:
             self.anomaly(Anomaly("unknown_order", report.client_order_id, f"{report.exec} for no order", report))
             return []
-        command = execution_command(execution_facts(report))
+        command = execution_command(execution_facts(report), OrderFacts.of(order))
         transition = self.fire(order, command.trigger, report, **command.data)
+        if command.query_status and order.live:
+            self.in_doubt[order.entity_id] = report.reason or report.exec
+            log.warning("order %s: venue answered %r to our %s; asking for its status", order.entity_id,
+                        report.reason, report.exec.removesuffix("_rejected"))  # fmt: skip
+        if transition is not None and transition.data.get("unsolicited"):
+            log.warning("order %s canceled by the venue, unsolicited: %s", order.entity_id, transition.data["reason"])
         return [] if transition is None else [(order, transition)]
+
+    def apply_duplicate(self, answer: OrderStatus) -> list[Change]:
+        """A duplicate-submit answer: applied as our order's snapshot only if its terms match
+        ours (``machines.order_reports.duplicate_answer``); otherwise a ``foreign_duplicate``
+        anomaly, and our order, if still unacknowledged, is rejected with the reason."""
+        snapshot = answer.order
+        order = self.orders.get(answer.client_order_id)
+        if snapshot is None or order is None:
+            return [] if snapshot is None else self.apply_snapshot(snapshot, "duplicate", [])
+        decision = duplicate_answer(OrderFacts.of(order), snapshot_facts(snapshot))
+        if decision.ours:
+            return self.apply_snapshot(snapshot, "duplicate", [])
+        self.anomaly(Anomaly("foreign_duplicate", order.entity_id, decision.mismatch or "", snapshot))
+        changes: list[Change] = []
+        for command in decision.commands:
+            transition = self.fire(order, command.trigger, snapshot, source="duplicate", **command.data)
+            if transition is not None:
+                changes.append((order, transition))
+        return changes
+
+    def apply_unknown(self, order: Entity, answer: str) -> list[Change]:
+        """A status query found no such order after the venue answered ``answer`` to our cancel
+        or replace: fire ``lost`` (``machines.order_reports.unknown_at_venue``) if it applies."""
+        command = unknown_at_venue(OrderFacts.of(order), answer)
+        if command is None:
+            return []
+        transition = self.fire(order, command.trigger, None, source="status", **command.data)
+        if transition is None:
+            return []
+        log.warning("order %s: %s (%s)", order.entity_id, command.data["reason"], command.data["evidence"])
+        return [(order, transition)]
 
     def apply_snapshot(
         self, snapshot: OrderSnapshot, source: str, sink: list[Anomaly], prefix: str = ""

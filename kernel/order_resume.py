@@ -2,7 +2,9 @@
 what brings the journal to its answer (data ``source: "status"``), never resending anything.
 
 The order manager runs this once per venue session (unless a full reconciliation replaces it)
-before order entry opens.
+before order entry opens. ``resolve_doubts`` does the same for the orders the venue answered
+``too late``/``unknown order`` (``ReportApplier.in_doubt``): one status query each, and the answer
+applied (filled, canceled, expired; ``lost`` when the venue has no such order).
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ async def resolve_in_flight(
         resolution.checked += 1
         if not order.live:  # a report finished it while we waited
             continue
+        if snapshot is None and order.entity_id in reports.in_doubt:
+            changes = reports.apply_unknown(order, reports.in_doubt.pop(order.entity_id))
+            commit(changes)
+            resolution.fired.extend(t for _, t in changes)
+            continue
         if snapshot is None:
             if order.state == S.pending_new or order.data["prior_state"] == S.pending_new:
                 resolution.unknown_pending.append(order.entity_id)
@@ -58,10 +65,44 @@ async def resolve_in_flight(
                 detail = f"the venue does not know an order we hold as {order.state}"
                 reports.anomaly(Anomaly("status_mismatch", order.entity_id, detail), resolution.anomalies)
             continue
+        reports.in_doubt.pop(order.entity_id, None)
         changes = reports.apply_snapshot(snapshot, "status", resolution.anomalies)
         commit(changes)
         resolution.fired.extend(t for _, t in changes)
     return resolution
 
 
-__all__ = ["Resolution", "resolve_in_flight"]
+async def resolve_doubts(
+    client: ExecutionClient,
+    reports: ReportApplier,
+    commit: Callable[[list[Change]], None],
+    status_timeout: float,
+) -> list[Transition]:
+    """Ask ``client`` once for the status of each order in ``reports.in_doubt`` and apply the
+    answer (data ``source: "status"``, ``commit`` after each order); return what fired.
+
+    The order leaves ``in_doubt`` once its answer is applied. A venue that cannot answer raises
+    ``VenueError`` and leaves the rest in doubt, for the next attempt.
+    """
+    fired: list[Transition] = []
+    for client_order_id in list(reports.in_doubt):
+        order = reports.orders.get(client_order_id)
+        if order is None or not order.live:
+            reports.in_doubt.pop(client_order_id, None)
+            continue
+        snapshot = await client.order_status(client_order_id, status_timeout)
+        answer = reports.in_doubt.pop(client_order_id, None)
+        if answer is None or not order.live:  # settled meanwhile (a report, a reconnect's resolution)
+            continue
+        if snapshot is None:
+            changes = reports.apply_unknown(order, answer)
+        else:
+            changes = reports.apply_snapshot(snapshot, "status", [])
+        commit(changes)
+        fired.extend(t for _, t in changes)
+        if order.state in (S.pending_cancel, S.pending_replace):
+            log.warning("order %s still %s after the venue's status answer", client_order_id, order.state)
+    return fired
+
+
+__all__ = ["Resolution", "resolve_doubts", "resolve_in_flight"]

@@ -4,11 +4,16 @@ Every change follows the write-ahead rule of DESIGN.md: fire the trigger, append
 journal, and only then let a command leave the process or tell anyone. A failed commit
 (``JournalWriteError``) propagates and nothing is sent: no audit, no trade.
 
-Client order ids are ``f"{prefix}{run_id}-{n:06d}"``. The journal never reuses a run id, so ids
-from different runs of one journal never collide; within a run the counter skips any id the
-journal already holds. The venue never makes two orders of one id, so a resend is harmless, but
-this module never resends on its own: an order the venue does not know stays ``pending_new`` and
-is reported (deciding that it is lost is a separate step).
+Client order ids are ``f"{prefix}{journal_id}-{run_id}-{n:06d}"`` (``o7kq2mxa4-3-000001``).
+``journal_id`` is the journal's own random id (``Journal.journal_id``), so two journals trading on
+one venue account never make the same id; the journal never reuses a run id, so ids from different
+runs of one journal never collide; within a run the counter skips any id the journal already holds.
+An id stays within ``MAX_CLIENT_ORDER_ID`` characters of ``CLIENT_ORDER_ID_CHARS``
+(``kernel/paper_protocol.py``: what Binance allows). The venue never makes two orders of one id, so
+a resend is harmless, but this module never resends on its own: an order the venue does not know
+stays ``pending_new`` and is reported (deciding that it is lost is a separate step). A duplicate
+answer is taken as ours only when its terms match the journaled order (``machines.order_reports``):
+otherwise the id belongs to someone else's order, an anomaly is journaled and our order is rejected.
 
 Reports from the venue (``execution``, duplicate ``order_status_report``) become order triggers
 (``kernel/order_reports.py``, deciding with ``machines/order_reports.py``). A report for an unknown
@@ -19,6 +24,11 @@ After every (re)connection ``resolve_in_flight`` (``kernel/order_resume.py``) as
 status of every live order and fires what brings the journal to the venue's state (data
 ``source: "status"``), or ``reconcile`` (``kernel/reconcile.py``) does. Until then, order entry is
 paused (``OrderEntryPaused``, with the reason of the gate's ``machines.entry.venue_block``).
+
+A cancel or replace the venue answers ``too late``/``unknown order`` leaves the order pending and in
+doubt (``ReportApplier.in_doubt``); the ``order-doubts`` task asks the venue for its status and
+applies the answer (``resolve_doubts``). Meanwhile a new cancel or replace of it is refused with
+``OrderUnresolved``: nothing is retried blindly.
 """
 
 from __future__ import annotations
@@ -33,9 +43,9 @@ from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
 from kernel.order_reports import Anomaly, Change, ReportApplier
-from kernel.order_resume import Resolution
+from kernel.order_resume import Resolution, resolve_doubts
 from kernel.order_resume import resolve_in_flight as resolve_order_status
-from kernel.paper_protocol import NewOrder
+from kernel.paper_protocol import CLIENT_ORDER_ID_CHARS, MAX_CLIENT_ORDER_ID, NewOrder, valid_client_order_id
 from machines import ORDER, POSITION, Entity, TradekernelError, Transition, TransitionRefused
 from machines.entry import venue_block
 from machines.order_terms import OrderTerms
@@ -81,6 +91,19 @@ class OrderNotSent(OrderError):
 
 class UnknownOrder(OrderError, KeyError):
     """No live order of this client order id in this manager."""
+
+
+class OrderUnresolved(OrderError):
+    """The venue answered a cancel or replace of this order as if it were done or gone (``too
+    late``, ``unknown order``); until a status query settles it, no new request is made for it."""
+
+    def __init__(self, client_order_id: str, answer: str) -> None:
+        self.client_order_id = client_order_id
+        self.answer = answer
+        super().__init__(
+            f"order {client_order_id}: the venue answered {answer!r} to our last request; "
+            "no new cancel or replace until its status is known"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +161,7 @@ class OrderManager:
         self._counter = 0
         self._resolved_generation = 0
         self._held: list[Change] = []
+        self._doubts = asyncio.Event()
         self.reconcile: Callable[[int], Awaitable[object]] | None = None
         """When set, called (with the session's generation) after each (re)connection instead of
         ``resolve_in_flight``; order entry opens when it returns. A ``VenueError`` from it is
@@ -169,7 +193,12 @@ class OrderManager:
     def _next_id(self) -> str:
         while True:
             self._counter += 1
-            client_order_id = f"{self.prefix}{self.journal.run_id}-{self._counter:06d}"
+            client_order_id = f"{self.prefix}{self.journal.journal_id}-{self.journal.run_id}-{self._counter:06d}"
+            if not valid_client_order_id(client_order_id):
+                raise OrderError(
+                    f"client order id {client_order_id!r} is not a valid venue id (at most {MAX_CLIENT_ORDER_ID} "
+                    f"characters of {CLIENT_ORDER_ID_CHARS}): shorten the prefix {self.prefix!r}"
+                )
             if client_order_id not in self.orders and not self.journal.has_entity(ORDER.name, client_order_id):
                 return client_order_id
 
@@ -182,6 +211,9 @@ class OrderManager:
         order = self.orders.get(client_order_id)
         if order is None:
             raise UnknownOrder(client_order_id)
+        answer = self.reports.in_doubt.get(client_order_id)
+        if answer is not None:
+            raise OrderUnresolved(client_order_id, answer)
         return order
 
     def _notify(self, changes: list[Change]) -> None:
@@ -245,7 +277,7 @@ class OrderManager:
         changes: list[Change] = []
         for client_order_id in client_order_ids:
             order = self.orders.get(client_order_id)
-            if order is None:
+            if order is None or client_order_id in self.reports.in_doubt:
                 continue
             try:
                 changes.append((order, self.journal.fire(ORDER, order, "request_cancel")))
@@ -386,6 +418,8 @@ class OrderManager:
         """
         changes = self.reports.apply(reports)
         self.commit(changes)
+        if self.reports.in_doubt:
+            self._doubts.set()
         return [transition for _, transition in changes]
 
     def position_fill(self, order: Entity, fill: Transition) -> Transition:
@@ -420,6 +454,23 @@ class OrderManager:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.process_reports(), name="order-reports")
             tasks.create_task(self._resolve_on_connect(), name="order-resolver")
+            tasks.create_task(self._resolve_doubts(), name="order-doubts")
+
+    async def resolve_doubts(self) -> list[Transition]:
+        """Settle the orders in doubt (``ReportApplier.in_doubt``): one status query each, the
+        answer applied. Raises ``VenueError`` (the rest stay in doubt), ``JournalWriteError``."""
+        return await resolve_doubts(self.client, self.reports, self.commit, self.status_timeout)
+
+    async def _resolve_doubts(self) -> None:
+        while True:
+            if not self.reports.in_doubt:
+                self._doubts.clear()
+                await self._doubts.wait()
+            try:
+                await self.resolve_doubts()
+            except VenueError as exc:
+                log.warning("status query of an order in doubt failed: %s; retrying in %g s", exc, self.retry_delay)
+                await asyncio.sleep(self.retry_delay)
 
     async def _resolve_on_connect(self) -> None:
         while True:
@@ -480,6 +531,7 @@ __all__ = [
     "OrderError",
     "OrderManager",
     "OrderNotSent",
+    "OrderUnresolved",
     "Request",
     "Resolution",
     "UnknownOrder",

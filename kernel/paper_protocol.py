@@ -11,6 +11,7 @@ never fatal to the connection.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Literal, TypeVar
 
@@ -29,6 +30,21 @@ Exec = Literal[
     "new", "rejected", "trade", "canceled", "replaced", "expired", "restated", "cancel_rejected", "replace_rejected"
 ]
 ErrorCode = Literal["malformed", "unknown_type", "unsupported_version", "invalid", "unknown_order", "internal"]
+
+
+MAX_CLIENT_ORDER_ID = 36
+"""The longest client order id the kernel makes (Binance's ``newClientOrderId`` limit)."""
+CLIENT_ORDER_ID_CHARS = "[.A-Z:/a-z0-9_-]"
+"""The characters of a client order id the kernel makes (Binance's ``newClientOrderId`` pattern)."""
+_CLIENT_ORDER_ID = re.compile(rf"{CLIENT_ORDER_ID_CHARS}{{1,{MAX_CLIENT_ORDER_ID}}}")
+
+
+def valid_client_order_id(client_order_id: str) -> bool:
+    """True when ``client_order_id`` is 1 to ``MAX_CLIENT_ORDER_ID`` characters of ``CLIENT_ORDER_ID_CHARS``.
+
+    The paper venue itself accepts any non-empty id (compatibility); the kernel keeps to this.
+    """
+    return _CLIENT_ORDER_ID.fullmatch(client_order_id) is not None
 
 
 class Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):

@@ -30,6 +30,11 @@ processed the cancel, and reports it after) is applied: it is real, so ``cum_qty
 positions must include it. The order stays in its terminal state, ``leaves_qty`` stays 0, and
 ``late_fills`` counts it.
 
+A cancel or replace answered ``too late`` or ``unknown order`` for an acknowledged order (data
+``in_doubt``) leaves it pending: the venue's order is done or gone, so a status query settles it
+(filled, canceled, expired, or ``lost``: the venue no longer knows an order it acknowledged, which
+ends ``expired`` with the reason), and meanwhile no new request is made for it.
+
 Reconciliation (after a crash, before trading): what the venue knows and the journal lacks is
 applied with ``reconcile_*`` triggers. ``reconcile_accept``, ``reconcile_fill`` and the other
 mirrors of ``MIRRORED`` are generated from the live-report rules (same sources, destinations, guards
@@ -58,8 +63,10 @@ from machines.order_data import (
     TIFS,
     TYPES,
     decode_data,
+    fill_data,
     init_data,
     to_decimal,
+    trade_id_of,
 )
 from machines.registry import register
 
@@ -99,28 +106,14 @@ ZERO = Decimal(0)
 # -- guards -------------------------------------------------------------------------------------
 
 
-def _trade_id(data: Data) -> str:
-    trade_id = data.get("trade_id")
-    if not isinstance(trade_id, str) or not trade_id:
-        raise InvalidData("fill needs a trade_id (a non-empty string)")
-    return trade_id
-
-
-def _fill_data(data: Data) -> tuple[Decimal, Decimal, str, Decimal]:
-    qty = to_decimal(data.get("qty"), "fill qty")
-    price = to_decimal(data.get("price"), "fill price")
-    fee = data.get("fee")
-    return qty, price, _trade_id(data), ZERO if fee is None else to_decimal(fee, "fee", positive=False)
-
-
 def new_trade(order: Entity, data: Data) -> bool:
     """The fill's ``trade_id`` has not been applied yet (a repeat falls through to the last rule)."""
-    return _trade_id(data) not in order.data["trade_ids"]
+    return trade_id_of(data) not in order.data["trade_ids"]
 
 
 def completes(order: Entity, data: Data) -> bool:
     """A new fill that takes ``cum_qty`` to (or past: ``Overfill`` follows) the order quantity."""
-    if _trade_id(data) in order.data["trade_ids"]:
+    if trade_id_of(data) in order.data["trade_ids"]:
         return False
     qty = to_decimal(data.get("qty"), "fill qty")
     return bool(order.data["cum_qty"] + qty >= order.data["qty"])
@@ -162,7 +155,7 @@ def has_fills(order: Entity, data: Data) -> bool:
 
 
 def _apply_fill(order: Entity, data: Data, *, late: bool = False) -> dict[str, Any]:
-    qty, price, trade_id, fee = _fill_data(data)
+    qty, price, trade_id, fee = fill_data(data)
     cum_qty = order.data["cum_qty"] + qty
     if cum_qty > order.data["qty"]:
         raise Overfill(f"fill of {qty} would take cum_qty to {cum_qty}, above the order qty {order.data['qty']}")
@@ -195,7 +188,7 @@ def _late_fill(order: Entity, data: Data) -> dict[str, Any]:
 
 
 def _duplicate_fill(order: Entity, data: Data) -> dict[str, Any]:
-    _fill_data(data)  # a repeat must still be a well-formed fill
+    fill_data(data)  # a repeat must still be a well-formed fill
     return {"duplicate_fills": order.data["duplicate_fills"] + 1}
 
 
@@ -296,6 +289,23 @@ def _lost(order: Entity, data: Data) -> dict[str, Any]:
     if evidence is not None and not isinstance(evidence, str):
         raise InvalidData(f"evidence must be a string, got {evidence!r}")
     return {"reason": reason, "leaves_qty": ZERO, "prior_state": None}
+
+
+def in_doubt(order: Entity, data: Data) -> bool:
+    """The venue answered our request as if its order were done or gone (``too late``, ``unknown
+    order``: ``machines.order_reports`` sets ``in_doubt``): a status query must settle it."""
+    return data.get("in_doubt") is True and acked(order, data)
+
+
+def acked(order: Entity, data: Data) -> bool:
+    """The venue acknowledged the order (a cancel requested before the ack is not)."""
+    return bool(order.data["prior_state"] != S.pending_new)
+
+
+def _forgotten(order: Entity, data: Data) -> dict[str, Any]:
+    if not isinstance(data.get("reason"), str) or not data["reason"]:
+        raise InvalidData("lost needs a reason (a non-empty string)")
+    return {**_lost(order, data), "requested_qty": None, "requested_price": None}
 
 
 def _recorded(order: Entity, data: Data) -> dict[str, Any]:
@@ -407,6 +417,14 @@ LIVE_RULES = (
         effect=_request_cancel,
         doc="We ask the venue to cancel (B.1.a, B.1.d).",
     ),
+    Rule(
+        "cancel_reject",
+        S.pending_cancel,
+        None,
+        guard=in_doubt,
+        effect=_recorded,
+        doc="Too late / unknown order: still pending until a status query says what became of it.",
+    ),
     *_returns_to_prior(
         "cancel_reject",
         S.pending_cancel,
@@ -433,6 +451,14 @@ LIVE_RULES = (
         S.pending_replace,
         effect=_request_replace,
         doc="We ask the venue to change qty and/or price (C.1.a).",
+    ),
+    Rule(
+        "replace_reject",
+        S.pending_replace,
+        None,
+        guard=in_doubt,
+        effect=_recorded,
+        doc="Too late / unknown order: still pending until a status query says; never retried blindly.",
     ),
     *_returns_to_prior(
         "replace_reject", S.pending_replace, WORKING, "Replace refused: back to the prior state (C.2.a)."
@@ -505,7 +531,7 @@ ORDER = register(
             S.pending_replace: "A replace was requested; the old terms apply until the venue confirms.",
             S.canceled: "Canceled by the venue (on request or unsolicited); late fills may still arrive.",
             S.rejected: "Rejected by the venue, or concluded lost by reconciliation (never received).",
-            S.expired: "Expired at the venue (time in force); late fills may still arrive.",
+            S.expired: "Expired at the venue (time in force), or lost there after the ack; late fills may arrive.",
         },
         rules=(
             *LIVE_RULES,
@@ -524,6 +550,14 @@ ORDER = register(
                 guard=_prior(S.pending_new),
                 effect=_lost,
                 doc="Reconciliation: never received; the cancel we requested for it is moot.",
+            ),
+            Rule(
+                "lost",
+                (*WORKING, *PENDING),
+                S.expired,
+                guard=acked,
+                effect=_forgotten,
+                doc="A status query found no such order at the venue after its ack: done, reason journaled.",
             ),
         ),
         init=init_data,
@@ -550,8 +584,10 @@ __all__ = [
     "WORKING",
     "OrderState",
     "Overfill",
+    "acked",
     "completes",
     "has_fills",
+    "in_doubt",
     "live_trigger",
     "new_trade",
     "replace_fills",

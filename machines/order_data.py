@@ -47,6 +47,22 @@ def to_decimal(value: Any, name: str, *, positive: bool = True) -> Decimal:
         raise InvalidData(str(exc)) from None
 
 
+def trade_id_of(data: Data) -> str:
+    """A fill's ``trade_id``; ``InvalidData`` unless it is a non-empty string."""
+    trade_id = data.get("trade_id")
+    if not isinstance(trade_id, str) or not trade_id:
+        raise InvalidData("fill needs a trade_id (a non-empty string)")
+    return trade_id
+
+
+def fill_data(data: Data) -> tuple[Decimal, Decimal, str, Decimal]:
+    """A fill's (qty, price, trade_id, fee), checked; a missing fee is 0."""
+    qty = to_decimal(data.get("qty"), "fill qty")
+    price = to_decimal(data.get("price"), "fill price")
+    fee = data.get("fee")
+    return qty, price, trade_id_of(data), ZERO if fee is None else to_decimal(fee, "fee", positive=False)
+
+
 def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None = None) -> str:
     value = data.get(name, default)
     if value not in allowed:

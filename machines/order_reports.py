@@ -9,6 +9,17 @@ answer, an open order, a duplicate-submit answer) takes two steps, because the s
 what the first left: ``catch_up`` (the ack or reject and the fills the journal lacks), then, with the
 order as those left it, ``settle`` (a cancel, an expiry, a pending request settled, changed terms
 adopted, or a mismatch to report).
+
+Three answers need more than one trigger (issue 14):
+
+* ``too late`` / ``unknown order`` to a cancel or replace of an acknowledged order (the venue's order
+  is done or gone): the reject keeps the order pending (``in_doubt``) and the command says
+  ``query_status``: the shell asks the venue for the order and applies the answer with
+  ``catch_up``/``settle``, or ``unknown_at_venue`` when the venue has no such order (``lost``).
+* a ``canceled`` the kernel never asked for is applied with ``unsolicited: true`` in its data.
+* a duplicate-submit answer is our order only when its terms match ours (``duplicate_answer``);
+  otherwise the id belongs to another order at the venue: our order is rejected, nothing of the
+  other order (its fills above all) is applied.
 """
 
 from __future__ import annotations
@@ -26,6 +37,14 @@ S = OrderState
 STILL_WORKING = "the venue still has the order working"
 KEPT_OLD_TERMS = "the venue kept the old terms"
 TERMS_DIFFER = "terms differ at the venue"
+UNSOLICITED = "canceled by the venue, unsolicited"
+"""The reason of an unsolicited cancel the venue gave no reason for."""
+LOST = "lost: the venue no longer knows the order"
+FOREIGN_ID = "client order id already used at the venue by another order"
+VENUE_DONE = ("filled", "canceled", "rejected", "expired")
+"""Venue statuses from which an order never changes (an unknown order is reported as ``rejected``)."""
+_FORGOTTEN = ("unknown order", "too late")
+"""How the venue's reason starts when it no longer has the order working (``kernel/venue``)."""
 _WITH_REASON = {
     "rejected": "reject",
     "canceled": "cancel",
@@ -72,6 +91,8 @@ class ExecutionFacts:
     price: Decimal | None = None
     fill: FillFacts | None = None
     reason: str | None = None
+    status: str = ""
+    """The venue's status of the order after this report (``""``: not given)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +105,8 @@ class SnapshotFacts:
     price: Decimal | None = None
     fills: tuple[FillFacts, ...] = ()
     reason: str | None = None
+    instrument: str = ""
+    side: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,10 @@ class OrderFacts:
     trade_ids: frozenset[str] = frozenset()
     requested_qty: Decimal | None = None
     requested_price: Decimal | None = None
+    instrument: str = ""
+    side: str = ""
+    type: str = "limit"
+    tif: str = "gtc"
 
     @classmethod
     def of(cls, order: Entity) -> OrderFacts:
@@ -112,12 +139,26 @@ class OrderFacts:
             trade_ids=frozenset(data["trade_ids"]),
             requested_qty=data["requested_qty"],
             requested_price=data["requested_price"],
+            instrument=data["instrument"],
+            side=data["side"],
+            type=data["type"],
+            tif=data["tif"],
         )
 
     @property
     def live(self) -> bool:
         """Not in a terminal state."""
         return self.state not in DONE
+
+    @property
+    def rests(self) -> bool:
+        """A limit order meant to rest (``gtc``/``day``): only the venue's own decision cancels it
+        unasked (an ``ioc``/``fok``/market remainder is canceled by design)."""
+        return self.type == "limit" and self.tif in ("gtc", "day")
+
+    def unsolicited(self, status: str) -> bool:
+        """The venue reports ``status`` ``canceled`` though we never asked it to cancel."""
+        return status == "canceled" and self.state != S.pending_cancel and self.rests
 
     @property
     def unacked(self) -> bool:
@@ -133,6 +174,9 @@ class OrderCommand:
     trigger: str
     data: Mapping[str, Any] = field(default_factory=dict)
     required: bool = True
+    query_status: bool = False
+    """Then ask the venue for the order's status and apply the answer (the venue's order is done
+    or gone); until it is applied, no further request for the order is made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +197,32 @@ class Settlement:
     mismatch: str | None = None
 
 
-def execution_command(report: ExecutionFacts) -> OrderCommand:
+def forgotten(report: ExecutionFacts) -> bool:
+    """A cancel or replace reject saying the venue no longer has the order working: its status is
+    done (an unknown order is reported ``rejected``), or, without a status, its reason starts with
+    ``too late``/``unknown order``."""
+    if report.kind not in ("cancel_rejected", "replace_rejected"):
+        return False
+    if report.status:
+        return report.status in VENUE_DONE
+    return (report.reason or "").lower().startswith(_FORGOTTEN)
+
+
+def execution_command(report: ExecutionFacts, order: OrderFacts | None = None) -> OrderCommand:
     """The order trigger and data an execution report stands for (docs/venue-protocol.md).
 
-    A ``trade`` without a fill maps to a ``fill`` with no data: the order machine refuses it, so it
-    is reported as an anomaly. Raises ``UnknownExecution`` for a kind no trigger stands for.
+    With ``order`` (the order as the journal holds it): a ``canceled`` we never requested is
+    marked ``unsolicited``; a ``forgotten`` reject of a live acknowledged order is ``in_doubt``
+    and asks for ``query_status`` (a reject of an unacknowledged order's cancel is B.1.f: the ack
+    may still come). A ``trade`` without a fill maps to a ``fill`` with no data: the order machine
+    refuses it, so it is reported as an anomaly. Raises ``UnknownExecution`` for a kind no trigger
+    stands for.
     """
     kind = report.kind
+    if kind == "canceled" and order is not None and order.unsolicited(kind):
+        return OrderCommand("cancel", {"reason": report.reason or UNSOLICITED, "unsolicited": True})
+    if order is not None and order.live and not order.unacked and forgotten(report):
+        return OrderCommand(_WITH_REASON[kind], {"reason": report.reason, "in_doubt": True}, query_status=True)
     if kind == "new":
         return OrderCommand("accept", {"venue_order_id": report.venue_order_id})
     if kind == "trade":
@@ -203,6 +266,8 @@ def settle(order: OrderFacts, snapshot: SnapshotFacts, *, requests: bool = True)
     if not order.live:
         return Settlement()
     status = snapshot.status
+    if order.unsolicited(status):
+        return Settlement((OrderCommand("cancel", {"reason": snapshot.reason or UNSOLICITED, "unsolicited": True}),))
     if status == "canceled":
         return Settlement((OrderCommand("cancel", {"reason": snapshot.reason}),))
     if status == "expired":
@@ -210,6 +275,48 @@ def settle(order: OrderFacts, snapshot: SnapshotFacts, *, requests: bool = True)
     if status in ("new", "partially_filled"):
         return Settlement(_still_working(order, snapshot)) if requests else Settlement()
     return Settlement(mismatch=f"venue says {status}, journal says {order.state} (cum_qty {order.cum_qty})")
+
+
+def unknown_at_venue(order: OrderFacts, answer: str | None) -> OrderCommand | None:
+    """A status query of an order whose cancel or replace was answered ``answer`` (``too late``,
+    ``unknown order``) found no such order at the venue: a live acknowledged order is ``lost``
+    (done, with the evidence); ``None`` for an unacknowledged one (never concluded here: the
+    reconnect's resolution and reconciliation decide, with their grace) or a finished one."""
+    if not order.live or order.unacked:
+        return None
+    evidence = f"the venue answered {answer!r} to our request and a status query found no such order"
+    return OrderCommand("lost", {"reason": LOST, "evidence": evidence})
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateAnswer:
+    """What a duplicate-submit answer is: ``ours`` (apply it with ``catch_up``/``settle``), or
+    another order under our id: ``mismatch`` says how, ``commands`` reject our order if unacked."""
+
+    ours: bool
+    mismatch: str | None = None
+    commands: tuple[OrderCommand, ...] = ()
+
+
+def _terms(instrument: str, side: str, qty: Decimal | None, price: Decimal | None) -> str:
+    return f"{side} {qty} {instrument} @ {'market' if price is None else price}"
+
+
+def duplicate_answer(order: OrderFacts, snapshot: SnapshotFacts) -> DuplicateAnswer:
+    """A duplicate-submit answer is ours only if instrument, side, qty and price match our order.
+
+    (A resend after a crash is answered with our own order: same terms.) Otherwise the venue
+    holds another order under our client order id: nothing of it is applied, and an order still
+    unacknowledged is rejected with the reason (its fills are never booked as ours).
+    """
+    ours = (order.instrument, order.side, order.qty, order.price)
+    theirs = (snapshot.instrument, snapshot.side, snapshot.qty, snapshot.price)
+    if ours == theirs:
+        return DuplicateAnswer(True)
+    mismatch = f"{FOREIGN_ID}: venue has {_terms(*theirs)}, journal has {_terms(*ours)}"
+    if not order.unacked:
+        return DuplicateAnswer(False, mismatch)
+    return DuplicateAnswer(False, mismatch, (OrderCommand("reject", {"reason": mismatch}),))
 
 
 def _still_working(order: OrderFacts, snapshot: SnapshotFacts) -> tuple[OrderCommand, ...]:
@@ -229,7 +336,12 @@ def _still_working(order: OrderFacts, snapshot: SnapshotFacts) -> tuple[OrderCom
 
 
 __all__ = [
+    "FOREIGN_ID",
+    "LOST",
+    "UNSOLICITED",
+    "VENUE_DONE",
     "CatchUp",
+    "DuplicateAnswer",
     "ExecutionFacts",
     "FillFacts",
     "OrderCommand",
@@ -238,6 +350,9 @@ __all__ = [
     "SnapshotFacts",
     "UnknownExecution",
     "catch_up",
+    "duplicate_answer",
     "execution_command",
+    "forgotten",
     "settle",
+    "unknown_at_venue",
 ]

@@ -49,6 +49,7 @@ from storage.schema import (
     create_private,
     integrity_problem,
     migrate,
+    read_journal_id,
     refuse_foreign,
     translate,
     user_version,
@@ -114,6 +115,10 @@ class Journal:
         self._seq: int = seq
         self._hash: str = chain_hash
         self._committed_seq: int = seq
+        self.journal_id: str = read_journal_id(conn, path)
+        """This journal's id: random, made once per journal file (``m006_journal_id``), never
+        changed. Client order ids carry it (unique across journals on one venue account); the
+        fleet's ``kernel_id`` is this id."""
         self._rows: list[Row] = []
         self._dirty: dict[tuple[str, str], tuple[Entity, int]] = {}
         self._created: set[tuple[str, str]] = set()  # created in this batch: not in live_entities yet

@@ -10,6 +10,7 @@ Tables (see docs/audit.md for the reader's view):
 * ``journal_head`` — the last committed ``seq`` and ``hash`` (one row): catches a deleted tail.
 * ``anomalies`` — bad input recorded with a sample (not state, not chained), written with the
   next group commit.
+* ``journal_info`` — one row: the journal's id (``journal_id``), random, made once per journal.
 * views ``entities`` (both tables, with ``live``), ``runs`` (one row per writer session) and
   ``transition_log`` (readable times).
 
@@ -20,7 +21,9 @@ this code is refused with both versions named.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable
 from typing import Literal
@@ -203,6 +206,30 @@ def m005_state_digests(db: sqlite_utils.Database) -> None:
             f"UPDATE {table} SET digest = ? WHERE machine = ? AND entity = ?",
             [(state_digest(*row), row[0], row[1]) for row in rows],
         )
+
+
+def new_journal_id() -> str:
+    """A fresh journal id: 8 characters of lowercase base32 (``[a-z2-7]``, 40 random bits)."""
+    return base64.b32encode(secrets.token_bytes(5)).decode("ascii").lower()
+
+
+@_migration
+def m006_journal_id(db: sqlite_utils.Database) -> None:
+    """The journal's own id (``journal_info``, one row): random, made once per journal file, here.
+
+    It names this journal to the outside: client order ids carry it, so two journals trading on
+    one venue account never produce the same id (``kernel/orders.py``); the fleet's ``kernel_id``
+    is this id too. A journal from before this migration gets its id when it is migrated.
+    """
+    db.execute(
+        """
+        CREATE TABLE journal_info (
+            id         INTEGER PRIMARY KEY CHECK (id = 1),
+            journal_id TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("INSERT INTO journal_info (id, journal_id) VALUES (1, ?)", (new_journal_id(),))
 
 
 SCHEMA_VERSION = len(MIGRATION_NAMES)
@@ -399,6 +426,20 @@ def check_head_row(conn: sqlite3.Connection, path: str) -> tuple[int, str]:
             "run `tradekernel audit verify` and restore from backup"
         )
     return int(head[0]), str(head[1])
+
+
+def read_journal_id(conn: sqlite3.Connection, path: str) -> str:
+    """The journal's id (``m006_journal_id``); ``JournalCorrupt`` when its row is missing."""
+    try:
+        row = conn.execute("SELECT journal_id FROM journal_info WHERE id = 1").fetchone()
+    except sqlite3.Error as exc:
+        raise translate(exc, path, writing=False) from exc
+    if row is None or not row[0]:
+        raise JournalCorrupt(
+            f"journal {path} is corrupt: the journal_info row (the journal's id) is missing; "
+            "run `tradekernel audit verify` and restore from backup"
+        )
+    return str(row[0])
 
 
 def check_live_rows(conn: sqlite3.Connection, path: str) -> None:

@@ -135,7 +135,7 @@ async def test_submit_is_committed_before_the_venue_sees_new_order(
         order = await place(manager)
         await eventually(lambda: order.state == "accepted")
     assert seen == [(order.entity_id, "pending_new", ["create", "submit"])]
-    assert order.entity_id == f"o{journal.run_id}-000001"
+    assert order.entity_id == f"o{journal.journal_id}-{journal.run_id}-000001"
     assert order.data["venue_order_id"] == f"V-{order.entity_id}"
     assert updates == [(order.entity_id, "create"), (order.entity_id, "submit"), (order.entity_id, "accept")]
     assert manager.unsent == set()
@@ -466,15 +466,15 @@ async def test_client_order_ids_are_unique_across_runs(db_path: str, venue: Fake
                 await eventually(lambda: all(o.state == "accepted" for o in orders))  # noqa: B023
             # a second manager in the same run skips the ids the journal holds
             again = OrderManager(journal, client)
-            assert again._next_id() == f"o{journal.run_id}-000003"
+            assert again._next_id() == f"o{journal.journal_id}-{journal.run_id}-000003"
             live = sorted(manager.orders)
             assert journal.run_id == run + 1
         finally:
             await client.close()
             journal.close()
     assert len(set(ids)) == 4
-    assert ids[0].startswith("o1-")
-    assert ids[2].startswith("o2-")
+    journal_id = ids[0][1:9]
+    assert [i.removeprefix(f"o{journal_id}-") for i in ids] == ["1-000001", "1-000002", "2-000001", "2-000002"]
     with AuditReader(db_path) as reader:
         assert reader.verify().ok
 

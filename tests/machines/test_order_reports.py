@@ -201,7 +201,7 @@ MISMATCH_FILLED = "venue says filled, journal says partially_filled (cum_qty 1)"
             order("accepted"),
             snapshot("canceled", reason="self-trade"),
             True,
-            Settlement((OrderCommand("cancel", {"reason": "self-trade"}),)),
+            Settlement((OrderCommand("cancel", {"reason": "self-trade", "unsolicited": True}),)),
             id="canceled",
         ),
         pytest.param(
@@ -318,6 +318,8 @@ def test_order_facts_of_an_entity() -> None:
         trade_ids=frozenset({"T1"}),
         requested_qty=D("2"),
         requested_price=None,
+        instrument="BTCUSDT",
+        side="buy",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,13 +62,14 @@ def downgrade_to_v1(path: str) -> None:
 
 
 def test_the_migrations_in_order() -> None:
-    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 5
+    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 6
     assert MIGRATION_NAMES == [
         "m001_core_tables",
         "m002_audit_views_and_guards",
         "m003_anomalies",
         "m004_fill_index",
         "m005_state_digests",
+        "m006_journal_id",
     ]
 
 
@@ -83,6 +85,7 @@ def test_fresh_journal_has_the_current_schema(open_journal: OpenJournal, db_path
         "ended_entities",
         "journal_head",
         "anomalies",
+        "journal_info",
         "_sqlite_migrations",
     }
     assert objects(db_path, "view") == VIEWS
@@ -259,3 +262,60 @@ def test_a_crash_between_migrations_and_user_version_is_completed(open_journal: 
     assert (journal.schema_before, journal.schema_version) == (0, SCHEMA_VERSION)
     journal.close()
     assert query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+JOURNAL_ID = re.compile(r"[a-z2-7]{8}")
+
+
+def downgrade_to_v5(path: str) -> None:
+    """Undo the sixth migration of a journal that holds data (what a v5 writer would have left)."""
+    with raw(path) as conn:
+        conn.execute("DROP TABLE journal_info")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = ?", ("m006_journal_id",))
+        conn.execute("PRAGMA user_version = 5")
+
+
+def test_a_fresh_journal_has_a_random_journal_id_kept_across_opens(open_journal: OpenJournal, tmp_path: Path) -> None:
+    first = open_journal(str(tmp_path / "a.db"))
+    second = open_journal(str(tmp_path / "b.db"))
+    ids = (first.journal_id, second.journal_id)
+    first.close()
+    second.close()
+    assert all(JOURNAL_ID.fullmatch(i) for i in ids), ids
+    assert ids[0] != ids[1]
+    again = open_journal(str(tmp_path / "a.db"))
+    assert again.journal_id == ids[0]
+    again.close()
+    assert query(str(tmp_path / "a.db"), "SELECT id, journal_id FROM journal_info") == [(1, ids[0])]
+
+
+def test_v5_journal_gets_a_journal_id_on_migration_and_keeps_its_data(
+    small_journal: SmallJournal, open_journal: OpenJournal
+) -> None:
+    path = small_journal.path
+    downgrade_to_v5(path)
+    assert "journal_info" not in objects(path, "table")
+    with pytest.raises(JournalOpenError, match=r"schema version 5.*run `tradekernel migrate --db"):
+        AuditReader(path)
+    journal = open_journal(path)
+    assert (journal.schema_before, journal.schema_version) == (5, 6)
+    journal_id = journal.journal_id
+    journal.close()
+    assert JOURNAL_ID.fullmatch(journal_id), journal_id
+    assert query(path, "SELECT journal_id FROM journal_info") == [(journal_id,)]
+    assert query(path, "PRAGMA user_version") == [(6,)]
+    with AuditReader(path) as reader:
+        result = reader.verify()
+        assert result.ok, result
+        assert {e["entity"]: e["state"] for e in reader.entities("toy")} == small_journal.states
+    again = open_journal(path)
+    assert again.journal_id == journal_id  # made once, on migration
+    again.close()
+
+
+def test_a_missing_journal_id_row_is_a_typed_error(open_journal: OpenJournal, db_path: str) -> None:
+    open_journal(db_path).close()
+    with raw(db_path) as conn:
+        conn.execute("DELETE FROM journal_info")
+    with pytest.raises(JournalCorrupt, match=r"journal_info row \(the journal's id\) is missing"):
+        open_journal(db_path)
