@@ -1452,3 +1452,90 @@ def test_a_null_fee_counts_as_no_fee() -> None:
     order = fire_all(accepted(), fill("1", fee=None))
     assert order.data["fees"] == 0
     assert order.data["cum_qty"] == 1
+
+
+# -- issue 14: a request answered as if the venue's order were done or gone ---------------------------
+
+DOUBT = {"reason": "too late", "in_doubt": True}
+
+
+@pytest.mark.parametrize(
+    ("start", "trigger", "data", "state", "prior"),
+    [
+        # in doubt, acknowledged: stays pending, prior kept, until the status query settles it
+        ("pending_cancel(accepted)", "cancel_reject", DOUBT, "pending_cancel", "accepted"),
+        ("pending_cancel(partially_filled)", "cancel_reject", DOUBT, "pending_cancel", "partially_filled"),
+        ("pending_cancel(acked)", "cancel_reject", DOUBT, "pending_cancel", "accepted"),
+        ("pending_replace(accepted)", "replace_reject", DOUBT, "pending_replace", "accepted"),
+        ("pending_replace", "replace_reject", DOUBT, "pending_replace", "partially_filled"),
+        # without in_doubt: back to the prior state, as ever (B.1.d, C.2.a)
+        ("pending_cancel(accepted)", "cancel_reject", {"reason": "too late"}, "accepted", None),
+        ("pending_replace(accepted)", "replace_reject", {"reason": "too late"}, "accepted", None),
+        # before the ack (B.1.f): in_doubt does not hold, back to pending_new
+        ("pending_cancel", "cancel_reject", DOUBT, "pending_new", None),
+        # done already: harmless, recorded
+        ("filled", "cancel_reject", DOUBT, "filled", None),
+        ("canceled", "replace_reject", DOUBT, "canceled", None),
+    ],
+)
+def test_a_too_late_answer_keeps_an_acked_order_pending(
+    start: str, trigger: str, data: dict[str, Any], state: str, prior: str | None
+) -> None:
+    order = MIRROR_STARTS[start]()
+    transition = ORDER.fire(order, trigger, **data)
+    assert (transition.dest, order.state, order.data["prior_state"]) == (state, state, prior)
+    assert order.data["reason"] == "too late"
+
+
+LOST = {"reason": "lost: the venue no longer knows the order", "evidence": "no such order", "source": "status"}
+
+
+@pytest.mark.parametrize(
+    ("start", "cum_qty"),
+    [
+        ("accepted", D(0)),
+        ("partially_filled", D(4)),
+        ("pending_cancel(accepted)", D(0)),
+        ("pending_cancel(partially_filled)", D(4)),
+        ("pending_cancel(acked)", D(0)),
+        ("pending_cancel(filled_before_ack)", D(2)),  # a fill proves the venue had it
+        ("pending_replace(accepted)", D(0)),
+        ("pending_replace", D(4)),
+    ],
+)
+def test_lost_ends_an_acked_order_expired_with_the_reason(start: str, cum_qty: Decimal) -> None:
+    order = MIRROR_STARTS[start]()
+    transition = ORDER.fire(order, "lost", **LOST)
+    assert (transition.trigger, transition.dest, dict(transition.data)) == ("lost", "expired", LOST)
+    assert (order.state, order.live, order.data["reason"]) == ("expired", False, LOST["reason"])
+    assert (order.data["leaves_qty"], order.data["cum_qty"], order.data["prior_state"]) == (0, cum_qty, None)
+    assert (order.data["requested_qty"], order.data["requested_price"]) == (None, None)
+    assert "evidence" not in order.data  # kept in the transition (the audit)
+
+
+@pytest.mark.parametrize(
+    "start", ["new", "pending_new", "pending_cancel", "denied", "rejected", "filled", "canceled", "expired"]
+)
+def test_lost_is_refused_before_the_ack_and_once_done(start: str) -> None:
+    order = MIRROR_STARTS[start]()
+    before = snapshot(order)
+    with pytest.raises(InvalidTransition):
+        ORDER.fire(order, "lost", **LOST)
+    assert_unchanged(order, before)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "lost needs a reason"),
+        ({"reason": ""}, "lost needs a reason"),
+        ({"reason": 3, "evidence": "x"}, "lost needs a reason"),
+        ({"reason": "lost", "evidence": 7}, "evidence must be a string"),
+    ],
+)
+def test_lost_needs_a_reason(data: dict[str, Any], message: str) -> None:
+    order = accepted()
+    before = snapshot(order)
+    with pytest.raises(InvalidData, match=message):
+        ORDER.fire(order, "lost", **data)
+    assert_unchanged(order, before)

@@ -12,6 +12,7 @@ import pytest
 from machines import ORDER
 from machines.order_reports import (
     CatchUp,
+    DuplicateAnswer,
     ExecutionFacts,
     FillFacts,
     OrderCommand,
@@ -20,8 +21,10 @@ from machines.order_reports import (
     SnapshotFacts,
     UnknownExecution,
     catch_up,
+    duplicate_answer,
     execution_command,
     settle,
+    unknown_at_venue,
 )
 
 D = Decimal
@@ -344,3 +347,260 @@ def test_order_facts_of_an_entity() -> None:
 def test_live_and_unacked(state: str, prior: str | None, live: bool, unacked: bool) -> None:
     facts = order(state, prior)
     assert (facts.live, facts.unacked) == (live, unacked)
+
+
+# -- issue 14: answers that say the venue's order is done or gone; unsolicited cancels -------------
+
+
+EVIDENCE = "the venue answered 'unknown order' to our request and a status query found no such order"
+UNSOLICITED = {"reason": "canceled by the venue, unsolicited", "unsolicited": True}
+
+
+def cancel_rejected(status: str, reason: str | None) -> ExecutionFacts:
+    return ExecutionFacts("cancel_rejected", "V1", reason=reason, status=status)
+
+
+def replace_rejected(status: str, reason: str | None) -> ExecutionFacts:
+    return ExecutionFacts("replace_rejected", "V1", reason=reason, status=status)
+
+
+def in_doubt(trigger: str, reason: str | None) -> OrderCommand:
+    return OrderCommand(trigger, {"reason": reason, "in_doubt": True}, query_status=True)
+
+
+@pytest.mark.parametrize(
+    ("facts", "report", "expected"),
+    [
+        pytest.param(
+            order("pending_cancel", "accepted"),
+            cancel_rejected("filled", "too late to cancel"),
+            in_doubt("cancel_reject", "too late to cancel"),
+            id="cancel-too-late-filled",
+        ),
+        pytest.param(
+            order("pending_cancel", "partially_filled", cum_qty=D(1)),
+            cancel_rejected("rejected", "unknown order"),
+            in_doubt("cancel_reject", "unknown order"),
+            id="cancel-unknown-order",
+        ),
+        pytest.param(
+            order("pending_cancel", "accepted"),
+            cancel_rejected("canceled", "too late to cancel"),
+            in_doubt("cancel_reject", "too late to cancel"),
+            id="cancel-too-late-canceled",
+        ),
+        pytest.param(
+            order("pending_replace", "accepted"),
+            replace_rejected("expired", "too late to replace"),
+            in_doubt("replace_reject", "too late to replace"),
+            id="replace-too-late-expired",
+        ),
+        pytest.param(
+            order("pending_replace", "accepted"),
+            replace_rejected("rejected", "unknown order"),
+            in_doubt("replace_reject", "unknown order"),
+            id="replace-unknown-order",
+        ),
+        pytest.param(
+            order("pending_replace", "accepted"),
+            replace_rejected("", "Too late to replace"),
+            in_doubt("replace_reject", "Too late to replace"),
+            id="replace-no-status-reason-says",
+        ),
+        pytest.param(
+            order("accepted"),
+            cancel_rejected("filled", "too late to cancel"),
+            in_doubt("cancel_reject", "too late to cancel"),
+            id="not-pending-still-asks",
+        ),
+        pytest.param(
+            order("pending_cancel", "accepted"),
+            cancel_rejected("new", "too late"),
+            OrderCommand("cancel_reject", {"reason": "too late"}),
+            id="venue-says-working",
+        ),
+        pytest.param(
+            order("pending_replace", "accepted"),
+            replace_rejected("partially_filled", "qty must be positive"),
+            OrderCommand("replace_reject", {"reason": "qty must be positive"}),
+            id="replace-refused-working",
+        ),
+        pytest.param(
+            order("pending_cancel", "pending_new"),
+            cancel_rejected("rejected", "unknown order"),
+            OrderCommand("cancel_reject", {"reason": "unknown order"}),
+            id="unacked-B.1.f",
+        ),
+        pytest.param(
+            order("filled", cum_qty=D(3)),
+            cancel_rejected("filled", "too late to cancel"),
+            OrderCommand("cancel_reject", {"reason": "too late to cancel"}),
+            id="done-harmless",
+        ),
+        pytest.param(
+            order("accepted"),
+            ExecutionFacts("canceled", "V1", reason="self-trade", status="canceled"),
+            OrderCommand("cancel", {"reason": "self-trade", "unsolicited": True}),
+            id="unsolicited",
+        ),
+        pytest.param(
+            order("partially_filled", cum_qty=D(1)),
+            ExecutionFacts("canceled", "V1", status="canceled"),
+            OrderCommand("cancel", UNSOLICITED),
+            id="unsolicited-no-reason",
+        ),
+        pytest.param(
+            order("pending_replace", "accepted"),
+            ExecutionFacts("canceled", "V1", reason="risk", status="canceled"),
+            OrderCommand("cancel", {"reason": "risk", "unsolicited": True}),
+            id="unsolicited-while-replacing",
+        ),
+        pytest.param(
+            order("pending_cancel", "accepted"),
+            ExecutionFacts("canceled", "V1", reason="canceled by client", status="canceled"),
+            OrderCommand("cancel", {"reason": "canceled by client"}),
+            id="requested",
+        ),
+        pytest.param(
+            OrderFacts("accepted", D(3), D(100), tif="ioc"),
+            ExecutionFacts("canceled", "V1", reason="ioc remainder canceled", status="canceled"),
+            OrderCommand("cancel", {"reason": "ioc remainder canceled"}),
+            id="ioc-remainder",
+        ),
+        pytest.param(
+            OrderFacts("pending_new", D(3), None, type="market"),
+            ExecutionFacts("canceled", "V1", reason="market remainder canceled", status="canceled"),
+            OrderCommand("cancel", {"reason": "market remainder canceled"}),
+            id="market-remainder",
+        ),
+    ],
+)
+def test_execution_command_with_the_order(facts: OrderFacts, report: ExecutionFacts, expected: OrderCommand) -> None:
+    assert execution_command(report, facts) == expected
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        pytest.param(
+            order("pending_replace", "accepted"),
+            OrderCommand(
+                "lost",
+                {"reason": "lost: the venue no longer knows the order", "evidence": EVIDENCE},
+            ),
+            id="acked",
+        ),
+        pytest.param(
+            order("accepted"),
+            OrderCommand(
+                "lost",
+                {"reason": "lost: the venue no longer knows the order", "evidence": EVIDENCE},
+            ),
+            id="working",
+        ),
+        pytest.param(order("pending_cancel", "pending_new"), None, id="unacked-left-to-reconciliation"),
+        pytest.param(order("pending_new"), None, id="pending-new"),
+        pytest.param(order("expired"), None, id="done"),
+    ],
+)
+def test_unknown_at_venue(facts: OrderFacts, expected: OrderCommand | None) -> None:
+    assert unknown_at_venue(facts, "unknown order") == expected
+
+
+def ours(state: str, prior: str | None = None) -> OrderFacts:
+    """Our order: buy 3 BTCUSDT at 100."""
+    return OrderFacts(state, D(3), D(100), prior, instrument="BTCUSDT", side="buy")
+
+
+def answer(side: str = "buy", qty: str = "3", price: str | None = "100", instrument: str = "BTCUSDT") -> SnapshotFacts:
+    return SnapshotFacts(
+        "new", "V7", D(qty), None if price is None else D(price), (F1,), instrument=instrument, side=side
+    )
+
+
+FOREIGN = "client order id already used at the venue by another order: "
+
+
+@pytest.mark.parametrize(
+    ("facts", "snap", "expected"),
+    [
+        pytest.param(ours("pending_new"), answer(), DuplicateAnswer(True), id="same-terms-resend"),
+        pytest.param(ours("pending_new"), answer(qty="3.000"), DuplicateAnswer(True), id="same-decimal"),
+        pytest.param(
+            ours("pending_new"),
+            answer(side="sell"),
+            DuplicateAnswer(
+                False,
+                FOREIGN + "venue has sell 3 BTCUSDT @ 100, journal has buy 3 BTCUSDT @ 100",
+                (
+                    OrderCommand(
+                        "reject",
+                        {"reason": FOREIGN + "venue has sell 3 BTCUSDT @ 100, journal has buy 3 BTCUSDT @ 100"},
+                    ),
+                ),
+            ),
+            id="other-side",
+        ),
+        pytest.param(
+            ours("pending_cancel", "pending_new"),
+            answer(qty="0.5", price="99", instrument="ETHUSDT"),
+            DuplicateAnswer(
+                False,
+                FOREIGN + "venue has buy 0.5 ETHUSDT @ 99, journal has buy 3 BTCUSDT @ 100",
+                (
+                    OrderCommand(
+                        "reject",
+                        {"reason": FOREIGN + "venue has buy 0.5 ETHUSDT @ 99, journal has buy 3 BTCUSDT @ 100"},
+                    ),
+                ),
+            ),
+            id="other-terms-cancel-pending",
+        ),
+        pytest.param(
+            ours("pending_new"),
+            answer(price=None),
+            DuplicateAnswer(
+                False,
+                FOREIGN + "venue has buy 3 BTCUSDT @ market, journal has buy 3 BTCUSDT @ 100",
+                (
+                    OrderCommand(
+                        "reject",
+                        {"reason": FOREIGN + "venue has buy 3 BTCUSDT @ market, journal has buy 3 BTCUSDT @ 100"},
+                    ),
+                ),
+            ),
+            id="market-vs-limit",
+        ),
+        pytest.param(
+            ours("accepted"),
+            answer(price="101"),
+            DuplicateAnswer(False, FOREIGN + "venue has buy 3 BTCUSDT @ 101, journal has buy 3 BTCUSDT @ 100"),
+            id="acked-anomaly-only",
+        ),
+    ],
+)
+def test_duplicate_answer(facts: OrderFacts, snap: SnapshotFacts, expected: DuplicateAnswer) -> None:
+    assert duplicate_answer(facts, snap) == expected
+
+
+@pytest.mark.parametrize(
+    ("facts", "snap", "expected"),
+    [
+        pytest.param(
+            order("pending_cancel", "accepted"),
+            snapshot("canceled", reason="canceled by client"),
+            Settlement((OrderCommand("cancel", {"reason": "canceled by client"}),)),
+            id="requested-cancel",
+        ),
+        pytest.param(
+            order("pending_replace", "accepted"),
+            snapshot("canceled"),
+            Settlement(
+                (OrderCommand("cancel", {"reason": "canceled by the venue, unsolicited", "unsolicited": True}),)
+            ),
+            id="canceled-while-replacing",
+        ),
+    ],
+)
+def test_settle_marks_an_unsolicited_cancel(facts: OrderFacts, snap: SnapshotFacts, expected: Settlement) -> None:
+    assert settle(facts, snap) == expected
