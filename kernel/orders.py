@@ -466,8 +466,12 @@ class OrderManager:
             if not self.reports.in_doubt:
                 self._doubts.clear()
                 await self._doubts.wait()
+            generation = self.client.generation
             try:
                 await self.resolve_doubts()
+            except VenueUnavailable as exc:  # asked again on the next session (so does its resolution)
+                log.warning("status query of an order in doubt failed: %s; asking again when reconnected", exc)
+                await self.client.wait_connected(after=generation)
             except VenueError as exc:
                 log.warning("status query of an order in doubt failed: %s; retrying in %g s", exc, self.retry_delay)
                 await asyncio.sleep(self.retry_delay)

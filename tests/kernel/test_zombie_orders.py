@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kernel.execution import VenueClient
+from kernel.execution import VenueClient, VenueTimeout, VenueUnavailable
 from kernel.feed.events import QuoteEvent
 from kernel.orders import OrderManager, OrderUnresolved
 from kernel.paper_protocol import OrderSnapshot
@@ -312,3 +312,40 @@ async def test_a_too_late_cancel_of_an_order_the_venue_canceled_settles_it_cance
     trigger, dest, data = timeline(db_path, order.entity_id)[-1]
     assert (trigger, dest, data) == ("cancel", "canceled", {"reason": "self-trade", "source": "status"})
     assert manager.reports.in_doubt == {}
+
+
+async def test_a_status_query_the_venue_cannot_answer_is_asked_again_on_the_next_session(db_path: str) -> None:
+    journal = Journal.open(db_path, durability="normal")
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            manager, stub, order = await doubted(journal, "unknown order")
+            stub.release.set()
+            answers: list[Any] = [VenueUnavailable("connection lost"), VenueTimeout("no answer"), None]
+            sessions: list[int] = []
+
+            async def flaky(client_order_id: str, timeout: float) -> OrderSnapshot | None:
+                stub.asked.append(client_order_id)
+                answer = answers.pop(0)
+                if isinstance(answer, Exception):
+                    raise answer
+                return None
+
+            async def next_session(after: int = 0) -> int:
+                sessions.append(after)
+                stub.generation = after + 1
+                return stub.generation
+
+            stub.order_status = flaky  # type: ignore[method-assign]
+            stub.wait_connected = next_session  # type: ignore[method-assign]
+            manager.retry_delay = 0.01
+            task = await resolving(manager)
+            manager._doubts.set()
+            await eventually(lambda: not order.live, "the order to be concluded lost", TIMEOUT)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        journal.close()
+    assert (order.state, order.data["reason"]) == ("expired", LOST)
+    assert stub.asked == [order.entity_id] * 3
+    assert sessions == [2]  # after the lost connection it waited for the next session, once
