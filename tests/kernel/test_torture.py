@@ -9,7 +9,12 @@ again on the same journal and SIGKILLed each time:
   open; then a seeded random 0-0.5 s sleep);
 * at a crash point (``TRADEKERNEL_CRASH_AT``, see ``kernel/faults.py``): ``after_commit:N`` (a new
   order journaled, not sent), ``after_send:N`` (sent, no ack yet) and ``reconciling:1`` (in the
-  middle of the start-up reconciliation).
+  middle of the start-up reconciliation);
+* in the middle of the reconciliation after a venue restart (the venue is SIGKILLed while the kernel
+  trades and started again on the same port and store; the kernel reconnects by itself and is
+  killed at ``reconciling:2``);
+* during a journal outage (another process holds the journal's write lock, so the kernel's commits
+  fail; it is killed while they do, and the lock is released after).
 
 Every start after a kill must say it found the crash and, unless it was killed while reconciling,
 must have reconciled before it traded. A last ``tradekernel run --duration 3`` must stop cleanly
@@ -34,12 +39,14 @@ import re
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from random import Random
@@ -61,8 +68,10 @@ LIMIT_S = 20.0
 CI_KILLS, LONG_KILLS = 30, 500
 SEED = int(os.environ.get("TRADEKERNEL_TORTURE_SEED", "7"))
 STRATEGY = "tests.kernel.torture_strategy:Churn"
-SCHEDULE = ("random", "after_commit", "random", "after_send", "random", "reconciling")
-"""The kill modes, in turn: half random moments, the rest at each crash point."""
+SCHEDULE = (
+    "random", "after_commit", "random", "after_send", "random", "reconciling", "venue_restart", "journal_outage",
+)  # fmt: skip
+"""The kill modes, in turn: random moments, each crash point, a venue restart, a journal outage."""
 VENUE_TO_ORDER_STATE = {
     "new": "accepted",
     "partially_filled": "partially_filled",
@@ -150,39 +159,97 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def venue(workdir: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
-    """A ``tradekernel venue`` process (seeded random walk, real time) on a free loopback port;
-    yields (url, venue db, process). Killed in the end if the test did not stop it."""
-    db = str(workdir / "V.db")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel", "venue", "--port", "0", "--db", db, "--seed", str(SEED)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=str(REPO),
-    )  # fmt: skip
-    try:
+class Venue:
+    """A ``tradekernel venue`` process (seeded random walk, real time) on a loopback port, which the
+    test can SIGKILL and start again on the same port and store."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.db = str(workdir / "V.db")
+        self.url = ""
+        self.port = 0
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kernel", "venue", "--port", str(self.port), "--db", self.db, "--seed", str(SEED)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=str(REPO),
+        )  # fmt: skip
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], LIMIT_S)
-        assert ready, "the venue did not start"
+        if not ready:
+            proc.kill()
+            pytest.fail("the venue did not start")
         line = proc.stdout.readline()
         assert line.startswith("venue listening on "), line
-        yield line.split()[-1], db, proc
+        self.url = line.split()[-1]
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        return proc
+
+    def restart(self) -> None:
+        """SIGKILL the venue and start it again on the same port and store."""
+        self.kill()
+        self.proc = self._start()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=LIMIT_S)
+
+
+@pytest.fixture
+def venue(workdir: Path) -> Iterator[Venue]:
+    """The venue of the test; killed in the end if the test did not stop it."""
+    handle = Venue(workdir)
+    try:
+        yield handle
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=LIMIT_S)
+        handle.kill()
 
 
-def kill_once(workdir: Path, number: int, url: str, mode: str, rng: Random) -> tuple[str, Kernel]:
+@contextmanager
+def journal_write_lock(db: str) -> Iterator[None]:
+    """Hold ``db``'s SQLite write lock from this (another) process: the kernel's commits fail meanwhile."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=LIMIT_S)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def kill_once(workdir: Path, number: int, venue: Venue, mode: str, rng: Random) -> tuple[str, Kernel]:
     """Start run ``number`` and see it SIGKILLed in ``mode``; the crash point it was given."""
-    if mode == "random":
+    url = venue.url
+    if mode in ("random", "journal_outage"):
         kernel = Kernel(workdir, number, url)
         try:
             kernel.wait_for_stderr("ready: order entry open")
             wait_trading(kernel)
-            time.sleep(rng.uniform(0, 0.5))
+            if mode == "journal_outage":
+                with journal_write_lock(kernel.db):
+                    kernel.wait_for_stderr("journal cannot commit")
+                    time.sleep(rng.uniform(0, 0.5))
+                    kernel.kill()
+            else:
+                time.sleep(rng.uniform(0, 0.5))
         finally:
             kernel.kill()
-        point = "random"
+        point = mode
+    elif mode == "venue_restart":
+        # the start-up reconciliation is the first; the one after the venue's restart the second
+        point = "reconciling:2"
+        kernel = Kernel(workdir, number, url, crash_at=point)
+        try:
+            kernel.wait_for_stderr("ready: order entry open")
+            wait_trading(kernel)
+            venue.restart()
+            assert venue.url == url, f"the venue came back on {venue.url}, not {url}"
+            code = kernel.wait()
+        finally:
+            kernel.kill()
+        assert code == -signal.SIGKILL, f"{point}: exited {code}, not killed while reconciling:\n{kernel.stderr}"
+        point = mode
     else:
         point = f"{mode}:{1 if mode == 'reconciling' else rng.randint(1, 12)}"
         kernel = Kernel(workdir, number, url, crash_at=point)
@@ -197,9 +264,11 @@ def kill_once(workdir: Path, number: int, url: str, mode: str, rng: Random) -> t
     stderr = kernel.stderr
     if number > 1:
         assert "the last run did not end cleanly" in stderr, f"run {number} did not see the crash:\n{stderr}"
-    reconciled = re.search(rf"reconciliation recon-r{number}-\d+ done", stderr)
+    reconciled = re.findall(rf"reconciliation recon-r{number}-\d+ done", stderr)
     if mode == "reconciling":
         assert not reconciled, f"run {number} was to be killed while reconciling:\n{stderr}"
+    elif mode == "venue_restart":  # reconciled at start, killed in the reconciliation after the restart
+        assert len(reconciled) == 1, f"run {number}: reconciliations done {reconciled}:\n{stderr}"
     else:  # it traded, so it had reconciled first
         assert reconciled, f"run {number} traded without reconciling:\n{stderr}"
     return point.partition(":")[0], kernel
@@ -214,20 +283,19 @@ def venue_orders(db: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
-    workdir: Path, venue: tuple[str, str, subprocess.Popen[str]], request: pytest.FixtureRequest
+    workdir: Path, venue: Venue, request: pytest.FixtureRequest
 ) -> None:
     default = LONG_KILLS if request.config.getoption("--long") else CI_KILLS
     kills_wanted = int(os.environ.get("TRADEKERNEL_TORTURE_KILLS", default))
-    url, venue_db, venue_proc = venue
     rng = Random(SEED)
     began = time.monotonic()
     crash_points: Counter[str] = Counter()
     for number in range(1, kills_wanted + 1):
-        point, _ = kill_once(workdir, number, url, SCHEDULE[(number - 1) % len(SCHEDULE)], rng)
+        point, _ = kill_once(workdir, number, venue, SCHEDULE[(number - 1) % len(SCHEDULE)], rng)
         crash_points[point] += 1
     kills = sum(crash_points.values())
 
-    last = Kernel(workdir, kills_wanted + 1, url, "--duration", "3")
+    last = Kernel(workdir, kills_wanted + 1, venue.url, "--duration", "3")
     try:
         code = last.wait(timeout=LIMIT_S + 3)
     finally:
@@ -236,8 +304,8 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
     assert "the last run did not end cleanly" in last.stderr
     assert re.search(rf"reconciliation recon-r{kills_wanted + 1}-\d+ done", last.stderr), last.stderr
     assert "stopped cleanly" in last.stderr, last.stderr
-    venue_proc.send_signal(signal.SIGTERM)
-    assert venue_proc.wait(timeout=LIMIT_S) == 0
+    venue.proc.send_signal(signal.SIGTERM)
+    assert venue.proc.wait(timeout=LIMIT_S) == 0
     db = last.db
 
     # 1. the journal's hash chain and current-state table hold up
@@ -248,7 +316,7 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
         orders = {o["entity"]: o for o in reader.entities(machine="order")}
         journal_fills = reader.fills()
         recons = reader.entities(machine="reconciliation")
-    at_venue = venue_orders(venue_db)
+    at_venue = venue_orders(venue.db)
 
     # 3. one order per client_order_id at the venue (resubmits answered with the existing order)
     ids = Counter(o["client_order_id"] for o in at_venue)
