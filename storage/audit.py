@@ -129,6 +129,11 @@ class AuditReader:
         rows = self._query(f"SELECT {_COLUMNS} FROM transitions {where} ORDER BY seq", params)
         return [_transition(r) for r in rows]
 
+    def created(self, machine: str, run: int | None = None) -> list[str]:
+        """The ids of the entities of ``machine`` created (in run ``run``, when given), oldest first."""
+        where, params = _filters(machine=machine, trigger="create", run=run)
+        return [entity for (entity,) in self._query(f"SELECT entity FROM transitions {where} ORDER BY seq", params)]
+
     def entities(self, machine: str | None = None, live_only: bool = False) -> list[dict[str, Any]]:
         """Current state and data of each entity (``live_only``: not in a terminal state)."""
         table = "live_entities" if live_only else "entities"
@@ -364,7 +369,7 @@ class AuditReader:
         result.entities = len(replayed)
 
 
-def _filters(**columns: str | None) -> tuple[str, tuple[Any, ...]]:
+def _filters(**columns: str | int | None) -> tuple[str, tuple[Any, ...]]:
     parts = [f"{name} = ?" for name, value in columns.items() if value is not None]
     params = tuple(value for value in columns.values() if value is not None)
     return ("WHERE " + " AND ".join(parts) if parts else ""), params
