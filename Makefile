@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 COV_CORE    := 90
 COV_OVERALL := 85
 
-.PHONY: run test lint typecheck unit bench docs clean
+.PHONY: run test lint typecheck unit bench soak docs clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("tradekernel needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
@@ -52,6 +52,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tick_to_order.py
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/risk.py
+
+## soak: a 10-minute order flood; RSS must stay within 10% of its first-minute value (ARGS="--seconds 120")
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py $(ARGS)
 
 ## docs: regenerate the generated blocks of docs/machines/*.md from the machine tables
 docs: $(STAMP)

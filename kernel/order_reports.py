@@ -85,7 +85,8 @@ def snapshot_facts(snapshot: OrderSnapshot) -> SnapshotFacts:
 class ReportApplier:
     """Fires the order triggers the venue's reports stand for, into the journal's buffer.
 
-    ``orders`` and ``positions`` are the order manager's own dicts (shared, not copied).
+    ``orders`` and ``positions`` are the order manager's own dicts (shared, not copied). An order
+    that is not in ``orders`` (it ended and left memory) is looked up in the journal.
     """
 
     def __init__(
@@ -106,6 +107,25 @@ class ReportApplier:
         """Orders whose cancel or replace the venue answered as done or unknown (``too late``,
         ``unknown order``), by client order id, with that answer: a status query settles each;
         until then no new request is made for them."""
+        self._last: dict[str, Transition] = {}
+        """Each order's last transition fired here since listeners were last told."""
+        self._before: dict[int, tuple[Transition, dict[str, Any]]] = {}
+        """By ``id(transition)``: the order's data as of a transition it moved on from in the same batch."""
+
+    def as_of(self, order: Entity, transition: Transition) -> Entity:
+        """``order`` as of ``transition`` (its state ``transition.dest``, its data then): a batch
+        may move an order on (``accept`` then ``fill``) before its listeners are told."""
+        kept = self._before.get(id(transition))
+        if kept is not None and kept[0] is transition:
+            return Entity(order.machine, order.entity_id, transition.dest, kept[1])
+        if order.state != transition.dest:  # moved on by a trigger fired elsewhere: its state at least
+            return Entity(order.machine, order.entity_id, transition.dest, dict(order.data))
+        return order
+
+    def told(self) -> None:
+        """The listeners were told of everything fired so far: forget the batch's snapshots."""
+        self._last.clear()
+        self._before.clear()
 
     def apply(self, reports: Iterable[Report]) -> list[Change]:
         """Fire what each report stands for (nothing is committed); return what fired."""
@@ -141,11 +161,15 @@ class ReportApplier:
         """Fire ``trigger`` on ``order`` (a new fill also moves its position); ``None`` when the
         order machine refuses it (then a ``refused`` anomaly, added to ``sink`` too)."""
         applied_before = len(order.data["trade_ids"])
+        previous = self._last.get(order.entity_id)
+        if previous is not None and id(previous) not in self._before:  # moving on before it is told
+            self._before[id(previous)] = (previous, dict(order.data))
         try:
             transition = self.journal.fire(ORDER, order, trigger, **data)
         except TransitionRefused as exc:
             self.anomaly(Anomaly("refused", order.entity_id, str(exc), report), sink)
             return None
+        self._last[order.entity_id] = transition
         if len(order.data["trade_ids"]) > applied_before:  # a new fill (not a duplicate report)
             try:
                 self.position_fill(order, transition)
@@ -179,9 +203,9 @@ class ReportApplier:
         """Fire the trigger an execution report stands for (``machines.order_reports``)."""
         order = self.orders.get(report.client_order_id)
         if order is None:
-            order = self.journal.entity(ORDER, report.client_order_id)  # ended in an earlier run
-            if order is not None:
-                self.orders[order.entity_id] = order
+            # ended (in an earlier run, or already left memory): the journal has it; it is not
+            # kept in memory again (a late fill is applied and told like any other)
+            order = self.journal.entity(ORDER, report.client_order_id)
         if order is None:
             self.anomaly(Anomaly("unknown_order", report.client_order_id, f"{report.exec} for no order", report))
             return []
@@ -235,7 +259,7 @@ class ReportApplier:
         ``prefix`` (``"reconcile_"``) names the reconciliation variants of the triggers. Anomalies
         are added to ``sink`` too. Nothing is committed.
         """
-        order = self.orders.get(snapshot.client_order_id)
+        order = self.orders.get(snapshot.client_order_id) or self.journal.entity(ORDER, snapshot.client_order_id)
         if order is None:
             self.anomaly(Anomaly("unknown_order", snapshot.client_order_id, f"{source} for no order", snapshot), sink)
             return []

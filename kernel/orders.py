@@ -124,7 +124,10 @@ class OrderManager:
     """Places, cancels and replaces orders, applies venue reports, resolves in-flight orders.
 
     One asyncio shell, no threads. ``run()`` pumps reports and resolves after each reconnect.
-    ``orders`` holds every order this manager has seen (live ones restored by ``resume``).
+    ``orders`` holds the live orders (restored by ``resume``) and those whose last change is not
+    yet committed and told: an order that ended leaves it once its final transition is committed
+    and its listeners told (the journal keeps it: ``journal.entity``), so a long run holds
+    O(live orders). ``ended`` counts the orders that ended, by state.
     """
 
     def __init__(
@@ -149,7 +152,10 @@ class OrderManager:
         """The ``position`` entities by instrument: each order fill also fires the position's ``fill``
         in the same commit, so positions resume in O(instruments), never by replaying history."""
         self.listeners: list[Listener] = []
-        """``on_update`` callbacks, called after each commit; an exception in one is logged."""
+        """``on_update`` callbacks, called after each commit with the order as of that transition
+        (its state is ``transition.dest``); an exception in one is logged."""
+        self.ended: dict[str, int] = {}
+        """How many orders reached each terminal state here (they have left ``orders``)."""
         self.reports = ReportApplier(journal, self.orders, self.positions, max_anomalies=max_anomalies)
         """Applies the venue's reports to ``orders`` (and ``positions``); commits are the manager's."""
         self.anomalies = self.reports.anomalies
@@ -218,11 +224,24 @@ class OrderManager:
 
     def _notify(self, changes: list[Change]) -> None:
         for order, transition in changes:
+            seen = self.reports.as_of(order, transition)  # not the live entity, which may have moved on
             for listener in list(self.listeners):
                 try:
-                    listener(order, transition)
+                    listener(seen, transition)
                 except Exception:
                     log.exception("order listener %r failed on %s", listener, transition)
+        self.reports.told()
+        self._forget_ended(changes)
+
+    def _forget_ended(self, changes: list[Change]) -> None:
+        """Drop the orders that ended from memory (committed and told; the journal keeps them)."""
+        terminal = ORDER.terminal_names
+        for order, transition in changes:
+            if transition.dest in terminal and transition.source not in terminal:
+                self.ended[transition.dest] = self.ended.get(transition.dest, 0) + 1
+            if not order.live and self.orders.get(order.entity_id) is order:
+                del self.orders[order.entity_id]
+                self.unsent.discard(order.entity_id)
 
     # -- commands ---------------------------------------------------------------------------
 

@@ -207,6 +207,8 @@ class KernelParts:
         journal, client, feed, metrics = self.journal, self.client, self.feed, self.metrics
         ok, health = self.healthz()
         open_orders, by_state = orders_of(self.manager.orders.values() if self.manager is not None else ())
+        for state, ended in ({} if self.manager is None else self.manager.ended).items():  # they left memory
+            by_state[state] = by_state.get(state, 0) + ended
         return KernelSnapshot(
             pid=os.getpid(),
             db=None if journal is None else journal.path,

@@ -3,8 +3,9 @@
 ``StopControl`` records why the kernel stops (the first request; a forced one overrides) and is
 the event the process waits on; SIGINT/SIGTERM request a stop, a second one forces it (skip the
 waiting). ``cancel_open_orders`` journals one cancel per open order (one commit), sends them and
-waits for the acks up to a deadline. ``close_in_reverse`` stops the started parts, each step
-running even if an earlier one failed.
+waits for the acks up to a deadline (a forced stop: only for the answers to the cancels in flight,
+at most ``FORCED_GRACE_S``, so what it reports is the final state). ``close_in_reverse`` stops
+the started parts, each step running even if an earlier one failed.
 """
 
 from __future__ import annotations
@@ -88,9 +89,18 @@ class StopControl:
             self.stop(f"{name} received again", force=True)
 
 
-async def cancel_open_orders(manager: OrderManager, timeout_s: float, control: StopControl) -> None:
+FORCED_GRACE_S = 0.25
+"""How long a forced stop still waits for the answers to the cancels in flight (within the stop's
+deadline): the venue answers in milliseconds, and what the stop reports must be the final state."""
+
+
+async def cancel_open_orders(
+    manager: OrderManager, timeout_s: float, control: StopControl, grace_s: float = FORCED_GRACE_S
+) -> list[str]:
     """Journal and send a cancel for every open order, then wait for the acks until ``timeout_s``
-    has passed or the stop is forced. Failures are logged; the caller reports what stays open."""
+    has passed. A forced stop waits only for the answers to the cancels in flight (orders
+    ``pending_cancel``), for at most ``grace_s`` from when it is forced. Failures are logged; the
+    caller reports what stays open. Returns the orders whose cancel is sent but unconfirmed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     sent = 0
@@ -108,16 +118,26 @@ async def cancel_open_orders(manager: OrderManager, timeout_s: float, control: S
             log.warning("cancel of %s at stop not sent: %s", request.order.entity_id, exc)
     if sent:
         log.info("stop: %d cancel(s) sent; waiting up to %g s for acks", sent, timeout_s)
-    while any(o.live for o in manager.orders.values()):
+    forced_until: float | None = None
+    while True:
+        end = deadline
         if control.forced:
-            return
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return
+            forced_until = loop.time() + grace_s if forced_until is None else forced_until
+            end = min(deadline, forced_until)
+            waiting = any(o.state == "pending_cancel" for o in manager.orders.values())
+        else:
+            waiting = any(o.live for o in manager.orders.values())
+        remaining = end - loop.time()
+        if not waiting or remaining <= 0:
+            break
         control.event.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(remaining):
                 await control.event.wait()
+    unconfirmed = [o.entity_id for o in manager.orders.values() if o.state == "pending_cancel"]
+    if unconfirmed:
+        log.warning("stop: %d cancel(s) sent, unconfirmed: %s", len(unconfirmed), some(unconfirmed))
+    return unconfirmed
 
 
 async def close_in_reverse(steps: Sequence[Step], timeout_s: float = 5.0) -> None:
@@ -136,4 +156,4 @@ def some(ids: Sequence[str], shown: int = 10) -> str:
     return ", ".join(ids[:shown]) + more
 
 
-__all__ = ["Step", "StopControl", "StopRequest", "cancel_open_orders", "close_in_reverse", "some"]
+__all__ = ["FORCED_GRACE_S", "Step", "StopControl", "StopRequest", "cancel_open_orders", "close_in_reverse", "some"]

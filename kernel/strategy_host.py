@@ -5,18 +5,24 @@ A callback's intents are acted on at once (journaled before the next callback se
 its listeners after each commit) are deferred and told to ``on_order`` afterwards, by the
 outermost call, in a loop: never recursively, so a burst of orders from one callback cannot
 exhaust the stack. A callback that raises is counted (health) and logged, never fatal; its
-intents of that call are dropped.
+intents of that call are dropped. Errors are logged without flooding (``ErrorLog``): the first of
+each distinct error (callback, exception type, where it was raised) whole with its traceback, then
+repeats only counted and summarised every ``REPEAT_WINDOW_MS``; each first error and each summary
+is journaled as an anomaly (source ``strategy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 
+from kernel.clock import monotonic_ms
 from kernel.feed.events import FeedEvent, TradeEvent
 from kernel.metrics import KernelMetrics
 from kernel.orders import OrderManager
@@ -39,6 +45,83 @@ from machines.order import live_trigger
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Context], Iterable[Intent] | None]
+REPEAT_WINDOW_MS = 10_000
+"""How often repeats of one strategy error are summarised (logged and journaled)."""
+ErrorKey = tuple[str, str, str]
+"""A distinct strategy error: the callback, the exception type, where it was raised (file:line)."""
+
+
+@dataclass(slots=True)
+class _Repeats:
+    since_ms: int
+    count: int = 0
+
+
+class ErrorLog:
+    """Logs a strategy's callback errors without flooding the log or the journal.
+
+    The first of each distinct error (``ErrorKey``) is logged whole, with its traceback, and
+    journaled; its repeats are counted and, once ``window_ms`` has passed, summarised in one line
+    (``strategy on_timer raised ValueError 251 more times in the last 10 s``) and one anomaly. An
+    error quiet for a whole window is forgotten: its next occurrence is logged whole again.
+    ``record(kind, reason, sample)`` journals an anomaly (a no-op until the host is attached).
+    """
+
+    def __init__(self, monotonic: Callable[[], int] = monotonic_ms, window_ms: int = REPEAT_WINDOW_MS) -> None:
+        self._monotonic = monotonic
+        self.window_ms = window_ms
+        self.record: Callable[[str, str, str], None] = lambda kind, reason, sample: None
+        self._seen: dict[ErrorKey, _Repeats] = {}
+        self._pending = 0
+
+    def error(self, callback: str, exc: Exception, in_a_row: int) -> None:
+        """One callback error: logged whole if it is new, else counted."""
+        now = self._monotonic()
+        key = (callback, type(exc).__name__, _where(exc))
+        seen = self._seen.get(key)
+        if seen is None:
+            self._seen[key] = _Repeats(now)
+            log.error("strategy %s failed (%d in a row)", callback, in_a_row, exc_info=exc)
+            text = "".join(traceback.format_exception(exc))
+            self.record("callback_error", f"{callback} raised {type(exc).__name__}: {exc}", text)
+        else:
+            seen.count += 1
+            self._pending += 1
+        self.flush(now)
+
+    def flush(self, now: int | None = None) -> None:
+        """Summarise the repeats whose window has passed; forget errors quiet for a whole window."""
+        if not self._seen:
+            return
+        now = self._monotonic() if now is None else now
+        for key, seen in list(self._seen.items()):
+            elapsed = now - seen.since_ms
+            if elapsed < self.window_ms:
+                continue
+            if not seen.count:
+                del self._seen[key]
+                continue
+            callback, kind, where = key
+            summary = f"{callback} raised {kind} {seen.count} more times in the last {elapsed / 1000:g} s"
+            log.error("strategy %s (first raised at %s)", summary, where)
+            self.record("callback_error_repeats", summary, where)
+            self._pending -= seen.count
+            seen.since_ms, seen.count = now, 0
+
+    @property
+    def pending(self) -> int:
+        """Repeats counted and not yet summarised."""
+        return self._pending
+
+
+def _where(exc: BaseException) -> str:
+    """Where ``exc`` was raised: ``file:line`` of its innermost frame."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 class StrategyHost:
@@ -57,6 +140,7 @@ class StrategyHost:
         entry_block: Callable[[], str | None],
         stopping: Callable[[], bool],
         wake: Callable[[], None],
+        monotonic: Callable[[], int] = monotonic_ms,
     ) -> None:
         self.strategy = strategy
         self.portfolio = portfolio
@@ -64,6 +148,8 @@ class StrategyHost:
         self.errors = 0
         """Consecutive callback errors (a success resets it)."""
         self.last_error: str | None = None
+        self.error_log = ErrorLog(monotonic)
+        """Callback errors, logged and journaled without flooding."""
         self.act: Callable[[Intent], None] = _not_started
         self.on_trade: Callable[[str, Decimal], None] = lambda instrument, price: None
         self.on_order_while_stopping: Callable[[], None] = lambda: None
@@ -84,6 +170,9 @@ class StrategyHost:
     def attach(self, manager: OrderManager) -> None:
         """Follow ``manager``'s orders: their views now, and every committed change from now on."""
         self.manager = manager
+        self.error_log.record = lambda kind, reason, sample: manager.journal.record_anomaly(
+            "strategy", kind, reason, sample
+        )
         for order in manager.orders.values():
             self.portfolio.record_order(order)
         manager.listeners.append(self.on_order)
@@ -139,9 +228,11 @@ class StrategyHost:
             self.errors += 1
             self.last_error = f"{callback}: {type(exc).__name__}: {exc}"
             self.metrics.strategy_errors += 1
-            log.exception("strategy %s failed (%d in a row)", callback, self.errors)
+            self.error_log.error(callback, exc, self.errors)
             self._wake()
             return
+        if self.error_log.pending:
+            self.error_log.flush()
         if self.errors:
             self.errors = 0
             self._wake()
@@ -195,4 +286,4 @@ def _not_started(intent: Intent) -> None:
     log.info("intent %r not executed: the kernel has not started", intent)
 
 
-__all__ = ["StrategyHost"]
+__all__ = ["REPEAT_WINDOW_MS", "ErrorLog", "StrategyHost"]

@@ -44,7 +44,9 @@ from kernel.config import load
 from kernel.errors import KernelError, UsageError
 from kernel.strategy import OrderView, Strategy
 from kernel.venue.server import PaperVenue, VenueConfig
+from machines import ORDER
 from machines.positions import Position
+from storage.audit import AuditReader
 
 PENDING = ("pending_new", "pending_cancel", "pending_replace")
 START_MS = 1_700_000_000_000
@@ -225,9 +227,18 @@ class KernelHarness:
         return [OrderView.of(o) for o in manager.orders.values() if o.live]
 
     def orders(self) -> list[OrderView]:
-        """Every order of this run (denied and done ones too), oldest first."""
+        """Every order of this run (denied and done ones too), oldest first.
+
+        Orders that ended have left the kernel's memory: they are read from the journal."""
         manager = self._kernel().manager
-        return [] if manager is None else [OrderView.of(o) for o in manager.orders.values()]
+        if manager is None:
+            return []
+        with AuditReader(self.journal_path) as reader:
+            ids = reader.created(ORDER.name, run=manager.journal.run_id)
+        created = set(ids)
+        ids = [*(i for i in manager.orders if i not in created), *ids]  # resumed from an earlier run first
+        orders = (manager.orders.get(i) or manager.journal.entity(ORDER, i) for i in ids)
+        return [OrderView.of(o) for o in orders if o is not None]
 
     def position(self, instrument: str | None = None) -> Position:
         """The position folded from the fills so far."""

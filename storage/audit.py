@@ -8,6 +8,7 @@ safe (WAL readers never block the writer) and never modifies the journal (SQLite
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from machines import CREATE, Entity, StateMachineError, registry
 from storage import codec
 from storage.errors import JournalCorrupt
+from storage.lock import writer_active
 from storage.schema import (
     check_readable_version,
     connect_reader,
@@ -26,6 +28,12 @@ from storage.schema import (
 )
 
 _COLUMNS = "seq, ts, run, machine, entity, trigger, source, dest, data, hash"
+RUN_SCOPED = frozenset({"feed", "health", "reconciliation"})
+"""Machines whose entities belong to one kernel run, named ``NAME-rRUN`` (a reconciliation
+``recon-rRUN-N``). Once their run is over (stopped, crashed, or still ``running`` with no writer
+holding the journal: killed) they are not live, whatever state they were left in: a feed stopped
+by the operator is ``closed``, which its machine lets ``connect`` again."""
+_RUN_OF = re.compile(r"-r(\d+)(?:-\d+)?$")
 
 
 def iso_time(ts_ns: int) -> str:
@@ -129,8 +137,19 @@ class AuditReader:
         rows = self._query(f"SELECT {_COLUMNS} FROM transitions {where} ORDER BY seq", params)
         return [_transition(r) for r in rows]
 
-    def entities(self, machine: str | None = None, live_only: bool = False) -> list[dict[str, Any]]:
-        """Current state and data of each entity (``live_only``: not in a terminal state)."""
+    def created(self, machine: str, run: int | None = None) -> list[str]:
+        """The ids of the entities of ``machine`` created (in run ``run``, when given), oldest first."""
+        where, params = _filters(machine=machine, trigger="create", run=run)
+        return [entity for (entity,) in self._query(f"SELECT entity FROM transitions {where} ORDER BY seq", params)]
+
+    def entities(
+        self, machine: str | None = None, live_only: bool = False, *, live_now: bool = False
+    ) -> list[dict[str, Any]]:
+        """Current state and data of each entity (``live_only``: only the live ones).
+
+        Live: not in a terminal state (the journal's tables) and, with ``live_now`` (what ``audit
+        entities`` shows), for a run-scoped entity (``RUN_SCOPED``), of the run live now
+        (``current_run``): what a run that is over left behind is not live."""
         table = "live_entities" if live_only else "entities"
         live_col = "1 AS live" if live_only else "live"
         where, params = _filters(machine=machine)
@@ -138,10 +157,26 @@ class AuditReader:
             f"SELECT machine, entity, state, seq, {live_col}, data FROM {table} {where} ORDER BY machine, seq",
             params,
         )
-        return [
-            {"machine": m, "entity": e, "state": s, "seq": q, "live": bool(lv), "data": codec.decode(d)}
+        current: list[int | None] = []  # the run live now, computed once when needed
+
+        def live(machine: str, entity: str, stored: bool) -> bool:
+            if not (stored and live_now) or machine not in RUN_SCOPED or (found := _RUN_OF.search(entity)) is None:
+                return stored
+            if not current:
+                current.append(self.current_run())
+            return int(found.group(1)) == current[0]
+
+        listed = [
+            {"machine": m, "entity": e, "state": s, "seq": q, "live": live(m, e, bool(lv)), "data": codec.decode(d)}
             for m, e, s, q, lv, d in rows
         ]
+        return [row for row in listed if row["live"]] if live_only else listed
+
+    def current_run(self) -> int | None:
+        """The run live now: the newest run still ``running``, while a writer holds the journal
+        (``None``: no kernel has it open; a ``running`` run without one was killed)."""
+        (newest,) = self._query("SELECT max(CAST(entity AS INTEGER)) FROM live_entities WHERE machine = 'run'")[0]
+        return None if newest is None or not writer_active(self.path) else int(newest)
 
     def anomalies(self, n: int = 20, source: str | None = None) -> list[dict[str, Any]]:
         """The last ``n`` anomalies (optionally from one ``source``), oldest first."""
@@ -364,7 +399,7 @@ class AuditReader:
         result.entities = len(replayed)
 
 
-def _filters(**columns: str | None) -> tuple[str, tuple[Any, ...]]:
+def _filters(**columns: str | int | None) -> tuple[str, tuple[Any, ...]]:
     parts = [f"{name} = ?" for name, value in columns.items() if value is not None]
     params = tuple(value for value in columns.values() if value is not None)
     return ("WHERE " + " AND ".join(parts) if parts else ""), params

@@ -50,7 +50,11 @@ def add_parser(commands: Any) -> None:
 
     entities = sub.add_parser("entities", parents=[common], help="current state of each entity")
     entities.add_argument("--machine", metavar="M", help="only this machine")
-    entities.add_argument("--live", action="store_true", help="only entities not in a terminal state")
+    entities.add_argument(
+        "--live",
+        action="store_true",
+        help="only live entities: not in a terminal state, and not left behind by a run that is over",
+    )
     entities.set_defaults(run=_entities)
 
     verify = sub.add_parser(
@@ -173,7 +177,7 @@ def _timeline(reader: AuditReader, args: argparse.Namespace) -> int:
 
 
 def _entities(reader: AuditReader, args: argparse.Namespace) -> int:
-    rows = reader.entities(machine=args.machine, live_only=args.live)
+    rows = reader.entities(machine=args.machine, live_only=args.live, live_now=True)
     if args.json:
         _print_json(rows)
     elif rows:

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from typing import Any
 
 from kernel.cli.common import usage_error
 from kernel.exits import EXIT_FAILED, EXIT_OK
+from machines.health import HEALTH, KERNEL
 from machines.scenario import Scenario, ScenarioError, ScenarioResult, parse, run_all
 from storage import Journal
+from storage.audit import AuditReader
+
+KERNEL_RUN = re.compile(rf"^{KERNEL}-r(\d+)$")
+"""The id of the health entity every kernel run creates (``kernel.bootstrap.entity_id``)."""
 
 
 def add_parser(commands: Any) -> None:
@@ -31,7 +38,8 @@ def add_parser(commands: Any) -> None:
     drive.add_argument(
         "--journal",
         metavar="PATH",
-        help="also write every transition to this journal (inspect it with tradekernel audit)",
+        help="also write every transition to this journal (inspect it with tradekernel audit); "
+        "never a kernel's journal (refused: exit 2)",
     )
     drive.set_defaults(run=run)
 
@@ -68,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         return usage_error(str(exc), "drive")
     if args.journal:
+        runs = kernel_runs(args.journal)
+        if runs:
+            return usage_error(
+                f"{args.journal} is the journal of a kernel (run {', '.join(runs)}): scenario entities "
+                "written there would be read back as its orders and positions; drive must use a journal of "
+                "its own (a new file, e.g. --journal scenarios.db)",
+                "drive",
+            )
         with Journal.open(args.journal) as journal:
             taken = [s.entity for s in scenarios if journal.has_entity(s.machine, s.entity)]
             if taken:
@@ -82,6 +98,15 @@ def run(args: argparse.Namespace) -> int:
         results = run_all(scenarios)
     report(results, as_json=args.json)
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
+
+
+def kernel_runs(path: str) -> list[str]:
+    """The runs of a kernel recorded in the journal at ``path`` (none for a missing file)."""
+    if not os.path.exists(path):
+        return []
+    with AuditReader(path) as reader:
+        health = reader.entities(machine=HEALTH.name)
+    return [m.group(1) for e in health if (m := KERNEL_RUN.match(e["entity"]))]
 
 
 def report(results: list[ScenarioResult], *, as_json: bool) -> None:

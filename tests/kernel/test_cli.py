@@ -16,9 +16,11 @@ import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
@@ -1021,3 +1023,32 @@ def test_audit_tail_of_an_unknown_machine_is_a_usage_error_naming_the_known_ones
     known = run_cli("audit", "tail", "--machine", "run", "--db", runs_db, timeout=SUBPROCESS_TIMEOUT)
     assert known.returncode == 0, known.stderr
     assert known.stdout.count(" run ") >= 6
+
+
+# -- stop --force (issue 14 item 12a) ------------------------------------------------------------
+
+
+def test_stop_force_reports_the_final_state_of_the_cancels_it_sent(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A forced stop still waits (briefly) for the answers to the cancels it sent: the goodbye
+    line and the exit status are of the final state, not of orders caught in ``pending_cancel``."""
+    from tests.kernel.test_run_cli import Run, assert_nothing_open_at_the_venue, tk, wait_trading
+
+    workdir = Path(tempfile.mkdtemp(prefix="tk"))  # short: the control socket path is limited
+    db = str(workdir / "j.db")
+    run = Run(db, "--status-view", "off")
+    try:
+        status = wait_trading(run)
+        assert status["open_orders"]
+        stop = tk("stop", "--db", db, "--force", "--wait", "15")
+        assert stop.returncode == EXIT_OK, stop.stderr
+        assert run.wait(timeout=15) == EXIT_OK, run.stderr
+        assert "left open" not in run.err[-1], run.err[-1]
+        assert "stopped (operator: tradekernel stop)" in run.err[-1]
+        assert_nothing_open_at_the_venue(db)
+        with Journal.open(db) as journal:
+            from machines import ORDER
+
+            assert journal.live_entities(ORDER) == []
+    finally:
+        run.kill()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -346,3 +346,23 @@ def test_drive_twice_into_one_journal_keeps_it_verifiable(
     with AuditReader(db_path) as reader:
         result = reader.verify()
     assert result.ok, result.reason
+
+
+def test_drive_into_a_kernels_journal_is_refused_and_leaves_it_untouched(tmp_path: Path, db_path: str) -> None:
+    """A kernel's journal (runs, orders, positions) is not a place for scenario entities: their
+    orders and fills would be read back as the kernel's book. Refused, exit 2, nothing written."""
+    from kernel.bootstrap import prepare
+
+    with Journal.open(db_path) as journal:  # what a kernel's first run leaves: its run, trading, health
+        prepare(journal, now_ms=1_700_000_000_000)
+    with AuditReader(db_path) as reader:
+        before = reader.tail(1000)
+    path = write(tmp_path / "one.json", scenario("o-1", SUBMIT, ACCEPT))
+    result = run_cli("drive", "--journal", db_path, path, timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith("tradekernel drive: error: ")
+    assert f"{db_path} is the journal of a kernel (run 1)" in result.stderr
+    assert "use a journal of its own" in result.stderr
+    with AuditReader(db_path) as reader:
+        assert reader.tail(1000) == before  # not even a run of drive's own

@@ -219,8 +219,10 @@ async def test_a_fill_the_venue_made_on_an_order_the_journal_ended_is_applied_la
     journal.fire(ORDER, order, "cancel")
     journal.abandon()
     report, manager, journal = await reconcile(path, venue)
+    assert "o1-000001" not in manager.orders  # ended: it left memory once the late fill was committed
+    late = journal.entity(ORDER, "o1-000001")
     journal.close()
-    late = manager.orders["o1-000001"]
+    assert late is not None
     assert (late.state, late.data["cum_qty"], late.data["late_fills"]) == ("canceled", D("0.25"), 1)
     assert report.counts["fills_applied"] == 1
     assert not [d for d in report.differences if d["kind"] == "position_mismatch"]

@@ -76,7 +76,7 @@ async def test_a_reader_failure_is_journaled_pauses_entry_and_the_session_recove
             assert venue.sessions == 2
             await eventually(lambda: not manager.paused)
             await venue.send(execution(order.entity_id, "trade", "filled", cum_qty="1", fill=fill("t1", "1")))
-            await eventually(lambda: manager.orders[order.entity_id].state == "filled")
+            await eventually(lambda: order.state == "filled")
         finally:
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
