@@ -9,11 +9,12 @@ applied (filled, canceled, expired; ``lost`` when the venue has no such order).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kernel.execution import ExecutionClient
+from kernel.execution import ExecutionClient, VenueError, VenueUnavailable
 from kernel.order_reports import Anomaly, Change, ReportApplier
 from machines import OrderState, Transition
 
@@ -106,3 +107,29 @@ async def resolve_doubts(
 
 
 __all__ = ["Resolution", "resolve_doubts", "resolve_in_flight"]
+
+
+async def settle_doubts_forever(
+    client: ExecutionClient,
+    reports: ReportApplier,
+    commit: Callable[[list[Change]], None],
+    status_timeout: float,
+    doubts: asyncio.Event,
+    retry_delay: Callable[[], float],
+) -> None:
+    """``resolve_doubts`` whenever ``doubts`` is set, until cancelled: a lost connection waits for
+    the next session, another venue error is retried after ``retry_delay()`` seconds."""
+    while True:
+        if not reports.in_doubt:
+            doubts.clear()
+            await doubts.wait()
+        generation = client.generation
+        try:
+            await resolve_doubts(client, reports, commit, status_timeout)
+        except VenueUnavailable as exc:  # asked again on the next session (so does its resolution)
+            log.warning("status query of an order in doubt failed: %s; asking again when reconnected", exc)
+            await client.wait_connected(after=generation)
+        except VenueError as exc:
+            delay = retry_delay()
+            log.warning("status query of an order in doubt failed: %s; retrying in %g s", exc, delay)
+            await asyncio.sleep(delay)

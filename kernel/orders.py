@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
 from kernel.order_reports import Anomaly, Change, ReportApplier
-from kernel.order_resume import Resolution, resolve_doubts
+from kernel.order_resume import Resolution, resolve_doubts, settle_doubts_forever
 from kernel.order_resume import resolve_in_flight as resolve_order_status
 from kernel.paper_protocol import CLIENT_ORDER_ID_CHARS, MAX_CLIENT_ORDER_ID, NewOrder, valid_client_order_id
 from machines import ORDER, POSITION, Entity, TradekernelError, Transition, TransitionRefused
@@ -91,6 +91,18 @@ class OrderNotSent(OrderError):
 
 class UnknownOrder(OrderError, KeyError):
     """No live order of this client order id in this manager."""
+
+
+class OrderEnded(UnknownOrder):
+    """The order has ended (filled, canceled, rejected, expired): nothing to cancel or replace."""
+
+    def __init__(self, client_order_id: str, state: str) -> None:
+        super().__init__(f"order {client_order_id} has ended ({state}): nothing to cancel or replace")
+        self.client_order_id = client_order_id
+        self.state = state
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class OrderUnresolved(OrderError):
@@ -167,7 +179,8 @@ class OrderManager:
         self._counter = 0
         self._resolved_generation = 0
         self._held: list[Change] = []
-        self._doubts = asyncio.Event()
+        self.doubts = asyncio.Event()
+        """Set when orders fall in doubt: ``run()`` then settles them."""
         self.reconcile: Callable[[int], Awaitable[object]] | None = None
         """When set, called (with the session's generation) after each (re)connection instead of
         ``resolve_in_flight``; order entry opens when it returns. A ``VenueError`` from it is
@@ -216,7 +229,8 @@ class OrderManager:
     def _live(self, client_order_id: str) -> Entity:
         order = self.orders.get(client_order_id)
         if order is None:
-            raise UnknownOrder(client_order_id)
+            ended = self.journal.entity(ORDER, client_order_id)
+            raise UnknownOrder(client_order_id) if ended is None else OrderEnded(client_order_id, ended.state)
         answer = self.reports.in_doubt.get(client_order_id)
         if answer is not None:
             raise OrderUnresolved(client_order_id, answer)
@@ -438,7 +452,7 @@ class OrderManager:
         changes = self.reports.apply(reports)
         self.commit(changes)
         if self.reports.in_doubt:
-            self._doubts.set()
+            self.doubts.set()
         return [transition for _, transition in changes]
 
     def position_fill(self, order: Entity, fill: Transition) -> Transition:
@@ -473,27 +487,16 @@ class OrderManager:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.process_reports(), name="order-reports")
             tasks.create_task(self._resolve_on_connect(), name="order-resolver")
-            tasks.create_task(self._resolve_doubts(), name="order-doubts")
+            tasks.create_task(
+                settle_doubts_forever(self.client, self.reports, self.commit, self.status_timeout, self.doubts,
+                                      lambda: self.retry_delay),
+                name="order-doubts",
+            )  # fmt: skip
 
     async def resolve_doubts(self) -> list[Transition]:
         """Settle the orders in doubt (``ReportApplier.in_doubt``): one status query each, the
         answer applied. Raises ``VenueError`` (the rest stay in doubt), ``JournalWriteError``."""
         return await resolve_doubts(self.client, self.reports, self.commit, self.status_timeout)
-
-    async def _resolve_doubts(self) -> None:
-        while True:
-            if not self.reports.in_doubt:
-                self._doubts.clear()
-                await self._doubts.wait()
-            generation = self.client.generation
-            try:
-                await self.resolve_doubts()
-            except VenueUnavailable as exc:  # asked again on the next session (so does its resolution)
-                log.warning("status query of an order in doubt failed: %s; asking again when reconnected", exc)
-                await self.client.wait_connected(after=generation)
-            except VenueError as exc:
-                log.warning("status query of an order in doubt failed: %s; retrying in %g s", exc, self.retry_delay)
-                await asyncio.sleep(self.retry_delay)
 
     async def _resolve_on_connect(self) -> None:
         while True:

@@ -54,7 +54,7 @@ async def test_orders_that_ended_leave_memory_and_only_live_ones_stay(journal: J
         manager.apply_reports(
             [execution(partly.entity_id, "trade", "partially_filled", qty="2", cum_qty="1", fill=fill("P", "1", seq=9))]
         )
-    prefix = f"o{journal.run_id}-"
+    prefix = f"o{journal.journal_id}-{journal.run_id}-"
     assert sorted(manager.orders) == [prefix + "000007", prefix + "000008"]  # working, partly filled
     assert manager.orders[working.entity_id] is working
     assert manager.ended == {"filled": 3, "canceled": 2, "rejected": 1}

@@ -21,12 +21,13 @@ import pytest
 
 from kernel.execution import VenueClient, VenueTimeout, VenueUnavailable
 from kernel.feed.events import QuoteEvent
-from kernel.orders import OrderManager, OrderUnresolved
+from kernel.order_resume import settle_doubts_forever
+from kernel.orders import OrderEnded, OrderManager, OrderUnresolved
 from kernel.paper_protocol import OrderSnapshot
 from kernel.strategy import Context, Intent, MarketEvent, Place, Strategy
 from kernel.testing import KernelHarness
 from kernel.venue.server import PaperVenue, VenueConfig
-from machines import Entity, InvalidTransition
+from machines import Entity
 from machines.order_terms import OrderTerms
 from storage import Journal
 from storage.audit import AuditReader
@@ -121,7 +122,7 @@ async def test_a_replace_of_an_order_the_restarted_venue_lost_resolves_it_as_los
             await manager.replace(order.entity_id, price=D(99))
             await eventually(lambda: not order.live, "the zombie to be resolved", TIMEOUT)
             queries = client.status_queries[asked_on_reconnect:]
-            with pytest.raises(InvalidTransition):  # done: nothing more to replace
+            with pytest.raises(OrderEnded, match=r"has ended \(expired\)"):  # done: nothing more to replace
                 await manager.replace(order.entity_id, price=D(98))
     finally:
         journal.close()
@@ -257,7 +258,12 @@ async def doubted(journal: Journal, answer: str, kind: str = "replace") -> tuple
 
 
 async def resolving(manager: OrderManager) -> asyncio.Task[None]:
-    return asyncio.create_task(manager._resolve_doubts())
+    return asyncio.create_task(
+        settle_doubts_forever(
+            manager.client, manager.reports, manager.commit, manager.status_timeout, manager.doubts,
+            lambda: manager.retry_delay,
+        )
+    )  # fmt: skip
 
 
 async def test_while_in_doubt_a_new_replace_or_cancel_is_refused_and_never_sent(db_path: str) -> None:
@@ -339,7 +345,7 @@ async def test_a_status_query_the_venue_cannot_answer_is_asked_again_on_the_next
             stub.wait_connected = next_session  # type: ignore[method-assign]
             manager.retry_delay = 0.01
             task = await resolving(manager)
-            manager._doubts.set()
+            manager.doubts.set()
             await eventually(lambda: not order.live, "the order to be concluded lost", TIMEOUT)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
