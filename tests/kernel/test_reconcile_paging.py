@@ -274,3 +274,32 @@ async def test_a_venue_holding_more_than_one_client_frame_reconciles_in_pages_an
         assert status.status == "new"
     finally:
         await venue.stop()
+
+
+async def test_a_venue_whose_fill_history_restarted_below_the_cursor_is_read_from_the_start(
+    history: str, venue_path: str, tmp_path: Path
+) -> None:
+    venue = await started(venue_path)
+    try:
+        await reconcile(history, venue)  # cursor 24
+    finally:
+        await venue.stop()
+    # A new venue file: k-01..k-12 working, k-01 filled twice (fill_seq 1, 2 again).
+    fresh = str(tmp_path / "venue-2.db")
+    orders = [stored_order(f"k-{n:02}", n) for n in range(2, 13)]
+    orders.append(stored_order("k-01", 1, status="partially_filled", cum="0.5"))
+    write_venue(fresh, orders, [stored_fill(1, "k-01"), stored_fill(2, "k-01")])
+    venue = await started(fresh)
+    seen = Seen(venue)
+    try:
+        report, _ = await reconcile(history, venue)
+    finally:
+        await venue.stop()
+    assert seen.fills == [(24, 1), (0, None)]
+    kinds = [d["kind"] for d in report.differences]
+    assert "venue_fills_restarted" in kinds
+    assert [d["detail"] for d in report.differences if d["kind"] == "position_mismatch"] == [
+        "journal 6.50, venue fills 0.50 (difference -6.00)"
+    ]
+    recorded = last_reconciliation(history)
+    assert (recorded["fills_cursor"], recorded["venue_positions"]) == (2, {X: "0.50"})
