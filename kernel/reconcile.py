@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from kernel.clock import monotonic_ms
 from kernel.execution import VenueError, VenueRequestError
@@ -55,6 +56,9 @@ from machines.positions import position_of
 from machines.reconciliation import REPORT_COUNTS
 
 log = logging.getLogger(__name__)
+
+_Cursor = TypeVar("_Cursor", str, int)
+_Item = TypeVar("_Item")
 
 SOURCE = "reconciliation"
 PREFIX = "reconcile_"
@@ -205,17 +209,18 @@ class Reconciler:
         journal never recorded. Returns the ids seen."""
         manager = self.manager
         seen: set[str] = set()
-        async for page in self._open_orders():
-            report.counts["venue_open"] += len(page)
-            for snapshot in page:
-                client_order_id = snapshot.client_order_id
-                seen.add(client_order_id)
-                order = manager.orders.get(client_order_id)
-                if order is not None and order.live:
-                    report.counts["orders_checked"] += 1
-                    self._apply(snapshot, report)
-                elif order is None and not manager.journal.has_entity(ORDER.name, client_order_id):
-                    self._adopt(snapshot, report)
+        async with aclosing(self._open_orders()) as pages:
+            async for page in pages:
+                report.counts["venue_open"] += len(page)
+                for snapshot in page:
+                    client_order_id = snapshot.client_order_id
+                    seen.add(client_order_id)
+                    order = manager.orders.get(client_order_id)
+                    if order is not None and order.live:
+                        report.counts["orders_checked"] += 1
+                        self._apply(snapshot, report)
+                    elif order is None and not manager.journal.has_entity(ORDER.name, client_order_id):
+                        self._adopt(snapshot, report)
         return seen
 
     async def _check_the_rest(self, seen: set[str], report: Report) -> None:
@@ -256,36 +261,35 @@ class Reconciler:
         page = await client.fills_page(after, 1, self.timeout)
         return page.last_fill_seq
 
-    async def _open_orders(self) -> AsyncIterator[list[OrderSnapshot]]:
+    async def _open_orders(self) -> AsyncGenerator[list[OrderSnapshot], None]:
         """The venue's open orders, one page at a time."""
         client = self.manager.client
         if not isinstance(client, PagingClient):
             yield await client.open_orders(self.timeout)
             return
-        after = ""
-        while True:
-            page = await client.open_orders_page(after, self.page_limit, self.timeout)
-            yield page.orders
-            if not page.more:
-                return
-            if page.next <= after:
-                raise VenueRequestError("invalid", f"open_orders page after {after!r} did not advance ({page.next!r})")
-            after = page.next
 
-    async def _fills(self, after: int) -> AsyncIterator[list[VenueFill]]:
+        async def fetch(after: str) -> tuple[list[OrderSnapshot], bool, str]:
+            page = await client.open_orders_page(after, self.page_limit, self.timeout)
+            return page.orders, page.more, page.next
+
+        async with aclosing(_paged(fetch, "", "open_orders")) as pages:
+            async for orders in pages:
+                yield orders
+
+    async def _fills(self, after: int) -> AsyncGenerator[list[VenueFill], None]:
         """The venue's fills after ``after``, one page at a time."""
         client = self.manager.client
         if not isinstance(client, PagingClient):
             yield await client.fills_since(after, self.timeout)
             return
-        while True:
-            page = await client.fills_page(after, self.page_limit, self.timeout)
-            yield page.fills
-            if not page.more:
-                return
-            if page.next <= after:
-                raise VenueRequestError("invalid", f"fills_since page after {after} did not advance ({page.next})")
-            after = page.next
+
+        async def fetch(cursor: int) -> tuple[list[VenueFill], bool, int]:
+            page = await client.fills_page(cursor, self.page_limit, self.timeout)
+            return page.fills, page.more, page.next
+
+        async with aclosing(_paged(fetch, after, "fills_since")) as pages:
+            async for fills in pages:
+                yield fills
 
     def _apply(self, snapshot: OrderSnapshot, report: Report) -> None:
         manager = self.manager
@@ -405,15 +409,16 @@ class Reconciler:
             cursor = FillsCursor()
         baseline = dict(cursor.positions)
         venue = dict(cursor.positions)
-        async for page in self._fills(cursor.seq):
-            ours = self._ours(page)
-            self._apply_missing_fills(ours, report)
-            for fill, order in ours:
-                instrument = order.data["instrument"]
-                signed = fill.qty if order.data["side"] == "buy" else -fill.qty
-                venue[instrument] = venue.get(instrument, Decimal(0)) + signed
-                if newest is not None and fill.fill_seq <= newest:
-                    baseline[instrument] = baseline.get(instrument, Decimal(0)) + signed
+        async with aclosing(self._fills(cursor.seq)) as pages:
+            async for page in pages:
+                ours = self._ours(page)
+                self._apply_missing_fills(ours, report)
+                for fill, order in ours:
+                    instrument = order.data["instrument"]
+                    signed = fill.qty if order.data["side"] == "buy" else -fill.qty
+                    venue[instrument] = venue.get(instrument, Decimal(0)) + signed
+                    if newest is not None and fill.fill_seq <= newest:
+                        baseline[instrument] = baseline.get(instrument, Decimal(0)) + signed
         if newest is not None:
             self._cursor = FillsCursor(newest, baseline)
         manager = self.manager
@@ -428,6 +433,30 @@ class Reconciler:
                     instrument,
                     f"journal {ours_qty}, venue fills {venue_qty} (difference {venue_qty - ours_qty})",
                 )
+
+
+async def _paged(
+    fetch: Callable[[_Cursor], Awaitable[tuple[list[_Item], bool, _Cursor]]], after: _Cursor, what: str
+) -> AsyncGenerator[list[_Item], None]:
+    """The pages ``fetch`` returns from ``after`` on, each yielded as it arrives; the next one is
+    asked for while the caller handles this one (the venue builds it meanwhile: two pages in
+    memory at most). A cursor that does not advance is the venue's error."""
+    pending = asyncio.ensure_future(fetch(after))
+    try:
+        while True:
+            items, more, following = await pending
+            if more:
+                if following <= after:
+                    raise VenueRequestError("invalid", f"{what} page after {after!r} did not advance ({following!r})")
+                after = following
+                pending = asyncio.ensure_future(fetch(after))
+            yield items
+            if not more:
+                return
+    finally:
+        pending.cancel()
+        if pending.done() and not pending.cancelled():
+            pending.exception()  # retrieved: an abandoned prefetch's failure is not news
 
 
 def _describe(transition: Transition) -> str:
