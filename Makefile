@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 COV_CORE    := 90
 COV_OVERALL := 85
 
-.PHONY: run test lint typecheck unit bench soak docs clean
+.PHONY: run test lint typecheck unit bench bench-reconcile soak docs clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("tradekernel needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
@@ -56,6 +56,10 @@ bench: $(STAMP)
 ## soak: a 10-minute order flood; RSS must stay within 10% of its first-minute value (ARGS="--seconds 120")
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py $(ARGS)
+
+## bench-reconcile: reconciliation against a venue with 500k fills and 200k open orders (~2 min, apart from bench)
+bench-reconcile: $(STAMP)
+	$(BIN)/python benchmarks/reconcile_large.py
 
 ## docs: regenerate the generated blocks of docs/machines/*.md from the machine tables
 docs: $(STAMP)

@@ -179,8 +179,8 @@ class VenueClient:
     ``attempts`` bounds each burst of connection attempts; waits between them grow as
     ``backoff * 2**n`` plus up to ``jitter`` seconds, capped at ``backoff_max``. ``sleep`` is what
     tenacity awaits between attempts (inject a fake in tests). ``max_size`` bounds one incoming
-    frame: 32 MiB, because an ``open_orders`` answer lists every working order in one frame (about
-    300 bytes each: 100,000 orders fit). ``request_timeout`` is the default
+    frame: 32 MiB (the venue pages ``open_orders`` and ``fills_since`` answers in frames of at
+    most 4 MiB, ``paper_protocol.PAGE_MAX_BYTES``). ``request_timeout`` is the default
     for status queries; ``open_timeout`` bounds the opening handshake and ``hello``/``welcome``.
     """
 
@@ -496,14 +496,35 @@ class VenueClient:
         return answer.order
 
     async def open_orders(self, timeout: float = 5.0) -> list[OrderSnapshot]:
-        """Every order the venue holds as not done."""
-        answer = await self._request(lambda rid: OpenOrdersRequest(id=rid), OpenOrders, timeout)
-        return list(answer.orders)
+        """Every order the venue holds as not done (every page; ``timeout`` bounds each)."""
+        orders: list[OrderSnapshot] = []
+        after = ""
+        while True:
+            page = await self.open_orders_page(after, timeout=timeout)
+            orders.extend(page.orders)
+            if not page.more or page.next == after:
+                return orders
+            after = page.next
 
     async def fills_since(self, after: int, timeout: float = 5.0) -> list[Fill]:
-        """Every fill with ``fill_seq > after``, in order."""
-        answer = await self._request(lambda rid: FillsSinceRequest(after=after, id=rid), Fills, timeout)
-        return list(answer.fills)
+        """Every fill with ``fill_seq > after``, in order (every page; ``timeout`` bounds each)."""
+        fills: list[Fill] = []
+        while True:
+            page = await self.fills_page(after, timeout=timeout)
+            fills.extend(page.fills)
+            if not page.more or page.next <= after:
+                return fills
+            after = page.next
+
+    async def open_orders_page(self, after: str = "", limit: int | None = None, timeout: float = 5.0) -> OpenOrders:
+        """One page of the open orders whose ``client_order_id`` sorts after ``after`` (at most
+        ``limit``; ``None``: the venue's default); ``more``/``next`` say how to go on."""
+        return await self._request(lambda rid: OpenOrdersRequest(id=rid, after=after, limit=limit), OpenOrders, timeout)
+
+    async def fills_page(self, after: int, limit: int | None = None, timeout: float = 5.0) -> Fills:
+        """One page of the fills with ``fill_seq > after`` (at most ``limit``; ``None``: the venue's
+        default); ``more``/``next`` say how to go on, ``last_fill_seq`` is the venue's newest."""
+        return await self._request(lambda rid: FillsSinceRequest(after=after, id=rid, limit=limit), Fills, timeout)
 
     # -- reports ----------------------------------------------------------------------------
 

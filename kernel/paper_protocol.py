@@ -22,6 +22,13 @@ from machines.errors import TradekernelError
 VERSION = 1
 """The protocol version this code speaks (``hello``/``welcome`` carry it)."""
 
+PAGE_DEFAULT = 1_000
+"""Items in an ``open_orders``/``fills_since`` page when the request gives no ``limit``."""
+PAGE_MAX = 5_000
+"""The most items a page holds: a larger ``limit`` is clamped to it."""
+PAGE_MAX_BYTES = 2**22
+"""The venue ends a page before its frame would pass 4 MiB (far below a client's 32 MiB ``max_size``)."""
+
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
 TimeInForce = Literal["gtc", "ioc", "fok", "day"]
@@ -103,16 +110,21 @@ class OrderStatusRequest(Message, tag="order_status", frozen=True):
 
 
 class OpenOrdersRequest(Message, tag="open_orders", frozen=True):
-    """Ask for every order not yet done."""
+    """Ask for one page of the orders not yet done: those whose ``client_order_id`` sorts after
+    ``after`` ("" from the start), at most ``limit`` (``None``: the venue's default page)."""
 
     id: str = ""
+    after: str = ""
+    limit: int | None = None
 
 
 class FillsSinceRequest(Message, tag="fills_since", frozen=True):
-    """Ask for every fill with ``fill_seq`` greater than ``after``."""
+    """Ask for one page of the fills with ``fill_seq`` greater than ``after``, at most ``limit``
+    (``None``: the venue's default page)."""
 
     after: int = 0
     id: str = ""
+    limit: int | None = None
 
 
 class Ping(Message, tag="ping", frozen=True):
@@ -227,17 +239,25 @@ class OrderStatus(Message, tag="order_status_report", frozen=True):
 
 
 class OpenOrders(Message, tag="open_orders_report", frozen=True):
-    """Answer to ``open_orders``."""
+    """Answer to ``open_orders``: one page, in ``client_order_id`` order. ``more``: ask again with
+    ``after = next`` (the last id of this page) for the rest."""
 
     orders: list[OrderSnapshot]
     id: str = ""
+    more: bool = False
+    next: str = ""
 
 
 class Fills(Message, tag="fills_report", frozen=True):
-    """Answer to ``fills_since``."""
+    """Answer to ``fills_since``: one page, in ``fill_seq`` order. ``more``: ask again with
+    ``after = next`` (the last ``fill_seq`` of this page). ``last_fill_seq``: the venue's newest
+    fill when it answered (0: none); lower than a client's cursor means the venue's history restarted."""
 
     fills: list[Fill]
     id: str = ""
+    more: bool = False
+    next: int = 0
+    last_fill_seq: int = 0
 
 
 class Pong(Message, tag="pong", frozen=True):
@@ -292,6 +312,11 @@ _probe = msgspec.json.Decoder(dict[str, object])
 def encode(message: Message) -> bytes:
     """A message as JSON bytes (decimals as strings)."""
     return _encoder.encode(message)
+
+
+def encode_item(item: msgspec.Struct) -> bytes:
+    """One item of a message (a fill, an order snapshot) as JSON bytes: what it adds to a frame."""
+    return _encoder.encode(item)
 
 
 _M = TypeVar("_M")

@@ -4,8 +4,9 @@
 
 1. a ``reconciliation`` entity is created (``recon-rRUN-N``) and committed: the audit shows that
    the kernel was reconciling, and why;
-2. the venue's open orders are fetched in one request; every live order of the journal is matched
-   with its open-order snapshot, or asked for by a status query when it is not open any more;
+2. the venue's open orders are fetched page by page (``open_orders`` with a ``limit`` and an
+   ``after`` cursor: bounded frames, bounded memory per page); every live order of the journal is
+   matched with its open-order snapshot, or asked for by a status query when it is not open any more;
 3. each difference is applied as ``reconcile_*`` transitions with ``source: "reconciliation"``:
    acks, fills, cancels, expiries, rejects, replaces the journal missed;
 4. an order journaled as sent (``pending_new``) that the venue does not know is asked for again
@@ -13,9 +14,19 @@
    unknown, it is resolved as ``reconcile_lost`` (rejected, with the evidence), never resent;
 5. an order open at the venue that the journal never recorded is adopted (``create`` with
    ``origin: "external"`` + its acks and fills) and reported;
-6. fills the venue made on orders the journal had already ended are applied (late fills); then
-   the journal's positions (the ``position`` entities) are compared with the venue's fills;
-7. ``complete`` records the report (counts and every difference) in one transition.
+6. the venue's fills after the fills cursor of the last completed reconciliation are paged
+   through (``fills_since`` with a ``limit``): those on orders the journal had already ended are
+   applied (late fills); then the journal's positions (the ``position`` entities) are compared with
+   the venue's (the quantities journaled with that cursor plus the fills after it);
+7. ``complete`` records the report (counts and every difference) and the new fills cursor in one
+   transition.
+
+The fills cursor is the venue's newest ``fill_seq`` read *before* the open orders were fetched:
+every fill up to it was either in a live order's snapshot or applied from the pages, so the next
+reconciliation asks only for fills after it. It is journaled by ``complete``, after the fills it
+covers were committed: a process killed mid-reconciliation leaves the previous cursor, and the
+next run pages from there again (a fill already journaled is recognised by its ``trade_id``). A
+venue whose newest ``fill_seq`` is below the cursor restarted its history: it is paged from 0.
 
 When the venue cannot answer, ``fail`` records why and ``ReconciliationFailed`` is raised: order
 entry stays paused and the caller retries (``retry``).
@@ -25,23 +36,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from kernel.clock import monotonic_ms
-from kernel.execution import VenueError
+from kernel.execution import VenueError, VenueRequestError
 from kernel.faults import crash_point
 from kernel.order_reports import Anomaly, fill_facts
 from kernel.orders import OrderError, OrderManager
 from kernel.paper_protocol import Fill as VenueFill
-from kernel.paper_protocol import OrderSnapshot
+from kernel.paper_protocol import Fills, OpenOrders, OrderSnapshot
 from machines import ORDER, RECONCILIATION, Entity, Transition, TransitionRefused
+from machines.decimals import Sign, parse_decimal
 from machines.order_reports import OrderFacts
-from machines.positions import Fill, Positions, position_of
+from machines.positions import position_of
 from machines.reconciliation import REPORT_COUNTS
 
 log = logging.getLogger(__name__)
+
+_Cursor = TypeVar("_Cursor", str, int)
+_Item = TypeVar("_Item")
 
 SOURCE = "reconciliation"
 PREFIX = "reconcile_"
@@ -70,6 +87,44 @@ class Report:
         return {"entity": self.entity_id, "counts": dict(self.counts), "differences": list(self.differences)}
 
 
+@runtime_checkable
+class PagingClient(Protocol):
+    """A venue client that asks for open orders and fills a page at a time (``VenueClient``); any
+    other ``ExecutionClient`` is asked with ``open_orders()``/``fills_since()`` in one go."""
+
+    async def open_orders_page(self, after: str = "", limit: int | None = None, timeout: float = 5.0) -> OpenOrders:
+        """One page of the open orders after ``after``."""
+
+    async def fills_page(self, after: int, limit: int | None = None, timeout: float = 5.0) -> Fills:
+        """One page of the fills with ``fill_seq > after``."""
+
+
+@dataclass(slots=True)
+class FillsCursor:
+    """Where the last completed reconciliation left the venue's fills: ``seq`` (every fill up to
+    it applied) and our signed quantity per instrument by the venue's fills up to it."""
+
+    seq: int = 0
+    positions: dict[str, Decimal] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, data: dict[str, Any] | None) -> FillsCursor:
+        """The cursor a ``done`` reconciliation's data holds (none: from the start)."""
+        if not data or "fills_cursor" not in data:
+            return cls()
+        positions = {
+            k: parse_decimal(v, f"venue_positions.{k}", sign=Sign.any) for k, v in data["venue_positions"].items()
+        }
+        return cls(int(data["fills_cursor"]), positions)
+
+    def as_data(self) -> dict[str, Any]:
+        """The ``complete`` fields that journal it."""
+        return {
+            "fills_cursor": self.seq,
+            "venue_positions": {k: format(v, "f") for k, v in sorted(self.positions.items()) if v},
+        }
+
+
 def _unacked(order: Entity) -> bool:
     return OrderFacts.of(order).unacked
 
@@ -85,14 +140,18 @@ class Reconciler:
         timeout: float = 5.0,
         now_ms: Callable[[], int] = monotonic_ms,
         compare_positions: bool = True,
+        page_limit: int | None = None,
     ) -> None:
         self.manager = manager
         self.grace_s = grace_s
         self.timeout = timeout
         self.now_ms = now_ms
         self.compare_positions = compare_positions
+        self.page_limit = page_limit
+        """Items asked for per page (``None``: the venue's default page)."""
         self.count = 0
         self.entity: Entity | None = None
+        self._cursor = FillsCursor()
 
     async def run(self, reason: str) -> Report:
         """Reconcile now; return the report. Raises ``ReconciliationFailed`` and journal errors."""
@@ -123,6 +182,7 @@ class Reconciler:
             now_ms=self.now_ms(),
             counts=report.counts,
             differences=report.differences,
+            **self._cursor.as_data(),
         )
         manager.commit()
         log.info(
@@ -134,14 +194,41 @@ class Reconciler:
         return report
 
     async def _reconcile(self, report: Report) -> None:
+        manager = self.manager
+        last = manager.journal.last_ended(RECONCILIATION, "done")
+        cursor = FillsCursor.of(None if last is None else dict(last.data))
+        self._cursor = cursor
+        newest = await self._newest_fill_seq(cursor.seq)  # before any snapshot: they all hold the fills up to it
+        seen = await self._check_open_orders(report)
+        await self._check_the_rest(seen, report)
+        if self.compare_positions:
+            await self._scan_fills(cursor, newest, report)
+
+    async def _check_open_orders(self, report: Report) -> set[str]:
+        """Page through the venue's open orders: bring our live ones up to date, adopt the ones the
+        journal never recorded. Returns the ids seen."""
+        manager = self.manager
+        seen: set[str] = set()
+        async with aclosing(self._open_orders()) as pages:
+            async for page in pages:
+                report.counts["venue_open"] += len(page)
+                for snapshot in page:
+                    client_order_id = snapshot.client_order_id
+                    seen.add(client_order_id)
+                    order = manager.orders.get(client_order_id)
+                    if order is not None and order.live:
+                        report.counts["orders_checked"] += 1
+                        self._apply(snapshot, report)
+                    elif order is None and not manager.journal.has_entity(ORDER.name, client_order_id):
+                        self._adopt(snapshot, report)
+        return seen
+
+    async def _check_the_rest(self, seen: set[str], report: Report) -> None:
+        """Our live orders that are not open at the venue: asked for one by one."""
         manager, client = self.manager, self.manager.client
-        open_orders = {s.client_order_id: s for s in await client.open_orders(self.timeout)}
-        report.counts["venue_open"] = len(open_orders)
         unknown: list[Entity] = []
-        for order in [o for o in manager.orders.values() if o.live]:
-            snapshot = open_orders.get(order.entity_id)
-            if snapshot is None:
-                snapshot = await client.order_status(order.entity_id, self.timeout)
+        for order in [o for o in manager.orders.values() if o.live and o.entity_id not in seen]:
+            snapshot = await client.order_status(order.entity_id, self.timeout)
             report.counts["orders_checked"] += 1
             if not order.live:  # a live report finished it while we asked
                 continue
@@ -158,17 +245,51 @@ class Reconciler:
         if unknown:
             await asyncio.sleep(self.grace_s)  # a frame sent just before a crash may still land
             for order in unknown:
-                snapshot = await client.order_status(order.entity_id, self.timeout)
+                found = await client.order_status(order.entity_id, self.timeout)
                 if not order.live:
                     continue
-                if snapshot is not None:
-                    self._apply(snapshot, report)
+                if found is not None:
+                    self._apply(found, report)
                     continue
                 self._lost(order, report, getattr(client, "session", None))
-        for client_order_id, snapshot in open_orders.items():
-            if client_order_id not in manager.orders and not manager.journal.has_entity(ORDER.name, client_order_id):
-                self._adopt(snapshot, report)
-        await self._compare_positions(report)
+
+    async def _newest_fill_seq(self, after: int) -> int | None:
+        """The venue's newest ``fill_seq`` now (``None``: the client cannot tell; no cursor is kept)."""
+        client = self.manager.client
+        if not isinstance(client, PagingClient):
+            return None
+        page = await client.fills_page(after, 1, self.timeout)
+        return page.last_fill_seq
+
+    async def _open_orders(self) -> AsyncGenerator[list[OrderSnapshot], None]:
+        """The venue's open orders, one page at a time."""
+        client = self.manager.client
+        if not isinstance(client, PagingClient):
+            yield await client.open_orders(self.timeout)
+            return
+
+        async def fetch(after: str) -> tuple[list[OrderSnapshot], bool, str]:
+            page = await client.open_orders_page(after, self.page_limit, self.timeout)
+            return page.orders, page.more, page.next
+
+        async with aclosing(_paged(fetch, "", "open_orders")) as pages:
+            async for orders in pages:
+                yield orders
+
+    async def _fills(self, after: int) -> AsyncGenerator[list[VenueFill], None]:
+        """The venue's fills after ``after``, one page at a time."""
+        client = self.manager.client
+        if not isinstance(client, PagingClient):
+            yield await client.fills_since(after, self.timeout)
+            return
+
+        async def fetch(cursor: int) -> tuple[list[VenueFill], bool, int]:
+            page = await client.fills_page(cursor, self.page_limit, self.timeout)
+            return page.fills, page.more, page.next
+
+        async with aclosing(_paged(fetch, after, "fills_since")) as pages:
+            async for fills in pages:
+                yield fills
 
     def _apply(self, snapshot: OrderSnapshot, report: Report) -> None:
         manager = self.manager
@@ -235,13 +356,29 @@ class Reconciler:
         )
         self._apply(snapshot, report)
 
-    def _apply_missing_fills(self, fills: list[VenueFill], report: Report) -> None:
+    def _ours(self, fills: list[VenueFill]) -> list[tuple[VenueFill, Entity]]:
+        """The fills of orders the journal knows (live or ended), each with its order."""
+        manager = self.manager
+        orders: dict[str, Entity | None] = {}
+        ours: list[tuple[VenueFill, Entity]] = []
+        for fill in fills:
+            client_order_id = fill.client_order_id
+            if client_order_id not in orders:
+                orders[client_order_id] = manager.orders.get(client_order_id) or manager.journal.entity(
+                    ORDER, client_order_id
+                )
+            order = orders[client_order_id]
+            if order is not None:
+                ours.append((fill, order))
+        return ours
+
+    def _apply_missing_fills(self, fills: list[tuple[VenueFill, Entity]], report: Report) -> None:
         """Fills the venue reports for orders the journal already ended (a late fill the killed
         process never journaled): applied as ``reconcile_fill`` (the order stays done)."""
         manager = self.manager
-        for fill in sorted(fills, key=lambda f: f.fill_seq):
-            order = manager.orders.get(fill.client_order_id) or manager.journal.entity(ORDER, fill.client_order_id)
-            if order is None or order.live or fill.trade_id in order.data["trade_ids"]:
+        for fill, known in sorted(fills, key=lambda f: f[0].fill_seq):
+            order = manager.orders.get(fill.client_order_id) or known
+            if order.live or fill.trade_id in order.data["trade_ids"]:
                 continue  # live orders were brought up to date from their snapshots
             manager.orders[order.entity_id] = order
             sink: list[Anomaly] = []
@@ -256,30 +393,39 @@ class Reconciler:
                 report.counts["anomalies"] += 1
                 report.differ(anomaly.kind, anomaly.client_order_id, anomaly.detail)
 
-    async def _compare_positions(self, report: Report) -> None:
-        if not self.compare_positions:
-            return
-        manager = self.manager
-        fills = await manager.client.fills_since(0, self.timeout)
-        ours = [
-            f
-            for f in fills
-            if f.client_order_id in manager.orders or manager.journal.has_entity(ORDER.name, f.client_order_id)
-        ]
-        self._apply_missing_fills(ours, report)
-        venue = Positions()
-        for fill in ours:
-            order = manager.orders.get(fill.client_order_id) or manager.journal.entity(ORDER, fill.client_order_id)
-            if order is None:  # pragma: no cover - filtered above
-                continue
-            venue.apply(
-                Fill(order.data["instrument"], order.data["side"], fill.qty, fill.price, fill.fee, fill.trade_id)
+    async def _scan_fills(self, cursor: FillsCursor, newest: int | None, report: Report) -> None:
+        """Page through the venue's fills after ``cursor``: apply late fills, then compare positions.
+
+        ``newest`` (the venue's newest ``fill_seq`` before the snapshots were taken) becomes the
+        cursor journaled by ``complete``; ``None`` keeps the old one.
+        """
+        if newest is not None and newest < cursor.seq:
+            report.differ(
+                "venue_fills_restarted",
+                "",
+                f"the venue's newest fill_seq is {newest}, below the cursor {cursor.seq} of the last "
+                "reconciliation: its history restarted; reading every fill again",
             )
-        journal_positions = Positions.of(position_of(p) for p in manager.positions.values())
-        instruments = set(venue.snapshot()) | set(journal_positions.snapshot())
-        for instrument in sorted(instruments):
-            ours_qty = journal_positions.get(instrument).qty
-            venue_qty = venue.get(instrument).qty
+            cursor = FillsCursor()
+        baseline = dict(cursor.positions)
+        venue = dict(cursor.positions)
+        async with aclosing(self._fills(cursor.seq)) as pages:
+            async for page in pages:
+                ours = self._ours(page)
+                self._apply_missing_fills(ours, report)
+                for fill, order in ours:
+                    instrument = order.data["instrument"]
+                    signed = fill.qty if order.data["side"] == "buy" else -fill.qty
+                    venue[instrument] = venue.get(instrument, Decimal(0)) + signed
+                    if newest is not None and fill.fill_seq <= newest:
+                        baseline[instrument] = baseline.get(instrument, Decimal(0)) + signed
+        if newest is not None:
+            self._cursor = FillsCursor(newest, baseline)
+        manager = self.manager
+        journal_positions = {p.instrument: p.qty for p in (position_of(e) for e in manager.positions.values())}
+        for instrument in sorted(set(venue) | set(journal_positions)):
+            ours_qty = journal_positions.get(instrument, Decimal(0))
+            venue_qty = venue.get(instrument, Decimal(0))
             if ours_qty != venue_qty:
                 report.counts["anomalies"] += 1
                 report.differ(
@@ -289,10 +435,34 @@ class Reconciler:
                 )
 
 
+async def _paged(
+    fetch: Callable[[_Cursor], Awaitable[tuple[list[_Item], bool, _Cursor]]], after: _Cursor, what: str
+) -> AsyncGenerator[list[_Item], None]:
+    """The pages ``fetch`` returns from ``after`` on, each yielded as it arrives; the next one is
+    asked for while the caller handles this one (the venue builds it meanwhile: two pages in
+    memory at most). A cursor that does not advance is the venue's error."""
+    pending = asyncio.ensure_future(fetch(after))
+    try:
+        while True:
+            items, more, following = await pending
+            if more:
+                if following <= after:
+                    raise VenueRequestError("invalid", f"{what} page after {after!r} did not advance ({following!r})")
+                after = following
+                pending = asyncio.ensure_future(fetch(after))
+            yield items
+            if not more:
+                return
+    finally:
+        pending.cancel()
+        if pending.done() and not pending.cancelled():
+            pending.exception()  # retrieved: an abandoned prefetch's failure is not news
+
+
 def _describe(transition: Transition) -> str:
     """``source -> dest (key=value, ...)`` without the ``source`` tag: one line of the report."""
     terms = ", ".join(f"{k}={v}" for k, v in sorted(transition.data.items()) if k != "source" and v is not None)
     return f"{transition.source} -> {transition.dest}" + (f" ({terms})" if terms else "")
 
 
-__all__ = ["Reconciler", "ReconciliationFailed", "Report"]
+__all__ = ["FillsCursor", "PagingClient", "Reconciler", "ReconciliationFailed", "Report"]

@@ -2,7 +2,8 @@
 
 One entity per venue session that had to be reconciled (``recon-rRUN-N``). It starts ``running``
 when the kernel begins comparing its live orders with the venue; ``complete`` ends it ``done``,
-carrying the report (counts and every difference found, each a small record of strings); a
+carrying the report (counts and every difference found, each a small record of strings) and the
+fills cursor the next reconciliation starts from (``fills_cursor``, ``venue_positions``); a
 failure (venue unreachable, a timeout) makes it ``failed``, from which ``retry`` starts again. One
 left ``running`` or ``failed`` by a killed process is ended ``abandoned`` by the next run.
 Order entry stays paused until it is ``done``: a kernel that cannot reconcile does not trade.
@@ -73,8 +74,24 @@ def _abandoned(entity: Entity, data: Data) -> dict[str, Any]:
     return {"error": reason, "ended_ms": now_ms}
 
 
+def _cursor(data: Data) -> dict[str, Any]:
+    """The optional fills cursor of ``complete``: the venue's ``fill_seq`` up to which every fill
+    was applied, and the venue's signed quantity per instrument from our fills up to it."""
+    if "fills_cursor" not in data and "venue_positions" not in data:
+        return {}
+    cursor = data.get("fills_cursor")
+    if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0:
+        raise InvalidData(f"fills_cursor must be a non-negative int (a venue fill_seq), got {cursor!r}")
+    positions = data.get("venue_positions")
+    if not isinstance(positions, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in positions.items()
+    ):
+        raise InvalidData("venue_positions must map instruments to decimal strings (with fills_cursor)")
+    return {"fills_cursor": cursor, "venue_positions": dict(positions)}
+
+
 def _complete(entity: Entity, data: Data) -> dict[str, Any]:
-    now_ms = timed_args(data, "counts", "differences")
+    now_ms = timed_args(data, "counts", "differences", "fills_cursor", "venue_positions")
     counts = data.get("counts")
     if not isinstance(counts, dict) or set(counts) != set(REPORT_COUNTS):
         raise InvalidData(f"counts must hold exactly: {', '.join(REPORT_COUNTS)}")
@@ -86,7 +103,13 @@ def _complete(entity: Entity, data: Data) -> dict[str, Any]:
         isinstance(d, dict) and isinstance(d.get("kind"), str) and isinstance(d.get("detail"), str) for d in differences
     ):
         raise InvalidData("differences must be a list of records with a kind and a detail (strings)")
-    return {"error": None, "ended_ms": now_ms, "counts": dict(counts), "differences": len(differences)}
+    return {
+        "error": None,
+        "ended_ms": now_ms,
+        "counts": dict(counts),
+        "differences": len(differences),
+        **_cursor(data),
+    }
 
 
 RECONCILIATION = register(
@@ -117,7 +140,11 @@ RECONCILIATION = register(
                 S.running,
                 S.done,
                 effect=_complete,
-                doc="Every difference is applied; `counts` and `differences` are the report.",
+                doc=(
+                    "Every difference is applied; `counts` and `differences` are the report; `fills_cursor` "
+                    "(the venue `fill_seq` every fill up to which is applied) and `venue_positions` (our signed "
+                    "quantity per instrument by the venue's fills up to it) let the next one page from there."
+                ),
             ),
         ),
         init=_init,

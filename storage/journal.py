@@ -436,6 +436,17 @@ class Journal:
         ).fetchone()
         return None if row is None else kind.restore(entity_id, row[0], codec.decode(row[1]))
 
+    def last_ended(self, machine: StateMachine | str, state: str) -> Entity | None:
+        """The most recently ended committed entity of ``machine`` in ``state`` (e.g. the last
+        ``done`` reconciliation), or ``None``. Costs O(ended entities of that machine)."""
+        conn = self._require_open()
+        kind = registry.get(machine) if isinstance(machine, str) else machine
+        row = conn.execute(
+            "SELECT entity, data FROM ended_entities WHERE machine = ? AND state = ? ORDER BY seq DESC LIMIT 1",
+            (kind.name, state),
+        ).fetchone()
+        return None if row is None else kind.restore(row[0], state, codec.decode(row[1]))
+
     # -- closing ----------------------------------------------------------------------------
 
     def close(self) -> None:

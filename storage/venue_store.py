@@ -136,6 +136,10 @@ _UPSERT_ORDER = (
 _INSERT_FILL = (
     "INSERT INTO fills (fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_SELECT_FILLS = "SELECT fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms FROM fills"
+DONE_STATUSES = ("filled", "canceled", "rejected", "expired")
+"""Statuses of an order that is done (never changes again); any other is open."""
+_IN_CHUNK = 500
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 
@@ -440,6 +444,60 @@ class VenueStore:
     def orders(self) -> list[StoredOrder]:
         """Every order (oldest first, with its fills), for ``tradekernel venue orders``."""
         return list(self.load().orders)
+
+    def fills_after(self, after: int, limit: int) -> list[StoredFill]:
+        """At most ``limit`` fills with ``fill_seq > after``, in ``fill_seq`` order (one page)."""
+        conn = self._require()
+        try:
+            rows = conn.execute(f"{_SELECT_FILLS} WHERE fill_seq > ? ORDER BY fill_seq LIMIT ?", (after, limit))
+            return [self._fill(row) for row in rows.fetchall()]
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def last_fill_seq(self) -> int:
+        """The newest fill's ``fill_seq`` (0 when there is none)."""
+        try:
+            row = self._require().execute("SELECT MAX(fill_seq) FROM fills").fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def open_orders_after(self, after: str, limit: int) -> list[StoredOrder]:
+        """At most ``limit`` orders not done whose ``client_order_id`` sorts after ``after``, in
+        ``client_order_id`` order, each with its fills (one page)."""
+        conn = self._require()
+        try:
+            order_rows = conn.execute(
+                f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE client_order_id > ? "
+                f"AND status NOT IN ({', '.join('?' for _ in DONE_STATUSES)}) ORDER BY client_order_id LIMIT ?",
+                (after, *DONE_STATUSES, limit),
+            ).fetchall()
+            by_order: dict[str, list[StoredFill]] = {}
+            ids = [str(row[0]) for row in order_rows]
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                rows = conn.execute(
+                    f"{_SELECT_FILLS} WHERE client_order_id IN ({', '.join('?' for _ in chunk)}) ORDER BY fill_seq",
+                    chunk,
+                )
+                for row in rows.fetchall():
+                    fill = self._fill(row)
+                    by_order.setdefault(fill.client_order_id, []).append(fill)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        return [self._order(row, tuple(by_order.get(str(row[0]), ()))) for row in order_rows]
+
+    def _fill(self, row: tuple[object, ...]) -> StoredFill:
+        seq, trade_id, coid, qty, price, fee, ts_ms = row
+        return StoredFill(
+            fill_seq=int(str(seq)),
+            trade_id=str(trade_id),
+            client_order_id=str(coid),
+            qty=_decimal(qty, self.path, f"fill {seq} qty"),
+            price=_decimal(price, self.path, f"fill {seq} price"),
+            fee=_decimal(fee, self.path, f"fill {seq} fee"),
+            ts_ms=int(str(ts_ms)),
+        )
 
 
 def read_orders(path: str) -> list[StoredOrder]:

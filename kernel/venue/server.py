@@ -20,6 +20,9 @@ Conventions this venue chose where the protocol leaves room:
 * An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
   ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
 * Timestamps: replayed events keep the file's ``ts_ms``; order entry and hooks use the venue clock.
+* ``open_orders`` and ``fills_since`` are answered one page at a time, read from the store
+  (``store_rows.open_orders_page``/``fills_page``): at most ``page_max`` items, a frame of at most
+  ``page_max_bytes``.
 
 Market data: ``VenueConfig.data_paths`` are replayed (``kernel.venue.replay``), or a seeded random
 walk when no file is given; ``autoplay=False`` leaves market data to the test hooks
@@ -42,16 +45,16 @@ from websockets.exceptions import ConnectionClosed
 from kernel.clock import wall_ms
 from kernel.paper_defaults import TradingRules
 from kernel.paper_protocol import (
+    PAGE_MAX,
+    PAGE_MAX_BYTES,
     VERSION,
     CancelOrder,
     ClientMessage,
     Error,
     Execution,
-    Fills,
     FillsSinceRequest,
     Hello,
     NewOrder,
-    OpenOrders,
     OpenOrdersRequest,
     OrderStatus,
     OrderStatusRequest,
@@ -73,7 +76,13 @@ from kernel.venue.marketdata import MarketEvent, MarketQuote, MarketTrade
 from kernel.venue.matching import MatchingEngine
 from kernel.venue.replay import replay
 from kernel.venue.settings import VenueConfig
-from kernel.venue.store_rows import fill_to_store, order_from_store, order_to_store
+from kernel.venue.store_rows import (
+    fill_to_store,
+    fills_page,
+    open_orders_page,
+    order_from_store,
+    order_to_store,
+)
 from storage.journal import Journal
 from storage.venue_store import Counters, VenueState, VenueStore, VenueStoreError
 
@@ -135,6 +144,8 @@ class PaperVenue:
         """Called with each valid client message as it arrives, before it is served (tests, benchmarks)."""
         self.port = 0
         self.host = ""
+        # Items per open_orders/fills_since page (a larger limit is clamped), and its frame's byte bound.
+        self.page_max, self.page_max_bytes = PAGE_MAX, PAGE_MAX_BYTES
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -485,12 +496,18 @@ class PaperVenue:
                 conn.send(
                     OrderStatus(client_order_id=coid, order=None if order is None else order.snapshot(), id=request_id)
                 )
-            case OpenOrdersRequest(id=request_id):
-                conn.send(OpenOrders(orders=[o.snapshot() for o in engine.open_orders()], id=request_id))
-            case FillsSinceRequest(after=after, id=request_id):
-                conn.send(Fills(fills=engine.fills_since(after), id=request_id))
+            case OpenOrdersRequest():
+                conn.send(open_orders_page(_running(self._store), message, self.page_max, self.page_max_bytes))
+            case FillsSinceRequest():
+                conn.send(fills_page(_running(self._store), message, self.page_max, self.page_max_bytes))
             case Ping(id=request_id):
                 conn.send(Pong(id=request_id))
+
+
+def _running(store: VenueStore | None) -> VenueStore:
+    if store is None:
+        raise VenueStateError("the venue is not running")
+    return store
 
 
 def _ref(message: ClientMessage) -> str:

@@ -1,13 +1,32 @@
-"""The paper venue's engine orders and fills to and from its store's rows (``storage.venue_store``)."""
+"""The paper venue's engine orders and fills to and from its store's rows (``storage.venue_store``),
+and the pages of ``open_orders``/``fills_since`` answers read from them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import cast
 
-from kernel.paper_protocol import Fill, OrderType, Side, Status, TimeInForce
+from kernel.paper_protocol import (
+    PAGE_DEFAULT,
+    Error,
+    Fill,
+    Fills,
+    FillsSinceRequest,
+    OpenOrders,
+    OpenOrdersRequest,
+    OrderSnapshot,
+    OrderType,
+    ProtocolError,
+    Side,
+    Status,
+    TimeInForce,
+    encode_item,
+)
 from kernel.venue.matching import Order
-from storage.venue_store import StoredFill, StoredOrder, VenueStoreCorrupt
+from storage.venue_store import StoredFill, StoredOrder, VenueStore, VenueStoreCorrupt
+
+PAGE_ENVELOPE_BYTES = 512
+"""Bytes of a page's frame besides its items (type, id, more, next, ...), with room to spare."""
 
 _SIDES = ("buy", "sell")
 _TYPES = ("limit", "market")
@@ -49,6 +68,19 @@ def fill_to_store(fill: Fill) -> StoredFill:
     )
 
 
+def fill_from_store(stored: StoredFill) -> Fill:
+    """A stored fill as a protocol ``Fill``."""
+    return Fill(
+        trade_id=stored.trade_id,
+        qty=stored.qty,
+        price=stored.price,
+        fee=stored.fee,
+        fill_seq=stored.fill_seq,
+        ts_ms=stored.ts_ms,
+        client_order_id=stored.client_order_id,
+    )
+
+
 def _one_of(value: str, allowed: Sequence[str], what: str, stored: StoredOrder, path: str) -> str:
     if value not in allowed:
         raise VenueStoreCorrupt(f"venue store {path}: order {stored.client_order_id} has {what} {value!r}")
@@ -76,16 +108,64 @@ def order_from_store(stored: StoredOrder, path: str) -> Order:
         duplicate_submits=stored.duplicate_submits,
         created_ts_ms=stored.created_ts_ms,
         priority=stored.priority,
-        fills=[
-            Fill(
-                trade_id=f.trade_id,
-                qty=f.qty,
-                price=f.price,
-                fee=f.fee,
-                fill_seq=f.fill_seq,
-                ts_ms=f.ts_ms,
-                client_order_id=f.client_order_id,
-            )
-            for f in stored.fills
-        ],
+        fills=[fill_from_store(f) for f in stored.fills],
+    )
+
+
+# -- pages (reconciliation) ---------------------------------------------------------------------
+
+
+def _page_size(limit: int | None, page_max: int, ref: str) -> int:
+    if limit is None:
+        return min(PAGE_DEFAULT, page_max)
+    if limit < 1:
+        raise ProtocolError("invalid", f"limit must be a positive number of items, got {limit}", ref)
+    return min(limit, page_max)
+
+
+def _fit(items: Sequence[OrderSnapshot | Fill], max_bytes: int) -> int:
+    """How many of ``items`` (in order) fit in one page of ``max_bytes`` (at least one)."""
+    budget = max_bytes - PAGE_ENVELOPE_BYTES
+    for count, item in enumerate(items):
+        budget -= len(encode_item(item)) + 1
+        if budget < 0:
+            return max(count, 1)
+    return len(items)
+
+
+def open_orders_page(
+    store: VenueStore, request: OpenOrdersRequest, page_max: int, max_bytes: int
+) -> OpenOrders | Error:
+    """One page of the store's open orders after ``request.after``, in ``client_order_id`` order:
+    at most ``limit`` (clamped to ``page_max``), ended before the frame would pass ``max_bytes``."""
+    try:
+        size = _page_size(request.limit, page_max, request.id or "open_orders")
+    except ProtocolError as exc:
+        return exc.reply()
+    stored = store.open_orders_after(request.after, size + 1)
+    snapshots = [order_from_store(o, store.path).snapshot() for o in stored]
+    taken = snapshots[: _fit(snapshots[:size], max_bytes)]
+    return OpenOrders(
+        orders=taken,
+        id=request.id,
+        more=len(taken) < len(snapshots),
+        next=taken[-1].client_order_id if taken else request.after,
+    )
+
+
+def fills_page(store: VenueStore, request: FillsSinceRequest, page_max: int, max_bytes: int) -> Fills | Error:
+    """One page of the store's fills after ``request.after``, in ``fill_seq`` order, bounded as
+    ``open_orders_page``; ``last_fill_seq`` is the store's newest."""
+    try:
+        size = _page_size(request.limit, page_max, request.id or "fills_since")
+    except ProtocolError as exc:
+        return exc.reply()
+    fills = [fill_from_store(f) for f in store.fills_after(request.after, size + 1)]
+    taken = fills[: _fit(fills[:size], max_bytes)]
+    return Fills(
+        fills=taken,
+        id=request.id,
+        more=len(taken) < len(fills),
+        next=taken[-1].fill_seq if taken else request.after,
+        last_fill_seq=store.last_fill_seq(),
     )

@@ -267,3 +267,26 @@ def test_a_frame_larger_than_the_bound_is_a_protocol_error() -> None:
     assert caught.value.code == "malformed"
     fits = b'{"type": "heartbeat", "ts_ms": 1}'.ljust(p.MAX_FRAME_BYTES)
     assert p.decode_venue(fits) == p.Heartbeat(ts_ms=1)
+
+
+def test_paging_fields_travel_and_a_version_1_request_or_answer_without_them_still_decodes() -> None:
+    request = p.decode_client(b'{"type": "fills_since", "id": "7", "after": 16, "limit": 500}')
+    assert request == p.FillsSinceRequest(after=16, id="7", limit=500)
+    assert p.decode_client(b'{"type": "open_orders", "id": "8", "after": "r7-000009", "limit": 2}') == (
+        p.OpenOrdersRequest(id="8", after="r7-000009", limit=2)
+    )
+    # A request of an older client: no limit (the venue's default page), no cursor.
+    assert p.decode_client(b'{"type": "open_orders", "id": "8"}') == p.OpenOrdersRequest(id="8", after="", limit=None)
+    answer = p.decode_venue(
+        b'{"type": "fills_report", "id": "7", "fills": [], "more": true, "next": 516, "last_fill_seq": 900}'
+    )
+    assert answer == p.Fills(fills=[], id="7", more=True, next=516, last_fill_seq=900)
+    older = p.decode_venue(b'{"type": "open_orders_report", "id": "8", "orders": []}')
+    assert older == p.OpenOrders(orders=[], id="8", more=False, next="")
+    assert json.loads(p.encode(p.OpenOrders(orders=[], id="8", more=True, next="b"))) == {
+        "type": "open_orders_report",
+        "orders": [],
+        "id": "8",
+        "more": True,
+        "next": "b",
+    }

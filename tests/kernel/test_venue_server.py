@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from kernel import paper_protocol as p
-from kernel.venue import connection, server
+from kernel.venue import connection, server, store_rows
 from kernel.venue.marketdata import MarketDataError
 from kernel.venue.server import PaperVenue, VenueConfig
 from storage.venue_store import VenueStoreCorrupt, VenueStoreOpenError, VenueStoreWriteError, read_orders
@@ -560,10 +560,11 @@ async def test_a_failed_store_write_answers_internal_and_sends_no_report(
 async def test_a_venue_bug_answers_internal_and_the_session_carries_on(
     venue: PaperVenue, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def bug(after: int) -> list[p.Fill]:
+    def bug(after: int, limit: int) -> list[p.Fill]:
         raise RuntimeError("oops")
 
-    monkeypatch.setattr(venue._engine, "fills_since", bug)
+    assert venue._store is not None
+    monkeypatch.setattr(venue._store, "fills_after", bug)
     async with asyncio.timeout(LIMIT_S):
         await client.send(p.FillsSinceRequest(after=0, id="f1"))
         error = await client.expect(p.Error)
@@ -709,3 +710,67 @@ async def test_reports_for_an_order_whose_connection_is_gone_reach_the_other_ses
         report = await second.expect(p.Execution)
         assert (report.client_order_id, report.exec, report.cum_qty) == ("gone", "trade", D("0.4"))
         await second.ws.close()
+
+
+async def _book_for_pages(venue: PaperVenue, client: Client) -> None:
+    """Open orders a..e (no fills) and f (5 fills, still open): fill_seq 1..5 are all f's."""
+    for coid in ("e", "d", "c", "b", "a"):
+        await client.order(coid, qty="1", price="90")
+    await client.order("f", qty="10", price="100")
+    await client.executions(6)
+    for _ in range(5):
+        await venue.push_trade(X, D("99"), D("1"), "sell")
+    await client.executions(5)
+
+
+@pytest.mark.asyncio
+async def test_open_orders_and_fills_come_in_pages_with_a_cursor_and_the_limit_is_clamped(
+    venue: PaperVenue, client: Client
+) -> None:
+    venue.page_max = 3
+    async with asyncio.timeout(LIMIT_S):
+        await _book_for_pages(venue, client)
+        await client.send(p.OpenOrdersRequest(id="o1", limit=10))  # clamped to 3
+        first = await client.expect(p.OpenOrders)
+        assert ([o.client_order_id for o in first.orders], first.more, first.next) == (["a", "b", "c"], True, "c")
+        await client.send(p.OpenOrdersRequest(id="o2", after="c", limit=10))
+        rest = await client.expect(p.OpenOrders)
+        assert ([o.client_order_id for o in rest.orders], rest.more, rest.next) == (["d", "e", "f"], False, "f")
+        assert [f.fill_seq for f in rest.orders[2].fills] == [1, 2, 3, 4, 5]  # a snapshot keeps its fills
+        # A version-1 request (no limit, no cursor) gets the first default-sized page and `more`.
+        await client.send({"type": "open_orders", "id": "old"})
+        old = await client.expect(p.OpenOrders)
+        assert ([o.client_order_id for o in old.orders], old.more) == (["a", "b", "c"], True)
+        await client.send(p.FillsSinceRequest(after=0, limit=2, id="f1"))
+        fills = await client.expect(p.Fills)
+        assert ([f.fill_seq for f in fills.fills], fills.more, fills.next, fills.last_fill_seq) == ([1, 2], True, 2, 5)
+        await client.send(p.FillsSinceRequest(after=4, limit=2, id="f2"))
+        fills = await client.expect(p.Fills)
+        assert ([f.fill_seq for f in fills.fills], fills.more, fills.next, fills.last_fill_seq) == ([5], False, 5, 5)
+        await client.send(p.FillsSinceRequest(after=5, id="f3"))
+        fills = await client.expect(p.Fills)
+        assert (fills.fills, fills.more, fills.next, fills.last_fill_seq) == ([], False, 5, 5)
+        await client.send(p.FillsSinceRequest(after=0, limit=0, id="f4"))
+        error = await client.expect(p.Error)
+        assert (error.code, error.ref) == ("invalid", "f4")
+        assert error.message == "limit must be a positive number of items, got 0"
+
+
+@pytest.mark.asyncio
+async def test_a_page_ends_before_its_frame_passes_the_byte_bound(venue: PaperVenue, client: Client) -> None:
+    venue.page_max_bytes = store_rows.PAGE_ENVELOPE_BYTES + 250  # room for two fills of ~110 bytes, not three
+    async with asyncio.timeout(LIMIT_S):
+        await _book_for_pages(venue, client)
+        seqs: list[list[int]] = []
+        after = 0
+        while True:
+            await client.send(p.FillsSinceRequest(after=after, limit=1000, id=f"f{after}"))
+            frame = await client.ws.recv()
+            assert len(frame) <= venue.page_max_bytes
+            page = p.decode_venue(frame)
+            assert isinstance(page, p.Fills)
+            seqs.append([f.fill_seq for f in page.fills])
+            if not page.more:
+                break
+            after = page.next
+        assert seqs == [[1, 2], [3, 4], [5]]
