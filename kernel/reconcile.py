@@ -11,7 +11,9 @@
    acks, fills, cancels, expiries, rejects, replaces the journal missed;
 4. an order journaled as sent (``pending_new``) that the venue does not know is asked for again
    after ``grace_s`` (a frame still in flight from a killed process lands meanwhile); still
-   unknown, it is resolved as ``reconcile_lost`` (rejected, with the evidence), never resent;
+   unknown, it is resolved as ``reconcile_lost`` (rejected, with the evidence), never resent; an
+   order the venue had acknowledged and no longer knows (it restarted without it) is concluded
+   ``lost`` (expired, with the evidence) the same way, so it never lingers as a zombie;
 5. an order open at the venue that the journal never recorded is adopted (``create`` with
    ``origin: "external"`` + its acks and fills) and reported;
 6. the venue's fills after the fills cursor of the last completed reconciliation are paged
@@ -51,7 +53,7 @@ from kernel.paper_protocol import Fill as VenueFill
 from kernel.paper_protocol import Fills, OpenOrders, OrderSnapshot
 from machines import ORDER, RECONCILIATION, Entity, Transition, TransitionRefused
 from machines.decimals import Sign, parse_decimal
-from machines.order_reports import OrderFacts
+from machines.order_reports import LOST, OrderFacts
 from machines.positions import position_of
 from machines.reconciliation import REPORT_COUNTS
 
@@ -233,13 +235,7 @@ class Reconciler:
             if not order.live:  # a live report finished it while we asked
                 continue
             if snapshot is None:
-                if _unacked(order):
-                    unknown.append(order)
-                else:
-                    report.differ(
-                        "unknown_at_venue", order.entity_id, f"journal says {order.state}; venue has no such order"
-                    )
-                    report.counts["anomalies"] += 1
+                unknown.append(order)
                 continue
             self._apply(snapshot, report)
         if unknown:
@@ -251,7 +247,10 @@ class Reconciler:
                 if found is not None:
                     self._apply(found, report)
                     continue
-                self._lost(order, report, getattr(client, "session", None))
+                if _unacked(order):
+                    self._lost(order, report, getattr(client, "session", None))
+                else:
+                    self._forgotten(order, report, getattr(client, "session", None))
 
     async def _newest_fill_seq(self, after: int) -> int | None:
         """The venue's newest ``fill_seq`` now (``None``: the client cannot tell; no cursor is kept)."""
@@ -326,6 +325,19 @@ class Reconciler:
             return
         manager.unsent.discard(order.entity_id)
         manager.commit([(order, transition)])
+        report.fired.append(transition)
+        report.counts["lost"] += 1
+        report.differ("lost", order.entity_id, evidence)
+
+    def _forgotten(self, order: Entity, report: Report, session: str | None) -> None:
+        """An order the venue acknowledged and no longer knows (it restarted without it, or purged
+        it): concluded ``lost`` (expired) with the evidence, so it never lingers as a zombie."""
+        evidence = (
+            f"venue session {session} answered twice, {self.grace_s:g} s apart, that it has no order "
+            f"{order.entity_id}, which it had acknowledged; journaled {order.state}"
+        )
+        transition = self.manager.journal.fire(ORDER, order, "lost", source=SOURCE, reason=LOST, evidence=evidence)
+        self.manager.commit([(order, transition)])
         report.fired.append(transition)
         report.counts["lost"] += 1
         report.differ("lost", order.entity_id, evidence)

@@ -94,6 +94,32 @@ async def test_an_order_the_venue_never_received_is_resolved_as_lost_never_resen
     assert recon["data"]["counts"]["lost"] == 1
 
 
+async def test_an_acknowledged_order_the_restarted_venue_no_longer_knows_is_concluded_lost(
+    tmp_path: Path, venue: PaperVenue
+) -> None:
+    # An earlier run's order the venue acknowledged; the venue has since restarted on a fresh store.
+    path = str(tmp_path / "k.db")
+    journal = Journal.open(path)
+    order, created = ORDER.create("o1-000001", instrument="BTCUSDT", side="buy", qty=D(1), price=D(100))
+    journal.append(created, order)
+    journal.fire(ORDER, order, "submit")
+    journal.fire(ORDER, order, "accept", venue_order_id="V1")
+    journal.abandon()
+    report, manager, journal = await reconcile(path, venue)
+    journal.close()
+    assert report.counts["lost"] == 1
+    assert [d["kind"] for d in report.differences] == ["lost"]
+    trigger, dest, data = timeline(path, "o1-000001")[-1]
+    assert (trigger, dest, data["source"], data["reason"]) == (
+        "lost",
+        "expired",
+        "reconciliation",
+        "lost: the venue no longer knows the order",
+    )
+    assert "which it had acknowledged" in str(data["evidence"])
+    assert "o1-000001" not in manager.orders  # it ended: nothing left to cancel or replace
+
+
 async def test_what_the_venue_did_while_the_kernel_was_down_is_applied_as_reconcile_transitions(
     tmp_path: Path, venue: PaperVenue
 ) -> None:
