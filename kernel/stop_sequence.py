@@ -89,7 +89,7 @@ class StopControl:
             self.stop(f"{name} received again", force=True)
 
 
-FORCED_GRACE_S = 0.25
+FORCED_GRACE_S = 1.0
 """How long a forced stop still waits for the answers to the cancels in flight (within the stop's
 deadline): the venue answers in milliseconds, and what the stop reports must be the final state."""
 

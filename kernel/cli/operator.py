@@ -70,7 +70,7 @@ def add_parsers(commands: Any) -> None:
     )
     _target_arguments(stop)
     stop.add_argument(
-        "--force", action="store_true", help="wait at most 0.25 s, for the answers to the cancels sent (a 2nd Ctrl-C)"
+        "--force", action="store_true", help="wait at most 1 s, for the answers to the cancels sent (a 2nd Ctrl-C)"
     )
     stop.add_argument("--reason", default="operator: tradekernel stop", help="recorded in the journal")
     stop.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds until it is gone")

@@ -862,7 +862,7 @@ async def test_cancels_not_acked_within_stop_timeout_exit_1_with_the_order_left_
 @pytest.mark.asyncio
 async def test_forced_stop_skips_waiting_for_acks_and_still_records_the_run_stopped(tmp_path: Path) -> None:
     strategy = Scripted()
-    async with KernelHarness(strategy, tmp_path, venue={"latency_ms": 300.0}) as kh:
+    async with KernelHarness(strategy, tmp_path, venue={"latency_ms": 2500.0}) as kh:
         strategy.on_timer_intents = [bid()]
         await kh.timer()
         kernel = kh._kernel()
@@ -870,8 +870,8 @@ async def test_forced_stop_skips_waiting_for_acks_and_still_records_the_run_stop
         started = time.monotonic()
         kernel.request_stop("operator: now", force=True)
         assert kh._task is not None
-        assert await finish(kh._task) == EXIT_FAILED  # the cancel went out; its ack was not awaited
-        assert time.monotonic() - started < 1.5  # far less than stop_timeout_s
+        assert await finish(kh._task) == EXIT_FAILED  # the cancel went out; its ack (2.5 s away) was not awaited
+        assert time.monotonic() - started < 2.5  # the forced grace (1 s), far less than stop_timeout_s
         assert kernel.stop_request is not None
         assert (kernel.stop_request.reason, kernel.stop_request.force) == ("operator: now", True)
     assert len(kernel.orders_left_open) == 1
@@ -881,7 +881,7 @@ async def test_forced_stop_skips_waiting_for_acks_and_still_records_the_run_stop
 
 @pytest.mark.asyncio
 async def test_sigterm_stops_and_a_second_sigterm_forces(tmp_path: Path, sock_dir: str) -> None:
-    async with paper_venue(tmp_path, latency_ms=300.0) as venue:
+    async with paper_venue(tmp_path, latency_ms=2500.0) as venue:
         strategy = Scripted()
         config = kernel_config(tmp_path, sock_dir, **{"venue.url": venue.url})
         kernel = Kernel(config, strategy=strategy, timers=False, install_signals=True)
@@ -897,7 +897,7 @@ async def test_sigterm_stops_and_a_second_sigterm_forces(tmp_path: Path, sock_di
             assert kernel.stop_request is not None
             assert kernel.stop_request.reason.startswith("SIGTERM received")
             assert not kernel.stop_request.force
-            os.kill(os.getpid(), signal.SIGTERM)  # the cancel's ack is 300 ms away: do not wait for it
+            os.kill(os.getpid(), signal.SIGTERM)  # the cancel's ack is 2.5 s away: do not wait for it
             assert await finish(task) == EXIT_FAILED
         finally:
             if not task.done():
