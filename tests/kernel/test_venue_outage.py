@@ -16,6 +16,7 @@ every process still there at the end is killed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from typing import Any, ClassVar
 import pytest
 
 from kernel.config import ConfigError, load
+from kernel.control import ControlServer
 from kernel.strategies import PENDING_STATES, floor_to_tick
 from kernel.strategy import Cancel, Context, Intent, Place, Strategy
 from storage.audit import AuditReader
@@ -104,14 +106,14 @@ class Processes:
         self.venue.send_signal(signal.SIGKILL)
         assert self.venue.wait(LIMIT_S) == -signal.SIGKILL
 
-    def start_kernel(self) -> None:
+    def start_kernel(self, *extra: str) -> None:
         config = self.tmp / "kernel.toml"
         config.write_text(
             "\n".join([
                 "[kernel]", f'db = "{self.db}"', 'status_view = "off"', 'durability = "normal"',
                 "[venue]", f'url = "{self.url}"',
                 "[strategy]", f'name = "{__name__}:Churn"',
-                "[feed]", "backoff_max_ms = 1000",  # the feed's reconnects, capped for a short test
+                *extra,
             ]) + "\n"
         )  # fmt: skip
         self.kernel = subprocess.Popen(
@@ -139,11 +141,18 @@ class Processes:
         return status
 
     def health(self, component: str) -> tuple[str, str | None] | None:
-        if not Path(self.db).exists():
+        if not Path(f"{self.db}.sock").exists():  # the kernel has not finished starting yet
             return None
         with AuditReader(self.db) as reader:
             rows = [r for r in reader.entities(machine="health") if r["entity"].startswith(f"{component}-")]
         return (rows[-1]["state"], rows[-1]["data"].get("reason")) if rows else None
+
+    def trading(self) -> str | None:
+        if not Path(f"{self.db}.sock").exists():  # the kernel has not finished starting yet
+            return None
+        with AuditReader(self.db) as reader:
+            rows = reader.entities(machine="trading")
+        return str(rows[-1]["state"]) if rows else None
 
     def stop_and_check(self) -> None:
         """``tradekernel stop``: exit 0, no traceback, trading active and never armed."""
@@ -153,8 +162,8 @@ class Processes:
         stop = run_cli("stop", "--db", self.db, timeout=LIMIT_S)
         assert stop.returncode == 0, stop.stderr
         _, err = self.kernel.communicate(timeout=LIMIT_S)
-        assert "Traceback" not in err, err[-6000:]
-        assert self.kernel.returncode == 0, err[-4000:]
+        assert "Traceback" not in err, f"a traceback:\n{err[-6000:]}"
+        assert self.kernel.returncode == 0, f"exit {self.kernel.returncode}:\n{err[-4000:]}"
         with AuditReader(self.db) as reader:
             trading = reader.entities(machine="trading")
             steps = [
@@ -206,6 +215,17 @@ def test_a_venue_killed_for_10_s_mid_run_heals_without_an_operator(procs: Proces
     procs.stop_and_check()
 
 
+def test_an_opted_in_outage_limit_halts_trading(procs: Processes) -> None:
+    procs.start_kernel("[health]", "venue_outage_halt_s = 1")
+    poll(lambda: procs.kernel_alive() and procs.trading() == "halted", "the halt")
+    stop = run_cli("stop", "--db", procs.db, timeout=LIMIT_S)
+    assert stop.returncode == 0, stop.stderr
+    assert procs.kernel is not None
+    _, err = procs.kernel.communicate(timeout=LIMIT_S)
+    assert "venue unhealthy: venue session down for >= 1000 ms" in err, err[-4000:]
+    assert "Traceback" not in err, err[-6000:]
+
+
 def test_halting_on_a_long_venue_outage_is_opt_in() -> None:
     assert load(None, {}, environ={}).health.thresholds().venue_outage_halt_ms == 0  # off by default
     set_to = load(None, {"health.venue_outage_halt_s": 30}, environ={}).health.thresholds()
@@ -213,3 +233,24 @@ def test_halting_on_a_long_venue_outage_is_opt_in() -> None:
     assert load(None, {"health.venue_outage_halt_s": 0.0004}, environ={}).health.thresholds().venue_outage_halt_ms == 1
     with pytest.raises(ConfigError, match="venue_outage_halt_s"):
         load(None, {"health.venue_outage_halt_s": -1}, environ={})
+
+
+def test_a_control_client_still_connected_when_the_kernel_stops_leaves_no_traceback(tmp_path: Path) -> None:
+    # ``tradekernel stop`` may still hold its connection while the kernel finishes stopping.
+    errors: list[dict[str, Any]] = []
+
+    async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True}
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+        server = ControlServer(str(tmp_path / "k.sock"), answer)
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(server.path)
+        writer.write(b'{"command": "stop"}\n')
+        assert json.loads(await reader.readline()) == {"ok": True}
+        await server.stop()
+        writer.close()  # the loop ends before the server sees it: its handler is cancelled
+
+    asyncio.run(main())
+    assert errors == []
