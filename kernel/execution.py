@@ -287,6 +287,8 @@ class VenueClient:
         if self._closed:
             raise VenueUnavailable("venue client is closed")
         if self._reader is not None and not self._reader.done():
+            if self._ws is None:  # started (``start``) or reconnecting: wait for that session
+                await self.wait_connected(after=self._generation)
             return
         self._failure = None
         ws = await self._connect_burst()

@@ -126,7 +126,7 @@ class VenueSession:
                 failure = group.exceptions[0]
                 if isinstance(failure, ReconnectFailed):
                     self.venue_failure = str(failure)
-                    log.error("venue session lost for good: %s; retrying", failure)
+                    log.error("venue session cannot be re-established: %s; starting over", failure)
                 elif isinstance(failure, JournalWriteError):
                     log.error("journal commit failed while applying reports: %s", failure)
                     await asyncio.sleep(0.25)

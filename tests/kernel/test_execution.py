@@ -525,7 +525,8 @@ async def test_started_before_its_venue_the_client_waits_for_it() -> None:
         await eventually(lambda: client.connect_attempts >= 20)  # refused, refused, ... never given up
         assert client.failure is None
         async with FakeVenue(port) as venue:
-            assert await client.wait_connected() == 1
+            await client.connect()  # started: waits for that session rather than opening another
+            assert client.connected
             assert venue.sessions == 1
             assert client.instruments == ["BTCUSDT"]
             await client.close()
