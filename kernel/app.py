@@ -203,6 +203,7 @@ class Kernel(KernelParts):
             now_ms=self.monotonic_ms,
             wake=self.wake,
         )
+        session.on_up = self._venue_back
         self.host.act = flow.act
         self.watchers.flow = driver.flow = flow
         await session.connect()
@@ -240,6 +241,11 @@ class Kernel(KernelParts):
     def _drive_trading(self) -> None:
         if self.driver is not None and self.monitor is not None and not self.stopping:
             self.driver.drive(self.monitor.kernel_finding, self.monitor.findings)
+
+    def _venue_back(self) -> None:
+        """The order session is up again: a feed from the same venue waiting out its backoff retries now."""
+        if self.feed is not None and self.feed.url == self.venue_url:
+            self.feed.retry_now()
 
     def _on_feed_state(self, state: str) -> None:
         if state == "backoff":

@@ -55,6 +55,8 @@ class VenueSession:
         self._now_ms = now_ms
         self._down_since_ms: int | None = now_ms()  # down from the start until the first session
         self._retry_delay = 0.25
+        self.on_up: Callable[[], None] | None = None
+        """Called when a session is up (before it is reconciled): e.g. tell the feed the venue is back."""
         manager.reconcile = self.reconcile
         client.on_anomaly = self._anomaly
 
@@ -99,6 +101,8 @@ class VenueSession:
             reason = f"venue session {generation} of run {journal.run_id}"
         self.venue_failure = None  # a session is up again
         self._retry_delay = 0.25
+        if self.on_up is not None:
+            self.on_up()
         self._wake()
         try:
             self.last_reconciliation = (await self.reconciler.run(reason)).as_json()

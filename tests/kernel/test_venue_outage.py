@@ -33,8 +33,11 @@ import pytest
 
 from kernel.config import ConfigError, load
 from kernel.control import ControlServer
+from kernel.feed.client import FeedClient
 from kernel.strategies import PENDING_STATES, floor_to_tick
 from kernel.strategy import Cancel, Context, Intent, Place, Strategy
+from kernel.venue.server import PaperVenue, VenueConfig
+from storage import Journal
 from storage.audit import AuditReader
 from storage.venue_store import read_orders
 from tests.conftest import REPO, run_cli
@@ -254,3 +257,25 @@ def test_a_control_client_still_connected_when_the_kernel_stops_leaves_no_traceb
 
     asyncio.run(main())
     assert errors == []
+
+
+@pytest.mark.asyncio
+async def test_a_feed_in_a_long_backoff_reconnects_at_once_when_the_venue_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    journal = Journal.open(str(tmp_path / "journal.db"), durability="normal")
+    policy = {"backoff_initial_ms": 60_000, "backoff_max_ms": 60_000}  # the timer alone: a minute away
+    feed = FeedClient(f"ws://127.0.0.1:{port}", ["BTCUSDT"], journal, "feed-1", policy)
+    running = asyncio.create_task(feed.run())
+    venue = PaperVenue(str(tmp_path / "venue.db"), VenueConfig(heartbeat_s=0.2))
+    try:
+        async with asyncio.timeout(10):
+            await feed.wait_until_state("backoff")  # nothing listens yet
+            await venue.start("127.0.0.1", port)
+            feed.retry_now()  # what the kernel does when its order session to the venue is up again
+            await feed.wait_until_streaming()
+        assert feed.feed.data["attempt"] == 1
+    finally:
+        feed.stop()
+        await running
+        await venue.stop()
+        journal.close()
