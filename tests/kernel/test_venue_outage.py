@@ -175,6 +175,8 @@ class Processes:
         assert [entity["state"] for entity in trading] == ["active"]
         assert "arm" not in steps, steps
         assert "health_unhealthy" not in steps, steps
+        verify = run_cli("audit", "verify", "--db", self.db, timeout=LIMIT_S)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
 
     def kill_all(self) -> None:
         for proc in self.started:
