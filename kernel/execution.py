@@ -20,7 +20,7 @@ present the same interface, so ``machines/`` and ``storage/`` never change with 
   there yet is waited for); ``connect()`` waits for the first session.
 * Sending while disconnected raises ``VenueUnavailable``: no silent drop.
 
-The client owns one task (the reader), started by ``connect()`` and awaited by ``close()``.
+The client owns one task (the reader), started by ``connect()`` or ``start()`` and awaited by ``close()``.
 """
 
 from __future__ import annotations
