@@ -109,12 +109,12 @@ class Processes:
         self.venue.send_signal(signal.SIGKILL)
         assert self.venue.wait(LIMIT_S) == -signal.SIGKILL
 
-    def start_kernel(self, *extra: str) -> None:
+    def start_kernel(self, *extra: str, venue: tuple[str, ...] = ()) -> None:
         config = self.tmp / "kernel.toml"
         config.write_text(
             "\n".join([
                 "[kernel]", f'db = "{self.db}"', 'status_view = "off"', 'durability = "normal"',
-                "[venue]", f'url = "{self.url}"',
+                "[venue]", f'url = "{self.url}"', *venue,
                 "[strategy]", f'name = "{__name__}:Churn"',
                 *extra,
             ]) + "\n"
@@ -194,9 +194,16 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
         processes.kill_all()
 
 
-def test_a_kernel_started_before_its_venue_waits_then_trades(procs: Processes) -> None:
+@pytest.mark.parametrize(
+    "instruments",
+    [
+        pytest.param((), id="instruments-from-the-venue"),  # was: a traceback, exit 1
+        pytest.param(('instruments = ["BTCUSDT"]',), id="instruments-configured"),  # was: halted for good
+    ],
+)
+def test_a_kernel_started_before_its_venue_waits_then_trades(procs: Processes, instruments: tuple[str, ...]) -> None:
     started = time.monotonic()
-    procs.start_kernel()
+    procs.start_kernel(venue=instruments)
     # Waiting, not failing: alive, health says the venue session is down (order entry paused).
     poll(lambda: procs.kernel_alive() and procs.health("venue") == ("degraded", "venue session down"), "venue down")
     poll(lambda: procs.kernel_alive() and time.monotonic() - started >= HEAD_START_S, "the head start")
