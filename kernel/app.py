@@ -6,10 +6,12 @@ before it):
 1. open the journal (the writer lock: one kernel per database), retire what a previous run left
    live, restore the trading state, create this run's health entities (``kernel/bootstrap.py``);
 2. start the embedded paper venue (``venue.url = "embedded"``; ``kernel/wiring.py``);
-3. connect the venue session; the order manager resumes every live order and resolves in-flight
-   ones, and order entry stays paused until the session is reconciled (``kernel/venue_session.py``);
-4. start the feed; market events go to the strategy (``kernel/strategy_host.py``), whose intents go
-   through the order flow (``kernel/order_flow.py``: gate, risk, journal, outbox);
+3. connect the venue session in the background (a venue not there yet is waited for); the order
+   manager resumes every live order and resolves in-flight ones, and order entry stays paused
+   until the session is reconciled (``kernel/venue_session.py``);
+4. start the feed (without ``venue.instruments``: once the venue's first session named them);
+   market events go to the strategy (``kernel/strategy_host.py``), whose intents go through the
+   order flow (``kernel/order_flow.py``: gate, risk, journal, outbox);
 5. the health monitor and trading driver (``kernel/health_monitor.py``, ``kernel/trading_driver.py``),
    the control socket, the HTTP endpoints, the status view (``kernel/views.py``).
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, Unpack
@@ -34,6 +37,7 @@ from typing import Any, Unpack
 from kernel import bootstrap, wiring
 from kernel.bootstrap import entity_id
 from kernel.config import Config
+from kernel.execution import ReconnectFailed
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.health_monitor import HealthMonitor, thresholds_of
 from kernel.net import redact_url
@@ -199,22 +203,13 @@ class Kernel(KernelParts):
             now_ms=self.monotonic_ms,
             wake=self.wake,
         )
+        session.on_up = self._venue_back
         self.host.act = flow.act
         self.watchers.flow = driver.flow = flow
         await session.connect()
-        self.instruments = list(cfg.venue.instruments) or list(client.instruments)
+        self.instruments = list(cfg.venue.instruments)
         self._spawn(tasks, session.supervise(), "orders")
         self._spawn(tasks, self.outbox.run(manager), "outbox")
-        self.feed = wiring.feed_client(
-            cfg,
-            self.venue_url,
-            self.instruments,
-            journal,
-            entity_id("feed", journal.run_id),
-            now_ms=self.monotonic_ms,
-            on_event=self.host.on_market,
-            on_state=self._on_feed_state,
-        )
         self._spawn(tasks, self._run_feed(), "feed")
         self._spawn(tasks, monitor.run(self._observe_unless_stopping, self._drive_trading), "health")
         self.control = await wiring.start_control(cfg, self.handle_control)
@@ -232,17 +227,25 @@ class Kernel(KernelParts):
             journal.path,
             redact_url(self.venue_url),
             self.host.name,
-            ", ".join(self.instruments),
+            ", ".join(self.instruments) or "from the venue",
         )
 
     # -- supervised tasks -------------------------------------------------------------------------
 
     def _observe_unless_stopping(self) -> Observation | None:
-        return None if self.stopping else self.observe()
+        if self.stopping:
+            return None
+        outage_ms = None if self.session is None else self.session.outage_ms()
+        return dataclasses.replace(self.observe(), venue_down_ms=outage_ms)
 
     def _drive_trading(self) -> None:
         if self.driver is not None and self.monitor is not None and not self.stopping:
             self.driver.drive(self.monitor.kernel_finding, self.monitor.findings)
+
+    def _venue_back(self) -> None:
+        """The order session is up again: a feed from the same venue waiting out its backoff retries now."""
+        if self.feed is not None and self.feed.url == self.venue_url:
+            self.feed.retry_now()
 
     def _on_feed_state(self, state: str) -> None:
         if state == "backoff":
@@ -250,7 +253,28 @@ class Kernel(KernelParts):
         self.wake()
 
     async def _run_feed(self) -> None:
-        assert self.feed is not None
+        journal, client = self.journal, self.client
+        assert journal is not None
+        assert client is not None
+        generation = 0
+        while not self.instruments:  # none configured: the venue names them in its welcome
+            try:
+                generation = await client.wait_connected(after=generation)
+            except ReconnectFailed:
+                await asyncio.sleep(1.0)  # the session supervisor starts the client again
+                continue
+            self.instruments = list(client.instruments)
+            log.info("instruments from the venue: %s", ", ".join(self.instruments) or "none yet")
+        self.feed = wiring.feed_client(
+            self.config,
+            self.venue_url,
+            self.instruments,
+            journal,
+            entity_id("feed", journal.run_id),
+            now_ms=self.monotonic_ms,
+            on_event=self.host.on_market,
+            on_state=self._on_feed_state,
+        )
         await self.feed.run()
         if self.feed.state == "failed" and not self.stopping:
             log.error("the feed failed for good: %s", self.feed.feed.data.get("reason"))

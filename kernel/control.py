@@ -114,6 +114,10 @@ class ControlServer:
                 await _send(writer, await self._answer(line))
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            # The kernel stopped with a client still connected (``tradekernel stop`` closing its end):
+            # end quietly; asyncio 3.11's done callback would log a cancelled handler as a traceback.
+            return
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):

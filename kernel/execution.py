@@ -11,13 +11,16 @@ present the same interface, so ``machines/`` and ``storage/`` never change with 
 * ``execution`` reports and duplicate ``order_status_report`` answers go to one report queue that
   outlives connections; nothing is dropped (a full queue pushes back on the socket instead).
 * A malformed frame is counted and logged, never fatal.
-* A dropped connection is re-established with exponential backoff and jitter (``tenacity``), a
-  bounded number of attempts per burst; when a burst fails the client is ``failed`` and every
-  waiter gets ``ReconnectFailed``. ``websockets``' own reconnect iterator is not used, so the
-  backoff is ours to bound, log and test (``sleep`` is injectable).
+* A dropped connection is re-established with capped exponential backoff plus jitter
+  (``tenacity``): forever with ``attempts=None`` (what the kernel uses: a venue outage pauses order
+  entry, it never ends the session for good), else a bounded number of attempts per burst; when a
+  bounded burst fails the client is ``failed`` and every waiter gets ``ReconnectFailed``.
+  ``websockets``' own reconnect iterator is not used, so the backoff is ours to bound, log and
+  test (``sleep`` is injectable). ``start()`` connects in the background (a venue that is not
+  there yet is waited for); ``connect()`` waits for the first session.
 * Sending while disconnected raises ``VenueUnavailable``: no silent drop.
 
-The client owns one task (the reader), started by ``connect()`` and awaited by ``close()``.
+The client owns one task (the reader), started by ``connect()`` or ``start()`` and awaited by ``close()``.
 """
 
 from __future__ import annotations
@@ -176,8 +179,9 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 class VenueClient:
     """``ExecutionClient`` over the venue WebSocket protocol (see the module docstring).
 
-    ``attempts`` bounds each burst of connection attempts; waits between them grow as
-    ``backoff * 2**n`` plus up to ``jitter`` seconds, capped at ``backoff_max``. ``sleep`` is what
+    ``attempts`` bounds each burst of connection attempts (``None``: never give up); waits between
+    them grow as ``backoff * 2**n``, capped at ``backoff_max``, plus up to ``jitter`` seconds
+    (also at the cap, so clients that lost the same venue do not retry in lockstep). ``sleep`` is what
     tenacity awaits between attempts (inject a fake in tests). ``max_size`` bounds one incoming
     frame: 32 MiB (the venue pages ``open_orders`` and ``fills_since`` answers in frames of at
     most 4 MiB, ``paper_protocol.PAGE_MAX_BYTES``). ``request_timeout`` is the default
@@ -196,15 +200,15 @@ class VenueClient:
         max_size: int = 2**25,
         max_queue: int = 64,
         report_queue: int = 10_000,
-        attempts: int = 5,
+        attempts: int | None = 5,
         backoff: float = 0.1,
         backoff_max: float = 5.0,
         jitter: float = 0.1,
         sleep: Sleep = asyncio.sleep,
         on_anomaly: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        if attempts < 1:
-            raise VenueSettingError("attempts must be at least 1")
+        if attempts is not None and attempts < 1:
+            raise VenueSettingError("attempts must be at least 1 (or None: never give up)")
         self.url = url
         self.client_name = client_name
         self._socket = SocketOptions(open_timeout, ping_interval, ping_timeout, close_timeout, max_size, max_queue)
@@ -283,16 +287,36 @@ class VenueClient:
         if self._closed:
             raise VenueUnavailable("venue client is closed")
         if self._reader is not None and not self._reader.done():
+            if self._ws is None:  # started (``start``) or reconnecting: wait for that session
+                await self.wait_connected(after=self._generation)
             return
         self._failure = None
         ws = await self._connect_burst()
         self._up(ws)
         self._reader = asyncio.create_task(self._read_forever(ws), name=f"venue-reader {redact_url(self.url)}")
 
+    def start(self) -> None:
+        """Connect in the background and return at once: the reader task opens the session
+        (retrying as configured) and keeps it up. ``wait_connected`` says when it is up; a bounded
+        burst that fails or a refusal retrying cannot fix leaves ``failure`` set. Idempotent
+        while the reader runs; after a failure it starts over."""
+        if self._closed:
+            raise VenueUnavailable("venue client is closed")
+        if self._reader is not None and not self._reader.done():
+            return
+        self._failure = None
+        self._reader = asyncio.create_task(self._read_forever(None), name=f"venue-reader {redact_url(self.url)}")
+
+    def wait_strategy(self) -> tenacity.wait.wait_base:
+        """The wait before retry ``n`` (1 = the first): ``min(backoff * 2**(n-1), backoff_max)``
+        plus a uniform ``[0, jitter]``."""
+        capped = tenacity.wait_exponential(multiplier=self.backoff, max=self.backoff_max)
+        return capped + tenacity.wait_random(0, self.jitter)
+
     async def _connect_burst(self) -> ClientConnection:
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential_jitter(multiplier=self.backoff, max=self.backoff_max, jitter=self.jitter),
+            stop=tenacity.stop_never if self.attempts is None else tenacity.stop_after_attempt(self.attempts),
+            wait=self.wait_strategy(),
             retry=tenacity.retry_if_exception_type(_RETRYABLE),
             sleep=self._sleep,
             before_sleep=self._log_retry,
@@ -311,8 +335,10 @@ class VenueClient:
     @staticmethod
     def _log_retry(state: tenacity.RetryCallState) -> None:
         outcome = state.outcome.exception() if state.outcome else None
-        delay = state.upcoming_sleep
-        log.warning("venue connection attempt %d failed (%r); retrying in %.3fs", state.attempt_number, outcome, delay)
+        delay, n = state.upcoming_sleep, state.attempt_number
+        # A long outage retries forever: the first attempts and then every 30th are warnings.
+        level = logging.WARNING if n <= 5 or n % 30 == 0 else logging.DEBUG
+        log.log(level, "venue connection attempt %d failed (%r); retrying in %.3fs", n, outcome, delay)
 
     async def _open(self) -> ClientConnection:
         """One attempt: WebSocket handshake, ``hello``, ``welcome`` with our version (``kernel.paper_session``)."""
@@ -346,14 +372,15 @@ class VenueClient:
         self._pending.clear()
         self._notify()
 
-    async def _read_forever(self, ws: ClientConnection) -> None:
-        """Read frames; on a drop, reconnect (one bounded burst) and carry on."""
+    async def _read_forever(self, ws: ClientConnection | None) -> None:
+        """Read frames; on a drop (or with no session yet: ``ws`` is ``None``), reconnect and carry on."""
         while True:
-            reason = await self._read(ws)
-            self._down(reason)
-            if self._closed:
-                return
-            log.warning("venue connection lost (%s); reconnecting", reason)
+            if ws is not None:
+                reason = await self._read(ws)
+                self._down(reason)
+                if self._closed:
+                    return
+                log.warning("venue connection lost (%s); reconnecting", reason)
             try:
                 ws = await self._connect_burst()
             except (ReconnectFailed, VenueError) as exc:

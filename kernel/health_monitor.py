@@ -30,13 +30,7 @@ JOURNAL_PROBE_MS = 1000
 
 def thresholds_of(config: Config) -> Thresholds:
     """The health thresholds of ``[health]``."""
-    health = config.health
-    return Thresholds(
-        loop_lag_degraded_ms=health.loop_lag_degraded_ms,
-        loop_lag_unhealthy_ms=health.loop_lag_unhealthy_ms,
-        commit_latency_degraded_ms=health.commit_latency_degraded_ms,
-        strategy_errors_unhealthy=health.strategy_errors_unhealthy,
-    )
+    return config.health.thresholds()
 
 
 class HealthMonitor:

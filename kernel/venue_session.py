@@ -2,8 +2,15 @@
 with the venue on each new session (order entry opens only after it), and keeps the manager's
 report pump running across venue outages and journal failures.
 
-What it knows feeds the order-entry gate and health: ``venue_failure`` (reconnecting gave up),
-``reconcile_error`` (the last reconciliation failed), ``last_reconciliation`` (its report).
+A venue that is not there yet, or goes away, is waited for: the client reconnects forever (capped
+backoff with jitter, ``kernel.wiring.venue_client``), order entry stays paused meanwhile, and the
+next session is reconciled before order entry opens again. Whether a long outage halts trading is
+the health machine's decision (``[health] venue_outage_halt_s``), fed by ``outage_ms()``.
+
+What it knows feeds the order-entry gate and health: ``venue_failure`` (the session cannot be
+re-established: a refusal retrying cannot fix, or a bounded retry budget spent),
+``reconcile_error`` (the last reconciliation failed), ``last_reconciliation`` (its report),
+``outage_ms()`` (how long the session has been down).
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ class VenueSession:
         self.last_reconciliation: dict[str, Any] | None = None
         self._stopping = stopping
         self._wake = wake
+        self._now_ms = now_ms
+        self._down_since_ms: int | None = now_ms()  # down from the start until the first session
+        self._retry_delay = 0.25
+        self.on_up: Callable[[], None] | None = None
+        """Called when a session is up (before it is reconciled): e.g. tell the feed the venue is back."""
         manager.reconcile = self.reconcile
         client.on_anomaly = self._anomaly
 
@@ -58,15 +70,24 @@ class VenueSession:
         """Why the venue session is failing (reconnecting gave up, or reconciliation failed)."""
         return self.venue_failure or self.reconcile_error
 
+    def outage_ms(self) -> int | None:
+        """How long the venue session has been down (the ``now_ms`` clock), ``None`` while it is up.
+
+        Down counts from the kernel's start until the first session, and from the first time it is
+        seen down after that (health looks every 250 ms)."""
+        if self.client.connected:
+            self._down_since_ms = None
+            return None
+        now = self._now_ms()
+        if self._down_since_ms is None:
+            self._down_since_ms = now
+        return now - self._down_since_ms
+
     async def connect(self) -> None:
-        """Connect the session; a venue out of reach is not fatal (health says so, entry stays paused)."""
-        try:
-            await self.client.connect()
-            self.venue_failure = None
-        except ReconnectFailed as exc:
-            # Not fatal: health says so, order entry stays paused, the supervisor keeps trying.
-            self.venue_failure = str(exc)
-            log.error("venue unreachable: %s", exc)
+        """Start connecting the session in the background and return at once: a venue out of reach
+        is not fatal (order entry stays paused, health says the session is down, the client keeps
+        trying; ``supervise`` reconciles each session as it comes up)."""
+        self.client.start()
 
     async def reconcile(self, generation: int) -> None:
         """Reconcile the journal with the venue for this session (order entry opens after it)."""
@@ -78,6 +99,10 @@ class VenueSession:
             )
         else:
             reason = f"venue session {generation} of run {journal.run_id}"
+        self.venue_failure = None  # a session is up again
+        self._retry_delay = 0.25
+        if self.on_up is not None:
+            self.on_up()
         self._wake()
         try:
             self.last_reconciliation = (await self.reconciler.run(reason)).as_json()
@@ -90,20 +115,22 @@ class VenueSession:
 
     async def supervise(self) -> None:
         """The order manager's report pump and resolver, restarted after a journal or venue failure."""
-        delay = 0.25
         while True:
             if self.venue_failure is not None:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                # The client stopped trying (a refusal, or a bounded budget spent): start it again
+                # after a growing pause; ``venue_failure`` holds until a session is up (``reconcile``).
+                await asyncio.sleep(self._retry_delay)
+                self._retry_delay = min(self._retry_delay * 2, 5.0)
+                if self._stopping():
+                    return
                 await self.connect()
-                continue
             try:
                 await self.manager.run()
             except BaseExceptionGroup as group:
                 failure = group.exceptions[0]
                 if isinstance(failure, ReconnectFailed):
                     self.venue_failure = str(failure)
-                    log.error("venue session lost for good: %s; retrying", failure)
+                    log.error("venue session cannot be re-established: %s; starting over", failure)
                 elif isinstance(failure, JournalWriteError):
                     log.error("journal commit failed while applying reports: %s", failure)
                     await asyncio.sleep(0.25)

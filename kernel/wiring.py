@@ -108,8 +108,9 @@ def limits_with_rules(limits: Limits, rules: Mapping[str, TradingRules]) -> Limi
 
 
 def venue_client(url: str) -> VenueClient:
-    """The venue session (reconnecting with backoff)."""
-    return VenueClient(url, attempts=5, backoff=0.2, backoff_max=2.0)
+    """The venue session: it reconnects forever (0.2 s doubling to a 2 s cap, plus up to 0.5 s of
+    jitter); a venue outage pauses order entry, and halts only by ``[health] venue_outage_halt_s``."""
+    return VenueClient(url, attempts=None, backoff=0.2, backoff_max=2.0, jitter=0.5)
 
 
 def order_manager(journal: Journal, client: VenueClient, config: Config) -> OrderManager:

@@ -9,6 +9,8 @@ The machine never reads a clock; it answers with the timer the shell should arm,
 as ``timer = {"name", "due_ms"}`` (or ``None``) and read with ``next_timer``:
 
 * ``retry`` (in ``backoff``): fire ``retry_due`` at ``due_ms``; earlier is refused (``TimerNotDue``).
+  ``venue_back`` retries at once instead, when the shell knows the venue answers again (after a
+  long outage the timer can be up to ``backoff_max_ms`` away).
 * ``stale_check`` (from ``subscribed`` on): staleness is counted from the subscription, so the first
   possible deadline is ``subscribed_ms + stale_after_ms``.
 
@@ -303,6 +305,11 @@ def _retry(feed: Entity, data: Data) -> dict[str, Any]:
     return _fresh()
 
 
+def _retry_now(feed: Entity, data: Data) -> dict[str, Any]:
+    timed_args(data)
+    return _fresh()
+
+
 def _connected(feed: Entity, data: Data) -> dict[str, Any]:
     return {"connected_ms": timed_args(data)}
 
@@ -455,6 +462,14 @@ FEED = register(
                 S.connecting,
                 effect=_retry,
                 doc="The retry timer fired (refused with TimerNotDue before due_ms).",
+            ),
+            Rule(
+                "venue_back",
+                S.backoff,
+                S.connecting,
+                effect=_retry_now,
+                doc="The venue is known to answer again (another session to it just opened): retry now, "
+                "before the timer; the attempt count is kept.",
             ),
             Rule("connected", S.connecting, S.subscribing, effect=_connected, doc="The websocket is open."),
             Rule(

@@ -257,11 +257,15 @@ class Thresholds:
     loop_lag_unhealthy_ms: int = 2000
     commit_latency_degraded_ms: int = 250
     strategy_errors_unhealthy: int = 5
+    venue_outage_halt_ms: int = 0
+    """A venue session down this long is unhealthy (which halts trading); 0: never, an outage only
+    pauses order entry while the kernel reconnects."""
 
     def __post_init__(self) -> None:
         for name in ("loop_lag_degraded_ms", "loop_lag_unhealthy_ms", "commit_latency_degraded_ms"):
             _positive(getattr(self, name), name)
         _positive(self.strategy_errors_unhealthy, "strategy_errors_unhealthy")
+        _non_negative(self.venue_outage_halt_ms, "venue_outage_halt_ms")
         if self.loop_lag_unhealthy_ms <= self.loop_lag_degraded_ms:
             raise HealthError(
                 f"loop_lag_unhealthy_ms ({self.loop_lag_unhealthy_ms}) must be above "
@@ -278,7 +282,8 @@ class Observation:
     ``feed_state`` is the feed machine's state name (``None``: no feed); ``feed_reason`` its last
     reason. ``venue_resolving``: connected, the session not yet reconciled (order entry paused). ``venue_failed``,
     ``journal_error``: why reconnecting gave up, why the last commit failed (``None``: no such
-    failure). ``commit_latency_ms``, ``loop_lag_ms``: the worst in the last measurement window.
+    failure). ``venue_down_ms``: how long the venue session has been down (``None``: it is up, or
+    not measured). ``commit_latency_ms``, ``loop_lag_ms``: the worst in the last measurement window.
     ``strategy_errors``: consecutive callback errors (a success resets it), the last one in
     ``strategy_error``.
     """
@@ -288,6 +293,7 @@ class Observation:
     venue_connected: bool = False
     venue_resolving: bool = False
     venue_failed: str | None = None
+    venue_down_ms: int | None = None
     journal_error: str | None = None
     commit_latency_ms: int = 0
     loop_lag_ms: int = 0
@@ -303,6 +309,8 @@ class Observation:
             _flag(getattr(self, name), name)
         for name in ("commit_latency_ms", "loop_lag_ms", "strategy_errors"):
             _non_negative(getattr(self, name), name)
+        if self.venue_down_ms is not None:
+            _non_negative(self.venue_down_ms, "venue_down_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +411,13 @@ def _venue_failed(o: Observation, t: Thresholds) -> str | None:
     return None if o.venue_failed is None else _because("venue failed", o.venue_failed)
 
 
+def _venue_outage(o: Observation, t: Thresholds) -> str | None:
+    limit = t.venue_outage_halt_ms
+    if o.venue_connected or limit == 0 or o.venue_down_ms is None or o.venue_down_ms < limit:
+        return None
+    return f"venue session down for >= {limit} ms"
+
+
 def _venue_down(o: Observation, t: Thresholds) -> str | None:
     return None if o.venue_connected else "venue session down"
 
@@ -459,7 +474,14 @@ RULES: tuple[HealthRule, ...] = (
         _feed_not_streaming,
     ),
     HealthRule("venue", S.unhealthy, True, "reconnecting to the venue gave up (`venue_failed`)", _venue_failed),
-    HealthRule("venue", S.degraded, True, "the venue session is down", _venue_down),
+    HealthRule(
+        "venue",
+        S.unhealthy,
+        True,
+        "the venue session has been down for `venue_outage_halt_ms` or longer (only when set: off by default)",
+        _venue_outage,
+    ),
+    HealthRule("venue", S.degraded, True, "the venue session is down (the kernel keeps reconnecting)", _venue_down),
     HealthRule("venue", S.degraded, True, "connected, the session not yet reconciled", _venue_resolving),
     HealthRule("journal", S.unhealthy, True, "the last commit failed (`journal_error`)", _journal_error),
     HealthRule(

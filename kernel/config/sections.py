@@ -9,6 +9,7 @@ section translates their errors into problems under its keys. ``schema`` adds ``
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from decimal import Decimal
@@ -305,6 +306,9 @@ class HealthSection(Section):
     """Journal commit latency that makes the journal degraded."""
     strategy_errors_unhealthy: Annotated[int, Key(low=1)] = 5
     """Strategy errors in a row that make the strategy unhealthy."""
+    venue_outage_halt_s: Annotated[float, Key(low=0, high=86400)] = 0.0
+    """A venue outage this long halts trading (``tradekernel arm`` to resume); 0: never, an outage
+    only pauses order entry while the kernel reconnects, then it reconciles and resumes by itself."""
 
     @model_validator(mode="after")
     def _thresholds(self) -> HealthSection:
@@ -319,4 +323,6 @@ class HealthSection(Section):
 
     def thresholds(self) -> Thresholds:
         """The health machine's ``Thresholds`` of this section."""
-        return Thresholds(**self.model_dump())
+        values = self.model_dump()
+        outage_s = values.pop("venue_outage_halt_s")
+        return Thresholds(**values, venue_outage_halt_ms=math.ceil(outage_s * 1000))

@@ -17,7 +17,8 @@ One connection attempt::
   refused handshake (HTTP 429/503 ...) or an open timeout fires ``disconnected {code, reason}``;
   the client then sleeps until the machine's ``retry`` timer and fires ``retry_due``. The delay
   always comes from the machine (whose attempt count survives a connection that opens and drops at
-  once); ``websockets``' own reconnect iterator is not used.
+  once); ``websockets``' own reconnect iterator is not used. ``retry_now()`` (the kernel: its order
+  session to the same venue is up again) cuts the wait short with ``venue_back``.
 * Fatal (``fatal`` → ``failed``, ``run()`` returns): an invalid URL, HTTP 401/403/404, and a
   fatal ``SessionFailed`` from the source (the paper venue answering ``hello`` or ``subscribe``
   with ``unsupported_version`` or ``invalid``); any other ``SessionFailed`` is a drop (1002).
@@ -53,6 +54,7 @@ each state change, ``on_frame(frame, t_ns)`` each raw frame received with its ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -216,6 +218,7 @@ class FeedClient:
         self._main: asyncio.Task[None] | None = None
         self._stop_requested = False
         self._changed = asyncio.Event()
+        self._venue_back = asyncio.Event()
         self._feed, created = FEED.create(
             entity_id, url=redact_url(url), instruments=self.instruments, **dict(policy or {})
         )
@@ -260,6 +263,10 @@ class FeedClient:
         if self._main is not None and not self._main.done():
             self._main.cancel()
 
+    def retry_now(self) -> None:
+        """The venue answers again: a feed waiting out a backoff reconnects now (``venue_back``)."""
+        self._venue_back.set()
+
     async def wait_until_state(self, *states: str) -> str:
         """Wait until the feed is in one of ``states``; return it (bound it with ``asyncio.timeout``)."""
         while self._feed.state not in states:
@@ -293,8 +300,14 @@ class FeedClient:
     async def _wait_for_retry(self) -> None:
         timer = next_timer(self._feed)
         due = self._now_ms() if timer is None else timer[1]
+        self._venue_back.clear()  # only news from after this drop counts
         while (now := self._now_ms()) < due:
-            await asyncio.sleep((due - now) / 1000)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout((due - now) / 1000):
+                    await self._venue_back.wait()
+            if self._venue_back.is_set():  # the state change is logged by ``_fire``
+                self._fire("venue_back")
+                return
         self._fire("retry_due")
 
     async def _session(self) -> None:

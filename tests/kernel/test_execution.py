@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -51,7 +52,8 @@ TIMEOUT = 5.0
 class FakeVenue:
     """A scripted venue: one real WebSocket server; its behaviour is set by attributes."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
         self.version = protocol.VERSION
         self.hello_error: str | None = None  # answer hello with this error code instead of welcome
         self.hello_errors_left = 0  # ... for this many hellos (then welcome)
@@ -69,7 +71,7 @@ class FakeVenue:
         self.url = ""
 
     async def __aenter__(self) -> FakeVenue:
-        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self._server = await serve(self._handle, "127.0.0.1", self.port)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
         return self
@@ -482,7 +484,57 @@ async def test_reconnects_after_the_venue_drops_the_connection() -> None:
 
 
 @pytest.mark.asyncio
+async def test_reconnecting_forever_backs_off_capped_and_jittered() -> None:
+    sleep = RecordingSleep()
+    options = {"sleep": sleep, "attempts": None, "backoff": 0.1, "backoff_max": 0.4, "jitter": 0.05}
+    async with asyncio.timeout(TIMEOUT), venue_and_client(**options) as (venue, client):
+        venue.hello_error, venue.hello_errors_left = "internal", 40  # far past any bounded budget
+        await client.connect()
+        assert client.connect_attempts == 41
+        assert client.failure is None
+        # Doubling from 0.1 s to the 0.4 s cap, each wait plus up to 0.05 s of jitter.
+        bases = [0.1, 0.2, 0.4] + [0.4] * 37
+        assert len(sleep.delays) == len(bases)
+        assert all(base <= delay <= base + 0.05 for base, delay in zip(bases, sleep.delays, strict=True))
+        assert len(set(sleep.delays[2:])) > 30  # jittered at the cap too: clients do not retry in lockstep
+
+
+@pytest.mark.asyncio
+async def test_a_dropped_session_is_reconnected_forever() -> None:
+    sleep = RecordingSleep()
+    async with asyncio.timeout(TIMEOUT), venue_and_client(sleep=sleep, attempts=None, jitter=0) as (venue, client):
+        await client.connect()
+        venue.hello_error, venue.hello_errors_left = "internal", 60
+        venue.drop()
+        assert await client.wait_connected(after=1) == 2  # never ReconnectFailed
+        assert client.connect_attempts == 62
+        assert client.failure is None
+        assert max(sleep.delays) == pytest.approx(5.0)  # the default cap
+
+
+@pytest.mark.asyncio
+async def test_started_before_its_venue_the_client_waits_for_it() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sleep = RecordingSleep()
+    client = VenueClient(f"ws://127.0.0.1:{port}", ping_interval=None, attempts=None, sleep=sleep)
+    async with asyncio.timeout(TIMEOUT):
+        client.start()  # returns at once: nothing listens yet
+        assert not client.connected
+        await eventually(lambda: client.connect_attempts >= 20)  # refused, refused, ... never given up
+        assert client.failure is None
+        async with FakeVenue(port) as venue:
+            await client.connect()  # started: waits for that session rather than opening another
+            assert client.connected
+            assert venue.sessions == 1
+            assert client.instruments == ["BTCUSDT"]
+            await client.close()
+
+
+@pytest.mark.asyncio
 async def test_a_venue_that_stays_down_ends_in_reconnect_failed() -> None:
+    # Only with a bounded budget (``attempts``): the kernel's client never gives up.
     sleep = RecordingSleep()
     async with asyncio.timeout(TIMEOUT), venue_and_client(sleep=sleep, attempts=3) as (venue, client):
         await client.connect()

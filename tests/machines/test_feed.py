@@ -173,6 +173,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("resyncing", "stop"): "closed",
     ("resyncing", "fatal"): "failed",
     ("backoff", "retry_due"): "connecting",
+    ("backoff", "venue_back"): "connecting",  # the venue answers again: retry before the timer
     ("backoff", "stop"): "closed",
     ("backoff", "fatal"): "failed",
     ("closed", "connect"): "connecting",  # closed accepts connect again
@@ -193,6 +194,7 @@ STATES = (
 TRIGGERS = (
     "connect",
     "retry_due",
+    "venue_back",
     "connected",
     "subscribed",
     "snapshot_applied",
@@ -591,6 +593,17 @@ def test_healthy_after_zero_resets_on_any_drop_after_streaming() -> None:
     assert feed.data["attempt"] == 2
     feed, _ = cycle(feed, LATE, stream_for=0)
     assert feed.data["attempt"] == 1
+
+
+def test_venue_back_retries_before_the_timer_and_keeps_the_attempt_count() -> None:
+    feed = backoff()
+    due = feed.data["timer"]["due_ms"]
+    fire(feed, "venue_back", due - 100)  # long before the timer (after a long outage: up to the cap)
+    assert (feed.state, feed.data["timer"]) == ("connecting", None)
+    assert next_timer(feed) is None
+    assert feed.data["attempt"] == 1  # kept: a venue that drops us again still gets a growing wait
+    fire(feed, "disconnected", due, code=1006, reason="refused")
+    assert (feed.state, feed.data["attempt"], feed.data["retry_delay_ms"]) == ("backoff", 2, SEED7_DELAYS[1])
 
 
 def test_retry_due_before_the_timer_is_refused() -> None:

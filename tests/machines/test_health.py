@@ -406,7 +406,7 @@ def test_guards_check_the_data_before_comparing() -> None:
 
 # -- thresholds and observations ---------------------------------------------------------------
 
-THRESHOLD_FIELDS = [f.name for f in dataclasses.fields(Thresholds)]
+THRESHOLD_FIELDS = [f.name for f in dataclasses.fields(Thresholds) if f.name != "venue_outage_halt_ms"]
 
 
 def test_threshold_defaults() -> None:
@@ -415,7 +415,15 @@ def test_threshold_defaults() -> None:
         "loop_lag_unhealthy_ms": 2000,
         "commit_latency_degraded_ms": 250,
         "strategy_errors_unhealthy": 5,
+        "venue_outage_halt_ms": 0,  # off: a venue outage never halts by itself
     }
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "300", None])
+def test_venue_outage_halt_ms_is_a_non_negative_int(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"^venue_outage_halt_ms must be a non-negative int"):
+        Thresholds(venue_outage_halt_ms=bad)
+    assert Thresholds(venue_outage_halt_ms=0).venue_outage_halt_ms == 0
 
 
 @pytest.mark.parametrize("name", THRESHOLD_FIELDS)
@@ -451,6 +459,8 @@ def test_thresholds_are_frozen() -> None:
         pytest.param({"commit_latency_ms": -1}, "commit_latency_ms must be a non-negative int", id="negative-latency"),
         pytest.param({"loop_lag_ms": 2.5}, "loop_lag_ms must be a non-negative int", id="float-lag"),
         pytest.param({"strategy_errors": True}, "strategy_errors must be a non-negative int", id="bool-errors"),
+        pytest.param({"venue_down_ms": -1}, "venue_down_ms must be a non-negative int", id="negative-outage"),
+        pytest.param({"venue_down_ms": 1.5}, "venue_down_ms must be a non-negative int", id="float-outage"),
     ],
 )
 def test_observation_refuses_bad_measurements(change: dict[str, Any], message: str) -> None:
@@ -535,6 +545,59 @@ def test_venue_rules(
     observation = dataclasses.replace(FINE, venue_connected=connected, venue_resolving=resolving, venue_failed=failed)
     finding = level_of(observation, "venue")
     assert (finding.level, finding.reason, finding.pauses_entry) == expected
+
+
+DOWN = "venue session down"
+HALTS = (H.unhealthy, "venue session down for >= 10000 ms", True)
+
+
+@pytest.mark.parametrize(
+    ("halt_ms", "connected", "down_ms", "expected"),
+    [
+        # Off (the default): however long the outage, the venue is only degraded, entry paused.
+        (0, False, None, (H.degraded, DOWN, True)),
+        (0, False, 0, (H.degraded, DOWN, True)),
+        (0, False, 10_000, (H.degraded, DOWN, True)),
+        (0, False, 86_400_000, (H.degraded, DOWN, True)),
+        # Set to 10 s: degraded under it, unhealthy (which halts trading) at and over it.
+        (10_000, False, None, (H.degraded, DOWN, True)),
+        (10_000, False, 9_999, (H.degraded, DOWN, True)),
+        (10_000, False, 10_000, HALTS),
+        (10_000, False, 600_000, HALTS),
+        # Connected again: the outage is over whatever the last measurement said.
+        (10_000, True, 600_000, (H.healthy, None, False)),
+        (10_000, True, None, (H.healthy, None, False)),
+    ],
+)
+def test_venue_outage_halt_rows(
+    halt_ms: int, connected: bool, down_ms: int | None, expected: tuple[HealthState, str | None, bool]
+) -> None:
+    observation = dataclasses.replace(FINE, venue_connected=connected, venue_down_ms=down_ms)
+    finding = level_of(observation, "venue", Thresholds(venue_outage_halt_ms=halt_ms))
+    assert (finding.level, finding.reason, finding.pauses_entry) == expected
+
+
+def test_a_venue_that_cannot_reconnect_is_worse_than_a_long_outage() -> None:
+    observation = dataclasses.replace(FINE, venue_connected=False, venue_down_ms=60_000, venue_failed="version 2")
+    finding = level_of(observation, "venue", Thresholds(venue_outage_halt_ms=10_000))
+    assert (finding.level, finding.reason) == (H.unhealthy, "venue failed: version 2")
+
+
+def test_only_an_opted_in_outage_halts_trading() -> None:
+    from machines.halt import health_halt
+    from machines.trading import TRADING
+
+    trading, _ = TRADING.create("trading", now_ms=0)
+    outage = dataclasses.replace(FINE, venue_connected=False, venue_down_ms=3_600_000)
+    off = assess(outage)
+    assert health_halt(trading, overall(off), off) is None
+    on = assess(outage, Thresholds(venue_outage_halt_ms=10_000))
+    halt = health_halt(trading, overall(on), on)
+    assert halt is not None
+    assert (halt.trigger, halt.data) == (
+        "health_unhealthy",
+        {"component": "venue", "reason": "venue session down for >= 10000 ms"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -836,6 +899,7 @@ OBSERVATIONS = st.builds(
     venue_connected=st.booleans(),
     venue_resolving=st.booleans(),
     venue_failed=TEXT,
+    venue_down_ms=st.sampled_from([None, 0, 9_999, 10_000, 3_600_000]),
     journal_error=TEXT,
     commit_latency_ms=st.integers(0, 600),
     loop_lag_ms=st.sampled_from([0, 1, 249, 250, 251, 999, 1999, 2000, 2001, 10_000]),
@@ -848,6 +912,7 @@ THRESHOLDS = st.builds(
     loop_lag_unhealthy_ms=st.sampled_from([2000, 5000]),
     commit_latency_degraded_ms=st.integers(1, 500),
     strategy_errors_unhealthy=st.integers(1, 6),
+    venue_outage_halt_ms=st.sampled_from([0, 10_000]),
 )
 
 
@@ -932,7 +997,8 @@ RULES_TABLE = """\
 | `feed` | the feed is `resyncing` (a gap: instruments await a snapshot) | `degraded` | yes |
 | `feed` | no feed, or the feed is `idle`, `connecting`, `subscribing`, `syncing`, `backoff` or `closed` | `degraded` | yes |
 | `venue` | reconnecting to the venue gave up (`venue_failed`) | `unhealthy` | yes |
-| `venue` | the venue session is down | `degraded` | yes |
+| `venue` | the venue session has been down for `venue_outage_halt_ms` or longer (only when set: off by default) | `unhealthy` | yes |
+| `venue` | the venue session is down (the kernel keeps reconnecting) | `degraded` | yes |
 | `venue` | connected, the session not yet reconciled | `degraded` | yes |
 | `journal` | the last commit failed (`journal_error`) | `unhealthy` | yes |
 | `journal` | `commit_latency_ms` >= `commit_latency_degraded_ms` (250) | `degraded` | no |
@@ -950,6 +1016,7 @@ def test_rules_markdown() -> None:
         ("feed", "degraded", True),
         ("feed", "degraded", True),
         ("feed", "degraded", True),
+        ("venue", "unhealthy", True),
         ("venue", "unhealthy", True),
         ("venue", "degraded", True),
         ("venue", "degraded", True),
