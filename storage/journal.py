@@ -126,6 +126,9 @@ class Journal:
         self._run_entity: Entity | None = None
         self.commit_observer: Callable[[int, int], None] | None = None
         """Called after each successful commit with (rows written, nanoseconds it took): metrics."""
+        self.after_commit: list[Callable[[], None]] = []
+        """Called after each successful commit, whoever committed: an owner that held changes back
+        while commits failed (the order manager) tells them as soon as any commit made them durable."""
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -382,6 +385,11 @@ class Journal:
                 self.commit_observer(written, time.perf_counter_ns() - started_ns)
             except Exception:  # metrics must never turn a durable commit into a reported failure
                 log.exception("journal commit observer failed")
+        for hook in list(self.after_commit):
+            try:
+                hook()
+            except Exception:  # nor may an owner's hook: the rows are on disk
+                log.exception("journal after-commit hook %r failed", hook)
         return written
 
     def probe(self) -> None:
