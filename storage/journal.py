@@ -126,6 +126,8 @@ class Journal:
         self._run_entity: Entity | None = None
         self.commit_observer: Callable[[int, int], None] | None = None
         """Called after each successful commit with (rows written, nanoseconds it took): metrics."""
+        self.in_commit: Callable[[], None] | None = None
+        """Called inside each commit's transaction, write lock held (fault injection: a stalled write)."""
         self.after_commit: list[Callable[[], None]] = []
         """Called after each successful commit, whoever committed: an owner that held changes back
         while commits failed (the order manager) tells them as soon as any commit made them durable."""
@@ -360,6 +362,8 @@ class Journal:
             conn.execute(_HEAD, (self._seq, self._hash))
             if self._anomalies:
                 conn.executemany(_ANOMALY, self._anomalies)
+            if self.in_commit is not None:
+                self.in_commit()
             conn.execute("COMMIT")
         except BaseException as exc:
             _rollback(conn)
@@ -391,6 +395,12 @@ class Journal:
             except Exception:  # nor may an owner's hook: the rows are on disk
                 log.exception("journal after-commit hook %r failed", hook)
         return written
+
+    def bound_busy_wait(self, seconds: float) -> None:
+        """Wait at most ``seconds`` for another connection's lock per statement (``BUSY_TIMEOUT_S``
+        until then); a commit still locked out raises ``JournalBusy``. The kernel, whose commits
+        run on its event loop, sets ``LOOP_BUSY_TIMEOUT_S``."""
+        self._require_open().execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     def probe(self) -> None:
         """Check that the journal can still take a write, without writing anything.

@@ -533,3 +533,55 @@ def test_entity_loads_live_and_ended_entities(db_path: str) -> None:
         assert (ended.entity_id, ended.state, ended.live) == ("1", "stopped", False)
     finally:
         journal.close()
+
+
+# -- commit hooks and the bounded busy wait ------------------------------------------------------
+
+
+def test_a_bounded_busy_wait_fails_a_locked_out_commit_quickly_and_keeps_the_batch(
+    journal: Journal, db_path: str
+) -> None:
+    journal.bound_busy_wait(0.05)
+    entity, created = TOY.create("t-busy")
+    journal.append(created, entity)
+    with raw(db_path) as other:
+        other.execute("BEGIN EXCLUSIVE")  # another process's writer, for as long as it likes
+        started = time.monotonic()
+        with pytest.raises(JournalWriteError, match="another connection holds a write lock"):
+            journal.commit()
+        # the default wait is BUSY_TIMEOUT_S (2 s): bounded, the event loop is back well before
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(JournalWriteError):
+            journal.probe()
+        assert journal.pending == 1
+        other.execute("ROLLBACK")
+    assert journal.commit() == 1
+    assert journal.failure is None
+
+
+def test_in_commit_runs_inside_the_transaction_and_after_commit_after_each_successful_commit(
+    journal: Journal, db_path: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    journal.in_commit = lambda: seen.append(("in", journal.committed_seq))
+    journal.after_commit.append(lambda: seen.append(("after", journal.committed_seq)))
+    before = journal.committed_seq
+    entity, created = TOY.create("t-hooks")
+    journal.append(created, entity)
+    journal.commit()
+    assert seen == [("in", before), ("after", before + 1)]
+    journal.commit()  # nothing buffered: no commit, no hooks
+    assert len(seen) == 2
+
+    def failing() -> None:
+        raise OSError("the disk went away")
+
+    journal.in_commit = failing  # a write that fails inside the transaction: rolled back, kept
+    journal.fire(TOY, entity, "start")
+    with pytest.raises(JournalWriteError, match="the disk went away"):
+        journal.commit()
+    assert (len(seen), journal.pending) == (2, 1)
+    journal.in_commit = None
+    journal.after_commit.append(failing)  # a failing hook never turns a durable commit into a failure
+    assert journal.commit() == 1
+    assert seen[-1] == ("after", before + 2)
