@@ -43,7 +43,9 @@ from kernel.parts import KernelParts, PartsOptions
 from kernel.stop_sequence import Step, StopRequest, cancel_open_orders, close_in_reverse, some
 from kernel.trading_driver import OPERATOR_COMMANDS, TradingDriver
 from kernel.venue_session import VenueSession
+from machines import TransitionRefused
 from machines.health import Observation
+from storage import outage as storage_outage
 from storage.errors import JournalWriteError
 from storage.schema import LOOP_BUSY_TIMEOUT_S
 
@@ -167,9 +169,24 @@ class Kernel(KernelParts):
             journal.in_commit = faults.stall_commit
         self.previous_run = boot.previous_run
         self.driver = TradingDriver(journal, boot.trading, self.portfolio, now_ms=self.monotonic_ms, wake=self.wake)
+        outage = storage_outage.read(journal.path)
+        if outage is not None:  # an earlier process was halted by a journal outage it could not record
+            self._record_unrecorded_outage(outage)
         self.monitor = HealthMonitor(
             journal, boot.health, thresholds_of(self.config), self.metrics, self._changed, now_ms=self.monotonic_ms
         )
+
+    def _record_unrecorded_outage(self, outage: str) -> None:
+        """Halt (``journal_failed``) as the journal would say had it recorded the outage; the halt
+        completes once the venue session is reconciled (docs/recovery.md)."""
+        assert self.journal is not None
+        assert self.driver is not None
+        reason = f"an earlier run's journal outage was never recorded ({outage or 'no reason left'})"
+        log.warning("%s: trading halts; reconcile, check, then `tradekernel arm`", reason)
+        with contextlib.suppress(TransitionRefused):
+            self.driver.fire("journal_failed", reason=reason)
+        if self.journal.failure is None:
+            storage_outage.clear(self.journal.path)
 
     async def _start(self, tasks: asyncio.TaskGroup) -> None:
         cfg, journal, driver, monitor = self.config, self.journal, self.driver, self.monitor

@@ -13,7 +13,7 @@ from types import MappingProxyType
 import pytest
 
 from machines import RUN, InvalidData, InvalidTransition, Transition
-from storage import Journal, JournalClosed, JournalDataError, JournalOpenError, JournalWriteError
+from storage import Journal, JournalClosed, JournalDataError, JournalOpenError, JournalWriteError, outage
 from storage.audit import AuditReader
 from storage.errors import JournalEncodeError
 from tests.conftest import FakeClock
@@ -585,3 +585,39 @@ def test_in_commit_runs_inside_the_transaction_and_after_commit_after_each_succe
     journal.after_commit.append(failing)  # a failing hook never turns a durable commit into a failure
     assert journal.commit() == 1
     assert seen[-1] == ("after", before + 2)
+
+
+def test_a_failed_commit_marks_the_outage_beside_the_journal_until_a_commit_succeeds(
+    journal: Journal, db_path: str
+) -> None:
+    marker = f"{db_path}.outage"
+    assert outage.read(db_path) is None
+    entity, created = TOY.create("t-outage")
+    journal.append(created, entity)
+    assert journal._conn is not None
+    journal._conn.execute("PRAGMA query_only = 1")  # the file became read-only
+    for _ in range(3):
+        with pytest.raises(JournalWriteError):
+            journal.commit()
+    assert outage.read(db_path) == f"run {journal.run_id}: {journal.failure}"
+    assert oct(os.stat(marker).st_mode & 0o777) == "0o600"
+    journal._conn.execute("PRAGMA query_only = 0")
+    assert journal.commit() == 1  # what the outage held is on disk: the mark goes
+    assert not os.path.exists(marker)
+    assert outage.read(db_path) is None
+
+
+def test_a_mark_left_by_an_earlier_process_stays_until_its_owner_clears_it(
+    open_journal: OpenJournal, db_path: str
+) -> None:
+    with open(f"{db_path}.outage", "w") as left:
+        left.write("run 7: disk full\n")
+    journal = open_journal(db_path)  # opening commits (the run): that is not this mark's outage
+    assert outage.read(db_path) == "run 7: disk full"
+    entity, created = TOY.create("t-later")
+    journal.append(created, entity)
+    journal.commit()
+    assert outage.read(db_path) == "run 7: disk full"
+    outage.clear(db_path)
+    assert outage.read(db_path) is None
+    outage.clear(db_path)  # idempotent
