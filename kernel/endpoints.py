@@ -4,7 +4,8 @@ while the kernel's event loop is blocked (a commit waiting on a hung ``fsync`` o
 ``EndpointThread`` runs a second asyncio loop in a daemon thread, with the ``ControlServer`` and
 the ``HttpEndpoints`` on it. Each request is handed to the kernel's loop
 (``run_coroutine_threadsafe``); if the kernel answers within ``HANDOVER_S`` that answer is sent,
-exactly as when they ran on the kernel's loop. If it does not, the loop is stalled, and:
+exactly as when they ran on the kernel's loop. If it does not, the answer comes from what the
+kernel last published; once the loop has not ticked for ``STALLED_MS`` it is stalled, and:
 
 * ``/healthz`` answers 503 ``{"status": "stalled", "reason": "event loop stalled 3.2 s", ...}``;
 * ``status`` (control socket), ``/status`` and ``/metrics`` answer from the snapshot the kernel
@@ -47,6 +48,9 @@ TICK_S = 0.1
 """How often the kernel's loop shows it is alive."""
 PUBLISH_S = 0.5
 """How often the kernel's loop publishes the snapshot answered during a stall."""
+STALLED_MS = 1000
+"""A loop that has not ticked for longer is stalled: ``/healthz`` 503 and ``loop_stalled``. A loop
+merely slow to answer (a busy moment) is answered from the last snapshot as it was."""
 JOIN_S = 5.0
 
 
@@ -163,6 +167,10 @@ class EndpointThread:
         """How long the kernel's loop has not ticked, as the endpoints say it."""
         return f"event loop stalled {max(0, monotonic_ms() - self._tick_ms) / 1000:.1f} s"
 
+    def is_stalled(self) -> bool:
+        """True when the kernel's loop has not ticked for ``STALLED_MS``."""
+        return monotonic_ms() - self._tick_ms > STALLED_MS
+
     async def _handover(self, coro: Coroutine[Any, Any, T], timeout: float = HANDOVER_S) -> tuple[bool, T | None]:
         """Run ``coro`` on the kernel's loop: (True, its result) if it answers in time, else
         (False, None) and it stays queued there."""
@@ -189,8 +197,7 @@ class EndpointThread:
         published = self._published
         stalled = self.stalled()
         if command == "status":
-            status = {} if published is None else published.status
-            return {"ok": True, "status": {**status, "loop_stalled": stalled}}
+            return {"ok": True, "status": self._last_status()}
         trading = None if published is None else published.status.get("trading")
         return {
             "ok": True,
@@ -204,8 +211,11 @@ class EndpointThread:
         if answered:
             assert answer is not None
             return answer
+        published = self._published
+        if not self.is_stalled() and published is not None:
+            return published.healthz
         stalled = self.stalled()
-        body = {} if self._published is None else dict(self._published.healthz[1])
+        body = {} if published is None else dict(published.healthz[1])
         return False, {**body, "status": "stalled", "reason": stalled, "loop_stalled": stalled}
 
     async def _status_answer(self) -> dict[str, Any]:
@@ -213,8 +223,11 @@ class EndpointThread:
         if answered:
             assert answer is not None
             return answer
+        return self._last_status()
+
+    def _last_status(self) -> dict[str, Any]:
         status = {} if self._published is None else self._published.status
-        return {**status, "loop_stalled": self.stalled()}
+        return {**status, "loop_stalled": self.stalled()} if self.is_stalled() else status
 
     async def _metrics_answer(self) -> str:
         answered, answer = await self._handover(_call(self._metrics))

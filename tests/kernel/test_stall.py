@@ -112,6 +112,14 @@ def start(workdir: Path) -> Iterator[Any]:
         kernel.proc.wait(timeout=LIMIT_S)
 
 
+def http_get(url: str) -> tuple[bytes, float]:
+    began = time.monotonic()
+    with urllib.request.urlopen(url, timeout=2.0) as response:
+        assert response.status == 200
+        body: bytes = response.read()
+    return body, time.monotonic() - began
+
+
 async def trading(kernel: Kernel) -> str:
     """Wait until the kernel trades (entry open, an order open at the venue); its HTTP URL."""
     found: dict[str, Any] = {}
@@ -168,6 +176,13 @@ async def test_a_15_s_commit_stall_keeps_the_control_socket_and_healthz_answerin
     await poll.eventually(lambda: "stalling journal commit 15" in kernel.stderr, "the stall", timeout=LIMIT_S)
     halted = control.request(kernel.sock, "halt", timeout=2.0, reason="during the stall")
     began = time.monotonic()
+    await poll.eventually(lambda: kernel.timed_healthz(url)[0] == 503, "/healthz to name the stall", timeout=3.0)
+    status, took_status = http_get(f"{url}/status")
+    metrics, took_metrics = http_get(f"{url}/metrics")
+    assert (took_status < ANSWER_S, took_metrics < ANSWER_S) == (True, True), (took_status, took_metrics)
+    assert json.loads(status)["loop_stalled"].startswith("event loop stalled ")  # the last snapshot, marked
+    assert "tradekernel_journal_commits_total" in metrics.decode()  # the last published metrics
+    sampled = len(kernel.answers)
     await sample_until(kernel, url, lambda: "resumes after its stall" in kernel.stderr)
     assert time.monotonic() - began >= STALL_S - 2  # sampled through (nearly) all of it
     assert_answered_in_time(kernel, STALL_S)
@@ -175,9 +190,9 @@ async def test_a_15_s_commit_stall_keeps_the_control_socket_and_healthz_answerin
     assert halted["ok"] is True
     assert halted["queued"] is True
     assert halted["note"].startswith("queued: the kernel's event loop stalled ")
-    healthz = [answer for what, _, answer in kernel.answers if what == "healthz"]
+    healthz = [answer for what, _, answer in kernel.answers[sampled:] if what == "healthz"]
     stalled = [body for code, body in healthz if code == 503 and body["status"] == "stalled"]
-    assert len(stalled) >= len(healthz) - 2, healthz  # all but an answer at either edge
+    assert len(stalled) >= len(healthz) - 1, healthz  # all but an answer as the stall ends
     assert stalled[-1]["reason"].startswith("event loop stalled ")
     assert float(stalled[-1]["reason"].split()[3]) >= 5.0
     statuses = [answer["status"] for what, _, answer in kernel.answers if what == "status"]
@@ -226,8 +241,6 @@ async def test_another_process_holding_the_journal_lock_for_15_s_never_freezes_t
     # the journal could not commit: an outage (entry paused, health unhealthy), never a frozen loop
     healthz = [answer for what, _, answer in kernel.answers if what == "healthz"]
     assert any(code == 503 and body["components"]["journal"]["state"] == "unhealthy" for code, body in healthz)
-    # each commit attempt gives the loop back within LOOP_BUSY_TIMEOUT_S: never a long freeze
-    stalls = [float(body["reason"].split()[3]) for _, body in healthz if body["status"] == "stalled"]
-    assert all(stall < 1.0 for stall in stalls), stalls
-    assert len(stalls) <= len(healthz) // 2, stalls
+    # each commit attempt gives the loop back within LOOP_BUSY_TIMEOUT_S: it never stalls (> 1 s)
+    assert all(body["status"] != "stalled" for _, body in healthz), healthz
     await trades_on_and_stops(kernel)
