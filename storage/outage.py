@@ -8,7 +8,6 @@ full disk (an inode, no block); on a read-only filesystem nothing can be written
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
@@ -42,9 +41,15 @@ def read(path: str) -> str | None:
             return marker.read().strip()
     except FileNotFoundError:
         return None
+    except OSError as exc:  # there, but unreadable: still a mark
+        return f"(unreadable: {exc.strerror or exc})"
 
 
 def clear(path: str) -> None:
-    """Remove the mark (idempotent)."""
-    with contextlib.suppress(FileNotFoundError):
+    """Remove the mark (idempotent; a mark that cannot be removed is logged and left)."""
+    try:
         os.unlink(mark_path(path))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.error("cannot remove the journal outage mark %s: %s", mark_path(path), exc.strerror or exc)

@@ -621,3 +621,21 @@ def test_a_mark_left_by_an_earlier_process_stays_until_its_owner_clears_it(
     outage.clear(db_path)
     assert outage.read(db_path) is None
     outage.clear(db_path)  # idempotent
+
+
+def test_an_outage_mark_that_cannot_be_written_read_or_removed_never_fails_the_journal(
+    journal: Journal, db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.mkdir(f"{db_path}.outage")  # something in the way that is not a file
+    entity, created = TOY.create("t-in-the-way")
+    journal.append(created, entity)
+    assert journal._conn is not None
+    journal._conn.execute("PRAGMA query_only = 1")
+    with pytest.raises(JournalWriteError):
+        journal.commit()
+    assert "cannot mark the journal outage beside" in caplog.text
+    assert (outage.read(db_path) or "").startswith("(unreadable: ")  # there: still a mark
+    journal._conn.execute("PRAGMA query_only = 0")
+    assert journal.commit() == 1  # the mark cannot be removed: logged, the commit stands
+    assert "cannot remove the journal outage mark" in caplog.text
+    os.rmdir(f"{db_path}.outage")
