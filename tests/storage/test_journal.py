@@ -581,6 +581,16 @@ def test_in_commit_runs_inside_the_transaction_and_after_commit_after_each_succe
     with pytest.raises(JournalWriteError, match="the disk went away"):
         journal.commit()
     assert (len(seen), journal.pending) == (2, 1)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    journal.in_commit = interrupted  # Ctrl-C mid-commit: rolled back, batch kept, the interrupt goes on
+    with pytest.raises(KeyboardInterrupt):
+        journal.commit()
+    assert journal.pending == 1
+    assert journal._conn is not None
+    assert not journal._conn.in_transaction
     journal.in_commit = None
     journal.after_commit.append(failing)  # a failing hook never turns a durable commit into a failure
     assert journal.commit() == 1
