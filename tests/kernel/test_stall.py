@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 
 from kernel import control
+from storage.audit import AuditReader
+from storage.venue_store import read_orders
 from tests import poll
 from tests.conftest import REPO
 
@@ -167,6 +169,12 @@ async def trades_on_and_stops(kernel: Kernel) -> None:
     code = await asyncio.to_thread(kernel.proc.wait, LIMIT_S)
     assert code == 0, kernel.stderr
     assert "Traceback" not in kernel.stderr
+    with AuditReader(kernel.db) as reader:
+        assert reader.verify().ok
+        submitted = {t["entity"] for t in reader.export() if t["machine"] == "order" and t["trigger"] == "submit"}
+    at_venue = {order.client_order_id for order in read_orders(f"{kernel.db}.venue.db")}
+    assert at_venue
+    assert at_venue <= submitted  # the write-ahead rule held: nothing reached the venue unjournaled
 
 
 @pytest.mark.asyncio
