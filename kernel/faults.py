@@ -10,7 +10,7 @@ comparison. The named points:
 * ``reconciling``: a reconciliation entity is committed, nothing reconciled yet.
 
 ``TRADEKERNEL_STALL_COMMIT="N:SECONDS"`` (read once, at import) makes the N-th journal commit of
-the kernel process block for SECONDS inside its transaction, write lock held, as a hung ``fsync``
+the kernel process (counted once start-up has prepared the journal) block for SECONDS inside its transaction, write lock held, as a hung ``fsync``
 (``fsfreeze``, a dying disk) would: the event loop is frozen for that long (``stall_commit``, the
 journal's ``in_commit`` hook, set by the kernel only when the variable is set).
 """
