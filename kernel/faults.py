@@ -10,9 +10,10 @@ comparison. The named points:
 * ``reconciling``: a reconciliation entity is committed, nothing reconciled yet.
 
 ``TRADEKERNEL_STALL_COMMIT="N:SECONDS"`` (read once, at import) makes the N-th journal commit of
-the kernel process (counted once start-up has prepared the journal) block for SECONDS inside its transaction, write lock held, as a hung ``fsync``
-(``fsfreeze``, a dying disk) would: the event loop is frozen for that long (``stall_commit``, the
-journal's ``in_commit`` hook, set by the kernel only when the variable is set).
+the kernel process (counted once start-up has prepared the journal) block for SECONDS inside its
+transaction, write lock held, as a hung ``fsync`` (``fsfreeze``, a dying disk) would: the event
+loop is frozen for that long (``stall_commit``, the journal's ``in_commit`` hook, set by the
+kernel only when the variable is set).
 """
 
 from __future__ import annotations

@@ -179,9 +179,10 @@ async def trades_on_and_stops(kernel: Kernel) -> None:
 
 @pytest.mark.asyncio
 async def test_a_15_s_commit_stall_keeps_the_control_socket_and_healthz_answering(start: Any) -> None:
-    kernel: Kernel = start(TRADEKERNEL_STALL_COMMIT=f"15:{STALL_S:g}")
+    # the kernel trades from about its 10th commit after start-up (market maker, bundled data)
+    kernel: Kernel = start(TRADEKERNEL_STALL_COMMIT=f"20:{STALL_S:g}")
     url = await trading(kernel)
-    await poll.eventually(lambda: "stalling journal commit 15" in kernel.stderr, "the stall", timeout=LIMIT_S)
+    await poll.eventually(lambda: "stalling journal commit 20" in kernel.stderr, "the stall", timeout=LIMIT_S)
     halted = control.request(kernel.sock, "halt", timeout=2.0, reason="during the stall")
     began = time.monotonic()
     await poll.eventually(lambda: kernel.timed_healthz(url)[0] == 503, "/healthz to name the stall", timeout=3.0)
