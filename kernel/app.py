@@ -34,9 +34,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Unpack
 
-from kernel import bootstrap, wiring
+from kernel import bootstrap, faults, wiring
 from kernel.bootstrap import entity_id
 from kernel.config import Config
+from kernel.endpoints import EndpointThread
 from kernel.execution import ReconnectFailed
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.health_monitor import HealthMonitor, thresholds_of
@@ -46,8 +47,11 @@ from kernel.parts import KernelParts, PartsOptions
 from kernel.stop_sequence import Step, StopRequest, cancel_open_orders, close_in_reverse, some
 from kernel.trading_driver import OPERATOR_COMMANDS, TradingDriver
 from kernel.venue_session import VenueSession
+from machines import TransitionRefused
 from machines.health import Observation
+from storage import outage as storage_outage
 from storage.errors import JournalWriteError
+from storage.schema import LOOP_BUSY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ class Kernel(KernelParts):
         self.exit_status: int | None = None
         """Set once ``run()`` has finished (the journal closed)."""
         self._tasks: list[asyncio.Task[Any]] = []
+        self.endpoints: EndpointThread | None = None
 
     @property
     def started_tasks(self) -> int:
@@ -161,11 +166,31 @@ class Kernel(KernelParts):
         self.journal = journal
         self.started_ms = self.clock_ms()
         boot = bootstrap.prepare(journal, self.monotonic_ms())
+        # From here commits run on the event loop: a foreign lock may hold it this long per attempt,
+        # then the commit fails as an outage (retried by the health monitor) instead of freezing it.
+        journal.bound_busy_wait(LOOP_BUSY_TIMEOUT_S)
+        if faults.STALL is not None:
+            journal.in_commit = faults.stall_commit
         self.previous_run = boot.previous_run
         self.driver = TradingDriver(journal, boot.trading, self.portfolio, now_ms=self.monotonic_ms, wake=self.wake)
+        outage = storage_outage.read(journal.path)
+        if outage is not None:  # an earlier process was halted by a journal outage it could not record
+            self._record_unrecorded_outage(outage)
         self.monitor = HealthMonitor(
             journal, boot.health, thresholds_of(self.config), self.metrics, self._changed, now_ms=self.monotonic_ms
         )
+
+    def _record_unrecorded_outage(self, outage: str) -> None:
+        """Halt (``journal_failed``) as the journal would say had it recorded the outage; the halt
+        completes once the venue session is reconciled (docs/recovery.md)."""
+        assert self.journal is not None
+        assert self.driver is not None
+        reason = f"an earlier run's journal outage was never recorded ({outage or 'no reason left'})"
+        log.warning("%s: trading halts; reconcile, check, then `tradekernel arm`", reason)
+        with contextlib.suppress(TransitionRefused):
+            self.driver.fire("journal_failed", reason=reason)
+        if self.journal.failure is None:
+            storage_outage.clear(self.journal.path)
 
     async def _start(self, tasks: asyncio.TaskGroup) -> None:
         cfg, journal, driver, monitor = self.config, self.journal, self.driver, self.monitor
@@ -212,8 +237,13 @@ class Kernel(KernelParts):
         self._spawn(tasks, self.outbox.run(manager), "outbox")
         self._spawn(tasks, self._run_feed(), "feed")
         self._spawn(tasks, monitor.run(self._observe_unless_stopping, self._drive_trading), "health")
-        self.control = await wiring.start_control(cfg, self.handle_control)
-        self.http = await wiring.start_http(cfg, self.healthz, self.metrics_text, self.status)
+        # in their own thread: they answer while this loop is blocked (kernel/endpoints.py)
+        self.endpoints = endpoints = EndpointThread(self.handle_control, self.healthz, self.status, self.metrics_text)
+        try:
+            await endpoints.start(cfg)
+        finally:
+            self.control, self.http = endpoints.control, endpoints.http
+        self._spawn(tasks, endpoints.run(), "endpoints-tick")
         self._spawn(tasks, self._start_strategy(), "strategy-start")
         if self.timers and self.timer_interval_ms:
             self._spawn(tasks, self.host.run_timer(self.timer_interval_ms), "strategy-timer")
@@ -336,10 +366,8 @@ class Kernel(KernelParts):
     async def _close_everything(self) -> None:
         """Reverse start order; each step runs even if an earlier one failed."""
         steps: list[Step] = []
-        if self.http is not None:
-            steps.append(("http", self.http.stop))
-        if self.control is not None:
-            steps.append(("control socket", self.control.stop))
+        if self.endpoints is not None:
+            steps.append(("http and control socket", self.endpoints.stop))
         if self.client is not None:
             steps.append(("venue session", self.client.close))
         if self.venue is not None:

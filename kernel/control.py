@@ -8,6 +8,9 @@ The socket path defaults to the journal path plus ``.sock``, so ``--db PATH`` al
 running kernel. Only the owner can connect (mode 0600, set before anyone can connect: the socket
 is bound under a restrictive umask). A socket file left by a killed kernel is detected (nobody
 answers) and replaced.
+
+A running kernel serves it from its endpoint thread (``kernel/endpoints.py``), so it answers while
+the kernel's event loop is blocked.
 """
 
 from __future__ import annotations

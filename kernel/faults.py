@@ -8,20 +8,34 @@ comparison. The named points:
 * ``after_commit``: a new order's ``create`` + ``submit`` is committed, nothing sent yet;
 * ``after_send``: the new order has just been handed to the socket;
 * ``reconciling``: a reconciliation entity is committed, nothing reconciled yet.
+
+``TRADEKERNEL_STALL_COMMIT="N:SECONDS"`` (read once, at import) makes the N-th journal commit of
+the kernel process (counted once start-up has prepared the journal) block for SECONDS inside its
+transaction, write lock held, as a hung ``fsync`` (``fsfreeze``, a dying disk) would: the event
+loop is frozen for that long (``stall_commit``, the journal's ``in_commit`` hook, set by the
+kernel only when the variable is set).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
 
 from kernel.errors import KernelError
+
+log = logging.getLogger(__name__)
 
 POINTS = ("after_commit", "after_send", "reconciling")
 
 
 class CrashPointError(KernelError, ValueError):
     """``TRADEKERNEL_CRASH_AT`` is set but does not name a crash point."""
+
+
+class StallSpecError(KernelError, ValueError):
+    """``TRADEKERNEL_STALL_COMMIT`` is set but is not ``N:SECONDS``."""
 
 
 def _parse(spec: str) -> tuple[str, int] | None:
@@ -45,3 +59,33 @@ def crash_point(name: str) -> None:
     _hits += 1
     if _hits == _TARGET[1]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _parse_stall(spec: str) -> tuple[int, float] | None:
+    if not spec:
+        return None
+    count, _, seconds = spec.partition(":")
+    try:
+        n, duration = int(count), float(seconds)
+    except ValueError:
+        n, duration = 0, 0.0
+    if n < 1 or not 0 < duration <= 3600:
+        raise StallSpecError(f"TRADEKERNEL_STALL_COMMIT must be N:SECONDS (N >= 1, 0 < SECONDS <= 3600), got {spec!r}")
+    return n, duration
+
+
+STALL = _parse_stall(os.environ.get("TRADEKERNEL_STALL_COMMIT", ""))
+"""(N, seconds) of ``TRADEKERNEL_STALL_COMMIT``, or ``None`` (always, outside tests)."""
+_commits = 0
+
+
+def stall_commit() -> None:
+    """The journal's ``in_commit`` hook under ``TRADEKERNEL_STALL_COMMIT``: block the N-th commit."""
+    global _commits
+    if STALL is None:
+        return
+    _commits += 1
+    if _commits == STALL[0]:
+        log.warning("stalling journal commit %d for %g s (TRADEKERNEL_STALL_COMMIT)", _commits, STALL[1])
+        time.sleep(STALL[1])  # the fault itself: a write that does not return
+        log.warning("journal commit %d resumes after its stall", _commits)

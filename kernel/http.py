@@ -3,16 +3,18 @@
 Served by the ``websockets`` server's ``process_request`` hook: every request is answered with a
 plain HTTP response before any WebSocket handshake, so the kernel needs no second HTTP stack
 (``websockets`` is already a dependency and its server is asyncio-native). Off unless asked for;
-loopback only unless ``allow_remote``.
+loopback only unless ``allow_remote``. A running kernel serves them from its endpoint thread
+(``kernel/endpoints.py``), so they answer while the kernel's event loop is blocked.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -30,17 +32,23 @@ class RemoteBindRefused(KernelError, ValueError):
     """A non-loopback address was asked for without ``allow_remote``."""
 
 
+T = TypeVar("T")
+Source = Callable[[], T | Awaitable[T]]
+"""What computes an answer: a function, or a coroutine function (the kernel's endpoint thread
+hands the request to the kernel's loop and waits for it, boundedly)."""
+
+
 class HttpEndpoints:
-    """The three endpoints, each computed on request by the callables given.
+    """The three endpoints, each computed on request by the callables given (plain or async).
 
     ``health()`` returns ``(ok, body)``: 200 when ok (healthy or degraded), else 503.
     """
 
     def __init__(
         self,
-        health: Callable[[], tuple[bool, dict[str, Any]]],
-        metrics: Callable[[], str],
-        status: Callable[[], dict[str, Any]],
+        health: Source[tuple[bool, dict[str, Any]]],
+        metrics: Source[str],
+        status: Source[dict[str, Any]],
     ) -> None:
         self._health = health
         self._metrics = metrics
@@ -78,20 +86,26 @@ class HttpEndpoints:
     async def _handler(self, connection: ServerConnection) -> None:  # pragma: no cover - never reached
         await connection.close()
 
-    def _route(self, connection: ServerConnection, request: Request) -> Response:
+    async def _route(self, connection: ServerConnection, request: Request) -> Response:
         path = request.path.split("?", 1)[0]
         try:
             if path == "/healthz":
-                ok, body = self._health()
+                ok, body = await _value(self._health())
                 return _respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, _json(body))
             if path == "/metrics":
-                return _respond(HTTPStatus.OK, self._metrics(), PROMETHEUS_TYPE)
+                return _respond(HTTPStatus.OK, await _value(self._metrics()), PROMETHEUS_TYPE)
             if path == "/status":
-                return _respond(HTTPStatus.OK, _json(self._status()))
+                return _respond(HTTPStatus.OK, _json(await _value(self._status())))
         except Exception as exc:  # a bug in a snapshot must not take the endpoint down
             log.exception("HTTP %s failed", path)
             return _respond(HTTPStatus.INTERNAL_SERVER_ERROR, _json({"error": f"{type(exc).__name__}: {exc}"}))
         return _respond(HTTPStatus.NOT_FOUND, _json({"error": f"no such endpoint: {path}"}))
+
+
+async def _value(answer: T | Awaitable[T]) -> T:
+    if inspect.isawaitable(answer):
+        return await answer
+    return answer
 
 
 def _json(value: Any) -> str:

@@ -181,6 +181,7 @@ class OrderManager:
         self._held: list[Change] = []
         self.doubts = asyncio.Event()
         """Set when orders fall in doubt: ``run()`` then settles them."""
+        journal.after_commit.append(self._flush_held)  # whoever's commit makes them durable
         self.reconcile: Callable[[int], Awaitable[object]] | None = None
         """When set, called (with the session's generation) after each (re)connection instead of
         ``resolve_in_flight``; order entry opens when it returns. A ``VenueError`` from it is
@@ -416,6 +417,12 @@ class OrderManager:
             self._held.extend([*changes, (order, undone)])
             raise
         self._notify([*self._take_held(), *changes])
+
+    def _flush_held(self) -> None:
+        """After any successful commit (the health monitor's retry, the trading driver's, ours): tell
+        the listeners the changes a failed commit held back, now durable, before anything else."""
+        if self._held:
+            self._notify(self._take_held())
 
     def _take_held(self) -> list[Change]:
         held, self._held = self._held, []

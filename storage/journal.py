@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from machines import CREATE, RUN, Entity, StateMachine, Transition, registry
-from storage import codec
+from storage import codec, outage
 from storage.errors import (
     JournalBusy,
     JournalClosed,
@@ -131,6 +131,12 @@ class Journal:
         self._run_entity: Entity | None = None
         self.commit_observer: Callable[[int, int], None] | None = None
         """Called after each successful commit with (rows written, nanoseconds it took): metrics."""
+        self._outage_marked = False
+        self.in_commit: Callable[[], None] | None = None
+        """Called inside each commit's transaction, write lock held (fault injection: a stalled write)."""
+        self.after_commit: list[Callable[[], None]] = []
+        """Called after each successful commit, whoever committed: an owner that held changes back
+        while commits failed (the order manager) tells them as soon as any commit made them durable."""
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -330,20 +336,8 @@ class Journal:
         conn = self._require_open()
         if not self._rows and not self._anomalies:
             return 0
-        live: list[tuple[str, str, str, int, str, str]] = []
-        ended: list[tuple[str, str, str, int, str, str]] = []
         try:
-            for (machine, entity_id), (entity, seq) in self._dirty.items():
-                text = codec.encode_text(entity.data)
-                row = (
-                    machine,
-                    entity_id,
-                    entity.state,
-                    seq,
-                    text,
-                    codec.state_digest(machine, entity_id, entity.state, seq, text),
-                )
-                (live if entity.live else ended).append(row)
+            live, ended = _state_rows(self._dirty)
         except (TypeError, ValueError) as exc:
             self._failure = JournalDataError(f"cannot journal an entity's data: {exc}")
             raise self._failure from exc
@@ -362,19 +356,19 @@ class Journal:
             conn.execute(_HEAD, (self._seq, self._hash))
             if self._anomalies:
                 conn.executemany(_ANOMALY, self._anomalies)
+            if self.in_commit is not None:
+                self.in_commit()
             conn.execute("COMMIT")
-        except BaseException as exc:
+        except Exception as exc:  # KeyboardInterrupt, SystemExit: rolled back below, batch kept
             _rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                error = translate(exc, self.path, writing=True)
-                if not isinstance(error, JournalWriteError):
-                    error = JournalWriteError(str(error))
-            elif isinstance(exc, Exception):
-                error = JournalWriteError(f"{self.path}: commit failed: {exc!r}")
-            else:
-                raise  # KeyboardInterrupt, SystemExit: rolled back, batch kept, let it stop
-            self._failure = error
+            self._failure = error = _write_error(exc, self.path)
+            if not self._outage_marked:  # once per outage (storage/outage.py); the next good commit clears it
+                self._outage_marked = True
+                outage.mark(self.path, f"run {self.run_id}: {error}")
             raise error from exc
+        except BaseException:
+            _rollback(conn)
+            raise
         written = len(self._rows)
         self._rows = []
         self._dirty = {}
@@ -382,12 +376,25 @@ class Journal:
         self._anomalies = []
         self._committed_seq = self._seq
         self._failure = None
+        if self._outage_marked:  # everything buffered during the outage (its halt too) is on disk now
+            self._outage_marked = False
+            outage.clear(self.path)
         if self.commit_observer is not None:
             try:
                 self.commit_observer(written, time.perf_counter_ns() - started_ns)
             except Exception:  # metrics must never turn a durable commit into a reported failure
                 log.exception("journal commit observer failed")
+        for hook in list(self.after_commit):
+            try:
+                hook()
+            except Exception:  # nor may an owner's hook: the rows are on disk
+                log.exception("journal after-commit hook %r failed", hook)
         return written
+
+    def bound_busy_wait(self, seconds: float) -> None:
+        """Wait at most ``seconds`` per statement for a foreign lock (then ``JournalBusy``); the
+        kernel, whose commits run on its event loop, sets ``LOOP_BUSY_TIMEOUT_S``."""
+        self._require_open().execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     def probe(self) -> None:
         """Check that the journal can still take a write, without writing anything.
@@ -491,6 +498,27 @@ class Journal:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _state_rows(
+    dirty: dict[tuple[str, str], tuple[Entity, int]],
+) -> tuple[list[tuple[str, str, str, int, str, str]], list[tuple[str, str, str, int, str, str]]]:
+    """The current-state rows (live, ended) of the entities a batch touched, with their digests."""
+    live: list[tuple[str, str, str, int, str, str]] = []
+    ended: list[tuple[str, str, str, int, str, str]] = []
+    for (machine, entity_id), (entity, seq) in dirty.items():
+        text = codec.encode_text(entity.data)
+        digest = codec.state_digest(machine, entity_id, entity.state, seq, text)
+        (live if entity.live else ended).append((machine, entity_id, entity.state, seq, text, digest))
+    return live, ended
+
+
+def _write_error(exc: Exception, path: str) -> JournalWriteError:
+    """The typed error of a failed commit: SQLite's translated, anything else wrapped."""
+    if isinstance(exc, sqlite3.Error):
+        error = translate(exc, path, writing=True)
+        return error if isinstance(error, JournalWriteError) else JournalWriteError(str(error))
+    return JournalWriteError(f"{path}: commit failed: {exc!r}")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -48,6 +48,10 @@ SYNCHRONOUS: dict[str, str] = {"full": "FULL", "normal": "NORMAL"}
 
 BUSY_TIMEOUT_S = 2.0
 """How long a statement waits for a foreign SQLite lock (e.g. a shell holding BEGIN EXCLUSIVE)."""
+LOOP_BUSY_TIMEOUT_S = 0.05
+"""The bound a running kernel sets (``Journal.bound_busy_wait``): its commits run on the event loop,
+so a foreign lock may block it this long per attempt; a commit still locked out fails with
+``JournalBusy`` (the journal-outage path: entry paused, retried by the health monitor)."""
 
 MIGRATIONS = Migrations("tradekernel")
 MIGRATION_NAMES: list[str] = []

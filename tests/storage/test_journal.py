@@ -13,7 +13,7 @@ from types import MappingProxyType
 import pytest
 
 from machines import RUN, InvalidData, InvalidTransition, Transition
-from storage import Journal, JournalClosed, JournalDataError, JournalOpenError, JournalWriteError
+from storage import Journal, JournalClosed, JournalDataError, JournalOpenError, JournalWriteError, outage
 from storage.audit import AuditReader
 from storage.errors import JournalEncodeError
 from tests.conftest import FakeClock
@@ -533,3 +533,119 @@ def test_entity_loads_live_and_ended_entities(db_path: str) -> None:
         assert (ended.entity_id, ended.state, ended.live) == ("1", "stopped", False)
     finally:
         journal.close()
+
+
+# -- commit hooks and the bounded busy wait ------------------------------------------------------
+
+
+def test_a_bounded_busy_wait_fails_a_locked_out_commit_quickly_and_keeps_the_batch(
+    journal: Journal, db_path: str
+) -> None:
+    journal.bound_busy_wait(0.05)
+    entity, created = TOY.create("t-busy")
+    journal.append(created, entity)
+    with raw(db_path) as other:
+        other.execute("BEGIN EXCLUSIVE")  # another process's writer, for as long as it likes
+        started = time.monotonic()
+        with pytest.raises(JournalWriteError, match="another connection holds a write lock"):
+            journal.commit()
+        # the default wait is BUSY_TIMEOUT_S (2 s): bounded, the event loop is back well before
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(JournalWriteError):
+            journal.probe()
+        assert journal.pending == 1
+        other.execute("ROLLBACK")
+    assert journal.commit() == 1
+    assert journal.failure is None
+
+
+def test_in_commit_runs_inside_the_transaction_and_after_commit_after_each_successful_commit(
+    journal: Journal, db_path: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    journal.in_commit = lambda: seen.append(("in", journal.committed_seq))
+    journal.after_commit.append(lambda: seen.append(("after", journal.committed_seq)))
+    before = journal.committed_seq
+    entity, created = TOY.create("t-hooks")
+    journal.append(created, entity)
+    journal.commit()
+    assert seen == [("in", before), ("after", before + 1)]
+    journal.commit()  # nothing buffered: no commit, no hooks
+    assert len(seen) == 2
+
+    def failing() -> None:
+        raise OSError("the disk went away")
+
+    journal.in_commit = failing  # a write that fails inside the transaction: rolled back, kept
+    journal.fire(TOY, entity, "start")
+    with pytest.raises(JournalWriteError, match="the disk went away"):
+        journal.commit()
+    assert (len(seen), journal.pending) == (2, 1)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    journal.in_commit = interrupted  # Ctrl-C mid-commit: rolled back, batch kept, the interrupt goes on
+    with pytest.raises(KeyboardInterrupt):
+        journal.commit()
+    assert journal.pending == 1
+    assert journal._conn is not None
+    assert not journal._conn.in_transaction
+    journal.in_commit = None
+    journal.after_commit.append(failing)  # a failing hook never turns a durable commit into a failure
+    assert journal.commit() == 1
+    assert seen[-1] == ("after", before + 2)
+
+
+def test_a_failed_commit_marks_the_outage_beside_the_journal_until_a_commit_succeeds(
+    journal: Journal, db_path: str
+) -> None:
+    marker = f"{db_path}.outage"
+    assert outage.read(db_path) is None
+    entity, created = TOY.create("t-outage")
+    journal.append(created, entity)
+    assert journal._conn is not None
+    journal._conn.execute("PRAGMA query_only = 1")  # the file became read-only
+    for _ in range(3):
+        with pytest.raises(JournalWriteError):
+            journal.commit()
+    assert outage.read(db_path) == f"run {journal.run_id}: {journal.failure}"
+    assert oct(os.stat(marker).st_mode & 0o777) == "0o600"
+    journal._conn.execute("PRAGMA query_only = 0")
+    assert journal.commit() == 1  # what the outage held is on disk: the mark goes
+    assert not os.path.exists(marker)
+    assert outage.read(db_path) is None
+
+
+def test_a_mark_left_by_an_earlier_process_stays_until_its_owner_clears_it(
+    open_journal: OpenJournal, db_path: str
+) -> None:
+    with open(f"{db_path}.outage", "w") as left:
+        left.write("run 7: disk full\n")
+    journal = open_journal(db_path)  # opening commits (the run): that is not this mark's outage
+    assert outage.read(db_path) == "run 7: disk full"
+    entity, created = TOY.create("t-later")
+    journal.append(created, entity)
+    journal.commit()
+    assert outage.read(db_path) == "run 7: disk full"
+    outage.clear(db_path)
+    assert outage.read(db_path) is None
+    outage.clear(db_path)  # idempotent
+
+
+def test_an_outage_mark_that_cannot_be_written_read_or_removed_never_fails_the_journal(
+    journal: Journal, db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.mkdir(f"{db_path}.outage")  # something in the way that is not a file
+    entity, created = TOY.create("t-in-the-way")
+    journal.append(created, entity)
+    assert journal._conn is not None
+    journal._conn.execute("PRAGMA query_only = 1")
+    with pytest.raises(JournalWriteError):
+        journal.commit()
+    assert "cannot mark the journal outage beside" in caplog.text
+    assert (outage.read(db_path) or "").startswith("(unreadable: ")  # there: still a mark
+    journal._conn.execute("PRAGMA query_only = 0")
+    assert journal.commit() == 1  # the mark cannot be removed: logged, the commit stands
+    assert "cannot remove the journal outage mark" in caplog.text
+    os.rmdir(f"{db_path}.outage")
