@@ -261,7 +261,8 @@ class Journal:
         except (TypeError, ValueError) as exc:
             raise JournalDataError(f"cannot journal data of {transition}: {exc}") from exc
         if transition.trigger == CREATE:
-            self._refuse_second_create(transition)
+            if self.has_entity(transition.machine, transition.entity_id):
+                raise _second_create(transition, self.path)
             self._created.add((transition.machine, transition.entity_id))
         seq = self._seq + 1
         ts = self._clock()
@@ -307,14 +308,6 @@ class Journal:
             .fetchone()
         )
         return row is not None
-
-    def _refuse_second_create(self, transition: Transition) -> None:
-        exists = self.has_entity(transition.machine, transition.entity_id)
-        if exists:
-            raise JournalDataError(
-                f"{transition.machine} {transition.entity_id!r} already exists in {self.path}; "
-                "entity ids are unique per machine for the life of the journal"
-            )
 
     def fire(self, machine: StateMachine, entity: Entity, trigger: str, /, **data: Any) -> Transition:
         """``machine.fire(entity, trigger, **data)`` and append the result; return the record.
@@ -519,6 +512,13 @@ def _write_error(exc: Exception, path: str) -> JournalWriteError:
         error = translate(exc, path, writing=True)
         return error if isinstance(error, JournalWriteError) else JournalWriteError(str(error))
     return JournalWriteError(f"{path}: commit failed: {exc!r}")
+
+
+def _second_create(transition: Transition, path: str) -> JournalDataError:
+    return JournalDataError(
+        f"{transition.machine} {transition.entity_id!r} already exists in {path}; "
+        "entity ids are unique per machine for the life of the journal"
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -14,7 +14,9 @@ again on the same journal and SIGKILLed each time:
   trades and started again on the same port and store; the kernel reconnects by itself and is
   killed at ``reconciling:2``);
 * during a journal outage (another process holds the journal's write lock, so the kernel's commits
-  fail; it is killed while they do, and the lock is released after).
+  fail; it is killed while they do, and the lock is released after). The next start must come up
+  halted (the outage mark, docs/recovery.md), reconcile, and trade again only after ``arm``; that
+  run is then killed at a random moment too.
 
 Every start after a kill must say it found the crash and, unless it was killed while reconciling,
 must have reconciled before it traded. A last ``tradekernel run --duration 3`` must stop cleanly
@@ -22,8 +24,8 @@ must have reconciled before it traded. A last ``tradekernel run --duration 3`` m
 (same state, same cum_qty), the same fills (each trade id once), no order twice, the same
 positions, and no order is left waiting for the venue. One JSON line with the counts is printed.
 
-The default run is sized for CI (30 kills, well under 90 s). Locally, for the full torture
-(500 kills, about 11 minutes)::
+The default run is sized for CI (30 turns, 34 kills: each journal outage adds a kill of the armed
+run after it; well under 90 s). Locally, for the full torture (500 turns, about 11 minutes)::
 
     .venv/bin/python -m pytest tests/kernel/test_torture.py -s --long
 
@@ -218,21 +220,45 @@ def journal_write_lock(db: str) -> Iterator[None]:
         conn.close()
 
 
+def killed_during_outage_then_armed(workdir: Path, number: int, venue: Venue, rng: Random) -> list[str]:
+    """Runs ``number`` (killed in a journal outage) and ``number + 1`` (which must come up halted,
+    is armed, trades, and is killed at a random moment); the kill modes of the two."""
+    kernel = Kernel(workdir, number, venue.url)
+    try:
+        kernel.wait_for_stderr("ready: order entry open")
+        wait_trading(kernel)
+        with journal_write_lock(kernel.db):
+            kernel.wait_for_stderr("journal cannot commit")
+            time.sleep(rng.uniform(0, 0.5))
+            kernel.kill()
+    finally:
+        kernel.kill()
+    assert kernel.proc.returncode == -signal.SIGKILL, kernel.stderr
+    after = Kernel(workdir, number + 1, venue.url)
+    try:
+        after.wait_for_stderr(f"reconciliation recon-r{number + 1}-1 done")
+        assert "journal outage was never recorded" in after.stderr, after.stderr
+        assert "ready: order entry open" not in after.stderr  # halted until armed
+        armed = tk("arm", "--db", after.db, "--reason", "torture: after the journal outage")
+        assert armed.returncode == 0, armed.stdout + armed.stderr
+        after.wait_for_stderr("ready: order entry open")
+        wait_trading(after)
+        time.sleep(rng.uniform(0, 0.5))
+    finally:
+        after.kill()
+    assert "the last run did not end cleanly" in after.stderr, after.stderr
+    return ["journal_outage", "random"]
+
+
 def kill_once(workdir: Path, number: int, venue: Venue, mode: str, rng: Random) -> tuple[str, Kernel]:
     """Start run ``number`` and see it SIGKILLed in ``mode``; the crash point it was given."""
     url = venue.url
-    if mode in ("random", "journal_outage"):
+    if mode == "random":
         kernel = Kernel(workdir, number, url)
         try:
             kernel.wait_for_stderr("ready: order entry open")
             wait_trading(kernel)
-            if mode == "journal_outage":
-                with journal_write_lock(kernel.db):
-                    kernel.wait_for_stderr("journal cannot commit")
-                    time.sleep(rng.uniform(0, 0.5))
-                    kernel.kill()
-            else:
-                time.sleep(rng.uniform(0, 0.5))
+            time.sleep(rng.uniform(0, 0.5))
         finally:
             kernel.kill()
         point = mode
@@ -290,19 +316,25 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
     rng = Random(SEED)
     began = time.monotonic()
     crash_points: Counter[str] = Counter()
-    for number in range(1, kills_wanted + 1):
-        point, _ = kill_once(workdir, number, venue, SCHEDULE[(number - 1) % len(SCHEDULE)], rng)
-        crash_points[point] += 1
+    number = 1  # the run id of the next start (a journal outage takes two runs)
+    for turn in range(kills_wanted):
+        mode = SCHEDULE[turn % len(SCHEDULE)]
+        if mode == "journal_outage":
+            points = killed_during_outage_then_armed(workdir, number, venue, rng)
+        else:
+            points = [kill_once(workdir, number, venue, mode, rng)[0]]
+        crash_points.update(points)
+        number += len(points)
     kills = sum(crash_points.values())
 
-    last = Kernel(workdir, kills_wanted + 1, venue.url, "--duration", "3")
+    last = Kernel(workdir, number, venue.url, "--duration", "3")
     try:
         code = last.wait(timeout=LIMIT_S + 3)
     finally:
         last.kill()
     assert code == 0, last.stderr
     assert "the last run did not end cleanly" in last.stderr
-    assert re.search(rf"reconciliation recon-r{kills_wanted + 1}-\d+ done", last.stderr), last.stderr
+    assert re.search(rf"reconciliation recon-r{number}-\d+ done", last.stderr), last.stderr
     assert "stopped cleanly" in last.stderr, last.stderr
     venue.proc.send_signal(signal.SIGTERM)
     assert venue.proc.wait(timeout=LIMIT_S) == 0
@@ -395,7 +427,7 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
         "seconds": round(time.monotonic() - began, 1),
     }
     print(json.dumps(summary), flush=True)
-    assert kills == kills_wanted
+    assert kills == kills_wanted + crash_points["journal_outage"]  # each outage kill adds a random one
     assert summary["orders"] > 0
     assert summary["fills"] > 0
 

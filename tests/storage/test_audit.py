@@ -453,7 +453,7 @@ def test_a_second_create_of_the_same_entity_is_found(
     db_path: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # append refuses a second create (see test_journal); bypass that guard to build the bad journal
-    monkeypatch.setattr(Journal, "_refuse_second_create", lambda self, transition: None)
+    monkeypatch.setattr(Journal, "has_entity", lambda self, machine, entity_id: False)
 
     def build(journal: Journal) -> None:
         entity, created = TOY.create("twice")
