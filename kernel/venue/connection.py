@@ -28,6 +28,9 @@ MAX_OUTBOUND = 50_000
 SLOW_CONSUMER_S = 10.0
 """How long the replay waits for a subscriber to get below ``HIGH_WATER`` before dropping it."""
 
+LOCAL_ACCOUNT = "local"
+"""The account of a connection that has not authenticated (until accounts land: every connection's)."""
+
 Channel = Literal["trades", "quotes"]
 Outbound = Message | MarketTrade | MarketQuote
 """What a connection queues: protocol messages, and market events it numbers as it sends them."""
@@ -38,6 +41,9 @@ class Connection:
 
     def __init__(self, ws: ServerConnection, heartbeat_s: float, clock: Callable[[], int]) -> None:
         self.ws = ws
+        self.account = LOCAL_ACCOUNT
+        """The venue account this connection acts for (set by its ``hello``): it sees and touches
+        only that account's orders, fills and balances."""
         self.queue: asyncio.Queue[Outbound] = asyncio.Queue()
         self.subscriptions: set[tuple[str, Channel]] = set()
         self.seq: dict[tuple[str, Channel], int] = {}
