@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from kernel.paper_protocol import Execution, NewOrder, OrderType, Side, TimeInForce
+from kernel.venue import matching
 from kernel.venue.matching import EngineConfig, MatchingEngine, Order
 
 X = "BTCUSDT"
@@ -336,7 +337,7 @@ def test_replace_of_a_market_price_a_done_or_an_unknown_order_is_rejected(engine
     assert (unknown.exec, unknown.reason) == ("replace_rejected", "unknown order")
     market = MatchingEngine()
     market.on_quote(X, D("99"), D("0"), D("101"), D("0"), T0)  # no size: a market GTC would be canceled
-    problem = market._replace_problem(
+    problem = matching._replace_problem(
         Order("x", "V9", X, "buy", "market", "gtc", D(1), None, "new", leaves_qty=D(1)), None, D("5")
     )
     assert problem == "a market order has no price"
