@@ -14,8 +14,12 @@ import pytest
 import pytest_asyncio
 
 from kernel import paper_protocol as p
+from kernel.execution import VenueClient
+from kernel.orders import OrderManager
+from kernel.reconcile import Reconciler
 from kernel.venue.connection import Connection
 from kernel.venue.server import PaperVenue
+from storage import Journal
 from storage.venue_store import read_orders
 from tests.kernel.test_venue_server import LIMIT_S, Client, X, config, open_client
 
@@ -192,3 +196,30 @@ async def test_a_restarted_venue_keeps_who_owns_what(tmp_path: object) -> None:
             assert [f.qty for f in (await fills(bob)).fills] == [D("3")]
             for client in (alice, bob, mallory):
                 await client.ws.close()
+
+
+@pytest.mark.asyncio
+async def test_reconciliation_never_adopts_or_applies_another_accounts_orders_and_fills(
+    venue: PaperVenue, tmp_path: object
+) -> None:
+    async with asyncio.timeout(LIMIT_S):
+        mallory = await open_as(venue, "mallory")
+        await mallory.order("m-open", qty="2", price="150", side="sell")
+        await mallory.executions(1)
+        await mallory.order("m-fill", qty="1", price="100")
+        await mallory.executions(1)
+        await venue.push_trade(X, D("99"), D("1"), "sell")
+        assert (await mallory.executions(1))[0].status == "filled"
+        path = f"{tmp_path}/k.db"
+        Journal.open(path).close()
+        client = VenueClient(venue.url, backoff=0.01, jitter=0.0, attempts=100)  # the kernel: account local
+        await client.connect()
+        journal = Journal.open(path)
+        manager = OrderManager.resume(journal, client)
+        report = await Reconciler(manager, grace_s=0.05).run("test restart")
+        await client.close()
+        journal.close()
+        assert manager.orders == {}
+        assert report.counts["adopted"] == 0
+        assert report.differences == []
+        await mallory.ws.close()
