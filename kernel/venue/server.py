@@ -151,8 +151,7 @@ class PaperVenue:
         self.on_request: Callable[[ClientMessage], None] | None = None
         """Called with each valid client message as it arrives, before it is served (tests, benchmarks)."""
         self.on_connect: Callable[[Connection], None] | None = None  # test hook: given each new connection
-        self.port = 0
-        self.host = ""
+        self.port, self.host = 0, ""
         # Items per open_orders/fills_since page (a larger limit is clamped), and its frame's byte bound.
         self.page_max, self.page_max_bytes = PAGE_MAX, PAGE_MAX_BYTES
 
@@ -342,10 +341,7 @@ class PaperVenue:
         Raises ``UnknownOrder`` (a ``KeyError``) for an unknown order, ``OrderChangeRefused`` (a
         ``ValueError``) when the change is impossible.
         """
-        reports = self._engine.restate(
-            client_order_id, self._clock(), qty=qty, price=price, reason=reason, account=account
-        )
-        return self._step(None, reports)
+        return self._step(None, self._engine.restate(client_order_id, self._clock(), qty, price, reason, account))
 
     async def disconnect_all(self) -> None:
         """Test hook: drop every client connection abruptly (no close handshake)."""
@@ -376,6 +372,7 @@ class PaperVenue:
                 Counters(changes.next_venue_order, changes.next_fill_seq, changes.next_priority),
                 [(account, asset, amount) for (account, asset), amount in changes.balances.items()],
             )
+            self._router.moved(account for account, _ in changes.balances)
         except VenueStoreError:
             log.exception("venue store write failed; reloading the book from %s", self.store_path)
             self._rebuild(store.load())
@@ -389,6 +386,7 @@ class PaperVenue:
 
     def _route(self, requester: Connection | None, reports: list[Execution]) -> None:
         self._router.route(requester, reports, self._engine.account_of)
+        self._router.push_balances(lambda account: balances(self._engine, account, self.instruments))
 
     def _market(self, event: MarketEvent) -> list[Execution]:
         """One market event: match, commit, broadcast it, then send the reports it caused."""
@@ -507,6 +505,7 @@ class PaperVenue:
             case FillsSinceRequest():
                 conn.send(fills_page(_running(self._store), message, self.page_max, self.page_max_bytes, account))
             case BalancesRequest(id=request_id):
+                self._router.watch(conn)
                 conn.send(BalancesReport(balances=balances(engine, account, self.instruments), id=request_id))
             case Ping(id=request_id):
                 conn.send(Pong(id=request_id))

@@ -11,12 +11,17 @@ import os
 import signal
 import sys
 from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
 from kernel import paper_protocol as p
+from kernel.strategies.market_maker import MarketMaker
+from kernel.testing import KernelHarness
 from kernel.venue.server import PaperVenue
+from tests import poll
 from tests.kernel.test_venue_cli import REPO, run_cli
 from tests.kernel.test_venue_isolation import open_as
 from tests.kernel.test_venue_server import LIMIT_S, Client, X, config
@@ -32,7 +37,8 @@ def a_venue(path: str) -> PaperVenue:
 async def balances(client: Client) -> dict[str, tuple[D, D]]:
     await client.send(p.BalancesRequest(id="b"))
     report = await client.expect(p.BalancesReport, skip=(p.Execution,))
-    assert report.id == "b"
+    while report.id != "b":  # one the venue pushed as they moved
+        report = await client.expect(p.BalancesReport, skip=(p.Execution,))
     return {b.asset: (b.total, b.available) for b in report.balances}
 
 
@@ -149,3 +155,45 @@ async def test_the_venue_command_takes_starting_balances_and_lists_orders_per_ac
     table = run_cli("orders", "--db", db, "--account", "local").stdout
     assert table.split("\n")[0].split()[:2] == ["account", "client_order_id"]
     assert "2 order(s)" in table
+
+
+@pytest.mark.asyncio
+async def test_the_kernel_status_shows_its_venue_balances_as_fills_move_them(tmp_path: Path) -> None:
+    async with KernelHarness(MarketMaker(), tmp_path, venue={"fee_bps": FEE_BPS, "balances": START}) as kh:
+
+        def balances_shown() -> dict[str, Any] | None:
+            shown: dict[str, Any] | None = kh._kernel().status()["venue"]["balances"]
+            return shown
+
+        await poll.eventually(lambda: balances_shown() is not None, timeout=LIMIT_S)
+        assert balances_shown() == {
+            "BTC": {"total": "1", "available": "1"},
+            "USDT": {"total": "1000", "available": "1000"},
+        }
+        await kh.quote(D("100.00"), D("100.10"))  # the market maker bids 0.001 at 99.99, asks 0.001 at 100.11
+        await kh.trade(D("99.00"), D("5"), "sell")  # through the bid
+        # USDT 1000 - 0.001 * 99.99 - 0.10 % fee (0.00009999) = 999.89991001; BTC 1 + 0.001
+        await poll.eventually(lambda: (balances_shown() or {})["BTC"]["total"] == "1.001", timeout=LIMIT_S)
+        assert (balances_shown() or {})["USDT"]["total"] == "999.89991001"
+
+
+@pytest.mark.asyncio
+async def test_a_connection_that_asked_for_its_balances_is_sent_them_as_they_move(tmp_path: object) -> None:
+    async with asyncio.timeout(LIMIT_S), a_venue(f"{tmp_path}/venue.db") as venue:
+        alice, bob = await open_as(venue, "alice"), await open_as(venue, "bob")
+        await balances(alice)
+        await balances(bob)
+        await alice.order("b1", qty="1", price="100")
+        await alice.executions(1)
+        await venue.push_trade(X, D("99"), D("1"), "sell")
+        await alice.executions(1)
+        pushed = await alice.expect(p.BalancesReport)
+        # USDT 1000 - 100 - 0.1 = 899.9; BTC 1 + 1 = 2
+        assert (pushed.id, [(b.asset, b.total) for b in pushed.balances]) == (
+            "",
+            [("BTC", D("2")), ("USDT", D("899.9"))],
+        )
+        await bob.send(p.Ping(id="quiet"))
+        assert (await bob.expect(p.Pong)).id == "quiet"  # bob's balances did not move: nothing pushed to him
+        await alice.ws.close()
+        await bob.ws.close()
