@@ -76,6 +76,7 @@ class MatchingEngine:
         self._rng = random.Random(self.config.seed)
         self._orders: dict[tuple[str, str], Order] = {}  # by (account, client_order_id)
         self._by_venue_id: dict[str, Order] = {}
+        self._live: dict[str, dict[str, Order]] = {}  # each account's orders not done, for its reservations
         self.ledger = Ledger(self.config.balances, self.config.default_balance)
         self._quotes: dict[str, TopOfBook] = {}
         self._fills: list[Fill] = []  # every fill, in fill_seq order
@@ -95,8 +96,10 @@ class MatchingEngine:
         for order in orders:
             self._orders[(order.account, order.client_order_id)] = order
             self._by_venue_id[order.venue_order_id] = order
+            self._touch(order)
             self._fills.extend(order.fills)
         self._fills.sort(key=lambda f: f.fill_seq)
+        self._changed.clear()  # restored, not changed
 
     def order(self, client_order_id: str, account: str = LOCAL_ACCOUNT) -> Order | None:
         """The account's order with this id, or ``None`` (another account's is never found)."""
@@ -417,6 +420,11 @@ class MatchingEngine:
 
     def _touch(self, order: Order) -> None:
         self._changed[(order.account, order.client_order_id)] = order
+        live = self._live.setdefault(order.account, {})
+        if order.done:
+            live.pop(order.client_order_id, None)
+        else:
+            live[order.client_order_id] = order
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, ts_ms: int) -> Execution:
         fee = qty * price * self.config.fee_bps / BPS if self.config.fee_bps else ZERO
@@ -496,8 +504,8 @@ def _short(self: MatchingEngine, order: Order, leaves: Decimal, price: Decimal |
             return False  # no market: nothing can fill (rejected for that elsewhere)
     others = (
         (o.instrument, o.side, o.leaves_qty, o.price)
-        for o in self._orders.values()
-        if o.account == order.account and o is not order and o.resting and o.price is not None
+        for o in self._live.get(order.account, {}).values()
+        if o is not order and o.resting and o.price is not None
     )
     held = (order.instrument, order.side, leaves, price or ZERO)
     return not self.ledger.covers(order.account, held, others, self.config.fee_bps)
