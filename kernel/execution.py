@@ -233,6 +233,7 @@ class VenueClient:
         self.unexpected_messages = 0
         """Valid messages nobody asked for (an answer after its timeout, market data, stray errors)."""
         self.venue_errors: list[protocol.Error] = []
+        self.last_balances: list[protocol.Balance] | None = None  # the account's, as last sent by the venue
         """``error`` messages not tied to a pending request (e.g. a refused ``new_order``), newest last."""
         self.connect_attempts = 0
         """Connection attempts made, successful or not."""
@@ -440,6 +441,8 @@ class VenueClient:
         future = self._pending.pop(ref, None) if ref else None
         if future is not None and not future.done():
             future.set_result(message)
+        elif isinstance(message, protocol.BalancesReport):  # asked for, or pushed as they moved
+            self.last_balances = message.balances
         elif isinstance(message, protocol.Error):
             self.venue_errors = [*self.venue_errors[-99:], message]
             log.warning("venue error %s (ref %r): %s", message.code, message.ref, message.message)
@@ -552,6 +555,11 @@ class VenueClient:
         """One page of the fills with ``fill_seq > after`` (at most ``limit``; ``None``: the venue's
         default); ``more``/``next`` say how to go on, ``last_fill_seq`` is the venue's newest."""
         return await self._request(lambda rid: FillsSinceRequest(after=after, id=rid, limit=limit), Fills, timeout)
+
+    async def request_balances(self) -> None:
+        """Ask for the account's balances without waiting: the answer, and each push of the venue as
+        they move from then on, lands in ``last_balances`` (per asset ``total``, ``available``)."""
+        await self._send(protocol.BalancesRequest())
 
     # -- reports ----------------------------------------------------------------------------
 

@@ -127,6 +127,12 @@ class FillsSinceRequest(Message, tag="fills_since", frozen=True):
     limit: int | None = None
 
 
+class BalancesRequest(Message, tag="balances", frozen=True):
+    """Ask for the balances of the connection's account (``id`` correlates the answer)."""
+
+    id: str = ""
+
+
 class Ping(Message, tag="ping", frozen=True):
     """Liveness check; answered with ``pong``."""
 
@@ -260,6 +266,21 @@ class Fills(Message, tag="fills_report", frozen=True):
     last_fill_seq: int = 0
 
 
+class Balance(msgspec.Struct, frozen=True):
+    """One asset of an account: ``total`` held, ``available`` = total less what open orders reserve."""
+
+    asset: str
+    total: Decimal
+    available: Decimal
+
+
+class BalancesReport(Message, tag="balances_report", frozen=True):
+    """Answer to ``balances``: every asset of the account's instruments (and any it holds), by name."""
+
+    balances: list[Balance]
+    id: str = ""
+
+
 class Pong(Message, tag="pong", frozen=True):
     """Answer to ``ping``."""
 
@@ -283,10 +304,22 @@ ClientMessage = (
     | OrderStatusRequest
     | OpenOrdersRequest
     | FillsSinceRequest
+    | BalancesRequest
     | Ping
 )
 VenueMessage = (
-    Welcome | Subscribed | Trade | Quote | Heartbeat | Execution | OrderStatus | OpenOrders | Fills | Pong | Error
+    Welcome
+    | Subscribed
+    | Trade
+    | Quote
+    | Heartbeat
+    | Execution
+    | OrderStatus
+    | OpenOrders
+    | Fills
+    | BalancesReport
+    | Pong
+    | Error
 )
 
 

@@ -238,6 +238,7 @@ class KernelParts:
             http_url=None if self.http is None else self.http.url,
             last_run=self.previous_run,
             reconciliation=None if self.session is None else self.session.last_reconciliation,
+            venue_balances=None if client is None or client.last_balances is None else tuple(client.last_balances),
         )
 
     def status(self) -> dict[str, Any]:

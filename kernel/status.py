@@ -108,6 +108,9 @@ def running_status(snapshot: KernelSnapshot) -> dict[str, Any]:
             "embedded": snapshot.venue_embedded,
             "connected": snapshot.venue_connected,
             "session": snapshot.venue_session,
+            "balances": None
+            if snapshot.venue_balances is None
+            else {b.asset: {"total": _text(b.total), "available": _text(b.available)} for b in snapshot.venue_balances},
         },
         "strategy": {
             "name": snapshot.strategy_name,

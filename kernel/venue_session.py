@@ -16,6 +16,7 @@ re-established: a refusal retrying cannot fix, or a bounded retry budget spent),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -112,6 +113,8 @@ class VenueSession:
             raise
         self.reconcile_error = None
         self._wake()
+        with contextlib.suppress(VenueUnavailable):  # the next session asks again
+            await self.client.request_balances()  # for the status; the venue pushes them as they move
 
     async def supervise(self) -> None:
         """The order manager's report pump and resolver, restarted after a journal or venue failure."""

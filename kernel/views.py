@@ -14,6 +14,7 @@ from typing import Any
 
 from kernel.feed.events import QuoteEvent, TradeEvent
 from kernel.metrics import KernelMetrics, PositionSample, render
+from kernel.paper_protocol import Balance
 from machines.base import Entity
 from machines.positions import Position
 
@@ -105,6 +106,8 @@ class KernelSnapshot:
     http_url: str | None
     last_run: Mapping[str, Any] | None
     reconciliation: Mapping[str, Any] | None
+    venue_balances: tuple[Balance, ...] | None = None
+    """The account's balances at the venue as it last sent them (``None``: not yet)."""
 
     def mark(self, instrument: str) -> Decimal | None:
         """The last trade price of ``instrument``."""

@@ -7,13 +7,17 @@ nothing; the venue sends its execution reports only after that commit. WAL mode,
 
 Tables:
 
-* ``orders`` — one row per ``client_order_id`` (the current state; ``priority`` is the time priority
-  among resting orders).
-* ``fills`` — append-only, ``fill_seq`` counts fills from 1 across all orders; ``trade_id`` unique.
+* ``orders`` — one row per (``account``, ``client_order_id``) (the current state; ``priority`` is
+  the time priority among resting orders): two accounts may use the same client order id.
+* ``fills`` — append-only, ``fill_seq`` counts fills from 1 across all orders and accounts;
+  ``trade_id`` unique; ``account`` is the order's.
+* ``balances`` — (``account``, ``asset``) → ``amount``, saved in the step of the fills that moved it.
 * ``meta`` — ``next_venue_order``, ``next_fill_seq``, ``next_priority``, ``session``.
 
-The schema version is ``PRAGMA user_version = 1``; any other version, or a database that is not a
-venue store, is refused. One venue per file: an exclusive lock on ``PATH.lock`` (as the journal).
+The schema version is ``PRAGMA user_version = 2`` (``storage.venue_schema``); a version 1 store is
+migrated when a venue opens it (its orders and fills go to account ``local``) and read as it is by
+``read_orders``; any other version, or a database that is not a venue store, is refused. One venue
+per file: an exclusive lock on ``PATH.lock`` (as the journal).
 """
 
 from __future__ import annotations
@@ -26,16 +30,15 @@ from decimal import Decimal
 from types import TracebackType
 from urllib.parse import quote
 
-import sqlite_utils
-
 from machines.decimals import DecimalError, Sign, parse_decimal
 from machines.errors import TradekernelError
 from storage.errors import JournalError
 from storage.lock import WriterLock
+from storage.venue_schema import LOCAL_ACCOUNT, ORDER_COLUMNS, SCHEMA_VERSION, create_schema, migrate_from_1
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 2.0
 _TABLES = frozenset({"orders", "fills", "meta"})
+_TABLES_V2 = _TABLES | {"balances"}
 
 
 class VenueStoreError(TradekernelError):
@@ -69,6 +72,7 @@ class StoredFill:
     price: Decimal
     fee: Decimal
     ts_ms: int
+    account: str = LOCAL_ACCOUNT
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,8 @@ class StoredOrder:
     created_ts_ms: int
     priority: int
     fills: tuple[StoredFill, ...] = ()
+    account: str = LOCAL_ACCOUNT
+    """The venue account that placed the order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,84 +115,28 @@ class VenueState:
     orders: tuple[StoredOrder, ...]
     counters: Counters
     session: int
+    balances: tuple[tuple[str, str, Decimal], ...] = ()
+    """Every (account, asset, amount) saved."""
 
 
-_ORDER_COLUMNS = (
-    "client_order_id",
-    "venue_order_id",
-    "instrument",
-    "side",
-    "order_type",
-    "tif",
-    "qty",
-    "price",
-    "status",
-    "cum_qty",
-    "leaves_qty",
-    "reason",
-    "duplicate_submits",
-    "created_ts_ms",
-    "priority",
-)
+_ORDER_COLUMNS = ORDER_COLUMNS
 _UPSERT_ORDER = (
     f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' for _ in _ORDER_COLUMNS)}) "
-    "ON CONFLICT (client_order_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS if c != "client_order_id")
+    "ON CONFLICT (account, client_order_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS if c not in ("client_order_id", "account"))
 )
 _INSERT_FILL = (
-    "INSERT INTO fills (fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO fills (fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms, account) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT_FILLS = "SELECT fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms FROM fills"
+_SET_BALANCE = (
+    "INSERT INTO balances (account, asset, amount) VALUES (?, ?, ?) "
+    "ON CONFLICT (account, asset) DO UPDATE SET amount = excluded.amount"
+)
 DONE_STATUSES = ("filled", "canceled", "rejected", "expired")
 """Statuses of an order that is done (never changes again); any other is open."""
 _IN_CHUNK = 500
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    db = sqlite_utils.Database(conn)
-    db.table("orders").create(
-        {
-            "client_order_id": str,
-            "venue_order_id": str,
-            "instrument": str,
-            "side": str,
-            "order_type": str,
-            "tif": str,
-            "qty": str,
-            "price": str,
-            "status": str,
-            "cum_qty": str,
-            "leaves_qty": str,
-            "reason": str,
-            "duplicate_submits": int,
-            "created_ts_ms": int,
-            "priority": int,
-        },
-        pk="client_order_id",
-        not_null={c for c in _ORDER_COLUMNS if c not in ("price", "reason")},
-    )
-    db.table("fills").create(
-        {
-            "fill_seq": int,
-            "trade_id": str,
-            "client_order_id": str,
-            "qty": str,
-            "price": str,
-            "fee": str,
-            "ts_ms": int,
-        },
-        pk="fill_seq",
-        not_null={"trade_id", "client_order_id", "qty", "price", "fee", "ts_ms"},
-    )
-    db.execute("CREATE UNIQUE INDEX fills_trade_id ON fills (trade_id)")
-    db.execute("CREATE INDEX fills_order ON fills (client_order_id, fill_seq)")
-    db.table("meta").create({"key": str, "value": int}, pk="key", not_null={"value"})
-    conn.executemany(
-        "INSERT INTO meta (key, value) VALUES (?, ?)",
-        [("next_venue_order", 1), ("next_fill_seq", 1), ("next_priority", 1), ("session", 0)],
-    )
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _decimal(text: object, path: str, what: str) -> Decimal:
@@ -214,6 +164,14 @@ class VenueStore:
         """This opening's session number (1 for a new file, +1 each open)."""
         self._conn: sqlite3.Connection | None = conn
         self._lock = lock
+        self._account = "account"
+        """The SQL of an order's or fill's account (a version 1 store read as it is: ``'local'``)."""
+
+    def _order_sql(self) -> str:
+        return ", ".join(self._account if c == "account" else c for c in _ORDER_COLUMNS)
+
+    def _fills_sql(self) -> str:
+        return f"SELECT fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms, {self._account} FROM fills"
 
     @classmethod
     def open(cls, path: str) -> VenueStore:
@@ -259,20 +217,21 @@ class VenueStore:
                     f"{path} is an SQLite database but not a venue store (it has tables "
                     f"{', '.join(sorted(tables)[:5])}); refusing to write to it"
                 )
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise VenueStoreVersionError(
                     f"venue store {path} has schema version {version}; this code speaks version {SCHEMA_VERSION}"
                 )
-            if version == SCHEMA_VERSION and not tables >= _TABLES:
-                raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(_TABLES - tables))}")
+            needed = _TABLES_V2 if version == SCHEMA_VERSION else _TABLES
+            if version != 0 and not tables >= needed:
+                raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(needed - tables))}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise VenueStoreOpenError(f"{path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=NORMAL")
-            if version == 0:
+            if version in (0, 1):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    _create_schema(conn)
+                    (create_schema if version == 0 else migrate_from_1)(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
@@ -328,8 +287,15 @@ class VenueStore:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def save_step(self, orders: Iterable[StoredOrder], fills: Iterable[StoredFill], counters: Counters) -> None:
-        """Save one engine step in ONE transaction: order snapshots (upserted), new fills, counters.
+    def save_step(
+        self,
+        orders: Iterable[StoredOrder],
+        fills: Iterable[StoredFill],
+        counters: Counters,
+        balances: Iterable[tuple[str, str, Decimal]] = (),
+    ) -> None:
+        """Save one engine step in ONE transaction: order snapshots (upserted), new fills, the
+        balances they moved (account, asset, amount) and the counters.
 
         Raises ``VenueStoreWriteError`` (or ``VenueStoreCorrupt``) with nothing written: the
         transaction is rolled back, and the caller must not send the step's reports.
@@ -352,12 +318,15 @@ class VenueStore:
                 o.duplicate_submits,
                 o.created_ts_ms,
                 o.priority,
+                o.account,
             )
             for o in orders
         ]
         fill_rows = [
-            (f.fill_seq, f.trade_id, f.client_order_id, str(f.qty), str(f.price), str(f.fee), f.ts_ms) for f in fills
+            (f.fill_seq, f.trade_id, f.client_order_id, str(f.qty), str(f.price), str(f.fee), f.ts_ms, f.account)
+            for f in fills
         ]
+        balance_rows = [(account, asset, str(amount)) for account, asset, amount in balances]
         meta = [
             ("next_venue_order", counters.next_venue_order),
             ("next_fill_seq", counters.next_fill_seq),
@@ -368,6 +337,7 @@ class VenueStore:
             try:
                 conn.executemany(_UPSERT_ORDER, order_rows)
                 conn.executemany(_INSERT_FILL, fill_rows)
+                conn.executemany(_SET_BALANCE, balance_rows)
                 conn.executemany(_SET_META, meta)
                 conn.execute("COMMIT")
             except BaseException:
@@ -381,31 +351,30 @@ class VenueStore:
     # -- reading ----------------------------------------------------------------------------
 
     def load(self) -> VenueState:
-        """Everything the store holds: orders (oldest first, with fills) and counters."""
+        """Everything the store holds: orders (oldest first, with fills), balances and counters."""
         conn = self._require()
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            fill_rows = conn.execute(
-                "SELECT fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms FROM fills ORDER BY fill_seq"
-            ).fetchall()
+            fill_rows = conn.execute(f"{self._fills_sql()} ORDER BY fill_seq").fetchall()
             order_rows = conn.execute(
-                f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders ORDER BY created_ts_ms, rowid"
+                f"SELECT {self._order_sql()} FROM orders ORDER BY created_ts_ms, rowid"
             ).fetchall()
+            balance_rows = (
+                conn.execute("SELECT account, asset, amount FROM balances ORDER BY account, asset").fetchall()
+                if self._account == "account"
+                else []
+            )
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
-        by_order: dict[str, list[StoredFill]] = {}
-        for seq, trade_id, coid, qty, price, fee, ts_ms in fill_rows:
-            fill = StoredFill(
-                fill_seq=int(seq),
-                trade_id=str(trade_id),
-                client_order_id=str(coid),
-                qty=_decimal(qty, self.path, f"fill {seq} qty"),
-                price=_decimal(price, self.path, f"fill {seq} price"),
-                fee=_decimal(fee, self.path, f"fill {seq} fee"),
-                ts_ms=int(ts_ms),
-            )
-            by_order.setdefault(fill.client_order_id, []).append(fill)
-        orders = tuple(self._order(row, tuple(by_order.get(str(row[0]), ()))) for row in order_rows)
+        by_order: dict[tuple[str, str], list[StoredFill]] = {}
+        for row in fill_rows:
+            fill = self._fill(row)
+            by_order.setdefault((fill.account, fill.client_order_id), []).append(fill)
+        orders = tuple(self._order(row, tuple(by_order.get((str(row[15]), str(row[0])), ()))) for row in order_rows)
+        balances = tuple(
+            (str(account), str(asset), _decimal(amount, self.path, f"balance of {account} {asset}"))
+            for account, asset, amount in balance_rows
+        )
         try:
             counters = Counters(
                 next_venue_order=int(meta["next_venue_order"]),
@@ -414,7 +383,7 @@ class VenueStore:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VenueStoreCorrupt(f"venue store {self.path}: bad counters in meta: {exc}") from None
-        return VenueState(orders=orders, counters=counters, session=self.session)
+        return VenueState(orders=orders, counters=counters, session=self.session, balances=balances)
 
     def _order(self, row: tuple[object, ...], fills: tuple[StoredFill, ...]) -> StoredOrder:
         coid = str(row[0])
@@ -439,46 +408,52 @@ class VenueStore:
             created_ts_ms=int(str(row[13])),
             priority=int(str(row[14])),
             fills=fills,
+            account=str(row[15]),
         )
 
-    def orders(self) -> list[StoredOrder]:
-        """Every order (oldest first, with its fills), for ``tradekernel venue orders``."""
-        return list(self.load().orders)
+    def orders(self, account: str | None = None) -> list[StoredOrder]:
+        """Every order (of ``account``; ``None``: of all), oldest first, with its fills, for
+        ``tradekernel venue orders``."""
+        return [o for o in self.load().orders if account is None or o.account == account]
 
-    def fills_after(self, after: int, limit: int) -> list[StoredFill]:
-        """At most ``limit`` fills with ``fill_seq > after``, in ``fill_seq`` order (one page)."""
+    def fills_after(self, after: int, limit: int, account: str = LOCAL_ACCOUNT) -> list[StoredFill]:
+        """At most ``limit`` of ``account``'s fills with ``fill_seq > after``, in ``fill_seq`` order (one page)."""
         conn = self._require()
         try:
-            rows = conn.execute(f"{_SELECT_FILLS} WHERE fill_seq > ? ORDER BY fill_seq LIMIT ?", (after, limit))
+            rows = conn.execute(
+                f"{self._fills_sql()} WHERE account = ? AND fill_seq > ? ORDER BY fill_seq LIMIT ?",
+                (account, after, limit),
+            )
             return [self._fill(row) for row in rows.fetchall()]
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
 
-    def last_fill_seq(self) -> int:
-        """The newest fill's ``fill_seq`` (0 when there is none)."""
+    def last_fill_seq(self, account: str = LOCAL_ACCOUNT) -> int:
+        """The ``fill_seq`` of ``account``'s newest fill (0 when there is none)."""
         try:
-            row = self._require().execute("SELECT MAX(fill_seq) FROM fills").fetchone()
+            row = self._require().execute("SELECT MAX(fill_seq) FROM fills WHERE account = ?", (account,)).fetchone()
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
         return 0 if row is None or row[0] is None else int(row[0])
 
-    def open_orders_after(self, after: str, limit: int) -> list[StoredOrder]:
-        """At most ``limit`` orders not done whose ``client_order_id`` sorts after ``after``, in
-        ``client_order_id`` order, each with its fills (one page)."""
+    def open_orders_after(self, after: str, limit: int, account: str = LOCAL_ACCOUNT) -> list[StoredOrder]:
+        """At most ``limit`` of ``account``'s orders not done whose ``client_order_id`` sorts after
+        ``after``, in ``client_order_id`` order, each with its fills (one page)."""
         conn = self._require()
         try:
             order_rows = conn.execute(
-                f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE client_order_id > ? "
+                f"SELECT {self._order_sql()} FROM orders WHERE account = ? AND client_order_id > ? "
                 f"AND status NOT IN ({', '.join('?' for _ in DONE_STATUSES)}) ORDER BY client_order_id LIMIT ?",
-                (after, *DONE_STATUSES, limit),
+                (account, after, *DONE_STATUSES, limit),
             ).fetchall()
             by_order: dict[str, list[StoredFill]] = {}
             ids = [str(row[0]) for row in order_rows]
             for start in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[start : start + _IN_CHUNK]
                 rows = conn.execute(
-                    f"{_SELECT_FILLS} WHERE client_order_id IN ({', '.join('?' for _ in chunk)}) ORDER BY fill_seq",
-                    chunk,
+                    f"{self._fills_sql()} WHERE account = ? AND client_order_id IN ({', '.join('?' for _ in chunk)}) "
+                    "ORDER BY fill_seq",
+                    (account, *chunk),
                 )
                 for row in rows.fetchall():
                     fill = self._fill(row)
@@ -488,7 +463,7 @@ class VenueStore:
         return [self._order(row, tuple(by_order.get(str(row[0]), ()))) for row in order_rows]
 
     def _fill(self, row: tuple[object, ...]) -> StoredFill:
-        seq, trade_id, coid, qty, price, fee, ts_ms = row
+        seq, trade_id, coid, qty, price, fee, ts_ms, account = row
         return StoredFill(
             fill_seq=int(str(seq)),
             trade_id=str(trade_id),
@@ -497,6 +472,7 @@ class VenueStore:
             price=_decimal(price, self.path, f"fill {seq} price"),
             fee=_decimal(fee, self.path, f"fill {seq} fee"),
             ts_ms=int(str(ts_ms)),
+            account=str(account),
         )
 
 
@@ -523,13 +499,16 @@ def read_orders(path: str) -> list[StoredOrder]:
             return []
         if version == 0:
             raise VenueStoreOpenError(f"{path} is an SQLite database but not a venue store")
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION):
             raise VenueStoreVersionError(
                 f"venue store {path} has schema version {version}; this code speaks version {SCHEMA_VERSION}"
             )
-        if not tables >= _TABLES:
-            raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(_TABLES - tables))}")
+        needed = _TABLES_V2 if version == SCHEMA_VERSION else _TABLES
+        if not tables >= needed:
+            raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(needed - tables))}")
         reader = VenueStore(path, conn, None, session=0)
+        if version == 1:
+            reader._account = f"'{LOCAL_ACCOUNT}'"  # not migrated yet (read-only): every order is local's
         return reader.orders()
     finally:
         conn.close()

@@ -1,7 +1,7 @@
 """``tradekernel venue``: run the paper venue in the foreground, or list what it holds.
 
-    tradekernel venue --port 8765 --db venue.db [--data FILE.csv ...] [--speed 0] [--seed 7] ...
-    tradekernel venue orders --db venue.db [--json]
+    tradekernel venue --port 8765 --db venue.db [--data FILE.csv ...] [--speed 0] [--balance USDT=100000] ...
+    tradekernel venue orders --db venue.db [--account NAME] [--json]
 
 The venue prints ``venue listening on ws://HOST:PORT`` once bound and runs until SIGINT or SIGTERM
 (clean stop, exit 0). It binds to loopback only unless ``--allow-remote``. Exit status: 0 ok, 2 bad
@@ -39,6 +39,13 @@ def _non_negative_decimal(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _balance(text: str) -> tuple[str, Decimal]:
+    asset, sep, amount = text.partition("=")
+    if not sep or not asset.strip():
+        raise argparse.ArgumentTypeError(f"expected ASSET=AMOUNT (e.g. USDT=100000), got {text!r}")
+    return asset.strip(), _non_negative_decimal(amount)
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
     """Add the venue's arguments (and its ``orders`` sub-command) to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; loopback only)")
@@ -60,6 +67,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--unsolicited-cancel-rate", type=float, default=0.0, metavar="R", help="per market event and resting order"
     )
+    parser.add_argument(
+        "--balance",
+        type=_balance,
+        action="append",
+        default=[],
+        metavar="ASSET=AMOUNT",
+        help="every account's starting balance of ASSET (repeat per asset; an asset not named starts at 1e9)",
+    )
     parser.add_argument("--loop", action="store_true", help="replay the data again when it ends")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     sub = parser.add_subparsers(dest="venue_command", metavar="orders")
@@ -69,6 +84,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         description="List the orders (with fills and duplicate submits) of a venue database; safe while it runs.",
     )
     orders.add_argument("--db", dest="orders_db", metavar="VENUE.db", required=True, help="the venue's SQLite file")
+    orders.add_argument("--account", metavar="NAME", help="only this account's orders (default: every account's)")
     orders.add_argument("--json", action="store_true", help="print a JSON list (decimals as strings)")
     parser.set_defaults(run=run)
 
@@ -91,7 +107,7 @@ def _usage(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Serve (or, for ``orders``, list); the exit status."""
     if args.venue_command == "orders":
-        return _orders(args.orders_db, as_json=args.json)
+        return _orders(args.orders_db, as_json=args.json, account=args.account)
     if not args.db:
         return _usage("--db VENUE.db is required")
     if not is_loopback(args.host) and not args.allow_remote:
@@ -111,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             reject_rate=args.reject_rate,
             unsolicited_cancel_rate=args.unsolicited_cancel_rate,
             loop=args.loop,
+            balances=dict(args.balance),
         )
     except ValueError as exc:
         return _usage(str(exc))
@@ -147,6 +164,7 @@ async def _serve(db: str, config: VenueConfig, host: str, port: int) -> int:
 def order_json(order: StoredOrder) -> dict[str, object]:
     """An order as a JSON-ready object (decimals as strings)."""
     return {
+        "account": order.account,
         "client_order_id": order.client_order_id,
         "venue_order_id": order.venue_order_id,
         "instrument": order.instrument,
@@ -175,19 +193,21 @@ def order_json(order: StoredOrder) -> dict[str, object]:
     }
 
 
-def _orders(db: str, *, as_json: bool) -> int:
+def _orders(db: str, *, as_json: bool, account: str | None = None) -> int:
     from storage.venue_store import VenueStoreError, read_orders  # the venue's store, read-only
 
     try:
-        orders = read_orders(db)
+        orders = [o for o in read_orders(db) if account is None or o.account == account]
     except VenueStoreError as exc:
         return _usage(str(exc))
     if as_json:
         print(json.dumps([order_json(o) for o in orders], indent=2))
         return EXIT_OK
-    headers = "client_order_id venue_id instrument side type tif qty price status cum_qty leaves fills dups reason"
+    headers = "account client_order_id venue_id instrument side type tif qty price status cum_qty leaves fills dups"
+    headers += " reason"
     rows = [
         (
+            o.account,
             o.client_order_id,
             o.venue_order_id,
             o.instrument,

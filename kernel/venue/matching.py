@@ -23,6 +23,11 @@ Rules (see DESIGN.md, "The paper venue"):
   The remainder of a market or IOC order is canceled; a FOK order fills completely or is killed; a
   GTC/day limit remainder rests. A market order with no quote yet is rejected ("no market").
 * Fees are ``fee_bps`` of the fill's notional.
+* Every order belongs to an ``account``: orders are keyed by (account, client_order_id), so two
+  accounts may use the same id and neither can see or touch the other's (``unknown order``).
+* Fills debit and credit the account's balances (``kernel.venue.balances``); an order (or a
+  replace) that the balance, less what the account's other open orders reserve, cannot cover is
+  rejected ``insufficient balance``.
 * ``reject_rate`` and ``unsolicited_cancel_rate`` draw from ``random.Random(seed)``; the generator
   is consumed only when a rate is positive, so the same inputs and seed give the same reports.
 """
@@ -31,94 +36,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from decimal import Decimal
 
-from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, OrderType, Side, Status, TimeInForce
+from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, Side, Status
+from kernel.venue.balances import INSUFFICIENT, Ledger
 from kernel.venue.depth import MAX_LEVELS, DepthOf, opposite_levels, walk
 from kernel.venue.errors import OrderChangeRefused, UnknownOrder
+from kernel.venue.orders import DONE as DONE
+from kernel.venue.orders import Changes as Changes
+from kernel.venue.orders import Order as Order
+from kernel.venue.orders import TopOfBook as TopOfBook
+from kernel.venue.settings import LOCAL_ACCOUNT
 from kernel.venue.settings import EngineConfig as EngineConfig  # where it was defined before
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
-DONE: frozenset[Status] = frozenset({"filled", "canceled", "rejected", "expired"})
-"""Statuses from which an order never changes again."""
-
-
-@dataclass
-class Order:
-    """An order as the venue holds it (mutable, owned by the engine)."""
-
-    client_order_id: str
-    venue_order_id: str
-    instrument: str
-    side: Side
-    order_type: OrderType
-    tif: TimeInForce
-    qty: Decimal
-    price: Decimal | None
-    status: Status
-    cum_qty: Decimal = ZERO
-    leaves_qty: Decimal = ZERO
-    reason: str | None = None
-    duplicate_submits: int = 0
-    created_ts_ms: int = 0
-    priority: int = 0
-    """Time priority among resting orders: lower is earlier (a price change or a larger qty loses it)."""
-    fills: list[Fill] = field(default_factory=list)
-    queue_ahead: Decimal | None = None
-    """Live book volume ahead of the order at its price, when the market data keeps a book
-    (``None``: unknown, e.g. after a restart; then only trades through its price fill it)."""
-
-    @property
-    def done(self) -> bool:
-        """True once the order is filled, canceled, rejected or expired."""
-        return self.status in DONE
-
-    @property
-    def resting(self) -> bool:
-        """True while the order waits in the book (accepted, with quantity left)."""
-        return self.status in ("new", "partially_filled") and self.leaves_qty > 0
-
-    def snapshot(self) -> OrderSnapshot:
-        """The order as a protocol ``OrderSnapshot``."""
-        return OrderSnapshot(
-            client_order_id=self.client_order_id,
-            venue_order_id=self.venue_order_id,
-            instrument=self.instrument,
-            side=self.side,
-            order_type=self.order_type,
-            tif=self.tif,
-            qty=self.qty,
-            price=self.price,
-            status=self.status,
-            cum_qty=self.cum_qty,
-            leaves_qty=self.leaves_qty,
-            fills=list(self.fills),
-            duplicate_submits=self.duplicate_submits,
-            reason=self.reason,
-        )
-
-
-@dataclass
-class TopOfBook:
-    """The last quote of one instrument, less what the venue's own orders have taken from it."""
-
-    bid: Decimal
-    bid_qty: Decimal
-    ask: Decimal
-    ask_qty: Decimal
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What one or more engine steps changed: the orders to save and the fills to append."""
-
-    orders: list[Order]
-    fills: list[Fill]
-    next_venue_order: int
-    next_fill_seq: int
-    next_priority: int
 
 
 def _positive(value: Decimal | None) -> bool:
@@ -142,14 +74,17 @@ class MatchingEngine:
     ) -> None:
         self.config = config or EngineConfig()
         self._rng = random.Random(self.config.seed)
-        self._orders: dict[str, Order] = {}
+        self._orders: dict[tuple[str, str], Order] = {}  # by (account, client_order_id)
+        self._by_venue_id: dict[str, Order] = {}
+        self._live: dict[str, dict[str, Order]] = {}  # each account's orders not done, for its reservations
+        self.ledger = Ledger(self.config.balances, self.config.default_balance)
         self._quotes: dict[str, TopOfBook] = {}
         self._fills: list[Fill] = []  # every fill, in fill_seq order
         self._next_venue_order = next_venue_order
         self._next_fill_seq = next_fill_seq
         self._next_priority = next_priority
-        self._changed: dict[str, Order] = {}
-        self._new_fills: list[Fill] = []
+        self._changed: dict[tuple[str, str], Order] = {}
+        self._new_fills: list[tuple[str, Fill]] = []
         self.depth: DepthOf | None = None
         """The live book of an instrument, when the market data keeps one: taking orders walk it."""
         self._taken: dict[str, dict[tuple[Side, Decimal], Decimal]] = {}
@@ -159,24 +94,32 @@ class MatchingEngine:
     def restore(self, orders: Iterable[Order]) -> None:
         """Load orders (with their fills) saved by an earlier engine; counters come from ``__init__``."""
         for order in orders:
-            self._orders[order.client_order_id] = order
+            self._orders[(order.account, order.client_order_id)] = order
+            self._by_venue_id[order.venue_order_id] = order
+            self._touch(order)
             self._fills.extend(order.fills)
         self._fills.sort(key=lambda f: f.fill_seq)
+        self._changed.clear()  # restored, not changed
 
-    def order(self, client_order_id: str) -> Order | None:
-        """The order with this id, or ``None``."""
-        return self._orders.get(client_order_id)
+    def order(self, client_order_id: str, account: str = LOCAL_ACCOUNT) -> Order | None:
+        """The account's order with this id, or ``None`` (another account's is never found)."""
+        return self._orders.get((account, client_order_id))
+
+    def account_of(self, venue_order_id: str) -> str | None:
+        """The account of the order with this venue order id (unique across accounts), or ``None``."""
+        order = self._by_venue_id.get(venue_order_id)
+        return None if order is None else order.account
 
     def orders(self) -> list[Order]:
-        """Every order, oldest venue order first."""
+        """Every order of every account, oldest venue order first."""
         return sorted(self._orders.values(), key=lambda o: _venue_number(o.venue_order_id))
 
-    def open_orders(self) -> list[Order]:
-        """Orders not yet done, oldest first."""
-        return [o for o in self.orders() if not o.done]
+    def open_orders(self, account: str | None = None) -> list[Order]:
+        """Orders not yet done (of ``account``; ``None``: of all), oldest first."""
+        return [o for o in self.orders() if not o.done and account in (None, o.account)]
 
     def fills_since(self, after: int) -> list[Fill]:
-        """Every fill with ``fill_seq > after``, in order."""
+        """Every fill (of every account) with ``fill_seq > after``, in order."""
         return [f for f in self._fills if f.fill_seq > after]
 
     def quote(self, instrument: str) -> TopOfBook | None:
@@ -187,10 +130,12 @@ class MatchingEngine:
         """The orders changed and fills made since the last call (then forgets them)."""
         changes = Changes(
             orders=list(self._changed.values()),
-            fills=list(self._new_fills),
+            fills=[fill for _, fill in self._new_fills],
             next_venue_order=self._next_venue_order,
             next_fill_seq=self._next_fill_seq,
             next_priority=self._next_priority,
+            fill_accounts=[account for account, _ in self._new_fills],
+            balances=self.ledger.take_changed(),
         )
         self._changed.clear()
         self._new_fills.clear()
@@ -198,16 +143,16 @@ class MatchingEngine:
 
     # -- order entry ------------------------------------------------------------------------
 
-    def duplicate(self, client_order_id: str) -> OrderSnapshot:
-        """Count a repeated ``new_order`` of a known id; return the existing order's snapshot."""
-        order = self._orders[client_order_id]
+    def duplicate(self, client_order_id: str, account: str = LOCAL_ACCOUNT) -> OrderSnapshot:
+        """Count a repeated ``new_order`` of an id the account used; return its order's snapshot."""
+        order = self._orders[(account, client_order_id)]
         order.duplicate_submits += 1
         self._touch(order)
         return order.snapshot()
 
-    def new_order(self, message: NewOrder, ts_ms: int) -> list[Execution]:
-        """Enter an order. The caller handles ids already known (``duplicate``)."""
-        if message.client_order_id in self._orders:
+    def new_order(self, message: NewOrder, ts_ms: int, account: str = LOCAL_ACCOUNT) -> list[Execution]:
+        """Enter an order for ``account``. The caller handles ids it already used (``duplicate``)."""
+        if (account, message.client_order_id) in self._orders:
             raise OrderChangeRefused(f"order {message.client_order_id!r} already exists; use duplicate()")
         order = Order(
             client_order_id=message.client_order_id,
@@ -222,15 +167,19 @@ class MatchingEngine:
             leaves_qty=message.qty,
             created_ts_ms=ts_ms,
             priority=self._take_priority(),
+            account=account,
         )
         self._next_venue_order += 1
-        self._orders[order.client_order_id] = order
+        self._orders[(account, order.client_order_id)] = order
+        self._by_venue_id[order.venue_order_id] = order
         self._touch(order)
         reason = self._invalid(order)
         if reason is None and self.config.reject_rate > 0 and self._rng.random() < self.config.reject_rate:
             reason = "random reject"
         if reason is None and order.order_type == "market" and order.instrument not in self._quotes:
             reason = "no market"
+        if reason is None and _short(self, order, order.leaves_qty, order.price):
+            reason = INSUFFICIENT
         if reason is not None:
             order.leaves_qty = ZERO
             return [self._finish(order, "rejected", "rejected", ts_ms, reason)]
@@ -264,32 +213,10 @@ class MatchingEngine:
             return rules.problem(order.price, order.qty)
         return None
 
-    def _walk_depth(self, order: Order, ts_ms: int) -> list[Execution] | None:
-        """Fill a taking order against the live book, level by level (``None``: no book to walk)."""
-        book = self.depth(order.instrument) if self.depth is not None else None
-        levels = opposite_levels(book, order.side) if book is not None else []
-        if not levels:
-            return None
-        opposite: Side = "sell" if order.side == "buy" else "buy"
-        taken = self._taken.setdefault(order.instrument, {})
-        limit = None if order.order_type == "market" else order.price
-        own = {price: qty for (side, price), qty in taken.items() if side == opposite}
-        fills = walk(levels, order.side, order.leaves_qty, limit, own)
-        if order.tif == "fok" and sum((q for _, q in fills), ZERO) < order.leaves_qty:
-            return [self._finish(order, "canceled", "canceled", ts_ms, "fok not filled: killed")]
-        reports = []
-        for price, qty in fills:
-            taken[(opposite, price)] = taken.get((opposite, price), ZERO) + qty
-            reports.append(self._fill(order, qty, price, ts_ms))
-        if order.leaves_qty > 0 and (order.order_type == "market" or order.tif in ("ioc", "fok")):
-            why = "market remainder canceled" if order.order_type == "market" else "ioc remainder canceled"
-            reports.append(self._finish(order, "canceled", "canceled", ts_ms, why))
-        return reports
-
     def _take_liquidity(self, order: Order, ts_ms: int) -> list[Execution]:
         """Fill a just-entered (or repriced) order as far as it is marketable: against the live
         book when there is one (``depth``), else against the quote."""
-        walked = self._walk_depth(order, ts_ms)
+        walked = _walk_depth(self, order, ts_ms)
         if walked is not None:
             return walked
         book = self._quotes.get(order.instrument)
@@ -325,41 +252,40 @@ class MatchingEngine:
 
     # -- cancel, replace, restate, expire ---------------------------------------------------
 
-    def cancel(self, client_order_id: str, ts_ms: int, reason: str = "canceled by client") -> list[Execution]:
-        """Cancel an order; ``cancel_rejected`` for a done or unknown one."""
-        order = self._orders.get(client_order_id)
+    def cancel(
+        self, client_order_id: str, ts_ms: int, reason: str = "canceled by client", account: str = LOCAL_ACCOUNT
+    ) -> list[Execution]:
+        """Cancel the account's order; ``cancel_rejected`` for a done or unknown one."""
+        order = self._orders.get((account, client_order_id))
         if order is None:
             return [_unknown(client_order_id, "cancel_rejected", ts_ms)]
         if order.done:
             return [report(order, "cancel_rejected", ts_ms, "too late to cancel")]
         return [self._finish(order, "canceled", "canceled", ts_ms, reason)]
 
-    def replace(self, client_order_id: str, qty: Decimal | None, price: Decimal | None, ts_ms: int) -> list[Execution]:
-        """Give an order a new qty and/or price; ``replace_rejected`` when that is impossible.
+    def replace(
+        self,
+        client_order_id: str,
+        qty: Decimal | None,
+        price: Decimal | None,
+        ts_ms: int,
+        account: str = LOCAL_ACCOUNT,
+    ) -> list[Execution]:
+        """Give the account's order a new qty and/or price; ``replace_rejected`` when that is impossible.
 
         A new qty at or below what has filled finishes the order (filled, qty amended to cum_qty).
         A new price is checked for marketability at once, like a new order.
         """
-        order = self._orders.get(client_order_id)
+        order = self._orders.get((account, client_order_id))
         if order is None:
             return [_unknown(client_order_id, "replace_rejected", ts_ms)]
-        problem = self._replace_problem(order, qty, price)
+        problem = _replace_problem(order, qty, price)
+        leaves = (order.qty if qty is None else qty) - order.cum_qty
+        if problem is None and leaves > 0 and _short(self, order, leaves, order.price if price is None else price):
+            problem = INSUFFICIENT
         if problem is not None:
             return [report(order, "replace_rejected", ts_ms, problem)]
         return self._amend(order, qty, price, ts_ms, "replaced", None)
-
-    def _replace_problem(self, order: Order, qty: Decimal | None, price: Decimal | None) -> str | None:
-        if order.done:
-            return "too late to replace"
-        if qty is None and price is None:
-            return "nothing to replace: give qty and/or price"
-        if qty is not None and not _positive(qty):
-            return "qty must be positive"
-        if price is not None and order.order_type == "market":
-            return "a market order has no price"
-        if price is not None and not _positive(price):
-            return "price must be positive"
-        return None
 
     def restate(
         self,
@@ -368,12 +294,13 @@ class MatchingEngine:
         qty: Decimal | None = None,
         price: Decimal | None = None,
         reason: str = "restated by venue",
+        account: str = LOCAL_ACCOUNT,
     ) -> list[Execution]:
         """Change a working order on the venue's own initiative (exec ``restated``)."""
-        order = self._orders.get(client_order_id)
+        order = self._orders.get((account, client_order_id))
         if order is None:
             raise UnknownOrder(f"no order {client_order_id!r}")
-        problem = self._replace_problem(order, qty, price)
+        problem = _replace_problem(order, qty, price)
         if problem is not None:
             raise OrderChangeRefused(f"cannot restate {client_order_id!r}: {problem}")
         return self._amend(order, qty, price, ts_ms, "restated", reason)
@@ -492,7 +419,12 @@ class MatchingEngine:
         return priority
 
     def _touch(self, order: Order) -> None:
-        self._changed[order.client_order_id] = order
+        self._changed[(order.account, order.client_order_id)] = order
+        live = self._live.setdefault(order.account, {})
+        if order.done:
+            live.pop(order.client_order_id, None)
+        else:
+            live[order.client_order_id] = order
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, ts_ms: int) -> Execution:
         fee = qty * price * self.config.fee_bps / BPS if self.config.fee_bps else ZERO
@@ -511,7 +443,8 @@ class MatchingEngine:
         order.leaves_qty = order.qty - order.cum_qty
         order.status = "filled" if order.leaves_qty <= 0 else "partially_filled"
         self._fills.append(fill)
-        self._new_fills.append(fill)
+        self._new_fills.append((order.account, fill))
+        self.ledger.settle(order.account, order.instrument, order.side, qty, price, fee)
         self._touch(order)
         return report(order, "trade", ts_ms, fill=fill)
 
@@ -523,6 +456,72 @@ class MatchingEngine:
             order.reason = reason
         self._touch(order)
         return report(order, kind, ts_ms, reason)
+
+
+def _replace_problem(order: Order, qty: Decimal | None, price: Decimal | None) -> str | None:
+    if order.done:
+        return "too late to replace"
+    if qty is None and price is None:
+        return "nothing to replace: give qty and/or price"
+    if qty is not None and not _positive(qty):
+        return "qty must be positive"
+    if price is not None and order.order_type == "market":
+        return "a market order has no price"
+    if price is not None and not _positive(price):
+        return "price must be positive"
+    return None
+
+
+def _walk_depth(self: MatchingEngine, order: Order, ts_ms: int) -> list[Execution] | None:
+    """Fill a taking order against the live book, level by level (``None``: no book to walk)."""
+    book = self.depth(order.instrument) if self.depth is not None else None
+    levels = opposite_levels(book, order.side) if book is not None else []
+    if not levels:
+        return None
+    opposite: Side = "sell" if order.side == "buy" else "buy"
+    taken = self._taken.setdefault(order.instrument, {})
+    limit = None if order.order_type == "market" else order.price
+    own = {price: qty for (side, price), qty in taken.items() if side == opposite}
+    fills = walk(levels, order.side, order.leaves_qty, limit, own)
+    if order.tif == "fok" and sum((q for _, q in fills), ZERO) < order.leaves_qty:
+        return [self._finish(order, "canceled", "canceled", ts_ms, "fok not filled: killed")]
+    reports = []
+    for price, qty in fills:
+        taken[(opposite, price)] = taken.get((opposite, price), ZERO) + qty
+        reports.append(self._fill(order, qty, price, ts_ms))
+    if order.leaves_qty > 0 and (order.order_type == "market" or order.tif in ("ioc", "fok")):
+        why = "market remainder canceled" if order.order_type == "market" else "ioc remainder canceled"
+        reports.append(self._finish(order, "canceled", "canceled", ts_ms, why))
+    return reports
+
+
+def _short(self: MatchingEngine, order: Order, leaves: Decimal, price: Decimal | None) -> bool:
+    """True when ``order``'s account cannot cover ``leaves`` of it at ``price`` (a market order:
+    against the book) on top of what its other open orders reserve."""
+    if price is None and order.side == "buy":
+        price = _market_buy_price(self, order, leaves)
+        if price is None:
+            return False  # no market: nothing can fill (rejected for that elsewhere)
+    others = (
+        (o.instrument, o.side, o.leaves_qty, o.price)
+        for o in self._live.get(order.account, {}).values()
+        if o is not order and o.resting and o.price is not None
+    )
+    held = (order.instrument, order.side, leaves, price or ZERO)
+    return not self.ledger.covers(order.account, held, others, self.config.fee_bps)
+
+
+def _market_buy_price(self: MatchingEngine, order: Order, qty: Decimal) -> Decimal | None:
+    """The average price a market buy of ``qty`` would pay now: walking the live book, else the
+    ask worsened by the slippage (``None``: no market)."""
+    book = self.depth(order.instrument) if self.depth is not None else None
+    levels = opposite_levels(book, "buy") if book is not None else []
+    if levels:
+        fills = walk(levels, "buy", qty, None, {})
+        filled = sum((q for _, q in fills), ZERO)
+        return sum((p * q for p, q in fills), ZERO) / filled if filled > 0 else None
+    quote = self._quotes.get(order.instrument)
+    return None if quote is None else quote.ask * (1 + self.config.slippage_bps / BPS)
 
 
 def _unknown(client_order_id: str, kind: Exec, ts_ms: int) -> Execution:

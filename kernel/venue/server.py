@@ -12,10 +12,14 @@ Conventions this venue chose where the protocol leaves room:
 
 * ``seq`` counts from 1 per subscriber connection, instrument and channel: each connection sees its
   own gapless 1, 2, 3, ... from its ``subscribe`` on (a new connection starts again at 1).
+* Every connection acts for one account (``Connection.account``): it sees and touches only that
+  account's orders, fills and balances; another account's client order id is ``unknown order``, and
+  the same id used by two accounts names two orders.
 * The reports of a request go to the connection that sent it, and that connection becomes the
-  order's owner (so does a connection that asks for the order's status); reports caused by market
-  data or test hooks go to the owner if it is still connected, else to every open connection (the
-  venue has one account; a reconnecting kernel must not miss fills).
+  order's owner (so does a connection of the account that asks for the order's status); reports
+  caused by market data or test hooks go to the owner if it is still connected, else to every open
+  connection of the order's account (a reconnecting kernel must not miss fills), never to another
+  account's.
 * ``hello`` is expected first but not enforced.
 * An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
   ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
@@ -48,6 +52,9 @@ from kernel.paper_protocol import (
     PAGE_MAX,
     PAGE_MAX_BYTES,
     VERSION,
+    Balance,
+    BalancesReport,
+    BalancesRequest,
     CancelOrder,
     ClientMessage,
     Error,
@@ -69,12 +76,13 @@ from kernel.paper_protocol import (
     decode_client,
 )
 from kernel.venue import marketdata
-from kernel.venue.connection import Channel, Connection
+from kernel.venue.connection import LOCAL_ACCOUNT, Channel, Connection
 from kernel.venue.errors import OrderChangeRefused, UnknownInstrument, UnknownOrder, VenueStateError
 from kernel.venue.live import LiveMarket, venue_rules
 from kernel.venue.marketdata import MarketEvent, MarketQuote, MarketTrade
 from kernel.venue.matching import MatchingEngine
 from kernel.venue.replay import replay
+from kernel.venue.routing import Router
 from kernel.venue.settings import VenueConfig
 from kernel.venue.store_rows import (
     fill_to_store,
@@ -138,12 +146,12 @@ class PaperVenue:
         self.rules: dict[str, TradingRules] = dict(self.config.rules)
         """Each instrument's tick and lot size the venue enforces (settled at ``start()``)."""
         self._connections: set[Connection] = set()
-        self._owners: dict[str, Connection] = {}
+        self._router = Router(self._connections)
         self._pushed = 0
         self.on_request: Callable[[ClientMessage], None] | None = None
         """Called with each valid client message as it arrives, before it is served (tests, benchmarks)."""
-        self.port = 0
-        self.host = ""
+        self.on_connect: Callable[[Connection], None] | None = None  # test hook: given each new connection
+        self.port, self.host = 0, ""
         # Items per open_orders/fills_since page (a larger limit is clamped), and its frame's byte bound.
         self.page_max, self.page_max_bytes = PAGE_MAX, PAGE_MAX_BYTES
 
@@ -253,6 +261,7 @@ class PaperVenue:
             next_priority=state.counters.next_priority,
         )
         self._engine.restore(order_from_store(stored, self.store_path) for stored in state.orders)
+        self._engine.ledger.restore(state.balances)
         if self.live is not None:
             self._engine.depth = self.live.book
 
@@ -304,18 +313,20 @@ class PaperVenue:
         """Test hook: expire every working ``day`` order."""
         return self._step(None, self._engine.end_of_day(self._clock()))
 
-    async def unsolicited_cancel(self, client_order_id: str, reason: str = "unsolicited") -> list[Execution]:
-        """Test hook: cancel a working order on the venue's initiative.
+    async def unsolicited_cancel(
+        self, client_order_id: str, reason: str = "unsolicited", account: str = LOCAL_ACCOUNT
+    ) -> list[Execution]:
+        """Test hook: cancel ``account``'s working order on the venue's initiative.
 
         Raises ``UnknownOrder`` (a ``KeyError``) for an unknown order and ``OrderChangeRefused`` (a
         ``ValueError``) for one that is done.
         """
-        order = self._engine.order(client_order_id)
+        order = self._engine.order(client_order_id, account)
         if order is None:
             raise UnknownOrder(f"no order {client_order_id!r}")
         if order.done:
             raise OrderChangeRefused(f"order {client_order_id!r} is already {order.status}")
-        return self._step(None, self._engine.cancel(client_order_id, self._clock(), reason=reason))
+        return self._step(None, self._engine.cancel(client_order_id, self._clock(), reason=reason, account=account))
 
     async def restate(
         self,
@@ -323,14 +334,14 @@ class PaperVenue:
         qty: Decimal | None = None,
         price: Decimal | None = None,
         reason: str = "restated by venue",
+        account: str = LOCAL_ACCOUNT,
     ) -> list[Execution]:
-        """Test hook: change a working order on the venue's initiative (exec ``restated``).
+        """Test hook: change ``account``'s working order on the venue's initiative (exec ``restated``).
 
         Raises ``UnknownOrder`` (a ``KeyError``) for an unknown order, ``OrderChangeRefused`` (a
         ``ValueError``) when the change is impossible.
         """
-        reports = self._engine.restate(client_order_id, self._clock(), qty=qty, price=price, reason=reason)
-        return self._step(None, reports)
+        return self._step(None, self._engine.restate(client_order_id, self._clock(), qty, price, reason, account))
 
     async def disconnect_all(self) -> None:
         """Test hook: drop every client connection abruptly (no close handshake)."""
@@ -357,9 +368,11 @@ class PaperVenue:
         try:
             store.save_step(
                 [order_to_store(o) for o in changes.orders],
-                [fill_to_store(f) for f in changes.fills],
+                [fill_to_store(f, account) for f, account in zip(changes.fills, changes.fill_accounts, strict=True)],
                 Counters(changes.next_venue_order, changes.next_fill_seq, changes.next_priority),
+                [(account, asset, amount) for (account, asset), amount in changes.balances.items()],
             )
+            self._router.moved(account for account, _ in changes.balances)
         except VenueStoreError:
             log.exception("venue store write failed; reloading the book from %s", self.store_path)
             self._rebuild(store.load())
@@ -372,21 +385,8 @@ class PaperVenue:
         return reports
 
     def _route(self, requester: Connection | None, reports: list[Execution]) -> None:
-        for report in reports:
-            if requester is not None:
-                if report.venue_order_id:
-                    self._owners[report.client_order_id] = requester
-                requester.send(report)
-            else:
-                owner = self._owners.get(report.client_order_id)
-                if owner is not None and owner.open:
-                    owner.send(report)
-                else:
-                    # One account: with the owner gone (a kernel reconnecting, a venue restarted),
-                    # the account's other sessions get the report, as a user-data stream would.
-                    for conn in self._connections:
-                        if conn.open:
-                            conn.send(report)
+        self._router.route(requester, reports, self._engine.account_of)
+        self._router.push_balances(lambda account: balances(self._engine, account, self.instruments))
 
     def _market(self, event: MarketEvent) -> list[Execution]:
         """One market event: match, commit, broadcast it, then send the reports it caused."""
@@ -415,6 +415,8 @@ class PaperVenue:
 
     async def _serve(self, ws: ServerConnection) -> None:
         conn = Connection(ws, self.config.heartbeat_s, self._clock)
+        if self.on_connect is not None:
+            self.on_connect(conn)
         self._connections.add(conn)
         try:
             async with asyncio.TaskGroup() as group:
@@ -455,6 +457,7 @@ class PaperVenue:
             await asyncio.sleep(self.config.latency_ms / 1000)  # simulated venue latency
         now = self._clock()
         engine = self._engine
+        account = conn.account
         match message:
             case Hello(version=version):
                 if version != VERSION:
@@ -478,30 +481,45 @@ class PaperVenue:
             case NewOrder(client_order_id=coid):
                 if not coid:
                     conn.send(Error(code="invalid", message="client_order_id must not be empty", ref="new_order"))
-                elif engine.order(coid) is not None:
-                    snapshot = engine.duplicate(coid)
+                elif engine.order(coid, account) is not None:
+                    snapshot = engine.duplicate(coid, account)
                     self._commit()
-                    self._owners[coid] = conn
+                    self._router.own(account, coid, conn)
                     conn.send(OrderStatus(client_order_id=coid, order=snapshot, duplicate=True))
                 else:
-                    self._step(conn, engine.new_order(message, now))
+                    self._step(conn, engine.new_order(message, now, account))
             case CancelOrder(client_order_id=coid):
-                self._step(conn, engine.cancel(coid, now))
+                self._step(conn, engine.cancel(coid, now, account=account))
             case ReplaceOrder(client_order_id=coid, qty=qty, price=price):
-                self._step(conn, engine.replace(coid, qty, price, now))
+                self._step(conn, engine.replace(coid, qty, price, now, account))
             case OrderStatusRequest(client_order_id=coid, id=request_id):
-                order = engine.order(coid)
+                order = engine.order(coid, account)
                 if order is not None:
-                    self._owners[coid] = conn
+                    self._router.own(account, coid, conn)
                 conn.send(
                     OrderStatus(client_order_id=coid, order=None if order is None else order.snapshot(), id=request_id)
                 )
             case OpenOrdersRequest():
-                conn.send(open_orders_page(_running(self._store), message, self.page_max, self.page_max_bytes))
+                store = _running(self._store)
+                conn.send(open_orders_page(store, message, self.page_max, self.page_max_bytes, account))
             case FillsSinceRequest():
-                conn.send(fills_page(_running(self._store), message, self.page_max, self.page_max_bytes))
+                conn.send(fills_page(_running(self._store), message, self.page_max, self.page_max_bytes, account))
+            case BalancesRequest(id=request_id):
+                self._router.watch(conn)
+                conn.send(BalancesReport(balances=balances(engine, account, self.instruments), id=request_id))
             case Ping(id=request_id):
                 conn.send(Pong(id=request_id))
+
+
+def balances(engine: MatchingEngine, account: str, instruments: tuple[str, ...]) -> list[Balance]:
+    """``account``'s balances: every asset of ``instruments`` and any it holds."""
+    held = [
+        (o.instrument, o.side, o.leaves_qty, o.price)
+        for o in engine.open_orders(account)
+        if o.resting and o.price is not None
+    ]
+    rows = engine.ledger.report(account, instruments, held, engine.config.fee_bps)
+    return [Balance(asset=asset, total=total, available=available) for asset, total, available in rows]
 
 
 def _running(store: VenueStore | None) -> VenueStore:

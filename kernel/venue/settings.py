@@ -16,6 +16,22 @@ from kernel.paper_defaults import BUNDLED_DATA as BUNDLED_DATA
 from kernel.paper_defaults import TradingRules
 from kernel.venue.errors import SimulatorSettingError
 
+LOCAL_ACCOUNT = "local"
+"""The account of a connection that has not authenticated, and of every order of a version 1 store."""
+DEFAULT_BALANCE = Decimal(1_000_000_000)
+"""What every account starts with of an asset ``balances`` does not name: practically unlimited, so
+a venue started without ``--balance`` trades as it did before balances existed."""
+
+
+def _balances(balances: Mapping[str, Decimal], default: Decimal) -> None:
+    for asset, amount in balances.items():
+        if not asset or not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
+            raise SimulatorSettingError(
+                f"the starting balance of {asset!r} must be a non-negative Decimal, got {amount!r}"
+            )
+    if not isinstance(default, Decimal) or not default.is_finite() or default < 0:
+        raise SimulatorSettingError(f"default_balance must be a non-negative Decimal, got {default!r}")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -29,9 +45,15 @@ class EngineConfig:
     seed: int = 0
     rules: Mapping[str, TradingRules] = field(default_factory=dict)
     """Tick and lot size per instrument: orders off them are rejected (none: any price and size)."""
+    balances: Mapping[str, Decimal] = field(default_factory=dict)
+    """Every account's starting balance per asset (``kernel.venue.balances``)."""
+    default_balance: Decimal = DEFAULT_BALANCE
+    """The starting balance of an asset ``balances`` does not name."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
+        object.__setattr__(self, "balances", MappingProxyType(dict(self.balances)))
+        _balances(self.balances, self.default_balance)
         for name in ("reject_rate", "unsolicited_cancel_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
@@ -96,10 +118,16 @@ class VenueConfig:
     """Follow this live venue's market data instead of ``data_paths`` (no slippage: fills walk the live book)."""
     rules: Mapping[str, TradingRules] = field(default_factory=dict)
     """Tick and lot size per instrument (with ``live``: its rules, completed at start)."""
+    balances: Mapping[str, Decimal] = field(default_factory=dict)
+    """Every account's starting balance per asset, e.g. ``{"USDT": Decimal(100_000), "BTC": Decimal(1)}``
+    (``--balance USDT=100000``); an asset not named starts at ``default_balance``."""
+    default_balance: Decimal = DEFAULT_BALANCE
 
     def __post_init__(self) -> None:
         # Accept any sequence (a list is the natural thing to pass) but hold tuples: hashable, immutable.
         object.__setattr__(self, "instruments", tuple(self.instruments))
+        object.__setattr__(self, "balances", MappingProxyType({k: Decimal(v) for k, v in self.balances.items()}))
+        object.__setattr__(self, "default_balance", Decimal(self.default_balance))
         object.__setattr__(self, "data_paths", tuple(self.data_paths))
         object.__setattr__(self, "fee_bps", Decimal(self.fee_bps))
         object.__setattr__(self, "slippage_bps", Decimal(self.slippage_bps))
@@ -124,4 +152,6 @@ class VenueConfig:
             reject_rate=self.reject_rate,
             unsolicited_cancel_rate=self.unsolicited_cancel_rate,
             seed=self.seed,
+            balances=self.balances,
+            default_balance=self.default_balance,
         )

@@ -1,5 +1,5 @@
 """The paper venue's engine orders and fills to and from its store's rows (``storage.venue_store``),
-and the pages of ``open_orders``/``fills_since`` answers read from them."""
+and the pages of ``open_orders``/``fills_since`` answers read from them: each for one account."""
 
 from __future__ import annotations
 
@@ -52,11 +52,12 @@ def order_to_store(order: Order) -> StoredOrder:
         duplicate_submits=order.duplicate_submits,
         created_ts_ms=order.created_ts_ms,
         priority=order.priority,
+        account=order.account,
     )
 
 
-def fill_to_store(fill: Fill) -> StoredFill:
-    """A fill as the store keeps it."""
+def fill_to_store(fill: Fill, account: str) -> StoredFill:
+    """A fill of ``account``'s order as the store keeps it."""
     return StoredFill(
         fill_seq=fill.fill_seq,
         trade_id=fill.trade_id,
@@ -65,6 +66,7 @@ def fill_to_store(fill: Fill) -> StoredFill:
         price=fill.price,
         fee=fill.fee,
         ts_ms=fill.ts_ms,
+        account=account,
     )
 
 
@@ -109,6 +111,7 @@ def order_from_store(stored: StoredOrder, path: str) -> Order:
         created_ts_ms=stored.created_ts_ms,
         priority=stored.priority,
         fills=[fill_from_store(f) for f in stored.fills],
+        account=stored.account,
     )
 
 
@@ -134,15 +137,15 @@ def _fit(items: Sequence[OrderSnapshot | Fill], max_bytes: int) -> int:
 
 
 def open_orders_page(
-    store: VenueStore, request: OpenOrdersRequest, page_max: int, max_bytes: int
+    store: VenueStore, request: OpenOrdersRequest, page_max: int, max_bytes: int, account: str
 ) -> OpenOrders | Error:
-    """One page of the store's open orders after ``request.after``, in ``client_order_id`` order:
+    """One page of ``account``'s open orders after ``request.after``, in ``client_order_id`` order:
     at most ``limit`` (clamped to ``page_max``), ended before the frame would pass ``max_bytes``."""
     try:
         size = _page_size(request.limit, page_max, request.id or "open_orders")
     except ProtocolError as exc:
         return exc.reply()
-    stored = store.open_orders_after(request.after, size + 1)
+    stored = store.open_orders_after(request.after, size + 1, account)
     snapshots = [order_from_store(o, store.path).snapshot() for o in stored]
     taken = snapshots[: _fit(snapshots[:size], max_bytes)]
     return OpenOrders(
@@ -153,19 +156,21 @@ def open_orders_page(
     )
 
 
-def fills_page(store: VenueStore, request: FillsSinceRequest, page_max: int, max_bytes: int) -> Fills | Error:
-    """One page of the store's fills after ``request.after``, in ``fill_seq`` order, bounded as
-    ``open_orders_page``; ``last_fill_seq`` is the store's newest."""
+def fills_page(
+    store: VenueStore, request: FillsSinceRequest, page_max: int, max_bytes: int, account: str
+) -> Fills | Error:
+    """One page of ``account``'s fills after ``request.after``, in ``fill_seq`` order, bounded as
+    ``open_orders_page``; ``last_fill_seq`` is the account's newest."""
     try:
         size = _page_size(request.limit, page_max, request.id or "fills_since")
     except ProtocolError as exc:
         return exc.reply()
-    fills = [fill_from_store(f) for f in store.fills_after(request.after, size + 1)]
+    fills = [fill_from_store(f) for f in store.fills_after(request.after, size + 1, account)]
     taken = fills[: _fit(fills[:size], max_bytes)]
     return Fills(
         fills=taken,
         id=request.id,
         more=len(taken) < len(fills),
         next=taken[-1].fill_seq if taken else request.after,
-        last_fill_seq=store.last_fill_seq(),
+        last_fill_seq=store.last_fill_seq(account),
     )

@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from kernel.paper_protocol import Execution, NewOrder, OrderType, Side, TimeInForce
+from kernel.venue import matching
 from kernel.venue.matching import EngineConfig, MatchingEngine, Order
 
 X = "BTCUSDT"
@@ -336,7 +337,7 @@ def test_replace_of_a_market_price_a_done_or_an_unknown_order_is_rejected(engine
     assert (unknown.exec, unknown.reason) == ("replace_rejected", "unknown order")
     market = MatchingEngine()
     market.on_quote(X, D("99"), D("0"), D("101"), D("0"), T0)  # no size: a market GTC would be canceled
-    problem = market._replace_problem(
+    problem = matching._replace_problem(
         Order("x", "V9", X, "buy", "market", "gtc", D(1), None, "new", leaves_qty=D(1)), None, D("5")
     )
     assert problem == "a market order has no price"
@@ -429,3 +430,60 @@ def test_a_restored_engine_continues_numbering_and_matching(engine: MatchingEngi
     snapshot = again.order("a")
     assert snapshot is not None
     assert snapshot.snapshot().fills[0].trade_id == "F1"
+
+
+# -- accounts and balances (issue 15) -------------------------------------------------------------
+
+
+def test_two_accounts_may_use_one_client_order_id_and_never_touch_each_others() -> None:
+    engine = MatchingEngine()
+    (a,) = engine.new_order(order("same", qty="1", price="100"), T0, "alice")
+    (b,) = engine.new_order(order("same", side="sell", qty="2", price="200"), T0, "bob")
+    assert (a.venue_order_id, b.venue_order_id) == ("V1", "V2")
+    assert (engine.account_of("V1"), engine.account_of("V2"), engine.account_of("V9")) == ("alice", "bob", None)
+    assert engine.order("same", "mallory") is None
+    (refused,) = engine.cancel("same", T0, account="mallory")
+    assert (refused.exec, refused.reason) == ("cancel_rejected", "unknown order")
+    (refused,) = engine.replace("same", D("5"), D("300"), T0, "mallory")
+    assert (refused.exec, refused.reason) == ("replace_rejected", "unknown order")
+    assert [o.client_order_id for o in engine.open_orders("alice")] == ["same"]
+    assert [o.side for o in engine.open_orders("bob")] == ["sell"]
+    changes = engine.take_changes()
+    assert sorted((o.account, o.client_order_id) for o in changes.orders) == [("alice", "same"), ("bob", "same")]
+
+
+def test_fills_debit_and_credit_the_accounts_balances_with_fees() -> None:
+    engine = MatchingEngine(EngineConfig(fee_bps=D(10), balances={"USDT": D(1000), "BTC": D(1)}))
+    engine.new_order(order("b", qty="2", price="100"), T0, "alice")
+    engine.new_order(order("s", side="sell", qty="0.5", price="300"), T0, "bob")
+    engine.on_trade(X, D("99"), D("2"), T0)
+    engine.on_trade(X, D("301"), D("1"), T0)
+    ledger = engine.ledger
+    # alice: USDT 1000 - 200 - 0.2 fee; BTC 1 + 2.  bob: BTC 1 - 0.5; USDT 1000 + 150 - 0.15 fee
+    assert (ledger.amount("alice", "USDT"), ledger.amount("alice", "BTC")) == (D("799.8"), D("3"))
+    assert (ledger.amount("bob", "USDT"), ledger.amount("bob", "BTC")) == (D("1149.85"), D("0.5"))
+    changes = engine.take_changes()
+    assert changes.fill_accounts == ["alice", "bob"]
+    assert changes.balances == {
+        ("alice", "USDT"): D("799.8"),
+        ("alice", "BTC"): D("3"),
+        ("bob", "BTC"): D("0.5"),
+        ("bob", "USDT"): D("1149.85"),
+    }
+
+
+def test_an_order_beyond_the_balance_less_open_reservations_is_rejected_and_a_restore_keeps_them() -> None:
+    config = EngineConfig(balances={"USDT": D(1000), "BTC": D(1)})
+    engine = MatchingEngine(config)
+    assert kinds(engine.new_order(order("b1", qty="6", price="100"), T0, "alice")) == [("new", "new")]
+    (short,) = engine.new_order(order("b2", qty="5", price="100"), T0, "alice")  # 600 + 500 > 1000
+    assert (short.exec, short.reason) == ("rejected", "insufficient balance")
+    assert kinds(engine.new_order(order("b2", qty="5", price="100"), T0, "bob")) == [("new", "new")]  # bob's own
+    (short,) = engine.new_order(order("s1", side="sell", qty="1.5", price="100"), T0, "alice")
+    assert short.reason == "insufficient balance"
+    restored = MatchingEngine(config, next_venue_order=9)
+    restored.restore(engine.orders())
+    (short,) = restored.new_order(order("b3", qty="5", price="100"), T0, "alice")  # b1 still reserves 600
+    assert short.reason == "insufficient balance"
+    restored.cancel("b1", T0, account="alice")
+    assert kinds(restored.new_order(order("b4", qty="10", price="100"), T0, "alice")) == [("new", "new")]

@@ -182,7 +182,8 @@ def test_missing_tables_and_bad_rows_are_corrupt(path: str) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("UPDATE orders SET qty = 'x'")
     conn.execute(
-        "INSERT INTO orders VALUES ('c', 'V1', 'X', 'buy', 'limit', 'gtc', 'abc', NULL, 'new', '0', '1', NULL, 0, 0, 1)"
+        "INSERT INTO orders VALUES "
+        "('c', 'V1', 'X', 'buy', 'limit', 'gtc', 'abc', NULL, 'new', '0', '1', NULL, 0, 0, 1, 'local')"
     )
     conn.close()
     with pytest.raises(VenueStoreCorrupt, match="order c qty is not a decimal"):
@@ -233,7 +234,8 @@ def test_a_decimal_column_that_is_no_finite_plain_number_is_corrupt(path: str, t
     VenueStore.open(path).close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(
-        "INSERT INTO orders VALUES ('c', 'V1', 'X', 'buy', 'limit', 'gtc', '1', ?, 'new', '0', '1', NULL, 0, 0, 1)",
+        "INSERT INTO orders VALUES ('c', 'V1', 'X', 'buy', 'limit', 'gtc', '1', ?, 'new', '0', '1', NULL, 0, 0, 1, "
+        "'local')",
         (text,),
     )
     conn.close()
@@ -246,3 +248,66 @@ def test_venue_store_errors_are_tradekernel_errors() -> None:
     assert all(issubclass(error, VenueStoreError) for error in family)
     assert issubclass(VenueStoreError, TradekernelError)
     assert not issubclass(VenueStoreError, JournalError)
+
+
+V1_SCHEMA = (
+    "CREATE TABLE orders (client_order_id TEXT PRIMARY KEY, venue_order_id TEXT NOT NULL, instrument TEXT NOT NULL, "
+    "side TEXT NOT NULL, order_type TEXT NOT NULL, tif TEXT NOT NULL, qty TEXT NOT NULL, price TEXT, "
+    "status TEXT NOT NULL, cum_qty TEXT NOT NULL, leaves_qty TEXT NOT NULL, reason TEXT, "
+    "duplicate_submits INTEGER NOT NULL, created_ts_ms INTEGER NOT NULL, priority INTEGER NOT NULL)",
+    "CREATE TABLE fills (fill_seq INTEGER PRIMARY KEY, trade_id TEXT NOT NULL, client_order_id TEXT NOT NULL, "
+    "qty TEXT NOT NULL, price TEXT NOT NULL, fee TEXT NOT NULL, ts_ms INTEGER NOT NULL)",
+    "CREATE UNIQUE INDEX fills_trade_id ON fills (trade_id)",
+    "CREATE INDEX fills_order ON fills (client_order_id, fill_seq)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO meta VALUES ('next_venue_order', 3), ('next_fill_seq', 2), ('next_priority', 3), ('session', 4)",
+    "INSERT INTO orders VALUES ('c-1', 'V1', 'BTCUSDT', 'buy', 'limit', 'gtc', '0.01', '39400.00', "
+    "'partially_filled', '0.004', '0.006', NULL, 0, 1, 1)",
+    "INSERT INTO orders VALUES ('c-2', 'V2', 'BTCUSDT', 'sell', 'limit', 'gtc', '1', '40000', 'new', '0', '1', "
+    "NULL, 2, 2, 2)",
+    "INSERT INTO fills VALUES (1, 'F1', 'c-1', '0.004', '39400.00', '0.0158', 3)",
+    "PRAGMA user_version = 1",
+)
+
+
+def test_a_version_1_store_is_read_as_is_and_migrated_with_every_order_under_local(path: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in V1_SCHEMA:
+        conn.execute(statement)
+    conn.close()
+    before = read_orders(path)  # read-only: not migrated, read as local's
+    assert [(o.account, o.client_order_id, len(o.fills)) for o in before] == [("local", "c-1", 1), ("local", "c-2", 0)]
+    with VenueStore.open(path) as store:
+        state = store.load()
+        assert (state.session, state.counters, state.balances) == (5, Counters(3, 2, 3), ())
+        assert [(o.account, o.client_order_id, o.cum_qty, o.duplicate_submits) for o in state.orders] == [
+            ("local", "c-1", D("0.004"), 0),
+            ("local", "c-2", D("0"), 2),
+        ]
+        assert [(f.account, f.trade_id, f.fee) for f in state.orders[0].fills] == [("local", "F1", D("0.0158"))]
+        assert [o.client_order_id for o in store.open_orders_after("", 10, "local")] == ["c-1", "c-2"]
+        assert store.open_orders_after("", 10, "other") == []
+        assert store.last_fill_seq("local") == 1
+        # Another account may now use the same client order id.
+        store.save_step([an_order("c-1", account="other", venue_order_id="V3")], [], Counters(4, 2, 4))
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+    assert sorted((o.account, o.client_order_id) for o in read_orders(path)) == [
+        ("local", "c-1"),
+        ("local", "c-2"),
+        ("other", "c-1"),
+    ]
+
+
+def test_balances_are_saved_with_the_step_and_read_back(path: str) -> None:
+    with VenueStore.open(path) as store:
+        store.save_step(
+            [an_order()],
+            [a_fill(1)],
+            Counters(2, 2, 2),
+            [("local", "USDT", D("99842.3842")), ("local", "BTC", D("1.004"))],
+        )
+        store.save_step([], [], Counters(2, 2, 2), [("local", "USDT", D("100"))])
+    with VenueStore.open(path) as store:
+        assert store.load().balances == (("local", "BTC", D("1.004")), ("local", "USDT", D("100")))
