@@ -16,7 +16,10 @@ Conventions this venue chose where the protocol leaves room:
   order's owner (so does a connection that asks for the order's status); reports caused by market
   data or test hooks go to the owner if it is still connected, else to every open connection (the
   venue has one account; a reconnecting kernel must not miss fills).
-* ``hello`` is expected first but not enforced.
+* With ``VenueConfig.authenticate`` a connection gets a ``challenge`` on connect and must answer
+  with an authenticated ``hello`` (``kernel.venue.auth``) before anything else; without it (in-process
+  tests, ``--open``) ``hello`` is expected first but not enforced and every connection acts for the
+  ``local`` account. A WebSocket ``Origin`` not in ``allowed_origins`` is refused (HTTP 403).
 * An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
   ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
 * Timestamps: replayed events keep the file's ``ts_ms``; order entry and hooks use the venue clock.
@@ -40,7 +43,7 @@ from decimal import Decimal
 from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 from kernel.clock import wall_ms
 from kernel.paper_defaults import TradingRules
@@ -69,6 +72,7 @@ from kernel.paper_protocol import (
     decode_client,
 )
 from kernel.venue import marketdata
+from kernel.venue.auth import Gate
 from kernel.venue.connection import Channel, Connection
 from kernel.venue.errors import OrderChangeRefused, UnknownInstrument, UnknownOrder, VenueStateError
 from kernel.venue.live import LiveMarket, venue_rules
@@ -132,6 +136,7 @@ class PaperVenue:
         self._server: Server | None = None
         self._replay_task: asyncio.Task[None] | None = None
         self._journal = journal
+        self.gate = Gate(store_path) if self.config.authenticate else None  # None: every connection is "local"
         self._live_entity = live_entity
         self.live: LiveMarket | None = None
         """The live market followed (``config.live``), once started."""
@@ -185,6 +190,7 @@ class PaperVenue:
                 self._serve,
                 host,
                 port,
+                origins=[None, *(Origin(o) for o in cfg.allowed_origins)],  # None: no Origin (not a browser)
                 max_size=MAX_FRAME_BYTES,
                 max_queue=MAX_INCOMING_FRAMES,
                 close_timeout=CLOSE_TIMEOUT_S,
@@ -416,18 +422,11 @@ class PaperVenue:
     async def _serve(self, ws: ServerConnection) -> None:
         conn = Connection(ws, self.config.heartbeat_s, self._clock)
         self._connections.add(conn)
+        if self.gate is not None:
+            conn.send(self.gate.challenge(conn))
         try:
-            async with asyncio.TaskGroup() as group:
-                writer = group.create_task(conn.write_loop(), name=f"venue-writer-{ws.id}")
-                try:
-                    async for frame in ws:
-                        await self._on_frame(conn, frame)
-                finally:
-                    writer.cancel()
-        except* ConnectionClosed:
-            pass  # the client went away (or was dropped): its orders stay at the venue
+            await conn.run(self._on_frame)
         finally:
-            conn.open = False
             self._connections.discard(conn)
 
     async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
@@ -436,6 +435,8 @@ class PaperVenue:
         except ProtocolError as exc:
             conn.send(exc.reply())
             return
+        if self.gate is not None and not await self.gate.admit(conn, message):
+            return  # refused: not authenticated (kernel.venue.auth)
         if self.on_request is not None:
             self.on_request(message)
         try:
@@ -466,7 +467,7 @@ class PaperVenue:
                         )
                     )
                 else:
-                    conn.send(Welcome(version=VERSION, session=self.session, instruments=list(self.instruments)))
+                    conn.send(Welcome(VERSION, self.session, list(self.instruments), account=conn.account))
             case Subscribe(instruments=instruments, channels=channels, id=request_id):
                 unknown = [i for i in instruments if i not in self.instruments]
                 if unknown or not instruments or not channels:

@@ -96,11 +96,19 @@ class VenueConfig:
     """Follow this live venue's market data instead of ``data_paths`` (no slippage: fills walk the live book)."""
     rules: Mapping[str, TradingRules] = field(default_factory=dict)
     """Tick and lot size per instrument (with ``live``: its rules, completed at start)."""
+    authenticate: bool = False
+    """Require an authenticated ``hello`` (``kernel.venue.auth``): ``tradekernel venue`` and the
+    embedded venue turn it on; off (every connection acts for the ``local`` account) only for
+    in-process tests and ``tradekernel venue --open``."""
+    allowed_origins: Sequence[str] = ()
+    """The WebSocket ``Origin`` headers accepted; a connection without one (a kernel, a CLI) is always
+    accepted, one from any other origin (a browser page) is refused with HTTP 403."""
 
     def __post_init__(self) -> None:
         # Accept any sequence (a list is the natural thing to pass) but hold tuples: hashable, immutable.
         object.__setattr__(self, "instruments", tuple(self.instruments))
         object.__setattr__(self, "data_paths", tuple(self.data_paths))
+        object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
         object.__setattr__(self, "fee_bps", Decimal(self.fee_bps))
         object.__setattr__(self, "slippage_bps", Decimal(self.slippage_bps))
         object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
