@@ -95,7 +95,8 @@ def add_parser(commands: Any) -> None:
     venue = commands.add_parser(
         "venue",
         help="run the paper venue (a simulated exchange on a loopback WebSocket)",
-        description="Run the paper venue in the foreground until SIGINT/SIGTERM, or list its orders. "
+        description="Run the paper venue in the foreground until SIGINT/SIGTERM (clients authenticate with an "
+        "account's API key unless --open), list its orders, or manage its accounts. "
         "Exit status: 0 ok, 2 bad arguments or an unusable database or data file.",
     )
     _arguments(venue)
