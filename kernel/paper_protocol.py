@@ -74,8 +74,8 @@ class Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fiel
 
 class Hello(Message, tag="hello", frozen=True):
     """First message of a session: the protocol version the client speaks and, for a venue that
-    authenticates, the account's ``api_key``, the ``nonce`` of the venue's ``challenge`` and the
-    ``signature`` over both (``sign``)."""
+    authenticates, the account's ``api_key``; answering the venue's ``challenge``, also its
+    ``nonce`` and the ``signature`` over both (``sign``)."""
 
     version: int
     client: str = ""
@@ -156,7 +156,8 @@ class Ping(Message, tag="ping", frozen=True):
 
 
 class Challenge(Message, tag="challenge", frozen=True):
-    """Sent first, on connect, by a venue that authenticates: ``hello`` signs ``nonce`` (``sign``)."""
+    """A venue that authenticates answers a ``hello`` that brings an ``api_key`` but no signature
+    with this: the next ``hello`` signs ``nonce`` (``sign``)."""
 
     nonce: str
     version: int = VERSION

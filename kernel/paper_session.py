@@ -6,8 +6,9 @@ client maps the failures below onto its own policy (retry, fail, count).
 
 * ``open_socket`` connects (no proxy, the limits of ``SocketOptions``); websockets' own errors
   (``InvalidURI``, ``InvalidStatus``, ``InvalidHandshake``, ``OSError``, ``TimeoutError``) propagate.
-* ``hello`` (with ``Credentials``: first reads the venue's ``challenge`` and signs its nonce, see
-  docs/venue-protocol.md "Authentication") sends ``hello`` and reads until ``welcome`` within
+* ``hello`` (with ``Credentials``: it carries the key, and a ``challenge`` answering it is signed
+  and sent back as a second ``hello``, see docs/venue-protocol.md "Authentication"; a venue run
+  ``--open`` welcomes the first) sends ``hello`` and reads until ``welcome`` within
   ``timeout``: frames that are not a valid message go to ``on_malformed`` and are skipped, other
   messages (a ``heartbeat``) are ignored. An ``error`` answer raises ``HelloRefused``
   (``VersionRefused`` for ``unsupported_version``, ``AuthRefused`` for ``auth_failed`` and
@@ -132,20 +133,18 @@ async def hello(
 ) -> protocol.Welcome:
     """Send ``hello`` (signed with ``credentials`` when given) and return the venue's ``welcome``
     (see the module docstring for the failures)."""
+    api_key = "" if credentials is None else credentials.api_key
+    first = protocol.Hello(version=protocol.VERSION, client=client_name, api_key=api_key)
     async with asyncio.timeout(timeout):
-        if credentials is None:
-            await ws.send(protocol.encode(protocol.Hello(version=protocol.VERSION, client=client_name)).decode())
-        else:
-            while not isinstance(message := await _next(ws, on_malformed), protocol.Challenge):
-                if isinstance(message, protocol.Error):
-                    raise _refused(message, credentials)
-            await ws.send(protocol.encode(credentials.signed_hello(client_name, message.nonce)).decode())
+        await ws.send(protocol.encode(first).decode())
         while True:
             message = await _next(ws, on_malformed)
             if isinstance(message, protocol.Welcome):
                 break
             if isinstance(message, protocol.Error):
                 raise _refused(message, credentials)
+            if isinstance(message, protocol.Challenge) and credentials is not None:
+                await ws.send(protocol.encode(credentials.signed_hello(client_name, message.nonce)).decode())
     if message.version != protocol.VERSION:
         detail = f"unsupported_version: welcome of version {message.version}"
         raise VersionRefused(

@@ -1,7 +1,8 @@
 """The paper venue's authentication (``docs/venue-protocol.md``, "Authentication").
 
-A venue that authenticates (``VenueConfig.authenticate``) sends each new connection a ``challenge``
-with a fresh random nonce. The client answers with ``hello`` carrying its ``api_key``, the nonce and
+On a venue that authenticates (``VenueConfig.authenticate``) a client's first ``hello`` carries its
+``api_key`` only; the venue answers with a ``challenge`` holding a fresh random nonce for this
+connection. The client sends ``hello`` again with the key, the nonce and
 ``paper_protocol.sign(secret_key(secret), nonce, api_key)``; ``Gate.check`` looks the key up in the
 venue's ``accounts`` table (``storage.venue_accounts``, opened per look-up: an account added or
 revoked while the venue runs counts at once), recomputes the signature from the stored
@@ -43,8 +44,9 @@ class Gate:
     async def admit(self, conn: Connection, message: ClientMessage) -> bool:
         """True when ``message`` may be served on ``conn``: it is authenticated, or ``message`` is
         the ``hello`` that authenticates it (or one of another version, answered as usual).
-        Otherwise the refusal is sent: ``not_authenticated`` (the connection stays), or
-        ``auth_failed`` and the connection is closed."""
+        Otherwise a ``challenge`` is sent (a ``hello`` with a key but no signature yet), or the
+        refusal: ``not_authenticated`` (the connection stays), or ``auth_failed`` and the
+        connection is closed."""
         if conn.authenticated:
             return True
         if not isinstance(message, Hello):
@@ -55,6 +57,9 @@ class Gate:
             return False
         if message.version != VERSION:
             return True
+        if message.api_key and not message.signature and not message.nonce:
+            conn.send(self.challenge(conn))  # sign this, then say hello again
+            return False
         refusal = self.check(conn, message)
         if refusal is None:
             return True

@@ -48,7 +48,7 @@ class Connection:
         self.authenticated = False
         """True once an authenticated ``hello`` was welcomed (``kernel.venue.auth``)."""
         self.nonce = ""
-        """The nonce of this connection's ``challenge`` (a venue that authenticates sends one on connect)."""
+        """The nonce of this connection's ``challenge`` (sent when a ``hello`` brings a key to sign)."""
         self.queue: asyncio.Queue[Outbound] = asyncio.Queue()
         self.subscriptions: set[tuple[str, Channel]] = set()
         self.seq: dict[tuple[str, Channel], int] = {}

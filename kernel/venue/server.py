@@ -16,8 +16,8 @@ Conventions this venue chose where the protocol leaves room:
   order's owner (so does a connection that asks for the order's status); reports caused by market
   data or test hooks go to the owner if it is still connected, else to every open connection (the
   venue has one account; a reconnecting kernel must not miss fills).
-* With ``VenueConfig.authenticate`` a connection gets a ``challenge`` on connect and must answer
-  with an authenticated ``hello`` (``kernel.venue.auth``) before anything else; without it (in-process
+* With ``VenueConfig.authenticate`` a connection must authenticate (``hello`` with its key, a
+  ``challenge``, ``hello`` signed: ``kernel.venue.auth``) before anything else; without it (in-process
   tests, ``--open``) ``hello`` is expected first but not enforced and every connection acts for the
   ``local`` account. A WebSocket ``Origin`` not in ``allowed_origins`` is refused (HTTP 403).
 * An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
@@ -422,8 +422,6 @@ class PaperVenue:
     async def _serve(self, ws: ServerConnection) -> None:
         conn = Connection(ws, self.config.heartbeat_s, self._clock)
         self._connections.add(conn)
-        if self.gate is not None:
-            conn.send(self.gate.challenge(conn))
         try:
             await conn.run(self._on_frame)
         finally:

@@ -1,9 +1,9 @@
 """Accounts and authentication of the paper venue, on a real venue process over loopback.
 
 Accounts are made with the CLI (``tradekernel venue account add``, a subprocess) in the venue's own
-database; a raw ``websockets`` client then speaks the handshake by hand: the venue's ``challenge``,
-a ``hello`` signed with HMAC-SHA256 over its nonce, and the ``welcome`` or the ``error`` answering
-it. Every wait is bounded.
+database; a raw ``websockets`` client then speaks the handshake by hand: ``hello`` with the key, the
+venue's ``challenge``, a ``hello`` signed with HMAC-SHA256 over its nonce, and the ``welcome`` or the
+``error`` answering it. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ async def recv(ws: ClientConnection) -> dict[str, Any]:
             return message
 
 
-async def challenge(ws: ClientConnection) -> str:
+async def challenge(ws: ClientConnection, api_key: str) -> str:
+    """Say hello with ``api_key``: the nonce of the venue's challenge."""
+    await ws.send(json.dumps({"type": "hello", "version": 1, "api_key": api_key}))
     message = await recv(ws)
     assert message["type"] == "challenge", message
     nonce = message["nonce"]
@@ -87,7 +89,8 @@ async def challenge(ws: ClientConnection) -> str:
 
 async def hello(ws: ClientConnection, api_key: str, secret: str, nonce: str | None = None) -> dict[str, Any]:
     """Answer the challenge with a hello signed by ``secret``; the venue's answer."""
-    sent_nonce = await challenge(ws) if nonce is None else nonce
+    challenged = await challenge(ws, api_key)
+    sent_nonce = challenged if nonce is None else nonce
     frame = {"type": "hello", "version": 1, "api_key": api_key, "nonce": sent_nonce}
     frame["signature"] = signature(secret, sent_nonce, api_key)
     await ws.send(json.dumps(frame))
@@ -113,7 +116,6 @@ async def test_a_good_key_is_welcomed_with_its_account_name(venue: VenueProcess)
 @pytest.mark.asyncio
 async def test_requests_before_an_authenticated_hello_are_refused(venue: VenueProcess) -> None:
     async with asyncio.timeout(LIMIT_S), connect(venue.url) as ws:
-        await challenge(ws)
         order = {"type": "new_order", "client_order_id": "x1", "instrument": "BTCUSDT", "side": "buy", "qty": "1"}
         for request in ({"type": "open_orders", "id": "q1"}, order, {"type": "ping", "id": "p1"}):
             await ws.send(json.dumps(request))
@@ -144,7 +146,6 @@ async def test_an_unknown_key_and_a_wrong_signature_are_refused_and_closed(venue
             assert refused["message"] == "wrong signature for the api_key of account 'bob' (is the secret right?)"
             await closed(ws)
         async with connect(venue.url) as ws:  # a signature over another nonce (a replayed hello)
-            await challenge(ws)
             refused = await hello(ws, api_key, secret, nonce="an-old-nonce-from-another-connection")
             assert refused["code"] == "auth_failed"
             assert "wrong nonce" in refused["message"]
@@ -173,7 +174,7 @@ async def test_a_browser_origin_is_refused(venue: VenueProcess) -> None:
                 await connect(venue.url, origin=origin)  # type: ignore[arg-type]
             assert refused.value.response.status_code == 403
         async with connect(venue.url) as ws:  # no Origin: a kernel or a tool
-            await challenge(ws)
+            await challenge(ws, "any-key")
 
 
 def test_account_add_list_revoke_never_show_or_store_the_secret(tmp_path: Path) -> None:
