@@ -262,3 +262,15 @@ async def test_the_kernel_without_credentials_names_the_variables_to_set(venue: 
     assert "the venue requires authentication and no API key is configured" in result.stderr, result.stderr[-3000:]
     assert "api_key_env and api_secret_env" in result.stderr
     assert json.loads(run_cli("venue", "orders", "--db", venue.db, "--json").stdout) == []
+
+
+def test_credentials_and_a_signed_hello_never_show_the_secret_or_signature() -> None:
+    from kernel.paper_session import Credentials
+
+    credentials = Credentials("KEY-visible", "SECRET-hidden", "environment variables A and B")
+    shown = repr(credentials) + str(credentials)
+    assert "SECRET-hidden" not in shown
+    assert "KEY-visible" not in shown
+    hello = credentials.signed_hello("test", "nonce-1")
+    assert hello.signature == signature("SECRET-hidden", "nonce-1", "KEY-visible")
+    assert hello.signature not in repr(hello)
