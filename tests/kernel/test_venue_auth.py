@@ -274,3 +274,45 @@ def test_credentials_and_a_signed_hello_never_show_the_secret_or_signature() -> 
     hello = credentials.signed_hello("test", "nonce-1")
     assert hello.signature == signature("SECRET-hidden", "nonce-1", "KEY-visible")
     assert hello.signature not in repr(hello)
+
+
+@pytest.mark.asyncio
+async def test_the_embedded_venue_authenticates_and_its_kernel_trades_without_set_up(tmp_path: Path) -> None:
+    """``tradekernel run`` with no credentials anywhere: the embedded venue refuses a stranger, and
+    its own kernel (handed the ``local`` account's credentials in memory) trades."""
+    db = str(tmp_path / "k.db")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "kernel", "run", "--db", db, "--duration", "8", "--status-view", "off"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(REPO),
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(30):
+            seen = b""
+            while b"paper venue listening on " not in seen:  # the kernel's log names the embedded venue's url
+                line = await proc.stderr.readline()
+                assert line, f"the kernel ended before its venue listened: {seen.decode()[-2000:]}"
+                seen = line
+            url = seen.decode().split("paper venue listening on ")[1].split()[0]
+            ws = await connect(url)
+            async with ws:
+                await ws.send(json.dumps({"type": "open_orders", "id": "q1"}))
+                assert (await recv(ws))["code"] == "not_authenticated"
+                await ws.send(json.dumps({"type": "hello", "version": 1}))
+                assert (await recv(ws))["code"] == "auth_failed"
+                await closed(ws)
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    orders = json.loads(run_cli("venue", "orders", "--db", f"{db}.venue.db", "--json").stdout)
+    assert orders, "the embedded venue's kernel placed no order"
+    listing = run_cli("venue", "account", "list", "--db", f"{db}.venue.db").stdout.splitlines()
+    assert listing[2].split()[0] == "local"
+    assert listing[-1] == "1 account(s)"
