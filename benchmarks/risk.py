@@ -93,7 +93,7 @@ def halt_time() -> None:
     workdir = tempfile.mkdtemp(prefix="tk-halt-")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
     venue_db = os.path.join(workdir, "venue.db")
-    venue = subprocess.Popen([sys.executable, "-m", "kernel", "venue", "--port", "0", "--db", venue_db],
+    venue = subprocess.Popen([sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--db", venue_db],
                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
     assert venue.stdout is not None
     url = venue.stdout.readline().split()[-1]

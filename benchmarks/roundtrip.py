@@ -142,7 +142,7 @@ def main() -> None:
         raw = asyncio.run(raw_round_trips(echo_port, os.path.join(workdir, "raw.db"), args.orders))
     finally:
         stop(echo)
-    venue, url = start([sys.executable, "-m", "kernel", "venue", "--port", "0",
+    venue, url = start([sys.executable, "-m", "kernel", "venue", "--open", "--port", "0",
                         "--db", os.path.join(workdir, "venue.db")])  # fmt: skip
     try:
         orders = asyncio.run(order_round_trips(url, os.path.join(workdir, "kernel.db"), args.orders))

@@ -203,7 +203,8 @@ class Kernel(KernelParts):
             self.limits = wiring.limits_with_rules(self.limits, self.venue.rules)
         else:
             self.venue_url = cfg.venue.url
-        self.client = client = wiring.venue_client(self.venue_url)
+        self.credentials = wiring.venue_credentials(cfg, self.venue)
+        self.client = client = wiring.venue_client(self.venue_url, self.credentials)
         self.manager = manager = wiring.order_manager(journal, client, cfg)
         self.metrics.fills = self.portfolio.refold(bootstrap.restore_positions(manager))
         self.host.attach(manager)
@@ -304,6 +305,7 @@ class Kernel(KernelParts):
             now_ms=self.monotonic_ms,
             on_event=self.host.on_market,
             on_state=self._on_feed_state,
+            credentials=self.credentials,
         )
         await self.feed.run()
         if self.feed.state == "failed" and not self.stopping:

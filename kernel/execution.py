@@ -53,7 +53,7 @@ from kernel.paper_protocol import (
     OrderStatusRequest,
     ReplaceOrder,
 )
-from kernel.paper_session import HelloRefused, SocketOptions, VersionRefused, connect_paper
+from kernel.paper_session import Credentials, HelloRefused, SocketOptions, VersionRefused, connect_paper
 from machines.errors import TradekernelError
 
 log = logging.getLogger(__name__)
@@ -206,11 +206,13 @@ class VenueClient:
         jitter: float = 0.1,
         sleep: Sleep = asyncio.sleep,
         on_anomaly: Callable[[str, str, str], None] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         if attempts is not None and attempts < 1:
             raise VenueSettingError("attempts must be at least 1 (or None: never give up)")
         self.url = url
         self.client_name = client_name
+        self._credentials = credentials  # the account's key and secret (hello signs the venue's challenge)
         self._socket = SocketOptions(open_timeout, ping_interval, ping_timeout, close_timeout, max_size, max_queue)
         self.attempts = attempts
         self.backoff = backoff
@@ -346,7 +348,11 @@ class VenueClient:
         self.connect_attempts += 1
         try:
             ws, welcome = await connect_paper(
-                self.url, client_name=self.client_name, options=self._socket, on_malformed=self._malformed
+                self.url,
+                client_name=self.client_name,
+                options=self._socket,
+                on_malformed=self._malformed,
+                credentials=self._credentials,
             )
         except InvalidURI as exc:
             raise VenueError(f"bad venue url {redact_url(self.url)!r}: {redact_in(str(exc), self.url)}") from exc

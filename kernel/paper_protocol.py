@@ -11,6 +11,8 @@ never fatal to the connection.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from decimal import Decimal
 from typing import Literal, TypeVar
@@ -36,7 +38,16 @@ Status = Literal["new", "partially_filled", "filled", "canceled", "rejected", "e
 Exec = Literal[
     "new", "rejected", "trade", "canceled", "replaced", "expired", "restated", "cancel_rejected", "replace_rejected"
 ]
-ErrorCode = Literal["malformed", "unknown_type", "unsupported_version", "invalid", "unknown_order", "internal"]
+ErrorCode = Literal[
+    "malformed",
+    "unknown_type",
+    "unsupported_version",
+    "invalid",
+    "unknown_order",
+    "internal",
+    "auth_failed",
+    "not_authenticated",
+]
 
 
 MAX_CLIENT_ORDER_ID = 36
@@ -62,10 +73,18 @@ class Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fiel
 
 
 class Hello(Message, tag="hello", frozen=True):
-    """First message of a session: the protocol version the client speaks."""
+    """First message of a session: the protocol version the client speaks and, for a venue that
+    authenticates, the account's ``api_key``; answering the venue's ``challenge``, also its
+    ``nonce`` and the ``signature`` over both (``sign``)."""
 
     version: int
     client: str = ""
+    api_key: str = ""
+    nonce: str = ""
+    signature: str = ""
+
+    def __repr__(self) -> str:
+        return f"Hello(version={self.version}, client={self.client!r}, api_key={self.api_key!r})"
 
 
 class Subscribe(Message, tag="subscribe", frozen=True):
@@ -142,12 +161,21 @@ class Ping(Message, tag="ping", frozen=True):
 # -- venue → client ---------------------------------------------------------------------------
 
 
+class Challenge(Message, tag="challenge", frozen=True):
+    """A venue that authenticates answers a ``hello`` that brings an ``api_key`` but no signature
+    with this: the next ``hello`` signs ``nonce`` (``sign``)."""
+
+    nonce: str
+    version: int = VERSION
+
+
 class Welcome(Message, tag="welcome", frozen=True):
-    """Answer to ``hello``: the venue's version, session id and instruments."""
+    """Answer to ``hello``: the venue's version, session id, instruments and the account the session acts for."""
 
     version: int
     session: str
     instruments: list[str]
+    account: str = "local"
 
 
 class Subscribed(Message, tag="subscribed", frozen=True):
@@ -308,7 +336,8 @@ ClientMessage = (
     | Ping
 )
 VenueMessage = (
-    Welcome
+    Challenge
+    | Welcome
     | Subscribed
     | Trade
     | Quote
@@ -321,6 +350,17 @@ VenueMessage = (
     | Pong
     | Error
 )
+
+
+def secret_key(secret: str) -> str:
+    """The signing key derived from an account's ``secret`` (hex SHA-256): the client computes it,
+    the venue stores it (never the secret)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def sign(key: str, nonce: str, api_key: str) -> str:
+    """The ``hello`` signature: hex HMAC-SHA256, keyed by ``key`` (``secret_key``), of ``nonce + "\\n" + api_key``."""
+    return hmac.new(key.encode(), f"{nonce}\n{api_key}".encode(), hashlib.sha256).hexdigest()
 
 
 class ProtocolError(TradekernelError, ValueError):

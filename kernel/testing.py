@@ -50,6 +50,8 @@ from storage.audit import AuditReader
 
 PENDING = ("pending_new", "pending_cancel", "pending_replace")
 START_MS = 1_700_000_000_000
+HARNESS_KEY_ENV, HARNESS_SECRET_ENV = "TK_HARNESS_VENUE_KEY", "TK_HARNESS_VENUE_SECRET"
+"""Where the harness puts the venue account's key and secret (in the kernel's own ``environ``)."""
 
 
 class FakeClock:
@@ -113,10 +115,19 @@ class KernelHarness:
         self.venue = PaperVenue(
             self.venue_path,
             # heartbeat_s is a default the caller may override (a long one lets the feed go stale)
-            VenueConfig(instruments=self.instruments, autoplay=False, **{"heartbeat_s": 0.5, **self._venue_options}),
+            VenueConfig(
+                instruments=self.instruments,
+                autoplay=False,
+                **{"heartbeat_s": 0.5, "authenticate": True, **self._venue_options},
+            ),
             clock=self.clock,
         )
         await self.venue.start("127.0.0.1", 0)
+        # The kernel authenticates as a real one would: the account's key and secret from the
+        # environment it is given (here a mapping of its own, never os.environ).
+        environ = dict(os.environ)
+        if self.venue.gate is not None:
+            environ[HARNESS_KEY_ENV], environ[HARNESS_SECRET_ENV] = self.venue.gate.local_credentials(START_MS)
         # A Unix socket path is limited to ~100 bytes; pytest's tmp_path can be longer.
         self._socket_dir = tempfile.TemporaryDirectory(prefix="tk-")
         overrides = {
@@ -127,9 +138,14 @@ class KernelHarness:
             "kernel.stop_timeout_s": self.timeout,
             "venue.url": self.venue.url,
             "venue.instruments": list(self.instruments),
+            **(
+                {"venue.api_key_env": HARNESS_KEY_ENV, "venue.api_secret_env": HARNESS_SECRET_ENV}
+                if self.venue.config.authenticate
+                else {}
+            ),
             **self._config,
         }
-        config = load(None, overrides)
+        config = load(None, overrides, environ)
         self.kernel = Kernel(config, strategy=self.strategy, clock_ms=self.clock, timers=False)
         self._task = asyncio.create_task(self.kernel.run(), name="harness-kernel")
         await self._until(lambda: self.kernel is not None and self.kernel.ready.is_set(), "the kernel to be ready")

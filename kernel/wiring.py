@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from kernel.clock import wall_ms
 from kernel.config import EMBEDDED, Config
 from kernel.control import ControlServer, Handler
 from kernel.execution import VenueClient
 from kernel.feed.client import FeedClient
 from kernel.feed.events import FeedEvent
+from kernel.feed.paper_source import PaperMarketData
 from kernel.http import HttpEndpoints
 from kernel.orders import OrderManager
 from kernel.paper_defaults import TradingRules
+from kernel.paper_session import Credentials
 from kernel.strategy import Strategy, load_strategy_class
 from machines.risk_limits import InstrumentLimits, Limits
 from storage import Journal
+
+if TYPE_CHECKING:
+    from kernel.venue.auth import Gate
 
 
 class EmbeddedVenue(Protocol):
@@ -42,6 +48,11 @@ class EmbeddedVenue(Protocol):
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
+        ...
+
+    @property
+    def gate(self) -> Gate | None:
+        """Its authentication: ``gate.local_credentials`` are handed to the in-process kernel."""
         ...
 
 
@@ -72,7 +83,8 @@ async def start_embedded_venue(config: Config, journal: Journal | None = None) -
 
     embedded, market = config.venue.embedded, config.market
     if not market.is_live:
-        venue = PaperVenue(embedded.store_path, embedded.venue_config(tuple(config.venue.instruments)))
+        settings = dataclasses.replace(embedded.venue_config(tuple(config.venue.instruments)), authenticate=True)
+        venue = PaperVenue(embedded.store_path, settings)
     else:
         live = LiveMarketSettings(
             source=market.source,
@@ -82,7 +94,9 @@ async def start_embedded_venue(config: Config, journal: Journal | None = None) -
             rules={symbol: rules.trading_rules() for symbol, rules in market.rules.items()},
             policy=config.feed.policy(),
         )
-        settings = dataclasses.replace(embedded.venue_config(market.instruments), data_paths=(), live=live)
+        settings = dataclasses.replace(
+            embedded.venue_config(market.instruments), data_paths=(), live=live, authenticate=True
+        )
         entity = f"market-r{journal.run_id}" if journal is not None else "market"
         venue = PaperVenue(embedded.store_path, settings, journal=journal, live_entity=entity)
     await venue.start(embedded.host, embedded.port)
@@ -107,10 +121,23 @@ def limits_with_rules(limits: Limits, rules: Mapping[str, TradingRules]) -> Limi
     return dataclasses.replace(limits, per_instrument=overrides) if overrides != dict(limits.per_instrument) else limits
 
 
-def venue_client(url: str) -> VenueClient:
+def venue_credentials(config: Config, venue: EmbeddedVenue | None) -> Credentials | None:
+    """The account credentials the kernel's venue sessions sign ``hello`` with: the embedded venue's
+    ``local`` account (handed over in memory, never printed), else those of ``[venue] api_key_env``
+    and ``api_secret_env`` (``None`` when either is unset: fine against a venue run ``--open``)."""
+    if venue is not None and venue.gate is not None:
+        api_key, secret = venue.gate.local_credentials(wall_ms())
+        return Credentials(api_key, secret, "the embedded venue")
+    key, secret_ = config.venue.api_key, config.venue.api_secret
+    if not (key.is_set and secret_.is_set):
+        return None
+    return Credentials(key.reveal(), secret_.reveal(), f"environment variables {key.env} and {secret_.env}")
+
+
+def venue_client(url: str, credentials: Credentials | None = None) -> VenueClient:
     """The venue session: it reconnects forever (0.2 s doubling to a 2 s cap, plus up to 0.5 s of
     jitter); a venue outage pauses order entry, and halts only by ``[health] venue_outage_halt_s``."""
-    return VenueClient(url, attempts=None, backoff=0.2, backoff_max=2.0, jitter=0.5)
+    return VenueClient(url, attempts=None, backoff=0.2, backoff_max=2.0, jitter=0.5, credentials=credentials)
 
 
 def order_manager(journal: Journal, client: VenueClient, config: Config) -> OrderManager:
@@ -128,10 +155,20 @@ def feed_client(
     now_ms: Callable[[], int],
     on_event: Callable[[FeedEvent], None],
     on_state: Callable[[str], None],
+    credentials: Credentials | None = None,
 ) -> FeedClient:
-    """The market-data feed of ``instruments``, with the ``[feed]`` policy."""
+    """The market-data feed of ``instruments``, with the ``[feed]`` policy (from the paper venue at
+    ``url``, its ``hello`` signed with ``credentials``)."""
     return FeedClient(
-        url, instruments, journal, entity_id, config.feed.policy(), now_ms=now_ms, on_event=on_event, on_state=on_state
+        url,
+        instruments,
+        journal,
+        entity_id,
+        config.feed.policy(),
+        now_ms=now_ms,
+        on_event=on_event,
+        on_state=on_state,
+        source=PaperMarketData(url, credentials=credentials),
     )
 
 
@@ -170,4 +207,5 @@ __all__ = [
     "timer_interval_ms",
     "uses_embedded_venue",
     "venue_client",
+    "venue_credentials",
 ]

@@ -63,3 +63,12 @@ def run_cli(*args: str, timeout: float = 60, cwd: str | None = None) -> subproce
 @pytest.fixture
 def cli() -> object:
     return run_cli
+
+
+def add_venue_account(db: str, name: str) -> tuple[str, str]:
+    """Create account ``name`` in the venue database ``db`` with ``tradekernel venue account add``
+    (a real subprocess); its ``(api_key, secret)``, read from what the command prints once."""
+    added = run_cli("venue", "account", "add", name, "--db", db, timeout=30)
+    assert added.returncode == 0, added.stderr
+    fields = dict(line.split(":", 1) for line in added.stdout.splitlines() if line.startswith(("api_key:", "secret:")))
+    return fields["api_key"].strip(), fields["secret"].strip()

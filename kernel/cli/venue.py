@@ -2,9 +2,12 @@
 
     tradekernel venue --port 8765 --db venue.db [--data FILE.csv ...] [--speed 0] [--balance USDT=100000] ...
     tradekernel venue orders --db venue.db [--account NAME] [--json]
+    tradekernel venue account add|list|revoke ... --db venue.db     (``kernel.cli.venue_accounts``)
 
 The venue prints ``venue listening on ws://HOST:PORT`` once bound and runs until SIGINT or SIGTERM
-(clean stop, exit 0). It binds to loopback only unless ``--allow-remote``. Exit status: 0 ok, 2 bad
+(clean stop, exit 0). It binds to loopback only unless ``--allow-remote``. Clients must authenticate
+(``hello`` signed with an account's key and secret, see docs/venue-protocol.md) unless ``--open``;
+browser pages (a WebSocket ``Origin`` header) are refused unless ``--allow-origin`` names them. Exit status: 0 ok, 2 bad
 arguments, an unusable venue database or data file, or an address that cannot be bound.
 
 The simulator (``kernel.venue``) and its store are imported only by the command that uses them.
@@ -19,6 +22,7 @@ import signal
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from kernel.cli import venue_accounts
 from kernel.cli.common import usage_error
 from kernel.cli.table import format_table
 from kernel.exits import EXIT_OK
@@ -77,7 +81,19 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--loop", action="store_true", help="replay the data again when it ends")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
-    sub = parser.add_subparsers(dest="venue_command", metavar="orders")
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="no authentication: every client acts for the 'local' account (tests and local tools only)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        metavar="ORIGIN",
+        action="append",
+        default=[],
+        help="accept WebSocket connections from this browser Origin (default: refuse any Origin)",
+    )
+    sub = parser.add_subparsers(dest="venue_command", metavar="orders|account")
     orders = sub.add_parser(
         "orders",
         help="list the orders a venue database holds",
@@ -86,6 +102,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     orders.add_argument("--db", dest="orders_db", metavar="VENUE.db", required=True, help="the venue's SQLite file")
     orders.add_argument("--account", metavar="NAME", help="only this account's orders (default: every account's)")
     orders.add_argument("--json", action="store_true", help="print a JSON list (decimals as strings)")
+    venue_accounts.add_parser(sub)
     parser.set_defaults(run=run)
 
 
@@ -94,7 +111,8 @@ def add_parser(commands: Any) -> None:
     venue = commands.add_parser(
         "venue",
         help="run the paper venue (a simulated exchange on a loopback WebSocket)",
-        description="Run the paper venue in the foreground until SIGINT/SIGTERM, or list its orders. "
+        description="Run the paper venue in the foreground until SIGINT/SIGTERM (clients authenticate with an "
+        "account's API key unless --open), list its orders, or manage its accounts. "
         "Exit status: 0 ok, 2 bad arguments or an unusable database or data file.",
     )
     _arguments(venue)
@@ -108,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     """Serve (or, for ``orders``, list); the exit status."""
     if args.venue_command == "orders":
         return _orders(args.orders_db, as_json=args.json, account=args.account)
+    if args.venue_command == "account":
+        return venue_accounts.run_account(args)
     if not args.db:
         return _usage("--db VENUE.db is required")
     if not is_loopback(args.host) and not args.allow_remote:
@@ -128,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
             unsolicited_cancel_rate=args.unsolicited_cancel_rate,
             loop=args.loop,
             balances=dict(args.balance),
+            authenticate=not args.open,
+            allowed_origins=tuple(args.allow_origin),
         )
     except ValueError as exc:
         return _usage(str(exc))

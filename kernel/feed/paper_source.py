@@ -1,6 +1,7 @@
 """The paper venue as a market-data source: ``PaperMarketData`` (a ``kernel.feed.source.MarketDataSource``).
 
-``hello`` and ``welcome`` first (``kernel.paper_session``), one ``subscribe`` answered by
+``hello`` and ``welcome`` first (``kernel.paper_session``; signed with the account's ``Credentials``
+against a venue that authenticates), one ``subscribe`` answered by
 ``subscribed``, frames decoded by ``decode_paper`` and checked by ``PaperSync``. A venue ``error``
 answering ``hello`` or ``subscribe`` fails the feed for the codes in ``FATAL_VENUE_ERRORS`` and is
 retried for any other.
@@ -19,9 +20,9 @@ from kernel.feed.events import DecodeError, FeedEvent, SubscriptionAck, VenueNot
 from kernel.feed.paper import VENUE, PaperSync, decode_paper
 from kernel.feed.source import Channel, OnDecodeError, SessionFailed
 from kernel.paper_protocol import ProtocolError, Subscribe, encode
-from kernel.paper_session import HelloRefused, hello
+from kernel.paper_session import AuthRefused, Credentials, HelloRefused, hello
 
-FATAL_VENUE_ERRORS: Final = frozenset({"unsupported_version", "invalid"})
+FATAL_VENUE_ERRORS: Final = frozenset({"unsupported_version", "invalid", "auth_failed", "not_authenticated"})
 """``error`` codes answering ``hello``/``subscribe`` that retrying cannot fix."""
 
 
@@ -34,9 +35,12 @@ def _refusal(request: str, code: str, detail: str) -> SessionFailed:
 class PaperMarketData:
     """The paper venue's market data at ``url`` (a ``MarketDataSource``; see the module docstring)."""
 
-    def __init__(self, url: str, *, client_name: str = "tradekernel-feed") -> None:
+    def __init__(
+        self, url: str, *, client_name: str = "tradekernel-feed", credentials: Credentials | None = None
+    ) -> None:
         self._url = url
         self.client_name = client_name
+        self._credentials = credentials
 
     @property
     def venue(self) -> Literal["paper"]:
@@ -55,11 +59,13 @@ class PaperMarketData:
             on_decode_error(DecodeError(VENUE, str(error), sample(frame)))
 
         try:
-            await hello(ws, client_name=self.client_name, timeout=timeout, on_malformed=malformed)
+            await hello(
+                ws, client_name=self.client_name, timeout=timeout, on_malformed=malformed, credentials=self._credentials
+            )
         except TimeoutError:
             raise SessionFailed("no answer to hello within open_timeout", fatal=False) from None
         except HelloRefused as exc:
-            raise _refusal("hello", exc.code, exc.detail) from None
+            raise _refusal("hello", exc.code, str(exc) if isinstance(exc, AuthRefused) else exc.detail) from None
 
     def subscribe(self, instruments: Sequence[str], channels: Sequence[Channel], request_id: str) -> list[str]:
         """One ``subscribe`` message."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 from kernel.paper_protocol import Heartbeat, Message, Quote, Trade, encode
 from kernel.venue.marketdata import MarketQuote, MarketTrade
@@ -44,6 +45,10 @@ class Connection:
         self.account = LOCAL_ACCOUNT
         """The venue account this connection acts for (set by its ``hello``): it sees and touches
         only that account's orders, fills and balances."""
+        self.authenticated = False
+        """True once an authenticated ``hello`` was welcomed (``kernel.venue.auth``)."""
+        self.nonce = ""
+        """The nonce of this connection's ``challenge`` (sent when a ``hello`` brings a key to sign)."""
         self.queue: asyncio.Queue[Outbound] = asyncio.Queue()
         self.subscriptions: set[tuple[str, Channel]] = set()
         self.seq: dict[tuple[str, Channel], int] = {}
@@ -52,6 +57,22 @@ class Connection:
         self._clock = clock
         self._space = asyncio.Event()
         self._space.set()
+
+    async def run(self, on_frame: Callable[[Connection, str | bytes], Awaitable[None]]) -> None:
+        """Serve the connection until it closes: its writer task, and ``on_frame`` for each frame
+        received, in order. The client going away (or being dropped) ends it quietly."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(self.write_loop(), name=f"venue-writer-{self.ws.id}")
+                try:
+                    async for frame in self.ws:
+                        await on_frame(self, frame)
+                finally:
+                    writer.cancel()
+        except* ConnectionClosed:
+            pass  # the client went away (or was dropped): its orders stay at the venue
+        finally:
+            self.open = False
 
     def send(self, message: Outbound) -> None:
         """Queue a message (never blocks); a hopelessly stuck consumer is disconnected."""

@@ -20,7 +20,10 @@ Conventions this venue chose where the protocol leaves room:
   caused by market data or test hooks go to the owner if it is still connected, else to every open
   connection of the order's account (a reconnecting kernel must not miss fills), never to another
   account's.
-* ``hello`` is expected first but not enforced.
+* With ``VenueConfig.authenticate`` a connection must authenticate (``hello`` with its key, a
+  ``challenge``, ``hello`` signed: ``kernel.venue.auth``) before anything else; without it (in-process
+  tests, ``--open``) ``hello`` is expected first but not enforced and every connection acts for the
+  ``local`` account. A WebSocket ``Origin`` not in ``allowed_origins`` is refused (HTTP 403).
 * An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
   ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
 * Timestamps: replayed events keep the file's ``ts_ms``; order entry and hooks use the venue clock.
@@ -44,7 +47,7 @@ from decimal import Decimal
 from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 from kernel.clock import wall_ms
 from kernel.paper_defaults import TradingRules
@@ -76,6 +79,7 @@ from kernel.paper_protocol import (
     decode_client,
 )
 from kernel.venue import marketdata
+from kernel.venue.auth import Gate
 from kernel.venue.connection import LOCAL_ACCOUNT, Channel, Connection
 from kernel.venue.errors import OrderChangeRefused, UnknownInstrument, UnknownOrder, VenueStateError
 from kernel.venue.live import LiveMarket, venue_rules
@@ -140,6 +144,7 @@ class PaperVenue:
         self._server: Server | None = None
         self._replay_task: asyncio.Task[None] | None = None
         self._journal = journal
+        self.gate = Gate(store_path) if self.config.authenticate else None  # None: every connection is "local"
         self._live_entity = live_entity
         self.live: LiveMarket | None = None
         """The live market followed (``config.live``), once started."""
@@ -193,6 +198,7 @@ class PaperVenue:
                 self._serve,
                 host,
                 port,
+                origins=[None, *(Origin(o) for o in cfg.allowed_origins)],  # None: no Origin (not a browser)
                 max_size=MAX_FRAME_BYTES,
                 max_queue=MAX_INCOMING_FRAMES,
                 close_timeout=CLOSE_TIMEOUT_S,
@@ -419,17 +425,8 @@ class PaperVenue:
             self.on_connect(conn)
         self._connections.add(conn)
         try:
-            async with asyncio.TaskGroup() as group:
-                writer = group.create_task(conn.write_loop(), name=f"venue-writer-{ws.id}")
-                try:
-                    async for frame in ws:
-                        await self._on_frame(conn, frame)
-                finally:
-                    writer.cancel()
-        except* ConnectionClosed:
-            pass  # the client went away (or was dropped): its orders stay at the venue
+            await conn.run(self._on_frame)
         finally:
-            conn.open = False
             self._connections.discard(conn)
 
     async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
@@ -438,6 +435,8 @@ class PaperVenue:
         except ProtocolError as exc:
             conn.send(exc.reply())
             return
+        if self.gate is not None and not await self.gate.admit(conn, message):
+            return  # refused: not authenticated (kernel.venue.auth)
         if self.on_request is not None:
             self.on_request(message)
         try:
@@ -469,7 +468,7 @@ class PaperVenue:
                         )
                     )
                 else:
-                    conn.send(Welcome(version=VERSION, session=self.session, instruments=list(self.instruments)))
+                    conn.send(Welcome(VERSION, self.session, list(self.instruments), account=conn.account))
             case Subscribe(instruments=instruments, channels=channels, id=request_id):
                 unknown = [i for i in instruments if i not in self.instruments]
                 if unknown or not instruments or not channels:

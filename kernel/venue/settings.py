@@ -122,6 +122,13 @@ class VenueConfig:
     """Every account's starting balance per asset, e.g. ``{"USDT": Decimal(100_000), "BTC": Decimal(1)}``
     (``--balance USDT=100000``); an asset not named starts at ``default_balance``."""
     default_balance: Decimal = DEFAULT_BALANCE
+    authenticate: bool = False
+    """Require an authenticated ``hello`` (``kernel.venue.auth``): ``tradekernel venue`` and the
+    embedded venue turn it on; off (every connection acts for the ``local`` account) only for
+    in-process tests and ``tradekernel venue --open``."""
+    allowed_origins: Sequence[str] = ()
+    """The WebSocket ``Origin`` headers accepted; a connection without one (a kernel, a CLI) is always
+    accepted, one from any other origin (a browser page) is refused with HTTP 403."""
 
     def __post_init__(self) -> None:
         # Accept any sequence (a list is the natural thing to pass) but hold tuples: hashable, immutable.
@@ -129,6 +136,7 @@ class VenueConfig:
         object.__setattr__(self, "balances", MappingProxyType({k: Decimal(v) for k, v in self.balances.items()}))
         object.__setattr__(self, "default_balance", Decimal(self.default_balance))
         object.__setattr__(self, "data_paths", tuple(self.data_paths))
+        object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
         object.__setattr__(self, "fee_bps", Decimal(self.fee_bps))
         object.__setattr__(self, "slippage_bps", Decimal(self.slippage_bps))
         object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))

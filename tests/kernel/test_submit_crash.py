@@ -26,7 +26,7 @@ def venue(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A ``tradekernel venue`` process on a free loopback port; yields (url, venue db)."""
     db = str(tmp_path / "venue.db")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel", "venue", "--port", "0", "--db", db],
+        [sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--db", db],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=str(REPO),
     )  # fmt: skip
     try:

@@ -173,7 +173,8 @@ class Venue:
 
     def _start(self) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kernel", "venue", "--port", str(self.port), "--db", self.db, "--seed", str(SEED)],
+            [sys.executable, "-m", "kernel", "venue", "--open", "--port", str(self.port), "--db", self.db,
+             "--seed", str(SEED)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=str(REPO),
         )  # fmt: skip
         assert proc.stdout is not None

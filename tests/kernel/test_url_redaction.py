@@ -35,7 +35,7 @@ def test_redact_url_hides_secret_query_values_and_passwords() -> None:
 def venue(tmp_path: Path) -> Iterator[str]:
     """A ``tradekernel venue`` process on a free loopback port; yields its url."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel", "venue", "--port", "0", "--db", str(tmp_path / "venue.db")],
+        [sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--db", str(tmp_path / "venue.db")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO),
     )  # fmt: skip

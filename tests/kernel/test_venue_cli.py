@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from websockets.asyncio.client import connect
 
 from kernel import paper_protocol as p
 from kernel.cli import main
 from kernel.cli import venue as cli
 from kernel.net import is_loopback
+from kernel.paper_session import Credentials, SocketOptions, connect_paper
+from tests.conftest import add_venue_account
 
 REPO = Path(__file__).resolve().parents[2]
 TRADES = str(REPO / "tests" / "data" / "binance_btcusdt_trades_20210108.csv")
@@ -85,12 +86,12 @@ async def test_the_venue_runs_takes_an_order_and_stops_cleanly_on_sigterm(
     venue_process: tuple[asyncio.subprocess.Process, str, str],
 ) -> None:
     proc, url, db = venue_process
+    credentials = Credentials(*add_venue_account(db, "cli"))  # the venue authenticates by default
     async with asyncio.timeout(LIMIT_S):
-        async with connect(url) as ws:
-            await ws.send(p.encode(p.Hello(version=1)).decode())
-            welcome = p.decode_venue(await ws.recv())
-            assert isinstance(welcome, p.Welcome)
+        ws, welcome = await connect_paper(url, client_name="test", options=SocketOptions(), credentials=credentials)
+        async with ws:
             assert welcome.instruments == ["BTCUSDT"]
+            assert welcome.account == "cli"
             # far below the market: it takes the bid at once, or fills as replayed trades print above it
             order = p.NewOrder(client_order_id="cli-1", instrument="BTCUSDT", side="sell", qty=D("0.001"), price=D("1"))
             await ws.send(p.encode(order).decode())

@@ -99,7 +99,8 @@ class Processes:
 
     def start_venue(self) -> None:
         self.venue = subprocess.Popen(
-            [sys.executable, "-m", "kernel", "venue", "--port", str(self.port), "--db", self.store, "--seed", "7"],
+            [sys.executable, "-m", "kernel", "venue", "--open", "--port", str(self.port), "--db", self.store,
+             "--seed", "7"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=str(REPO), text=True,
         )  # fmt: skip
         self.started.append(self.venue)
