@@ -176,6 +176,14 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 """Failures a later attempt may not repeat: refused or dropped connections, timeouts, a bad hello."""
 
 
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    outcome = state.outcome.exception() if state.outcome else None
+    delay, n = state.upcoming_sleep, state.attempt_number
+    # A long outage retries forever: the first attempts and then every 30th are warnings.
+    level = logging.WARNING if n <= 5 or n % 30 == 0 else logging.DEBUG
+    log.log(level, "venue connection attempt %d failed (%r); retrying in %.3fs", n, outcome, delay)
+
+
 class VenueClient:
     """``ExecutionClient`` over the venue WebSocket protocol (see the module docstring).
 
@@ -322,7 +330,7 @@ class VenueClient:
             wait=self.wait_strategy(),
             retry=tenacity.retry_if_exception_type(_RETRYABLE),
             sleep=self._sleep,
-            before_sleep=self._log_retry,
+            before_sleep=_log_retry,
             reraise=True,
         )
         try:
@@ -334,14 +342,6 @@ class VenueClient:
                 f"{redact_url(self.url)}: no session after {self.attempts} attempts: {exc!r}"
             ) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
-
-    @staticmethod
-    def _log_retry(state: tenacity.RetryCallState) -> None:
-        outcome = state.outcome.exception() if state.outcome else None
-        delay, n = state.upcoming_sleep, state.attempt_number
-        # A long outage retries forever: the first attempts and then every 30th are warnings.
-        level = logging.WARNING if n <= 5 or n % 30 == 0 else logging.DEBUG
-        log.log(level, "venue connection attempt %d failed (%r); retrying in %.3fs", n, outcome, delay)
 
     async def _open(self) -> ClientConnection:
         """One attempt: WebSocket handshake, ``hello``, ``welcome`` with our version (``kernel.paper_session``)."""

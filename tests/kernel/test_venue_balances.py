@@ -122,7 +122,7 @@ async def test_the_venue_command_takes_starting_balances_and_lists_orders_per_ac
     db = f"{tmp_path}/venue.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "kernel", "venue", "--port", "0", "--db", db, "--balance", "USDT=50", "--balance", "BTC=0.5"),
+        *("-m", "kernel", "venue", "--port", "0", "--db", db, "--open", "--balance", "USDT=50", "--balance", "BTC=0.5"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=str(REPO),
