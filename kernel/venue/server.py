@@ -34,6 +34,7 @@ venue follows a live venue's stream instead (``kernel.venue.live``; its feed is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from decimal import Decimal
@@ -90,8 +91,9 @@ __all__ = ["PaperVenue", "VenueConfig", "wall_clock_ms"]
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME_BYTES = 64 * 1024
-"""Largest frame the venue accepts (``max_size``): an order message is a few hundred bytes."""
+MAX_FRAME_BYTES = 2**20
+"""Largest frame the venue reads (``max_size``; a larger one closes the connection, 1009). Frames over
+``paper_protocol.CLIENT_MAX_FRAME_BYTES`` (64 KiB, an order is a few hundred bytes) get an ``error``."""
 MAX_INCOMING_FRAMES = 32
 """Frames buffered per connection before websockets stops reading the socket (``max_queue``)."""
 CLOSE_TIMEOUT_S = 2.0
@@ -180,6 +182,7 @@ class PaperVenue:
         try:
             self._store = store
             self._rebuild(store.load())
+            self._commit()  # orders the engine expired at load (numbers off the bounds: an older version's)
             self.session = f"s-{store.session}"
             self._server = await serve(
                 self._serve,
@@ -390,13 +393,12 @@ class PaperVenue:
 
     def _market(self, event: MarketEvent) -> list[Execution]:
         """One market event: match, commit, broadcast it, then send the reports it caused."""
-        if isinstance(event, MarketTrade):
-            reports = self._engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms, event.taker_side)
-            channel: Channel = "trades"
-        else:
-            bid_qty, ask_qty = (event.bid_qty, event.ask_qty) if event.sizes_known else (UNLIMITED, UNLIMITED)
-            reports = self._engine.on_quote(event.instrument, event.bid, bid_qty, event.ask, ask_qty, event.ts_ms)
-            channel = "quotes"
+        channel: Channel = "trades" if isinstance(event, MarketTrade) else "quotes"
+        try:
+            reports = _match(self._engine, event)
+        except Exception:  # a venue bug outside any one order's fill: the event still goes out
+            log.exception("venue failed to match %r; it goes out unmatched", event)
+            reports = []
         self._commit()
         key = (event.instrument, channel)
         for conn in self._connections:
@@ -440,15 +442,10 @@ class PaperVenue:
             self.on_request(message)
         try:
             await self._dispatch(conn, message)
-        except VenueStoreError as exc:
-            conn.send(
-                Error(code="internal", message=f"the venue could not record the request: {exc}", ref=_ref(message))
-            )
-        except Exception as exc:  # a venue bug must not end the session: answer and carry on
-            log.exception("venue failed to serve %r", message)
-            conn.send(
-                Error(code="internal", message=f"the venue failed to serve the request: {exc}", ref=_ref(message))
-            )
+        except Exception as exc:  # a venue bug must not end the session: answer, end its order, carry on
+            conn.send(_failure(message, exc))
+            with contextlib.suppress(VenueStoreError):  # logged by _commit
+                self._step(conn, _contained(self._engine, message, exc, self._clock()))
 
     async def _dispatch(self, conn: Connection, message: ClientMessage) -> None:
         if isinstance(message, NewOrder | CancelOrder | ReplaceOrder) and self.config.latency_ms > 0:
@@ -502,6 +499,33 @@ class PaperVenue:
                 conn.send(fills_page(_running(self._store), message, self.page_max, self.page_max_bytes))
             case Ping(id=request_id):
                 conn.send(Pong(id=request_id))
+
+
+def _match(engine: MatchingEngine, event: MarketEvent) -> list[Execution]:
+    if isinstance(event, MarketTrade):
+        return engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms, event.taker_side)
+    bid_qty, ask_qty = (event.bid_qty, event.ask_qty) if event.sizes_known else (UNLIMITED, UNLIMITED)
+    return engine.on_quote(event.instrument, event.bid, bid_qty, event.ask, ask_qty, event.ts_ms)
+
+
+def _failure(message: ClientMessage, exc: Exception) -> Error:
+    """The ``internal`` error answering a request the venue failed to serve (a bug: logged with its traceback)."""
+    if isinstance(exc, VenueStoreError):
+        return Error(code="internal", message=f"the venue could not record the request: {exc}", ref=_ref(message))
+    log.error("venue failed to serve %r", message, exc_info=exc)
+    return Error(code="internal", message=f"the venue failed to serve the request: {exc}", ref=_ref(message))
+
+
+def _contained(engine: MatchingEngine, message: ClientMessage, exc: Exception, now: int) -> list[Execution]:
+    """After a failed ``new_order``/``replace_order``: cancel the order it left working (reason ``venue
+    error: <exception>``), so a half-done step never rests in the book. Nothing after a store failure
+    (the engine is back to what is on disk) or for other requests."""
+    if not isinstance(message, NewOrder | ReplaceOrder) or isinstance(exc, VenueStoreError):
+        return []
+    order = engine.order(message.client_order_id)
+    if order is None or order.done:
+        return []
+    return engine.cancel(order.client_order_id, now, reason=f"venue error: {type(exc).__name__}")
 
 
 def _running(store: VenueStore | None) -> VenueStore:
