@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -119,11 +119,15 @@ class OpenOrdersRequest(Message, tag="open_orders", frozen=True):
     limit: int | None = None
 
 
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An integer a client sends that the venue stores or queries (SQLite's range: 2**64 was an ``internal`` error)."""
+
+
 class FillsSinceRequest(Message, tag="fills_since", frozen=True):
     """Ask for one page of the fills with ``fill_seq`` greater than ``after``, at most ``limit``
     (``None``: the venue's default page)."""
 
-    after: int = 0
+    after: Int64 = 0
     id: str = ""
     limit: int | None = None
 

@@ -341,3 +341,12 @@ def test_paging_fields_travel_and_a_version_1_request_or_answer_without_them_sti
         "more": True,
         "next": "b",
     }
+
+
+def test_a_fills_since_cursor_beyond_64_bits_is_invalid_not_an_internal_error() -> None:
+    """Found by the fuzz (issue 15): ``after`` 2**64 reached SQLite and raised ``OverflowError``."""
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_client(b'{"type": "fills_since", "after": 18446744073709551616, "id": "f"}')
+    assert (caught.value.code, caught.value.ref) == ("invalid", "f")
+    top = p.decode_client(b'{"type": "fills_since", "after": 9223372036854775807, "id": "f"}')
+    assert top == p.FillsSinceRequest(after=2**63 - 1, id="f")

@@ -342,3 +342,15 @@ async def test_a_frame_over_the_client_limit_is_an_error_and_the_connection_stay
         await client.send(b'{"type": "ping", "id": "bin"}')  # a binary frame is read like text
         assert await client.expect(p.Pong) == p.Pong(id="bin")
         no_traceback(caplog)
+
+
+@pytest.mark.asyncio
+async def test_a_fills_since_cursor_beyond_64_bits_is_an_invalid_error(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the fuzz: ``after`` 2**64 reached SQLite (``OverflowError``: an internal error, a traceback)."""
+    async with asyncio.timeout(LIMIT_S):
+        await client.send(json.dumps({"type": "fills_since", "after": 2**64, "id": "f"}))
+        assert (await client.expect(p.Error)).code == "invalid"
+        await still_up(client)
+        no_traceback(caplog)
