@@ -335,6 +335,8 @@ CLIENT_MAX_DEPTH = 8
 """The deepest nesting a client frame may have (a valid one has 2: an object holding a list)."""
 CLIENT_MAX_FRAME_BYTES = 64 * 1024
 """The largest client frame the venue decodes (an order is a few hundred bytes)."""
+WIRE_MAX_PLACES = 18
+"""The most decimal places a client's ``qty``/``price`` may have (``1e-30`` is refused)."""
 WIRE_DECIMALS = ("qty", "price")
 """The decimal fields of ``new_order``/``replace_order``, read strictly (``wire_decimal``)."""
 
@@ -373,12 +375,17 @@ def bound_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_depth: int
 
 def wire_decimal(value: object, name: str) -> Decimal:
     """A decimal field of a client order message as it came off the wire (a string, or the text of
-    a JSON number): ASCII digits, at most one point, an optional leading minus, no exponent, at most
-    ``machines.decimals.MAX_DIGITS`` digits and a magnitude within 10**±``MAX_ADJUSTED``, positive.
-    Raises ``DecimalError`` naming ``name``."""
+    a JSON number): ASCII digits, at most one point, an optional leading minus, an optional exponent
+    of at most two digits (``str(Decimal)`` writes 0.0000001 as ``1E-7``), at most
+    ``machines.decimals.MAX_DIGITS`` digits, a magnitude below 10**``MAX_ADJUSTED``, at most
+    ``WIRE_MAX_PLACES`` decimal places, positive. Raises ``DecimalError`` naming ``name``."""
     if isinstance(value, bool):
         raise DecimalError(f"{name} must be a decimal string, got {value!r}")
-    return parse_decimal(value, name, sign=Sign.positive, plain_text=True, bounded=True)
+    number = parse_decimal(value, name, sign=Sign.positive, plain_text=True, bounded=True, scientific=True)
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -WIRE_MAX_PLACES:
+        raise DecimalError(f"{name}: more than {WIRE_MAX_PLACES} decimal places: {str(value)[:40]!r}")
+    return number
 
 
 def _check_wire_decimals(data: bytes, message: NewOrder | ReplaceOrder) -> None:

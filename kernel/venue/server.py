@@ -17,8 +17,11 @@ Conventions this venue chose where the protocol leaves room:
   data or test hooks go to the owner if it is still connected, else to every open connection (the
   venue has one account; a reconnecting kernel must not miss fills).
 * ``hello`` is expected first but not enforced.
-* An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
-  ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
+* An order the engine finds invalid (off the tick or lot, ...) is answered with an ``execution`` of
+  ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode, or break the
+  input rules (``paper_protocol.decode_client``: size, depth, strict decimals), get ``error``.
+* No exception of a step escapes the order that caused it (``kernel.venue.bounds``): a failed request
+  is answered ``internal`` and the order it left working canceled; a failed market event still goes out.
 * Timestamps: replayed events keep the file's ``ts_ms``; order entry and hooks use the venue clock.
 * ``open_orders`` and ``fills_since`` are answered one page at a time, read from the store
   (``store_rows.open_orders_page``/``fills_page``): at most ``page_max`` items, a frame of at most

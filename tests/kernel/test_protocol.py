@@ -275,9 +275,11 @@ ORDER = b'{"type": "new_order", "client_order_id": "c1", "instrument": "X", "sid
         (b'"qty": "NaN"', "qty"),
         (b'"qty": "-Infinity"', "qty"),
         (b'"qty": "-0.5"', "qty"),
-        (b'"qty": 1e3', "qty"),
+        (b'"qty": 1e-19', "qty"),
+        (b'"qty": "1E400"', "qty"),
+        (b'"qty": "1e+31"', "qty"),
         (b'"qty": "1", "price": "0"', "price"),
-        (b'"qty": "1", "price": "1.5e2"', "price"),
+        (b'"qty": "1", "price": "0.0000000000000000001"', "price"),
         (b'"qty": "1", "price": "' + b"9" * 41 + b'"', "price"),
     ],
 )
@@ -290,6 +292,15 @@ def test_order_decimals_are_read_strictly_naming_the_field_and_order(fields: byt
     with pytest.raises(p.ProtocolError) as caught:
         p.decode_client(replace)
     assert (caught.value.code, caught.value.ref) == ("invalid", "r1")
+
+
+def test_the_kernel_s_own_small_decimals_travel_as_it_encodes_them() -> None:
+    """``str(Decimal)`` writes 0.0000001 as ``1E-7``: the venue must take what the kernel sends."""
+    order = p.NewOrder(client_order_id="c", instrument="X", side="buy", qty=D("0.0000001"), price=D("0.00000000025"))
+    assert b'"qty":"1E-7"' in p.encode(order)
+    assert p.decode_client(p.encode(order)) == order
+    replace = p.ReplaceOrder(client_order_id="c", qty=D("1E+1"), price=D("0.0000000010"))
+    assert p.decode_client(p.encode(replace)) == replace
 
 
 def test_plain_order_decimals_still_decode() -> None:

@@ -96,7 +96,8 @@ NONSENSE = [
     ("qty", "1" * 45),
     ("qty", 1e400),  # a JSON number with an exponent (json.dumps writes Infinity: not JSON at all)
     ("qty", True),
-    ("price", "1E+2"),
+    ("price", "1E+200"),
+    ("qty", "1e-19"),
     ("price", "-100.00"),
     ("price", "sNaN"),
     ("price", "+100"),
