@@ -201,10 +201,8 @@ async def test_a_huge_qty_just_under_the_ask_is_refused_and_market_data_keeps_fl
         no_traceback(caplog)
 
 
-@pytest.mark.asyncio
-async def test_a_poison_order_stored_by_an_older_venue_is_expired_at_load_and_market_data_flows(
-    store: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def store_poison(store: str, side: str, price: str) -> None:
+    """An order as an older venue stored it: qty 1e1000000, resting (any arithmetic on it overflows)."""
     with VenueStore.open(store) as old:
         old.save_step(
             [
@@ -212,11 +210,11 @@ async def test_a_poison_order_stored_by_an_older_venue_is_expired_at_load_and_ma
                     client_order_id="poison",
                     venue_order_id="V1",
                     instrument=X,
-                    side="buy",
+                    side=side,
                     order_type="limit",
                     tif="gtc",
                     qty=D("1e1000000"),
-                    price=D("99.99"),
+                    price=D(price),
                     status="new",
                     cum_qty=D(0),
                     leaves_qty=D("1e1000000"),
@@ -229,6 +227,30 @@ async def test_a_poison_order_stored_by_an_older_venue_is_expired_at_load_and_ma
             [],
             Counters(next_venue_order=2, next_fill_seq=1, next_priority=2),
         )
+
+
+@pytest.mark.asyncio
+async def test_a_poison_order_stored_by_an_older_venue_does_not_stop_the_replay(
+    store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sell at 1.00 that every replayed trade goes through: the replay died at its first trade,
+    and stayed dead at every restart."""
+    store_poison(store, "sell", "1.00")
+    async with asyncio.timeout(LIMIT_S), PaperVenue(store, config(autoplay=True, speed=50.0)) as venue:
+        watcher = await open_client(venue)
+        await watcher.send(p.Subscribe(instruments=[X], channels=["trades"], id="s"))
+        await watcher.expect(p.Subscribed)
+        trades = [await watcher.expect(p.Trade, skip=(p.Execution,)) for _ in range(20)]
+        assert [t.seq for t in trades] == list(range(1, 21))
+        await watcher.ws.close()
+    no_traceback(caplog)
+
+
+@pytest.mark.asyncio
+async def test_a_poison_order_stored_by_an_older_venue_is_expired_at_load_and_market_data_flows(
+    store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store_poison(store, "buy", "99.99")
     caplog.set_level(logging.WARNING)
     async with asyncio.timeout(LIMIT_S), PaperVenue(store, config()) as venue:
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
