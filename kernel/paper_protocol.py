@@ -402,7 +402,7 @@ def _check_wire_decimals(data: bytes, message: NewOrder | ReplaceOrder) -> None:
         except DecimalError as exc:
             coid = message.client_order_id
             kind = message.__struct_config__.tag
-            raise ProtocolError("invalid", f"{kind} {coid!r}: {exc}", coid or str(kind)) from None
+            raise ProtocolError("invalid", f"{kind} {coid!r}: {exc}", str(kind)) from None
 
 
 def _decode(

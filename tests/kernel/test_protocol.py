@@ -286,12 +286,13 @@ ORDER = b'{"type": "new_order", "client_order_id": "c1", "instrument": "X", "sid
 def test_order_decimals_are_read_strictly_naming_the_field_and_order(fields: bytes, named: str) -> None:
     with pytest.raises(p.ProtocolError) as caught:
         p.decode_client(ORDER + fields + b"}")
-    assert (caught.value.code, caught.value.ref) == ("invalid", "c1")
+    assert (caught.value.code, caught.value.ref) == ("invalid", "new_order")
     assert str(caught.value).startswith(f"new_order 'c1': {named}")
     replace = b'{"type": "replace_order", "client_order_id": "r1", ' + fields + b"}"
     with pytest.raises(p.ProtocolError) as caught:
         p.decode_client(replace)
-    assert (caught.value.code, caught.value.ref) == ("invalid", "r1")
+    assert (caught.value.code, caught.value.ref) == ("invalid", "replace_order")
+    assert str(caught.value).startswith("replace_order 'r1': ")
 
 
 def test_the_kernel_s_own_small_decimals_travel_as_it_encodes_them() -> None:

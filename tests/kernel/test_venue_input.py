@@ -117,7 +117,7 @@ async def test_a_nonsense_decimal_is_an_error_naming_the_field_and_the_order(
         if error.code == "invalid":
             assert field in error.message, error.message
             assert "bad-1" in error.message, error.message
-            assert error.ref in ("bad-1", "new_order")  # ``new_order``: msgspec refused the type itself
+            assert error.ref == "new_order"  # the type: an order message has no id
         await still_up(client)
         assert await client.status("bad-1") is None  # never entered
         no_traceback(caplog)
@@ -133,7 +133,8 @@ async def test_a_nonsense_decimal_in_a_replace_is_an_error_and_the_order_unchang
         assert (await client.expect(p.Execution)).exec == "new"
         await client.send(json.dumps({"type": "replace_order", "client_order_id": "r1", field: value}))
         error = await client.expect(p.Error)
-        assert (error.code, error.ref) == ("invalid", "r1")
+        assert (error.code, error.ref) == ("invalid", "replace_order")
+        assert "r1" in error.message
         assert field in error.message
         snapshot = await client.status("r1")
         assert snapshot is not None
@@ -161,7 +162,7 @@ async def test_a_large_qty_is_checked_against_the_lot_without_an_internal_error(
         big = await client.expect(p.Execution)
         assert (big.exec, big.qty) == ("new", D("1e30"))
         await client.send(order_frame("bigger", qty="1" + "0" * 31))
-        assert (await client.expect(p.Error)).ref == "bigger"
+        assert "bigger" in (await client.expect(p.Error)).message
         await client.send(order_frame("big-off-lot", qty="1" + "0" * 29 + ".000001"))
         assert (await client.expect(p.Execution)).exec == "rejected"
         await client.send(order_frame("off-lot", qty="0.000001"))
@@ -193,7 +194,7 @@ async def test_a_huge_qty_just_under_the_ask_is_refused_and_market_data_keeps_fl
         await watcher.expect(p.Subscribed)
         await venue.push_quote(X, D("99.00"), D("1"), D("100.00"), D("1"))
         await client.send(order_frame("poison", qty="1e1000000", price="99.99"))
-        assert (await client.expect(p.Error)).ref == "poison"
+        assert "poison" in (await client.expect(p.Error)).message
         await market_flows(venue, watcher, 3)
         await watcher.send(order_frame("w1", price="99.99"))
         assert (await watcher.expect(p.Execution, skip=(p.Quote, p.Trade))).exec == "new"

@@ -275,7 +275,7 @@ async def test_invalid_and_random_rejects(store: str) -> None:
         c = await open_client(venue)
         await c.order("bad", qty="0")  # refused at the wire since issue 15 (the engine rejects it too)
         invalid = await c.expect(p.Error)
-        assert (invalid.code, invalid.ref) == ("invalid", "bad")
+        assert (invalid.code, invalid.ref) == ("invalid", "new_order")
         assert invalid.message == "new_order 'bad': qty must be positive, got 0"
         await c.order("unlucky")
         (random_reject,) = await c.executions(1)
