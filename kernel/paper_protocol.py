@@ -15,10 +15,11 @@ import hashlib
 import hmac
 import re
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
+from machines.decimals import DecimalError, Sign, parse_decimal
 from machines.errors import TradekernelError
 
 VERSION = 1
@@ -137,11 +138,15 @@ class OpenOrdersRequest(Message, tag="open_orders", frozen=True):
     limit: int | None = None
 
 
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An integer a client sends that the venue stores or queries (SQLite's range: 2**64 was an ``internal`` error)."""
+
+
 class FillsSinceRequest(Message, tag="fills_since", frozen=True):
     """Ask for one page of the fills with ``fill_seq`` greater than ``after``, at most ``limit``
     (``None``: the venue's default page)."""
 
-    after: int = 0
+    after: Int64 = 0
     id: str = ""
     limit: int | None = None
 
@@ -380,6 +385,7 @@ _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 _venue_decoder = msgspec.json.Decoder(VenueMessage)
 _probe = msgspec.json.Decoder(dict[str, object])
+_text_probe = msgspec.json.Decoder(dict[str, object], float_hook=str)
 
 
 def encode(message: Message) -> bytes:
@@ -398,6 +404,14 @@ MAX_DEPTH = 64
 """The deepest nesting of arrays and objects a frame may have (a valid message has 4 at most)."""
 MAX_FRAME_BYTES = 2**25
 """The largest frame decoded (32 MiB, the ``VenueClient`` default ``max_size``)."""
+CLIENT_MAX_DEPTH = 8
+"""The deepest nesting a client frame may have (a valid one has 2: an object holding a list)."""
+CLIENT_MAX_FRAME_BYTES = 64 * 1024
+"""The largest client frame the venue decodes (an order is a few hundred bytes)."""
+WIRE_MAX_PLACES = 18
+"""The most decimal places a client's ``qty``/``price`` may have (``1e-30`` is refused)."""
+WIRE_DECIMALS = ("qty", "price")
+"""The decimal fields of ``new_order``/``replace_order``, read strictly (``wire_decimal``)."""
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 
@@ -432,23 +446,64 @@ def bound_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_depth: int
     return None
 
 
-def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[_M], side: str) -> _M:
+def wire_decimal(value: object, name: str) -> Decimal:
+    """A decimal field of a client order message as it came off the wire (a string, or the text of
+    a JSON number): ASCII digits, at most one point, an optional leading minus, an optional exponent
+    of at most two digits (``str(Decimal)`` writes 0.0000001 as ``1E-7``), at most
+    ``machines.decimals.MAX_DIGITS`` digits, a magnitude below 10**``MAX_ADJUSTED``, at most
+    ``WIRE_MAX_PLACES`` decimal places, positive. Raises ``DecimalError`` naming ``name``."""
+    if isinstance(value, bool):
+        raise DecimalError(f"{name} must be a decimal string, got {value!r}")
+    number = parse_decimal(value, name, sign=Sign.positive, plain_text=True, bounded=True, scientific=True)
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -WIRE_MAX_PLACES:
+        raise DecimalError(f"{name}: more than {WIRE_MAX_PLACES} decimal places: {str(value)[:40]!r}")
+    return number
+
+
+def _check_wire_decimals(data: bytes, message: NewOrder | ReplaceOrder) -> None:
+    """``ProtocolError`` (``invalid``, naming the field and the order) for a ``qty``/``price`` that
+    msgspec's ``Decimal`` would take but the wire must not (``1e-30``, ``"١"``, ``" 1_0 "``, NaN,
+    huge, not positive): the raw text is read again, JSON numbers as their text."""
+    raw = _text_probe.decode(data)
+    for name in WIRE_DECIMALS:
+        value = raw.get(name)
+        if value is None:
+            continue
+        try:
+            wire_decimal(value, name)
+        except DecimalError as exc:
+            coid = message.client_order_id
+            kind = message.__struct_config__.tag
+            raise ProtocolError("invalid", f"{kind} {coid!r}: {exc}", str(kind)) from None
+
+
+def _decode(
+    frame: bytes | str,
+    decoder: msgspec.json.Decoder[_M],
+    side: str,
+    max_bytes: int = MAX_FRAME_BYTES,
+    max_depth: int = MAX_DEPTH,
+) -> _M:
     data = frame.encode() if isinstance(frame, str) else frame
-    refused = bound_frame(data)
+    refused = bound_frame(data, max_bytes=max_bytes, max_depth=max_depth)
     if refused is not None:
         raise ProtocolError("malformed", f"not a {side} message: {refused}")
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         ref = ""
+        detail = ""
         try:
             probe = _probe.decode(data)
             ref = str(probe.get("id") or probe.get("type") or "")
+            if isinstance(probe.get("client_order_id"), str):
+                detail = f" (client_order_id {probe['client_order_id']!r})"
             known = "Invalid value" not in str(exc) or "`$.type`" not in str(exc)
         except msgspec.DecodeError:
             known = True
         code: ErrorCode = "invalid" if known else "unknown_type"
-        raise ProtocolError(code, f"invalid {side} message: {exc}", ref) from None
+        raise ProtocolError(code, f"invalid {side} message: {exc}{detail}", ref) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"not a JSON message: {exc}") from None
     except RecursionError:
@@ -456,8 +511,15 @@ def _decode(frame: bytes | str, decoder: msgspec.json.Decoder[_M], side: str) ->
 
 
 def decode_client(frame: bytes | str) -> ClientMessage:
-    """Decode a frame the venue received; ``ProtocolError`` for anything but a valid message."""
-    return _decode(frame, _client_decoder, "client")
+    """Decode a frame the venue received; ``ProtocolError`` for anything but a valid message.
+
+    Client frames are bounded tighter than the venue's (``CLIENT_MAX_FRAME_BYTES``,
+    ``CLIENT_MAX_DEPTH``) and the decimals of order messages are read strictly (``wire_decimal``).
+    """
+    message = _decode(frame, _client_decoder, "client", CLIENT_MAX_FRAME_BYTES, CLIENT_MAX_DEPTH)
+    if isinstance(message, NewOrder | ReplaceOrder):
+        _check_wire_decimals(frame.encode() if isinstance(frame, str) else frame, message)
+    return message
 
 
 def decode_venue(frame: bytes | str) -> VenueMessage:

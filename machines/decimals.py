@@ -15,6 +15,9 @@ from machines.errors import TradekernelError
 
 PLAIN_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?")
 """A plain decimal as venues send it: ASCII digits, at most one point, an optional leading minus."""
+SCIENTIFIC_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,2})?")
+"""``PLAIN_DECIMAL_TEXT`` with an optional exponent of at most two digits, as ``str(Decimal)`` writes
+values below 1e-6 (``"1E-7"``) or with a positive exponent (``"1E+1"``)."""
 MAX_DIGITS = 40
 MAX_ADJUSTED = 30
 
@@ -38,12 +41,15 @@ def parse_decimal(
     sign: Sign = Sign.positive,
     plain_text: bool = False,
     bounded: bool = False,
+    scientific: bool = False,
 ) -> Decimal:
     """``value`` (a ``Decimal``, an ``int`` or numeric text) as a finite ``Decimal``.
 
     ``sign`` says which values pass (``-0`` counts as negative). ``plain_text`` accepts only
     ``PLAIN_DECIMAL_TEXT`` for strings (no exponent), as for venue frames; text with spaces,
-    underscores or non-ASCII digits is always refused. ``bounded`` refuses more than ``MAX_DIGITS``
+    underscores or non-ASCII digits is always refused; with ``scientific`` too, ``plain_text`` also
+    takes an exponent of at most two digits (``SCIENTIFIC_DECIMAL_TEXT``, the client side of the
+    venue wire). ``bounded`` refuses more than ``MAX_DIGITS``
     digits and magnitudes beyond 10**±``MAX_ADJUSTED``. Floats and bools are refused. Raises
     ``DecimalError``.
     """
@@ -53,7 +59,7 @@ def parse_decimal(
         number = value
     elif isinstance(value, str):
         if plain_text:
-            if PLAIN_DECIMAL_TEXT.fullmatch(value) is None:
+            if (SCIENTIFIC_DECIMAL_TEXT if scientific else PLAIN_DECIMAL_TEXT).fullmatch(value) is None:
                 raise DecimalError(f"{name}: not a decimal: {value[:40]!r}")
         elif not value.isascii() or "_" in value or value != value.strip():
             raise DecimalError(f"{name}: not a decimal: {value[:40]!r}")

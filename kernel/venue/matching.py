@@ -28,6 +28,8 @@ Rules (see DESIGN.md, "The paper venue"):
 * Fills debit and credit the account's balances (``kernel.venue.balances``); an order (or a
   replace) that the balance, less what the account's other open orders reserve, cannot cover is
   rejected ``insufficient balance``.
+* Numbers are bounded (``kernel.venue.bounds``); a fill whose arithmetic fails all the same cancels
+  that order only (``venue error: <exception>``, logged); a stored order off the bounds is expired.
 * ``reject_rate`` and ``unsolicited_cancel_rate`` draw from ``random.Random(seed)``; the generator
   is consumed only when a rate is positive, so the same inputs and seed give the same reports.
 """
@@ -40,6 +42,7 @@ from decimal import Decimal
 
 from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, Side, Status
 from kernel.venue.balances import INSUFFICIENT, Ledger
+from kernel.venue.bounds import expired_at_load, order_problem, out_of_bounds, venue_error
 from kernel.venue.depth import MAX_LEVELS, DepthOf, opposite_levels, walk
 from kernel.venue.errors import OrderChangeRefused, UnknownOrder
 from kernel.venue.orders import DONE as DONE
@@ -98,6 +101,8 @@ class MatchingEngine:
             self._by_venue_id[order.venue_order_id] = order
             self._touch(order)
             self._fills.extend(order.fills)
+            if not order.done and (why := out_of_bounds(qty=order.qty, price=order.price)) is not None:
+                self._finish(order, "expired", "expired", 0, expired_at_load(order.client_order_id, why))
         self._fills.sort(key=lambda f: f.fill_seq)
         self._changed.clear()  # restored, not changed
 
@@ -208,10 +213,7 @@ class MatchingEngine:
             return "a limit order needs a positive price"
         if order.order_type == "market" and order.price is not None:
             return "a market order has no price"
-        rules = self.config.rules.get(order.instrument)
-        if rules is not None:
-            return rules.problem(order.price, order.qty)
-        return None
+        return order_problem(self.config.rules.get(order.instrument), order.price, order.qty)
 
     def _take_liquidity(self, order: Order, ts_ms: int) -> list[Execution]:
         """Fill a just-entered (or repriced) order as far as it is marketable: against the live
@@ -427,7 +429,11 @@ class MatchingEngine:
             live[order.client_order_id] = order
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, ts_ms: int) -> Execution:
-        fee = qty * price * self.config.fee_bps / BPS if self.config.fee_bps else ZERO
+        try:  # arithmetic first: numbers off the bounds (Overflow) cancel this order only, nothing half done
+            fee = qty * price * self.config.fee_bps / BPS if self.config.fee_bps else ZERO
+            cum_qty, leaves_qty = order.cum_qty + qty, order.qty - (order.cum_qty + qty)
+        except Exception as exc:
+            return self._finish(order, "canceled", "canceled", ts_ms, venue_error(order.client_order_id, exc))
         fill = Fill(
             trade_id=f"F{self._next_fill_seq}",
             qty=qty,
@@ -439,8 +445,7 @@ class MatchingEngine:
         )
         self._next_fill_seq += 1
         order.fills.append(fill)
-        order.cum_qty += qty
-        order.leaves_qty = order.qty - order.cum_qty
+        order.cum_qty, order.leaves_qty = cum_qty, leaves_qty
         order.status = "filled" if order.leaves_qty <= 0 else "partially_filled"
         self._fills.append(fill)
         self._new_fills.append((order.account, fill))
@@ -469,7 +474,7 @@ def _replace_problem(order: Order, qty: Decimal | None, price: Decimal | None) -
         return "a market order has no price"
     if price is not None and not _positive(price):
         return "price must be positive"
-    return None
+    return out_of_bounds(qty=qty, price=price)
 
 
 def _walk_depth(self: MatchingEngine, order: Order, ts_ms: int) -> list[Execution] | None:

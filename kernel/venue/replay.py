@@ -2,8 +2,9 @@
 
 ``replay`` hands each event to the venue (``market``: match, commit, broadcast) and then waits for
 slow subscribers (``drain``: backpressure). ``speed`` 1.0 is real time, 0 as fast as possible;
-``loop`` starts the files again at their end. A failure is logged and ends the replay only: the
-venue carries on without market data.
+``loop`` starts the files again at their end. An event the venue fails to handle (``market``
+raises: a store write failed, a venue bug) is logged and skipped, the replay carries on; a failure to
+read the data is logged and ends the replay only: the venue carries on without market data.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ async def replay(
                     delay = due - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)  # replay pacing
-                market(event)
+                try:
+                    market(event)
+                except Exception:  # one event, not the whole replay: market data keeps flowing
+                    log.exception("the venue failed to handle market event %r; replay carries on", event)
                 await drain()
             if not config.loop:
                 log.info("market data replay finished")

@@ -24,8 +24,11 @@ Conventions this venue chose where the protocol leaves room:
   ``challenge``, ``hello`` signed: ``kernel.venue.auth``) before anything else; without it (in-process
   tests, ``--open``) ``hello`` is expected first but not enforced and every connection acts for the
   ``local`` account. A WebSocket ``Origin`` not in ``allowed_origins`` is refused (HTTP 403).
-* An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
-  ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
+* An order the engine finds invalid (off the tick or lot, ...) is answered with an ``execution`` of
+  ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode, or break the
+  input rules (``paper_protocol.decode_client``: size, depth, strict decimals), get ``error``.
+* No exception of a step escapes the order that caused it (``kernel.venue.bounds``): a failed request
+  is answered ``internal`` and the order it left working canceled; a failed market event still goes out.
 * Timestamps: replayed events keep the file's ``ts_ms``; order entry and hooks use the venue clock.
 * ``open_orders`` and ``fills_since`` are answered one page at a time, read from the store
   (``store_rows.open_orders_page``/``fills_page``): at most ``page_max`` items, a frame of at most
@@ -41,6 +44,7 @@ venue follows a live venue's stream instead (``kernel.venue.live``; its feed is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from decimal import Decimal
@@ -102,8 +106,9 @@ __all__ = ["PaperVenue", "VenueConfig", "wall_clock_ms"]
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME_BYTES = 64 * 1024
-"""Largest frame the venue accepts (``max_size``): an order message is a few hundred bytes."""
+MAX_FRAME_BYTES = 2**20
+"""Largest frame the venue reads (``max_size``; a larger one closes the connection, 1009). Frames over
+``paper_protocol.CLIENT_MAX_FRAME_BYTES`` (64 KiB, an order is a few hundred bytes) get an ``error``."""
 MAX_INCOMING_FRAMES = 32
 """Frames buffered per connection before websockets stops reading the socket (``max_queue``)."""
 CLOSE_TIMEOUT_S = 2.0
@@ -193,6 +198,7 @@ class PaperVenue:
         try:
             self._store = store
             self._rebuild(store.load())
+            self._commit()  # orders the engine expired at load (numbers off the bounds: an older version's)
             self.session = f"s-{store.session}"
             self._server = await serve(
                 self._serve,
@@ -396,13 +402,12 @@ class PaperVenue:
 
     def _market(self, event: MarketEvent) -> list[Execution]:
         """One market event: match, commit, broadcast it, then send the reports it caused."""
-        if isinstance(event, MarketTrade):
-            reports = self._engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms, event.taker_side)
-            channel: Channel = "trades"
-        else:
-            bid_qty, ask_qty = (event.bid_qty, event.ask_qty) if event.sizes_known else (UNLIMITED, UNLIMITED)
-            reports = self._engine.on_quote(event.instrument, event.bid, bid_qty, event.ask, ask_qty, event.ts_ms)
-            channel = "quotes"
+        channel: Channel = "trades" if isinstance(event, MarketTrade) else "quotes"
+        try:
+            reports = _match(self._engine, event)
+        except Exception:  # a venue bug outside any one order's fill: the event still goes out
+            log.exception("venue failed to match %r; it goes out unmatched", event)
+            reports = []
         self._commit()
         key = (event.instrument, channel)
         for conn in self._connections:
@@ -441,15 +446,10 @@ class PaperVenue:
             self.on_request(message)
         try:
             await self._dispatch(conn, message)
-        except VenueStoreError as exc:
-            conn.send(
-                Error(code="internal", message=f"the venue could not record the request: {exc}", ref=_ref(message))
-            )
-        except Exception as exc:  # a venue bug must not end the session: answer and carry on
-            log.exception("venue failed to serve %r", message)
-            conn.send(
-                Error(code="internal", message=f"the venue failed to serve the request: {exc}", ref=_ref(message))
-            )
+        except Exception as exc:  # a venue bug must not end the session: answer, end its order, carry on
+            conn.send(_failure(message, exc))
+            with contextlib.suppress(VenueStoreError):  # logged by _commit
+                self._step(conn, _contained(self._engine, message, exc, self._clock(), conn.account))
 
     async def _dispatch(self, conn: Connection, message: ClientMessage) -> None:
         if isinstance(message, NewOrder | CancelOrder | ReplaceOrder) and self.config.latency_ms > 0:
@@ -519,6 +519,35 @@ def balances(engine: MatchingEngine, account: str, instruments: tuple[str, ...])
     ]
     rows = engine.ledger.report(account, instruments, held, engine.config.fee_bps)
     return [Balance(asset=asset, total=total, available=available) for asset, total, available in rows]
+
+
+def _match(engine: MatchingEngine, event: MarketEvent) -> list[Execution]:
+    if isinstance(event, MarketTrade):
+        return engine.on_trade(event.instrument, event.price, event.qty, event.ts_ms, event.taker_side)
+    bid_qty, ask_qty = (event.bid_qty, event.ask_qty) if event.sizes_known else (UNLIMITED, UNLIMITED)
+    return engine.on_quote(event.instrument, event.bid, bid_qty, event.ask, ask_qty, event.ts_ms)
+
+
+def _failure(message: ClientMessage, exc: Exception) -> Error:
+    """The ``internal`` error answering a request the venue failed to serve (a bug: logged with its traceback)."""
+    if isinstance(exc, VenueStoreError):
+        return Error(code="internal", message=f"the venue could not record the request: {exc}", ref=_ref(message))
+    log.error("venue failed to serve %r", message, exc_info=exc)
+    return Error(code="internal", message=f"the venue failed to serve the request: {exc}", ref=_ref(message))
+
+
+def _contained(
+    engine: MatchingEngine, message: ClientMessage, exc: Exception, now: int, account: str
+) -> list[Execution]:
+    """After a failed ``new_order``/``replace_order``: cancel the order it left working (reason ``venue
+    error: <exception>``), so a half-done step never rests in the book. Nothing after a store failure
+    (the engine is back to what is on disk) or for other requests."""
+    if not isinstance(message, NewOrder | ReplaceOrder) or isinstance(exc, VenueStoreError):
+        return []
+    order = engine.order(message.client_order_id, account)
+    if order is None or order.done:
+        return []
+    return engine.cancel(order.client_order_id, now, reason=f"venue error: {type(exc).__name__}", account=account)
 
 
 def _running(store: VenueStore | None) -> VenueStore:

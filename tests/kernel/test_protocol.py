@@ -241,13 +241,76 @@ def test_every_venue_error_has_one_root_and_keeps_its_builtin(
 # -- bounds: nesting depth and frame size (issue 14, item 4) --------------------------------------
 
 
-@pytest.mark.parametrize("decode", [p.decode_venue, p.decode_client])
 @pytest.mark.parametrize("depth", [65, 1_000, 100_000])
-def test_a_frame_nested_too_deeply_is_a_protocol_error(decode: object, depth: int) -> None:
+def test_a_frame_nested_too_deeply_is_a_protocol_error(depth: int) -> None:
     frame = '{"type": "heartbeat", "ts_ms": 1, "x": ' + "[" * depth + "]" * depth + "}"
     with pytest.raises(p.ProtocolError, match=f"nested more than {p.MAX_DEPTH} deep") as caught:
-        decode(frame)  # type: ignore[operator]
+        p.decode_venue(frame)
     assert caught.value.code == "malformed"
+
+
+@pytest.mark.parametrize("depth", [9, 65, 1_000, 10_000])
+def test_a_client_frame_is_bounded_tighter_depth_8_and_64_kib(depth: int) -> None:
+    frame = '{"type": "ping", "id": "1", "x": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(p.ProtocolError, match="nested more than 8 deep") as caught:
+        p.decode_client(frame)
+    assert caught.value.code == "malformed"
+    assert p.decode_client('{"type": "ping", "id": "1", "x": [[[[[[]]]]]]}') == p.Ping(id="1")
+    big = b'{"type": "ping", "id": "1"}'.ljust(64 * 1024 + 1)
+    with pytest.raises(p.ProtocolError, match="larger than 65536") as caught:
+        p.decode_client(big)
+    assert p.decode_client(big[: 64 * 1024]) == p.Ping(id="1")
+
+
+ORDER = b'{"type": "new_order", "client_order_id": "c1", "instrument": "X", "side": "buy", '
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (b'"qty": "1e-30"', "qty"),
+        (rb'"qty": "\u0661"', "qty"),  # a JSON escape of the Arabic-Indic one
+        ('"qty": "\u0661"'.encode(), "qty"),  # the character itself, UTF-8
+        (b'"qty": " 1_0 "', "qty"),
+        (b'"qty": "NaN"', "qty"),
+        (b'"qty": "-Infinity"', "qty"),
+        (b'"qty": "-0.5"', "qty"),
+        (b'"qty": 1e-19', "qty"),
+        (b'"qty": "1E400"', "qty"),
+        (b'"qty": "1e+31"', "qty"),
+        (b'"qty": "1", "price": "0"', "price"),
+        (b'"qty": "1", "price": "0.0000000000000000001"', "price"),
+        (b'"qty": "1", "price": "' + b"9" * 41 + b'"', "price"),
+    ],
+)
+def test_order_decimals_are_read_strictly_naming_the_field_and_order(fields: bytes, named: str) -> None:
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_client(ORDER + fields + b"}")
+    assert (caught.value.code, caught.value.ref) == ("invalid", "new_order")
+    assert str(caught.value).startswith(f"new_order 'c1': {named}")
+    replace = b'{"type": "replace_order", "client_order_id": "r1", ' + fields + b"}"
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_client(replace)
+    assert (caught.value.code, caught.value.ref) == ("invalid", "replace_order")
+    assert str(caught.value).startswith("replace_order 'r1': ")
+
+
+def test_the_kernel_s_own_small_decimals_travel_as_it_encodes_them() -> None:
+    """``str(Decimal)`` writes 0.0000001 as ``1E-7``: the venue must take what the kernel sends."""
+    order = p.NewOrder(client_order_id="c", instrument="X", side="buy", qty=D("0.0000001"), price=D("0.00000000025"))
+    assert b'"qty":"1E-7"' in p.encode(order)
+    assert p.decode_client(p.encode(order)) == order
+    replace = p.ReplaceOrder(client_order_id="c", qty=D("1E+1"), price=D("0.0000000010"))
+    assert p.decode_client(p.encode(replace)) == replace
+
+
+def test_plain_order_decimals_still_decode() -> None:
+    message = p.decode_client(ORDER + b'"qty": "0.00100", "price": 39432.48}')
+    assert isinstance(message, p.NewOrder)
+    assert (message.qty, message.price) == (D("0.00100"), D("39432.48"))
+    assert p.decode_client(b'{"type": "replace_order", "client_order_id": "r", "qty": 2}') == p.ReplaceOrder(
+        client_order_id="r", qty=D(2)
+    )
 
 
 def test_nesting_within_the_bound_and_brackets_in_strings_are_fine() -> None:
@@ -290,3 +353,12 @@ def test_paging_fields_travel_and_a_version_1_request_or_answer_without_them_sti
         "more": True,
         "next": "b",
     }
+
+
+def test_a_fills_since_cursor_beyond_64_bits_is_invalid_not_an_internal_error() -> None:
+    """Found by the fuzz (issue 15): ``after`` 2**64 reached SQLite and raised ``OverflowError``."""
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_client(b'{"type": "fills_since", "after": 18446744073709551616, "id": "f"}')
+    assert (caught.value.code, caught.value.ref) == ("invalid", "f")
+    top = p.decode_client(b'{"type": "fills_since", "after": 9223372036854775807, "id": "f"}')
+    assert top == p.FillsSinceRequest(after=2**63 - 1, id="f")

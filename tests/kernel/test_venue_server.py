@@ -273,9 +273,10 @@ async def test_replace_changes_price_and_qty_and_refuses_the_impossible(venue: P
 async def test_invalid_and_random_rejects(store: str) -> None:
     async with asyncio.timeout(LIMIT_S), PaperVenue(store, config(reject_rate=1.0)) as venue:
         c = await open_client(venue)
-        await c.order("bad", qty="0")
-        (invalid,) = await c.executions(1)
-        assert (invalid.exec, invalid.status, invalid.reason) == ("rejected", "rejected", "qty must be positive")
+        await c.order("bad", qty="0")  # refused at the wire since issue 15 (the engine rejects it too)
+        invalid = await c.expect(p.Error)
+        assert (invalid.code, invalid.ref) == ("invalid", "new_order")
+        assert invalid.message == "new_order 'bad': qty must be positive, got 0"
         await c.order("unlucky")
         (random_reject,) = await c.executions(1)
         assert (random_reject.exec, random_reject.reason) == ("rejected", "random reject")

@@ -198,3 +198,26 @@ def test_positive_is_the_default_sign() -> None:
 def test_the_name_leads_every_message() -> None:
     with pytest.raises(DecimalError, match=r"^fill qty must be positive, got 0$"):
         parse_decimal("0", "fill qty")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1E-7", "1E-7"),
+        ("1.0E-7", "1.0E-7"),
+        ("2.5e-10", "2.5E-10"),
+        ("1E+1", "1E+1"),
+        ("-3e2", "-3E+2"),
+        ("0.5", "0.5"),
+    ],
+)
+def test_scientific_plain_text_takes_the_exponents_str_decimal_writes(text: str, expected: str) -> None:
+    assert str(parse_decimal(text, "x", plain_text=True, scientific=True, sign=Sign.any)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1e100", "1e1000000", "1e", "e5", "1e+-5", "+1", ".5e1", "1.e1", "NaN", "\u0661e1", "1e\u0661", " 1e1", "1_0e1"],
+)
+def test_scientific_plain_text_refuses_long_exponents_and_everything_plain_text_refuses(text: str) -> None:
+    refused(text, f"x: not a decimal: {text!r}", plain_text=True, scientific=True, sign=Sign.any)
