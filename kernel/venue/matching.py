@@ -178,7 +178,7 @@ class MatchingEngine:
         self._orders[(account, order.client_order_id)] = order
         self._by_venue_id[order.venue_order_id] = order
         self._touch(order)
-        reason = self._invalid(order)
+        reason = _invalid(self.config, order)
         if reason is None and self.config.reject_rate > 0 and self._rng.random() < self.config.reject_rate:
             reason = "random reject"
         if reason is None and order.order_type == "market" and order.instrument not in self._quotes:
@@ -201,19 +201,6 @@ class MatchingEngine:
             return
         levels = book.bid_levels(MAX_LEVELS) if order.side == "buy" else book.ask_levels(MAX_LEVELS)
         order.queue_ahead = dict(levels).get(order.price, ZERO)
-
-    def _invalid(self, order: Order) -> str | None:
-        if not order.client_order_id:
-            return "client_order_id must not be empty"
-        if self.config.instruments and order.instrument not in self.config.instruments:
-            return f"unknown instrument {order.instrument}"
-        if not _positive(order.qty):
-            return "qty must be positive"
-        if order.order_type == "limit" and not _positive(order.price):
-            return "a limit order needs a positive price"
-        if order.order_type == "market" and order.price is not None:
-            return "a market order has no price"
-        return order_problem(self.config.rules.get(order.instrument), order.price, order.qty)
 
     def _take_liquidity(self, order: Order, ts_ms: int) -> list[Execution]:
         """Fill a just-entered (or repriced) order as far as it is marketable: against the live
@@ -461,6 +448,20 @@ class MatchingEngine:
             order.reason = reason
         self._touch(order)
         return report(order, kind, ts_ms, reason)
+
+
+def _invalid(config: EngineConfig, order: Order) -> str | None:
+    if not order.client_order_id:
+        return "client_order_id must not be empty"
+    if config.instruments and order.instrument not in config.instruments:
+        return f"unknown instrument {order.instrument}"
+    if not _positive(order.qty):
+        return "qty must be positive"
+    if order.order_type == "limit" and not _positive(order.price):
+        return "a limit order needs a positive price"
+    if order.order_type == "market" and order.price is not None:
+        return "a market order has no price"
+    return order_problem(config.rules.get(order.instrument), order.price, order.qty)
 
 
 def _replace_problem(order: Order, qty: Decimal | None, price: Decimal | None) -> str | None:
