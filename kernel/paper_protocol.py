@@ -36,7 +36,16 @@ Status = Literal["new", "partially_filled", "filled", "canceled", "rejected", "e
 Exec = Literal[
     "new", "rejected", "trade", "canceled", "replaced", "expired", "restated", "cancel_rejected", "replace_rejected"
 ]
-ErrorCode = Literal["malformed", "unknown_type", "unsupported_version", "invalid", "unknown_order", "internal"]
+ErrorCode = Literal[
+    "malformed",
+    "unknown_type",
+    "unsupported_version",
+    "invalid",
+    "unknown_order",
+    "internal",
+    "rate_limited",
+    "too_many_connections",
+]
 
 
 MAX_CLIENT_ORDER_ID = 36
@@ -266,12 +275,17 @@ class Pong(Message, tag="pong", frozen=True):
     id: str = ""
 
 
-class Error(Message, tag="error", frozen=True):
-    """A request could not be served; ``ref`` names the request (its ``id`` or ``type``)."""
+class Error(Message, tag="error", frozen=True, omit_defaults=True):
+    """A request could not be served; ``ref`` names the request (its ``id`` or ``type``).
+
+    ``rate_limited`` names the order request's ``client_order_id`` and ``retry_after_ms`` (when the
+    account may send again); both are left out of other errors."""
 
     code: ErrorCode
     message: str
     ref: str = ""
+    client_order_id: str = ""
+    retry_after_ms: int | None = None
 
 
 ClientMessage = (

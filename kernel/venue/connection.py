@@ -44,6 +44,8 @@ class Connection:
         self.account = LOCAL_ACCOUNT
         """The venue account this connection acts for (set by its ``hello``): it sees and touches
         only that account's orders, fills and balances."""
+        self.charged: str | None = None
+        """The account this connection is counted against (``kernel.venue.limits``), once counted."""
         self.queue: asyncio.Queue[Outbound] = asyncio.Queue()
         self.subscriptions: set[tuple[str, Channel]] = set()
         self.seq: dict[tuple[str, Channel], int] = {}

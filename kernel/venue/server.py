@@ -37,7 +37,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -71,6 +70,7 @@ from kernel.paper_protocol import (
 from kernel.venue import marketdata
 from kernel.venue.connection import Channel, Connection
 from kernel.venue.errors import OrderChangeRefused, UnknownInstrument, UnknownOrder, VenueStateError
+from kernel.venue.limits import VenueLimits
 from kernel.venue.live import LiveMarket, venue_rules
 from kernel.venue.marketdata import MarketEvent, MarketQuote, MarketTrade
 from kernel.venue.matching import MatchingEngine
@@ -138,6 +138,7 @@ class PaperVenue:
         self.rules: dict[str, TradingRules] = dict(self.config.rules)
         """Each instrument's tick and lot size the venue enforces (settled at ``start()``)."""
         self._connections: set[Connection] = set()
+        self.limits = VenueLimits(self.config)  # connections, open orders, order rate (kernel.venue.limits)
         self._owners: dict[str, Connection] = {}
         self._pushed = 0
         self.on_request: Callable[[ClientMessage], None] | None = None
@@ -185,6 +186,7 @@ class PaperVenue:
                 self._serve,
                 host,
                 port,
+                process_request=self.limits.admit,
                 max_size=MAX_FRAME_BYTES,
                 max_queue=MAX_INCOMING_FRAMES,
                 close_timeout=CLOSE_TIMEOUT_S,
@@ -240,9 +242,7 @@ class PaperVenue:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     def _rebuild(self, state: VenueState) -> None:
@@ -253,6 +253,7 @@ class PaperVenue:
             next_priority=state.counters.next_priority,
         )
         self._engine.restore(order_from_store(stored, self.store_path) for stored in state.orders)
+        self.limits.reset(self._engine.orders())
         if self.live is not None:
             self._engine.depth = self.live.book
 
@@ -267,7 +268,7 @@ class PaperVenue:
         """
         self._pushed += 1
         event = MarketTrade(
-            instrument=self._known(instrument),
+            instrument=_known(self.instruments, instrument),
             trade_id=f"P{self._pushed}",
             price=Decimal(price),
             qty=Decimal(qty),
@@ -289,7 +290,7 @@ class PaperVenue:
     ) -> list[Execution]:
         """Test hook: a top-of-book quote, broadcast and applied exactly like replayed data."""
         event = MarketQuote(
-            instrument=self._known(instrument),
+            instrument=_known(self.instruments, instrument),
             bid=Decimal(bid),
             bid_qty=Decimal(bid_qty),
             ask=Decimal(ask),
@@ -337,13 +338,6 @@ class PaperVenue:
         for conn in list(self._connections):
             conn.abort()
 
-    def _known(self, instrument: str) -> str:
-        if self.instruments and instrument not in self.instruments:
-            raise UnknownInstrument(
-                f"unknown instrument {instrument!r}; the venue trades {', '.join(self.instruments)}"
-            )
-        return instrument
-
     # -- engine steps -----------------------------------------------------------------------
 
     def _commit(self) -> None:
@@ -352,6 +346,7 @@ class PaperVenue:
         if store is None:
             raise VenueStateError("the venue is not running")
         changes = self._engine.take_changes()
+        self.limits.track(changes.orders)
         if not changes.orders and not changes.fills:
             return
         try:
@@ -429,6 +424,7 @@ class PaperVenue:
         finally:
             conn.open = False
             self._connections.discard(conn)
+            self.limits.release(conn)
 
     async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
         try:
@@ -440,6 +436,7 @@ class PaperVenue:
             self.on_request(message)
         try:
             await self._dispatch(conn, message)
+            await self.limits.settle(conn)  # counted against its account from its first frame on
         except VenueStoreError as exc:
             conn.send(
                 Error(code="internal", message=f"the venue could not record the request: {exc}", ref=_ref(message))
@@ -455,6 +452,9 @@ class PaperVenue:
             await asyncio.sleep(self.config.latency_ms / 1000)  # simulated venue latency
         now = self._clock()
         engine = self._engine
+        if (refusal := self.limits.refuse(conn.account, message, now, engine.order)) is not None:
+            conn.send(refusal)  # over the account's order rate or open orders: nothing executed
+            return
         match message:
             case Hello(version=version):
                 if version != VERSION:
@@ -502,6 +502,12 @@ class PaperVenue:
                 conn.send(fills_page(_running(self._store), message, self.page_max, self.page_max_bytes))
             case Ping(id=request_id):
                 conn.send(Pong(id=request_id))
+
+
+def _known(instruments: tuple[str, ...], instrument: str) -> str:
+    if instruments and instrument not in instruments:
+        raise UnknownInstrument(f"unknown instrument {instrument!r}; the venue trades {', '.join(instruments)}")
+    return instrument
 
 
 def _running(store: VenueStore | None) -> VenueStore:
