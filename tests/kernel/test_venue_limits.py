@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack
 from decimal import Decimal as D
 from pathlib import Path
@@ -23,8 +23,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kernel import paper_protocol as p
+from kernel.strategy import Context, Intent, Place, Strategy
+from kernel.testing import KernelHarness
 from kernel.venue.server import PaperVenue, VenueConfig
 from kernel.venue.settings import SimulatorSettingError
+from storage.audit import AuditReader
+from storage.venue_store import read_orders
 from tests.kernel.test_venue_server import LIMIT_S, Client, X
 from tests.poll import eventually
 
@@ -279,3 +283,63 @@ def test_a_bad_limit_flag_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "order_rate must be a whole number >= 0 (0: no limit), got -3" in result.stderr
+
+
+class Batches(Strategy):
+    """Places ``batch`` buy limits on each timer, tagged ``t1``, ``t2``, ... (far below the market)."""
+
+    def __init__(self) -> None:
+        self.batch = 0
+        self.placed = 0
+
+    def on_timer(self, ctx: Context) -> Iterable[Intent]:
+        intents: list[Intent] = []
+        for _ in range(self.batch):
+            self.placed += 1
+            intents.append(Place(X, "buy", D("0.001"), D("90"), tag=f"t{self.placed}"))
+        return intents
+
+
+@pytest.mark.asyncio
+async def test_a_kernel_facing_rate_limited_rejects_the_order_pauses_and_resumes_by_itself(tmp_path: Path) -> None:
+    strategy = Batches()
+    venue_limits = {"order_rate": 2, "order_burst": 2}  # a third order at one instant waits 500 ms
+    options = {"kernel.cancel_on_stop": False}
+    async with KernelHarness(strategy, tmp_path, venue=venue_limits, config=options, timeout=10.0) as kh:
+        assert kh.venue is not None
+        kernel = kh.kernel
+        assert kernel is not None
+        await kh.quote(D("100.00"), D("100.10"))
+        strategy.batch = 3
+        await kh.timer()
+        by_tag = {o.tag: o for o in kh.orders()}
+        assert [by_tag[t].state for t in ("t1", "t2", "t3")] == ["accepted", "accepted", "rejected"]
+        assert kh.venue.limits.refused["rate"] == 1
+        assert kernel.flow.backoff.paused(kernel.monotonic_ms())
+        strategy.batch = 1
+        await kh.timer()  # while paused: denied in the kernel, never sent
+        assert {o.tag: o.state for o in kh.orders()}["t4"] == "denied"
+        assert kh.venue.limits.refused["rate"] == 1
+        kh.clock.advance(500)  # the venue's bucket has a token again
+        await eventually(lambda: not kernel.flow.backoff.paused(kernel.monotonic_ms()), what="the back-off to end")
+        await kh.timer()
+        assert {o.tag: o.state for o in kh.orders()}["t5"] == "accepted"
+        rejected = by_tag["t3"].client_order_id
+        denied_id = {o.tag: o for o in kh.orders()}["t4"].client_order_id
+    at_venue = {o.client_order_id for o in read_orders(kh.venue_path)}
+    assert len(at_venue) == 3
+    assert rejected not in at_venue
+    assert denied_id not in at_venue
+    with AuditReader(kh.journal_path) as reader:
+        timeline = reader.timeline(rejected, machine="order")
+        denied = reader.timeline(denied_id, machine="order")
+        anomalies = reader.anomalies(source="risk")
+    assert [t["trigger"] for t in timeline] == ["create", "submit", "reject"]  # never resent
+    assert timeline[-1]["data"]["reason"] == (
+        "rate_limited: order rate limit: 2 requests per second per account (burst 2); retry after 500 ms"
+    )
+    assert denied[-1]["trigger"] == "deny"
+    assert denied[-1]["data"]["reason"].startswith("venue rate limited: new orders paused for ")
+    assert denied[-1]["data"]["check"] == "venue_rate_limit"
+    assert [a["kind"] for a in anomalies] == ["venue_rate_limited"]
+    assert anomalies[0]["reason"].startswith(f"{rejected}: new_order refused; new orders paused until ")
