@@ -142,6 +142,7 @@ class OrderFlow:
         detail = f"{error.client_order_id}: {error.ref} refused; new orders paused until {self.backoff.until_ms} ms"
         self.journal.record_anomaly("risk", "venue_rate_limited", detail, repr(error))
         log.warning("venue rate limited (%s); new orders paused until %d ms", error.message, self.backoff.until_ms)
+        self._wake()  # health looks again: degraded while the pause runs
 
     def _place(self, terms: OrderTerms) -> None:
         block = self._entry_block()

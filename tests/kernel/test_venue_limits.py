@@ -316,6 +316,8 @@ async def test_a_kernel_facing_rate_limited_rejects_the_order_pauses_and_resumes
         assert [by_tag[t].state for t in ("t1", "t2", "t3")] == ["accepted", "accepted", "rejected"]
         assert kh.venue.limits.refused["rate"] == 1
         assert kernel.flow.backoff.paused(kernel.monotonic_ms())
+        await eventually(lambda: kh.health == "degraded", what="health to show the pause")
+        assert kernel.health["venue"].data["reason"] == "venue rate limited: new orders wait for its retry-after"
         strategy.batch = 1
         await kh.timer()  # while paused: denied in the kernel, never sent
         assert {o.tag: o.state for o in kh.orders()}["t4"] == "denied"
@@ -324,6 +326,7 @@ async def test_a_kernel_facing_rate_limited_rejects_the_order_pauses_and_resumes
         await eventually(lambda: not kernel.flow.backoff.paused(kernel.monotonic_ms()), what="the back-off to end")
         await kh.timer()
         assert {o.tag: o.state for o in kh.orders()}["t5"] == "accepted"
+        await eventually(lambda: kh.health == "healthy", what="health to recover by itself")
         rejected = by_tag["t3"].client_order_id
         denied_id = {o.tag: o for o in kh.orders()}["t4"].client_order_id
     at_venue = {o.client_order_id for o in read_orders(kh.venue_path)}
