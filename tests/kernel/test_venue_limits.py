@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kernel import paper_protocol as p
+from kernel.config import ConfigError, load
 from kernel.strategy import Context, Intent, Place, Strategy
 from kernel.testing import KernelHarness
 from kernel.venue.server import PaperVenue, VenueConfig
@@ -346,3 +347,16 @@ async def test_a_kernel_facing_rate_limited_rejects_the_order_pauses_and_resumes
     assert denied[-1]["data"]["check"] == "venue_rate_limit"
     assert [a["kind"] for a in anomalies] == ["venue_rate_limited"]
     assert anomalies[0]["reason"].startswith(f"{rejected}: new_order refused; new orders paused until ")
+
+
+def test_the_embedded_venue_takes_its_limits_from_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "kernel.toml"
+    path.write_text("[venue.embedded]\nmax_connections = 8\nmax_open_orders = 50\norder_rate = 5\norder_burst = 7\n")
+    venue = load(str(path), environ={}).venue.embedded.venue_config(("BTCUSDT",))
+    assert (venue.max_connections, venue.max_connections_per_account, venue.max_open_orders) == (8, 16, 50)
+    assert (venue.order_rate, venue.order_burst) == (5, 7)
+    path.write_text("[venue.embedded]\norder_rate = -1\norder_burst = 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path), environ={})
+    assert "venue.embedded.order_rate: must be at least 0, got -1" in str(caught.value)
+    assert "venue.embedded.order_burst: must be at least 1, got 0" in str(caught.value)
