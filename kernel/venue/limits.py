@@ -80,7 +80,9 @@ class VenueLimits:
             return None
         self.refused["connections"] += 1
         refusal = f"the venue has {open_now} connections open (limit {limit}); try again later"
-        log.warning("connection refused at the handshake: %s", refusal)
+        count = self.refused["connections"]
+        if count == 1 or count % 1000 == 0:  # a flood of connections must not flood the log
+            log.warning("connection refused at the handshake (%d so far): %s", count, refusal)
         return ws.respond(503, f"{refusal}\n")
 
     async def settle(self, conn: Connection) -> None:
