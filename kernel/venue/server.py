@@ -20,6 +20,10 @@ Conventions this venue chose where the protocol leaves room:
 * An order the engine finds invalid (qty not positive, ...) is answered with an ``execution`` of
   ``exec: rejected`` (so the kernel can tie it to its order); frames that do not decode get ``error``.
 * Timestamps: replayed events keep the file's ``ts_ms``; order entry and hooks use the venue clock.
+* Limits (``limits``, docs/venue-protocol.md "Limits"): connections over ``max_connections`` are
+  refused at the handshake (HTTP 503), one over its account's limit is closed (1013); an order
+  request over the account's rate gets ``rate_limited``, a new order over its open orders is
+  rejected ``too_many_open_orders``; nothing is executed for either.
 * ``open_orders`` and ``fills_since`` are answered one page at a time, read from the store
   (``store_rows.open_orders_page``/``fills_page``): at most ``page_max`` items, a frame of at most
   ``page_max_bytes``.
