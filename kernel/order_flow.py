@@ -142,7 +142,8 @@ class OrderFlow:
         detail = f"{error.client_order_id}: {error.ref} refused; new orders paused until {self.backoff.until_ms} ms"
         self.journal.record_anomaly("risk", "venue_rate_limited", detail, repr(error))
         log.warning("venue rate limited (%s); new orders paused until %d ms", error.message, self.backoff.until_ms)
-        self._wake()  # health looks again: degraded while the pause runs
+        # No wake: health sees the pause at its next pass (0.25 s); waking it would make a halt
+        # resend its refused cancels at once, again and again, while the venue's bucket is empty.
 
     def _place(self, terms: OrderTerms) -> None:
         block = self._entry_block()

@@ -360,3 +360,28 @@ def test_the_embedded_venue_takes_its_limits_from_the_config(tmp_path: Path) -> 
         load(str(path), environ={})
     assert "venue.embedded.order_rate: must be at least 0, got -1" in str(caught.value)
     assert "venue.embedded.order_burst: must be at least 1, got 0" in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_a_halt_whose_cancels_are_rate_limited_asks_again_at_its_pace_and_ends_halted(tmp_path: Path) -> None:
+    strategy = Batches()
+    venue_limits = {"order_rate": 2, "order_burst": 3}
+    async with KernelHarness(strategy, tmp_path, venue=venue_limits, timeout=10.0) as kh:
+        assert kh.venue is not None
+        kernel = kh.kernel
+        assert kernel is not None
+        assert kernel.driver is not None
+        await kh.quote(D("100.00"), D("100.10"))
+        strategy.batch = 3
+        await kh.timer()  # the venue's bucket is empty now (its clock stands still)
+        assert [o.state for o in kh.open_orders()] == ["accepted"] * 3
+        assert kernel.driver.operator("halt", {"reason": "test"})["ok"]
+        limits, loop = kh.venue.limits, asyncio.get_running_loop()
+        await eventually(lambda: limits.refused["rate"] >= 6, what="the cancels refused twice")
+        first, started = limits.refused["rate"], loop.time()
+        await eventually(lambda: limits.refused["rate"] >= first + 3, what="the cancels asked again")
+        # Asked again once per health pass (0.25 s): about 12 refusals a second, never a tight loop.
+        assert (limits.refused["rate"] - first) / (loop.time() - started) < 100
+        kh.clock.advance(2_000)  # the bucket is full again: the next pass cancels them all
+        await eventually(lambda: kernel.driver is not None and kernel.driver.state == "halted", what="halted")
+        assert kh.open_orders() == []
