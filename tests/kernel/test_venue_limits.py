@@ -83,6 +83,7 @@ async def test_connections_beyond_the_total_are_refused_at_the_handshake(tmp_pat
         await client(venue, stack)
     assert refused.value.response.status_code == 503
     assert b"the venue has 3 connections open (limit 3)" in refused.value.response.body
+    assert len(venue._connections) == 3  # nothing was allocated for the refused one
     for n, c in enumerate(first):  # the connections already open carry on
         await ping(c, f"p{n}")
     assert venue.limits.refused["connections"] == 1
