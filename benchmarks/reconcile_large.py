@@ -132,7 +132,7 @@ async def serve_venue(store: str) -> None:
     """The venue process: the paper venue on ``store`` without market data (``autoplay`` off: the
     matching engine scans every resting order per market trade, which 200,000 would saturate),
     until SIGTERM."""
-    venue = PaperVenue(store, VenueConfig(instruments=(X,), autoplay=False))
+    venue = PaperVenue(store, VenueConfig(instruments=(X,), autoplay=False, max_open_orders=0))  # 200,000 open
     await venue.start()
     print(f"venue listening on {venue.url}", flush=True)
     stop = asyncio.Event()

@@ -93,8 +93,9 @@ def halt_time() -> None:
     workdir = tempfile.mkdtemp(prefix="tk-halt-")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
     venue_db = os.path.join(workdir, "venue.db")
-    venue = subprocess.Popen([sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--db", venue_db],
-                             stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    # 1,000 orders at once: the venue's order rate limit off (docs/venue-protocol.md, Limits)
+    venue = subprocess.Popen([sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--db", venue_db,
+                              "--order-rate", "0"], stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
     assert venue.stdout is not None
     url = venue.stdout.readline().split()[-1]
     config = os.path.join(workdir, "k.toml")

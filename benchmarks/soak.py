@@ -115,7 +115,7 @@ def main() -> int:
         parser.error("--seconds must be longer than --warmup")
     with tempfile.TemporaryDirectory(prefix="tk-soak-") as workdir:
         venue, url = start([sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--seed", "14",
-                            "--db", os.path.join(workdir, "venue.db")])  # fmt: skip
+                            "--db", os.path.join(workdir, "venue.db"), "--order-rate", "0"])  # fmt: skip
         try:
             samples, kernel = asyncio.run(soak(url, workdir, args.seconds, args.every))
         finally:

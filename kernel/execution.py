@@ -58,8 +58,9 @@ from machines.errors import TradekernelError
 
 log = logging.getLogger(__name__)
 
-Report = Execution | OrderStatus
-"""What the report stream carries: execution reports and duplicate-submit status answers."""
+Report = Execution | OrderStatus | protocol.Error
+"""What the report stream carries: execution reports, duplicate-submit status answers, and the
+``rate_limited`` errors that name an order (its request was refused, nothing executed)."""
 
 Sleep = Callable[[float], Awaitable[None]]
 _Answer = TypeVar("_Answer", OrderStatus, OpenOrders, Fills)
@@ -440,6 +441,9 @@ class VenueClient:
     async def _dispatch(self, message: protocol.VenueMessage) -> None:
         if isinstance(message, Execution) or (isinstance(message, OrderStatus) and message.duplicate):
             await self._reports.put(message)
+            return
+        if isinstance(message, protocol.Error) and message.code == "rate_limited" and message.client_order_id:
+            await self._reports.put(message)  # the order manager ends the request (docs/risk.md)
             return
         if isinstance(message, protocol.Heartbeat | protocol.Welcome):
             return

@@ -7,6 +7,11 @@ Cancels and replaces are checked by risk too (a refusal is journaled as an anoma
 ``risk``). Whatever passes is journaled (committed) by the order manager and queued on the
 ``Outbox``, whose task sends the requests in the order they were journaled. The kernel's own orders
 (stops, the halt's cancels and flatten orders) take the same journal -> outbox path.
+
+A ``rate_limited`` answer from the venue (its order ended by the order manager, never resent) is
+journaled as an anomaly (source ``risk``, kind ``venue_rate_limited``) and pauses new orders and
+replaces for the venue's ``retry_after_ms`` (``machines.risk_backoff``): meanwhile a new order is
+denied (check ``venue_rate_limit``) and a replace refused; cancels still go out.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from kernel.orders import (
     Request,
     UnknownOrder,
 )
+from kernel.paper_protocol import Error
 from kernel.portfolio import Portfolio
 from kernel.strategy import Cancel, Intent, Place, Replace
 from machines import TransitionRefused
 from machines.order_terms import OrderTerms
 from machines.risk import Denial, Limits, Rates, check_cancel, check_new, check_replace
+from machines.risk_backoff import VenueBackoff
 from storage import Journal
 from storage.errors import JournalWriteError
 
@@ -97,6 +104,9 @@ class OrderFlow:
         self.metrics = metrics
         self.limits = limits
         self.rates = Rates()
+        self.backoff = VenueBackoff()
+        """Until when the venue's ``rate_limited`` answers pause new orders and replaces."""
+        manager.reports.on_rate_limited = self.venue_rate_limited
         self.denial_journal_skips = 0
         """Denials not journaled because the journal could not commit (no growing backlog)."""
         self._entry_block = entry_block
@@ -126,8 +136,20 @@ class OrderFlow:
             log.error("intent %r not executed: journal commit failed: %s", intent, exc)
             self._wake()
 
+    def venue_rate_limited(self, error: Error) -> None:
+        """The venue refused a request as ``rate_limited``: back off for its ``retry_after_ms``."""
+        self.backoff = self.backoff.rate_limited(self._now_ms(), error.retry_after_ms, error.message)
+        detail = f"{error.client_order_id}: {error.ref} refused; new orders paused until {self.backoff.until_ms} ms"
+        self.journal.record_anomaly("risk", "venue_rate_limited", detail, repr(error))
+        log.warning("venue rate limited (%s); new orders paused until %d ms", error.message, self.backoff.until_ms)
+        # No wake: health sees the pause at its next pass (0.25 s); waking it would make a halt
+        # resend its refused cancels at once, again and again, while the venue's bucket is empty.
+
     def _place(self, terms: OrderTerms) -> None:
         block = self._entry_block()
+        if block is None and (paused := self.backoff.block(self._now_ms())) is not None:
+            self._deny(terms, paused, check="venue_rate_limit")
+            return
         if block is None:
             view = self.portfolio.risk_view(self._trading_state())
             denial = check_new(terms, view, self.limits, self._now_ms(), self.rates)
@@ -154,6 +176,10 @@ class OrderFlow:
         self.rates = self.rates.record_cancel(self._now_ms(), self.limits)
 
     def _replace(self, intent: Replace) -> None:
+        paused = self.backoff.block(self._now_ms())
+        if paused is not None:
+            self._refuse(intent, Denial("venue_rate_limit", paused))
+            return
         order = self.portfolio.open_views.get(intent.client_order_id)
         if order is not None:
             view = self.portfolio.risk_view(self._trading_state())

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
 from kernel.execution import Report
-from kernel.paper_protocol import Execution, Fill, OrderSnapshot, OrderStatus
+from kernel.paper_protocol import Error, Execution, Fill, OrderSnapshot, OrderStatus
 from machines import ORDER, POSITION, Entity, Transition, TransitionRefused
 from machines.order_reports import (
     ExecutionFacts,
@@ -33,6 +33,7 @@ from machines.order_reports import (
     catch_up,
     duplicate_answer,
     execution_command,
+    rate_limited_command,
     settle,
     unknown_at_venue,
 )
@@ -107,6 +108,8 @@ class ReportApplier:
         """Orders whose cancel or replace the venue answered as done or unknown (``too late``,
         ``unknown order``), by client order id, with that answer: a status query settles each;
         until then no new request is made for them."""
+        self.on_rate_limited: Callable[[Error], None] | None = None
+        """Told of each ``rate_limited`` answer (the order flow backs off: ``machines.risk_backoff``)."""
         self._last: dict[str, Transition] = {}
         """Each order's last transition fired here since listeners were last told."""
         self._before: dict[int, tuple[Transition, dict[str, Any]]] = {}
@@ -134,6 +137,8 @@ class ReportApplier:
             self.counts["reports"] += 1
             if isinstance(report, Execution):
                 changes.extend(self.apply_execution(report))
+            elif isinstance(report, Error):
+                changes.extend(self.apply_rate_limited(report))
             elif report.order is not None:
                 changes.extend(self.apply_duplicate(report))
         return changes
@@ -218,6 +223,19 @@ class ReportApplier:
         if transition is not None and transition.data.get("unsolicited"):
             log.warning("order %s canceled by the venue, unsolicited: %s", order.entity_id, transition.data["reason"])
         return [] if transition is None else [(order, transition)]
+
+    def apply_rate_limited(self, error: Error) -> list[Change]:
+        """The venue refused an order request as ``rate_limited`` (nothing executed): fire what
+        ``machines.order_reports.rate_limited_command`` says, then tell ``on_rate_limited``."""
+        order = self.orders.get(error.client_order_id)
+        command = None if order is None else rate_limited_command(OrderFacts.of(order), error.ref, error.message)
+        transition = None
+        if order is not None and command is not None:
+            transition = self.fire(order, command.trigger, error, **command.data)
+        log.warning("order %s: the venue refused our %s: %s", error.client_order_id, error.ref, error.message)
+        if self.on_rate_limited is not None:
+            self.on_rate_limited(error)
+        return [] if order is None or transition is None else [(order, transition)]
 
     def apply_duplicate(self, answer: OrderStatus) -> list[Change]:
         """A duplicate-submit answer: applied as our order's snapshot only if its terms match

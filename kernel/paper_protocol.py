@@ -48,6 +48,8 @@ ErrorCode = Literal[
     "internal",
     "auth_failed",
     "not_authenticated",
+    "rate_limited",
+    "too_many_connections",
 ]
 
 
@@ -320,12 +322,17 @@ class Pong(Message, tag="pong", frozen=True):
     id: str = ""
 
 
-class Error(Message, tag="error", frozen=True):
-    """A request could not be served; ``ref`` names the request (its ``id`` or ``type``)."""
+class Error(Message, tag="error", frozen=True, omit_defaults=True):
+    """A request could not be served; ``ref`` names the request (its ``id`` or ``type``).
+
+    ``rate_limited`` names the order request's ``client_order_id`` and ``retry_after_ms`` (when the
+    account may send again); both are left out of other errors."""
 
     code: ErrorCode
     message: str
     ref: str = ""
+    client_order_id: str = ""
+    retry_after_ms: int | None = None
 
 
 ClientMessage = (

@@ -192,6 +192,7 @@ class KernelParts:
             loop_lag_ms=0 if monitor is None else monitor.loop_lag_ms,
             strategy_errors=self.host.errors,
             strategy_error=self.host.last_error,
+            venue_rate_limited=self.flow is not None and self.flow.backoff.paused(self.monotonic_ms()),
         )
 
     # -- views --------------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ class KernelHarness:
 
     ``directory`` holds the journal, the venue's store and the control socket. ``config`` sets
     kernel config keys by their dotted names (``{"kernel.cancel_on_stop": False}``). ``venue``
-    passes ``VenueConfig`` fields (``fee_bps``, ``reject_rate``, ...).
+    passes ``VenueConfig`` fields (``fee_bps``, ``reject_rate``, ...; the venue's order rate limit is
+    off unless ``order_rate`` is given: the harness clock moves only when told).
     """
 
     def __init__(
@@ -114,11 +115,12 @@ class KernelHarness:
     async def __aenter__(self) -> KernelHarness:
         self.venue = PaperVenue(
             self.venue_path,
-            # heartbeat_s is a default the caller may override (a long one lets the feed go stale)
+            # Defaults the caller may override: a long heartbeat_s lets the feed go stale; the venue's
+            # order rate is off (the clock moves only when told: a rate per second would starve bursts).
             VenueConfig(
                 instruments=self.instruments,
                 autoplay=False,
-                **{"heartbeat_s": 0.5, "authenticate": True, **self._venue_options},
+                **{"heartbeat_s": 0.5, "authenticate": True, "order_rate": 0, **self._venue_options},
             ),
             clock=self.clock,
         )

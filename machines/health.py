@@ -299,13 +299,14 @@ class Observation:
     loop_lag_ms: int = 0
     strategy_errors: int = 0
     strategy_error: str | None = None
+    venue_rate_limited: bool = False  # new orders wait for a ``rate_limited`` answer's retry-after (risk_backoff)
 
     def __post_init__(self) -> None:
         if self.feed_state is not None and (not isinstance(self.feed_state, str) or self.feed_state not in FEED_STATES):
             raise HealthError(f"feed_state must be a feed state name or None, got {self.feed_state!r}", "feed_state")
         for name in ("feed_reason", "venue_failed", "journal_error", "strategy_error"):
             _optional_text(getattr(self, name), name)
-        for name in ("venue_connected", "venue_resolving"):
+        for name in ("venue_connected", "venue_resolving", "venue_rate_limited"):
             _flag(getattr(self, name), name)
         for name in ("commit_latency_ms", "loop_lag_ms", "strategy_errors"):
             _non_negative(getattr(self, name), name)
@@ -426,6 +427,10 @@ def _venue_resolving(o: Observation, t: Thresholds) -> str | None:
     return "reconciling with the venue" if o.venue_resolving else None
 
 
+def _venue_rate_limited(o: Observation, t: Thresholds) -> str | None:
+    return "venue rate limited: new orders wait for its retry-after" if o.venue_rate_limited else None
+
+
 def _journal_error(o: Observation, t: Thresholds) -> str | None:
     return None if o.journal_error is None else _because("journal cannot commit", o.journal_error)
 
@@ -483,6 +488,7 @@ RULES: tuple[HealthRule, ...] = (
     ),
     HealthRule("venue", S.degraded, True, "the venue session is down (the kernel keeps reconnecting)", _venue_down),
     HealthRule("venue", S.degraded, True, "connected, the session not yet reconciled", _venue_resolving),
+    HealthRule("venue", S.degraded, False, "the venue answered `rate_limited` (docs/risk.md)", _venue_rate_limited),
     HealthRule("journal", S.unhealthy, True, "the last commit failed (`journal_error`)", _journal_error),
     HealthRule(
         "journal",

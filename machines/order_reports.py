@@ -239,6 +239,25 @@ def execution_command(report: ExecutionFacts, order: OrderFacts | None = None) -
     return OrderCommand(trigger, {"reason": report.reason})
 
 
+RATE_LIMITED = "rate_limited"
+"""How the reason of a request the venue refused as over its order rate starts."""
+_REFUSED_REQUEST = {"new_order": ("reject", (S.pending_new,)), "cancel_order": ("cancel_reject", (S.pending_cancel,)),
+                    "replace_order": ("replace_reject", (S.pending_replace,))}  # fmt: skip
+
+
+def rate_limited_command(order: OrderFacts, request: str, message: str) -> OrderCommand | None:
+    """The trigger for an order whose ``request`` (``new_order``, ``cancel_order``,
+    ``replace_order``) the venue refused as ``rate_limited``: nothing was executed, so the new
+    order is rejected (never resent), a cancel or replace is refused (the order stays as it was);
+    reason ``rate_limited: <the venue's message>``. ``None`` when the order is no longer waiting
+    for that request (its answer already came another way)."""
+    trigger, states = _REFUSED_REQUEST.get(request, ("", ()))
+    waiting = order.unacked if request == "new_order" else order.state in states
+    if not trigger or not waiting:
+        return None
+    return OrderCommand(trigger, {"reason": f"{RATE_LIMITED}: {message}"})
+
+
 def catch_up(order: OrderFacts, snapshot: SnapshotFacts) -> CatchUp:
     """What the journal lacks of the venue's ``snapshot``: the reject of an unacknowledged order
     (and nothing after it), or its ack, then each fill not yet applied, in ``fill_seq`` order."""
@@ -338,6 +357,7 @@ def _still_working(order: OrderFacts, snapshot: SnapshotFacts) -> tuple[OrderCom
 __all__ = [
     "FOREIGN_ID",
     "LOST",
+    "RATE_LIMITED",
     "UNSOLICITED",
     "VENUE_DONE",
     "CatchUp",
@@ -353,6 +373,7 @@ __all__ = [
     "duplicate_answer",
     "execution_command",
     "forgotten",
+    "rate_limited_command",
     "settle",
     "unknown_at_venue",
 ]

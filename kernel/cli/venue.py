@@ -80,6 +80,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="every account's starting balance of ASSET (repeat per asset; an asset not named starts at 1e9)",
     )
     parser.add_argument("--loop", action="store_true", help="replay the data again when it ends")
+    limits = parser.add_argument_group("limits (0 turns one off; docs/venue-protocol.md, Limits)")
+    limits.add_argument("--max-connections", type=int, default=256, metavar="N", help="connections open at once")
+    limits.add_argument(
+        "--max-connections-per-account", type=int, default=16, metavar="N", help="connections per account"
+    )
+    limits.add_argument("--max-open-orders", type=int, default=10_000, metavar="N", help="open orders per account")
+    limits.add_argument("--order-rate", type=int, default=100, metavar="N", help="order requests/s per account")
+    limits.add_argument("--order-burst", type=int, default=200, metavar="N", help="order requests at once")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     parser.add_argument(
         "--open",
@@ -150,6 +158,11 @@ def run(args: argparse.Namespace) -> int:
             balances=dict(args.balance),
             authenticate=not args.open,
             allowed_origins=tuple(args.allow_origin),
+            max_connections=args.max_connections,
+            max_connections_per_account=args.max_connections_per_account,
+            max_open_orders=args.max_open_orders,
+            order_rate=args.order_rate,
+            order_burst=args.order_burst,
         )
     except ValueError as exc:
         return _usage(str(exc))

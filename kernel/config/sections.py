@@ -128,6 +128,16 @@ class EmbeddedVenueSection(Section):
     """Its port (0: any free port)."""
     store: Annotated[str, Key()] = ""
     """The venue's own SQLite file (empty: KERNEL_DB.venue.db)."""
+    max_connections: Annotated[int, Key(low=0)] = 256
+    """Connections open at once (0: no limit; docs/venue-protocol.md, Limits)."""
+    max_connections_per_account: Annotated[int, Key(low=0)] = 16
+    """Connections of one account at once (0: no limit)."""
+    max_open_orders: Annotated[int, Key(low=0)] = 10_000
+    """Orders not done per account (0: no limit)."""
+    order_rate: Annotated[int, Key(low=0)] = 100
+    """Order requests (new, cancel, replace) per second per account (0: no limit)."""
+    order_burst: Annotated[int, Key(low=1)] = 200
+    """Order requests an account may send at once."""
     _journal_db: str = PrivateAttr(default="tradekernel.db")
 
     @property
@@ -167,6 +177,11 @@ class EmbeddedVenueSection(Section):
             latency_ms=self.latency_ms,
             reject_rate=self.reject_rate,
             loop=self.loop,
+            max_connections=self.max_connections,
+            max_connections_per_account=self.max_connections_per_account,
+            max_open_orders=self.max_open_orders,
+            order_rate=self.order_rate,
+            order_burst=self.order_burst,
         )
 
 

@@ -49,6 +49,8 @@ class Connection:
         """True once an authenticated ``hello`` was welcomed (``kernel.venue.auth``)."""
         self.nonce = ""
         """The nonce of this connection's ``challenge`` (sent when a ``hello`` brings a key to sign)."""
+        self.charged: str | None = None
+        """The account this connection is counted against (``kernel.venue.limits``), once counted."""
         self.queue: asyncio.Queue[Outbound] = asyncio.Queue()
         self.subscriptions: set[tuple[str, Channel]] = set()
         self.seq: dict[tuple[str, Channel], int] = {}

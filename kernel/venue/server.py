@@ -30,6 +30,10 @@ Conventions this venue chose where the protocol leaves room:
 * No exception of a step escapes the order that caused it (``kernel.venue.bounds``): a failed request
   is answered ``internal`` and the order it left working canceled; a failed market event still goes out.
 * Timestamps: replayed events keep the file's ``ts_ms``; order entry and hooks use the venue clock.
+* Limits (``limits``, docs/venue-protocol.md "Limits"): connections over ``max_connections`` are
+  refused at the handshake (HTTP 503), one over its account's limit is closed (1013); an order
+  request over the account's rate gets ``rate_limited``, a new order over its open orders is
+  rejected ``too_many_open_orders``; nothing is executed for either.
 * ``open_orders`` and ``fills_since`` are answered one page at a time, read from the store
   (``store_rows.open_orders_page``/``fills_page``): at most ``page_max`` items, a frame of at most
   ``page_max_bytes``.
@@ -48,7 +52,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
@@ -86,6 +89,7 @@ from kernel.venue import marketdata
 from kernel.venue.auth import Gate
 from kernel.venue.connection import LOCAL_ACCOUNT, Channel, Connection
 from kernel.venue.errors import OrderChangeRefused, UnknownInstrument, UnknownOrder, VenueStateError
+from kernel.venue.limits import VenueLimits
 from kernel.venue.live import LiveMarket, venue_rules
 from kernel.venue.marketdata import MarketEvent, MarketQuote, MarketTrade
 from kernel.venue.matching import MatchingEngine
@@ -157,6 +161,7 @@ class PaperVenue:
         """Each instrument's tick and lot size the venue enforces (settled at ``start()``)."""
         self._connections: set[Connection] = set()
         self._router = Router(self._connections)
+        self.limits = VenueLimits(self.config)  # connections, open orders, order rate (kernel.venue.limits)
         self._pushed = 0
         self.on_request: Callable[[ClientMessage], None] | None = None
         """Called with each valid client message as it arrives, before it is served (tests, benchmarks)."""
@@ -205,6 +210,7 @@ class PaperVenue:
                 host,
                 port,
                 origins=[None, *(Origin(o) for o in cfg.allowed_origins)],  # None: no Origin (not a browser)
+                process_request=self.limits.admit,
                 max_size=MAX_FRAME_BYTES,
                 max_queue=MAX_INCOMING_FRAMES,
                 close_timeout=CLOSE_TIMEOUT_S,
@@ -260,9 +266,7 @@ class PaperVenue:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     def _rebuild(self, state: VenueState) -> None:
@@ -274,6 +278,7 @@ class PaperVenue:
         )
         self._engine.restore(order_from_store(stored, self.store_path) for stored in state.orders)
         self._engine.ledger.restore(state.balances)
+        self.limits.reset(self._engine.orders())
         if self.live is not None:
             self._engine.depth = self.live.book
 
@@ -288,7 +293,7 @@ class PaperVenue:
         """
         self._pushed += 1
         event = MarketTrade(
-            instrument=self._known(instrument),
+            instrument=_known(self.instruments, instrument),
             trade_id=f"P{self._pushed}",
             price=Decimal(price),
             qty=Decimal(qty),
@@ -310,7 +315,7 @@ class PaperVenue:
     ) -> list[Execution]:
         """Test hook: a top-of-book quote, broadcast and applied exactly like replayed data."""
         event = MarketQuote(
-            instrument=self._known(instrument),
+            instrument=_known(self.instruments, instrument),
             bid=Decimal(bid),
             bid_qty=Decimal(bid_qty),
             ask=Decimal(ask),
@@ -360,13 +365,6 @@ class PaperVenue:
         for conn in list(self._connections):
             conn.abort()
 
-    def _known(self, instrument: str) -> str:
-        if self.instruments and instrument not in self.instruments:
-            raise UnknownInstrument(
-                f"unknown instrument {instrument!r}; the venue trades {', '.join(self.instruments)}"
-            )
-        return instrument
-
     # -- engine steps -----------------------------------------------------------------------
 
     def _commit(self) -> None:
@@ -375,6 +373,7 @@ class PaperVenue:
         if store is None:
             raise VenueStateError("the venue is not running")
         changes = self._engine.take_changes()
+        self.limits.track(changes.orders)
         if not changes.orders and not changes.fills:
             return
         try:
@@ -433,6 +432,7 @@ class PaperVenue:
             await conn.run(self._on_frame)
         finally:
             self._connections.discard(conn)
+            self.limits.release(conn)
 
     async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
         try:
@@ -446,6 +446,7 @@ class PaperVenue:
             self.on_request(message)
         try:
             await self._dispatch(conn, message)
+            await self.limits.settle(conn)  # counted against its account from its first frame on
         except Exception as exc:  # a venue bug must not end the session: answer, end its order, carry on
             conn.send(_failure(message, exc))
             with contextlib.suppress(VenueStoreError):  # logged by _commit
@@ -457,6 +458,11 @@ class PaperVenue:
         now = self._clock()
         engine = self._engine
         account = conn.account
+        if (
+            refusal := self.limits.refuse(conn.account, message, now, lambda coid: engine.order(coid, account))
+        ) is not None:
+            conn.send(refusal)  # over the account's order rate or open orders: nothing executed
+            return
         match message:
             case Hello(version=version):
                 if version != VERSION:
@@ -548,6 +554,12 @@ def _contained(
     if order is None or order.done:
         return []
     return engine.cancel(order.client_order_id, now, reason=f"venue error: {type(exc).__name__}", account=account)
+
+
+def _known(instruments: tuple[str, ...], instrument: str) -> str:
+    if instruments and instrument not in instruments:
+        raise UnknownInstrument(f"unknown instrument {instrument!r}; the venue trades {', '.join(instruments)}")
+    return instrument
 
 
 def _running(store: VenueStore | None) -> VenueStore:

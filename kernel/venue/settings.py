@@ -129,6 +129,17 @@ class VenueConfig:
     allowed_origins: Sequence[str] = ()
     """The WebSocket ``Origin`` headers accepted; a connection without one (a kernel, a CLI) is always
     accepted, one from any other origin (a browser page) is refused with HTTP 403."""
+    # Limits (``kernel.venue.limits``; docs/venue-protocol.md "Limits"); 0 turns one off.
+    max_connections: int = 256
+    """Connections open at once, all accounts together: one more is refused at the handshake (HTTP 503)."""
+    max_connections_per_account: int = 16
+    """Connections of one account at once: one more is closed (1013) when it names the account."""
+    max_open_orders: int = 10_000
+    """Orders not done per account: a new order beyond it is rejected (``too_many_open_orders``)."""
+    order_rate: int = 100
+    """Order requests (new, cancel, replace) per second per account, on average (token bucket)."""
+    order_burst: int = 200
+    """How many order requests an account may send at once (the bucket's size)."""
 
     def __post_init__(self) -> None:
         # Accept any sequence (a list is the natural thing to pass) but hold tuples: hashable, immutable.
@@ -146,6 +157,12 @@ class VenueConfig:
             raise SimulatorSettingError(f"latency_ms must be >= 0, got {self.latency_ms}")
         if self.heartbeat_s <= 0:
             raise SimulatorSettingError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
+        for name in ("max_connections", "max_connections_per_account", "max_open_orders", "order_rate", "order_burst"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SimulatorSettingError(f"{name} must be a whole number >= 0 (0: no limit), got {value!r}")
+        if self.order_rate and not self.order_burst:
+            raise SimulatorSettingError("order_burst must be >= 1 while order_rate is on")
         self.engine_config()  # validates rates and bps
 
     def engine_config(

@@ -1000,6 +1000,7 @@ RULES_TABLE = """\
 | `venue` | the venue session has been down for `venue_outage_halt_ms` or longer (only when set: off by default) | `unhealthy` | yes |
 | `venue` | the venue session is down (the kernel keeps reconnecting) | `degraded` | yes |
 | `venue` | connected, the session not yet reconciled | `degraded` | yes |
+| `venue` | the venue answered `rate_limited` (docs/risk.md) | `degraded` | no |
 | `journal` | the last commit failed (`journal_error`) | `unhealthy` | yes |
 | `journal` | `commit_latency_ms` >= `commit_latency_degraded_ms` (250) | `degraded` | no |
 | `loop` | `loop_lag_ms` >= `loop_lag_unhealthy_ms` (2000) | `unhealthy` | yes |
@@ -1020,6 +1021,7 @@ def test_rules_markdown() -> None:
         ("venue", "unhealthy", True),
         ("venue", "degraded", True),
         ("venue", "degraded", True),
+        ("venue", "degraded", False),
         ("journal", "unhealthy", True),
         ("journal", "degraded", False),
         ("loop", "unhealthy", True),
