@@ -240,7 +240,7 @@ def venue_cli(*args: str) -> list[str]:
 async def test_the_venue_command_takes_the_limits_as_flags(tmp_path: Path) -> None:
     flags = ["--max-connections", "1", "--order-rate", "1", "--order-burst", "1", "--max-open-orders", "5"]
     proc = await asyncio.create_subprocess_exec(
-        *venue_cli("--port", "0", "--db", str(tmp_path / "venue.db"), *flags),
+        *venue_cli("--open", "--port", "0", "--db", str(tmp_path / "venue.db"), *flags),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=str(REPO),
