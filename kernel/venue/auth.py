@@ -13,6 +13,7 @@ closes the connection. Anything but ``hello`` before that is refused with ``not_
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
@@ -27,13 +28,32 @@ NONCE_BYTES = 24
 """Random bytes in a challenge's nonce (URL-safe base64 text)."""
 CLOSE_AUTH_FAILED = 1008
 """The WebSocket close code after ``auth_failed`` (policy violation)."""
+HELLO_TIMEOUT_S = 10.0
+"""How long a connection may stay without an authenticated ``hello`` before it is closed (1008):
+a silent connection must not hold one of the venue's connection slots for good."""
 
 
 class Gate:
     """Authenticates the connections of a venue against the accounts of its store file ``path``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
         self.path = path
+        self.hello_timeout_s = hello_timeout_s
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def watch(self, conn: Connection) -> asyncio.TimerHandle:
+        """Close ``conn`` (1008) unless it authenticates within ``hello_timeout_s``; cancel the
+        returned handle when the connection ends."""
+        return asyncio.get_running_loop().call_later(self.hello_timeout_s, self._expire, conn)
+
+    def _expire(self, conn: Connection) -> None:
+        if conn.authenticated or not conn.open:
+            return
+        why = f"no authenticated hello within {self.hello_timeout_s:g} s"
+        log.info("venue closes connection %s: %s", conn.ws.id, why)
+        task = asyncio.ensure_future(conn.ws.close(CLOSE_AUTH_FAILED, why))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @staticmethod
     def challenge(conn: Connection) -> Challenge:

@@ -153,7 +153,8 @@ class PaperVenue:
         self._server: Server | None = None
         self._replay_task: asyncio.Task[None] | None = None
         self._journal = journal
-        self.gate = Gate(store_path) if self.config.authenticate else None  # None: every connection is "local"
+        # None: every connection is "local"
+        self.gate = Gate(store_path, self.config.hello_timeout_s) if self.config.authenticate else None
         self._live_entity = live_entity
         self.live: LiveMarket | None = None
         """The live market followed (``config.live``), once started."""
@@ -428,11 +429,14 @@ class PaperVenue:
         if self.on_connect is not None:
             self.on_connect(conn)
         self._connections.add(conn)
+        unheard = self.gate.watch(conn) if self.gate is not None else None  # a silent client is closed
         try:
             await conn.run(self._on_frame)
         finally:
             self._connections.discard(conn)
             self.limits.release(conn)
+            if unheard is not None:
+                unheard.cancel()
 
     async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
         try:

@@ -129,6 +129,8 @@ class VenueConfig:
     allowed_origins: Sequence[str] = ()
     """The WebSocket ``Origin`` headers accepted; a connection without one (a kernel, a CLI) is always
     accepted, one from any other origin (a browser page) is refused with HTTP 403."""
+    hello_timeout_s: float = 10.0
+    """With ``authenticate``: a connection without an authenticated ``hello`` after this is closed (1008)."""
     # Limits (``kernel.venue.limits``; docs/venue-protocol.md "Limits"); 0 turns one off.
     max_connections: int = 256
     """Connections open at once, all accounts together: one more is refused at the handshake (HTTP 503)."""

@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import REPO, add_venue_account, run_cli
+from tests.poll import eventually
 
 LIMIT_S = 10.0
 DATA = REPO / "tests" / "data"
@@ -316,3 +317,24 @@ async def test_the_embedded_venue_authenticates_and_its_kernel_trades_without_se
     listing = run_cli("venue", "account", "list", "--db", f"{db}.venue.db").stdout.splitlines()
     assert listing[2].split()[0] == "local"
     assert listing[-1] == "1 account(s)"
+
+
+@pytest.mark.asyncio
+async def test_a_connection_that_never_authenticates_is_closed_after_the_hello_timeout(tmp_path: Path) -> None:
+    from kernel.venue.server import PaperVenue, VenueConfig
+
+    config = VenueConfig(instruments=("BTCUSDT",), autoplay=False, authenticate=True, hello_timeout_s=0.3)
+    async with PaperVenue(str(tmp_path / "venue.db"), config) as paper:
+        async with connect(paper.url) as silent, connect(paper.url) as speaking:
+            await speaking.send(json.dumps({"type": "ping", "id": "p"}))  # not a hello: refused, still silent
+            assert (await recv(speaking))["code"] == "not_authenticated"
+            async with asyncio.timeout(LIMIT_S):
+                for ws in (silent, speaking):
+                    with pytest.raises(ConnectionClosed) as gone:
+                        await ws.recv()
+                    assert gone.value.rcvd is not None
+                    assert (gone.value.rcvd.code, gone.value.rcvd.reason) == (
+                        1008,
+                        "no authenticated hello within 0.3 s",
+                    )
+        await eventually(lambda: not paper._connections, "the slots to be free again", LIMIT_S)
