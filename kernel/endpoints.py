@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -171,9 +172,11 @@ class EndpointThread:
         """True when the kernel's loop has not ticked for ``STALLED_MS``."""
         return monotonic_ms() - self._tick_ms > STALLED_MS
 
-    async def _handover(self, coro: Coroutine[Any, Any, T], timeout: float = HANDOVER_S) -> tuple[bool, T | None]:
+    async def _handover(
+        self, coro: Coroutine[Any, Any, T], timeout: float = HANDOVER_S, queued: str = ""
+    ) -> tuple[bool, T | None]:
         """Run ``coro`` on the kernel's loop: (True, its result) if it answers in time, else
-        (False, None) and it stays queued there."""
+        (False, None) and it stays queued there (its outcome is then logged, as ``queued``)."""
         kernel_loop = self._kernel_loop
         if kernel_loop is None or kernel_loop.is_closed():
             coro.close()
@@ -183,14 +186,14 @@ class EndpointThread:
         done, _ = await asyncio.wait({waiting}, timeout=timeout)
         if done:
             return True, waiting.result()
-        future.add_done_callback(_log_late_failure)
+        future.add_done_callback(functools.partial(_log_late, queued))
         waiting.add_done_callback(_consume)
         return False, None
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request["command"]
         wait = HANDOVER_S if command == "status" else COMMAND_HANDOVER_S
-        answered, answer = await self._handover(_ask(self._handle_control, request), wait)
+        answered, answer = await self._handover(_ask(self._handle_control, request), wait, f"queued {command}")
         if answered:
             assert answer is not None
             return answer
@@ -245,9 +248,18 @@ async def _ask(handler: Handler, request: dict[str, Any]) -> dict[str, Any]:
     return await handler(request)
 
 
-def _log_late_failure(future: concurrent.futures.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("a request queued during a loop stall failed: %r", future.exception())
+def _log_late(queued: str, future: concurrent.futures.Future[Any]) -> None:
+    """The outcome of a request that was still queued when its caller got its answer: a failure,
+    and for a queued command (``queued``: e.g. ``queued halt``) whether it was applied or refused."""
+    if future.cancelled():
+        return
+    if (exc := future.exception()) is not None:
+        log.error("a request queued during a loop stall failed: %r", exc)
+    elif queued:
+        answer = future.result()
+        ok = isinstance(answer, dict) and answer.get("ok")
+        outcome = "applied" if ok else f"refused: {answer.get('error') if isinstance(answer, dict) else answer}"
+        log.warning("%s after the loop stall: %s", queued, outcome)
 
 
 def _consume(waiting: asyncio.Future[Any]) -> None:

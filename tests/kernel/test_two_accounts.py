@@ -219,6 +219,13 @@ def test_two_kernels_with_two_accounts_trade_on_one_venue_without_touching_each_
     bob_orders, _ = journal_view(dbs["bob"])
     assert not set(alice_orders) & set(bob_orders)
     assert not [o for o in at_venue if o.account == "bob" and o.client_order_id in alice_orders]
+    summary = {
+        "seconds": SECONDS,
+        "orders": {name: sum(1 for o in at_venue if o.account == name) for name in credentials},
+        "fills": fills,
+        "refused": ["hello without api_key", "forged signature"],
+    }
+    print(json.dumps(summary), flush=True)
     result = run_cli("venue", "orders", "--db", venue_db, "--account", "alice", "--json", timeout=LIMIT_S)
     assert result.returncode == 0, result.stderr
     assert {o["account"] for o in json.loads(result.stdout)} == {"alice"}
