@@ -44,7 +44,9 @@ CONFIG = '[kernel]\ncancel_on_stop = false\nstatus_view = "off"\n[strategy]\nnam
 
 def start_venue(workdir: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--db", os.path.join(workdir, "venue.db")],
+        # 10,000 resting orders placed at once: the venue's order rate and open-order limits off
+        [sys.executable, "-m", "kernel", "venue", "--open", "--port", "0", "--db", os.path.join(workdir, "venue.db"),
+         "--order-rate", "0", "--max-open-orders", "0"],
         stdout=subprocess.PIPE, text=True, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert proc.stdout is not None

@@ -142,8 +142,9 @@ def main() -> None:
         raw = asyncio.run(raw_round_trips(echo_port, os.path.join(workdir, "raw.db"), args.orders))
     finally:
         stop(echo)
+    # 2,000 orders as fast as they go: the venue's order rate limit off (docs/venue-protocol.md, Limits)
     venue, url = start([sys.executable, "-m", "kernel", "venue", "--open", "--port", "0",
-                        "--db", os.path.join(workdir, "venue.db")])  # fmt: skip
+                        "--db", os.path.join(workdir, "venue.db"), "--order-rate", "0"])  # fmt: skip
     try:
         orders = asyncio.run(order_round_trips(url, os.path.join(workdir, "kernel.db"), args.orders))
     finally:

@@ -61,6 +61,9 @@ class Ledger:
         self._default = default
         self._amounts: dict[tuple[str, str], Decimal] = {}
         self._changed: dict[tuple[str, str], Decimal] = {}
+        self._held: dict[tuple[str, str], tuple[str, Decimal]] = {}  # (account, order) -> (asset, amount)
+        self._reserved: dict[tuple[str, str], Decimal] = {}  # (account, asset) -> what its orders hold
+        self._holders: dict[tuple[str, str], int] = {}  # (account, asset) -> how many orders hold some
 
     def restore(self, rows: Iterable[tuple[str, str, Decimal]]) -> None:
         """Load ``(account, asset, amount)`` rows saved earlier."""
@@ -74,33 +77,52 @@ class Ledger:
             return found
         return self._starting.get(asset, self._default)
 
-    def covers(self, account: str, order: Held, others: Iterable[Held], fee_bps: Decimal) -> bool:
-        """True when ``account`` can cover ``order`` on top of what its open ``others`` reserve."""
+    def hold(self, account: str, order_id: str, order: Held | None, fee_bps: Decimal) -> None:
+        """Record what ``account``'s order ``order_id`` reserves now (``None``: nothing, e.g. it is
+        done). Kept as running totals per asset, so a check costs the same with 10,000 open orders
+        as with one; a total whose last order lets go is dropped, so it never drifts."""
+        previous = self._held.pop((account, order_id), None)
+        if previous is not None:
+            slot = (account, previous[0])
+            holders = self._holders[slot] - 1
+            if holders:
+                self._holders[slot] = holders
+                self._reserved[slot] -= previous[1]
+            else:
+                del self._holders[slot], self._reserved[slot]
+        if order is None:
+            return
+        instrument, side, leaves, price = order
+        index, amount = reservation(side, leaves, price, fee_bps)
+        slot = (account, assets(instrument)[index])
+        total = self._reserved.get(slot, ZERO) + amount  # may raise (numbers off the bounds): nothing changed yet
+        self._held[(account, order_id)] = (slot[1], amount)
+        self._reserved[slot] = total
+        self._holders[slot] = self._holders.get(slot, 0) + 1
+
+    def reserved(self, account: str, asset: str, excluding: str | None = None) -> Decimal:
+        """What ``account``'s open orders reserve of ``asset`` (leaving out order ``excluding``)."""
+        total = self._reserved.get((account, asset), ZERO)
+        mine = None if excluding is None else self._held.get((account, excluding))
+        return total - mine[1] if mine is not None and mine[0] == asset else total
+
+    def covers(self, account: str, order: Held, fee_bps: Decimal, excluding: str | None = None) -> bool:
+        """True when ``account`` can cover ``order`` on top of what its other open orders reserve
+        (the order held as ``excluding``, e.g. the one being replaced, left out)."""
         instrument, side, leaves, price = order
         index, need = reservation(side, leaves, price, fee_bps)
         asset = assets(instrument)[index]
-        for other_instrument, other_side, other_leaves, other_price in others:
-            other_index, held = reservation(other_side, other_leaves, other_price, fee_bps)
-            if assets(other_instrument)[other_index] == asset:
-                need += held
-        return need <= self.amount(account, asset)
+        return need + self.reserved(account, asset, excluding) <= self.amount(account, asset)
 
-    def report(
-        self, account: str, instruments: Iterable[str], open_orders: Iterable[Held], fee_bps: Decimal
-    ) -> list[tuple[str, Decimal, Decimal]]:
+    def report(self, account: str, instruments: Iterable[str]) -> list[tuple[str, Decimal, Decimal]]:
         """``(asset, total, available)`` of every asset of ``instruments`` and any the account holds a
-        row of, by name; available is total less what the account's ``open_orders`` reserve."""
+        row of, by name; available is total less what the account's open orders reserve."""
         listed = {asset for instrument in instruments for asset in assets(instrument)}
         listed |= {asset for (owner, asset) in self._amounts if owner == account}
-        reserved: dict[str, Decimal] = {}
-        for instrument, side, leaves, price in open_orders:
-            index, held = reservation(side, leaves, price, fee_bps)
-            asset = assets(instrument)[index]
-            reserved[asset] = reserved.get(asset, ZERO) + held
         rows = []
         for asset in sorted(listed):
             total = self.amount(account, asset)
-            rows.append((asset, total, total - reserved.get(asset, ZERO)))
+            rows.append((asset, total, total - self.reserved(account, asset)))
         return rows
 
     def _move(self, account: str, asset: str, delta: Decimal) -> None:

@@ -79,7 +79,6 @@ class MatchingEngine:
         self._rng = random.Random(self.config.seed)
         self._orders: dict[tuple[str, str], Order] = {}  # by (account, client_order_id)
         self._by_venue_id: dict[str, Order] = {}
-        self._live: dict[str, dict[str, Order]] = {}  # each account's orders not done, for its reservations
         self.ledger = Ledger(self.config.balances, self.config.default_balance)
         self._quotes: dict[str, TopOfBook] = {}
         self._fills: list[Fill] = []  # every fill, in fill_seq order
@@ -409,11 +408,12 @@ class MatchingEngine:
 
     def _touch(self, order: Order) -> None:
         self._changed[(order.account, order.client_order_id)] = order
-        live = self._live.setdefault(order.account, {})
-        if order.done:
-            live.pop(order.client_order_id, None)
-        else:
-            live[order.client_order_id] = order
+        try:  # an order not yet checked may hold numbers off the bounds: it reserves nothing
+            price = order.price
+            held = (order.instrument, order.side, order.leaves_qty, price) if price is not None else None
+            self.ledger.hold(order.account, order.client_order_id, held if order.resting else None, self.config.fee_bps)
+        except ArithmeticError:
+            self.ledger.hold(order.account, order.client_order_id, None, self.config.fee_bps)
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, ts_ms: int) -> Execution:
         try:  # arithmetic first: numbers off the bounds (Overflow) cancel this order only, nothing half done
@@ -508,13 +508,8 @@ def _short(self: MatchingEngine, order: Order, leaves: Decimal, price: Decimal |
         price = _market_buy_price(self, order, leaves)
         if price is None:
             return False  # no market: nothing can fill (rejected for that elsewhere)
-    others = (
-        (o.instrument, o.side, o.leaves_qty, o.price)
-        for o in self._live.get(order.account, {}).values()
-        if o is not order and o.resting and o.price is not None
-    )
     held = (order.instrument, order.side, leaves, price or ZERO)
-    return not self.ledger.covers(order.account, held, others, self.config.fee_bps)
+    return not self.ledger.covers(order.account, held, self.config.fee_bps, excluding=order.client_order_id)
 
 
 def _market_buy_price(self: MatchingEngine, order: Order, qty: Decimal) -> Decimal | None:

@@ -522,12 +522,7 @@ class PaperVenue:
 
 def balances(engine: MatchingEngine, account: str, instruments: tuple[str, ...]) -> list[Balance]:
     """``account``'s balances: every asset of ``instruments`` and any it holds."""
-    held = [
-        (o.instrument, o.side, o.leaves_qty, o.price)
-        for o in engine.open_orders(account)
-        if o.resting and o.price is not None
-    ]
-    rows = engine.ledger.report(account, instruments, held, engine.config.fee_bps)
+    rows = engine.ledger.report(account, instruments)
     return [Balance(asset=asset, total=total, available=available) for asset, total, available in rows]
 
 
