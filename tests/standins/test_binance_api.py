@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import signal
@@ -169,7 +170,8 @@ async def test_public_methods_and_rate_limits_in_every_answer() -> None:
     async with quiet() as venue, connect(venue.ws_api_url) as ws:
         client = Client(ws)
         answer = await client.call("time")
-        assert answer["status"] == 200 and abs(answer["result"]["serverTime"] - time.time() * 1000) < 5000
+        assert answer["status"] == 200
+        assert abs(answer["result"]["serverTime"] - time.time() * 1000) < 5000
         # connecting costs 2, time 1
         assert answer["rateLimits"] == [
             {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 3}
@@ -185,7 +187,8 @@ async def test_public_methods_and_rate_limits_in_every_answer() -> None:
         no_limits = await client.call("time", {"returnRateLimits": False})
         assert "rateLimits" not in no_limits
         unknown = await client.call("nothing.here")
-        assert unknown["status"] == 400 and unknown["error"]["code"] == -1102
+        assert unknown["status"] == 400
+        assert unknown["error"]["code"] == -1102
 
 
 @pytest.mark.asyncio
@@ -198,7 +201,8 @@ async def test_request_weight_and_order_count_limits_answer_429_with_retry_after
         third = await client.call("order.place", limit_order("29000.00", "0.001", "o3"))
         assert (third["status"], third["error"]["code"]) == (429, -1015)
         assert third["error"]["data"]["retryAfter"] % 10_000 == 0
-        assert third["rateLimits"][0]["count"] == 3 and third["rateLimits"][0]["limit"] == 2
+        assert third["rateLimits"][0]["count"] == 3
+        assert third["rateLimits"][0]["limit"] == 2
         heavy = await client.call("account.status", signed({}))  # 2 + 20 + 3 + 20 > 30
         assert (heavy["status"], heavy["error"]["code"]) == (429, -1003)
         assert heavy["error"]["data"]["retryAfter"] % 60_000 == 0
@@ -246,21 +250,25 @@ async def test_limit_order_rests_locks_funds_and_is_reported_queried_and_cancele
         position = (await client.event(lambda e: e["e"] == "outboundAccountPosition"))["event"]
         assert {"a": "USDT", "f": "99710.00000000", "l": "290.00000000"} in position["B"]
         status = await client.call("order.status", signed({"symbol": "BTCUSDT", "origClientOrderId": "o1-1-000001"}))
-        assert status["result"]["status"] == "NEW" and status["result"]["orderId"] == result["orderId"]
+        assert status["result"]["status"] == "NEW"
+        assert status["result"]["orderId"] == result["orderId"]
         listed = (await client.call("openOrders.status", signed({"symbol": "BTCUSDT"})))["result"]
         assert [o["clientOrderId"] for o in listed] == ["o1-1-000001"]
         duplicate = await client.call("order.place", limit_order("28000.00", "0.01", "o1-1-000001"))
         assert duplicate["error"] == {"code": -2010, "msg": "Duplicate order sent."}
         canceled = await client.call("order.cancel", signed({"symbol": "BTCUSDT", "origClientOrderId": "o1-1-000001"}))
-        assert canceled["result"]["status"] == "CANCELED" and canceled["result"]["origClientOrderId"] == "o1-1-000001"
+        assert canceled["result"]["status"] == "CANCELED"
+        assert canceled["result"]["origClientOrderId"] == "o1-1-000001"
         event = (await client.event(lambda e: e.get("x") == "CANCELED"))["event"]
-        assert event["C"] == "o1-1-000001" and event["X"] == "CANCELED"
+        assert event["C"] == "o1-1-000001"
+        assert event["X"] == "CANCELED"
         again = await client.call("order.cancel", signed({"symbol": "BTCUSDT", "origClientOrderId": "o1-1-000001"}))
         assert (again["status"], again["error"]) == (400, {"code": -2011, "msg": "Unknown order sent."})
         missing = await client.call("order.status", signed({"symbol": "BTCUSDT", "origClientOrderId": "nope"}))
         assert missing["error"] == {"code": -2013, "msg": "Order does not exist."}
         account = (await client.call("account.status", signed({})))["result"]
-        assert account["canTrade"] is True and account["permissions"] == ["SPOT"]
+        assert account["canTrade"] is True
+        assert account["permissions"] == ["SPOT"]
         assert {"asset": "USDT", "free": "100000.00000000", "locked": "0.00000000"} in account["balances"]
 
 
@@ -318,18 +326,21 @@ async def test_marketable_orders_walk_the_book_and_pay_fees() -> None:
 
 @pytest.mark.asyncio
 async def test_resting_order_fills_when_the_market_trades_through_it() -> None:
-    async with BinanceApiStandIn(api_keys={KEY: SECRET}, pace_ms=20, seed=3, max_seconds=30) as venue:
-        async with connect(venue.ws_api_url) as ws:
-            client = Client(ws)
-            await client.call("userDataStream.subscribe.signature", signed({}))
-            await client.call("order.place", limit_order("30000.00", "0.002", "rest1"))
-            done = await client.event(lambda e: e.get("x") == "TRADE" and e["X"] == "FILLED", limit=20)
-            assert done["event"]["m"] is True and done["event"]["z"] == "0.00200000"
-            trades = (await client.call("myTrades", signed({"symbol": "BTCUSDT"})))["result"]
-            assert sum(D(t["qty"]) for t in trades) == D("0.002")
-            assert all(t["isMaker"] and t["price"] == "30000.00000000" for t in trades)
-            # 0.1 % of the BTC received, in BTC
-            assert sum(D(t["commission"]) for t in trades) <= D("0.000002")
+    async with (
+        BinanceApiStandIn(api_keys={KEY: SECRET}, pace_ms=20, seed=3, max_seconds=30) as venue,
+        connect(venue.ws_api_url) as ws,
+    ):
+        client = Client(ws)
+        await client.call("userDataStream.subscribe.signature", signed({}))
+        await client.call("order.place", limit_order("30000.00", "0.002", "rest1"))
+        done = await client.event(lambda e: e.get("x") == "TRADE" and e["X"] == "FILLED", limit=20)
+        assert done["event"]["m"] is True
+        assert done["event"]["z"] == "0.00200000"
+        trades = (await client.call("myTrades", signed({"symbol": "BTCUSDT"})))["result"]
+        assert sum(D(t["qty"]) for t in trades) == D("0.002")
+        assert all(t["isMaker"] and t["price"] == "30000.00000000" for t in trades)
+        # 0.1 % of the BTC received, in BTC
+        assert sum(D(t["commission"]) for t in trades) <= D("0.000002")
 
 
 @pytest.mark.asyncio
@@ -519,7 +530,8 @@ async def test_market_streams_follow_the_rest_snapshot() -> None:
         first = json.loads(await asyncio.wait_for(ws.recv(), 5))
         snapshot = (await http.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 1000})).json()
         last = snapshot["lastUpdateId"]
-        assert len(snapshot["bids"]) == 5 and len(snapshot["asks"]) == 5
+        assert len(snapshot["bids"]) == 5
+        assert len(snapshot["asks"]) == 5
         names: set[str] = {first["stream"]}
         depth: list[dict[str, Any]] = []
         async with asyncio.timeout(10):
@@ -530,7 +542,7 @@ async def test_market_streams_follow_the_rest_snapshot() -> None:
                     depth.append(message["data"])
         assert names == {"btcusdt@depth@100ms", "btcusdt@trade", "btcusdt@bookTicker"}
         assert depth[0]["U"] <= last + 1 <= depth[0]["u"]
-        assert all(b["U"] == a["u"] + 1 for a, b in zip(depth, depth[1:], strict=False))
+        assert all(b["U"] == a["u"] + 1 for a, b in itertools.pairwise(depth))
         info = (await http.get("/api/v3/exchangeInfo", params={"symbols": '["BTCUSDT"]'})).json()
         assert info["symbols"][0]["symbol"] == "BTCUSDT"
         assert (await http.get("/api/v3/depth", params={"symbol": "ETHUSDT"})).json()["code"] == -1121
@@ -564,14 +576,17 @@ async def test_subprocess_entry_prints_urls_serves_and_stops_on_sigterm() -> Non
         line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 15)
         urls = dict(part.split("=", 1) for part in line.split())
         assert set(urls) == {"ws_api_url", "stream_url", "rest_url"}
-        assert urls["ws_api_url"].startswith("ws://127.0.0.1:") and urls["ws_api_url"].endswith("/ws-api/v3")
+        assert urls["ws_api_url"].startswith("ws://127.0.0.1:")
+        assert urls["ws_api_url"].endswith("/ws-api/v3")
         async with connect(urls["ws_api_url"]) as ws:
             refused = await Client(ws).call("order.place", limit_order("29000.00", "0.01", "p1"))
             assert refused["error"]["code"] == -1013
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(asyncio.to_thread(process.communicate), 15)
         summary = json.loads(out.strip().splitlines()[-1])
-        assert summary["requests"] == 1 and summary["fired"] == [] and process.returncode == 0, err
+        assert process.returncode == 0, err
+        assert summary["requests"] == 1
+        assert summary["fired"] == []
     finally:
         if process.poll() is None:
             process.kill()
