@@ -141,6 +141,7 @@ class BinanceApiStandIn:
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._sending = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -231,7 +232,12 @@ class BinanceApiStandIn:
             await self._flush()
 
     async def _flush(self) -> None:
-        """Send queued user data events to every subscription and market events to every stream."""
+        """Send queued user data events to every subscription and market events to every stream
+        (one flush at a time, so events go out in the order they happened)."""
+        async with self._sending:
+            await self._flush_now()
+
+    async def _flush_now(self) -> None:
         events, self.exchange.events = self.exchange.events, []
         market, self.exchange.market = self.exchange.market, []
         if events:
@@ -246,6 +252,12 @@ class BinanceApiStandIn:
                 name = streams.get(kind)
                 if name is not None:
                     await _send(ws, {"stream": name, "data": event} if combined else event)
+
+    async def deposit(self, asset: str, amount: Decimal) -> None:
+        """Credit (or debit, if negative) ``asset`` from outside: ``balanceUpdate`` then
+        ``outboundAccountPosition`` to every subscription."""
+        self.exchange.deposit(asset, amount, self.now_ms())
+        await self._flush()
 
     def exchange_info(self) -> dict[str, Any]:
         """The ``exchangeInfo`` body of the one symbol (documented shape and filters)."""
@@ -378,6 +390,9 @@ class BinanceApiStandIn:
             return 200, self.exchange.snapshot(limit)
         if path == "/api/v3/exchangeInfo":
             self._count("weight", 60_000, 20, now)
+            wanted = [query["symbol"]] if "symbol" in query else _names(query.get("symbols", "[]"))
+            if any(name.upper() != self.exchange.symbol for name in wanted):
+                return 400, {"code": -1121, "msg": "Invalid symbol."}
             return 200, self.exchange_info()
         if path == "/api/v3/time":
             return 200, {"serverTime": now}
@@ -475,7 +490,7 @@ class BinanceApiStandIn:
             answer["status"], answer["result"] = 200, self._session_call(conn, method, params, now)
         except ApiError as exc:
             answer["status"], answer["error"] = exc.status, exc.error()
-        if params.get("returnRateLimits", True) is not False:
+        if not isinstance(params, dict) or params.get("returnRateLimits", True) is not False:
             answer["rateLimits"] = self._rate_limits(now, orders)
         if method == self.faults.drop_answer_to and self._once("drop_answer_to"):
             await self._flush()
@@ -508,6 +523,14 @@ class BinanceApiStandIn:
         if method == "session.subscriptions":
             return [{"subscriptionId": number} for number in sorted(conn.subscriptions)]
         return self.methods.call(method, params, now)
+
+
+def _names(text: str) -> list[str]:
+    try:
+        names = json.loads(text)
+    except ValueError:
+        return ["?"]
+    return [str(name) for name in names] if isinstance(names, list) else ["?"]
 
 
 def _f(value: Decimal) -> str:

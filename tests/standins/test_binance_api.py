@@ -414,6 +414,18 @@ async def test_cancel_replace_keeps_the_client_id_and_amend_keeps_the_order() ->
 
 
 @pytest.mark.asyncio
+async def test_a_deposit_is_a_balance_update_then_the_account_position() -> None:
+    async with quiet() as venue, connect(venue.ws_api_url) as ws:
+        client = Client(ws)
+        await client.call("userDataStream.subscribe.signature", signed({}))
+        await venue.deposit("USDT", D("25.5"))
+        update = (await client.event(lambda e: e["e"] == "balanceUpdate"))["event"]
+        assert (update["a"], update["d"]) == ("USDT", "25.50000000")
+        position = (await client.event(lambda e: e["e"] == "outboundAccountPosition"))["event"]
+        assert {"a": "USDT", "f": "100025.50000000", "l": "0.00000000"} in position["B"]
+
+
+@pytest.mark.asyncio
 async def test_unsubscribe_terminates_the_stream_and_events_stop() -> None:
     async with quiet() as venue, connect(venue.ws_api_url) as ws:
         client = Client(ws)
@@ -546,6 +558,8 @@ async def test_market_streams_follow_the_rest_snapshot() -> None:
         info = (await http.get("/api/v3/exchangeInfo", params={"symbols": '["BTCUSDT"]'})).json()
         assert info["symbols"][0]["symbol"] == "BTCUSDT"
         assert (await http.get("/api/v3/depth", params={"symbol": "ETHUSDT"})).json()["code"] == -1121
+        wrong = await http.get("/api/v3/exchangeInfo", params={"symbols": '["BTCUSDT","ETHUSDT"]'})
+        assert (wrong.status_code, wrong.json()["code"]) == (400, -1121)
 
 
 # -- subprocess -------------------------------------------------------------------------------------
