@@ -314,18 +314,17 @@ class Exchange:
         self.orders[order.order_id] = order
         self.execution_report(order, "NEW", now_ms)
         fills = [self._fill(order, p, q, now_ms, maker=False) for p, q in walk]
+        levels = self.asks if side == "BUY" else self.bids
+        changed: list[list[Decimal]] = []
         for level_price, take in walk:
-            levels = self.asks if side == "BUY" else self.bids
             levels[level_price] -= take
+            changed.append([level_price, levels[level_price]])
             if levels[level_price] <= ZERO:
                 del levels[level_price]
-            self._depth_event(
-                now_ms,
-                [] if side == "BUY" else [[level_price, levels.get(level_price, ZERO)]],
-                [[level_price, levels.get(level_price, ZERO)]] if side == "BUY" else [],
-            )
         if not self.asks or not self.bids:
             self._rebuild(now_ms)
+        elif changed:
+            self._depth_event(now_ms, [] if side == "BUY" else changed, changed if side == "BUY" else [])
         if order.open and (order_type == "MARKET" or tif in ("IOC", "FOK")):
             self._end(order, "EXPIRED", now_ms)
         self.account_position(now_ms)

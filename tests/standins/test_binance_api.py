@@ -605,3 +605,55 @@ async def test_subprocess_entry_prints_urls_serves_and_stops_on_sigterm() -> Non
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+# -- the engine's books balance ---------------------------------------------------------------------
+
+
+def test_random_trading_keeps_locked_funds_and_balances_consistent() -> None:
+    """Invariants checked after every action of a seeded random session (market steps included):
+    locked USDT = price x remaining of open buys, locked BTC = remaining of open sells, and each
+    asset's total = start + what the trades moved - the commissions paid in it."""
+    import random
+
+    x = Exchange(seed=7, levels=4)
+    x.balance("BTC")[0], x.balance("USDT")[0] = D(2), D(100000)
+    rng = random.Random(11)
+    refusals: set[int] = set()
+    for n in range(600):
+        roll = rng.random()
+        try:
+            if roll < 0.45:
+                side = rng.choice(("BUY", "SELL"))
+                kind = rng.choice(("LIMIT", "LIMIT", "MARKET", "LIMIT_MAKER"))
+                price = x.mid + x.tick * rng.randint(-6, 6) if kind != "MARKET" else D(0)
+                qty = x.step * rng.randint(100, 30000)
+                tif = rng.choice(("GTC", "GTC", "IOC", "FOK")) if kind == "LIMIT" else "GTC"
+                x.place(client_order_id=f"c{n}", side=side, order_type=kind, tif=tif, price=price, qty=qty, now_ms=n)
+            elif roll < 0.6:
+                open_orders = [o for o in x.orders.values() if o.open]
+                if open_orders:
+                    x.cancel(rng.choice(open_orders), f"k{n}", n)
+            elif roll < 0.7:
+                open_orders = [o for o in x.orders.values() if o.open and o.remaining > x.step]
+                if open_orders:
+                    order = rng.choice(open_orders)
+                    x.amend(order, order.qty - x.step * rng.randint(1, int(order.remaining / x.step) - 1), f"a{n}", n)
+            else:
+                x.step_market(n)
+        except ApiError as exc:
+            refusals.add(exc.code)
+        opened = [o for o in x.orders.values() if o.open]
+        assert x.balance("USDT")[1] == sum((o.price * o.remaining for o in opened if o.side == "BUY"), D(0))
+        assert x.balance("BTC")[1] == sum((o.remaining for o in opened if o.side == "SELL"), D(0))
+        for asset, start in (("BTC", D(2)), ("USDT", D(100000))):
+            moved = D(0)
+            for t in x.trades:
+                base, quote = D(t["qty"]), D(t["quoteQty"])
+                moved += (base if t["isBuyer"] else -base) if asset == "BTC" else (-quote if t["isBuyer"] else quote)
+                if t["commissionAsset"] == asset:
+                    moved -= D(t["commission"])
+            assert sum(x.balance(asset)) == start + moved, (n, asset)
+    assert refusals <= {-2010, -1013}
+    assert len(x.trades) > 50
+    assert any(t["isMaker"] for t in x.trades)
