@@ -36,8 +36,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.standins.binance_api_engine import ApiError, Exchange
-from tests.standins.binance_api_methods import ORDER_METHODS, Methods
+from tests.standins.binance_api_engine import ApiError, Exchange, load_state, save_state
+from tests.standins.binance_api_methods import ORDER_METHODS, Methods, exchange_info_body
 
 HOST = "127.0.0.1"
 QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
@@ -121,7 +121,7 @@ class BinanceApiStandIn:
             self.exchange.balance(asset)[0] = Decimal(amount)
         self.state_path = None if state_path is None else Path(state_path)
         if self.state_path is not None:
-            self.exchange.load(self.state_path)
+            load_state(self.exchange, self.state_path)
         self.methods = Methods(self.exchange, dict(api_keys or {}), dict(ed25519_keys or {}), self.exchange_info)
         self.faults = faults or ApiFaults()
         self.methods.reject_next = self.faults.reject_next_order
@@ -221,7 +221,7 @@ class BinanceApiStandIn:
 
     def _save(self) -> None:
         if self.state_path is not None:
-            self.exchange.save(self.state_path)
+            save_state(self.exchange, self.state_path)
 
     # -- market and events --------------------------------------------------------------------
 
@@ -261,55 +261,7 @@ class BinanceApiStandIn:
 
     def exchange_info(self) -> dict[str, Any]:
         """The ``exchangeInfo`` body of the one symbol (documented shape and filters)."""
-        x = self.exchange
-        symbol = {
-            "symbol": x.symbol,
-            "status": "TRADING",
-            "baseAsset": x.base,
-            "baseAssetPrecision": 8,
-            "quoteAsset": x.quote,
-            "quotePrecision": 8,
-            "quoteAssetPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
-            "icebergAllowed": False,
-            "ocoAllowed": False,
-            "isSpotTradingAllowed": True,
-            "cancelReplaceAllowed": True,
-            "amendAllowed": True,
-            "filters": [
-                {
-                    "filterType": "PRICE_FILTER",
-                    "minPrice": _f(x.tick),
-                    "maxPrice": "1000000.00000000",
-                    "tickSize": _f(x.tick),
-                },
-                {"filterType": "LOT_SIZE", "minQty": _f(x.step), "maxQty": "9000.00000000", "stepSize": _f(x.step)},
-                {
-                    "filterType": "NOTIONAL",
-                    "minNotional": _f(x.min_notional),
-                    "applyMinToMarket": True,
-                    "maxNotional": "9000000.00000000",
-                    "applyMaxToMarket": False,
-                    "avgPriceMins": 5,
-                },
-            ],
-            "permissions": [],
-            "permissionSets": [["SPOT"]],
-            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
-        }
-        limits = [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": self.weight_limit},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": self.orders_limit},
-            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 160000},
-        ]
-        return {
-            "timezone": "UTC",
-            "serverTime": self.now_ms(),
-            "rateLimits": limits,
-            "exchangeFilters": [],
-            "symbols": [symbol],
-        }
+        return exchange_info_body(self.exchange, self.weight_limit, self.orders_limit, self.now_ms())
 
     # -- rate limits --------------------------------------------------------------------------
 
@@ -531,10 +483,6 @@ def _names(text: str) -> list[str]:
     except ValueError:
         return ["?"]
     return [str(name) for name in names] if isinstance(names, list) else ["?"]
-
-
-def _f(value: Decimal) -> str:
-    return format(value.quantize(Decimal("0.00000001")), "f")
 
 
 def _limit(kind: str, interval: str, number: int, limit: int, count: int) -> dict[str, Any]:

@@ -462,31 +462,6 @@ class Exchange:
             event["W"] = order.time
         self.events.append(event)
 
-    def order_json(self, order: Order) -> dict[str, Any]:
-        """The ``order.status`` / ``openOrders.status`` shape."""
-        return {
-            "symbol": self.symbol,
-            "orderId": order.order_id,
-            "orderListId": -1,
-            "clientOrderId": order.client_order_id,
-            "price": fmt(order.price),
-            "origQty": fmt(order.qty),
-            "executedQty": fmt(order.executed),
-            "cummulativeQuoteQty": fmt(order.quote),
-            "status": order.status,
-            "timeInForce": order.time_in_force,
-            "type": order.type,
-            "side": order.side,
-            "stopPrice": fmt(ZERO),
-            "icebergQty": fmt(ZERO),
-            "time": order.time,
-            "updateTime": order.update_time,
-            "isWorking": True,
-            "workingTime": order.time,
-            "origQuoteOrderQty": fmt(ZERO),
-            "selfTradePreventionMode": "EXPIRE_MAKER",
-        }
-
     def my_trades(self, from_id: int | None, order_id: int | None, limit: int) -> list[dict[str, Any]]:
         """``myTrades``: from ``fromId`` up, else the most recent ``limit`` (oldest first)."""
         rows = [r for r in self.trades if order_id is None or r["orderId"] == order_id]
@@ -494,42 +469,71 @@ class Exchange:
             return [r for r in rows if r["id"] >= from_id][:limit]
         return rows[-limit:]
 
-    # -- persistence --------------------------------------------------------------------------
 
-    def save(self, path: Path) -> None:
-        """Orders, trades, balances and counters as JSON (written whole, then renamed)."""
-        state = {
-            "mid": str(self.mid),
-            "balances": {a: [str(v) for v in row] for a, row in self.balances.items()},
-            "orders": [
-                {k: str(v) if isinstance(v, Decimal) else v for k, v in asdict(o).items()} for o in self.orders.values()
-            ],
-            "trades": self.trades,
-            "next_order_id": self.next_order_id,
-            "next_trade_id": self.next_trade_id,
-            "next_execution_id": self.next_execution_id,
-            "update_id": self.update_id,
-        }
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state))
-        temporary.replace(path)
+def order_json(symbol: str, order: Order) -> dict[str, Any]:
+    """The ``order.status`` / ``openOrders.status`` shape."""
+    return {
+        "symbol": symbol,
+        "orderId": order.order_id,
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id,
+        "price": fmt(order.price),
+        "origQty": fmt(order.qty),
+        "executedQty": fmt(order.executed),
+        "cummulativeQuoteQty": fmt(order.quote),
+        "status": order.status,
+        "timeInForce": order.time_in_force,
+        "type": order.type,
+        "side": order.side,
+        "stopPrice": fmt(ZERO),
+        "icebergQty": fmt(ZERO),
+        "time": order.time,
+        "updateTime": order.update_time,
+        "isWorking": True,
+        "workingTime": order.time,
+        "origQuoteOrderQty": fmt(ZERO),
+        "selfTradePreventionMode": "EXPIRE_MAKER",
+    }
 
-    def load(self, path: Path) -> None:
-        """The state ``save`` wrote (nothing if the file does not exist)."""
-        if not path.exists():
-            return
-        state = json.loads(path.read_text())
-        self.mid = Decimal(state["mid"])
-        self.balances = {a: [Decimal(v) for v in row] for a, row in state["balances"].items()}
-        self.orders = {}
-        decimals = {"price", "qty", "executed", "quote", "locked"}
-        for raw in state["orders"]:
-            values = {k: Decimal(v) if k in decimals else v for k, v in raw.items()}
-            self.orders[int(values["order_id"])] = Order(**values)
-        self.trades = state["trades"]
-        self.next_order_id = state["next_order_id"]
-        self.next_trade_id = state["next_trade_id"]
-        self.next_execution_id = state["next_execution_id"]
-        self.update_id = state["update_id"]
-        self._rebuild(0)
-        self.market.clear()
+
+# -- persistence (module level) --------------------------------------------------------------------------
+
+
+def save_state(x: Exchange, path: Path) -> None:
+    """Orders, trades, balances and counters as JSON (written whole, then renamed)."""
+    state = {
+        "mid": str(x.mid),
+        "balances": {a: [str(v) for v in row] for a, row in x.balances.items()},
+        "orders": [
+            {k: str(v) if isinstance(v, Decimal) else v for k, v in asdict(o).items()} for o in x.orders.values()
+        ],
+        "trades": x.trades,
+        "next_order_id": x.next_order_id,
+        "next_trade_id": x.next_trade_id,
+        "next_execution_id": x.next_execution_id,
+        "update_id": x.update_id,
+    }
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state))
+    temporary.replace(path)
+
+
+def load_state(x: Exchange, path: Path) -> None:
+    """The state ``save`` wrote (nothing if the file does not exist)."""
+    if not path.exists():
+        return
+    state = json.loads(path.read_text())
+    x.mid = Decimal(state["mid"])
+    x.balances = {a: [Decimal(v) for v in row] for a, row in state["balances"].items()}
+    x.orders = {}
+    decimals = {"price", "qty", "executed", "quote", "locked"}
+    for raw in state["orders"]:
+        values = {k: Decimal(v) if k in decimals else v for k, v in raw.items()}
+        x.orders[int(values["order_id"])] = Order(**values)
+    x.trades = state["trades"]
+    x.next_order_id = state["next_order_id"]
+    x.next_trade_id = state["next_trade_id"]
+    x.next_execution_id = state["next_execution_id"]
+    x.update_id = state["update_id"]
+    x._rebuild(0)
+    x.market.clear()

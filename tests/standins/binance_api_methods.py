@@ -20,7 +20,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tests.standins.binance_api_engine import ApiError, Exchange, Order, fmt, unknown_order
+from tests.standins.binance_api_engine import ApiError, Exchange, Order, fmt, order_json, unknown_order
 
 CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 SIGNED = {
@@ -380,12 +380,12 @@ class Methods:
         order = self._find(params, "orderId", "origClientOrderId")
         if order is None:
             raise ApiError(400, -2013, "Order does not exist.")
-        return self.exchange.order_json(order)
+        return order_json(self.exchange.symbol, order)
 
     def do_openOrders_status(self, params: dict[str, Any], now_ms: int) -> Any:
         """``openOrders.status``."""
         orders = sorted((o for o in self.exchange.orders.values() if o.open), key=lambda o: o.order_id)
-        return [self.exchange.order_json(o) for o in orders]
+        return [order_json(self.exchange.symbol, o) for o in orders]
 
     def do_myTrades(self, params: dict[str, Any], now_ms: int) -> Any:
         """``myTrades``: ``fromId`` up, or the most recent ``limit`` (default 500, at most 1000)."""
@@ -422,3 +422,55 @@ class Methods:
             "permissions": ["SPOT"],
             "uid": 354937868,
         }
+
+
+def exchange_info_body(x: Exchange, weight_limit: int, orders_limit: int, now_ms: int) -> dict[str, Any]:
+    """The ``exchangeInfo`` body of the one symbol (documented shape and filters)."""
+    symbol = {
+        "symbol": x.symbol,
+        "status": "TRADING",
+        "baseAsset": x.base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": x.quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
+        "icebergAllowed": False,
+        "ocoAllowed": False,
+        "isSpotTradingAllowed": True,
+        "cancelReplaceAllowed": True,
+        "amendAllowed": True,
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": fmt(x.tick),
+                "maxPrice": "1000000.00000000",
+                "tickSize": fmt(x.tick),
+            },
+            {"filterType": "LOT_SIZE", "minQty": fmt(x.step), "maxQty": "9000.00000000", "stepSize": fmt(x.step)},
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": fmt(x.min_notional),
+                "applyMinToMarket": True,
+                "maxNotional": "9000000.00000000",
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            },
+        ],
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+        "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+    }
+    limits = [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": weight_limit},
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": orders_limit},
+        {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 160000},
+    ]
+    return {
+        "timezone": "UTC",
+        "serverTime": now_ms,
+        "rateLimits": limits,
+        "exchangeFilters": [],
+        "symbols": [symbol],
+    }
