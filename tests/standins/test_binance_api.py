@@ -4,6 +4,7 @@ computed here by hand (HMAC-SHA256 hex; Ed25519 base64), expectations written by
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import itertools
@@ -534,3 +535,63 @@ async def test_subprocess_entry_prints_urls_serves_and_stops_on_sigterm() -> Non
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+# -- more of the documented surface -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_ed25519_key_over_the_wire_and_ack_answers() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = Ed25519PrivateKey.generate()
+    pem = private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    async with quiet(ed25519_keys={"EdKey1": pem}) as venue, connect(venue.ws_api_url) as ws:
+        client = Client(ws)
+        params: dict[str, Any] = {"apiKey": "EdKey1", "timestamp": int(time.time() * 1000)}
+        payload = f"apiKey=EdKey1&timestamp={params['timestamp']}"
+        params["signature"] = base64.b64encode(private.sign(payload.encode())).decode()
+        assert (await client.call("userDataStream.subscribe.signature", params))["result"] == {"subscriptionId": 0}
+        wrong = dict(params, signature=base64.b64encode(private.sign(b"something else")).decode())
+        assert (await client.call("account.status", wrong))["error"]["code"] == -1022
+        ack = dict(limit_order("29000.00", "0.01", "ack1"))
+        ack["newOrderRespType"] = "ACK"
+        for name in ("apiKey", "timestamp", "signature"):
+            del ack[name]
+        result = (await client.call("order.place", signed(ack)))["result"]
+        assert set(result) == {"symbol", "orderId", "orderListId", "clientOrderId", "transactTime"}
+
+
+@pytest.mark.asyncio
+async def test_allow_failure_cancel_replace_answers_409_when_the_new_order_fails() -> None:
+    async with quiet() as venue, connect(venue.ws_api_url) as ws:
+        client = Client(ws)
+        await client.call("order.place", limit_order("29000.00", "0.01", "af1"))
+        replace = signed(
+            {
+                "symbol": "BTCUSDT",
+                "cancelReplaceMode": "ALLOW_FAILURE",
+                "cancelOrigClientOrderId": "af1",
+                "newClientOrderId": "af1",
+                "side": "BUY",
+                "type": "LIMIT_MAKER",
+                "price": "30000.05",
+                "quantity": "0.01",
+            }
+        )
+        answer = await client.call("order.cancelReplace", replace)
+        assert (answer["status"], answer["error"]["code"]) == (409, -2021)
+        data = answer["error"]["data"]
+        assert (data["cancelResult"], data["newOrderResult"]) == ("SUCCESS", "FAILURE")
+        assert data["newOrderResponse"] == {"code": -2010, "msg": "Order would immediately match and take."}
+        assert (await client.call("openOrders.status", signed({"symbol": "BTCUSDT"})))["result"] == []
+
+
+@pytest.mark.asyncio
+async def test_the_stand_in_stops_by_itself_after_max_seconds() -> None:
+    venue = BinanceApiStandIn(api_keys={KEY: SECRET}, max_seconds=0.3)
+    started = time.monotonic()
+    async with venue:
+        await asyncio.wait_for(venue.serve_until(asyncio.Event()), 5)
+    assert time.monotonic() - started < 3
