@@ -1,5 +1,8 @@
 """``python -m tests.standins VENUE --session FILE|NAME [--port 0] [--pace X] [--fault ...]``.
 
+``python -m tests.standins binance-api --port 0 --api-key K --api-secret S [...]`` runs the Binance
+WebSocket API stand-in instead (``binance_api_cli``: it prints ``ws_api_url=… stream_url=… rest_url=…``).
+
 Prints ``ws_url=... rest_url=...`` as its first stdout line (flushed), then serves on 127.0.0.1
 until SIGTERM/SIGINT or ``--max-seconds``. Faults: ``drop_frame=N``, ``corrupt_checksum=N``,
 ``close_after=N``, ``shutdown_after=N``, ``stall_after=N``, ``stall_seconds=S``, ``rest_delay=S``,
@@ -35,7 +38,12 @@ def parse_faults(items: list[str]) -> Faults:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    """Run one stand-in until a signal or ``--max-seconds``."""
+    """Run one stand-in until a signal or ``--max-seconds`` (``binance-api``: ``binance_api_cli``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["binance-api"]:
+        from tests.standins import binance_api_cli
+
+        return await binance_api_cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m tests.standins", description=__doc__.split("\n")[0])
     parser.add_argument("venue", choices=sorted(STANDINS))
     parser.add_argument(
