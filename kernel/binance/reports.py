@@ -10,6 +10,7 @@ are the tables ``docs/venues/binance.md`` shows; the functions below apply them:
 * ``cancel_rejected`` / ``replace_rejected``: a refused cancel or replace → ``Execution`` whose
   reason starts ``unknown order`` when Binance no longer has the order working (-2011 "Unknown
   order sent.", -2013, -2026), so the order manager settles it with a status query.
+* ``replace_failed``: a failed ``order.cancelReplace`` → ``replace_rejected`` or ``canceled``.
 * ``balances_of``: ``account.status`` → ``BalancesReport``.
 
 Two Binance facts shape the details:
@@ -35,8 +36,17 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Final, TypeVar
 
+import msgspec
+
 from kernel.binance.errors import BinanceWireError, is_unknown_order
-from kernel.binance.wire import AccountStatus, ExecutionReportEvent, OrderJson, TradeRow
+from kernel.binance.wire import (
+    AccountStatus,
+    CancelReplaceResult,
+    ErrorObject,
+    ExecutionReportEvent,
+    OrderJson,
+    TradeRow,
+)
 from kernel.paper_protocol import (
     Balance,
     BalancesReport,
@@ -313,6 +323,49 @@ def replace_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) 
     """A refused ``order.cancelReplace``/``order.amend.keepPriority`` as ``replace_rejected`` (the
     cancel half's ``code``/``msg`` for a cancelReplace); ``unknown order`` as for ``cancel_rejected``."""
     return _request_rejected("replace_rejected", code, msg, client_order_id, ts_ms)
+
+
+def replace_failed(error: ErrorObject, client_order_id: str, ts_ms: int = 0) -> Execution:
+    """A failed ``order.cancelReplace`` (``STOP_ON_FAILURE``) as our report, from its ``error.data``:
+
+    * the cancel half failed (nothing changed): ``replace_rejected`` with the cancel's code and
+      message (``unknown order`` when Binance no longer has the order);
+    * the cancel went through and the new order failed (status 409, -2021): our order is gone,
+      ``canceled``, with the cancel answer's quantities;
+    * no usable ``data``: ``replace_rejected`` with the error's own code and message.
+
+    The user data stream reports the same outcome (``execution_report`` with ``replacing``): use one of the two.
+    """
+    try:
+        halves = msgspec.convert(error.data, CancelReplaceResult) if error.data is not None else None
+    except msgspec.ValidationError:
+        halves = None
+    if halves is None:
+        return replace_rejected(error.code, error.msg, client_order_id, ts_ms)
+    cancel = halves.cancel_response or {}
+    if halves.cancel_result != "SUCCESS":
+        code = cancel.get("code")
+        return replace_rejected(
+            code if isinstance(code, int) else error.code, str(cancel.get("msg", error.msg)), client_order_id, ts_ms
+        )
+    new_order = halves.new_order_response or {}
+    why = f"{new_order.get('code', error.code)} {new_order.get('msg', error.msg)}"
+    try:
+        old = msgspec.convert(cancel, OrderJson)
+    except msgspec.ValidationError as exc:
+        raise BinanceWireError(f"cancelReplace: unexpected cancelResponse: {exc}") from None
+    return Execution(
+        client_order_id=client_order_id,
+        exec="canceled",
+        status="canceled",
+        venue_order_id=str(old.order_id),
+        qty=_decimal(old.orig_qty, "origQty"),
+        price=_price(old.type, old.price),
+        cum_qty=_decimal(old.executed_qty, "executedQty"),
+        leaves_qty=ZERO,
+        ts_ms=old.transact_time if old.transact_time is not None else ts_ms,
+        reason=f"replace: new order rejected after the cancel: {why}",
+    )
 
 
 def balances_of(account: AccountStatus, assets: Iterable[str] = ()) -> BalancesReport:

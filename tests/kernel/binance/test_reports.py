@@ -19,10 +19,11 @@ from kernel.binance.reports import (
     execution_report,
     fill_of,
     order_snapshot,
+    replace_failed,
     replace_rejected,
     status_of,
 )
-from kernel.binance.wire import AccountStatus, ExecutionReportEvent, OrderJson, TradeRow, decode_event
+from kernel.binance.wire import AccountStatus, ErrorObject, ExecutionReportEvent, OrderJson, TradeRow, decode_event
 from kernel.order_reports import execution_facts
 from kernel.paper_protocol import Balance, BalancesReport, Execution, Fill, OrderSnapshot
 from machines.order_reports import forgotten
@@ -540,3 +541,72 @@ def test_balances_of_the_docs_account() -> None:
         Balance("ETH", D("0"), D("0")),
         Balance("USDT", D("1021.21"), D("1021.21")),
     ]
+
+
+# -- a failed order.cancelReplace (STOP_ON_FAILURE) -------------------------------------------
+
+
+def test_a_cancel_replace_whose_cancel_failed_is_a_replace_reject_of_an_unknown_order() -> None:
+    # web-socket-api.md, "Cancel and replace order": the STOP_ON_FAILURE answer with status 400.
+    error = ErrorObject(
+        code=-2022,
+        msg="Order cancel-replace failed.",
+        data={
+            "cancelResult": "FAILURE",
+            "newOrderResult": "NOT_ATTEMPTED",
+            "cancelResponse": {"code": -2011, "msg": "Unknown order sent."},
+            "newOrderResponse": None,
+        },
+    )
+    report = replace_failed(error, OURS, ts_ms=3)
+    assert (report.exec, report.status, report.reason, report.ts_ms) == (
+        "replace_rejected",
+        "rejected",
+        "unknown order: -2011 Unknown order sent.",
+        3,
+    )
+
+
+def test_a_cancel_replace_whose_new_order_failed_leaves_our_order_canceled() -> None:
+    error = ErrorObject(
+        code=-2021,
+        msg="Order cancel-replace partially failed.",
+        data={
+            "cancelResult": "SUCCESS",
+            "newOrderResult": "FAILURE",
+            "cancelResponse": {
+                "symbol": "BTCUSDT",
+                "origClientOrderId": OURS,
+                "orderId": 125690984230,
+                "orderListId": -1,
+                "clientOrderId": "91fe37ce9e69c90d6358c0",
+                "transactTime": 1684804350068,
+                "price": "23450.00000000",
+                "origQty": "0.00847000",
+                "executedQty": "0.00001000",
+                "cummulativeQuoteQty": "0.23450000",
+                "status": "CANCELED",
+                "timeInForce": "GTC",
+                "type": "LIMIT",
+                "side": "SELL",
+            },
+            "newOrderResponse": {"code": -2010, "msg": "Order would immediately match and take."},
+        },
+    )
+    assert replace_failed(error, OURS) == Execution(
+        client_order_id=OURS,
+        exec="canceled",
+        status="canceled",
+        venue_order_id="125690984230",
+        qty=D("0.00847"),
+        price=D("23450"),
+        cum_qty=D("0.00001"),
+        leaves_qty=D("0"),
+        ts_ms=1684804350068,
+        reason="replace: new order rejected after the cancel: -2010 Order would immediately match and take.",
+    )
+
+
+def test_a_cancel_replace_error_without_data_is_a_replace_reject_of_its_own_code() -> None:
+    report = replace_failed(ErrorObject(code=-1013, msg="Filter failure: LOT_SIZE"), OURS)
+    assert (report.exec, report.status, report.reason) == ("replace_rejected", "new", "-1013 Filter failure: LOT_SIZE")
