@@ -240,6 +240,98 @@ def _reason(event: ExecutionReportEvent, replacing: bool) -> str | None:
     return None
 
 
+class OrderLegs:
+    """The legs of our orders at Binance: per client order id, the ``orderId`` of its current leg,
+    what earlier legs executed (``carried_qty``) and whether an ``order.cancelReplace`` is in
+    flight. Feed it every ``executionReport`` (``report``); tell it of each cancelReplace sent
+    (``begin_replace``), refused with nothing changed (``end_replace``) or ending the order
+    (``forget``). Pure: no I/O, no clock. An order is forgotten once done. After a restart,
+    ``seed`` each live order that was replaced before.
+    """
+
+    __slots__ = ("_legs", "base_asset", "quote_asset")
+
+    def __init__(self, base_asset: str = "", quote_asset: str = "") -> None:
+        """``base_asset``/``quote_asset`` value fees (``fee_in_quote``)."""
+        self.base_asset = base_asset
+        self.quote_asset = quote_asset
+        self._legs: dict[str, _Leg] = {}
+
+    def seed(self, client_order_id: str, order_id: int, carried_qty: Decimal) -> None:
+        """Start from a known leg: ``order_id`` is current, earlier legs executed ``carried_qty``."""
+        self._legs[client_order_id] = _Leg(order_id, carried_qty)
+
+    def begin_replace(self, client_order_id: str, order_id: int) -> None:
+        """An ``order.cancelReplace`` of ``client_order_id``, whose current leg is ``order_id``, was sent."""
+        leg = self._legs.get(client_order_id)
+        if leg is None or leg.order_id != order_id:
+            leg = _Leg(order_id, ZERO if leg is None else leg.carried)
+            self._legs[client_order_id] = leg
+        leg.replacing = True
+
+    def end_replace(self, client_order_id: str) -> None:
+        """The cancelReplace was refused and nothing changed (its cancel half failed)."""
+        leg = self._legs.get(client_order_id)
+        if leg is not None:
+            leg.replacing = False
+
+    def forget(self, client_order_id: str) -> None:
+        """Drop ``client_order_id`` (its order is done, e.g. a replace whose new order failed)."""
+        self._legs.pop(client_order_id, None)
+
+    def carried_qty(self, client_order_id: str) -> Decimal:
+        """What earlier legs of ``client_order_id`` executed (0 when never replaced)."""
+        leg = self._legs.get(client_order_id)
+        return ZERO if leg is None else leg.carried
+
+    def replacing(self, client_order_id: str) -> bool:
+        """True while a cancelReplace of ``client_order_id`` is in flight."""
+        leg = self._legs.get(client_order_id)
+        return leg is not None and leg.replacing
+
+    def report(self, event: ExecutionReportEvent) -> Execution | None:
+        """``event`` as our ``Execution``; ``None`` for the old leg's cancel during a replace and for
+        a late event of a leg already replaced. Raises ``BinanceWireError`` as ``execution_report``
+        does (the legs are then unchanged)."""
+        coid = client_order_id_of(event)
+        leg = self._legs.get(coid) or _Leg(event.order_id)
+        if event.order_id in leg.previous:
+            return None
+        if event.order_id == leg.order_id:
+            replacing = leg.replacing and event.execution_type == "CANCELED"
+        elif leg.replacing:  # the first event of the leg the cancelReplace placed
+            leg = _Leg(event.order_id, leg.carried + leg.cum, previous=(*leg.previous, leg.order_id))
+            replacing = True
+        else:
+            # A leg we do not know (replaced before a restart, not seeded): report it on its own;
+            # the status query and reconciliation settle the totals.
+            return execution_report(event, base_asset=self.base_asset, quote_asset=self.quote_asset)
+        report = execution_report(
+            event,
+            carried_qty=leg.carried,
+            replacing=replacing,
+            base_asset=self.base_asset,
+            quote_asset=self.quote_asset,
+        )
+        leg.cum = _decimal(event.cum_qty, "z")
+        if report is not None and report.status not in LIVE:
+            self._legs.pop(coid, None)
+        else:
+            self._legs[coid] = leg
+        return report
+
+
+class _Leg:
+    __slots__ = ("carried", "cum", "order_id", "previous", "replacing")
+
+    def __init__(self, order_id: int, carried: Decimal = ZERO, *, previous: tuple[int, ...] = ()) -> None:
+        self.order_id = order_id
+        self.carried = carried
+        self.cum = ZERO
+        self.replacing = False
+        self.previous = previous
+
+
 def fill_of(row: TradeRow, client_order_id: str = "", *, base_asset: str = "", quote_asset: str = "") -> Fill:
     """One ``myTrades`` row as our ``Fill``: ``trade_id`` and ``fill_seq`` are Binance's trade ``id``
     (``myTrades`` does not name the client order id: pass it). Raises ``BinanceWireError`` for a malformed number."""
