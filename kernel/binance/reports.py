@@ -7,6 +7,8 @@ are the tables ``docs/venues/binance.md`` shows; the functions below apply them:
   cancel leg of our own ``order.cancelReplace``).
 * ``order_snapshot``: an order object (``order.status``, ``openOrders.status``) and its
   ``myTrades`` rows → ``OrderSnapshot``; ``fill_of``: one ``myTrades`` row → ``Fill``.
+* ``OrderLegs``: ``execution_report`` kept per client order id across ``order.cancelReplace`` legs.
+* ``order_rejected``: a refused ``order.place`` → ``rejected`` (``None`` for a duplicate id).
 * ``cancel_rejected`` / ``replace_rejected``: a refused cancel or replace → ``Execution`` whose
   reason starts ``unknown order`` when Binance no longer has the order working (-2011 "Unknown
   order sent.", -2013, -2026), so the order manager settles it with a status query.
@@ -38,7 +40,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from kernel.binance.errors import BinanceWireError, is_unknown_order
+from kernel.binance.errors import BinanceWireError, is_duplicate_order, is_unknown_order
 from kernel.binance.wire import (
     AccountStatus,
     CancelReplaceResult,
@@ -402,6 +404,27 @@ def _request_rejected(kind: Exec, code: int, msg: str, client_order_id: str, ts_
         leaves_qty=ZERO,
         ts_ms=ts_ms,
         reason=f"{UNKNOWN_ORDER}: {code} {msg}" if unknown else f"{code} {msg}",
+    )
+
+
+def order_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) -> Execution | None:
+    """A refused ``order.place`` (status 400: a filter failure, insufficient balance, ...) as our
+    ``rejected``; ``None`` for a duplicate client order id (``errors.is_duplicate_order``): the
+    order exists, so the caller queries its status instead. Rate limits (429) and unknown outcomes
+    (5xx, -1006, -1007) are not rejections: do not pass them here."""
+    if is_duplicate_order(code, msg):
+        return None
+    return Execution(
+        client_order_id=client_order_id,
+        exec="rejected",
+        status="rejected",
+        venue_order_id="",
+        qty=ZERO,
+        price=None,
+        cum_qty=ZERO,
+        leaves_qty=ZERO,
+        ts_ms=ts_ms,
+        reason=f"{code} {msg}",
     )
 
 

@@ -14,6 +14,7 @@ from kernel.binance.errors import (
     BinanceUnknownOrder,
     BinanceUnknownOutcome,
     error_of,
+    is_duplicate_order,
 )
 from kernel.execution import VenueError
 from machines.errors import TradekernelError
@@ -79,3 +80,15 @@ def test_a_418_without_data_has_no_ban_end() -> None:
 def test_every_binance_error_is_a_venue_error_of_ours() -> None:
     assert issubclass(BinanceError, VenueError)
     assert issubclass(BinanceError, TradekernelError)
+
+
+@pytest.mark.parametrize(
+    ("code", "msg", "duplicate"),
+    [
+        (-2010, "Duplicate order sent.", True),
+        (-2010, "Account has insufficient balance for requested action.", False),
+        (-2011, "Duplicate order sent.", False),
+    ],
+)
+def test_is_duplicate_order(code: int, msg: str, duplicate: bool) -> None:
+    assert is_duplicate_order(code, msg) is duplicate

@@ -17,6 +17,7 @@ from kernel.binance.reports import (
     cancel_rejected,
     execution_report,
     fill_of,
+    order_rejected,
     order_snapshot,
     replace_rejected,
     status_of,
@@ -454,3 +455,22 @@ def test_balances_of_the_docs_account() -> None:
         Balance("ETH", D("0"), D("0")),
         Balance("USDT", D("1021.21"), D("1021.21")),
     ]
+
+
+def test_a_refused_order_place_is_rejected_with_the_code_and_message() -> None:
+    assert order_rejected(-2010, "Account has insufficient balance for requested action.", OURS, ts_ms=9) == Execution(
+        client_order_id=OURS,
+        exec="rejected",
+        status="rejected",
+        venue_order_id="",
+        qty=D("0"),
+        price=None,
+        cum_qty=D("0"),
+        leaves_qty=D("0"),
+        ts_ms=9,
+        reason="-2010 Account has insufficient balance for requested action.",
+    )
+
+
+def test_a_duplicate_client_order_id_is_not_a_rejection() -> None:
+    assert order_rejected(-2010, "Duplicate order sent.", OURS) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from kernel.binance.errors import BinanceWireError
@@ -22,6 +24,7 @@ from kernel.binance.wire import (
     decode_event,
     decode_frame,
     decode_result,
+    encode_request,
 )
 
 
@@ -112,3 +115,9 @@ def test_an_event_without_a_type_is_a_wire_error() -> None:
 def test_an_execution_report_missing_a_field_is_a_wire_error() -> None:
     with pytest.raises(BinanceWireError, match="undecodable event"):
         decode_event(b'{"e":"executionReport","E":1}')
+
+
+def test_encode_request_writes_decimals_in_plain_notation() -> None:
+    frame = encode_request("r1", "order.place", {"quantity": Decimal("1E-7"), "price": Decimal("52000.00"), "x": True})
+    assert frame == b'{"id":"r1","method":"order.place","params":{"quantity":"0.0000001","price":"52000.00","x":true}}'
+    assert encode_request("r2", "time") == b'{"id":"r2","method":"time"}'
