@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from kernel.binance.errors import BinanceWireError
 from kernel.binance.reports import OrderLegs, execution_report, replace_failed
 from kernel.binance.wire import ErrorObject
 from kernel.paper_protocol import Execution, Fill
@@ -262,4 +265,21 @@ def test_order_legs_forget() -> None:
     legs = OrderLegs()
     legs.begin_replace(OURS, 555)
     legs.forget(OURS)
+    assert not legs.replacing(OURS)
+
+
+def test_a_cancel_replace_error_with_other_data_is_a_replace_reject_of_its_own_code() -> None:
+    report = replace_failed(ErrorObject(code=-1021, msg="Timestamp outside recvWindow.", data={"serverTime": 1}), OURS)
+    assert (report.exec, report.reason) == ("replace_rejected", "-1021 Timestamp outside recvWindow.")
+
+
+def test_a_cancel_replace_whose_cancel_answer_is_malformed_is_a_wire_error() -> None:
+    data = {"cancelResult": "SUCCESS", "newOrderResult": "FAILURE", "cancelResponse": {"orderId": "x"}}
+    with pytest.raises(BinanceWireError, match="unexpected cancelResponse"):
+        replace_failed(ErrorObject(code=-2021, msg="Order cancel-replace partially failed.", data=data), OURS)
+
+
+def test_order_legs_end_replace_of_an_unknown_order_does_nothing() -> None:
+    legs = OrderLegs()
+    legs.end_replace(OURS)
     assert not legs.replacing(OURS)
