@@ -1,0 +1,498 @@
+"""Binance's order reports in our venue types (``kernel.paper_protocol``): the mapping is data.
+
+``STATUS_MAP`` (order status → our status) and ``EXEC_MAP`` (execution type → our execution kind)
+are the tables ``docs/venues/binance.md`` shows; the functions below apply them:
+
+* ``execution_report``: a user-data ``executionReport`` → ``Execution`` (or ``None`` for the
+  cancel leg of our own ``order.cancelReplace``).
+* ``order_snapshot``: an order object (``order.status``, ``openOrders.status``) and its
+  ``myTrades`` rows → ``OrderSnapshot``; ``fill_of``: one ``myTrades`` row → ``Fill``.
+* ``OrderLegs``: ``execution_report`` kept per client order id across ``order.cancelReplace`` legs.
+* ``order_rejected``: a refused ``order.place`` → ``rejected`` (``None`` for a duplicate id).
+* ``cancel_rejected`` / ``replace_rejected``: a refused cancel or replace → ``Execution`` whose
+  reason starts ``unknown order`` when Binance no longer has the order working (-2011 "Unknown
+  order sent.", -2013, -2026), so the order manager settles it with a status query.
+* ``replace_failed``: a failed ``order.cancelReplace`` → ``replace_rejected`` or ``canceled``.
+* ``balances_of``: ``account.status`` → ``BalancesReport``.
+
+Two Binance facts shape the details:
+
+* A cancel's report names **our** id in ``C`` (``origClientOrderId``) and the cancel request's
+  own id in ``c``; every other report names ours in ``c``. ``client_order_id_of`` picks the right one.
+* ``order.cancelReplace`` cancels the order and places a new one (new ``orderId``, same client
+  order id: ours). The new leg starts at ``executedQty`` 0 with ``origQty`` = what is left to fill,
+  so the caller passes ``carried_qty`` (what earlier legs of the same client order id executed):
+  our ``qty`` and ``cum_qty`` are the leg's plus ``carried_qty``. While a replace is in flight
+  (``replacing``), the old leg's ``CANCELED`` is not ours to report (``None``), the new leg's
+  ``NEW`` is our ``replaced``, and a new leg ``REJECTED`` after the cancel went through means our
+  order is gone: ``canceled``.
+
+Fees: our ``Fill.fee`` is in the quote asset. A commission in the quote asset is taken as is; in
+the base asset it is valued at the fill price; in any other asset (BNB) it cannot be valued here
+and counts 0 (``fee_in_quote``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Final, TypeVar
+
+import msgspec
+
+from kernel.binance.errors import BinanceWireError, is_duplicate_order, is_unknown_order
+from kernel.binance.wire import (
+    AccountStatus,
+    CancelReplaceResult,
+    ErrorObject,
+    ExecutionReportEvent,
+    OrderJson,
+    TradeRow,
+)
+from kernel.paper_protocol import (
+    Balance,
+    BalancesReport,
+    Exec,
+    Execution,
+    Fill,
+    OrderSnapshot,
+    OrderType,
+    Side,
+    Status,
+    TimeInForce,
+)
+from machines.decimals import DecimalError, Sign, parse_decimal
+
+ZERO: Final = Decimal(0)
+
+STATUS_MAP: Final[Mapping[str, Status]] = {
+    "NEW": "new",
+    "PENDING_NEW": "new",
+    "PARTIALLY_FILLED": "partially_filled",
+    "FILLED": "filled",
+    "CANCELED": "canceled",
+    "PENDING_CANCEL": "new",
+    "REJECTED": "rejected",
+    "EXPIRED": "expired",
+    "EXPIRED_IN_MATCH": "expired",
+}
+"""Binance order status (``X``, ``status``) → our order status. ``PENDING_NEW`` and
+``PENDING_CANCEL`` (documented as unused) are still working: ``new``, or ``partially_filled`` once
+something executed (``LIVE_WITH_FILLS``). ``EXPIRED_IN_MATCH`` (self-trade prevention) is ``expired``."""
+
+LIVE_WITH_FILLS: Final[Mapping[Status, Status]] = {"new": "partially_filled"}
+"""A working status that reads differently once part of the order executed."""
+
+EXEC_MAP: Final[Mapping[str, Exec]] = {
+    "NEW": "new",
+    "CANCELED": "canceled",
+    "REPLACED": "replaced",
+    "AMENDMENT": "replaced",
+    "REJECTED": "rejected",
+    "TRADE": "trade",
+    "EXPIRED": "expired",
+    "TRADE_PREVENTION": "expired",
+}
+"""Binance execution type (``x``) → our execution kind. ``REPLACED`` is ``order.amend.keepPriority``
+(the docs' name; ``AMENDMENT`` is read the same way should it appear). ``TRADE_PREVENTION`` is an
+expiry by self-trade prevention."""
+
+REPLACE_EXEC_MAP: Final[Mapping[str, Exec | None]] = {
+    "CANCELED": None,
+    "NEW": "replaced",
+    "REJECTED": "canceled",
+}
+"""While our ``order.cancelReplace`` is in flight: the old leg's cancel is not reported, the new
+leg's ``NEW`` is our ``replaced``, the new leg's reject (the cancel went through) leaves our order
+``canceled``. Other types map by ``EXEC_MAP``."""
+
+EXEC_REASONS: Final[Mapping[str, str]] = {
+    "TRADE_PREVENTION": "self-trade prevention",
+    "EXPIRED": "expired",
+}
+"""A reason for execution types that carry none of their own."""
+
+SIDE_MAP: Final[Mapping[str, Side]] = {"BUY": "buy", "SELL": "sell"}
+"""Binance side → ours."""
+TYPE_MAP: Final[Mapping[str, OrderType]] = {"LIMIT": "limit", "LIMIT_MAKER": "limit", "MARKET": "market"}
+"""Binance order type → ours (``LIMIT_MAKER`` is a post-only limit order)."""
+TIF_MAP: Final[Mapping[str, TimeInForce]] = {"GTC": "gtc", "IOC": "ioc", "FOK": "fok"}
+"""Binance time in force → ours (a ``MARKET`` or ``LIMIT_MAKER`` order reports ``GTC``)."""
+
+BINANCE_SIDE: Final[Mapping[Side, str]] = {"buy": "BUY", "sell": "SELL"}
+"""Our side → Binance's ``side`` parameter."""
+BINANCE_TYPE: Final[Mapping[OrderType, str]] = {"limit": "LIMIT", "market": "MARKET"}
+"""Our order type → Binance's ``type`` parameter."""
+BINANCE_TIF: Final[Mapping[TimeInForce, str]] = {"gtc": "GTC", "ioc": "IOC", "fok": "FOK"}
+"""Our time in force → Binance's ``timeInForce`` (``day`` has no Binance equivalent)."""
+
+UNKNOWN_ORDER = "unknown order"
+"""How a reason starts when Binance no longer has the order working (``machines.order_reports``)."""
+LIVE: Final = frozenset({"new", "partially_filled"})
+
+
+_V = TypeVar("_V")
+
+
+def _look_up(table: Mapping[str, _V], key: str, what: str) -> _V:
+    try:
+        return table[key]
+    except KeyError:
+        raise BinanceWireError(f"unknown {what} {key!r}") from None
+
+
+def status_of(binance_status: str, cum_qty: Decimal = ZERO) -> Status:
+    """Our status for Binance's ``binance_status`` with ``cum_qty`` executed.
+    Raises ``BinanceWireError`` for an unknown status."""
+    status = _look_up(STATUS_MAP, binance_status, "order status")
+    return LIVE_WITH_FILLS.get(status, status) if cum_qty > 0 else status
+
+
+def _decimal(value: str, name: str, sign: Sign = Sign.non_negative) -> Decimal:
+    try:
+        return parse_decimal(value, name, sign=sign, plain_text=True)
+    except DecimalError as exc:
+        raise BinanceWireError(str(exc)) from None
+
+
+def fee_in_quote(commission: Decimal, asset: str | None, price: Decimal, base_asset: str, quote_asset: str) -> Decimal:
+    """``commission`` paid in ``asset`` valued in the quote asset: as is in the quote asset (or when
+    ``quote_asset`` is not given), times ``price`` in the base asset, 0 in any other asset."""
+    if not quote_asset or asset == quote_asset:
+        return commission
+    if asset == base_asset:
+        return commission * price
+    return ZERO
+
+
+def client_order_id_of(event: ExecutionReportEvent) -> str:
+    """Our client order id in ``event``: ``C`` (the original id) when set, as on a cancel; else ``c``."""
+    return event.orig_client_order_id or event.client_order_id
+
+
+def _price(order_type: str, text: str) -> Decimal | None:
+    value = _decimal(text, "price")
+    return None if order_type == "MARKET" or not value else value
+
+
+def execution_report(
+    event: ExecutionReportEvent,
+    *,
+    carried_qty: Decimal = ZERO,
+    replacing: bool = False,
+    base_asset: str = "",
+    quote_asset: str = "",
+) -> Execution | None:
+    """``event`` as our ``Execution``; ``None`` for the old leg's cancel while ``replacing``.
+
+    ``carried_qty``: what earlier legs of this client order id executed (0 unless it was replaced
+    by ``order.cancelReplace``). ``base_asset``/``quote_asset`` value the fee (``fee_in_quote``).
+    Raises ``BinanceWireError`` for an unknown execution type or status or a malformed number.
+    """
+    kind_name = event.execution_type
+    kind: Exec | None = (
+        REPLACE_EXEC_MAP[kind_name]
+        if replacing and kind_name in REPLACE_EXEC_MAP
+        else _look_up(EXEC_MAP, kind_name, "execution type")
+    )
+    if kind is None:
+        return None
+    leg_qty = _decimal(event.qty, "q")
+    leg_cum = _decimal(event.cum_qty, "z")
+    cum = carried_qty + leg_cum
+    status = "canceled" if replacing and kind_name == "REJECTED" else status_of(event.status, cum)
+    leaves = leg_qty - leg_cum if status in LIVE else ZERO
+    coid = client_order_id_of(event)
+    fill = None
+    if kind_name == "TRADE":
+        last_price = _decimal(event.last_price, "L", Sign.positive)
+        fill = Fill(
+            trade_id=str(event.trade_id),
+            qty=_decimal(event.last_qty, "l", Sign.positive),
+            price=last_price,
+            fee=fee_in_quote(
+                _decimal(event.commission, "n", Sign.any), event.commission_asset, last_price, base_asset, quote_asset
+            ),
+            fill_seq=event.trade_id,
+            ts_ms=event.transaction_time,
+            client_order_id=coid,
+        )
+    return Execution(
+        client_order_id=coid,
+        exec=kind,
+        status=status,
+        venue_order_id=str(event.order_id),
+        qty=carried_qty + leg_qty,
+        price=_price(event.order_type, event.price),
+        cum_qty=cum,
+        leaves_qty=leaves,
+        ts_ms=event.transaction_time,
+        fill=fill,
+        reason=_reason(event, replacing),
+    )
+
+
+def _reason(event: ExecutionReportEvent, replacing: bool) -> str | None:
+    kind = event.execution_type
+    if kind == "REJECTED":
+        why = event.reject_reason if event.reject_reason not in ("", "NONE") else "rejected"
+        return f"replace: new order rejected after the cancel: {why}" if replacing else why
+    if kind in ("EXPIRED", "TRADE_PREVENTION"):
+        return event.expiry_reason or EXEC_REASONS[kind]
+    return None
+
+
+class OrderLegs:
+    """The legs of our orders at Binance: per client order id, the ``orderId`` of its current leg,
+    what earlier legs executed (``carried_qty``) and whether an ``order.cancelReplace`` is in
+    flight. Feed it every ``executionReport`` (``report``); tell it of each cancelReplace sent
+    (``begin_replace``), refused with nothing changed (``end_replace``) or ending the order
+    (``forget``). Pure: no I/O, no clock. An order is forgotten once done. After a restart,
+    ``seed`` each live order that was replaced before.
+    """
+
+    __slots__ = ("_legs", "base_asset", "quote_asset")
+
+    def __init__(self, base_asset: str = "", quote_asset: str = "") -> None:
+        """``base_asset``/``quote_asset`` value fees (``fee_in_quote``)."""
+        self.base_asset = base_asset
+        self.quote_asset = quote_asset
+        self._legs: dict[str, _Leg] = {}
+
+    def seed(self, client_order_id: str, order_id: int, carried_qty: Decimal) -> None:
+        """Start from a known leg: ``order_id`` is current, earlier legs executed ``carried_qty``."""
+        self._legs[client_order_id] = _Leg(order_id, carried_qty)
+
+    def begin_replace(self, client_order_id: str, order_id: int) -> None:
+        """An ``order.cancelReplace`` of ``client_order_id``, whose current leg is ``order_id``, was sent."""
+        leg = self._legs.get(client_order_id)
+        if leg is None or leg.order_id != order_id:
+            leg = _Leg(order_id, ZERO if leg is None else leg.carried)
+            self._legs[client_order_id] = leg
+        leg.replacing = True
+
+    def end_replace(self, client_order_id: str) -> None:
+        """The cancelReplace was refused and nothing changed (its cancel half failed)."""
+        leg = self._legs.get(client_order_id)
+        if leg is not None:
+            leg.replacing = False
+
+    def forget(self, client_order_id: str) -> None:
+        """Drop ``client_order_id`` (its order is done, e.g. a replace whose new order failed)."""
+        self._legs.pop(client_order_id, None)
+
+    def carried_qty(self, client_order_id: str) -> Decimal:
+        """What earlier legs of ``client_order_id`` executed (0 when never replaced)."""
+        leg = self._legs.get(client_order_id)
+        return ZERO if leg is None else leg.carried
+
+    def replacing(self, client_order_id: str) -> bool:
+        """True while a cancelReplace of ``client_order_id`` is in flight."""
+        leg = self._legs.get(client_order_id)
+        return leg is not None and leg.replacing
+
+    def report(self, event: ExecutionReportEvent) -> Execution | None:
+        """``event`` as our ``Execution``; ``None`` for the old leg's cancel during a replace and for
+        a late event of a leg already replaced. Raises ``BinanceWireError`` as ``execution_report``
+        does (the legs are then unchanged)."""
+        coid = client_order_id_of(event)
+        leg = self._legs.get(coid) or _Leg(event.order_id)
+        if event.order_id in leg.previous:
+            return None
+        if event.order_id == leg.order_id:
+            replacing = leg.replacing and event.execution_type == "CANCELED"
+        elif leg.replacing:  # the first event of the leg the cancelReplace placed
+            leg = _Leg(event.order_id, leg.carried + leg.cum, previous=(*leg.previous, leg.order_id))
+            replacing = True
+        else:
+            # A leg we do not know (replaced before a restart, not seeded): report it on its own;
+            # the status query and reconciliation settle the totals.
+            return execution_report(event, base_asset=self.base_asset, quote_asset=self.quote_asset)
+        report = execution_report(
+            event,
+            carried_qty=leg.carried,
+            replacing=replacing,
+            base_asset=self.base_asset,
+            quote_asset=self.quote_asset,
+        )
+        leg.cum = _decimal(event.cum_qty, "z")
+        if report is not None and report.status not in LIVE:
+            self._legs.pop(coid, None)
+        else:
+            self._legs[coid] = leg
+        return report
+
+
+class _Leg:
+    __slots__ = ("carried", "cum", "order_id", "previous", "replacing")
+
+    def __init__(self, order_id: int, carried: Decimal = ZERO, *, previous: tuple[int, ...] = ()) -> None:
+        self.order_id = order_id
+        self.carried = carried
+        self.cum = ZERO
+        self.replacing = False
+        self.previous = previous
+
+
+def fill_of(row: TradeRow, client_order_id: str = "", *, base_asset: str = "", quote_asset: str = "") -> Fill:
+    """One ``myTrades`` row as our ``Fill``: ``trade_id`` and ``fill_seq`` are Binance's trade ``id``
+    (``myTrades`` does not name the client order id: pass it). Raises ``BinanceWireError`` for a malformed number."""
+    price = _decimal(row.price, "price", Sign.positive)
+    return Fill(
+        trade_id=str(row.id),
+        qty=_decimal(row.qty, "qty", Sign.positive),
+        price=price,
+        fee=fee_in_quote(
+            _decimal(row.commission, "commission", Sign.any), row.commission_asset, price, base_asset, quote_asset
+        ),
+        fill_seq=row.id,
+        ts_ms=row.time,
+        client_order_id=client_order_id,
+    )
+
+
+def order_snapshot(
+    order: OrderJson,
+    trades: Iterable[TradeRow] = (),
+    *,
+    carried_qty: Decimal = ZERO,
+    base_asset: str = "",
+    quote_asset: str = "",
+    client_order_id: str = "",
+) -> OrderSnapshot:
+    """``order`` (an order object) and its ``trades`` (the ``myTrades`` rows of every leg of this
+    client order id; rows are sorted by trade id) as our ``OrderSnapshot``. ``carried_qty`` as for
+    ``execution_report``; ``client_order_id`` overrides the order's own (a cancel answer names the
+    cancel's id there). Raises ``BinanceWireError`` for an unknown status, type, side or time in force."""
+    coid = client_order_id or order.orig_client_order_id or order.client_order_id
+    leg_qty = _decimal(order.orig_qty, "origQty")
+    leg_cum = _decimal(order.executed_qty, "executedQty")
+    cum = carried_qty + leg_cum
+    status = status_of(order.status, cum)
+    fills = [
+        fill_of(row, coid, base_asset=base_asset, quote_asset=quote_asset) for row in sorted(trades, key=lambda r: r.id)
+    ]
+    order_type = _look_up(TYPE_MAP, order.type, "order type")
+    return OrderSnapshot(
+        client_order_id=coid,
+        venue_order_id=str(order.order_id),
+        instrument=order.symbol,
+        side=_look_up(SIDE_MAP, order.side, "side"),
+        order_type=order_type,
+        tif=_look_up(TIF_MAP, order.time_in_force, "time in force"),
+        qty=carried_qty + leg_qty,
+        price=_price(order.type, order.price),
+        status=status,
+        cum_qty=cum,
+        leaves_qty=leg_qty - leg_cum if status in LIVE else ZERO,
+        fills=fills,
+    )
+
+
+def _request_rejected(kind: Exec, code: int, msg: str, client_order_id: str, ts_ms: int) -> Execution:
+    unknown = is_unknown_order(code, msg)
+    return Execution(
+        client_order_id=client_order_id,
+        exec=kind,
+        # Our protocol has no status for "no such order": "rejected" is the closest done status
+        # (as the paper venue reports it); otherwise the order is taken to be still working.
+        status="rejected" if unknown else "new",
+        venue_order_id="",
+        qty=ZERO,
+        price=None,
+        cum_qty=ZERO,
+        leaves_qty=ZERO,
+        ts_ms=ts_ms,
+        reason=f"{UNKNOWN_ORDER}: {code} {msg}" if unknown else f"{code} {msg}",
+    )
+
+
+def order_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) -> Execution | None:
+    """A refused ``order.place`` (status 400: a filter failure, insufficient balance, ...) as our
+    ``rejected``; ``None`` for a duplicate client order id (``errors.is_duplicate_order``): the
+    order exists, so the caller queries its status instead. Rate limits (429) and unknown outcomes
+    (5xx, -1006, -1007) are not rejections: do not pass them here."""
+    if is_duplicate_order(code, msg):
+        return None
+    return Execution(
+        client_order_id=client_order_id,
+        exec="rejected",
+        status="rejected",
+        venue_order_id="",
+        qty=ZERO,
+        price=None,
+        cum_qty=ZERO,
+        leaves_qty=ZERO,
+        ts_ms=ts_ms,
+        reason=f"{code} {msg}",
+    )
+
+
+def cancel_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) -> Execution:
+    """A refused ``order.cancel`` as ``cancel_rejected``; the reason starts ``unknown order`` (status
+    ``rejected``) when Binance no longer has the order working (``errors.is_unknown_order``)."""
+    return _request_rejected("cancel_rejected", code, msg, client_order_id, ts_ms)
+
+
+def replace_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) -> Execution:
+    """A refused ``order.cancelReplace``/``order.amend.keepPriority`` as ``replace_rejected`` (the
+    cancel half's ``code``/``msg`` for a cancelReplace); ``unknown order`` as for ``cancel_rejected``."""
+    return _request_rejected("replace_rejected", code, msg, client_order_id, ts_ms)
+
+
+def replace_failed(error: ErrorObject, client_order_id: str, ts_ms: int = 0) -> Execution:
+    """A failed ``order.cancelReplace`` (``STOP_ON_FAILURE``) as our report, from its ``error.data``:
+
+    * the cancel half failed (nothing changed): ``replace_rejected`` with the cancel's code and
+      message (``unknown order`` when Binance no longer has the order);
+    * the cancel went through and the new order failed (status 409, -2021): our order is gone,
+      ``canceled``, with the cancel answer's quantities;
+    * no usable ``data``: ``replace_rejected`` with the error's own code and message.
+
+    The user data stream reports the same outcome (``execution_report`` with ``replacing``): use one of the two.
+    """
+    try:
+        halves = msgspec.convert(error.data, CancelReplaceResult) if error.data is not None else None
+    except msgspec.ValidationError:
+        halves = None
+    if halves is None:
+        return replace_rejected(error.code, error.msg, client_order_id, ts_ms)
+    cancel = halves.cancel_response or {}
+    if halves.cancel_result != "SUCCESS":
+        code = cancel.get("code")
+        return replace_rejected(
+            code if isinstance(code, int) else error.code, str(cancel.get("msg", error.msg)), client_order_id, ts_ms
+        )
+    new_order = halves.new_order_response or {}
+    why = f"{new_order.get('code', error.code)} {new_order.get('msg', error.msg)}"
+    try:
+        old = msgspec.convert(cancel, OrderJson)
+    except msgspec.ValidationError as exc:
+        raise BinanceWireError(f"cancelReplace: unexpected cancelResponse: {exc}") from None
+    return Execution(
+        client_order_id=client_order_id,
+        exec="canceled",
+        status="canceled",
+        venue_order_id=str(old.order_id),
+        qty=_decimal(old.orig_qty, "origQty"),
+        price=_price(old.type, old.price),
+        cum_qty=_decimal(old.executed_qty, "executedQty"),
+        leaves_qty=ZERO,
+        ts_ms=old.transact_time if old.transact_time is not None else ts_ms,
+        reason=f"replace: new order rejected after the cancel: {why}",
+    )
+
+
+def balances_of(account: AccountStatus, assets: Iterable[str] = ()) -> BalancesReport:
+    """``account.status`` balances as ours (``total`` = free + locked, ``available`` = free): every
+    asset named in ``assets`` (zero when absent) and every asset with a non-zero balance, by name."""
+    wanted = set(assets)
+    rows: dict[str, Balance] = {}
+    for item in account.balances:
+        free = _decimal(item.free, f"{item.asset} free")
+        locked = _decimal(item.locked, f"{item.asset} locked")
+        if free or locked or item.asset in wanted:
+            rows[item.asset] = Balance(asset=item.asset, total=free + locked, available=free)
+    for asset in wanted - rows.keys():
+        rows[asset] = Balance(asset=asset, total=ZERO, available=ZERO)
+    return BalancesReport(balances=[rows[name] for name in sorted(rows)])
