@@ -52,7 +52,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from random import Random
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -94,9 +94,9 @@ stop_timeout_s = 5.0
 
 
 class Kernel:
-    """A ``tradekernel run`` process against ``url``; stdout and stderr go to files."""
+    """A ``tradekernel run`` process against ``venue``; stdout and stderr go to files."""
 
-    def __init__(self, workdir: Path, number: int, url: str, *args: str, crash_at: str | None = None) -> None:
+    def __init__(self, workdir: Path, number: int, venue: Venue, *args: str, crash_at: str | None = None) -> None:
         self.db = str(workdir / "K.db")
         self.err_path = workdir / f"run{number}.err"
         env = dict(ENV)
@@ -104,7 +104,7 @@ class Kernel:
             env["TRADEKERNEL_CRASH_AT"] = crash_at
         with open(workdir / f"run{number}.out", "w") as out, open(self.err_path, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kernel", "run", "--venue", url, "--db", self.db,
+                [sys.executable, "-m", "kernel", "run", *venue.kernel_args, "--db", self.db,
                  "--config", str(workdir / "kernel.toml"), "--strategy", STRATEGY, "--status-view", "off", *args],
                 stdout=out, stderr=err, text=True, env=env, cwd=str(REPO),
             )  # fmt: skip
@@ -161,7 +161,30 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-class Venue:
+class Venue(Protocol):
+    """The venue process of a torture test: its URL, what ``tradekernel run`` needs to reach it, a
+    restart on the same port and store, and, in the end, every order it holds."""
+
+    url: str
+
+    @property
+    def kernel_args(self) -> list[str]:
+        """The ``tradekernel run`` arguments that point the kernel at this venue."""
+
+    def restart(self) -> None:
+        """Kill the venue and start it again on the same port and store."""
+
+    def kill(self) -> None:
+        """Kill the venue now (idempotent)."""
+
+    def stop(self) -> None:
+        """Stop the venue cleanly (it must exit 0)."""
+
+    def orders(self) -> list[dict[str, Any]]:
+        """Every order the venue holds, as ``tradekernel venue orders --json`` lists them."""
+
+
+class PaperVenue:
     """A ``tradekernel venue`` process (seeded random walk, real time) on a loopback port, which the
     test can SIGKILL and start again on the same port and store."""
 
@@ -188,6 +211,10 @@ class Venue:
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
         return proc
 
+    @property
+    def kernel_args(self) -> list[str]:
+        return ["--venue", self.url]
+
     def restart(self) -> None:
         """SIGKILL the venue and start it again on the same port and store."""
         self.kill()
@@ -198,11 +225,21 @@ class Venue:
             self.proc.kill()
         self.proc.communicate(timeout=LIMIT_S)
 
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=LIMIT_S) == 0
+
+    def orders(self) -> list[dict[str, Any]]:
+        listing = tk("venue", "orders", "--db", self.db, "--json")
+        assert listing.returncode == 0, listing.stderr
+        orders: list[dict[str, Any]] = json.loads(listing.stdout)
+        return orders
+
 
 @pytest.fixture
-def venue(workdir: Path) -> Iterator[Venue]:
+def venue(workdir: Path) -> Iterator[PaperVenue]:
     """The venue of the test; killed in the end if the test did not stop it."""
-    handle = Venue(workdir)
+    handle = PaperVenue(workdir)
     try:
         yield handle
     finally:
@@ -224,7 +261,7 @@ def journal_write_lock(db: str) -> Iterator[None]:
 def killed_during_outage_then_armed(workdir: Path, number: int, venue: Venue, rng: Random) -> list[str]:
     """Runs ``number`` (killed in a journal outage) and ``number + 1`` (which must come up halted,
     is armed, trades, and is killed at a random moment); the kill modes of the two."""
-    kernel = Kernel(workdir, number, venue.url)
+    kernel = Kernel(workdir, number, venue)
     try:
         kernel.wait_for_stderr("ready: order entry open")
         wait_trading(kernel)
@@ -235,7 +272,7 @@ def killed_during_outage_then_armed(workdir: Path, number: int, venue: Venue, rn
     finally:
         kernel.kill()
     assert kernel.proc.returncode == -signal.SIGKILL, kernel.stderr
-    after = Kernel(workdir, number + 1, venue.url)
+    after = Kernel(workdir, number + 1, venue)
     try:
         after.wait_for_stderr(f"reconciliation recon-r{number + 1}-1 done")
         assert "journal outage was never recorded" in after.stderr, after.stderr
@@ -255,7 +292,7 @@ def kill_once(workdir: Path, number: int, venue: Venue, mode: str, rng: Random) 
     """Start run ``number`` and see it SIGKILLed in ``mode``; the crash point it was given."""
     url = venue.url
     if mode == "random":
-        kernel = Kernel(workdir, number, url)
+        kernel = Kernel(workdir, number, venue)
         try:
             kernel.wait_for_stderr("ready: order entry open")
             wait_trading(kernel)
@@ -266,7 +303,7 @@ def kill_once(workdir: Path, number: int, venue: Venue, mode: str, rng: Random) 
     elif mode == "venue_restart":
         # the start-up reconciliation is the first; the one after the venue's restart the second
         point = "reconciling:2"
-        kernel = Kernel(workdir, number, url, crash_at=point)
+        kernel = Kernel(workdir, number, venue, crash_at=point)
         try:
             kernel.wait_for_stderr("ready: order entry open")
             wait_trading(kernel)
@@ -279,7 +316,7 @@ def kill_once(workdir: Path, number: int, venue: Venue, mode: str, rng: Random) 
         point = mode
     else:
         point = f"{mode}:{1 if mode == 'reconciling' else rng.randint(1, 12)}"
-        kernel = Kernel(workdir, number, url, crash_at=point)
+        kernel = Kernel(workdir, number, venue, crash_at=point)
         try:
             code = kernel.wait()
         finally:
@@ -301,19 +338,17 @@ def kill_once(workdir: Path, number: int, venue: Venue, mode: str, rng: Random) 
     return point.partition(":")[0], kernel
 
 
-def venue_orders(db: str) -> list[dict[str, Any]]:
-    listing = tk("venue", "orders", "--db", db, "--json")
-    assert listing.returncode == 0, listing.stderr
-    orders: list[dict[str, Any]] = json.loads(listing.stdout)
-    return orders
-
-
 @pytest.mark.slow
 def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
-    workdir: Path, venue: Venue, request: pytest.FixtureRequest
+    workdir: Path, venue: PaperVenue, request: pytest.FixtureRequest
 ) -> None:
     default = LONG_KILLS if request.config.getoption("--long") else CI_KILLS
-    kills_wanted = int(os.environ.get("TRADEKERNEL_TORTURE_KILLS", default))
+    torture(workdir, venue, int(os.environ.get("TRADEKERNEL_TORTURE_KILLS", default)))
+
+
+def torture(workdir: Path, venue: Venue, kills_wanted: int) -> dict[str, Any]:
+    """Kill ``kills_wanted`` kernels (the schedule's modes in turn), stop a last one cleanly, stop the
+    venue, then check journal and venue agree (see the module docstring); the counts."""
     rng = Random(SEED)
     began = time.monotonic()
     crash_points: Counter[str] = Counter()
@@ -328,7 +363,7 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
         number += len(points)
     kills = sum(crash_points.values())
 
-    last = Kernel(workdir, number, venue.url, "--duration", "3")
+    last = Kernel(workdir, number, venue, "--duration", "3")
     try:
         code = last.wait(timeout=LIMIT_S + 3)
     finally:
@@ -337,8 +372,7 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
     assert "the last run did not end cleanly" in last.stderr
     assert re.search(rf"reconciliation recon-r{number}-\d+ done", last.stderr), last.stderr
     assert "stopped cleanly" in last.stderr, last.stderr
-    venue.proc.send_signal(signal.SIGTERM)
-    assert venue.proc.wait(timeout=LIMIT_S) == 0
+    venue.stop()
     db = last.db
 
     # 1. the journal's hash chain and current-state table hold up
@@ -349,7 +383,7 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
         orders = {o["entity"]: o for o in reader.entities(machine="order")}
         journal_fills = reader.fills()
         recons = reader.entities(machine="reconciliation")
-    at_venue = venue_orders(venue.db)
+    at_venue = venue.orders()
 
     # 3. one order per client_order_id at the venue (resubmits answered with the existing order)
     ids = Counter(o["client_order_id"] for o in at_venue)
@@ -431,6 +465,7 @@ def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
     assert kills == kills_wanted + crash_points["journal_outage"]  # each outage kill adds a random one
     assert summary["orders"] > 0
     assert summary["fills"] > 0
+    return summary
 
 
 def test_churn_refuses_fewer_than_two_open_orders() -> None:
