@@ -45,11 +45,12 @@ from kernel.binance.errors import (
     BinanceBanned,
     BinanceError,
     BinanceRateLimited,
+    BinanceRejected,
     BinanceUnknownOrder,
     BinanceUnknownOutcome,
     BinanceWireError,
 )
-from kernel.binance.session import Json
+from kernel.binance.session import Json, WsApiSession
 from kernel.binance.signing import Signer
 from kernel.execution import Report, VenueError, VenueTimeout, VenueUnavailable
 from kernel.paper_protocol import (
@@ -117,10 +118,21 @@ class BinanceExecutionClient(BinanceConnection):
         self._carried: dict[str, Decimal] = {}  # per client order id: what its earlier legs executed
         self._leg_carry: dict[int, Decimal] = {}  # per replaced leg's order id: its own carried qty
         self._replacing: dict[str, int] = {}  # client order id -> the leg being replaced, until the new leg shows
+        self._order_ids: dict[int, str] = {}  # Binance order id -> our client order id (fills name the former)
         self.base_asset = base_asset
         self.quote_asset = quote_asset
         self.bad_events = 0
         """User data events that could not be read (logged, skipped)."""
+
+    async def _on_open(self, session: WsApiSession) -> None:
+        """A new connection: learn the symbol's assets once (fees are valued in the quote asset),
+        then measure the clock and subscribe (``BinanceConnection``)."""
+        if not self.quote_asset:
+            info = await self.symbol_info(during_open=True)
+            if info is None:
+                raise BinanceRejected(-1121, f"Invalid symbol: Binance does not list {self.symbol}")
+            self.base_asset, self.quote_asset = info.base_asset, info.quote_asset
+        await super()._on_open(session)
 
     async def close(self) -> None:
         """Close the connection, stop reconnecting, cancel the background answers. Idempotent."""
@@ -151,12 +163,13 @@ class BinanceExecutionClient(BinanceConnection):
         elif isinstance(event, wire.AccountPositionEvent):
             self._merge_balances(event.balances)
         elif isinstance(event, wire.StreamTerminatedEvent):
-            await self.session.recycle("user data stream terminated")  # a new session subscribes again
+            await self.ws_api.recycle("user data stream terminated")  # a new session subscribes again
 
     def _translate(self, event: wire.ExecutionReportEvent) -> Execution | None:
         """An execution report as ours: a cancel-replace folded into one ``replaced`` report, each
         leg's quantities plus what the order's earlier legs executed."""
         coid = reports.client_order_id_of(event)
+        self._order_ids[event.order_id] = coid
         old_leg = self._replacing.get(coid)
         replacing = old_leg is not None
         carried = self._leg_carry.get(event.order_id, self._carried.get(coid, ZERO))
@@ -357,6 +370,7 @@ class BinanceExecutionClient(BinanceConnection):
 
     def _snapshot(self, order: wire.OrderJson, trades: list[wire.TradeRow], coid: str = "") -> OrderSnapshot:
         coid = coid or order.orig_client_order_id or order.client_order_id
+        self._order_ids[order.order_id] = coid
         return reports.order_snapshot(
             order,
             trades,
@@ -387,17 +401,30 @@ class BinanceExecutionClient(BinanceConnection):
         return OpenOrders(orders=page, more=more, next=page[-1].client_order_id if more and page else "")
 
     async def fills_page(self, after: int, limit: int | None = None, timeout: float = 5.0) -> Fills:
-        """The symbol's fills with trade id above ``after`` (``fill_seq`` = Binance's trade id), oldest first."""
+        """The symbol's fills with trade id above ``after`` (``fill_seq`` = Binance's trade id), oldest
+        first, each named by its order's client order id; ``last_fill_seq`` is the account's newest
+        trade id of the symbol (``myTrades`` names only the ``orderId``: its client order id is asked
+        once per order with ``order.status`` and remembered)."""
         del timeout
         size = min(limit or MAX_TRADES_PAGE, MAX_TRADES_PAGE)
-        rows = await self._trades({"fromId": after + 1, "limit": size})
-        fills = sorted(
-            (reports.fill_of(row, base_asset=self.base_asset, quote_asset=self.quote_asset) for row in rows),
-            key=lambda f: f.fill_seq,
-        )
-        fills = [f for f in fills if f.fill_seq > after]
+        rows = sorted(await self._trades({"fromId": after + 1, "limit": size}), key=lambda r: r.id)
+        newest = await self._trades({"limit": 1})
+        fills = []
+        for row in rows:
+            if row.id > after:
+                coid = await self._client_order_id(row.order_id)
+                fills.append(reports.fill_of(row, coid, base_asset=self.base_asset, quote_asset=self.quote_asset))
         last = fills[-1].fill_seq if fills else after
-        return Fills(fills=fills, more=len(rows) >= size, next=last, last_fill_seq=last)
+        newest_id = max([last, *(r.id for r in newest)])
+        return Fills(fills=fills, more=len(rows) >= size, next=last, last_fill_seq=newest_id)
+
+    async def _client_order_id(self, order_id: int) -> str:
+        coid = self._order_ids.get(order_id)
+        if coid is None:
+            response = await self._signed("order.status", {"symbol": self.symbol, "orderId": order_id})
+            order = wire.decode_result(response, wire.OrderJson)
+            coid = self._order_ids[order_id] = order.client_order_id
+        return coid
 
     async def fills_since(self, after: int, timeout: float = 5.0) -> list[Fill]:
         """Every fill with ``fill_seq > after``, in order (every page)."""

@@ -66,7 +66,7 @@ class BinanceConnection:
         self._now_ms = now_ms
         self._subscribe = subscribe
         self.clock = ServerClock()
-        self.session = WsApiSession(
+        self.ws_api = WsApiSession(
             ws_api_url, on_open=self._on_open, on_event=self._on_event, now_ms=now_ms, **(session_options or {})
         )
         self.last_balances: list[Balance] | None = None
@@ -75,29 +75,34 @@ class BinanceConnection:
     @property
     def connected(self) -> bool:
         """True while the connection is up (and the user data stream subscribed)."""
-        return self.session.connected
+        return self.ws_api.connected
+
+    @property
+    def session(self) -> str | None:
+        """A name for the current session (the status shows it), ``None`` while down."""
+        return f"binance-ws-api-{self.generation}" if self.connected else None
 
     @property
     def generation(self) -> int:
         """Sessions established so far."""
-        return self.session.generation
+        return self.ws_api.generation
 
     def start(self) -> None:
         """Connect in the background (and keep reconnecting)."""
-        self.session.start()
+        self.ws_api.start()
 
     async def connect(self) -> None:
         """Start and wait for the first session."""
-        self.session.start()
-        await self.session.wait_connected(after=self.session.generation if self.connected else 0)
+        self.ws_api.start()
+        await self.ws_api.wait_connected(after=self.ws_api.generation if self.connected else 0)
 
     async def wait_connected(self, after: int = 0) -> int:
         """Wait for a session with ``generation > after``; return its generation."""
-        return await self.session.wait_connected(after)
+        return await self.ws_api.wait_connected(after)
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting. Idempotent."""
-        await self.session.close()
+        await self.ws_api.close()
 
     async def _on_open(self, session: WsApiSession) -> None:
         """A new connection: measure the server clock, subscribe to the user data stream."""
@@ -113,7 +118,7 @@ class BinanceConnection:
     async def sync_clock(self, *, during_open: bool = False) -> int:
         """Ask ``time`` and feed the server clock; return the offset in ms."""
         sent = self._now_ms()
-        response = await self.session.request("time", None, self.request_timeout, during_open=during_open)
+        response = await self.ws_api.request("time", None, self.request_timeout, during_open=during_open)
         server = wire.decode_result(response, wire.ServerTime).server_time
         self.clock.sample(sent, server, max(sent, self._now_ms()))
         return self.clock.offset_ms
@@ -125,7 +130,7 @@ class BinanceConnection:
                 params, self._api_key, self._signer, self.clock.now(self._now_ms()), self.recv_window_ms
             )
             try:
-                return await self.session.request(method, signed, self.request_timeout, during_open=during_open)
+                return await self.ws_api.request(method, signed, self.request_timeout, during_open=during_open)
             except BinanceTimestampError:
                 if attempt == 2:
                     raise
@@ -140,8 +145,10 @@ class BinanceConnection:
         self.account = wire.decode_result(response, wire.AccountStatus)
         return self.account
 
-    async def symbol_info(self) -> SymbolInfo | None:
+    async def symbol_info(self, *, during_open: bool = False) -> SymbolInfo | None:
         """The symbol's ``exchangeInfo`` (assets, status, filters); ``None`` when Binance does not list it."""
-        response = await self.session.request("exchangeInfo", {"symbol": self.symbol}, self.request_timeout)
+        response = await self.ws_api.request(
+            "exchangeInfo", {"symbol": self.symbol}, self.request_timeout, during_open=during_open
+        )
         found = [s for s in wire.decode_result(response, _ExchangeInfo).symbols if s.symbol == self.symbol]
         return found[0] if found else None

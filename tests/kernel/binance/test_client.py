@@ -279,7 +279,7 @@ async def test_fills_page_reads_my_trades_from_the_cursor() -> None:
             return {
                 "symbol": "BTCUSDT",
                 "id": i,
-                "orderId": 11,
+                "orderId": 10 + i % 2,
                 "price": "100.00",
                 "qty": "0.001",
                 "commission": "0.0001",
@@ -289,13 +289,22 @@ async def test_fills_page_reads_my_trades_from_the_cursor() -> None:
                 "isMaker": False,
             }
 
-        api.answers["myTrades"] = lambda p: ok([trade(i) for i in range(p["fromId"], min(p["fromId"] + p["limit"], 8))])
+        def my_trades(params: dict[str, Any]) -> dict[str, Any]:
+            if "fromId" not in params:  # the newest (Binance: most recent first without fromId)
+                return ok([trade(7)][: params["limit"]])
+            return ok([trade(i) for i in range(params["fromId"], min(params["fromId"] + params["limit"], 8))])
+
+        api.answers["myTrades"] = my_trades
+        api.answers["order.status"] = lambda p: ok(order_json(f"o-{p['orderId']}", p["orderId"]))
         page = await client.fills_page(after=4, limit=2)
-        assert [f.fill_seq for f in page.fills] == [5, 6]
-        assert (page.more, page.next) == (True, 6)
-        assert api.calls[-1][1]["fromId"] == 5
+        assert [(f.fill_seq, f.client_order_id) for f in page.fills] == [(5, "o-11"), (6, "o-10")]
+        assert (page.more, page.next, page.last_fill_seq) == (True, 6, 7)
+        assert [p["fromId"] for m, p in api.calls if m == "myTrades" and "fromId" in p] == [5]
         fills = await client.fills_since(4)
         assert [f.fill_seq for f in fills] == [5, 6, 7]
+        assert api.methods().count("order.status") == 2  # each order's client order id asked once
+        newest = await client.fills_page(after=7, limit=1)
+        assert (newest.fills, newest.last_fill_seq) == ([], 7)
 
 
 async def test_open_orders_paged_by_client_order_id() -> None:

@@ -76,7 +76,7 @@ def test_private_key_file_instead_of_secret(tmp_path: Path) -> None:
 
 
 def test_binance_keys_refused_for_the_paper_venue(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match='venue.testnet is only used with kind = "binance"'):
+    with pytest.raises(ConfigError, match=r'venue\.testnet is only used with kind = "binance"'):
         load(_write(tmp_path, "testnet = false"), environ={})
 
 
