@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kernel.binance.client import BinanceExecutionClient
+from kernel.binance.signing import Signer
 from kernel.clock import wall_ms
 from kernel.config import Config
 from kernel.control import ControlServer, Handler
@@ -151,26 +152,30 @@ BINANCE_STREAMS: dict[bool, tuple[str, str]] = {
 """Binance's public market data endpoints (WebSocket, REST), by ``venue.testnet``."""
 
 
-def binance_client(config: Config) -> BinanceExecutionClient:
-    """The Binance spot execution client of ``[venue]`` (``kind = "binance"``): its one instrument,
-    signed with the Ed25519 key of ``private_key_file`` or the HMAC secret of ``api_secret_env``;
-    it reconnects forever (0.2 s doubling to a 2 s cap, plus up to 0.5 s of jitter).
+def binance_signer(config: Config) -> Signer:
+    """What signs ``[venue]``'s Binance requests: the Ed25519 key of ``private_key_file`` (with the
+    password of ``private_key_password_env``), else the HMAC secret of ``api_secret_env``.
     Raises ``BinanceKeyError`` for a key that cannot be used, ``OSError`` for an unreadable key file."""
-    from kernel.binance.signing import Ed25519Signer, HmacSigner, Signer
+    from kernel.binance.signing import Ed25519Signer, HmacSigner
 
     venue = config.venue
-    signer: Signer
     if venue.private_key_file:
         with open(venue.private_key_file, "rb") as pem:
             password = venue.private_key_password
-            signer = Ed25519Signer(pem.read(), password.reveal().encode() if password.is_set else None)
-    else:
-        signer = HmacSigner(venue.api_secret)
+            return Ed25519Signer(pem.read(), password.reveal().encode() if password.is_set else None)
+    return HmacSigner(venue.api_secret)
+
+
+def binance_client(config: Config) -> BinanceExecutionClient:
+    """The Binance spot execution client of ``[venue]`` (``kind = "binance"``) for its one
+    instrument (``binance_signer``); it reconnects forever (0.2 s doubling to a 2 s cap, plus up to
+    0.5 s of jitter). Raises as ``binance_signer``."""
+    venue = config.venue
     return BinanceExecutionClient(
         venue.binance_ws_api_url,
         venue.instruments[0],
         venue.api_key.reveal(),
-        signer,
+        binance_signer(config),
         recv_window_ms=venue.recv_window_ms,
         session_options={"backoff": 0.2, "backoff_max": 2.0, "jitter": 0.5},
     )
@@ -278,6 +283,7 @@ __all__ = [
     "binance_client",
     "binance_market_urls",
     "binance_rules",
+    "binance_signer",
     "execution_client",
     "feed_client",
     "limits_with_rules",
