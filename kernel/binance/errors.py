@@ -30,6 +30,8 @@ CANCEL_REPLACE_FAILED = -2022
 ORDER_ARCHIVED = -2026
 ORDER_AMEND_REJECTED = -2038
 
+DUPLICATE_ORDER_MESSAGE = "Duplicate order sent."
+"""The matching engine's message (with -2010) when the ``newClientOrderId`` is already an open order's."""
 UNKNOWN_ORDER_MESSAGE = "Unknown order sent."
 """The matching engine's message (with -2011 or -2038) when it has no such working order."""
 
@@ -144,3 +146,9 @@ def is_unknown_order(code: int, msg: str) -> bool:
     if code in (NO_SUCH_ORDER, ORDER_ARCHIVED):
         return True
     return code in (CANCEL_REJECTED, ORDER_AMEND_REJECTED) and msg.strip().lower().startswith("unknown order")
+
+
+def is_duplicate_order(code: int, msg: str) -> bool:
+    """True when ``code``/``msg`` say the client order id is already an open order's (-2010
+    "Duplicate order sent."): an earlier send of ours went through; query it, never resend."""
+    return code == NEW_ORDER_REJECTED and msg.strip().lower().startswith("duplicate order")

@@ -12,6 +12,8 @@ fields over time); the single-letter user-data names are given full names throug
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -294,10 +296,20 @@ class _EventType(msgspec.Struct, frozen=True):
     e: str
 
 
+_encoder = msgspec.json.Encoder()
 _probe = msgspec.json.Decoder(_Probe)
 _response = msgspec.json.Decoder(Response)
 _event_frame = msgspec.json.Decoder(EventFrame)
 _event_type = msgspec.json.Decoder(_EventType)
+
+
+def encode_request(request_id: str, method: str, params: Mapping[str, object] | None = None) -> bytes:
+    """A request frame ``{"id", "method", "params"}`` (``params`` left out when None; Decimals as
+    plain text, never with an exponent)."""
+    request: dict[str, object] = {"id": request_id, "method": method}
+    if params is not None:
+        request["params"] = {k: format(v, "f") if isinstance(v, Decimal) else v for k, v in params.items()}
+    return _encoder.encode(request)
 
 
 def decode_frame(data: bytes | str) -> Response | EventFrame:

@@ -7,7 +7,6 @@ through ``kernel.binance.wire``, so the field names are checked too.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 import msgspec
 import pytest
@@ -18,60 +17,18 @@ from kernel.binance.reports import (
     cancel_rejected,
     execution_report,
     fill_of,
+    order_rejected,
     order_snapshot,
     replace_rejected,
     status_of,
 )
-from kernel.binance.wire import AccountStatus, ExecutionReportEvent, OrderJson, TradeRow, decode_event
+from kernel.binance.wire import AccountStatus, OrderJson, TradeRow
 from kernel.order_reports import execution_facts
 from kernel.paper_protocol import Balance, BalancesReport, Execution, Fill, OrderSnapshot
 from machines.order_reports import forgotten
+from tests.kernel.binance._events import OURS, event
 
 D = Decimal
-OURS = "o7-1-000001"
-
-
-def event(**changes: Any) -> ExecutionReportEvent:
-    """A limit buy of 1 BTC at 100 as the user data stream sends it, with ``changes`` applied."""
-    fields: dict[str, Any] = {
-        "e": "executionReport",
-        "E": 1_700_000_000_100,
-        "s": "BTCUSDT",
-        "c": OURS,
-        "S": "BUY",
-        "o": "LIMIT",
-        "f": "GTC",
-        "q": "1.00000000",
-        "p": "100.00000000",
-        "P": "0.00000000",
-        "F": "0.00000000",
-        "g": -1,
-        "C": "",
-        "x": "NEW",
-        "X": "NEW",
-        "r": "NONE",
-        "i": 555,
-        "l": "0.00000000",
-        "z": "0.00000000",
-        "L": "0.00000000",
-        "n": "0",
-        "N": None,
-        "T": 1_700_000_000_000,
-        "t": -1,
-        "I": 9,
-        "w": True,
-        "m": False,
-        "M": False,
-        "O": 1_700_000_000_000,
-        "Z": "0.00000000",
-        "Y": "0.00000000",
-        "Q": "0.00000000",
-        "V": "NONE",
-    }
-    fields.update(changes)
-    decoded = decode_event(msgspec.json.encode(fields))
-    assert isinstance(decoded, ExecutionReportEvent)
-    return decoded
 
 
 # -- order status, row by row -----------------------------------------------------------------
@@ -274,48 +231,6 @@ def test_an_unknown_execution_type_is_a_wire_error() -> None:
 def test_a_malformed_number_is_a_wire_error() -> None:
     with pytest.raises(BinanceWireError):
         execution_report(event(q="1e5"))
-
-
-# -- order.cancelReplace: two legs, one client order id ---------------------------------------
-
-
-def test_while_replacing_the_old_legs_cancel_is_not_reported() -> None:
-    assert execution_report(event(x="CANCELED", X="CANCELED", c="x1", C=OURS, z="0.4"), replacing=True) is None
-
-
-def test_while_replacing_the_new_legs_new_is_our_replaced_with_the_old_legs_fills_carried() -> None:
-    report = execution_report(
-        event(x="NEW", X="NEW", i=777, q="0.80000000", p="101.00000000"), replacing=True, carried_qty=D("0.4")
-    )
-    assert report == Execution(
-        client_order_id=OURS,
-        exec="replaced",
-        status="partially_filled",
-        venue_order_id="777",
-        qty=D("1.2"),
-        price=D("101"),
-        cum_qty=D("0.4"),
-        leaves_qty=D("0.8"),
-        ts_ms=1_700_000_000_000,
-    )
-
-
-def test_while_replacing_a_new_leg_rejected_after_the_cancel_leaves_our_order_canceled() -> None:
-    report = execution_report(
-        event(x="REJECTED", X="REJECTED", i=777, r="WOULD_MATCH_IMMEDIATELY"), replacing=True, carried_qty=D("0.4")
-    )
-    assert report is not None
-    assert (report.exec, report.status, report.cum_qty, report.leaves_qty) == ("canceled", "canceled", D("0.4"), D("0"))
-    assert report.reason == "replace: new order rejected after the cancel: WOULD_MATCH_IMMEDIATELY"
-
-
-def test_a_trade_on_the_new_leg_counts_the_carried_qty() -> None:
-    report = execution_report(
-        event(x="TRADE", X="FILLED", i=777, q="0.6", l="0.6", z="0.6", L="100", n="0", N="USDT", t=90),
-        carried_qty=D("0.4"),
-    )
-    assert report is not None
-    assert (report.status, report.qty, report.cum_qty, report.leaves_qty) == ("filled", D("1.0"), D("1.0"), D("0"))
 
 
 # -- myTrades and order objects ---------------------------------------------------------------
@@ -540,3 +455,22 @@ def test_balances_of_the_docs_account() -> None:
         Balance("ETH", D("0"), D("0")),
         Balance("USDT", D("1021.21"), D("1021.21")),
     ]
+
+
+def test_a_refused_order_place_is_rejected_with_the_code_and_message() -> None:
+    assert order_rejected(-2010, "Account has insufficient balance for requested action.", OURS, ts_ms=9) == Execution(
+        client_order_id=OURS,
+        exec="rejected",
+        status="rejected",
+        venue_order_id="",
+        qty=D("0"),
+        price=None,
+        cum_qty=D("0"),
+        leaves_qty=D("0"),
+        ts_ms=9,
+        reason="-2010 Account has insufficient balance for requested action.",
+    )
+
+
+def test_a_duplicate_client_order_id_is_not_a_rejection() -> None:
+    assert order_rejected(-2010, "Duplicate order sent.", OURS) is None
