@@ -88,3 +88,59 @@ def test_check_live_and_banner(tmp_path: Path) -> None:
     check_live(paper, live=False)
     with pytest.raises(LiveTradingRefused, match="the paper venue"):
         check_live(paper, live=True)
+
+
+@pytest.mark.asyncio
+async def test_a_testnet_kernel_runs_on_the_binance_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kind = "binance"``: the kernel's order session is Binance's (subscribed, reconciled through
+    ``openOrders.status`` and ``myTrades``), and no paper venue is started."""
+    import asyncio
+    import shutil
+    import tempfile
+
+    from kernel.app import Kernel
+    from kernel.binance.client import BinanceExecutionClient
+    from tests.kernel.binance.fake_ws_api import API_KEY, SECRET, FakeWsApi, ok
+    from tests.poll import eventually
+
+    monkeypatch.setenv("BN_KEY", API_KEY)
+    monkeypatch.setenv("BN_SECRET", SECRET)
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
+    sock_dir = tempfile.mkdtemp(prefix="tk-")
+    try:
+        async with FakeWsApi() as api:
+            api.answers["exchangeInfo"] = lambda p: ok(
+                {"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT"}]}
+            )
+            api.answers["openOrders.status"] = lambda p: ok([])
+            api.answers["myTrades"] = lambda p: ok([])
+            config = load(
+                _config(tmp_path, int(api.url.split(":")[2].split("/")[0]), testnet=True),
+                {
+                    "kernel.status_view": "off",
+                    "kernel.durability": "normal",
+                    "kernel.control_socket": f"{sock_dir}/k.sock",
+                    "market.source": "binance",
+                    "market.instruments": ["BTCUSDT"],
+                    "market.ws_url": f"ws://127.0.0.1:{dead_port}",
+                    "market.rest_url": f"http://127.0.0.1:{dead_port}",
+                },
+            )
+            kernel = Kernel(config, timers=False)
+            task = asyncio.create_task(kernel.run())
+            try:
+                await eventually(lambda: "openOrders.status" in api.methods(), "reconciliation at Binance", 20)
+                assert isinstance(kernel.client, BinanceExecutionClient)
+                assert kernel.venue is None  # no embedded paper venue
+                assert kernel.venue_url == api.url
+                assert api.methods()[:3] == ["exchangeInfo", "time", "userDataStream.subscribe.signature"]
+                await eventually(lambda: "myTrades" in api.methods(), "the fills cursor read", 10)
+                assert api.bad_signatures == 0
+            finally:
+                kernel.request_stop("test over", force=True)
+                async with asyncio.timeout(20):
+                    await task
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
