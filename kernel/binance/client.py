@@ -42,6 +42,7 @@ from kernel.binance.errors import (
     CANCEL_REJECTED,
     CANCEL_REPLACE_PARTIALLY_FAILED,
     NEW_ORDER_REJECTED,
+    TOO_MANY_ORDERS,
     BinanceBanned,
     BinanceError,
     BinanceRateLimited,
@@ -70,7 +71,7 @@ from machines.decimals import DecimalError, Sign, parse_decimal
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 
-_TIF = {"gtc": "GTC", "ioc": "IOC", "fok": "FOK", "day": "GTC"}
+_TIF = {"gtc": "GTC", "ioc": "IOC", "fok": "FOK"}
 MAX_TRADES_PAGE = 1000
 """The most rows ``myTrades`` gives per request."""
 
@@ -86,7 +87,7 @@ def order_params(order: NewOrder) -> Json:
         "newOrderRespType": "ACK",
     }
     if order.order_type == "limit":
-        params["timeInForce"] = _TIF[order.tif]
+        params["timeInForce"] = _TIF.get(order.tif, "GTC")
         params["price"] = order.price
     return params
 
@@ -207,7 +208,8 @@ class BinanceExecutionClient(BinanceConnection):
 
     async def _rate_limited(self, coid: str, exc: BinanceRateLimited | BinanceBanned) -> None:
         until = exc.until_ms if isinstance(exc, BinanceBanned) else exc.retry_after_ms
-        retry = max(0, (until or self._now_ms()) - self._now_ms())
+        now = self.server_now_ms()  # Binance's retryAfter is on its clock
+        retry = max(0, (until or now) - now)
         await self._reports.put(
             Error(code="rate_limited", message=str(exc), client_order_id=coid, retry_after_ms=retry)
         )
@@ -220,9 +222,22 @@ class BinanceExecutionClient(BinanceConnection):
         self._spawn(self._place(order), f"binance-place {order.client_order_id}")
         await asyncio.sleep(0)  # the request is on the wire before the caller goes on
 
+    def _order_slot(self) -> None:
+        """Count one order toward Binance's ``ORDERS`` limits; ``BinanceRateLimited`` (nothing sent)
+        when it would pass one."""
+        now = self.server_now_ms()
+        pause = self.rate_limits.order_pause_ms(now)
+        if pause:
+            raise BinanceRateLimited(TOO_MANY_ORDERS, "ORDERS limit reached (counted here); not sent", now + pause)
+        self.rate_limits.note_order(now)
+
     async def _place(self, order: NewOrder) -> None:
         coid = order.client_order_id
         try:
+            if order.tif == "day":
+                raise BinanceRejected(0, "Binance spot has no day orders (time in force gtc, ioc or fok)")
+            self.ws_api.check_allowed()
+            self._order_slot()
             await self._signed("order.place", order_params(order))
         except (BinanceRateLimited, BinanceBanned) as exc:
             await self._rate_limited(coid, exc)
@@ -327,11 +342,13 @@ class BinanceExecutionClient(BinanceConnection):
             "newOrderRespType": "ACK",
         }
         if current.order_type == "limit":
-            params["timeInForce"] = _TIF[current.tif]
+            params["timeInForce"] = _TIF.get(current.tif, "GTC")
             params["price"] = price
         old_leg = int(current.venue_order_id)
         before = self._carried.get(coid, ZERO)
         self._leg_carry[old_leg] = before
+        self.ws_api.check_allowed()
+        self._order_slot()
         self._replacing[coid] = old_leg
         self._carried[coid] = current.cum_qty  # before sending: the new leg's report may beat the answer
         try:

@@ -17,6 +17,7 @@ import msgspec
 from kernel.binance import wire
 from kernel.binance.clock import ServerClock
 from kernel.binance.errors import BinanceTimestampError
+from kernel.binance.ratelimits import RateLimitTracker
 from kernel.binance.session import Json, WsApiSession
 from kernel.binance.signing import Signer, signed_params
 from kernel.clock import wall_ms
@@ -66,11 +67,21 @@ class BinanceConnection:
         self._now_ms = now_ms
         self._subscribe = subscribe
         self.clock = ServerClock()
+        self.rate_limits = RateLimitTracker()
+        """The ``rateLimits`` Binance reported, and the orders sent since (``ORDERS`` counted locally)."""
         self.ws_api = WsApiSession(
-            ws_api_url, on_open=self._on_open, on_event=self._on_event, now_ms=now_ms, **(session_options or {})
+            ws_api_url,
+            on_open=self._on_open,
+            on_event=self._on_event,
+            now_ms=self.server_now_ms,
+            **(session_options or {}),
         )
         self.last_balances: list[Balance] | None = None
         self.account: wire.AccountStatus | None = None
+
+    def server_now_ms(self) -> int:
+        """Binance's time now, by the measured offset of its clock."""
+        return self.clock.now(self._now_ms())
 
     @property
     def connected(self) -> bool:
@@ -130,7 +141,9 @@ class BinanceConnection:
                 params, self._api_key, self._signer, self.clock.now(self._now_ms()), self.recv_window_ms
             )
             try:
-                return await self.ws_api.request(method, signed, self.request_timeout, during_open=during_open)
+                response = await self.ws_api.request(method, signed, self.request_timeout, during_open=during_open)
+                self.rate_limits.observe(response.rate_limits, self.server_now_ms())
+                return response
             except BinanceTimestampError:
                 if attempt == 2:
                     raise

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from kernel.binance.client import BinanceExecutionClient
@@ -216,7 +217,7 @@ async def test_429_pauses_requests_until_retry_after() -> None:
         report = await next_report(client)
         assert isinstance(report, Error)
         assert (report.code, report.client_order_id) == ("rate_limited", "o1-1-000001")
-        assert report.retry_after_ms == retry_at - clock.ms
+        assert report.retry_after_ms == 5000  # on Binance's clock: 1 s ahead of ours
         await client.send_new(ORDER)  # refused here: nothing sent
         report = await next_report(client)
         assert isinstance(report, Error)
@@ -243,11 +244,11 @@ async def test_418_halts_order_entry_until_the_ban_ends() -> None:
         report = await next_report(client)
         assert isinstance(report, Error)
         assert report.code == "rate_limited"
-        assert report.retry_after_ms == until - clock.ms
+        assert report.retry_after_ms == 120_000
         await client.send_new(ORDER)
         report = await next_report(client)
         assert isinstance(report, Error)
-        assert report.retry_after_ms == until - clock.ms
+        assert report.retry_after_ms == 120_000
         assert "order.place" not in api.methods()
 
 
@@ -413,3 +414,41 @@ async def test_sending_while_down_raises_venue_unavailable() -> None:
         with pytest.raises(VenueUnavailable):
             await client.send_new(ORDER)
         await client.close()
+
+
+async def test_orders_limit_counted_here_refuses_without_sending() -> None:
+    clock = Clock()
+    async with FakeWsApi() as api, connected(api, clock) as client:
+
+        def place(params: dict[str, Any]) -> dict[str, Any]:
+            count = api.methods().count("order.place")  # Binance counts each order in the window
+            limits = [{"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 2, "count": count}]
+            return {
+                **ok({"symbol": "BTCUSDT", "orderId": 11, "clientOrderId": "x", "transactTime": 1}),
+                "rateLimits": limits,
+            }
+
+        api.answers["order.place"] = place
+        await client.send_new(ORDER)  # Binance counts it: 1 of 2
+        async with asyncio.timeout(2):
+            while not client.rate_limits.limits("ORDERS"):  # the answer told the limit
+                await asyncio.sleep(0.01)
+        clock.ms += 1  # (orders sent in the same ms as a report are taken as counted by it)
+        await client.send_new(ORDER)  # 2 of 2: sent
+        clock.ms += 1
+        await client.send_new(ORDER)  # would be 3 of 2: refused here
+        report = await next_report(client)
+        assert isinstance(report, Error)
+        assert (report.code, report.client_order_id) == ("rate_limited", "o1-1-000001")
+        assert report.retry_after_ms == 9_998  # the 10 s window began at SERVER_TIME (a multiple of 10 s)
+        await asyncio.sleep(0.1)
+        assert api.methods().count("order.place") == 2
+
+
+async def test_day_orders_are_refused_here() -> None:
+    async with FakeWsApi() as api, connected(api) as client:
+        await client.send_new(msgspec.structs.replace(ORDER, tif="day"))
+        report = await next_report(client)
+        assert (report.exec, report.status) == ("rejected", "rejected")
+        assert "no day orders" in report.reason
+        assert "order.place" not in api.methods()
