@@ -115,9 +115,9 @@ class BinanceExecutionClient(BinanceConnection):
         self.on_anomaly = on_anomaly
         self._reports: asyncio.Queue[Report] = asyncio.Queue(report_queue)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._orders: dict[str, NewOrder] = {}  # what we sent
         self._carried: dict[str, Decimal] = {}  # per client order id: what its earlier legs executed
         self._leg_carry: dict[int, Decimal] = {}  # per replaced leg's order id: its own carried qty
+        self._old_legs: dict[str, list[int]] = {}  # per client order id: its replaced legs' order ids
         self._replacing: dict[str, int] = {}  # client order id -> the leg being replaced, until the new leg shows
         self._order_ids: dict[int, str] = {}  # Binance order id -> our client order id (fills name the former)
         self.base_asset = base_asset
@@ -183,7 +183,14 @@ class BinanceExecutionClient(BinanceConnection):
         )
         if replacing and event.order_id != old_leg and event.execution_type in ("NEW", "REJECTED"):
             del self._replacing[coid]  # the new leg showed: the replace is over
+        if report is not None and report.status not in ("new", "partially_filled") and coid not in self._replacing:
+            self._forget(coid)  # done: its legs' bookkeeping is no longer needed
         return report
+
+    def _forget(self, coid: str) -> None:
+        self._carried.pop(coid, None)
+        for order_id in self._old_legs.pop(coid, ()):
+            self._leg_carry.pop(order_id, None)
 
     def _merge_balances(self, rows: list[wire.PositionBalance] | list[wire.AssetBalance]) -> None:
         merged = {b.asset: b for b in self.last_balances or []}
@@ -218,7 +225,6 @@ class BinanceExecutionClient(BinanceConnection):
         """Place ``order`` (``order.place``); its answer is handled in the background.
         Raises ``VenueUnavailable`` when not connected."""
         self._require_up("order.place")
-        self._orders[order.client_order_id] = order
         self._spawn(self._place(order), f"binance-place {order.client_order_id}")
         await asyncio.sleep(0)  # the request is on the wire before the caller goes on
 
@@ -347,6 +353,7 @@ class BinanceExecutionClient(BinanceConnection):
         old_leg = int(current.venue_order_id)
         before = self._carried.get(coid, ZERO)
         self._leg_carry[old_leg] = before
+        self._old_legs.setdefault(coid, []).append(old_leg)
         self.ws_api.check_allowed()
         self._order_slot()
         self._replacing[coid] = old_leg
