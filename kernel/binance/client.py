@@ -213,12 +213,14 @@ class BinanceExecutionClient(BinanceConnection):
         if not self.connected:
             raise VenueUnavailable(f"not connected to Binance; {what} not sent")
 
-    async def _rate_limited(self, coid: str, exc: BinanceRateLimited | BinanceBanned) -> None:
+    async def _rate_limited(self, request: str, coid: str, exc: BinanceRateLimited | BinanceBanned) -> None:
+        """``request`` (``new_order``, ``cancel_order``, ``replace_order``: what the order manager
+        ends) was refused for a rate limit or a ban: nothing was executed."""
         until = exc.until_ms if isinstance(exc, BinanceBanned) else exc.retry_after_ms
         now = self.server_now_ms()  # Binance's retryAfter is on its clock
         retry = max(0, (until or now) - now)
         await self._reports.put(
-            Error(code="rate_limited", message=str(exc), client_order_id=coid, retry_after_ms=retry)
+            Error(code="rate_limited", message=str(exc), ref=request, client_order_id=coid, retry_after_ms=retry)
         )
 
     async def send_new(self, order: NewOrder) -> None:
@@ -246,7 +248,7 @@ class BinanceExecutionClient(BinanceConnection):
             self._order_slot()
             await self._signed("order.place", order_params(order))
         except (BinanceRateLimited, BinanceBanned) as exc:
-            await self._rate_limited(coid, exc)
+            await self._rate_limited("new_order", coid, exc)
         except (VenueTimeout, VenueUnavailable, BinanceUnknownOutcome) as exc:
             log.warning("order.place %s: outcome unknown (%s); the kernel resolves it by order status", coid, exc)
         except BinanceError as exc:
@@ -289,7 +291,7 @@ class BinanceExecutionClient(BinanceConnection):
         try:
             await self._signed("order.cancel", {"symbol": self.symbol, "origClientOrderId": coid})
         except (BinanceRateLimited, BinanceBanned) as exc:
-            await self._rate_limited(coid, exc)
+            await self._rate_limited("cancel_order", coid, exc)
         except (VenueTimeout, VenueUnavailable, BinanceUnknownOutcome) as exc:
             log.warning("order.cancel %s: outcome unknown (%s)", coid, exc)
         except BinanceError as exc:
@@ -323,7 +325,7 @@ class BinanceExecutionClient(BinanceConnection):
                 return
             await self._cancel_replace(current, new_qty, new_price)
         except (BinanceRateLimited, BinanceBanned) as exc:
-            await self._rate_limited(coid, exc)
+            await self._rate_limited("replace_order", coid, exc)
         except (VenueTimeout, VenueUnavailable, BinanceUnknownOutcome) as exc:
             log.warning("replace %s: outcome unknown (%s)", coid, exc)
         except BinanceError as exc:

@@ -216,7 +216,7 @@ async def test_429_pauses_requests_until_retry_after() -> None:
         await client.send_new(ORDER)
         report = await next_report(client)
         assert isinstance(report, Error)
-        assert (report.code, report.client_order_id) == ("rate_limited", "o1-1-000001")
+        assert (report.code, report.ref, report.client_order_id) == ("rate_limited", "new_order", "o1-1-000001")
         assert report.retry_after_ms == 5000  # on Binance's clock: 1 s ahead of ours
         await client.send_new(ORDER)  # refused here: nothing sent
         report = await next_report(client)
@@ -245,6 +245,7 @@ async def test_418_halts_order_entry_until_the_ban_ends() -> None:
         assert isinstance(report, Error)
         assert report.code == "rate_limited"
         assert report.retry_after_ms == 120_000
+        assert report.ref == "cancel_order"
         await client.send_new(ORDER)
         report = await next_report(client)
         assert isinstance(report, Error)
