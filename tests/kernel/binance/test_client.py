@@ -453,3 +453,18 @@ async def test_day_orders_are_refused_here() -> None:
         assert (report.exec, report.status) == ("rejected", "rejected")
         assert "no day orders" in report.reason
         assert "order.place" not in api.methods()
+
+
+async def test_an_order_in_flight_when_the_connection_drops_is_not_resent() -> None:
+    async with FakeWsApi() as api, connected(api) as client:
+        api.answers["order.place"] = lambda p: None  # the answer is lost with the connection
+        await client.send_new(ORDER)
+        async with asyncio.timeout(2):
+            while "order.place" not in api.methods():
+                await asyncio.sleep(0.01)
+        await api.drop_connections()
+        async with asyncio.timeout(3):
+            assert await client.wait_connected(after=1) == 2  # the kernel reconciles this new session
+        await asyncio.sleep(0.2)
+        assert api.methods().count("order.place") == 1
+        assert client._reports.empty()
