@@ -468,3 +468,14 @@ async def test_an_order_in_flight_when_the_connection_drops_is_not_resent() -> N
         await asyncio.sleep(0.2)
         assert api.methods().count("order.place") == 1
         assert client._reports.empty()
+
+
+async def test_a_refused_subscription_is_retried_on_a_new_connection() -> None:
+    async with FakeWsApi() as api:
+        answers = iter([err(401, -2015, "Invalid API-key, IP, or permissions for action."), ok({"subscriptionId": 1})])
+        api.answers["userDataStream.subscribe.signature"] = lambda p: next(answers)
+        async with connected(api) as client:
+            assert client.generation == 1  # counted only once subscribed
+            assert api.methods().count("userDataStream.subscribe.signature") == 2
+            assert len(api.connections) == 2
+            assert "-2015" in client.ws_api.last_error
