@@ -92,6 +92,39 @@ def order_params(order: NewOrder) -> Json:
     return params
 
 
+def rejected(order: NewOrder, reason: str, ts_ms: int) -> Execution:
+    """``order`` refused before Binance executed anything."""
+    zero = ZERO
+    return Execution(
+        client_order_id=order.client_order_id,
+        exec="rejected",
+        status="rejected",
+        venue_order_id="",
+        qty=order.qty,
+        price=order.price,
+        cum_qty=zero,
+        leaves_qty=zero,
+        ts_ms=ts_ms,
+        reason=reason,
+    )
+
+
+def replace_refused(current: OrderSnapshot, reason: str, ts_ms: int) -> Execution:
+    """A replace of ``current`` refused here (nothing sent): the order stays as it is."""
+    return Execution(
+        client_order_id=current.client_order_id,
+        exec="replace_rejected",
+        status=current.status,
+        venue_order_id=current.venue_order_id,
+        qty=current.qty,
+        price=current.price,
+        cum_qty=current.cum_qty,
+        leaves_qty=current.leaves_qty,
+        ts_ms=ts_ms,
+        reason=reason,
+    )
+
+
 class BinanceExecutionClient(BinanceConnection):
     """``ExecutionClient`` (and ``reconcile.PagingClient``) on Binance spot for ``symbol``.
 
@@ -187,6 +220,13 @@ class BinanceExecutionClient(BinanceConnection):
             self._forget(coid)  # done: its legs' bookkeeping is no longer needed
         return report
 
+    def seed(self, client_order_id: str, carried_qty: Decimal) -> None:
+        """After a restart: ``client_order_id``'s current leg follows legs (cancel-replaced) that
+        executed ``carried_qty`` (the journal knows: its cum_qty when it was last replaced). Without
+        it, a replaced order's status would count its current leg alone."""
+        if carried_qty:
+            self._carried[client_order_id] = carried_qty
+
     def _forget(self, coid: str) -> None:
         self._carried.pop(coid, None)
         for order_id in self._old_legs.pop(coid, ()):
@@ -256,22 +296,7 @@ class BinanceExecutionClient(BinanceConnection):
                 await self._duplicate(coid)
                 return
             log.warning("order.place %s refused: %s", coid, exc)
-            await self._reports.put(self._rejected(order, exc.msg))
-
-    def _rejected(self, order: NewOrder, reason: str) -> Execution:
-        zero = ZERO
-        return Execution(
-            client_order_id=order.client_order_id,
-            exec="rejected",
-            status="rejected",
-            venue_order_id="",
-            qty=order.qty,
-            price=order.price,
-            cum_qty=zero,
-            leaves_qty=zero,
-            ts_ms=self._now_ms(),
-            reason=reason,
-        )
+            await self._reports.put(rejected(order, exc.msg, self._now_ms()))
 
     async def _duplicate(self, coid: str) -> None:
         try:
@@ -309,7 +334,7 @@ class BinanceExecutionClient(BinanceConnection):
             if current is None:
                 raise BinanceUnknownOrder(-2013, "unknown order: Binance has no such order")
             if current.status not in ("new", "partially_filled"):
-                await self._reports.put(self._replace_rejected(current, "too late to replace"))
+                await self._reports.put(replace_refused(current, "too late to replace", self._now_ms()))
                 return
             new_qty = current.qty if qty is None else qty
             new_price = current.price if price is None else price
@@ -337,7 +362,7 @@ class BinanceExecutionClient(BinanceConnection):
         coid = current.client_order_id
         remaining = qty - current.cum_qty
         if remaining <= 0:
-            await self._reports.put(self._replace_rejected(current, "new qty is not above the filled qty"))
+            await self._reports.put(replace_refused(current, "new qty is not above the filled qty", self._now_ms()))
             return
         params: Json = {
             "symbol": self.symbol,
@@ -366,20 +391,6 @@ class BinanceExecutionClient(BinanceConnection):
             self._replacing.pop(coid, None)
             self._carried[coid] = before
             raise
-
-    def _replace_rejected(self, current: OrderSnapshot, reason: str) -> Execution:
-        return Execution(
-            client_order_id=current.client_order_id,
-            exec="replace_rejected",
-            status=current.status,
-            venue_order_id=current.venue_order_id,
-            qty=current.qty,
-            price=current.price,
-            cum_qty=current.cum_qty,
-            leaves_qty=current.leaves_qty,
-            ts_ms=self._now_ms(),
-            reason=reason,
-        )
 
     # -- queries ----------------------------------------------------------------------------------
 

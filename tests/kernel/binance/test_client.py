@@ -479,3 +479,16 @@ async def test_a_refused_subscription_is_retried_on_a_new_connection() -> None:
             assert api.methods().count("userDataStream.subscribe.signature") == 2
             assert len(api.connections) == 2
             assert "-2015" in client.ws_api.last_error
+
+
+async def test_seeded_carry_after_a_restart_counts_earlier_legs() -> None:
+    async with FakeWsApi() as api, connected(api) as client:
+        api.answers["order.status"] = lambda p: ok(order_json("o1-1-000001", 12, "PARTIALLY_FILLED", "0.00100"))
+        api.answers["myTrades"] = lambda p: ok([])
+        before = await client.order_status("o1-1-000001", 1.0)
+        assert before is not None
+        assert (before.qty, before.cum_qty) == (Decimal("0.01"), Decimal("0.001"))  # the leg alone
+        client.seed("o1-1-000001", Decimal("0.004"))  # an earlier leg executed 0.004
+        after = await client.order_status("o1-1-000001", 1.0)
+        assert after is not None
+        assert (after.qty, after.cum_qty, after.leaves_qty) == (Decimal("0.014"), Decimal("0.005"), Decimal("0.009"))
