@@ -43,6 +43,7 @@ from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.health_monitor import HealthMonitor, thresholds_of
 from kernel.net import redact_url
 from kernel.order_flow import OrderFlow
+from kernel.paper_defaults import TradingRules
 from kernel.parts import KernelParts, PartsOptions
 from kernel.stop_sequence import Step, StopRequest, cancel_open_orders, close_in_reverse, some
 from kernel.trading_driver import OPERATOR_COMMANDS, TradingDriver
@@ -201,10 +202,13 @@ class Kernel(KernelParts):
             self.venue = await wiring.start_embedded_venue(cfg, journal)
             self.venue_url = self.venue.url
             self.limits = wiring.limits_with_rules(self.limits, self.venue.rules)
+        elif cfg.venue.kind == "binance":
+            self.venue_url = cfg.venue.binance_ws_api_url
+            self.limits = wiring.limits_with_rules(self.limits, await self._binance_rules())
         else:
             self.venue_url = cfg.venue.url
         self.credentials = wiring.venue_credentials(cfg, self.venue)
-        self.client = client = wiring.venue_client(self.venue_url, self.credentials)
+        self.client = client = wiring.execution_client(cfg, self.venue_url, self.credentials)
         self.manager = manager = wiring.order_manager(journal, client, cfg)
         self.metrics.fills = self.portfolio.refold(bootstrap.restore_positions(manager))
         self.host.attach(manager)
@@ -260,6 +264,18 @@ class Kernel(KernelParts):
             self.host.name,
             ", ".join(self.instruments) or "from the venue",
         )
+
+    async def _binance_rules(self) -> dict[str, TradingRules]:
+        """Binance's tick, lot and minimum notional for the risk limits; none (with a warning) when
+        they cannot be had: the venue still refuses what breaks them."""
+        from kernel.feed.rules import RulesError
+
+        try:
+            async with asyncio.timeout(15):
+                return await wiring.binance_rules(self.config)
+        except (RulesError, TimeoutError) as exc:
+            log.warning("Binance trading rules not fetched (%s): risk limits use [risk] alone", exc)
+            return {}
 
     # -- supervised tasks -------------------------------------------------------------------------
 

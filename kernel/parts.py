@@ -19,7 +19,6 @@ from kernel import wiring
 from kernel.clock import monotonic_ms, wall_ms
 from kernel.config import Config
 from kernel.control import ControlServer
-from kernel.execution import VenueClient
 from kernel.feed.client import FeedClient
 from kernel.health_monitor import HealthMonitor
 from kernel.http import HttpEndpoints
@@ -96,7 +95,7 @@ class KernelParts:
         self.driver: TradingDriver | None = None
         self.monitor: HealthMonitor | None = None
         self.venue: wiring.EmbeddedVenue | None = None
-        self.client: VenueClient | None = None
+        self.client: wiring.KernelClient | None = None
         self.manager: OrderManager | None = None
         self.session: VenueSession | None = None
         self.flow: OrderFlow | None = None

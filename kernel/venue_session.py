@@ -19,13 +19,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernel.execution import ReconnectFailed, VenueClient, VenueUnavailable
+from kernel.execution import ReconnectFailed, VenueUnavailable
 from kernel.orders import OrderManager
 from kernel.reconcile import Reconciler, ReconciliationFailed
 from storage import Journal
 from storage.errors import JournalWriteError
+
+if TYPE_CHECKING:
+    from kernel.wiring import KernelClient
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class VenueSession:
     def __init__(
         self,
         journal: Journal,
-        client: VenueClient,
+        client: KernelClient,
         manager: OrderManager,
         *,
         status_timeout: float,

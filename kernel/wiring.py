@@ -14,8 +14,10 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kernel.binance.client import BinanceExecutionClient
+from kernel.binance.signing import Signer
 from kernel.clock import wall_ms
-from kernel.config import EMBEDDED, Config
+from kernel.config import Config
 from kernel.control import ControlServer, Handler
 from kernel.execution import VenueClient
 from kernel.feed.client import FeedClient
@@ -70,8 +72,8 @@ def timer_interval_ms(config: Config, strategy: Strategy) -> int | None:
 
 
 def uses_embedded_venue(config: Config) -> bool:
-    """``venue.url = "embedded"``: the kernel runs the paper venue in-process."""
-    return config.venue.url == EMBEDDED
+    """``venue.url = "embedded"`` with the paper venue: the kernel runs it in-process."""
+    return config.venue.is_embedded
 
 
 async def start_embedded_venue(config: Config, journal: Journal | None = None) -> EmbeddedVenue:
@@ -140,7 +142,70 @@ def venue_client(url: str, credentials: Credentials | None = None) -> VenueClien
     return VenueClient(url, attempts=None, backoff=0.2, backoff_max=2.0, jitter=0.5, credentials=credentials)
 
 
-def order_manager(journal: Journal, client: VenueClient, config: Config) -> OrderManager:
+KernelClient = VenueClient | BinanceExecutionClient
+"""The execution clients the kernel runs: the paper venue's, or Binance spot's."""
+
+BINANCE_STREAMS: dict[bool, tuple[str, str]] = {
+    True: ("wss://stream.testnet.binance.vision", "https://testnet.binance.vision"),
+    False: ("wss://stream.binance.com:9443", "https://api.binance.com"),
+}
+"""Binance's public market data endpoints (WebSocket, REST), by ``venue.testnet``."""
+
+
+def binance_signer(config: Config) -> Signer:
+    """What signs ``[venue]``'s Binance requests: the Ed25519 key of ``private_key_file`` (with the
+    password of ``private_key_password_env``), else the HMAC secret of ``api_secret_env``.
+    Raises ``BinanceKeyError`` for a key that cannot be used, ``OSError`` for an unreadable key file."""
+    from kernel.binance.signing import Ed25519Signer, HmacSigner
+
+    venue = config.venue
+    if venue.private_key_file:
+        with open(venue.private_key_file, "rb") as pem:
+            password = venue.private_key_password
+            return Ed25519Signer(pem.read(), password.reveal().encode() if password.is_set else None)
+    return HmacSigner(venue.api_secret)
+
+
+def binance_client(config: Config) -> BinanceExecutionClient:
+    """The Binance spot execution client of ``[venue]`` (``kind = "binance"``) for its one
+    instrument (``binance_signer``); it reconnects forever (0.2 s doubling to a 2 s cap, plus up to
+    0.5 s of jitter). Raises as ``binance_signer``."""
+    venue = config.venue
+    return BinanceExecutionClient(
+        venue.binance_ws_api_url,
+        venue.instruments[0],
+        venue.api_key.reveal(),
+        binance_signer(config),
+        recv_window_ms=venue.recv_window_ms,
+        session_options={"backoff": 0.2, "backoff_max": 2.0, "jitter": 0.5},
+    )
+
+
+def execution_client(config: Config, url: str, credentials: Credentials | None = None) -> KernelClient:
+    """The order session of ``[venue]``: Binance's (``kind = "binance"``) or the paper venue's at ``url``."""
+    if config.venue.kind == "binance":
+        return binance_client(config)
+    return venue_client(url, credentials)
+
+
+def binance_market_urls(config: Config) -> tuple[str, str]:
+    """Where a Binance kernel's market data comes from: ``[market] ws_url``/``rest_url``, else the
+    public endpoints of the testnet or production (by ``venue.testnet``)."""
+    ws_url, rest_url = BINANCE_STREAMS[config.venue.testnet]
+    return config.market.ws_url or ws_url, config.market.rest_url or rest_url
+
+
+async def binance_rules(config: Config) -> dict[str, TradingRules]:
+    """The instruments' tick, lot and minimum notional from Binance's ``exchangeInfo`` (REST).
+    Raises ``RulesError``."""
+    from kernel.feed.rules import fetch_binance_rules
+
+    _, rest_url = binance_market_urls(config)
+    rules = await fetch_binance_rules(rest_url, list(config.venue.instruments))
+    return {s: TradingRules(r.tick_size, r.lot_size, r.min_notional) for s, r in rules.items()}
+
+
+def order_manager(journal: Journal, client: KernelClient, config: Config) -> OrderManager:
     """The order manager, resuming every live order of the journal."""
     return OrderManager.resume(journal, client, status_timeout=config.venue.status_timeout_s)
 
@@ -158,7 +223,24 @@ def feed_client(
     credentials: Credentials | None = None,
 ) -> FeedClient:
     """The market-data feed of ``instruments``, with the ``[feed]`` policy (from the paper venue at
-    ``url``, its ``hello`` signed with ``credentials``)."""
+    ``url``, its ``hello`` signed with ``credentials``; with ``venue.kind = "binance"``, from Binance's
+    public streams, ``binance_market_urls``)."""
+    if config.venue.kind == "binance":
+        from kernel.feed.binance_source import BinanceMarketData
+
+        ws_url, rest_url = binance_market_urls(config)
+        source = BinanceMarketData(ws_url, rest_url, instruments)
+        return FeedClient(
+            source.url,
+            instruments,
+            journal,
+            entity_id,
+            config.feed.policy(),
+            now_ms=now_ms,
+            on_event=on_event,
+            on_state=on_state,
+            source=source,
+        )
     return FeedClient(
         url,
         instruments,
@@ -197,6 +279,12 @@ async def start_http(
 
 __all__ = [
     "EmbeddedVenue",
+    "KernelClient",
+    "binance_client",
+    "binance_market_urls",
+    "binance_rules",
+    "binance_signer",
+    "execution_client",
     "feed_client",
     "limits_with_rules",
     "order_manager",

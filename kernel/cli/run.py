@@ -2,7 +2,11 @@
 
     tradekernel run [--config kernel.toml] [--db PATH] [--venue embedded|ws://HOST:PORT]
                     [--strategy NAME|module:Class] [--duration S] [--log-format text|json]
-                    [--control-socket PATH] [--http HOST:PORT [--allow-remote]]
+                    [--control-socket PATH] [--http HOST:PORT [--allow-remote]] [--live]
+
+``--live`` confirms trading real money (``venue.kind = "binance"``, ``venue.testnet = false``): such
+a configuration is refused without it, with exit status 2, before anything connects. The first
+line on stderr of a Binance run says where orders go (``LIVE`` or ``TESTNET``).
 
 Exit status: 0 stopped cleanly; 1 stopped, but orders were left open at the venue or the journal
 could not record the stop; 2 could not start (bad config, journal missing, locked, corrupt or newer
@@ -21,6 +25,7 @@ from typing import Any
 
 from kernel.cli.common import usage_error
 from kernel.config import ConfigError, add_override_arguments, load, overrides_from_args
+from kernel.config.live import banner, check_live
 from storage.errors import JournalError
 
 
@@ -74,6 +79,11 @@ def add_parser(commands: Any) -> None:
         choices=("auto", "live", "lines", "off"),
         help="live: redraw in place; lines: one line per interval; auto: live on a terminal (default)",
     )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="confirm trading real money on Binance production (venue.testnet = false); refused otherwise",
+    )
     run.set_defaults(run=_run)
 
 
@@ -87,9 +97,15 @@ def _run(args: argparse.Namespace) -> int:
         overrides["kernel.status_view"] = args.status_view
     try:
         config = load(args.config, overrides)
+        check_live(config, bool(getattr(args, "live", False)))
     except ConfigError as exc:
         return usage_error(str(exc))
     configure_logging(config.kernel.log_format, config.kernel.log_level)
+    if config.venue.kind == "binance":  # say where orders go before anything connects
+        if config.kernel.log_format == "json":
+            logging.getLogger(__name__).warning("%s", banner(config))
+        else:
+            print(banner(config), file=sys.stderr)
     view = config.kernel.status_view
     printer = None if view == "off" else StatusView(view, json_lines=config.kernel.log_format == "json")
     root = logging.getLogger()

@@ -22,7 +22,7 @@ import signal
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from kernel.cli import venue_accounts
+from kernel.cli import venue_accounts, venue_check
 from kernel.cli.common import usage_error
 from kernel.cli.table import format_table
 from kernel.exits import EXIT_OK
@@ -101,7 +101,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="accept WebSocket connections from this browser Origin (default: refuse any Origin)",
     )
-    sub = parser.add_subparsers(dest="venue_command", metavar="orders|account")
+    sub = parser.add_subparsers(dest="venue_command", metavar="orders|account|check")
     orders = sub.add_parser(
         "orders",
         help="list the orders a venue database holds",
@@ -111,6 +111,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     orders.add_argument("--account", metavar="NAME", help="only this account's orders (default: every account's)")
     orders.add_argument("--json", action="store_true", help="print a JSON list (decimals as strings)")
     venue_accounts.add_parser(sub)
+    venue_check.add_parser(sub)
     parser.set_defaults(run=run)
 
 
@@ -136,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         return _orders(args.orders_db, as_json=args.json, account=args.account)
     if args.venue_command == "account":
         return venue_accounts.run_account(args)
+    if args.venue_command == "check":
+        return venue_check.run(args)
     if not args.db:
         return _usage("--db VENUE.db is required")
     if not is_loopback(args.host) and not args.allow_remote:

@@ -191,7 +191,17 @@ class Config(Section):
     @model_validator(mode="after")
     def _live_market_needs_the_embedded_venue(self) -> Config:
         problems = Problems("config")
-        if self.market.is_live and not self.venue.is_embedded:
+        if self.venue.kind == "binance":
+            if self.market.source not in ("replay", "binance"):
+                message = (
+                    f'kind = "binance" takes its market data from Binance: market.source {self.market.source!r} '
+                    'cannot feed it (set market.source = "binance", or leave it unset)'
+                )
+                problems.add(("market", "source"), message, self.market.source, blame=("venue.kind",))
+            elif self.market.is_live and tuple(self.market.instruments) != tuple(self.venue.instruments):
+                message = 'market.instruments must be venue.instruments (or unset) with kind = "binance"'
+                problems.add(("market", "instruments"), message, list(self.market.instruments), blame=("venue.kind",))
+        elif self.market.is_live and not self.venue.is_embedded:
             message = (
                 f"market.source {self.market.source!r} feeds the embedded paper venue: "
                 f'set venue.url = "embedded" (or market.source = "replay")'

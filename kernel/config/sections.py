@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -33,6 +34,7 @@ from kernel.config.values import (
     check_listen,
     check_loopback,
     check_url,
+    invalid,
     parse_listen,
 )
 from kernel.net import is_loopback
@@ -185,9 +187,30 @@ class EmbeddedVenueSection(Section):
         )
 
 
+def check_ws_api_url(url: str) -> None:
+    """Empty, or a ws:// or wss:// URL with a host and no credentials (Binance's WebSocket API, or a stand-in)."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise invalid(f"must be a ws:// or wss:// URL with a host, got {url!r}")
+    if "@" in parts.netloc:
+        raise invalid("must not contain credentials")
+
+
+BINANCE_WS_API: dict[bool, str] = {
+    True: "wss://ws-api.testnet.binance.vision/ws-api/v3",
+    False: "wss://ws-api.binance.com:443/ws-api/v3",
+}
+"""Binance's spot WebSocket API, by ``testnet``."""
+
+
 class VenueSection(Section):
     """``[venue]``: where orders go, and the credentials for a remote venue.
 
+    ``kind = "paper"`` trades on the paper venue (``url``: embedded or a ``tradekernel venue``);
+    ``kind = "binance"`` on Binance spot over its WebSocket API (testnet unless ``testnet = false``,
+    which ``tradekernel run`` also wants ``--live`` for), exactly one instrument.
     ``api_key``/``api_secret`` are read from the variables named by ``api_key_env``/``api_secret_env``
     (``load`` passes its ``environ``; built directly, ``os.environ``)."""
 
@@ -203,28 +226,89 @@ class VenueSection(Section):
     """The NAME of the environment variable holding the API secret."""
     status_timeout_s: Annotated[float, Key(above=0)] = 5.0
     """Seconds to wait for an order status answer."""
+    kind: Annotated[Literal["paper", "binance"], Key()] = "paper"
+    """"paper" (the paper venue) or "binance" (Binance spot, testnet by default)."""
+    testnet: Annotated[bool, Key()] = True
+    """With kind = "binance": the testnet (false: production, real money; needs --live)."""
+    private_key_file: Annotated[str, Key()] = ""
+    """With kind = "binance": an Ed25519 private key (PEM) signing requests instead of api_secret_env."""
+    private_key_password_env: Annotated[str, Key(check=check_env_name)] = ""
+    """The NAME of the environment variable holding the private key's password (unset: none)."""
+    ws_api_url: Annotated[str, Key(check=check_ws_api_url)] = ""
+    """With kind = "binance": the WebSocket API endpoint (empty: testnet's or production's)."""
+    recv_window_ms: Annotated[int, Key(low=1, high=60000)] = 5000
+    """With kind = "binance": how long after its timestamp a signed request is valid, in ms."""
     embedded: EmbeddedVenueSection = Field(default_factory=EmbeddedVenueSection)
     """The in-process paper venue."""
     _api_key: Secret = PrivateAttr(default_factory=Secret)
     _api_secret: Secret = PrivateAttr(default_factory=Secret)
+    _key_password: Secret = PrivateAttr(default_factory=Secret)
 
     @model_validator(mode="after")
     def _secrets_and_files(self, info: ValidationInfo) -> VenueSection:
         environ = _environ(info)
         self._api_key = Secret.from_env(self.api_key_env, environ)
         self._api_secret = Secret.from_env(self.api_secret_env, environ)
+        self._key_password = Secret.from_env(self.private_key_password_env, environ)
         problems = Problems("venue")
+        if self.kind == "binance":
+            self._binance_needs(problems)
+        else:
+            for name in ("ws_api_url", "private_key_file", "testnet"):
+                value = getattr(self, name)
+                if value != "" and value is not True:
+                    message = f'venue.{name} is only used with kind = "binance"'
+                    problems.add((name,), message, value, blame=("kind",))
         if self.is_embedded:  # only the venue in use needs its files
             for index, path in enumerate(self.embedded.data):
                 if not os.path.isfile(path):
                     item = f" (item {index + 1})" if len(self.embedded.data) > 1 else ""
                     problems.add(("embedded", "data"), f"no such file: {path!r}{item}", path)
         for name, secret in (("api_key_env", self._api_key), ("api_secret_env", self._api_secret)):
-            if not self.is_embedded and secret.env and not secret.is_set:
+            if self.kind == "paper" and not self.is_embedded and secret.env and not secret.is_set:
                 message = f"environment variable {secret.env} is not set (or empty); venue {self.url} needs it"
                 problems.add((name,), message, secret.env, blame=("url",))
         problems.raise_any()
         return self
+
+    def _binance_needs(self, problems: Problems) -> None:
+        if len(self.instruments) != 1:
+            message = (
+                f'kind = "binance" trades exactly one instrument (its fills cursor is that symbol\'s trade id), '
+                f'got {len(self.instruments)}: set venue.instruments = ["BTCUSDT"]'
+            )
+            problems.add(("instruments",), message, list(self.instruments), blame=("kind",))
+        if not self.api_key_env:
+            problems.add(("api_key_env",), 'kind = "binance" needs the API key: name its variable', "", blame=("kind",))
+        if self.private_key_file:
+            if not os.path.isfile(self.private_key_file):
+                problems.add(("private_key_file",), f"no such file: {self.private_key_file!r}", self.private_key_file)
+        elif not self.api_secret_env:
+            message = 'kind = "binance" needs api_secret_env (HMAC key) or private_key_file (Ed25519 key)'
+            problems.add(("api_secret_env",), message, "", blame=("kind",))
+        for name, secret in (
+            ("api_key_env", self._api_key),
+            ("api_secret_env", self._api_secret),
+            ("private_key_password_env", self._key_password),
+        ):
+            if secret.env and not secret.is_set:
+                message = f"environment variable {secret.env} is not set (or empty); Binance needs it"
+                problems.add((name,), message, secret.env, blame=("kind",))
+
+    @property
+    def binance_ws_api_url(self) -> str:
+        """The Binance WebSocket API endpoint: ``ws_api_url``, else testnet's or production's."""
+        return self.ws_api_url or BINANCE_WS_API[self.testnet]
+
+    @property
+    def is_live(self) -> bool:
+        """True when orders go to Binance's production venue: real money."""
+        return self.kind == "binance" and not self.testnet
+
+    @property
+    def private_key_password(self) -> Secret:
+        """The Ed25519 private key's password (``private_key_password_env``'s value)."""
+        return self._key_password
 
     @property
     def api_key(self) -> Secret:
@@ -239,7 +323,7 @@ class VenueSection(Section):
     @property
     def is_embedded(self) -> bool:
         """True when the kernel runs the paper venue in-process."""
-        return self.url == EMBEDDED
+        return self.kind == "paper" and self.url == EMBEDDED
 
 
 def _feed_key(name: str) -> Key:

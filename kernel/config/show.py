@@ -172,6 +172,8 @@ def to_toml(config: Config) -> str:
             "instruments": "" if venue.instruments else "the venue's own",
             "api_key_env": _secret_note(venue.api_key),
             "api_secret_env": _secret_note(venue.api_secret),
+            "private_key_password_env": _secret_note(venue.private_key_password),
+            "ws_api_url": "" if venue.ws_api_url or venue.kind != "binance" else f"-> {venue.binance_ws_api_url}",
         },
     )
     lines += _section_lines(
