@@ -92,6 +92,39 @@ def order_params(order: NewOrder) -> Json:
     return params
 
 
+def rejected(order: NewOrder, reason: str, ts_ms: int) -> Execution:
+    """``order`` refused before Binance executed anything."""
+    zero = ZERO
+    return Execution(
+        client_order_id=order.client_order_id,
+        exec="rejected",
+        status="rejected",
+        venue_order_id="",
+        qty=order.qty,
+        price=order.price,
+        cum_qty=zero,
+        leaves_qty=zero,
+        ts_ms=ts_ms,
+        reason=reason,
+    )
+
+
+def replace_refused(current: OrderSnapshot, reason: str, ts_ms: int) -> Execution:
+    """A replace of ``current`` refused here (nothing sent): the order stays as it is."""
+    return Execution(
+        client_order_id=current.client_order_id,
+        exec="replace_rejected",
+        status=current.status,
+        venue_order_id=current.venue_order_id,
+        qty=current.qty,
+        price=current.price,
+        cum_qty=current.cum_qty,
+        leaves_qty=current.leaves_qty,
+        ts_ms=ts_ms,
+        reason=reason,
+    )
+
+
 class BinanceExecutionClient(BinanceConnection):
     """``ExecutionClient`` (and ``reconcile.PagingClient``) on Binance spot for ``symbol``.
 
@@ -187,6 +220,13 @@ class BinanceExecutionClient(BinanceConnection):
             self._forget(coid)  # done: its legs' bookkeeping is no longer needed
         return report
 
+    def seed(self, client_order_id: str, carried_qty: Decimal) -> None:
+        """After a restart: ``client_order_id``'s current leg follows legs (cancel-replaced) that
+        executed ``carried_qty`` (the journal knows: its cum_qty when it was last replaced). Without
+        it, a replaced order's status would count its current leg alone."""
+        if carried_qty:
+            self._carried[client_order_id] = carried_qty
+
     def _forget(self, coid: str) -> None:
         self._carried.pop(coid, None)
         for order_id in self._old_legs.pop(coid, ()):
@@ -213,12 +253,14 @@ class BinanceExecutionClient(BinanceConnection):
         if not self.connected:
             raise VenueUnavailable(f"not connected to Binance; {what} not sent")
 
-    async def _rate_limited(self, coid: str, exc: BinanceRateLimited | BinanceBanned) -> None:
+    async def _rate_limited(self, request: str, coid: str, exc: BinanceRateLimited | BinanceBanned) -> None:
+        """``request`` (``new_order``, ``cancel_order``, ``replace_order``: what the order manager
+        ends) was refused for a rate limit or a ban: nothing was executed."""
         until = exc.until_ms if isinstance(exc, BinanceBanned) else exc.retry_after_ms
         now = self.server_now_ms()  # Binance's retryAfter is on its clock
         retry = max(0, (until or now) - now)
         await self._reports.put(
-            Error(code="rate_limited", message=str(exc), client_order_id=coid, retry_after_ms=retry)
+            Error(code="rate_limited", message=str(exc), ref=request, client_order_id=coid, retry_after_ms=retry)
         )
 
     async def send_new(self, order: NewOrder) -> None:
@@ -246,7 +288,7 @@ class BinanceExecutionClient(BinanceConnection):
             self._order_slot()
             await self._signed("order.place", order_params(order))
         except (BinanceRateLimited, BinanceBanned) as exc:
-            await self._rate_limited(coid, exc)
+            await self._rate_limited("new_order", coid, exc)
         except (VenueTimeout, VenueUnavailable, BinanceUnknownOutcome) as exc:
             log.warning("order.place %s: outcome unknown (%s); the kernel resolves it by order status", coid, exc)
         except BinanceError as exc:
@@ -254,22 +296,7 @@ class BinanceExecutionClient(BinanceConnection):
                 await self._duplicate(coid)
                 return
             log.warning("order.place %s refused: %s", coid, exc)
-            await self._reports.put(self._rejected(order, exc.msg))
-
-    def _rejected(self, order: NewOrder, reason: str) -> Execution:
-        zero = ZERO
-        return Execution(
-            client_order_id=order.client_order_id,
-            exec="rejected",
-            status="rejected",
-            venue_order_id="",
-            qty=order.qty,
-            price=order.price,
-            cum_qty=zero,
-            leaves_qty=zero,
-            ts_ms=self._now_ms(),
-            reason=reason,
-        )
+            await self._reports.put(rejected(order, exc.msg, self._now_ms()))
 
     async def _duplicate(self, coid: str) -> None:
         try:
@@ -289,7 +316,7 @@ class BinanceExecutionClient(BinanceConnection):
         try:
             await self._signed("order.cancel", {"symbol": self.symbol, "origClientOrderId": coid})
         except (BinanceRateLimited, BinanceBanned) as exc:
-            await self._rate_limited(coid, exc)
+            await self._rate_limited("cancel_order", coid, exc)
         except (VenueTimeout, VenueUnavailable, BinanceUnknownOutcome) as exc:
             log.warning("order.cancel %s: outcome unknown (%s)", coid, exc)
         except BinanceError as exc:
@@ -307,7 +334,7 @@ class BinanceExecutionClient(BinanceConnection):
             if current is None:
                 raise BinanceUnknownOrder(-2013, "unknown order: Binance has no such order")
             if current.status not in ("new", "partially_filled"):
-                await self._reports.put(self._replace_rejected(current, "too late to replace"))
+                await self._reports.put(replace_refused(current, "too late to replace", self._now_ms()))
                 return
             new_qty = current.qty if qty is None else qty
             new_price = current.price if price is None else price
@@ -323,7 +350,7 @@ class BinanceExecutionClient(BinanceConnection):
                 return
             await self._cancel_replace(current, new_qty, new_price)
         except (BinanceRateLimited, BinanceBanned) as exc:
-            await self._rate_limited(coid, exc)
+            await self._rate_limited("replace_order", coid, exc)
         except (VenueTimeout, VenueUnavailable, BinanceUnknownOutcome) as exc:
             log.warning("replace %s: outcome unknown (%s)", coid, exc)
         except BinanceError as exc:
@@ -335,7 +362,7 @@ class BinanceExecutionClient(BinanceConnection):
         coid = current.client_order_id
         remaining = qty - current.cum_qty
         if remaining <= 0:
-            await self._reports.put(self._replace_rejected(current, "new qty is not above the filled qty"))
+            await self._reports.put(replace_refused(current, "new qty is not above the filled qty", self._now_ms()))
             return
         params: Json = {
             "symbol": self.symbol,
@@ -364,20 +391,6 @@ class BinanceExecutionClient(BinanceConnection):
             self._replacing.pop(coid, None)
             self._carried[coid] = before
             raise
-
-    def _replace_rejected(self, current: OrderSnapshot, reason: str) -> Execution:
-        return Execution(
-            client_order_id=current.client_order_id,
-            exec="replace_rejected",
-            status=current.status,
-            venue_order_id=current.venue_order_id,
-            qty=current.qty,
-            price=current.price,
-            cum_qty=current.cum_qty,
-            leaves_qty=current.leaves_qty,
-            ts_ms=self._now_ms(),
-            reason=reason,
-        )
 
     # -- queries ----------------------------------------------------------------------------------
 

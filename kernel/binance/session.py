@@ -165,9 +165,11 @@ class WsApiSession:
             reader = asyncio.create_task(self._read(ws), name="binance-ws-api-reader")
             try:
                 await self._on_open(self)
-            except (BinanceError, VenueError, OSError, ConnectionClosed) as exc:
+            except Exception as exc:  # any failure to set the session up: a new connection tries again
                 failures += 1
                 self.last_error = f"session set-up failed: {exc}"
+                if not isinstance(exc, BinanceError | VenueError | OSError | ConnectionClosed):
+                    log.exception("Binance session set-up raised")
                 await ws.close()
                 reason = await reader
                 self._lost(reason)

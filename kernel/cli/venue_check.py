@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if config.venue.kind != "binance":
         return usage_error('venue check needs [venue] kind = "binance"', "venue check")
     print(banner(config))
+    # The checks say what failed, one line each: the client's retry warnings would only repeat it.
+    logging.getLogger("kernel.binance").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(check(config, args.check_timeout, _line))
     except KeyboardInterrupt:

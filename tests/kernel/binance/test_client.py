@@ -216,7 +216,7 @@ async def test_429_pauses_requests_until_retry_after() -> None:
         await client.send_new(ORDER)
         report = await next_report(client)
         assert isinstance(report, Error)
-        assert (report.code, report.client_order_id) == ("rate_limited", "o1-1-000001")
+        assert (report.code, report.ref, report.client_order_id) == ("rate_limited", "new_order", "o1-1-000001")
         assert report.retry_after_ms == 5000  # on Binance's clock: 1 s ahead of ours
         await client.send_new(ORDER)  # refused here: nothing sent
         report = await next_report(client)
@@ -245,6 +245,7 @@ async def test_418_halts_order_entry_until_the_ban_ends() -> None:
         assert isinstance(report, Error)
         assert report.code == "rate_limited"
         assert report.retry_after_ms == 120_000
+        assert report.ref == "cancel_order"
         await client.send_new(ORDER)
         report = await next_report(client)
         assert isinstance(report, Error)
@@ -452,3 +453,42 @@ async def test_day_orders_are_refused_here() -> None:
         assert (report.exec, report.status) == ("rejected", "rejected")
         assert "no day orders" in report.reason
         assert "order.place" not in api.methods()
+
+
+async def test_an_order_in_flight_when_the_connection_drops_is_not_resent() -> None:
+    async with FakeWsApi() as api, connected(api) as client:
+        api.answers["order.place"] = lambda p: None  # the answer is lost with the connection
+        await client.send_new(ORDER)
+        async with asyncio.timeout(2):
+            while "order.place" not in api.methods():
+                await asyncio.sleep(0.01)
+        await api.drop_connections()
+        async with asyncio.timeout(3):
+            assert await client.wait_connected(after=1) == 2  # the kernel reconciles this new session
+        await asyncio.sleep(0.2)
+        assert api.methods().count("order.place") == 1
+        assert client._reports.empty()
+
+
+async def test_a_refused_subscription_is_retried_on_a_new_connection() -> None:
+    async with FakeWsApi() as api:
+        answers = iter([err(401, -2015, "Invalid API-key, IP, or permissions for action."), ok({"subscriptionId": 1})])
+        api.answers["userDataStream.subscribe.signature"] = lambda p: next(answers)
+        async with connected(api) as client:
+            assert client.generation == 1  # counted only once subscribed
+            assert api.methods().count("userDataStream.subscribe.signature") == 2
+            assert len(api.connections) == 2
+            assert "-2015" in client.ws_api.last_error
+
+
+async def test_seeded_carry_after_a_restart_counts_earlier_legs() -> None:
+    async with FakeWsApi() as api, connected(api) as client:
+        api.answers["order.status"] = lambda p: ok(order_json("o1-1-000001", 12, "PARTIALLY_FILLED", "0.00100"))
+        api.answers["myTrades"] = lambda p: ok([])
+        before = await client.order_status("o1-1-000001", 1.0)
+        assert before is not None
+        assert (before.qty, before.cum_qty) == (Decimal("0.01"), Decimal("0.001"))  # the leg alone
+        client.seed("o1-1-000001", Decimal("0.004"))  # an earlier leg executed 0.004
+        after = await client.order_status("o1-1-000001", 1.0)
+        assert after is not None
+        assert (after.qty, after.cum_qty, after.leaves_qty) == (Decimal("0.014"), Decimal("0.005"), Decimal("0.009"))

@@ -91,3 +91,25 @@ def test_market_source_must_be_binance(tmp_path: Path) -> None:
         load(_write(tmp_path, BINANCE + 'instruments = ["BTCUSDT"]', market), environ=ENV)
     ok = '[market]\nsource = "binance"\ninstruments = ["BTCUSDT"]\n'
     assert load(_write(tmp_path, BINANCE + 'instruments = ["BTCUSDT"]', ok), environ=ENV).market.source == "binance"
+
+
+def test_an_ed25519_key_file_signs(tmp_path: Path) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from kernel.binance.signing import Ed25519Signer, HmacSigner
+    from kernel.wiring import binance_signer
+
+    key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    venue = f'kind = "binance"\napi_key_env = "BN_KEY"\ninstruments = ["BTCUSDT"]\nprivate_key_file = "{pem}"'
+    signer = binance_signer(load(_write(tmp_path, venue), environ=ENV))
+    assert isinstance(signer, Ed25519Signer)
+    key.public_key().verify(base64.b64decode(signer.sign("a=1&b=2")), b"a=1&b=2")  # raises when wrong
+    hmac_config = load(_write(tmp_path, BINANCE + 'instruments = ["BTCUSDT"]'), environ=ENV)
+    assert isinstance(binance_signer(hmac_config), HmacSigner)
