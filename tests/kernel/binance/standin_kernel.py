@@ -10,6 +10,7 @@ its own ``environ``; a ``Script`` strategy places, cancels and replaces what the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -108,6 +109,21 @@ class StandinKernel:
                 self._socket_dir.cleanup()
                 self._socket_dir = None
         return -1 if self.exit_status is None else self.exit_status
+
+    async def crash(self) -> None:
+        """End the kernel as a crash would: its task cancelled mid-run (nothing of the stop
+        sequence runs; the journal records the run as not stopped cleanly)."""
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                async with asyncio.timeout(self.timeout):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._task
+                self._task = None
+        finally:
+            if self._socket_dir is not None:
+                self._socket_dir.cleanup()
+                self._socket_dir = None
 
     @property
     def k(self) -> Kernel:

@@ -322,10 +322,12 @@ async def test_a_venue_reject(tmp_path: Path) -> None:
         assert sk.position().qty == D("0")
 
 
-async def _stop_with_orders_in_flight(venue: BinanceApiStandIn, directory: Path) -> tuple[str, str]:
+async def _stop_with_orders_in_flight(
+    venue: BinanceApiStandIn, directory: Path, *, crash: bool = False
+) -> tuple[str, str]:
     """A kernel places a resting buy (acked), then a sell whose ``order.place`` is served but never
-    answered while the user data stream has gone quiet (its events lost); the kernel stops with the
-    sell ``pending_new``. Returns (the buy's id, the sell's id)."""
+    answered while the user data stream has gone quiet (its events lost); the kernel stops (or
+    crashes) with the sell ``pending_new``. Returns (the buy's id, the sell's id)."""
     async with StandinKernel(venue, directory) as first:
         await first.act(Place(SYMBOL, "buy", D("0.001"), D("29950.00")))
         (resting,) = first.order_ids()
@@ -337,20 +339,25 @@ async def _stop_with_orders_in_flight(venue: BinanceApiStandIn, directory: Path)
         in_flight = first.order_ids()[1]
         await first.until(lambda: venue.exchange.find(None, in_flight) is not None, "the order at the venue")
         assert first.state(in_flight) == "pending_new"
+        if crash:
+            await first.crash()
     assert timeline(first.journal_path, in_flight) == [("create", "new"), ("submit", "pending_new")]
     assert requests(venue, "order.place") == 2
     return resting, in_flight
 
 
-async def test_a_restart_with_orders_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["stopped", "crashed"])
+async def test_a_restart_with_orders_in_flight(tmp_path: Path, crash: bool) -> None:
     """While no kernel runs, the resting buy fills; the next kernel on the same journal resolves the
     sell in flight by ``order.status`` (never placed again), learns the buy's fill, and the sell goes
     on living: it fills through the event stream."""
     async with standin() as venue:
-        resting, in_flight = await _stop_with_orders_in_flight(venue, tmp_path)
+        resting, in_flight = await _stop_with_orders_in_flight(venue, tmp_path, crash=crash)
         await market_trade(venue, D("29950.00"), D("0.001"), buyer_maker=True)
 
         async with StandinKernel(venue, tmp_path) as second:
+            assert second.k.previous_run is not None
+            assert second.k.previous_run["state"] == ("crashed" if crash else "stopped")
             await second.until(
                 lambda: second.state(in_flight) == "accepted" and second.state(resting) == "filled",
                 "the restart to learn what happened",
