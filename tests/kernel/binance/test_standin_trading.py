@@ -73,6 +73,29 @@ async def test_place_partial_fill_fill(tmp_path: Path) -> None:
         assert requests(venue, "order.place") == 1
 
 
+async def test_a_market_order_fills_at_the_book(tmp_path: Path) -> None:
+    async with standin() as venue, StandinKernel(venue, tmp_path) as sk:
+        await sk.act(Place(SYMBOL, "sell", D("0.001"), order_type="market"))
+        (coid,) = sk.order_ids()
+        await sk.until(lambda: sk.state(coid) == "filled", "the fill")
+        at_venue = venue_order(venue, coid)
+        assert (at_venue.type, at_venue.status, at_venue.executed) == ("MARKET", "FILLED", D("0.001"))
+        assert timeline(sk.journal_path, coid) == [
+            ("create", "new"),
+            ("submit", "pending_new"),
+            ("accept", "accepted"),
+            ("fill", "filled"),
+        ]
+        fills = journal_fills(sk.journal_path, coid)
+        assert [q for _, q, _ in fills] == [D("0.001")]  # the best bid holds at least 0.025
+        assert fills == venue_fills(venue, coid)
+        price = fills[0][2]
+        assert D("29000") < price < D("31000")
+        position = sk.position()
+        assert (position.qty, position.cost, position.fills) == (D("-0.001"), -price * D("0.001"), 1)
+        assert position.fees == price * D("0.001") * D("0.001")  # 0.1 % of the USDT received
+
+
 async def test_cancel_after_a_partial_fill(tmp_path: Path) -> None:
     async with standin() as venue, StandinKernel(venue, tmp_path) as sk:
         await sk.act(Place(SYMBOL, "sell", D("0.002"), D("30050.00")))
