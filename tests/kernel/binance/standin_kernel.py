@@ -214,15 +214,15 @@ async def market_trade(venue: BinanceApiStandIn, price: Decimal, qty: Decimal, *
     await venue._flush()
 
 
-def record_status_queries(venue: BinanceApiStandIn) -> list[str]:
-    """From now on, the ``origClientOrderId`` of every ``order.status`` the stand-in serves."""
-    asked: list[str] = []
+def record_calls(venue: BinanceApiStandIn) -> list[tuple[str, str]]:
+    """From now on, every request the stand-in serves as ``(method, client order id)``: its
+    ``newClientOrderId``, else its ``origClientOrderId``, else ``""``."""
+    calls: list[tuple[str, str]] = []
     call = venue.methods.call
 
     def recording(method: str, params: dict[str, Any], now_ms: int) -> Any:
-        if method == "order.status":
-            asked.append(str(params.get("origClientOrderId")))
+        calls.append((method, str(params.get("newClientOrderId") or params.get("origClientOrderId") or "")))
         return call(method, params, now_ms)
 
     venue.methods.call = recording  # type: ignore[method-assign]
-    return asked
+    return calls
