@@ -227,8 +227,9 @@ def execution_command(report: ExecutionFacts, order: OrderFacts | None = None) -
         return OrderCommand("accept", {"venue_order_id": report.venue_order_id})
     if kind == "trade":
         return OrderCommand("fill", {} if report.fill is None else report.fill.data())
-    if kind == "replaced":
-        return OrderCommand("replace", {"qty": report.qty, "price": report.price})
+    if kind == "replaced":  # the venue's id of the order now (Binance's cancelReplace makes a new one)
+        ids = {"venue_order_id": report.venue_order_id} if report.venue_order_id else {}
+        return OrderCommand("replace", {"qty": report.qty, "price": report.price, **ids})
     if kind == "restated":
         return OrderCommand("restate", {"qty": report.qty, "price": report.price, "reason": report.reason})
     if kind == "expired":

@@ -75,8 +75,13 @@ def snapshot(
         pytest.param(ExecutionFacts("trade", "V9"), OrderCommand("fill", {}), id="trade-without-fill"),
         pytest.param(
             ExecutionFacts("replaced", "V9", D("2"), D("101"), reason="ignored"),
-            OrderCommand("replace", {"qty": D("2"), "price": D("101")}),
+            OrderCommand("replace", {"qty": D("2"), "price": D("101"), "venue_order_id": "V9"}),
             id="replaced",
+        ),
+        pytest.param(
+            ExecutionFacts("replaced", "", D("2"), None),
+            OrderCommand("replace", {"qty": D("2"), "price": None}),
+            id="replaced-without-an-id",
         ),
         pytest.param(
             ExecutionFacts("restated", "V9", D("1.5"), None, reason="partial decline"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kernel.strategy import Cancel, Place, Replace
+from storage.audit import AuditReader
 from tests.kernel.binance.standin_kernel import (
     API_KEY,
     SECRET,
@@ -235,12 +236,6 @@ async def test_replace_the_price_after_a_partial_fill_then_restart(tmp_path: Pat
             await _fill_the_new_leg(second, venue, coid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the journal keeps the first leg's venue_order_id: machines/order_reports.py:231 turns "
-    "Execution(exec=replaced) into replace {qty, price} only, and machines/order.py _replace (only accept "
-    "sets venue_order_id); Binance's replacement has a new orderId",
-)
 async def test_after_a_cancel_replace_the_journal_names_the_new_order_id(tmp_path: Path) -> None:
     async with standin() as venue, StandinKernel(venue, tmp_path) as sk:
         await sk.act(Place(SYMBOL, "buy", D("0.001"), D("29950.00")))
@@ -248,7 +243,11 @@ async def test_after_a_cancel_replace_the_journal_names_the_new_order_id(tmp_pat
         await sk.until(lambda: sk.state(coid) == "accepted", "the ack")
         await sk.act(Replace(coid, price=D("29940.00")))
         await sk.until(lambda: sk.order(coid).data["price"] == D("29940.00"), "the replace")
-        assert sk.order(coid).data["venue_order_id"] == str(venue_order(venue, coid).order_id)
+        first = sk.order(coid).data["venue_order_id"]  # the id the order was first acknowledged under
+        with AuditReader(sk.journal_path) as reader:
+            replaces = [row["data"] for row in reader.timeline(coid, "order") if row["trigger"] == "replace"]
+        assert [r["venue_order_id"] for r in replaces] == [str(venue_order(venue, coid).order_id)]
+        assert replaces[0]["venue_order_id"] != first
 
 
 @pytest.mark.xfail(
