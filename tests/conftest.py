@@ -46,16 +46,18 @@ def db_path(tmp_path: Path) -> str:
     return str(tmp_path / "journal.db")
 
 
-def run_cli(*args: str, timeout: float = 60, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m kernel ARGS`` in a real subprocess; return the finished process."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_cli(
+    *args: str, timeout: float = 60, cwd: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m kernel ARGS`` in a real subprocess (``env``: variables added to ours);
+    return the finished process."""
     return subprocess.run(
         [sys.executable, "-m", "kernel", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd or str(REPO),
-        env=env,
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)},
         check=False,
     )
 

@@ -27,11 +27,13 @@ import tempfile
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from kernel import wiring
 from kernel.cli.common import usage_error
 from kernel.config import ConfigError, add_override_arguments, load, overrides_from_args
-from kernel.execution import VenueClient, VenueError
+from kernel.execution import VenueClient, VenueError, VenueUnavailable
 from kernel.exits import EXIT_FAILED, EXIT_OK
-from kernel.orders import OrderManager, checkpoint_positions
+from kernel.net import redact_url
+from kernel.orders import checkpoint_positions
 from kernel.reconcile import Reconciler
 from machines import FEED, HEALTH, ORDER, POSITION, RECONCILIATION
 from machines.positions import Fill, Positions
@@ -43,6 +45,10 @@ from storage.schema import copy_database
 
 if TYPE_CHECKING:
     from kernel.venue.server import PaperVenue
+    from kernel.wiring import KernelClient
+
+CONNECT_TIMEOUT_S = 15.0
+"""How long the dry run waits for a session with the venue."""
 
 
 def add_parser(commands: Any) -> None:
@@ -99,14 +105,30 @@ async def _preview(config: Any, db: str, workdir: str, *, as_json: bool) -> int:
         venue = PaperVenue(store_copy, dataclasses.replace(venue_config, autoplay=False))  # answers only
         await venue.start("127.0.0.1", 0)
         url = venue.url
+    client: KernelClient
+    if config.venue.kind == "binance":
+        try:
+            client, url = wiring.binance_client(config), config.venue.binance_ws_api_url
+        except (VenueError, OSError) as exc:
+            return usage_error(f"venue.private_key_file: {exc}")
+    else:
+        client = VenueClient(url, attempts=3, backoff=0.2)
     journal = Journal.open(copy, durability="normal")
-    client = VenueClient(url, attempts=3, backoff=0.2)
-    result: dict[str, Any] = {"db": db, "kernel_running": running, "rebuild": rebuild, "venue": config.venue.url}
+    result: dict[str, Any] = {
+        "db": db,
+        "kernel_running": running,
+        "rebuild": rebuild,
+        "venue": redact_url(config.venue.binance_ws_api_url if config.venue.kind == "binance" else config.venue.url),
+    }
     status = EXIT_OK
     try:
         try:
-            await client.connect()
-            manager = OrderManager.resume(journal, client, status_timeout=config.venue.status_timeout_s)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):  # a Binance session retries forever
+                    await client.connect()
+            except TimeoutError:
+                raise VenueUnavailable(f"no session with {redact_url(url)} within {CONNECT_TIMEOUT_S:g} s") from None
+            manager = wiring.order_manager(journal, client, config)
             checkpoint_positions(manager)
             report = await Reconciler(manager, timeout=config.venue.status_timeout_s).run("dry run")
             result["reconciliation"] = report.as_json()
