@@ -38,7 +38,7 @@ from kernel import bootstrap, faults, wiring
 from kernel.bootstrap import entity_id
 from kernel.config import Config
 from kernel.endpoints import EndpointThread
-from kernel.execution import ReconnectFailed
+from kernel.execution import ReconnectFailed, VenueUnreachable
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from kernel.health_monitor import HealthMonitor, thresholds_of
 from kernel.net import redact_url
@@ -55,6 +55,9 @@ from storage.errors import JournalWriteError
 from storage.schema import LOOP_BUSY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
+
+BINANCE_START_S = 20.0
+"""How long a Binance kernel waits at start for the trading rules and for its first session."""
 
 
 class Kernel(KernelParts):
@@ -237,6 +240,8 @@ class Kernel(KernelParts):
         self.host.act = flow.act
         self.watchers.flow = driver.flow = flow
         await session.connect()
+        if cfg.venue.kind == "binance":
+            await self._first_binance_session()
         self.instruments = list(cfg.venue.instruments)
         self._spawn(tasks, session.supervise(), "orders")
         self._spawn(tasks, self.outbox.run(manager), "outbox")
@@ -266,16 +271,30 @@ class Kernel(KernelParts):
         )
 
     async def _binance_rules(self) -> dict[str, TradingRules]:
-        """Binance's tick, lot and minimum notional for the risk limits; none (with a warning) when
-        they cannot be had: the venue still refuses what breaks them."""
+        """Binance's tick, lot and minimum notional for the risk limits (an order that breaks them is
+        denied here, never sent). Raises ``VenueUnreachable`` when they cannot be had at start."""
         from kernel.feed.rules import RulesError
 
         try:
-            async with asyncio.timeout(15):
+            async with asyncio.timeout(BINANCE_START_S):
                 return await wiring.binance_rules(self.config)
-        except (RulesError, TimeoutError) as exc:
-            log.warning("Binance trading rules not fetched (%s): risk limits use [risk] alone", exc)
-            return {}
+        except RulesError as exc:
+            raise VenueUnreachable(f"cannot read Binance's trading rules: {exc}") from None
+        except TimeoutError:
+            raise VenueUnreachable(f"no trading rules from Binance within {BINANCE_START_S:g} s") from None
+
+    async def _first_binance_session(self) -> None:
+        """Wait for the first Binance session; ``VenueUnreachable`` (naming the last error) when none
+        came within ``BINANCE_START_S``. Later outages heal by themselves."""
+        assert self.client is not None
+        try:
+            async with asyncio.timeout(BINANCE_START_S):
+                await self.client.wait_connected()
+        except TimeoutError:
+            last = getattr(getattr(self.client, "ws_api", None), "last_error", None) or "no answer"
+            raise VenueUnreachable(
+                f"no session with Binance at {redact_url(self.venue_url)} within {BINANCE_START_S:g} s: {last}"
+            ) from None
 
     # -- supervised tasks -------------------------------------------------------------------------
 

@@ -81,6 +81,10 @@ class VenueUnavailable(VenueError):
     """No session with the venue: nothing was sent (or the answer was lost with the connection)."""
 
 
+class VenueUnreachable(VenueUnavailable):
+    """The venue could not be reached at start (a kernel that cannot start says so and exits)."""
+
+
 class ReconnectFailed(VenueUnavailable):
     """A burst of (re)connection attempts failed; the client stays down until ``connect()``."""
 

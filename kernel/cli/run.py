@@ -118,13 +118,14 @@ def _run(args: argparse.Namespace) -> int:
         return usage_error(str(exc))
 
     from kernel.control import ControlError
+    from kernel.execution import VenueUnreachable
     from kernel.http import RemoteBindRefused
 
     try:
         status = _run_to_the_end(kernel)
     except (JournalError, ControlError, RemoteBindRefused) as exc:
         return usage_error(str(exc))
-    except OSError as exc:
+    except (OSError, VenueUnreachable) as exc:
         return usage_error(f"cannot start: {exc}")
     finally:
         if root.handlers and root.handlers[0] is not stderr_handler:

@@ -105,12 +105,12 @@ async def test_a_testnet_kernel_runs_on_the_binance_client(tmp_path: Path, monke
 
     monkeypatch.setenv("BN_KEY", API_KEY)
     monkeypatch.setenv("BN_SECRET", SECRET)
-    with socket.socket() as dead:
-        dead.bind(("127.0.0.1", 0))
-        dead_port = dead.getsockname()[1]
+    from tests.standins.binance_api import BinanceApiStandIn
+
     sock_dir = tempfile.mkdtemp(prefix="tk-")
     try:
-        async with FakeWsApi() as api:
+        # market data and trading rules from the stand-in; the order side a scripted WebSocket API
+        async with BinanceApiStandIn("BTCUSDT", max_seconds=60) as market, FakeWsApi() as api:
             api.answers["exchangeInfo"] = lambda p: ok(
                 {"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT"}]}
             )
@@ -124,8 +124,8 @@ async def test_a_testnet_kernel_runs_on_the_binance_client(tmp_path: Path, monke
                     "kernel.control_socket": f"{sock_dir}/k.sock",
                     "market.source": "binance",
                     "market.instruments": ["BTCUSDT"],
-                    "market.ws_url": f"ws://127.0.0.1:{dead_port}",
-                    "market.rest_url": f"http://127.0.0.1:{dead_port}",
+                    "market.ws_url": market.stream_url,
+                    "market.rest_url": market.rest_url,
                 },
             )
             kernel = Kernel(config, timers=False)
@@ -144,3 +144,69 @@ async def test_a_testnet_kernel_runs_on_the_binance_client(tmp_path: Path, monke
                     await task
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def _start_config(tmp_path: Path, ws_api_url: str, rest_url: str) -> Path:
+    path = tmp_path / "start.toml"
+    path.write_text(
+        "[kernel]\n"
+        f'db = "{tmp_path / "k.db"}"\n'
+        'status_view = "off"\n'
+        "[venue]\n"
+        'kind = "binance"\n'
+        'api_key_env = "BN_KEY"\n'
+        'api_secret_env = "BN_SECRET"\n'
+        'instruments = ["BTCUSDT"]\n'
+        f'ws_api_url = "{ws_api_url}"\n'
+        "[market]\n"
+        'source = "binance"\n'
+        'instruments = ["BTCUSDT"]\n'
+        f'ws_url = "{ws_api_url.rsplit("/ws-api", 1)[0]}"\n'
+        f'rest_url = "{rest_url}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_binance_kernel_that_cannot_read_the_trading_rules_does_not_start(
+    tmp_path: Path, listener: socket.socket
+) -> None:
+    """No rules, no trading: tick, lot and notional are checked here before anything is sent."""
+    from tests.conftest import run_cli
+
+    port = listener.getsockname()[1]  # accepts TCP, never answers HTTP
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
+    config = _start_config(tmp_path, f"ws://127.0.0.1:{port}/ws-api/v3", f"http://127.0.0.1:{dead_port}")
+    result = run_cli("run", "--config", str(config), timeout=60, env={"BN_KEY": "k", "BN_SECRET": "s"})
+    assert result.returncode == 2, result.stderr
+    assert "tradekernel: error: cannot start: cannot read Binance's trading rules: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_binance_kernel_without_a_first_session_does_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rules read, but the WebSocket API never answers: the kernel says which endpoint and why."""
+    import kernel.app
+    from kernel.app import Kernel
+    from kernel.execution import VenueUnreachable
+    from tests.standins.binance_api import BinanceApiStandIn
+
+    monkeypatch.setattr(kernel.app, "BINANCE_START_S", 1.0)
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
+    async with BinanceApiStandIn("BTCUSDT", max_seconds=60) as market:
+        config = load(
+            str(_start_config(tmp_path, f"ws://127.0.0.1:{dead_port}/ws-api/v3", market.rest_url)),
+            {"kernel.control_socket": str(tmp_path / "k.sock")},
+            {"BN_KEY": "k", "BN_SECRET": "s"},
+        )
+        with pytest.raises(
+            VenueUnreachable,
+            match=r"no session with Binance at ws://127\.0\.0\.1:\d+/ws-api/v3 within 1 s: cannot connect",
+        ):
+            await Kernel(config, timers=False).run()
