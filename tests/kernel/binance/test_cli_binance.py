@@ -1,5 +1,6 @@
-"""``tradekernel resume --dry-run`` on a Binance kernel's journal: it reconciles a copy of the
-journal with the venue (``[venue] kind = "binance"``) and changes nothing at the venue."""
+"""``tradekernel resume --dry-run`` and ``tradekernel venue check`` with a Binance configuration, in
+real processes against the stand-in: the dry run reconciles a copy of a Binance kernel's journal and
+changes nothing at the venue; the check is read-only too."""
 
 from __future__ import annotations
 
@@ -82,3 +83,28 @@ def test_resume_dry_run_with_an_unusable_key_file_exits_2(tmp_path: Path) -> Non
     assert result.returncode == 2, result.stdout + result.stderr
     assert "venue.private_key_file:" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.asyncio
+async def test_venue_check_against_the_stand_in_in_a_real_process(tmp_path: Path) -> None:
+    async with BinanceApiStandIn(SYMBOL, api_keys={API_KEY: SECRET}, pace_ms=100, max_seconds=60) as venue:
+        config = write_config(tmp_path / "kernel.toml", venue, str(tmp_path / "k.db"))
+        good = {"BN_KEY": API_KEY, "BN_SECRET": SECRET}
+        result = await asyncio.to_thread(run_cli, "venue", "check", "--config", config, timeout=LIMIT_S, env=good)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == f"*** TESTNET: Binance spot testnet ({venue.ws_api_url}), {SYMBOL} ***"
+        assert [line.split()[:2] for line in lines[1:]] == [
+            ["ok", "server"],
+            ["ok", "API"],
+            ["ok", "trading:"],
+            ["ok", "withdrawals:"],
+            ["ok", f"{SYMBOL}:"],
+        ], lines
+        assert "tick 0.01000000, step 0.00001000, min notional 5.00000000 USDT" in lines[-1]
+        wrong = {"BN_KEY": API_KEY, "BN_SECRET": "not-the-secret"}
+        result = await asyncio.to_thread(run_cli, "venue", "check", "--config", config, timeout=LIMIT_S, env=wrong)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "FAIL  API key: refused by Binance (-1022: Signature for this request is not valid.)" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert requests(venue, "order.place") == 0  # read-only
