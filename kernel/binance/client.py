@@ -335,6 +335,7 @@ class BinanceExecutionClient(BinanceQueries):
                     {
                         "symbol": self.symbol,
                         "origClientOrderId": coid,
+                        "newClientOrderId": coid,  # else Binance gives the order a random one
                         "newQty": new_qty - self.legs.carried_qty(coid),
                     },
                 )

@@ -394,7 +394,12 @@ async def test_qty_decrease_at_the_same_price_amends_keeping_priority() -> None:
         async with asyncio.timeout(2):
             while "order.amend.keepPriority" not in api.methods():
                 await asyncio.sleep(0.01)
-        assert api.calls[-1][1]["newQty"] == "0.005"
+        params = api.calls[-1][1]
+        assert (params["newQty"], params["origClientOrderId"], params["newClientOrderId"]) == (
+            "0.005",
+            "o1-1-000001",
+            "o1-1-000001",
+        )
         assert "order.cancelReplace" not in api.methods()
 
 
