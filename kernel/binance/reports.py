@@ -315,8 +315,7 @@ def order_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) ->
     """A refused ``order.place`` (status 400: a filter failure, insufficient balance, ...) as our
     ``rejected``; ``None`` for a duplicate client order id (``errors.is_duplicate_order``): the
     order exists, so the caller queries its status instead. Rate limits (429) and unknown outcomes
-    (5xx, -1006, -1007) are not rejections: do not pass them here. ``code`` 0 (refused here, never
-    sent): the reason is ``msg`` alone."""
+    (5xx, -1006, -1007) are not rejections: do not pass them here. The reason is Binance's ``msg``."""
     if is_duplicate_order(code, msg):
         return None
     return Execution(
@@ -329,7 +328,7 @@ def order_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) ->
         cum_qty=ZERO,
         leaves_qty=ZERO,
         ts_ms=ts_ms,
-        reason=f"{code} {msg}" if code else msg,
+        reason=msg,
     )
 
 

@@ -118,7 +118,7 @@ async def test_refused_order_is_a_rejected_report() -> None:
         report = await next_report(client)
         assert isinstance(report, Execution)
         assert (report.exec, report.status) == ("rejected", "rejected")
-        assert report.reason == "-2010 Account has insufficient balance for requested action."
+        assert report.reason == "Account has insufficient balance for requested action."
 
 
 async def test_duplicate_order_answers_with_its_status() -> None:
