@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kernel.binance.client import BinanceExecutionClient
 from kernel.binance.signing import Signer
@@ -205,9 +205,30 @@ async def binance_rules(config: Config) -> dict[str, TradingRules]:
     return {s: TradingRules(r.tick_size, r.lot_size, r.min_notional) for s, r in rules.items()}
 
 
+@runtime_checkable
+class RemembersOrders(Protocol):
+    """A venue client that wants each resumed live order's first venue order id (Binance: an order
+    replaced in an earlier run has later legs, and the journal's ``venue_order_id`` names its first)."""
+
+    def remember_order(self, client_order_id: str, first_venue_order_id: str) -> None:
+        """``client_order_id`` is live; the venue first accepted it as ``first_venue_order_id``."""
+
+
+def resume_orders(journal: Journal, client: KernelClient, **options: Any) -> OrderManager:
+    """``OrderManager.resume``, then each live order with a venue order id told to the client when it
+    wants them (``RemembersOrders``)."""
+    manager = OrderManager.resume(journal, client, **options)
+    if isinstance(client, RemembersOrders):
+        for client_order_id, order in manager.orders.items():
+            venue_order_id = order.data.get("venue_order_id")
+            if isinstance(venue_order_id, str) and venue_order_id:
+                client.remember_order(client_order_id, venue_order_id)
+    return manager
+
+
 def order_manager(journal: Journal, client: KernelClient, config: Config) -> OrderManager:
     """The order manager, resuming every live order of the journal."""
-    return OrderManager.resume(journal, client, status_timeout=config.venue.status_timeout_s)
+    return resume_orders(journal, client, status_timeout=config.venue.status_timeout_s)
 
 
 def feed_client(
@@ -288,6 +309,7 @@ __all__ = [
     "feed_client",
     "limits_with_rules",
     "order_manager",
+    "resume_orders",
     "start_control",
     "start_embedded_venue",
     "start_http",

@@ -25,6 +25,10 @@ for the new order, whose quantity is the new total less what the old one filled.
 cancel-replace as the old order canceled and a new one: the client folds that into one
 ``replaced`` report and adds the quantity filled before the replace to the new order's reports, so
 an order keeps one id and one cumulative quantity for life (its ``venue_order_id`` changes).
+The legs are ``kernel.binance.legs.OrderLegs``. After a restart the kernel tells the client each
+live order's first leg (``remember_order``, from the journal); a later leg's first report then waits
+for the order's history (``allOrders``, read in the background), and queries
+(``kernel.binance.queries``) read it too, so nothing counts a leg alone.
 """
 
 from __future__ import annotations
@@ -37,11 +41,9 @@ from decimal import Decimal
 from typing import Any
 
 from kernel.binance import reports, wire
-from kernel.binance.connection import BinanceConnection
 from kernel.binance.errors import (
     CANCEL_REJECTED,
     CANCEL_REPLACE_PARTIALLY_FAILED,
-    NEW_ORDER_REJECTED,
     TOO_MANY_ORDERS,
     BinanceBanned,
     BinanceError,
@@ -51,18 +53,15 @@ from kernel.binance.errors import (
     BinanceUnknownOutcome,
     BinanceWireError,
 )
+from kernel.binance.queries import BinanceQueries
 from kernel.binance.session import Json, WsApiSession
 from kernel.binance.signing import Signer
 from kernel.execution import Report, VenueError, VenueTimeout, VenueUnavailable
 from kernel.paper_protocol import (
-    PAGE_DEFAULT,
     Balance,
     Error,
     Execution,
-    Fill,
-    Fills,
     NewOrder,
-    OpenOrders,
     OrderSnapshot,
     OrderStatus,
 )
@@ -72,8 +71,6 @@ log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 
 _TIF = {"gtc": "GTC", "ioc": "IOC", "fok": "FOK"}
-MAX_TRADES_PAGE = 1000
-"""The most rows ``myTrades`` gives per request."""
 
 
 def order_params(order: NewOrder) -> Json:
@@ -92,23 +89,6 @@ def order_params(order: NewOrder) -> Json:
     return params
 
 
-def rejected(order: NewOrder, reason: str, ts_ms: int) -> Execution:
-    """``order`` refused before Binance executed anything."""
-    zero = ZERO
-    return Execution(
-        client_order_id=order.client_order_id,
-        exec="rejected",
-        status="rejected",
-        venue_order_id="",
-        qty=order.qty,
-        price=order.price,
-        cum_qty=zero,
-        leaves_qty=zero,
-        ts_ms=ts_ms,
-        reason=reason,
-    )
-
-
 def replace_refused(current: OrderSnapshot, reason: str, ts_ms: int) -> Execution:
     """A replace of ``current`` refused here (nothing sent): the order stays as it is."""
     return Execution(
@@ -125,7 +105,7 @@ def replace_refused(current: OrderSnapshot, reason: str, ts_ms: int) -> Executio
     )
 
 
-class BinanceExecutionClient(BinanceConnection):
+class BinanceExecutionClient(BinanceQueries):
     """``ExecutionClient`` (and ``reconcile.PagingClient``) on Binance spot for ``symbol``.
 
     ``signer`` signs requests for ``api_key`` (``HmacSigner`` or ``Ed25519Signer``); ``connection``
@@ -144,17 +124,13 @@ class BinanceExecutionClient(BinanceConnection):
         quote_asset: str = "",
         **connection: Any,
     ) -> None:
-        super().__init__(ws_api_url, symbol, api_key, signer, **connection)
+        super().__init__(
+            ws_api_url, symbol, api_key, signer, base_asset=base_asset, quote_asset=quote_asset, **connection
+        )
         self.on_anomaly = on_anomaly
         self._reports: asyncio.Queue[Report] = asyncio.Queue(report_queue)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._carried: dict[str, Decimal] = {}  # per client order id: what its earlier legs executed
-        self._leg_carry: dict[int, Decimal] = {}  # per replaced leg's order id: its own carried qty
-        self._old_legs: dict[str, list[int]] = {}  # per client order id: its replaced legs' order ids
-        self._replacing: dict[str, int] = {}  # client order id -> the leg being replaced, until the new leg shows
-        self._order_ids: dict[int, str] = {}  # Binance order id -> our client order id (fills name the former)
-        self.base_asset = base_asset
-        self.quote_asset = quote_asset
+        self._held: dict[str, list[wire.ExecutionReportEvent]] = {}  # events waiting for their order's history
         self.bad_events = 0
         """User data events that could not be read (logged, skipped)."""
 
@@ -166,6 +142,7 @@ class BinanceExecutionClient(BinanceConnection):
             if info is None:
                 raise BinanceRejected(-1121, f"Invalid symbol: Binance does not list {self.symbol}")
             self.base_asset, self.quote_asset = info.base_asset, info.quote_asset
+            self.legs.base_asset, self.legs.quote_asset = self.base_asset, self.quote_asset
         await super()._on_open(session)
 
     async def close(self) -> None:
@@ -182,55 +159,68 @@ class BinanceExecutionClient(BinanceConnection):
     async def _on_event(self, event: wire.UserEvent) -> None:
         try:
             await self._handle_event(event)
-        except (BinanceWireError, DecimalError) as exc:  # one bad event is skipped, loudly
-            self.bad_events += 1
-            log.error("Binance event skipped (%s): %r", exc, event)
-            if self.on_anomaly is not None:
-                self.on_anomaly("bad_event", str(exc), repr(event)[:500])
+        except (BinanceWireError, DecimalError) as exc:
+            self._bad_event(exc, event)
+
+    def _bad_event(self, exc: Exception, event: wire.UserEvent) -> None:
+        """One bad event is skipped, loudly."""
+        self.bad_events += 1
+        log.error("Binance event skipped (%s): %r", exc, event)
+        if self.on_anomaly is not None:
+            self.on_anomaly("bad_event", str(exc), repr(event)[:500])
 
     async def _handle_event(self, event: wire.UserEvent) -> None:
         if isinstance(event, wire.ExecutionReportEvent):
             if event.symbol == self.symbol:
-                report = self._translate(event)
-                if report is not None:
-                    await self._reports.put(report)
+                await self._execution_event(event)
         elif isinstance(event, wire.AccountPositionEvent):
             self._merge_balances(event.balances)
         elif isinstance(event, wire.StreamTerminatedEvent):
             await self.ws_api.recycle("user data stream terminated")  # a new session subscribes again
 
-    def _translate(self, event: wire.ExecutionReportEvent) -> Execution | None:
-        """An execution report as ours: a cancel-replace folded into one ``replaced`` report, each
-        leg's quantities plus what the order's earlier legs executed."""
+    async def _execution_event(self, event: wire.ExecutionReportEvent) -> None:
+        """An execution report as ours (``OrderLegs``). The first event of a leg that follows legs
+        replaced before a restart waits, with the order's later events, for its history (read in
+        the background: this runs on the connection's reader)."""
         coid = reports.client_order_id_of(event)
         self._order_ids[event.order_id] = coid
-        old_leg = self._replacing.get(coid)
-        replacing = old_leg is not None
-        carried = self._leg_carry.get(event.order_id, self._carried.get(coid, ZERO))
-        report = reports.execution_report(
-            event,
-            carried_qty=carried,
-            replacing=replacing,
-            base_asset=self.base_asset,
-            quote_asset=self.quote_asset,
-        )
-        if replacing and event.order_id != old_leg and event.execution_type in ("NEW", "REJECTED"):
-            del self._replacing[coid]  # the new leg showed: the replace is over
-        if report is not None and report.status not in ("new", "partially_filled") and coid not in self._replacing:
-            self._forget(coid)  # done: its legs' bookkeeping is no longer needed
-        return report
+        held = self._held.get(coid)
+        if held is not None:
+            held.append(event)
+        elif self.legs.needs_history(coid, event.order_id):
+            self._held[coid] = [event]
+            self._spawn(self._release_held(coid, event.order_id), f"binance-legs {coid}")
+        else:
+            await self._emit(event)
 
-    def seed(self, client_order_id: str, carried_qty: Decimal) -> None:
-        """After a restart: ``client_order_id``'s current leg follows legs (cancel-replaced) that
-        executed ``carried_qty`` (the journal knows: its cum_qty when it was last replaced). Without
-        it, a replaced order's status would count its current leg alone."""
-        if carried_qty:
-            self._carried[client_order_id] = carried_qty
+    async def _emit(self, event: wire.ExecutionReportEvent) -> None:
+        try:
+            report = self.legs.report(event)
+        except (BinanceWireError, DecimalError) as exc:
+            self._bad_event(exc, event)
+            return
+        if report is not None:
+            await self._reports.put(report)
 
-    def _forget(self, coid: str) -> None:
-        self._carried.pop(coid, None)
-        for order_id in self._old_legs.pop(coid, ()):
-            self._leg_carry.pop(order_id, None)
+    async def _release_held(self, coid: str, order_id: int) -> None:
+        try:
+            carried, ids = await self._history(coid, order_id)
+            self.legs.adopt(coid, order_id, carried, ids[:-1])
+        except VenueError as exc:  # reported on their own: status and reconciliation settle the totals
+            log.warning("history of %s not read (%s); its events are reported leg by leg", coid, exc)
+        held = self._held[coid]
+        while held:  # events coming meanwhile join the queue, in order
+            await self._emit(held.pop(0))
+        del self._held[coid]
+
+    def remember_order(self, client_order_id: str, first_venue_order_id: str) -> None:
+        """After a restart: ``client_order_id`` is a live order whose first leg (the journal's
+        ``venue_order_id``) is ``first_venue_order_id``; a later leg's reports and snapshots then
+        count what the order's earlier legs executed (read from ``allOrders`` once)."""
+        try:
+            self.legs.remember(client_order_id, int(first_venue_order_id))
+        except ValueError:
+            log.warning("order %s: venue order id %r is not Binance's", client_order_id, first_venue_order_id)
 
     def _merge_balances(self, rows: list[wire.PositionBalance] | list[wire.AssetBalance]) -> None:
         merged = {b.asset: b for b in self.last_balances or []}
@@ -292,11 +282,12 @@ class BinanceExecutionClient(BinanceConnection):
         except (VenueTimeout, VenueUnavailable, BinanceUnknownOutcome) as exc:
             log.warning("order.place %s: outcome unknown (%s); the kernel resolves it by order status", coid, exc)
         except BinanceError as exc:
-            if exc.code == NEW_ORDER_REJECTED and "duplicate" in exc.msg.lower():
+            refused = reports.order_rejected(exc.code, exc.msg, coid, self._now_ms())
+            if refused is None:  # a duplicate client order id: an earlier send went through
                 await self._duplicate(coid)
                 return
             log.warning("order.place %s refused: %s", coid, exc)
-            await self._reports.put(rejected(order, exc.msg, self._now_ms()))
+            await self._reports.put(refused)
 
     async def _duplicate(self, coid: str) -> None:
         try:
@@ -344,7 +335,8 @@ class BinanceExecutionClient(BinanceConnection):
                     {
                         "symbol": self.symbol,
                         "origClientOrderId": coid,
-                        "newQty": new_qty - self._carried.get(coid, ZERO),
+                        "newClientOrderId": coid,  # else Binance gives the order a random one
+                        "newQty": new_qty - self.legs.carried_qty(coid),
                     },
                 )
                 return
@@ -377,101 +369,15 @@ class BinanceExecutionClient(BinanceConnection):
         if current.order_type == "limit":
             params["timeInForce"] = _TIF.get(current.tif, "GTC")
             params["price"] = price
-        old_leg = int(current.venue_order_id)
-        before = self._carried.get(coid, ZERO)
-        self._leg_carry[old_leg] = before
-        self._old_legs.setdefault(coid, []).append(old_leg)
         self.ws_api.check_allowed()
         self._order_slot()
-        self._replacing[coid] = old_leg
-        self._carried[coid] = current.cum_qty  # before sending: the new leg's report may beat the answer
+        # before sending: the new leg's report may beat the answer
+        self.legs.begin_replace(coid, int(current.venue_order_id), current.cum_qty)
         try:
             await self._signed("order.cancelReplace", params)
         except BinanceError:
-            self._replacing.pop(coid, None)
-            self._carried[coid] = before
+            self.legs.end_replace(coid)
             raise
-
-    # -- queries ----------------------------------------------------------------------------------
-
-    async def order_status(self, client_order_id: str, timeout: float = 5.0) -> OrderSnapshot | None:
-        """Binance's view of one order (with its fills); ``None`` when it does not know it."""
-        del timeout  # every request is bounded by request_timeout
-        try:
-            response = await self._signed("order.status", {"symbol": self.symbol, "origClientOrderId": client_order_id})
-        except BinanceUnknownOrder:
-            return None
-        order = wire.decode_result(response, wire.OrderJson)
-        trades = await self._trades({"orderId": order.order_id})
-        return self._snapshot(order, trades, client_order_id)
-
-    def _snapshot(self, order: wire.OrderJson, trades: list[wire.TradeRow], coid: str = "") -> OrderSnapshot:
-        coid = coid or order.orig_client_order_id or order.client_order_id
-        self._order_ids[order.order_id] = coid
-        return reports.order_snapshot(
-            order,
-            trades,
-            carried_qty=self._leg_carry.get(order.order_id, self._carried.get(coid, ZERO)),
-            base_asset=self.base_asset,
-            quote_asset=self.quote_asset,
-            client_order_id=coid,
-        )
-
-    async def _trades(self, params: Json) -> list[wire.TradeRow]:
-        response = await self._signed("myTrades", {"symbol": self.symbol, **params})
-        return wire.decode_result(response, list[wire.TradeRow])
-
-    async def open_orders(self, timeout: float = 5.0) -> list[OrderSnapshot]:
-        """Every order of the symbol Binance holds as not done (fills not included)."""
-        del timeout
-        response = await self._signed("openOrders.status", {"symbol": self.symbol})
-        orders = wire.decode_result(response, list[wire.OrderJson])
-        return sorted((self._snapshot(o, []) for o in orders), key=lambda o: o.client_order_id)
-
-    async def open_orders_page(self, after: str = "", limit: int | None = None, timeout: float = 5.0) -> OpenOrders:
-        """The open orders whose client order id sorts after ``after``, at most ``limit`` (paged here:
-        Binance answers them all at once)."""
-        orders = [o for o in await self.open_orders(timeout) if o.client_order_id > after]
-        size = limit or PAGE_DEFAULT
-        page = orders[:size]
-        more = len(orders) > size
-        return OpenOrders(orders=page, more=more, next=page[-1].client_order_id if more and page else "")
-
-    async def fills_page(self, after: int, limit: int | None = None, timeout: float = 5.0) -> Fills:
-        """The symbol's fills with trade id above ``after`` (``fill_seq`` = Binance's trade id), oldest
-        first, each named by its order's client order id; ``last_fill_seq`` is the account's newest
-        trade id of the symbol (``myTrades`` names only the ``orderId``: its client order id is asked
-        once per order with ``order.status`` and remembered)."""
-        del timeout
-        size = min(limit or MAX_TRADES_PAGE, MAX_TRADES_PAGE)
-        rows = sorted(await self._trades({"fromId": after + 1, "limit": size}), key=lambda r: r.id)
-        newest = await self._trades({"limit": 1})
-        fills = []
-        for row in rows:
-            if row.id > after:
-                coid = await self._client_order_id(row.order_id)
-                fills.append(reports.fill_of(row, coid, base_asset=self.base_asset, quote_asset=self.quote_asset))
-        last = fills[-1].fill_seq if fills else after
-        newest_id = max([last, *(r.id for r in newest)])
-        return Fills(fills=fills, more=len(rows) >= size, next=last, last_fill_seq=newest_id)
-
-    async def _client_order_id(self, order_id: int) -> str:
-        coid = self._order_ids.get(order_id)
-        if coid is None:
-            response = await self._signed("order.status", {"symbol": self.symbol, "orderId": order_id})
-            order = wire.decode_result(response, wire.OrderJson)
-            coid = self._order_ids[order_id] = order.client_order_id
-        return coid
-
-    async def fills_since(self, after: int, timeout: float = 5.0) -> list[Fill]:
-        """Every fill with ``fill_seq > after``, in order (every page)."""
-        fills: list[Fill] = []
-        while True:
-            page = await self.fills_page(after, timeout=timeout)
-            fills.extend(page.fills)
-            if not page.more or page.next <= after:
-                return fills
-            after = page.next
 
     async def account_status(self) -> wire.AccountStatus:
         """``account.status`` (its balances also kept in ``last_balances``)."""

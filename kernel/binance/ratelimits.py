@@ -5,7 +5,8 @@ Binance counts ``REQUEST_WEIGHT`` per IP (e.g. 6000 per minute) and ``ORDERS`` p
 response. Over a limit a request fails with status 429 and ``retryAfter`` (epoch ms when one may
 send again); repeated violations ban the IP: status 418, ``retryAfter`` is when the ban ends.
 
-* ``pause_ms`` / ``banned_until_ms``: what a 429 or 418 answer means for us.
+* ``limit_of``: one ``rateLimits`` entry as a ``Limit`` (the 429/418 pauses themselves are
+  ``kernel.binance.session``'s).
 * ``RateLimitTracker``: fed the ``rateLimits`` of each answer (``observe``) and each order we send
   (``note_order``); ``order_pause_ms`` says whether one more order would go over an ``ORDERS``
   limit (counted locally between answers) and for how long to hold it, so the risk layer denies
@@ -27,10 +28,6 @@ INTERVAL_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_4
 """Length of each ``interval`` unit Binance uses."""
 ORDERS = "ORDERS"
 REQUEST_WEIGHT = "REQUEST_WEIGHT"
-DEFAULT_PAUSE_MS = 1_000
-"""Pause after a 429 that carries no ``retryAfter``."""
-DEFAULT_BAN_MS = 120_000
-"""A 418 without ``retryAfter`` is taken as the shortest documented ban: 2 minutes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,23 +48,6 @@ def limit_of(row: RateLimit) -> Limit:
     if unit is None or row.interval_num < 1:
         raise BinanceWireError(f"rate limit {row.rate_limit_type}: unknown interval {row.interval_num} {row.interval}")
     return Limit(row.rate_limit_type, unit * row.interval_num, row.limit, row.count)
-
-
-def pause_ms(status: int, retry_after_ms: int | None, server_now_ms: int) -> int:
-    """How long to hold requests after an answer with ``status``: until ``retry_after_ms`` for a
-    429 or 418 (``DEFAULT_PAUSE_MS``/``DEFAULT_BAN_MS`` without it), never negative; 0 for any other status."""
-    if status not in (418, 429):
-        return 0
-    if retry_after_ms is None:
-        return DEFAULT_BAN_MS if status == 418 else DEFAULT_PAUSE_MS
-    return max(0, retry_after_ms - server_now_ms)
-
-
-def banned_until_ms(status: int, retry_after_ms: int | None, server_now_ms: int) -> int | None:
-    """For a 418 (IP banned), when the ban ends (Binance's time); None for any other status."""
-    if status != 418:
-        return None
-    return retry_after_ms if retry_after_ms is not None else server_now_ms + DEFAULT_BAN_MS
 
 
 def _window_start(at_ms: int, window_ms: int) -> int:

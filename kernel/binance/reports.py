@@ -7,12 +7,12 @@ are the tables ``docs/venues/binance.md`` shows; the functions below apply them:
   cancel leg of our own ``order.cancelReplace``).
 * ``order_snapshot``: an order object (``order.status``, ``openOrders.status``) and its
   ``myTrades`` rows → ``OrderSnapshot``; ``fill_of``: one ``myTrades`` row → ``Fill``.
-* ``OrderLegs``: ``execution_report`` kept per client order id across ``order.cancelReplace`` legs.
+* ``kernel.binance.legs.OrderLegs`` keeps ``execution_report`` per client order id across
+  ``order.cancelReplace`` legs.
 * ``order_rejected``: a refused ``order.place`` → ``rejected`` (``None`` for a duplicate id).
 * ``cancel_rejected`` / ``replace_rejected``: a refused cancel or replace → ``Execution`` whose
   reason starts ``unknown order`` when Binance no longer has the order working (-2011 "Unknown
   order sent.", -2013, -2026), so the order manager settles it with a status query.
-* ``replace_failed``: a failed ``order.cancelReplace`` → ``replace_rejected`` or ``canceled``.
 * ``balances_of``: ``account.status`` → ``BalancesReport``.
 
 Two Binance facts shape the details:
@@ -38,13 +38,9 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Final, TypeVar
 
-import msgspec
-
 from kernel.binance.errors import BinanceWireError, is_duplicate_order, is_unknown_order
 from kernel.binance.wire import (
     AccountStatus,
-    CancelReplaceResult,
-    ErrorObject,
     ExecutionReportEvent,
     OrderJson,
     TradeRow,
@@ -242,98 +238,6 @@ def _reason(event: ExecutionReportEvent, replacing: bool) -> str | None:
     return None
 
 
-class OrderLegs:
-    """The legs of our orders at Binance: per client order id, the ``orderId`` of its current leg,
-    what earlier legs executed (``carried_qty``) and whether an ``order.cancelReplace`` is in
-    flight. Feed it every ``executionReport`` (``report``); tell it of each cancelReplace sent
-    (``begin_replace``), refused with nothing changed (``end_replace``) or ending the order
-    (``forget``). Pure: no I/O, no clock. An order is forgotten once done. After a restart,
-    ``seed`` each live order that was replaced before.
-    """
-
-    __slots__ = ("_legs", "base_asset", "quote_asset")
-
-    def __init__(self, base_asset: str = "", quote_asset: str = "") -> None:
-        """``base_asset``/``quote_asset`` value fees (``fee_in_quote``)."""
-        self.base_asset = base_asset
-        self.quote_asset = quote_asset
-        self._legs: dict[str, _Leg] = {}
-
-    def seed(self, client_order_id: str, order_id: int, carried_qty: Decimal) -> None:
-        """Start from a known leg: ``order_id`` is current, earlier legs executed ``carried_qty``."""
-        self._legs[client_order_id] = _Leg(order_id, carried_qty)
-
-    def begin_replace(self, client_order_id: str, order_id: int) -> None:
-        """An ``order.cancelReplace`` of ``client_order_id``, whose current leg is ``order_id``, was sent."""
-        leg = self._legs.get(client_order_id)
-        if leg is None or leg.order_id != order_id:
-            leg = _Leg(order_id, ZERO if leg is None else leg.carried)
-            self._legs[client_order_id] = leg
-        leg.replacing = True
-
-    def end_replace(self, client_order_id: str) -> None:
-        """The cancelReplace was refused and nothing changed (its cancel half failed)."""
-        leg = self._legs.get(client_order_id)
-        if leg is not None:
-            leg.replacing = False
-
-    def forget(self, client_order_id: str) -> None:
-        """Drop ``client_order_id`` (its order is done, e.g. a replace whose new order failed)."""
-        self._legs.pop(client_order_id, None)
-
-    def carried_qty(self, client_order_id: str) -> Decimal:
-        """What earlier legs of ``client_order_id`` executed (0 when never replaced)."""
-        leg = self._legs.get(client_order_id)
-        return ZERO if leg is None else leg.carried
-
-    def replacing(self, client_order_id: str) -> bool:
-        """True while a cancelReplace of ``client_order_id`` is in flight."""
-        leg = self._legs.get(client_order_id)
-        return leg is not None and leg.replacing
-
-    def report(self, event: ExecutionReportEvent) -> Execution | None:
-        """``event`` as our ``Execution``; ``None`` for the old leg's cancel during a replace and for
-        a late event of a leg already replaced. Raises ``BinanceWireError`` as ``execution_report``
-        does (the legs are then unchanged)."""
-        coid = client_order_id_of(event)
-        leg = self._legs.get(coid) or _Leg(event.order_id)
-        if event.order_id in leg.previous:
-            return None
-        if event.order_id == leg.order_id:
-            replacing = leg.replacing and event.execution_type == "CANCELED"
-        elif leg.replacing:  # the first event of the leg the cancelReplace placed
-            leg = _Leg(event.order_id, leg.carried + leg.cum, previous=(*leg.previous, leg.order_id))
-            replacing = True
-        else:
-            # A leg we do not know (replaced before a restart, not seeded): report it on its own;
-            # the status query and reconciliation settle the totals.
-            return execution_report(event, base_asset=self.base_asset, quote_asset=self.quote_asset)
-        report = execution_report(
-            event,
-            carried_qty=leg.carried,
-            replacing=replacing,
-            base_asset=self.base_asset,
-            quote_asset=self.quote_asset,
-        )
-        leg.cum = _decimal(event.cum_qty, "z")
-        if report is not None and report.status not in LIVE:
-            self._legs.pop(coid, None)
-        else:
-            self._legs[coid] = leg
-        return report
-
-
-class _Leg:
-    __slots__ = ("carried", "cum", "order_id", "previous", "replacing")
-
-    def __init__(self, order_id: int, carried: Decimal = ZERO, *, previous: tuple[int, ...] = ()) -> None:
-        self.order_id = order_id
-        self.carried = carried
-        self.cum = ZERO
-        self.replacing = False
-        self.previous = previous
-
-
 def fill_of(row: TradeRow, client_order_id: str = "", *, base_asset: str = "", quote_asset: str = "") -> Fill:
     """One ``myTrades`` row as our ``Fill``: ``trade_id`` and ``fill_seq`` are Binance's trade ``id``
     (``myTrades`` does not name the client order id: pass it). Raises ``BinanceWireError`` for a malformed number."""
@@ -411,7 +315,7 @@ def order_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) ->
     """A refused ``order.place`` (status 400: a filter failure, insufficient balance, ...) as our
     ``rejected``; ``None`` for a duplicate client order id (``errors.is_duplicate_order``): the
     order exists, so the caller queries its status instead. Rate limits (429) and unknown outcomes
-    (5xx, -1006, -1007) are not rejections: do not pass them here."""
+    (5xx, -1006, -1007) are not rejections: do not pass them here. The reason is Binance's ``msg``."""
     if is_duplicate_order(code, msg):
         return None
     return Execution(
@@ -424,7 +328,7 @@ def order_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) ->
         cum_qty=ZERO,
         leaves_qty=ZERO,
         ts_ms=ts_ms,
-        reason=f"{code} {msg}",
+        reason=msg,
     )
 
 
@@ -438,49 +342,6 @@ def replace_rejected(code: int, msg: str, client_order_id: str, ts_ms: int = 0) 
     """A refused ``order.cancelReplace``/``order.amend.keepPriority`` as ``replace_rejected`` (the
     cancel half's ``code``/``msg`` for a cancelReplace); ``unknown order`` as for ``cancel_rejected``."""
     return _request_rejected("replace_rejected", code, msg, client_order_id, ts_ms)
-
-
-def replace_failed(error: ErrorObject, client_order_id: str, ts_ms: int = 0) -> Execution:
-    """A failed ``order.cancelReplace`` (``STOP_ON_FAILURE``) as our report, from its ``error.data``:
-
-    * the cancel half failed (nothing changed): ``replace_rejected`` with the cancel's code and
-      message (``unknown order`` when Binance no longer has the order);
-    * the cancel went through and the new order failed (status 409, -2021): our order is gone,
-      ``canceled``, with the cancel answer's quantities;
-    * no usable ``data``: ``replace_rejected`` with the error's own code and message.
-
-    The user data stream reports the same outcome (``execution_report`` with ``replacing``): use one of the two.
-    """
-    try:
-        halves = msgspec.convert(error.data, CancelReplaceResult) if error.data is not None else None
-    except msgspec.ValidationError:
-        halves = None
-    if halves is None:
-        return replace_rejected(error.code, error.msg, client_order_id, ts_ms)
-    cancel = halves.cancel_response or {}
-    if halves.cancel_result != "SUCCESS":
-        code = cancel.get("code")
-        return replace_rejected(
-            code if isinstance(code, int) else error.code, str(cancel.get("msg", error.msg)), client_order_id, ts_ms
-        )
-    new_order = halves.new_order_response or {}
-    why = f"{new_order.get('code', error.code)} {new_order.get('msg', error.msg)}"
-    try:
-        old = msgspec.convert(cancel, OrderJson)
-    except msgspec.ValidationError as exc:
-        raise BinanceWireError(f"cancelReplace: unexpected cancelResponse: {exc}") from None
-    return Execution(
-        client_order_id=client_order_id,
-        exec="canceled",
-        status="canceled",
-        venue_order_id=str(old.order_id),
-        qty=_decimal(old.orig_qty, "origQty"),
-        price=_price(old.type, old.price),
-        cum_qty=_decimal(old.executed_qty, "executedQty"),
-        leaves_qty=ZERO,
-        ts_ms=old.transact_time if old.transact_time is not None else ts_ms,
-        reason=f"replace: new order rejected after the cancel: {why}",
-    )
 
 
 def balances_of(account: AccountStatus, assets: Iterable[str] = ()) -> BalancesReport:

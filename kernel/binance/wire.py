@@ -12,8 +12,6 @@ fields over time); the single-letter user-data names are given full names throug
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -101,49 +99,6 @@ class OrderJson(msgspec.Struct, frozen=True, rename="camel"):
     transact_time: int | None = None
     working_time: int | None = None
     fills: list[FillRow] = msgspec.field(default_factory=list)
-
-
-class AckJson(msgspec.Struct, frozen=True, rename="camel"):
-    """An ``order.place`` answer with ``newOrderRespType=ACK``."""
-
-    symbol: str
-    order_id: int
-    client_order_id: str
-    transact_time: int
-
-
-class AmendedOrder(msgspec.Struct, frozen=True, rename="camel"):
-    """The order inside an ``order.amend.keepPriority`` answer (note ``qty``, not ``origQty``)."""
-
-    symbol: str
-    order_id: int
-    client_order_id: str
-    price: str
-    qty: str
-    executed_qty: str
-    status: str
-    time_in_force: str
-    type: str
-    side: str
-    orig_client_order_id: str = ""
-
-
-class AmendResult(msgspec.Struct, frozen=True, rename="camel"):
-    """Result of ``order.amend.keepPriority``."""
-
-    transact_time: int
-    amended_order: AmendedOrder
-    execution_id: int | None = None
-
-
-class CancelReplaceResult(msgspec.Struct, frozen=True, rename="camel"):
-    """Result of ``order.cancelReplace`` (also ``error.data`` of a failed one: then a half that
-    failed is ``{code, msg}`` and one not attempted is null, so the halves stay raw dicts)."""
-
-    cancel_result: str
-    new_order_result: str
-    cancel_response: dict[str, Any] | None = None
-    new_order_response: dict[str, Any] | None = None
 
 
 class TradeRow(msgspec.Struct, frozen=True, rename="camel"):
@@ -296,20 +251,10 @@ class _EventType(msgspec.Struct, frozen=True):
     e: str
 
 
-_encoder = msgspec.json.Encoder()
 _probe = msgspec.json.Decoder(_Probe)
 _response = msgspec.json.Decoder(Response)
 _event_frame = msgspec.json.Decoder(EventFrame)
 _event_type = msgspec.json.Decoder(_EventType)
-
-
-def encode_request(request_id: str, method: str, params: Mapping[str, object] | None = None) -> bytes:
-    """A request frame ``{"id", "method", "params"}`` (``params`` left out when None; Decimals as
-    plain text, never with an exponent)."""
-    request: dict[str, object] = {"id": request_id, "method": method}
-    if params is not None:
-        request["params"] = {k: format(v, "f") if isinstance(v, Decimal) else v for k, v in params.items()}
-    return _encoder.encode(request)
 
 
 def decode_frame(data: bytes | str) -> Response | EventFrame:

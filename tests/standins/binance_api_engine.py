@@ -268,6 +268,23 @@ class Exchange:
         matches = [o for o in self.orders.values() if o.client_order_id == client_order_id]
         return max(matches, key=lambda o: o.order_id) if matches else None
 
+    def orders_from(self, order_id: int | None, limit: int) -> list[Order]:
+        """``allOrders`` by id: from ``order_id`` up (oldest first), else the most recent ``limit``."""
+        orders = sorted(self.orders.values(), key=lambda o: o.order_id)
+        if order_id is not None:
+            return [o for o in orders if o.order_id >= order_id][:limit]
+        return orders[-limit:]
+
+    def orders_updated(self, start_ms: int | None, end_ms: int | None, limit: int) -> list[Order]:
+        """``allOrders`` by time: the orders whose last update falls in ``[start_ms, end_ms]``
+        (either end open), the oldest ``limit`` of them."""
+        orders = sorted(self.orders.values(), key=lambda o: o.order_id)
+        return [
+            o
+            for o in orders
+            if (start_ms is None or o.update_time >= start_ms) and (end_ms is None or o.update_time <= end_ms)
+        ][:limit]
+
     def check_filters(self, order_type: str, price: Decimal, qty: Decimal) -> None:
         """PRICE_FILTER, LOT_SIZE and NOTIONAL (``filters.md``): -1013 on a failure."""
         if order_type != "MARKET" and (price <= ZERO or price % self.tick != ZERO):

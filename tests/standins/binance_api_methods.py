@@ -31,10 +31,13 @@ SIGNED = {
     "order.status",
     "openOrders.status",
     "myTrades",
+    "allOrders",
     "account.status",
     "userDataStream.subscribe.signature",
 }
 """Methods that need ``apiKey``, ``timestamp`` and ``signature``."""
+
+DAY_MS = 86_400_000
 
 ORDER_METHODS = {"order.place", "order.cancelReplace", "order.amend.keepPriority"}
 """Methods that report the ``ORDERS`` rate limits."""
@@ -152,7 +155,7 @@ class Methods:
             raise ApiError(400, -1102, f"Unknown method '{method}'.")
         if method in SIGNED:
             self.verify(params, now_ms)
-        if method.startswith(("order.", "openOrders", "myTrades")):
+        if method.startswith(("order.", "openOrders", "myTrades", "allOrders")):
             symbol = params.get("symbol")
             if symbol is None and method != "openOrders.status":
                 raise mandatory("symbol")
@@ -168,6 +171,7 @@ class Methods:
             "order.amend.keepPriority": 4,
             "order.status": 4,
             "account.status": 20,
+            "allOrders": 20,
             "userDataStream.subscribe.signature": 2,
             "userDataStream.unsubscribe": 2,
             "session.subscriptions": 2,
@@ -395,6 +399,23 @@ class Methods:
         return self.exchange.my_trades(
             None if from_id is None else int(from_id), None if order_id is None else int(order_id), limit
         )
+
+    def do_allOrders(self, params: dict[str, Any], now_ms: int) -> Any:
+        """``allOrders``: with ``startTime``/``endTime`` (at most 24 h apart, else -1127) the orders
+        last updated in that range (``orderId`` ignored); else from ``orderId`` up; else the most
+        recent. At most ``limit`` (default 500, at most 1000), oldest first."""
+        limit = min(max(int(params.get("limit", 500)), 1), 1000)
+        start, end = params.get("startTime"), params.get("endTime")
+        if start is not None or end is not None:
+            if start is not None and end is not None and int(end) - int(start) > DAY_MS:
+                raise ApiError(400, -1127, "More than 24 hours between startTime and endTime.")
+            orders = self.exchange.orders_updated(
+                None if start is None else int(start), None if end is None else int(end), limit
+            )
+        else:
+            order_id = params.get("orderId")
+            orders = self.exchange.orders_from(None if order_id is None else int(order_id), limit)
+        return [order_json(self.exchange.symbol, o) for o in orders]
 
     def do_account_status(self, params: dict[str, Any], now_ms: int) -> Any:
         """``account.status``: balances, ``canTrade``, ``permissions``."""

@@ -340,6 +340,42 @@ async def test_cancel_replace_keeps_the_client_id_and_amend_keeps_the_order() ->
         assert failed["error"]["data"]["newOrderResult"] == "NOT_ATTEMPTED"
 
 
+@pytest.mark.asyncio
+async def test_all_orders_from_an_order_id_the_most_recent_and_by_time() -> None:
+    async with quiet() as venue, connect(venue.ws_api_url) as ws:
+        client = Client(ws)
+        ids = [
+            (await client.call("order.place", limit_order("29000.00", "0.01", f"hist{n}")))["result"]["orderId"]
+            for n in range(3)
+        ]
+        await client.call("order.cancel", signed({"symbol": "BTCUSDT", "origClientOrderId": "hist0"}))
+        before = (await client.call("time"))["rateLimits"][0]["count"]
+        answer = await client.call("allOrders", signed({"symbol": "BTCUSDT", "orderId": ids[1]}))
+        assert answer["rateLimits"][0]["count"] == before + 20  # weight 20
+        assert [(o["orderId"], o["clientOrderId"]) for o in answer["result"]] == [(ids[1], "hist1"), (ids[2], "hist2")]
+        every = (await client.call("allOrders", signed({"symbol": "BTCUSDT", "orderId": ids[0]})))["result"]
+        assert [(o["clientOrderId"], o["status"], o["origQty"]) for o in every] == [
+            ("hist0", "CANCELED", "0.01000000"),
+            ("hist1", "NEW", "0.01000000"),
+            ("hist2", "NEW", "0.01000000"),
+        ]
+        one = (await client.call("allOrders", signed({"symbol": "BTCUSDT", "orderId": ids[0], "limit": 1})))["result"]
+        assert [o["orderId"] for o in one] == [ids[0]]
+        recent = (await client.call("allOrders", signed({"symbol": "BTCUSDT", "limit": 2})))["result"]
+        assert [o["orderId"] for o in recent] == [ids[1], ids[2]]
+        # a time range wins over orderId; nothing was updated in the first second of 1970
+        old = signed({"symbol": "BTCUSDT", "orderId": ids[0], "startTime": 0, "endTime": 1000})
+        assert (await client.call("allOrders", old))["result"] == []
+        now = int(time.time() * 1000)
+        recent_hour = signed({"symbol": "BTCUSDT", "startTime": now - 3_600_000, "endTime": now + 1000})
+        assert len((await client.call("allOrders", recent_hour))["result"]) == 3
+        too_long = signed({"symbol": "BTCUSDT", "startTime": 0, "endTime": 86_400_001})
+        refused = await client.call("allOrders", too_long)
+        assert (refused["status"], refused["error"]["code"]) == (400, -1127)
+        unsigned = await client.call("allOrders", {"symbol": "BTCUSDT"})
+        assert unsigned["status"] == 400
+
+
 # -- user data stream, faults -----------------------------------------------------------------------
 
 

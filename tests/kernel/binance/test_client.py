@@ -394,7 +394,12 @@ async def test_qty_decrease_at_the_same_price_amends_keeping_priority() -> None:
         async with asyncio.timeout(2):
             while "order.amend.keepPriority" not in api.methods():
                 await asyncio.sleep(0.01)
-        assert api.calls[-1][1]["newQty"] == "0.005"
+        params = api.calls[-1][1]
+        assert (params["newQty"], params["origClientOrderId"], params["newClientOrderId"]) == (
+            "0.005",
+            "o1-1-000001",
+            "o1-1-000001",
+        )
         assert "order.cancelReplace" not in api.methods()
 
 
@@ -481,14 +486,94 @@ async def test_a_refused_subscription_is_retried_on_a_new_connection() -> None:
             assert "-2015" in client.ws_api.last_error
 
 
-async def test_seeded_carry_after_a_restart_counts_earlier_legs() -> None:
+def leg_trade(trade_id: int, order_id: int, qty: str) -> dict[str, Any]:
+    """A ``myTrades`` row of ``order_id`` at 100."""
+    return {
+        "symbol": "BTCUSDT",
+        "id": trade_id,
+        "orderId": order_id,
+        "price": "100.00",
+        "qty": qty,
+        "commission": "0",
+        "commissionAsset": "USDT",
+        "time": trade_id,
+        "isBuyer": True,
+        "isMaker": False,
+    }
+
+
+async def test_a_remembered_order_counts_its_earlier_legs_from_all_orders() -> None:
+    coid = "o1-1-000001"
     async with FakeWsApi() as api, connected(api) as client:
-        api.answers["order.status"] = lambda p: ok(order_json("o1-1-000001", 12, "PARTIALLY_FILLED", "0.00100"))
-        api.answers["myTrades"] = lambda p: ok([])
-        before = await client.order_status("o1-1-000001", 1.0)
-        assert before is not None
-        assert (before.qty, before.cum_qty) == (Decimal("0.01"), Decimal("0.001"))  # the leg alone
-        client.seed("o1-1-000001", Decimal("0.004"))  # an earlier leg executed 0.004
-        after = await client.order_status("o1-1-000001", 1.0)
-        assert after is not None
-        assert (after.qty, after.cum_qty, after.leaves_qty) == (Decimal("0.014"), Decimal("0.005"), Decimal("0.009"))
+        # leg 11 (ours) executed 0.004 then was cancel-replaced by leg 13: 0.01 left, 0.001 executed
+        api.answers["order.status"] = lambda p: ok(order_json(coid, 13, "PARTIALLY_FILLED", "0.00100"))
+        api.answers["allOrders"] = lambda p: ok(
+            [
+                order_json(coid, 11, "CANCELED", "0.00400"),
+                order_json("o1-1-000002", 12, "FILLED", "0.01000"),
+                order_json(coid, 13, "PARTIALLY_FILLED", "0.00100"),
+                order_json("o1-1-000003", 14, "NEW"),
+            ][: p["limit"]]
+        )
+        trades = {11: [leg_trade(70, 11, "0.004")], 13: [leg_trade(72, 13, "0.001")]}
+        api.answers["myTrades"] = lambda p: ok(trades[p["orderId"]])
+        client.remember_order(coid, "11")  # the journal's venue_order_id: the first leg
+        status = await client.order_status(coid, 1.0)
+        assert status is not None
+        assert (status.qty, status.cum_qty, status.leaves_qty, status.status, status.venue_order_id) == (
+            Decimal("0.014"),
+            Decimal("0.005"),
+            Decimal("0.009"),
+            "partially_filled",
+            "13",
+        )
+        assert [(f.trade_id, f.qty) for f in status.fills] == [("70", Decimal("0.004")), ("72", Decimal("0.001"))]
+        (asked,) = [params for method, params in api.calls if method == "allOrders"]
+        assert (asked["orderId"], asked["limit"]) == (11, 1000)
+        # remembered: the open orders and the new leg's reports carry the earlier leg without asking again
+        api.answers["openOrders.status"] = lambda p: ok([order_json(coid, 13, "PARTIALLY_FILLED", "0.00100")])
+        (open_order,) = await client.open_orders(1.0)
+        assert (open_order.qty, open_order.cum_qty) == (Decimal("0.014"), Decimal("0.005"))
+        await api.push(
+            execution_report(coid, "TRADE", "PARTIALLY_FILLED", 13, l="0.00200", z="0.00300", L="100.00", t=73)
+        )
+        trade = await next_report(client)
+        assert (trade.exec, trade.qty, trade.cum_qty, trade.leaves_qty) == (
+            "trade",
+            Decimal("0.014"),
+            Decimal("0.007"),
+            Decimal("0.007"),
+        )
+        assert api.methods().count("allOrders") == 1
+
+
+async def test_a_remembered_order_never_replaced_needs_no_history() -> None:
+    coid = "o1-1-000001"
+    async with FakeWsApi() as api, connected(api) as client:
+        api.answers["order.status"] = lambda p: ok(order_json(coid, 11, "PARTIALLY_FILLED", "0.00400"))
+        api.answers["myTrades"] = lambda p: ok([leg_trade(70, 11, "0.004")])
+        client.remember_order(coid, "11")
+        status = await client.order_status(coid, 1.0)
+        assert status is not None
+        assert (status.qty, status.cum_qty, [f.trade_id for f in status.fills]) == (
+            Decimal("0.01"),
+            Decimal("0.004"),
+            ["70"],
+        )
+        assert "allOrders" not in api.methods()
+
+
+async def test_the_first_report_of_a_later_leg_after_a_restart_waits_for_the_history() -> None:
+    coid = "o1-1-000001"
+    async with FakeWsApi() as api, connected(api) as client:
+        api.answers["allOrders"] = lambda p: ok(
+            [order_json(coid, 11, "CANCELED", "0.00400"), order_json(coid, 13, "PARTIALLY_FILLED", "0.00100")]
+        )
+        client.remember_order(coid, "11")
+        await api.push(
+            execution_report(coid, "TRADE", "PARTIALLY_FILLED", 13, l="0.00100", z="0.00100", L="100.00", t=72)
+        )
+        await api.push(execution_report(coid, "TRADE", "FILLED", 13, l="0.00900", z="0.01000", L="100.00", t=73))
+        first, second = await next_report(client), await next_report(client)
+        assert (first.qty, first.cum_qty, first.status) == (Decimal("0.014"), Decimal("0.005"), "partially_filled")
+        assert (second.qty, second.cum_qty, second.status) == (Decimal("0.014"), Decimal("0.014"), "filled")

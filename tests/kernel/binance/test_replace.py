@@ -1,15 +1,13 @@
 """Replacing an order at Binance: ``order.cancelReplace`` makes a new leg (new ``orderId``, same
-client order id); its reports and a failed replace in our types. Expectations written by hand."""
+client order id); its reports in our types, kept across legs by ``OrderLegs``. Expectations written by hand."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
-from kernel.binance.errors import BinanceWireError
-from kernel.binance.reports import OrderLegs, execution_report, replace_failed
-from kernel.binance.wire import ErrorObject
+from kernel.binance.legs import OrderLegs, leg_history
+from kernel.binance.reports import execution_report
+from kernel.binance.wire import OrderJson
 from kernel.paper_protocol import Execution, Fill
 from tests.kernel.binance._events import OURS, event
 
@@ -56,75 +54,6 @@ def test_a_trade_on_the_new_leg_counts_the_carried_qty() -> None:
     )
     assert report is not None
     assert (report.status, report.qty, report.cum_qty, report.leaves_qty) == ("filled", D("1.0"), D("1.0"), D("0"))
-
-
-# -- a failed order.cancelReplace (STOP_ON_FAILURE) -------------------------------------------
-
-
-def test_a_cancel_replace_whose_cancel_failed_is_a_replace_reject_of_an_unknown_order() -> None:
-    # web-socket-api.md, "Cancel and replace order": the STOP_ON_FAILURE answer with status 400.
-    error = ErrorObject(
-        code=-2022,
-        msg="Order cancel-replace failed.",
-        data={
-            "cancelResult": "FAILURE",
-            "newOrderResult": "NOT_ATTEMPTED",
-            "cancelResponse": {"code": -2011, "msg": "Unknown order sent."},
-            "newOrderResponse": None,
-        },
-    )
-    report = replace_failed(error, OURS, ts_ms=3)
-    assert (report.exec, report.status, report.reason, report.ts_ms) == (
-        "replace_rejected",
-        "rejected",
-        "unknown order: -2011 Unknown order sent.",
-        3,
-    )
-
-
-def test_a_cancel_replace_whose_new_order_failed_leaves_our_order_canceled() -> None:
-    error = ErrorObject(
-        code=-2021,
-        msg="Order cancel-replace partially failed.",
-        data={
-            "cancelResult": "SUCCESS",
-            "newOrderResult": "FAILURE",
-            "cancelResponse": {
-                "symbol": "BTCUSDT",
-                "origClientOrderId": OURS,
-                "orderId": 125690984230,
-                "orderListId": -1,
-                "clientOrderId": "91fe37ce9e69c90d6358c0",
-                "transactTime": 1684804350068,
-                "price": "23450.00000000",
-                "origQty": "0.00847000",
-                "executedQty": "0.00001000",
-                "cummulativeQuoteQty": "0.23450000",
-                "status": "CANCELED",
-                "timeInForce": "GTC",
-                "type": "LIMIT",
-                "side": "SELL",
-            },
-            "newOrderResponse": {"code": -2010, "msg": "Order would immediately match and take."},
-        },
-    )
-    assert replace_failed(error, OURS) == Execution(
-        client_order_id=OURS,
-        exec="canceled",
-        status="canceled",
-        venue_order_id="125690984230",
-        qty=D("0.00847"),
-        price=D("23450"),
-        cum_qty=D("0.00001"),
-        leaves_qty=D("0"),
-        ts_ms=1684804350068,
-        reason="replace: new order rejected after the cancel: -2010 Order would immediately match and take.",
-    )
-
-
-def test_a_cancel_replace_error_without_data_is_a_replace_reject_of_its_own_code() -> None:
-    report = replace_failed(ErrorObject(code=-1013, msg="Filter failure: LOT_SIZE"), OURS)
-    assert (report.exec, report.status, report.reason) == ("replace_rejected", "new", "-1013 Filter failure: LOT_SIZE")
 
 
 # -- OrderLegs: the same, kept per client order id --------------------------------------------
@@ -268,18 +197,78 @@ def test_order_legs_forget() -> None:
     assert not legs.replacing(OURS)
 
 
-def test_a_cancel_replace_error_with_other_data_is_a_replace_reject_of_its_own_code() -> None:
-    report = replace_failed(ErrorObject(code=-1021, msg="Timestamp outside recvWindow.", data={"serverTime": 1}), OURS)
-    assert (report.exec, report.reason) == ("replace_rejected", "-1021 Timestamp outside recvWindow.")
-
-
-def test_a_cancel_replace_whose_cancel_answer_is_malformed_is_a_wire_error() -> None:
-    data = {"cancelResult": "SUCCESS", "newOrderResult": "FAILURE", "cancelResponse": {"orderId": "x"}}
-    with pytest.raises(BinanceWireError, match="unexpected cancelResponse"):
-        replace_failed(ErrorObject(code=-2021, msg="Order cancel-replace partially failed.", data=data), OURS)
-
-
 def test_order_legs_end_replace_of_an_unknown_order_does_nothing() -> None:
     legs = OrderLegs()
     legs.end_replace(OURS)
     assert not legs.replacing(OURS)
+
+
+# -- the first leg and the history of an order replaced before a restart ------------------------
+
+
+def order_row(order_id: int, coid: str, executed: str, *, orig: str = "") -> OrderJson:
+    return OrderJson(
+        symbol="BTCUSDT",
+        order_id=order_id,
+        client_order_id=coid,
+        price="100",
+        orig_qty="1",
+        executed_qty=executed,
+        status="CANCELED",
+        time_in_force="GTC",
+        type="LIMIT",
+        side="BUY",
+        orig_client_order_id=orig,
+    )
+
+
+def test_leg_history_sums_the_earlier_legs_of_one_client_order_id() -> None:
+    rows = [
+        order_row(9, "other", "5"),
+        order_row(10, OURS, "0.3"),
+        order_row(11, "other", "1"),
+        order_row(12, OURS, "0.2"),
+        order_row(13, OURS, "0.1"),  # the newest leg: not carried
+        order_row(14, OURS, "0.7"),  # after the newest: not ours to count
+    ]
+    assert leg_history(rows, OURS, 13) == (D("0.5"), [10, 12, 13])
+    assert leg_history([], OURS, 13) == (D("0"), [13])
+
+
+def test_a_remembered_first_leg_is_carried_nothing_a_later_one_needs_the_history() -> None:
+    legs = OrderLegs()
+    legs.remember(OURS, 555)
+    assert legs.first_leg(OURS) == 555
+    assert legs.carried_for(OURS, 555) == D("0")
+    assert not legs.needs_history(OURS, 555)
+    assert legs.carried_for(OURS, 777) is None
+    assert legs.needs_history(OURS, 777)
+    legs.adopt(OURS, 777, D("0.4"), [555])
+    assert (legs.carried_for(OURS, 777), legs.leg_ids(OURS, 777), legs.needs_history(OURS, 777)) == (
+        D("0.4"),
+        [555, 777],
+        False,
+    )
+    assert legs.report(event(x="CANCELED", X="CANCELED", i=555, c="x", C=OURS)) is None  # a late old leg's event
+    trade = legs.report(event(x="TRADE", X="PARTIALLY_FILLED", i=777, q="0.8", l="0.2", z="0.2", L="100", t=5))
+    assert trade is not None
+    assert (trade.qty, trade.cum_qty, trade.leaves_qty) == (D("1.2"), D("0.6"), D("0.6"))
+
+
+def test_an_order_never_seen_is_its_own_first_leg_and_a_done_order_keeps_its_first_leg() -> None:
+    legs = OrderLegs()
+    assert legs.carried_for(OURS, 555) == D("0")
+    legs.report(event(x="TRADE", X="PARTIALLY_FILLED", l="0.4", z="0.4", L="100", t=1))
+    legs.begin_replace(OURS, 555)
+    legs.report(event(x="NEW", X="NEW", i=777, q="0.6"))
+    legs.report(event(x="TRADE", X="FILLED", i=777, q="0.6", l="0.6", z="0.6", L="100", t=2))
+    assert legs.first_leg(OURS) == 555
+    assert legs.carried_for(OURS, 777) is None  # done and forgotten: a status asks the history again
+
+
+def test_begin_replace_takes_the_executed_qty_read_by_the_status() -> None:
+    legs = OrderLegs()
+    legs.begin_replace(OURS, 555, D("0.3"))  # no event of the old leg seen: its status said 0.3 executed
+    replaced = legs.report(event(x="NEW", X="NEW", i=777, q="0.7"))
+    assert replaced is not None
+    assert (replaced.exec, replaced.qty, replaced.cum_qty) == ("replaced", D("1.0"), D("0.3"))

@@ -468,7 +468,7 @@ def test_a_refused_order_place_is_rejected_with_the_code_and_message() -> None:
         cum_qty=D("0"),
         leaves_qty=D("0"),
         ts_ms=9,
-        reason="-2010 Account has insufficient balance for requested action.",
+        reason="Account has insufficient balance for requested action.",
     )
 
 
