@@ -220,11 +220,6 @@ async def test_replace_the_price_after_a_partial_fill(tmp_path: Path) -> None:
         await _fill_the_new_leg(sk, venue, coid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BinanceExecutionClient.seed (kernel/binance/client.py:223) is never called: after a restart "
-    "reconciliation restates the order to the new leg's qty (0.0015, not 0.002) and it completes early",
-)
 async def test_replace_the_price_after_a_partial_fill_then_restart(tmp_path: Path) -> None:
     async with standin() as venue:
         async with StandinKernel(venue, tmp_path) as first:
@@ -250,11 +245,6 @@ async def test_after_a_cancel_replace_the_journal_names_the_new_order_id(tmp_pat
         assert replaces[0]["venue_order_id"] != first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel/binance/client.py _replace sends order.amend.keepPriority without newClientOrderId: "
-    "Binance then gives the order a random client order id, and its later fills never reach the order",
-)
 async def test_replace_a_smaller_qty_is_an_amend_keeping_the_order(tmp_path: Path) -> None:
     async with standin() as venue, StandinKernel(venue, tmp_path) as sk:
         await sk.act(Place(SYMBOL, "buy", D("0.002"), D("29950.00")))
@@ -444,12 +434,6 @@ async def test_an_order_in_flight_that_filled_meanwhile_is_resolved_by_order_sta
             assert (second.position().qty, second.position().fills) == (D("-0.002"), 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel/binance/client.py open_orders answers snapshots without their fills (self._snapshot(o, [])), "
-    "but reconciliation takes a live order's missed fills from its open-order snapshot "
-    "(kernel/reconcile.py _check_open_orders; _apply_missing_fills skips live orders): the fill is never journaled",
-)
 async def test_a_fill_missed_on_an_order_still_open_is_learned_at_restart(tmp_path: Path) -> None:
     async with standin() as venue:
         _, in_flight = await _stop_with_orders_in_flight(venue, tmp_path)
