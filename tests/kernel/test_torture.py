@@ -338,6 +338,18 @@ def kill_once(workdir: Path, number: int, venue: Venue, mode: str, rng: Random) 
     return point.partition(":")[0], kernel
 
 
+def left_open_timelines(kernel: Kernel) -> str:
+    """The journaled timeline of each order a stop left open (to tell why, when the stop failed)."""
+    with AuditReader(kernel.db) as reader:
+        left = [o["entity"] for o in reader.entities(machine="order", live_only=True)]
+        steps = {entity: reader.timeline(entity, "order") for entity in left}
+    lines = [
+        f"{entity}: " + " ".join(f"{t['trigger']}->{t['dest']} {t['data']}" for t in rows)
+        for entity, rows in steps.items()
+    ]
+    return "\nleft open:\n" + "\n".join(lines)
+
+
 @pytest.mark.slow
 def test_kill_9_over_and_over_leaves_journal_and_venue_in_agreement(
     workdir: Path, venue: PaperVenue, request: pytest.FixtureRequest
@@ -368,7 +380,7 @@ def torture(workdir: Path, venue: Venue, kills_wanted: int) -> dict[str, Any]:
         code = last.wait(timeout=LIMIT_S + 3)
     finally:
         last.kill()
-    assert code == 0, last.stderr
+    assert code == 0, last.stderr + left_open_timelines(last)
     assert "the last run did not end cleanly" in last.stderr
     assert re.search(rf"reconciliation recon-r{number}-\d+ done", last.stderr), last.stderr
     assert "stopped cleanly" in last.stderr, last.stderr
