@@ -38,6 +38,18 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from kernel import paper_protocol as protocol
+from kernel.execution_errors import (
+    HandshakeFailed,
+    ReaderFailed,
+    ReconnectFailed,
+    VenueError,
+    VenueRequestError,
+    VenueSettingError,
+    VenueTimeout,
+    VenueUnavailable,
+    VenueUnreachable,
+    VenueVersionMismatch,
+)
 from kernel.net import redact_in, redact_url
 from kernel.paper_protocol import (
     CancelOrder,
@@ -54,7 +66,6 @@ from kernel.paper_protocol import (
     ReplaceOrder,
 )
 from kernel.paper_session import Credentials, HelloRefused, SocketOptions, VersionRefused, connect_paper
-from machines.errors import TradekernelError
 
 log = logging.getLogger(__name__)
 
@@ -64,53 +75,6 @@ Report = Execution | OrderStatus | protocol.Error
 
 Sleep = Callable[[float], Awaitable[None]]
 _Answer = TypeVar("_Answer", OrderStatus, OpenOrders, Fills)
-
-
-# -- errors -------------------------------------------------------------------------------------
-
-
-class VenueError(TradekernelError):
-    """Base class of every error raised by an execution client."""
-
-
-class VenueSettingError(VenueError, ValueError):
-    """An execution client setting out of range (the message names it)."""
-
-
-class VenueUnavailable(VenueError):
-    """No session with the venue: nothing was sent (or the answer was lost with the connection)."""
-
-
-class VenueUnreachable(VenueUnavailable):
-    """The venue could not be reached at start (a kernel that cannot start says so and exits)."""
-
-
-class ReconnectFailed(VenueUnavailable):
-    """A burst of (re)connection attempts failed; the client stays down until ``connect()``."""
-
-
-class HandshakeFailed(VenueUnavailable):
-    """The venue answered ``hello`` with an error other than a version refusal."""
-
-
-class ReaderFailed(VenueUnavailable):
-    """The session's reader task raised: the connection is treated as dead and recycled."""
-
-
-class VenueVersionMismatch(VenueError):
-    """The venue does not speak our protocol version; retrying cannot help."""
-
-
-class VenueTimeout(VenueError, TimeoutError):
-    """A request got no answer in time. The request may still have been served."""
-
-
-class VenueRequestError(VenueError):
-    """The venue answered a request with an ``error`` (``code``, ``message``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(f"{code}: {message}")
 
 
 # -- the interface ------------------------------------------------------------------------------
@@ -189,7 +153,38 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
     log.log(level, "venue connection attempt %d failed (%r); retrying in %.3fs", n, outcome, delay)
 
 
-class VenueClient:
+class ReportStream:
+    """The report side every execution client shares: one queue (``_reports``, made by the client)
+    that outlives its connections, read in batches or one at a time."""
+
+    _reports: asyncio.Queue[Report]
+
+    async def next_reports(self, max_batch: int = 256) -> list[Report]:
+        """Wait for at least one report; return it with others already queued (up to ``max_batch``)."""
+        batch = [await self._reports.get()]
+        while len(batch) < max_batch and not self._reports.empty():
+            batch.append(self._reports.get_nowait())
+        return batch
+
+    async def reports(self) -> AsyncGenerator[Report, None]:
+        """The report stream, one at a time."""
+        while True:
+            yield await self._reports.get()
+
+
+async def every_fill(fills_page: Callable[[int], Awaitable[Fills]], after: int) -> list[Fill]:
+    """Every fill with ``fill_seq > after``, in order: ``fills_page(cursor)`` answers one page, and
+    pages are asked for until one says there is no more (or its cursor does not move on)."""
+    fills: list[Fill] = []
+    while True:
+        page = await fills_page(after)
+        fills.extend(page.fills)
+        if not page.more or page.next <= after:
+            return fills
+        after = page.next
+
+
+class VenueClient(ReportStream):
     """``ExecutionClient`` over the venue WebSocket protocol (see the module docstring).
 
     ``attempts`` bounds each burst of connection attempts (``None``: never give up); waits between
@@ -552,13 +547,7 @@ class VenueClient:
 
     async def fills_since(self, after: int, timeout: float = 5.0) -> list[Fill]:
         """Every fill with ``fill_seq > after``, in order (every page; ``timeout`` bounds each)."""
-        fills: list[Fill] = []
-        while True:
-            page = await self.fills_page(after, timeout=timeout)
-            fills.extend(page.fills)
-            if not page.more or page.next <= after:
-                return fills
-            after = page.next
+        return await every_fill(lambda cursor: self.fills_page(cursor, timeout=timeout), after)
 
     async def open_orders_page(self, after: str = "", limit: int | None = None, timeout: float = 5.0) -> OpenOrders:
         """One page of the open orders whose ``client_order_id`` sorts after ``after`` (at most
@@ -575,16 +564,21 @@ class VenueClient:
         they move from then on, lands in ``last_balances`` (per asset ``total``, ``available``)."""
         await self._send(protocol.BalancesRequest())
 
-    # -- reports ----------------------------------------------------------------------------
 
-    async def next_reports(self, max_batch: int = 256) -> list[Report]:
-        """Wait for at least one report; return it with others already queued (up to ``max_batch``)."""
-        batch = [await self._reports.get()]
-        while len(batch) < max_batch and not self._reports.empty():
-            batch.append(self._reports.get_nowait())
-        return batch
-
-    async def reports(self) -> AsyncGenerator[Report, None]:
-        """The report stream, one at a time."""
-        while True:
-            yield await self._reports.get()
+__all__ = [
+    "ExecutionClient",
+    "HandshakeFailed",
+    "ReaderFailed",
+    "ReconnectFailed",
+    "Report",
+    "ReportStream",
+    "VenueClient",
+    "VenueError",
+    "VenueRequestError",
+    "VenueSettingError",
+    "VenueTimeout",
+    "VenueUnavailable",
+    "VenueUnreachable",
+    "VenueVersionMismatch",
+    "every_fill",
+]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -56,7 +56,7 @@ from kernel.binance.errors import (
 from kernel.binance.queries import BinanceQueries
 from kernel.binance.session import Json, WsApiSession
 from kernel.binance.signing import Signer
-from kernel.execution import Report, VenueError, VenueTimeout, VenueUnavailable
+from kernel.execution import Report, ReportStream, VenueError, VenueTimeout, VenueUnavailable
 from kernel.paper_protocol import (
     Balance,
     Error,
@@ -105,7 +105,7 @@ def replace_refused(current: OrderSnapshot, reason: str, ts_ms: int) -> Executio
     )
 
 
-class BinanceExecutionClient(BinanceQueries):
+class BinanceExecutionClient(BinanceQueries, ReportStream):
     """``ExecutionClient`` (and ``reconcile.PagingClient``) on Binance spot for ``symbol``.
 
     ``signer`` signs requests for ``api_key`` (``HmacSigner`` or ``Ed25519Signer``); ``connection``
@@ -395,17 +395,3 @@ class BinanceExecutionClient(BinanceQueries):
             await self.account_status()
         except VenueError as exc:
             log.warning("account.status failed: %s", exc)
-
-    # -- reports ----------------------------------------------------------------------------------
-
-    async def next_reports(self, max_batch: int = 256) -> list[Report]:
-        """Wait for at least one report; return it with others already queued (up to ``max_batch``)."""
-        batch = [await self._reports.get()]
-        while len(batch) < max_batch and not self._reports.empty():
-            batch.append(self._reports.get_nowait())
-        return batch
-
-    async def reports(self) -> AsyncGenerator[Report, None]:
-        """The report stream, one at a time."""
-        while True:
-            yield await self._reports.get()

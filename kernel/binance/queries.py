@@ -17,6 +17,7 @@ from kernel.binance.errors import BinanceUnknownOrder
 from kernel.binance.legs import OrderLegs, leg_history
 from kernel.binance.session import Json
 from kernel.binance.signing import Signer
+from kernel.execution import every_fill
 from kernel.paper_protocol import PAGE_DEFAULT, Fill, Fills, OpenOrders, OrderSnapshot
 
 MAX_TRADES_PAGE = 1000
@@ -152,10 +153,4 @@ class BinanceQueries(BinanceConnection):
 
     async def fills_since(self, after: int, timeout: float = 5.0) -> list[Fill]:
         """Every fill with ``fill_seq > after``, in order (every page)."""
-        fills: list[Fill] = []
-        while True:
-            page = await self.fills_page(after, timeout=timeout)
-            fills.extend(page.fills)
-            if not page.more or page.next <= after:
-                return fills
-            after = page.next
+        return await every_fill(lambda cursor: self.fills_page(cursor, timeout=timeout), after)
