@@ -23,6 +23,7 @@ from kernel.execution import VenueClient
 from kernel.feed.client import FeedClient
 from kernel.feed.events import FeedEvent
 from kernel.feed.paper_source import PaperMarketData
+from kernel.feed.source import MarketDataSource
 from kernel.http import HttpEndpoints
 from kernel.orders import OrderManager
 from kernel.paper_defaults import TradingRules
@@ -246,22 +247,15 @@ def feed_client(
     """The market-data feed of ``instruments``, with the ``[feed]`` policy (from the paper venue at
     ``url``, its ``hello`` signed with ``credentials``; with ``venue.kind = "binance"``, from Binance's
     public streams, ``binance_market_urls``)."""
+    source: MarketDataSource
     if config.venue.kind == "binance":
         from kernel.feed.binance_source import BinanceMarketData
 
         ws_url, rest_url = binance_market_urls(config)
         source = BinanceMarketData(ws_url, rest_url, instruments)
-        return FeedClient(
-            source.url,
-            instruments,
-            journal,
-            entity_id,
-            config.feed.policy(),
-            now_ms=now_ms,
-            on_event=on_event,
-            on_state=on_state,
-            source=source,
-        )
+        url = source.url
+    else:
+        source = PaperMarketData(url, credentials=credentials)
     return FeedClient(
         url,
         instruments,
@@ -271,7 +265,7 @@ def feed_client(
         now_ms=now_ms,
         on_event=on_event,
         on_state=on_state,
-        source=PaperMarketData(url, credentials=credentials),
+        source=source,
     )
 
 
