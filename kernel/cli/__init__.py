@@ -20,8 +20,8 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from kernel import __version__
 from kernel.cli.common import usage_error
 from kernel.exits import EXIT_OK
 from storage.errors import JournalError
@@ -44,6 +44,20 @@ _COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 COMMAND_NAMES: frozenset[str] = frozenset(name for _, names in _COMMANDS for name in names)
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (``importlib.metadata`` is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        help_text = "show program's version number and exit"
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help_text)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from kernel import __version__
+
+        print(f"tradekernel {__version__}")
+        parser.exit()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser (also what ``--help`` prints): of every command, or only of ``command``."""
     parser = argparse.ArgumentParser(
@@ -52,7 +66,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "to SQLite before the kernel acts on it.",
         epilog="Exit status: 0 ok, 1 a check failed, 2 usage or input error.",
     )
-    parser.add_argument("--version", action="version", version=f"tradekernel {__version__}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name, names in _COMMANDS:
         if command is None or command in names:
