@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tick_to_order.py
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/risk.py
+	$(BIN)/python benchmarks/startup.py
 
 ## soak: a 10-minute order flood; RSS must stay within 10% of its first-minute value (ARGS="--seconds 120")
 soak: $(STAMP)

@@ -26,11 +26,8 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
-
-import sqlite_utils
-from sqlite_utils import Migrations
 
 from storage.codec import GENESIS_HASH, state_digest
 from storage.errors import (
@@ -43,6 +40,10 @@ from storage.errors import (
     JournalWriteError,
 )
 
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils import Migrations
+
 Durability = Literal["full", "normal"]
 SYNCHRONOUS: dict[str, str] = {"full": "FULL", "normal": "NORMAL"}
 
@@ -53,14 +54,41 @@ LOOP_BUSY_TIMEOUT_S = 0.05
 so a foreign lock may block it this long per attempt; a commit still locked out fails with
 ``JournalBusy`` (the journal-outage path: entry paused, retried by the health monitor)."""
 
-MIGRATIONS = Migrations("tradekernel")
+MIGRATION_SET = "tradekernel"
+"""The name of this journal's migrations in ``_sqlite_migrations``."""
+_Migration = Callable[["sqlite_utils.Database"], None]
+_STEPS: list[_Migration] = []
 MIGRATION_NAMES: list[str] = []
+_MIGRATIONS: list[Migrations] = []
 
 
-def _migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+def _migration(fn: _Migration) -> _Migration:
     """Register ``fn`` as the next migration (its name is its identity in ``_sqlite_migrations``)."""
     MIGRATION_NAMES.append(fn.__name__)
-    return MIGRATIONS()(fn)
+    _STEPS.append(fn)
+    return fn
+
+
+def migrations() -> Migrations:
+    """sqlite-utils' ``Migrations("tradekernel")`` holding every migration, in order (also ``MIGRATIONS``).
+
+    Built on first use: ``sqlite_utils`` (with click, dateutil and pluggy) is imported only where a
+    journal is migrated, not by the readers (``tradekernel status``, ``audit``)."""
+    if not _MIGRATIONS:
+        from sqlite_utils import Migrations
+
+        built = Migrations(MIGRATION_SET)
+        for step in _STEPS:
+            built()(step)
+        _MIGRATIONS.append(built)
+    return _MIGRATIONS[0]
+
+
+def __getattr__(name: str) -> Any:
+    """``MIGRATIONS``: ``migrations()``, built on first access (PEP 562)."""
+    if name == "MIGRATIONS":
+        return migrations()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @_migration
@@ -309,7 +337,7 @@ def refuse_foreign(path: str) -> None:
         ours = (
             "_sqlite_migrations" in tables
             and conn.execute(
-                "SELECT count(*) FROM _sqlite_migrations WHERE migration_set = ?", (MIGRATIONS.name,)
+                "SELECT count(*) FROM _sqlite_migrations WHERE migration_set = ?", (MIGRATION_SET,)
             ).fetchone()[0]
         )
         if not ours:
@@ -489,17 +517,20 @@ def migrate(conn: sqlite3.Connection, path: str) -> tuple[int, int]:
     before = user_version(conn)
     if before > SCHEMA_VERSION:
         raise JournalVersionError(path, before, SCHEMA_VERSION)
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
+    steps = migrations()
     try:
         known = set(MIGRATION_NAMES)
-        applied = MIGRATIONS.applied(db)
+        applied = steps.applied(db)
         foreign = [m.name for m in applied if m.name not in known]
         if foreign:
             raise JournalVersionError(
                 path, before, SCHEMA_VERSION, f" (it has migrations this version does not know: {', '.join(foreign)})"
             )
-        MIGRATIONS.apply(db)
-        after = len(MIGRATIONS.applied(db))
+        steps.apply(db)
+        after = len(steps.applied(db))
         if after != before:
             conn.execute(f"PRAGMA user_version = {after}")
     except sqlite3.Error as exc:

@@ -27,21 +27,18 @@ import json
 import os
 import sys
 import time
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel import control
 from kernel.cli.common import DEFAULT_DB, usage_error
-from kernel.clock import monotonic_ms
 from kernel.exits import EXIT_FAILED, EXIT_OK
-from kernel.status import journal_status, render_text
-from machines import ORDER, TRADING, Entity, TransitionRefused
-from machines.decimals import Sign, parse_decimal
-from machines.halt import FireTrading, halt_step
-from machines.trading import ENTITY_ID
-from storage import Journal
 from storage.errors import JournalError
-from storage.lock import writer_active
+
+if TYPE_CHECKING:  # the journal's writer and the machines are imported where used (start-up, issue 17)
+    from decimal import Decimal
+
+    from machines import Entity
+    from storage import Journal
 
 _TRADING_COMMANDS = (
     ("halt", "stop trading: cancel every open order (and with --flatten close positions), then halted"),
@@ -145,6 +142,11 @@ def operator_offline(db: str, command: str, fields: dict[str, Any]) -> dict[str,
     when the trading machine refused the command). Raises ``JournalError`` when the journal cannot
     be opened.
     """
+    from kernel.clock import monotonic_ms
+    from machines import TRADING, TransitionRefused
+    from machines.trading import ENTITY_ID
+    from storage import Journal
+
     positions = _journal_positions(db) if fields.get("flatten") else {}
     journal = Journal.open(db, start_run=False)
     try:
@@ -171,6 +173,9 @@ def operator_offline(db: str, command: str, fields: dict[str, Any]) -> dict[str,
 
 def _journal_positions(db: str) -> dict[str, Decimal]:
     """Instrument -> signed quantity, folded from the journaled fills (read-only)."""
+    from kernel.status import journal_status
+    from machines.decimals import Sign, parse_decimal
+
     positions = journal_status(db).get("positions") or {}
     return {instrument: parse_decimal(p["qty"], "qty", sign=Sign.any) for instrument, p in positions.items()}
 
@@ -181,6 +186,9 @@ def _complete_halt(journal: Journal, trading: Entity, positions: dict[str, Decim
     Returns why the halt stays ``halting`` (live orders or positions only a kernel can act on),
     or ``None`` once it is ``halted``.
     """
+    from machines import ORDER, TRADING
+    from machines.halt import FireTrading, halt_step
+
     open_orders = {order.entity_id: str(order.state) for order in journal.live_entities(ORDER)}
     while True:
         commands = halt_step(trading, open_orders, positions, now_ms)
@@ -201,6 +209,8 @@ def _complete_halt(journal: Journal, trading: Entity, positions: dict[str, Decim
 
 
 def _status(args: argparse.Namespace) -> int:
+    from kernel.status import journal_status, render_text
+
     path = _socket_of(args)
     try:
         answer = control.request(path, "status")
@@ -222,6 +232,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    from storage.lock import writer_active
+
     path = _socket_of(args)
     try:
         answer = control.request(path, "stop", reason=args.reason, force=args.force)

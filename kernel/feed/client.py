@@ -23,9 +23,9 @@ One connection attempt::
   fatal ``SessionFailed`` from the source (the paper venue answering ``hello`` or ``subscribe``
   with ``unsupported_version`` or ``invalid``); any other ``SessionFailed`` is a drop (1002).
 * Staleness: the client keeps each instrument's last data time (a trade, a quote, or a venue
-  heartbeat, which freshens every instrument) and arms one timer at ``next_timer(...)``; when it
-  fires, ``stale_timeout`` for each of ``stale_instruments(...)``; data for a stale instrument
-  fires ``data_resumed``.
+  heartbeat, which freshens every instrument) and arms one timer (``kernel.feed.watchdog``, armed
+  once, not per frame) at ``next_timer(...)``; when it fires, ``stale_timeout`` for each of
+  ``stale_instruments(...)``; data for a stale instrument fires ``data_resumed``.
 * Gaps (the source's ``StreamSync``): a ``Gap`` fires ``gap_detected`` for that instrument only
   and sends the source's ``resync_frames``; ``Resynced`` fires ``snapshot_applied`` (the paper
   venue: the next frame that follows on in sequence, see ``PaperSync``). Until then that
@@ -94,6 +94,7 @@ from kernel.feed.source import (
     StreamSync,
     SyncedEvent,
 )
+from kernel.feed.watchdog import Watchdog
 from kernel.net import redact_in, redact_url
 from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity
@@ -215,10 +216,11 @@ class FeedClient:
         self._sync: StreamSync = self.source.new_sync()
         self._books = self._sync if isinstance(self._sync, KeepsBooks) else None
         self._last_data_ms: dict[str, int] = {}
+        self._watchdog: Watchdog | None = None  # the stale check's one timer, while streaming
+        self._usable: list[str] | None = None  # ``usable_instruments``, until the next transition
         self._main: asyncio.Task[None] | None = None
         self._stop_requested = False
-        self._changed = asyncio.Event()
-        self._venue_back = asyncio.Event()
+        self._changed, self._venue_back = asyncio.Event(), asyncio.Event()
         self._feed, created = FEED.create(
             entity_id, url=redact_url(url), instruments=self.instruments, **dict(policy or {})
         )
@@ -291,15 +293,13 @@ class FeedClient:
                 await self._session()
             except _Fatal as exc:
                 log.error("feed %s failed: %s", self._feed.entity_id, exc.reason)
-                code = {} if exc.code is None else {"code": exc.code}
-                self._fire("fatal", reason=exc.reason, **code)
+                self._fire("fatal", reason=exc.reason, **({} if exc.code is None else {"code": exc.code}))
             except _Dropped as exc:
                 log.warning("feed %s disconnected: %s %s", self._feed.entity_id, exc.code, exc.reason)
                 self._fire("disconnected", code=exc.code, reason=exc.reason)
 
     async def _wait_for_retry(self) -> None:
-        timer = next_timer(self._feed)
-        due = self._now_ms() if timer is None else timer[1]
+        due = self._now_ms() if (timer := next_timer(self._feed)) is None else timer[1]
         self._venue_back.clear()  # only news from after this drop counts
         while (now := self._now_ms()) < due:
             with contextlib.suppress(TimeoutError):
@@ -409,21 +409,22 @@ class FeedClient:
         return [event for event in early if not isinstance(event, SubscriptionAck)]
 
     async def _stream(self, ws: ClientConnection) -> None:
-        """Read frames forever, waking for the stale check when it is due."""
-        while True:
-            timer = next_timer(self._feed, self._last_data_ms)
-            if timer is None:  # every instrument is stale: only data can change that
-                frame = await ws.recv()
-            else:
-                try:
-                    async with asyncio.timeout(max(timer[1] - self._now_ms(), 0) / 1000):
-                        frame = await ws.recv()  # cancelling recv() loses nothing (websockets >= 14)
-                except TimeoutError:
-                    now = self._now_ms()
-                    for instrument in stale_instruments(self._feed, self._last_data_ms, now):
+        """Read frames forever; one watchdog timer wakes the loop for the stale check when it is due."""
+        self._watchdog = watchdog = Watchdog(lambda: _due_ms(next_timer(self._feed, self._last_data_ms)), self._now_ms)
+        try:
+            while True:
+                if watchdog.due:
+                    watchdog.due = False
+                    for instrument in stale_instruments(self._feed, self._last_data_ms, self._now_ms()):
                         self._fire("stale_timeout", instrument=instrument)
+                    watchdog.arm()
                     continue
-            await self._handle(ws, self._decode(frame))
+                frame = await watchdog.wait(ws.recv())  # cancelling recv() loses nothing (websockets >= 14)
+                if frame is not None:
+                    await self._handle(ws, self._decode(frame))
+        finally:
+            watchdog.close()
+            self._watchdog = None
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -488,7 +489,9 @@ class FeedClient:
                     if usable not in before:
                         for quote in self._books.top_quote(usable):
                             self._tell(self.on_event, quote)
-        if not isinstance(event, HeartbeatEvent) and instrument in usable_instruments(self._feed):
+        if self._usable is None:
+            self._usable = usable_instruments(self._feed)
+        if not isinstance(event, HeartbeatEvent) and instrument in self._usable:
             if self._books is not None:
                 for passed in self._books.passed_on(event):
                     self._tell(self.on_event, passed)
@@ -507,7 +510,10 @@ class FeedClient:
         """Fire ``trigger``, journal and commit it; tell the listener when the state changed."""
         before = self._feed.state
         self._journal.fire(FEED, self._feed, trigger, now_ms=self._now_ms(), **data)
+        self._usable = None
         self._commit()
+        if self._watchdog is not None:  # the deadlines may have moved earlier (data resumed ...)
+            self._watchdog.arm()
         if self._feed.state != before:
             log.info("feed %s: %s -> %s (%s)", self._feed.entity_id, before, self._feed.state, trigger)
             self._changed.set()
@@ -539,13 +545,8 @@ class FeedClient:
             self._journal.commit()
         except JournalWriteError as exc:
             self.counts["journal_errors"] += 1
-            if self.counts["journal_errors"] == 1 or self.counts["journal_errors"] % 100 == 0:
-                log.error(
-                    "feed %s: journal commit failed (%d so far): %s",
-                    self._feed.entity_id,
-                    self.counts["journal_errors"],
-                    exc,
-                )
+            if (errors := self.counts["journal_errors"]) == 1 or errors % 100 == 0:
+                log.error("feed %s: journal commit failed (%d so far): %s", self._feed.entity_id, errors, exc)
 
     def _tell(self, listener: Callable[[Any], None] | None, value: Any) -> None:
         if listener is None:
@@ -564,6 +565,10 @@ def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
     if exc.sent is not None:
         return exc.sent.code, exc.sent.reason
     return ABNORMAL_CLOSURE, "connection lost without a close frame"
+
+
+def _due_ms(timer: tuple[str, int] | None) -> int | None:
+    return None if timer is None else timer[1]
 
 
 def _gap_fields(gap: Gap) -> tuple[str, str, int, int]:
