@@ -19,11 +19,13 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from kernel.views import KernelSnapshot
 from machines.positions import Fill, Position, Positions
 from storage.audit import AuditReader, iso_time
+
+if TYPE_CHECKING:  # the views (and the feed package behind them) only when a kernel answers
+    from kernel.views import KernelSnapshot
 
 ZERO = Decimal(0)
 

@@ -31,6 +31,8 @@ HEAVY = (
     "kernel.config",
     "kernel.venue",
     "kernel.binance",
+    "kernel.feed",
+    "kernel.views",
 )
 """Packages no read-only command needs: none of them, nor any of their submodules, may be imported."""
 
