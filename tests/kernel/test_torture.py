@@ -26,7 +26,7 @@ must have reconciled before it traded. A last ``tradekernel run --duration 3`` m
 (same state, same cum_qty), the same fills (each trade id once), no order twice, the same
 positions, and no order is left waiting for the venue. One JSON line with the counts is printed.
 
-The default run is sized for CI (30 turns, 34 kills: each journal outage adds a kill of the armed
+The default run is sized for CI (30 turns, 33 kills: each journal outage adds a kill of the armed
 run after it; well under 90 s). Locally, for the full torture (500 turns, about 11 minutes)::
 
     .venv/bin/python -m pytest tests/kernel/test_torture.py -s --long
