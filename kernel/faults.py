@@ -7,7 +7,9 @@ comparison. The named points:
 
 * ``after_commit``: a new order's ``create`` + ``submit`` is committed, nothing sent yet;
 * ``after_send``: the new order has just been handed to the socket;
-* ``reconciling``: a reconciliation entity is committed, nothing reconciled yet.
+* ``reconciling``: a reconciliation entity is committed, nothing reconciled yet;
+* ``after_report_commit``: a venue report with a fill is committed at ``normal``
+  (``kernel.orders.VENUE_FACTS``), nobody told of it yet (``after_report_commit``).
 
 ``TRADEKERNEL_STALL_COMMIT="N:SECONDS"`` (read once, at import) makes the N-th journal commit of
 the kernel process (counted once start-up has prepared the journal) block for SECONDS inside its
@@ -22,12 +24,14 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 
 from kernel.errors import KernelError
+from machines import Transition
 
 log = logging.getLogger(__name__)
 
-POINTS = ("after_commit", "after_send", "reconciling")
+POINTS = ("after_commit", "after_send", "reconciling", "after_report_commit")
 
 
 class CrashPointError(KernelError, ValueError):
@@ -59,6 +63,16 @@ def crash_point(name: str) -> None:
     _hits += 1
     if _hits == _TARGET[1]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after_report_commit(normal: bool, changes: Iterable[tuple[object, Transition]]) -> None:
+    """The crash point ``after_report_commit``, called after each order manager commit: counts the
+    ``normal`` commits of venue reports that carried an order ``fill`` (not reconciliation's
+    ``reconcile_fill``: a kill while reconciling is the point ``reconciling``). Unset, one comparison."""
+    if _TARGET is None or _TARGET[0] != "after_report_commit" or not normal:
+        return
+    if any(t.machine == "order" and t.trigger == "fill" for _, t in changes):
+        crash_point("after_report_commit")
 
 
 def _parse_stall(spec: str) -> tuple[int, float] | None:

@@ -34,6 +34,7 @@ applies the answer (``resolve_doubts``). Meanwhile a new cancel or replace of it
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from kernel.execution import ExecutionClient, Report, VenueError, VenueUnavailable
+from kernel.faults import after_report_commit
 from kernel.order_reports import Anomaly, Change, ReportApplier
 from kernel.order_resume import Resolution, resolve_doubts, settle_doubts_forever
 from kernel.order_resume import resolve_in_flight as resolve_order_status
@@ -51,11 +53,17 @@ from machines.entry import venue_block
 from machines.order_terms import OrderTerms
 from storage import Journal
 from storage.errors import JournalWriteError
+from storage.schema import Durability
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Entity, Transition], None]
 """Called after a commit with the order and the transition that changed it."""
+VENUE_FACTS: Durability = "normal"
+"""The durability of commits of what the venue told us (reports, status answers, reconciliation's
+facts): ``synchronous=NORMAL``, made durable by the next ``full`` commit, which precedes anything
+we send; lost only with the machine, and then asked of the venue again (docs/architecture.md,
+Durability before effect). Our own acts commit at the journal's own durability."""
 
 
 class OrderError(TradekernelError):
@@ -181,6 +189,7 @@ class OrderManager:
         self._held: list[Change] = []
         self.doubts = asyncio.Event()
         """Set when orders fall in doubt: ``run()`` then settles them."""
+        self.commit_facts = functools.partial(self.commit, durability=VENUE_FACTS)  # the venue's answers
         journal.after_commit.append(self._flush_held)  # whoever's commit makes them durable
         self.reconcile: Callable[[int], Awaitable[object]] | None = None
         """When set, called (with the session's generation) after each (re)connection instead of
@@ -190,10 +199,8 @@ class OrderManager:
 
     @classmethod
     def resume(cls, journal: Journal, client: ExecutionClient, **options: Any) -> OrderManager:
-        """A manager holding every live order of the journal (``journal.live_entities(ORDER)``).
-
-        New ids use this run's id, so they never collide with the ids of earlier runs.
-        """
+        """A manager holding every live order of the journal (``journal.live_entities(ORDER)``);
+        new ids use this run's id, so they never collide with the ids of earlier runs."""
         return cls(
             journal, client, orders=journal.live_entities(ORDER), positions=journal.live_entities(POSITION), **options
         )
@@ -428,17 +435,18 @@ class OrderManager:
         held, self._held = self._held, []
         return held
 
-    def commit(self, changes: Iterable[Change] = ()) -> None:
-        """Commit (if anything is buffered) and notify; on failure the changes are held and
-        notified after the next successful commit, so no listener misses a fill. Raises
-        ``JournalWriteError``."""
+    def commit(self, changes: Iterable[Change] = (), durability: Durability | None = None) -> None:
+        """Commit at ``durability`` (``None``: the journal's; ``VENUE_FACTS`` for the venue's news)
+        and notify; on failure the changes are held and notified after the next successful commit,
+        so no listener misses a fill. Raises ``JournalWriteError``."""
         changes = list(changes)
         if changes or self.journal.pending_anomalies or self._held:
             try:
-                self.journal.commit()
+                self.journal.commit(durability)
             except JournalWriteError:
                 self._held.extend(changes)
                 raise
+            after_report_commit(durability == VENUE_FACTS, changes)  # a crash point (tests only)
         held = [*self._take_held(), *changes]
         if held:
             self._notify(held)
@@ -457,7 +465,7 @@ class OrderManager:
         (the transitions stay buffered in the journal; nothing is notified).
         """
         changes = self.reports.apply(reports)
-        self.commit(changes)
+        self.commit(changes, VENUE_FACTS)
         if self.reports.in_doubt:
             self.doubts.set()
         return [transition for _, transition in changes]
@@ -475,7 +483,7 @@ class OrderManager:
         in ``unknown_pending``. Raises ``VenueError`` (entry stays paused) when the venue cannot
         answer, ``JournalWriteError`` when a commit fails.
         """
-        resolution = await resolve_order_status(self.client, self.reports, self.commit, self.status_timeout)
+        resolution = await resolve_order_status(self.client, self.reports, self.commit_facts, self.status_timeout)
         self._mark_resolved(resolution.generation)
         return resolution
 
@@ -495,7 +503,7 @@ class OrderManager:
             tasks.create_task(self.process_reports(), name="order-reports")
             tasks.create_task(self._resolve_on_connect(), name="order-resolver")
             tasks.create_task(
-                settle_doubts_forever(self.client, self.reports, self.commit, self.status_timeout, self.doubts,
+                settle_doubts_forever(self.client, self.reports, self.commit_facts, self.status_timeout, self.doubts,
                                       lambda: self.retry_delay),
                 name="order-doubts",
             )  # fmt: skip
@@ -503,7 +511,7 @@ class OrderManager:
     async def resolve_doubts(self) -> list[Transition]:
         """Settle the orders in doubt (``ReportApplier.in_doubt``): one status query each, the
         answer applied. Raises ``VenueError`` (the rest stay in doubt), ``JournalWriteError``."""
-        return await resolve_doubts(self.client, self.reports, self.commit, self.status_timeout)
+        return await resolve_doubts(self.client, self.reports, self.commit_facts, self.status_timeout)
 
     async def _resolve_on_connect(self) -> None:
         while True:

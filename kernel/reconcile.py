@@ -30,6 +30,11 @@ covers were committed: a process killed mid-reconciliation leaves the previous c
 next run pages from there again (a fill already journaled is recognised by its ``trade_id``). A
 venue whose newest ``fill_seq`` is below the cursor restarted its history: it is paged from 0.
 
+The venue's facts (3, 5, 6) are committed at ``VENUE_FACTS`` (``normal``); the reconciliation
+entity, the conclusions ``lost`` (4) and ``complete`` at the journal's own (``full``). A power loss
+drops only a tail of commits (the write-ahead log is replayed up to its first bad frame), so a
+durable cursor always comes with the fills it covers.
+
 When the venue cannot answer, ``fail`` records why and ``ReconciliationFailed`` is raised: order
 entry stays paused and the caller retries (``retry``).
 """
@@ -48,7 +53,7 @@ from kernel.clock import monotonic_ms
 from kernel.execution import VenueError, VenueRequestError
 from kernel.faults import crash_point
 from kernel.order_reports import Anomaly, fill_facts
-from kernel.orders import OrderError, OrderManager
+from kernel.orders import VENUE_FACTS, OrderError, OrderManager
 from kernel.paper_protocol import Fill as VenueFill
 from kernel.paper_protocol import Fills, OpenOrders, OrderSnapshot
 from machines import ORDER, RECONCILIATION, Entity, Transition, TransitionRefused
@@ -294,7 +299,7 @@ class Reconciler:
         manager = self.manager
         sink: list[Anomaly] = []
         changes = manager.reports.apply_snapshot(snapshot, SOURCE, sink, prefix=PREFIX)
-        manager.commit(changes)
+        manager.commit(changes, VENUE_FACTS)
         for _, transition in changes:
             report.fired.append(transition)
             name = transition.trigger.removeprefix(PREFIX)
@@ -358,7 +363,7 @@ class Reconciler:
         manager.orders[order.entity_id] = order
         manager.journal.append(created, order)
         manager.journal.append(submitted, order)
-        manager.commit([(order, created), (order, submitted)])
+        manager.commit([(order, created), (order, submitted)], VENUE_FACTS)  # the venue's order, not our act
         report.counts["adopted"] += 1
         report.differ(
             "adopted",
@@ -397,7 +402,7 @@ class Reconciler:
             data = fill_facts(fill).data()
             transition = manager.reports.fire(order, PREFIX + "fill", fill, sink, source=SOURCE, **data)
             if transition is not None:
-                manager.commit([(order, transition)])
+                manager.commit([(order, transition)], VENUE_FACTS)
                 report.fired.append(transition)
                 report.counts["fills_applied"] += 1
                 report.differ("fill", order.entity_id, _describe(transition))

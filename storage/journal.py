@@ -24,7 +24,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from types import MappingProxyType
 from typing import Any
@@ -41,6 +41,7 @@ from storage.errors import (
 )
 from storage.lock import WriterLock
 from storage.schema import (
+    SYNCHRONOUS,
     Durability,
     check_directory,
     check_head_row,
@@ -78,10 +79,10 @@ _UPSERT_ENDED = (
 _DELETE_LIVE = "DELETE FROM live_entities WHERE machine = ? AND entity = ?"
 _HEAD = "UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1"
 _ANOMALY = "INSERT INTO anomalies (ts, run, source, kind, reason, sample) VALUES (?, ?, ?, ?, ?, ?)"
-MAX_SAMPLE = 500
-"""Characters of a bad input kept as its sample."""
+MAX_SAMPLE = 500  # characters of a bad input kept as its sample
 
 Row = tuple[int, int, int, str, str, str, "str | None", str, str, str]
+StateRow = tuple[str, str, str, int, str, str]
 
 
 class JournalDataError(JournalError):
@@ -115,6 +116,7 @@ class Journal:
         self._seq: int = seq
         self._hash: str = chain_hash
         self._committed_seq: int = seq
+        self._unsynced = False  # a ``normal`` commit since the last ``full`` one: rows maybe not fsynced
         self.journal_id: str = read_journal_id(conn, path)
         """This journal's id: random, made once per journal file (``m006_journal_id``), never
         changed. Client order ids carry it (unique across journals on one venue account); the
@@ -213,6 +215,11 @@ class Journal:
     def failure(self) -> JournalError | None:
         """The error of the last failed commit, or ``None`` when the last commit succeeded."""
         return self._failure
+
+    @property
+    def unsynced(self) -> bool:
+        """True after a ``normal`` commit until a ``full`` one: rows SQLite may not have fsynced."""
+        return self._unsynced
 
     @property
     def closed(self) -> bool:
@@ -320,14 +327,20 @@ class Journal:
         self.append(transition, entity)
         return transition
 
-    def commit(self) -> int:
+    def commit(self, durability: Durability | None = None) -> int:
         """Make every appended row durable in one transaction; return how many rows it wrote.
 
-        Raises ``JournalWriteError`` after rolling back: the batch stays buffered for a retry and
-        ``failure`` is set until a commit succeeds.
+        ``durability`` is SQLite's ``synchronous`` for this transaction only (``None``: the journal's
+        own). ``full`` has fsynced the log, and every row of earlier ``normal`` commits, when it
+        returns (even with nothing buffered); ``normal`` survives a killed process, not a power loss
+        (docs/architecture.md, Durability before effect). Raises ``JournalWriteError`` after rolling
+        back: the batch stays buffered for a retry and ``failure`` is set until a commit succeeds.
         """
         conn = self._require_open()
+        level = durability or self.durability
         if not self._rows and not self._anomalies:
+            if level == "full" and self._unsynced:
+                self._unsynced = _fsync_wal(self.path)
             return 0
         try:
             live, ended = _state_rows(self._dirty)
@@ -336,32 +349,19 @@ class Journal:
             raise self._failure from exc
         started_ns = time.perf_counter_ns()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT, self._rows)
-            if live:
-                conn.executemany(_UPSERT_LIVE, live)
-            if ended:
-                # An entity created and ended in this batch never reached live_entities.
-                leaving = [row[:2] for row in ended if row[:2] not in self._created]
-                if leaving:
-                    conn.executemany(_DELETE_LIVE, leaving)
-                conn.executemany(_UPSERT_ENDED, ended)
-            conn.execute(_HEAD, (self._seq, self._hash))
-            if self._anomalies:
-                conn.executemany(_ANOMALY, self._anomalies)
-            if self.in_commit is not None:
-                self.in_commit()
-            conn.execute("COMMIT")
-        except Exception as exc:  # KeyboardInterrupt, SystemExit: rolled back below, batch kept
-            _rollback(conn)
+            with _synchronous(conn, level, self.durability):
+                conn.execute("BEGIN IMMEDIATE")
+                _write_batch(conn, self._rows, live, ended, self._created, (self._seq, self._hash), self._anomalies)
+                if self.in_commit is not None:
+                    self.in_commit()
+                conn.execute("COMMIT")
+        except Exception as exc:  # rolled back (_synchronous), the batch kept
             self._failure = error = _write_error(exc, self.path)
             if not self._outage_marked:  # once per outage (storage/outage.py); the next good commit clears it
                 self._outage_marked = True
                 outage.mark(self.path, f"run {self.run_id}: {error}")
-            raise error from exc
-        except BaseException:
-            _rollback(conn)
-            raise
+            raise error from exc  # KeyboardInterrupt, SystemExit: rolled back by _synchronous
+        self._unsynced = level == "normal"
         written = len(self._rows)
         self._rows = []
         self._dirty = {}
@@ -493,12 +493,10 @@ class Journal:
         self.close()
 
 
-def _state_rows(
-    dirty: dict[tuple[str, str], tuple[Entity, int]],
-) -> tuple[list[tuple[str, str, str, int, str, str]], list[tuple[str, str, str, int, str, str]]]:
+def _state_rows(dirty: dict[tuple[str, str], tuple[Entity, int]]) -> tuple[list[StateRow], list[StateRow]]:
     """The current-state rows (live, ended) of the entities a batch touched, with their digests."""
-    live: list[tuple[str, str, str, int, str, str]] = []
-    ended: list[tuple[str, str, str, int, str, str]] = []
+    live: list[StateRow] = []
+    ended: list[StateRow] = []
     for (machine, entity_id), (entity, seq) in dirty.items():
         text = codec.encode_text(entity.data)
         digest = codec.state_digest(machine, entity_id, entity.state, seq, text)
@@ -519,6 +517,57 @@ def _second_create(transition: Transition, path: str) -> JournalDataError:
         f"{transition.machine} {transition.entity_id!r} already exists in {path}; "
         "entity ids are unique per machine for the life of the journal"
     )
+
+
+def _write_batch(conn: sqlite3.Connection, rows: list[Row], live: list[StateRow], ended: list[StateRow],
+                 created: set[tuple[str, str]], head: tuple[int, str], anomalies: list[Any]) -> None:  # fmt: skip
+    """The statements of one commit, inside its transaction."""
+    conn.executemany(_INSERT, rows)
+    if live:
+        conn.executemany(_UPSERT_LIVE, live)
+    if ended:
+        # An entity created and ended in this batch never reached live_entities.
+        leaving = [row[:2] for row in ended if row[:2] not in created]
+        if leaving:
+            conn.executemany(_DELETE_LIVE, leaving)
+        conn.executemany(_UPSERT_ENDED, ended)
+    conn.execute(_HEAD, head)
+    if anomalies:
+        conn.executemany(_ANOMALY, anomalies)
+
+
+@contextlib.contextmanager
+def _synchronous(conn: sqlite3.Connection, level: Durability, own: Durability) -> Iterator[None]:
+    """``synchronous`` at ``level`` for one transaction (set before ``BEGIN``), then ``own`` again."""
+    if level not in SYNCHRONOUS:
+        raise JournalError(f"unknown durability {level!r}; use 'full' or 'normal'")
+    if level != own:
+        conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[level]}")
+    try:
+        yield
+    except BaseException:
+        _rollback(conn)  # before the pragma below, which a transaction would hold back
+        raise
+    finally:
+        if level != own:
+            with contextlib.suppress(sqlite3.Error):  # a flag on the connection, no I/O
+                conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[own]}")
+
+
+def _fsync_wal(path: str) -> bool:
+    """fsync the log ``normal`` commits wrote (a ``full`` commit with nothing to write syncs
+    nothing); False (nothing is left unsynced), or raises ``JournalWriteError``."""
+    try:
+        fd = os.open(path + "-wal", os.O_RDONLY)  # gone: checkpointed, and the checkpoint synced
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise JournalWriteError(f"{path}: fsync of the write-ahead log failed: {exc}") from exc
+    return False
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
