@@ -2,8 +2,8 @@
 
 * ``roundtrip.order``: the kernel decides → the order (``create`` + ``submit``) is committed to the
   journal at ``full`` → ``new_order`` is sent → the paper venue (its own process) acks → the ack
-  is journaled (``accept``, committed at ``full``). Measured from the decision to the ack's
-  commit, one order at a time.
+  is journaled (``accept``, committed at ``normal``: what the venue tells us, docs/architecture.md
+  "Durability before effect"). Measured from the decision to the ack's commit, one order at a time.
 * ``roundtrip.raw``: a bare ``websockets`` echo round trip to an echo server (its own process) of a
   frame the size of a ``new_order``, plus one ``full`` SQLite commit of one row.
 
@@ -13,8 +13,8 @@ Percentiles are over every sample of all rounds; ``p50_over_baseline_us`` is the
 rounds' own gaps. The temporary folder is removed at the end.
 
 Targets (issue 4): p50 <= baseline p50 + 150 µs, p99 <= 3 x baseline p99. Note what the order path
-holds that the baseline does not: two ``full`` commits (submit, then ack), each an fsync, where
-the baseline has one.
+holds that the baseline does not: a second commit (the ack's, at ``normal``: no fsync) and the
+order machine's transitions.
 """
 
 from __future__ import annotations

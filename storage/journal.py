@@ -25,7 +25,6 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from types import MappingProxyType
 from typing import Any
 
@@ -90,6 +89,8 @@ class JournalDataError(JournalError):
 
 
 def _version() -> str:
+    from importlib import metadata  # only when a journal records a run: commands that read stay light
+
     try:
         return metadata.version("tradekernel")
     except metadata.PackageNotFoundError:
