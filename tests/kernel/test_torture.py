@@ -264,6 +264,19 @@ def journal_write_lock(db: str) -> Iterator[None]:
         conn.close()
 
 
+def arm_when_halted(kernel: Kernel, timeout: float = LIMIT_S) -> None:
+    """``tradekernel arm`` once the halt has completed: while the kernel is still ``halting`` (its
+    cancels at the venue not all answered yet) the trading machine refuses ``arm``, so ask again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        armed = tk("arm", "--db", kernel.db, "--reason", "torture: after the journal outage")
+        if armed.returncode == 0:
+            return
+        assert "in state 'halting'" in armed.stderr, armed.stdout + armed.stderr
+        assert time.monotonic() < deadline, f"still halting after {timeout} s:\n{kernel.stderr}"
+        time.sleep(0.1)
+
+
 def killed_during_outage_then_armed(workdir: Path, number: int, venue: Venue, rng: Random) -> list[str]:
     """Runs ``number`` (killed in a journal outage) and ``number + 1`` (which must come up halted,
     is armed, trades, and is killed at a random moment); the kill modes of the two."""
@@ -283,8 +296,7 @@ def killed_during_outage_then_armed(workdir: Path, number: int, venue: Venue, rn
         after.wait_for_stderr(f"reconciliation recon-r{number + 1}-1 done")
         assert "journal outage was never recorded" in after.stderr, after.stderr
         assert "ready: order entry open" not in after.stderr  # halted until armed
-        armed = tk("arm", "--db", after.db, "--reason", "torture: after the journal outage")
-        assert armed.returncode == 0, armed.stdout + armed.stderr
+        arm_when_halted(after)
         after.wait_for_stderr("ready: order entry open")
         wait_trading(after)
         time.sleep(rng.uniform(0, 0.5))
