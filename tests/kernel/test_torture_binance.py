@@ -14,7 +14,7 @@ The venue's view is read from the stand-in's state file and put in the shape of
 the status of the newest leg (``partially_filled`` while it works with something executed), the
 fills of every leg.
 
-CI runs 16 turns (18 kills); ``TRADEKERNEL_TORTURE_KILLS=N`` sets another number.
+CI runs 16 turns (17 kills: a journal outage adds one); ``TRADEKERNEL_TORTURE_KILLS=N`` sets another number.
 """
 
 from __future__ import annotations
