@@ -94,28 +94,24 @@ FORCED_GRACE_S = 1.0
 deadline): the venue answers in milliseconds, and what the stop reports must be the final state."""
 
 
+CANCEL_ATTEMPTS = 3
+"""Cancels a stop sends one order at most (a refused one, e.g. ``rate_limited``, is sent again)."""
+IN_FLIGHT = frozenset({"new", "pending_new", "pending_cancel", "pending_replace"})
+"""Order states waiting for the venue's answer to one of our requests."""
+
+
 async def cancel_open_orders(
     manager: OrderManager, timeout_s: float, control: StopControl, grace_s: float = FORCED_GRACE_S
 ) -> list[str]:
     """Journal and send a cancel for every open order, then wait for the acks until ``timeout_s``
-    has passed. A forced stop waits only for the answers to the cancels in flight (orders
-    ``pending_cancel``), for at most ``grace_s`` from when it is forced. Failures are logged; the
-    caller reports what stays open. Returns the orders whose cancel is sent but unconfirmed."""
+    has passed. An order that cannot be canceled yet (a replace in flight) is canceled once the
+    replace is answered. A forced stop waits only for the answers to the requests in
+    flight, for at most ``grace_s`` from when it is forced. Failures are logged; the caller reports
+    what stays open. Returns the orders whose cancel is sent but unconfirmed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    sent = 0
-    open_ids = [o.entity_id for o in manager.orders.values() if o.live and o.state != "pending_cancel"]
-    try:
-        requests = manager.journal_cancels(open_ids) if open_ids else []  # one commit for all
-    except (OrderError, JournalWriteError) as exc:
-        log.warning("%d cancel(s) at stop not sent: %s", len(open_ids), exc)
-        requests = []
-    for request in requests:
-        try:
-            await manager.send(request)
-            sent += 1
-        except (OrderError, VenueError) as exc:
-            log.warning("cancel of %s at stop not sent: %s", request.order.entity_id, exc)
+    attempts: dict[str, int] = {}
+    sent = await _send_cancels(manager, attempts)
     if sent:
         log.info("stop: %d cancel(s) sent; waiting up to %g s for acks", sent, timeout_s)
     forced_until: float | None = None
@@ -124,7 +120,7 @@ async def cancel_open_orders(
         if control.forced:
             forced_until = loop.time() + grace_s if forced_until is None else forced_until
             end = min(deadline, forced_until)
-            waiting = any(o.state == "pending_cancel" for o in manager.orders.values())
+            waiting = any(o.state in IN_FLIGHT for o in manager.orders.values())
         else:
             waiting = any(o.live for o in manager.orders.values())
         remaining = end - loop.time()
@@ -134,10 +130,40 @@ async def cancel_open_orders(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(remaining):
                 await control.event.wait()
+        await _send_cancels(manager, attempts)  # orders that became cancelable since
     unconfirmed = [o.entity_id for o in manager.orders.values() if o.state == "pending_cancel"]
     if unconfirmed:
         log.warning("stop: %d cancel(s) sent, unconfirmed: %s", len(unconfirmed), some(unconfirmed))
     return unconfirmed
+
+
+async def _send_cancels(manager: OrderManager, attempts: dict[str, int]) -> int:
+    """Journal (one commit) and send a cancel for each live order the order machine lets us cancel
+    now (not while a replace is in flight) and not yet tried ``CANCEL_ATTEMPTS`` times; how many
+    were sent."""
+    open_ids = [
+        o.entity_id
+        for o in manager.orders.values()
+        if o.live and o.state != "pending_cancel" and attempts.get(o.entity_id, 0) < CANCEL_ATTEMPTS
+    ]
+    if not open_ids:
+        return 0
+    try:
+        requests = manager.journal_cancels(open_ids)
+    except (OrderError, JournalWriteError) as exc:
+        log.warning("%d cancel(s) at stop not sent: %s", len(open_ids), exc)
+        for entity_id in open_ids:
+            attempts[entity_id] = CANCEL_ATTEMPTS  # the journal cannot take them: do not spin
+        return 0
+    sent = 0
+    for request in requests:
+        attempts[request.order.entity_id] = attempts.get(request.order.entity_id, 0) + 1
+        try:
+            await manager.send(request)
+            sent += 1
+        except (OrderError, VenueError) as exc:
+            log.warning("cancel of %s at stop not sent: %s", request.order.entity_id, exc)
+    return sent
 
 
 async def close_in_reverse(steps: Sequence[Step], timeout_s: float = 5.0) -> None:
