@@ -21,7 +21,10 @@ from hypothesis import strategies as st
 import machines
 from machines import InvalidData, InvalidTransition, StateMachine, registry
 from machines.errors import TransitionRefused
-from machines.order import live_trigger
+from machines.order import completes, live_trigger
+from machines.order_data import fill_data
+from machines.positions import buys
+from machines.shared_parse import LastParse
 from storage import codec
 
 # A valid ``create`` for every machine kind the process registers (a new kind must add one here).
@@ -201,3 +204,51 @@ def test_compiled_fire_takes_keys_the_reference_cannot() -> None:
     assert run.state == initial
     with pytest.raises(TypeError):
         run_machine.fire_reference(run, "stop", model="x")
+
+
+# -- one parse shared by the guards and the effect ------------------------------------------------
+
+
+def test_last_parse_is_keyed_by_the_mapping_and_the_values_read() -> None:
+    memo: LastParse[str] = LastParse()
+    data = {"qty": "4"}
+    key = (data["qty"],)
+    assert memo.put(data, key, "parsed") == "parsed"
+    assert memo.get(data, key) == "parsed"
+    assert memo.get({"qty": "4"}, key) is None  # an equal mapping is another trigger's data
+    assert memo.get(data, ("4.0",)) is None  # a value read differs
+    assert memo.get(data, (data["qty"], None)) is None  # another read of it
+
+
+def test_an_order_fill_changed_in_place_is_parsed_again() -> None:
+    data: dict[str, Any] = {"qty": "4", "price": "100.5", "trade_id": "T1"}
+    assert fill_data(data) == (Decimal(4), Decimal("100.5"), "T1", Decimal(0))
+    data["qty"] = "5"
+    data["fee"] = "-0.25"
+    assert fill_data(data) == (Decimal(5), Decimal("100.5"), "T1", Decimal("-0.25"))
+    data["price"] = "0"
+    with pytest.raises(InvalidData, match="fill price must be positive"):
+        fill_data(data)
+
+
+def test_bad_fill_errors_keep_each_readers_order() -> None:
+    """The effect checks qty before trade_id; the ``completes`` guard reads trade_id first."""
+    order_machine = registry.get("order")
+    order, _ = order_machine.create("o-1", **CREATE["order"])
+    bad = {"qty": "-1", "price": "100", "trade_id": ""}
+    with pytest.raises(InvalidData, match="fill qty must be positive"):
+        fill_data(bad)
+    with pytest.raises(InvalidData, match="fill needs a trade_id"):
+        completes(order, bad)
+    # a bad price is the effect's business: the guard answers from qty and trade_id alone
+    assert completes(order, {"qty": "10", "price": "-1", "trade_id": "T1"}) is True
+
+
+def test_a_position_fill_given_an_unknown_field_in_place_is_refused() -> None:
+    position_machine = registry.get("position")
+    position, _ = position_machine.create("BTCUSDT")
+    data: dict[str, Any] = {"side": "buy", "qty": "2", "price": "100", "trade_id": "T1", "client_order_id": "o1"}
+    assert buys(position, data) is True
+    data["venue"] = "x"
+    with pytest.raises(InvalidData, match="unknown fill fields: venue"):
+        buys(position, data)
