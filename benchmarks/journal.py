@@ -1,6 +1,7 @@
 """Journal benchmarks: audited transitions per second, and resume cost. Prints JSON lines.
 
-Each throughput figure stands next to a raw baseline measured in the same run: plain ``sqlite3``
+Each throughput figure stands next to a raw baseline measured in the same run, the two alternated
+``--repeats`` times and their medians reported: plain ``sqlite3``
 ``executemany`` of the very same rows (read back from the audited journal) into a table of the same
 shape, in batches of the same size, at the same durability. Run with ``make bench``.
 
@@ -22,12 +23,12 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from common import BATCH, emit, fresh, journal_rows, median_of, raw_insert
+from common import BATCH, emit, fresh, journal_rows, raw_insert
 
 from machines import Entity, Rule, StateMachine, Transition
 from machines.base import Data
@@ -149,17 +150,30 @@ def journal_only(path: str, durability: str, fired: list[tuple[Transition, Entit
     return elapsed
 
 
+def interleaved(repeats: int, *measures: Callable[[], float]) -> list[float]:
+    """The median of each measure, the measures run alternately ``repeats`` times."""
+    runs: list[list[float]] = [[] for _ in measures]
+    for _ in range(repeats):
+        for times, measure in zip(runs, measures, strict=True):
+            times.append(measure())
+    return [statistics.median(times) for times in runs]
+
+
 def bench_throughput(workdir: str, count: int, repeats: int) -> None:
     fired, _ = fire_all(count)
-    fire_s = median_of(repeats, lambda: fire_all(count)[1])
+    (fire_s,) = interleaved(repeats, lambda: fire_all(count)[1])
     for durability in ("full", "normal"):
         audited_path = os.path.join(workdir, f"audited-{durability}.db")
-        audited_s = median_of(repeats, lambda: audited(audited_path, durability, count))  # noqa: B023
+        audited(audited_path, durability, count)  # the rows the raw baseline writes
         rows = journal_rows(audited_path, "bench")
         raw_path = os.path.join(workdir, f"raw-{durability}.db")
-        raw_s = median_of(repeats, lambda: raw_insert(raw_path, durability, rows))  # noqa: B023
         only_path = os.path.join(workdir, f"only-{durability}.db")
-        only_s = median_of(repeats, lambda: journal_only(only_path, durability, fired))  # noqa: B023
+        audited_s, raw_s, only_s = interleaved(
+            repeats,
+            lambda: audited(audited_path, durability, count),  # noqa: B023
+            lambda: raw_insert(raw_path, durability, rows),  # noqa: B023
+            lambda: journal_only(only_path, durability, fired),  # noqa: B023
+        )
         audited_rate, raw_rate, only_rate = count / audited_s, count / raw_s, count / only_s
         record: dict[str, Any] = {
             "bench": "journal.audited",
@@ -264,7 +278,7 @@ def bench_resume(workdir: str, live: int, sizes: tuple[int, ...], repeats: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transitions", type=int, default=50_000, help="per throughput run (default 50000)")
-    parser.add_argument("--repeats", type=int, default=3, help="median of this many runs (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="median of this many runs (default 5)")
     parser.add_argument("--resume-sizes", default="100000,1000000", help="journal sizes in rows for resume")
     parser.add_argument("--live", type=int, default=10_000, help="live entities for resume (default 10000)")
     parser.add_argument("--dir", help="work directory (default: a temporary one, removed afterwards)")

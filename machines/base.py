@@ -6,10 +6,18 @@ of ``Rule`` rows ``(trigger, sources, dest, guard, effect)``. That table is the 
 the engine, the generated docs diagram (``machines.diagram``) and the table tests.
 
 The table is compiled once per kind into a plain ``transitions.Machine`` that every entity of the
-kind shares. Entities are never attached to it with ``add_model`` (that costs memory per entity and
-time proportional to the models already attached); ``fire`` triggers the shared event on the bare
-entity instead. No ``AsyncMachine``, no ``Timeout`` states, ``auto_transitions=False``: see
-DESIGN.md for the measurements behind each choice.
+kind shares: it validates the table, draws the diagrams and is the *reference* semantics
+(``fire_reference`` fires through it). Entities are never attached to it with ``add_model`` (that
+costs memory per entity and time proportional to the models already attached). No
+``AsyncMachine``, no ``Timeout`` states, ``auto_transitions=False``: see DESIGN.md for the
+measurements behind each choice.
+
+The hot path, ``fire``, does not go through ``transitions`` (8-9 us a trigger, issue 17): the same
+table is also compiled into a per-(trigger, state) dispatch, the candidate rules in table order,
+and ``fire`` runs them the way ``transitions`` does: the first guard that passes wins, its effect
+runs, the changes and the state are applied. Same ``Transition``, same errors, same entity after;
+``tests/machines/test_dispatch_differential.py`` drives both paths with random triggers and data
+for every registered machine and requires identical results.
 
 Rules for a row, in the order the engine applies them:
 
@@ -119,6 +127,14 @@ class Entity:
         return f"Entity({self.machine.name}:{self.entity_id!r} state={self.state!r} data={self.data!r})"
 
 
+class _Step(NamedTuple):
+    """One compiled candidate rule of a (trigger, state): guard, effect, destination state name."""
+
+    guard: Guard | None
+    effect: Effect | None
+    dest: str | None
+
+
 class Transition(NamedTuple):
     """The immutable record of one fired trigger: what the journal appends.
 
@@ -225,6 +241,7 @@ class StateMachine:
         }
         self._engine = self._build_engine()
         self._events = {t: self._engine.events[t] for t in self.triggers}
+        self._dispatch = self._compile()
 
     # -- definition -------------------------------------------------------------------------
 
@@ -312,6 +329,16 @@ class StateMachine:
                 )
         return engine
 
+    def _compile(self) -> dict[str, dict[str, tuple[_Step, ...]]]:
+        """trigger -> source state -> the candidate rules from there, in table order."""
+        dispatch: dict[str, dict[str, list[_Step]]] = {}
+        for rule in self.rules:
+            step = _Step(rule.guard, rule.effect, None if rule.dest is None else str(rule.dest.value))
+            by_state = dispatch.setdefault(rule.trigger, {})
+            for source in rule.sources:
+                by_state.setdefault(str(source.value), []).append(step)
+        return {t: {s: tuple(steps) for s, steps in by_state.items()} for t, by_state in dispatch.items()}
+
     # -- entities ---------------------------------------------------------------------------
 
     def create(self, entity_id: str, /, **data: Any) -> tuple[Entity, Transition]:
@@ -348,7 +375,54 @@ class StateMachine:
 
         Raises ``InvalidTransition`` when no rule allows the trigger from the entity's state (or no
         guard lets it through), ``InvalidData`` (or a machine's subclass) when the data is unusable.
-        Either way the entity is left unchanged.
+        Either way the entity is left unchanged. Runs the compiled dispatch; ``fire_reference``
+        runs the same table through ``transitions`` with the same results.
+        """
+        source = entity.state
+        if entity.machine is not self:
+            raise InvalidTransition(
+                f"entity belongs to machine {entity.machine.name!r}",
+                machine=self.name,
+                entity_id=entity.entity_id,
+                state=source,
+                trigger=trigger,
+            )
+        by_state = self._dispatch.get(trigger)
+        steps = None if by_state is None else by_state.get(source)
+        if steps is None:
+            reason = "unknown trigger" if by_state is None else "not allowed from this state"
+            raise InvalidTransition(
+                reason, machine=self.name, entity_id=entity.entity_id, state=source, trigger=trigger
+            )
+        if data:
+            problem = check_data(data)
+            if problem:
+                raise InvalidData(problem, machine=self.name, entity_id=entity.entity_id, state=source, trigger=trigger)
+        try:
+            for guard, effect, dest in steps:
+                if guard is None or guard(entity, data):
+                    if effect is not None:
+                        changes = effect(entity, data)
+                        if changes:
+                            entity.data.update(changes)
+                    if dest is not None:
+                        entity.state = dest
+                    return Transition(
+                        self.name, entity.entity_id, trigger, source, entity.state, MappingProxyType(data)
+                    )
+        except TransitionRefused as exc:
+            exc.bind(machine=self.name, entity_id=entity.entity_id, state=source, trigger=trigger)
+            raise
+        raise InvalidTransition(
+            "no guard allowed it", machine=self.name, entity_id=entity.entity_id, state=source, trigger=trigger
+        )
+
+    def fire_reference(self, entity: Entity, trigger: str, /, **data: Any) -> Transition:
+        """``fire`` through the ``transitions`` engine built from the same table: the reference
+        semantics the compiled dispatch is tested against. Same results, several times slower.
+
+        One difference, in the reference's disfavour: a data key ``model`` or ``self`` collides
+        with ``transitions``' own arguments there (``TypeError``); ``fire`` takes any key.
         """
         source = entity.state
         if entity.machine is not self:

@@ -65,6 +65,7 @@ from machines.order_data import (
     decode_data,
     fill_data,
     init_data,
+    new_fill_qty,
     to_decimal,
     trade_id_of,
 )
@@ -113,10 +114,8 @@ def new_trade(order: Entity, data: Data) -> bool:
 
 def completes(order: Entity, data: Data) -> bool:
     """A new fill that takes ``cum_qty`` to (or past: ``Overfill`` follows) the order quantity."""
-    if trade_id_of(data) in order.data["trade_ids"]:
-        return False
-    qty = to_decimal(data.get("qty"), "fill qty")
-    return bool(order.data["cum_qty"] + qty >= order.data["qty"])
+    qty = new_fill_qty(data, order.data["trade_ids"])
+    return qty is not None and bool(order.data["cum_qty"] + qty >= order.data["qty"])
 
 
 def _prior(state: OrderState) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 from machines.base import Data
 from machines.decimals import DecimalError, Sign, parse_decimal
 from machines.errors import InvalidData
+from machines.shared_parse import LastParse
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market")
@@ -55,12 +56,43 @@ def trade_id_of(data: Data) -> str:
     return trade_id
 
 
-def fill_data(data: Data) -> tuple[Decimal, Decimal, str, Decimal]:
-    """A fill's (qty, price, trade_id, fee), checked; a missing fee is 0."""
-    qty = to_decimal(data.get("qty"), "fill qty")
-    price = to_decimal(data.get("price"), "fill price")
-    fee = data.get("fee")
-    return qty, price, trade_id_of(data), ZERO if fee is None else to_decimal(fee, "fee", positive=False)
+FillTerms = tuple[Decimal, Decimal, str, Decimal]
+"""A fill's (qty, price, trade_id, fee)."""
+
+_FILLS: LastParse[FillTerms] = LastParse()
+
+
+def fill_data(data: Data) -> FillTerms:
+    """A fill's (qty, price, trade_id, fee), checked in that order; a missing fee is 0.
+
+    Parsed once per trigger: the guards and the effect of one ``fire`` share it (``LastParse``).
+    """
+    key = (data.get("qty"), data.get("price"), data.get("trade_id"), data.get("fee"))
+    terms = _FILLS.get(data, key)
+    if terms is not None:
+        return terms
+    qty = to_decimal(key[0], "fill qty")
+    price = to_decimal(key[1], "fill price")
+    trade_id = trade_id_of(data)
+    fee = key[3]
+    return _FILLS.put(
+        data, key, (qty, price, trade_id, ZERO if fee is None else to_decimal(fee, "fee", positive=False))
+    )
+
+
+def new_fill_qty(data: Data, applied: list[str]) -> Decimal | None:
+    """A fill's qty when its trade_id is not in ``applied``, else ``None``; trade_id checked first.
+
+    Shares ``fill_data``'s parse when the whole fill is usable; otherwise reads trade_id then qty
+    itself, so that bad data raises what this reader reads first.
+    """
+    try:
+        qty, _, trade_id, _ = fill_data(data)
+    except InvalidData:
+        if trade_id_of(data) in applied:
+            return None
+        return to_decimal(data.get("qty"), "fill qty")
+    return None if trade_id in applied else qty
 
 
 def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None = None) -> str:

@@ -34,6 +34,7 @@ from machines.base import Data, Entity, Rule, StateMachine
 from machines.decimals import DecimalError, Sign, parse_decimal
 from machines.errors import InvalidData, StateMachineError
 from machines.registry import register
+from machines.shared_parse import LastParse
 
 ZERO = Decimal(0)
 
@@ -199,8 +200,33 @@ def _decimal(value: object, name: str, sign: Sign) -> Decimal:
         raise InvalidData(str(exc)) from None
 
 
+_FILLS: LastParse[Fill] = LastParse()
+
+
 def _fill(entity: Entity, data: Data) -> Fill:
-    """The trigger's data as a ``Fill`` of the entity's instrument; ``InvalidData`` when unusable."""
+    """The trigger's data as a ``Fill`` of the entity's instrument; ``InvalidData`` when unusable.
+
+    Built once per trigger: the guards and the effect of one ``fire`` share it (``LastParse``; the
+    key holds every value read, the instrument and the number of fields, so the unknown-field check
+    is covered too).
+    """
+    key = (
+        entity.entity_id,
+        len(data),
+        data.get("side"),
+        data.get("trade_id"),
+        data.get("client_order_id"),
+        data.get("qty"),
+        data.get("price"),
+        data.get("fee"),
+    )
+    fill = _FILLS.get(data, key)
+    if fill is not None:
+        return fill
+    return _FILLS.put(data, key, _build_fill(entity, data))
+
+
+def _build_fill(entity: Entity, data: Data) -> Fill:
     unknown = set(data) - FILL_FIELDS
     if unknown:
         raise InvalidData(f"unknown fill fields: {', '.join(sorted(unknown))}")
