@@ -1,0 +1,383 @@
+"""The reader views of migration 7 (``storage/views.py``), the shipped Datasette metadata and its
+canned queries, on a small scripted journal whose every row is written out below by hand."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from machines import ORDER, POSITION, TRADING, Entity
+from storage import Journal
+from storage.datasette import METADATA_PATH, canned_queries, load_metadata, metadata_for
+from storage.schema import SCHEMA_VERSION
+from storage.views import VIEWS_V7
+from tests.conftest import REPO, FakeClock, run_cli
+from tests.storage.conftest import query, raw
+
+T0 = 1_800_000_000_000_000_000
+"""2027-01-15T08:00:00Z (``date -u -d @1800000000``) in nanoseconds."""
+DAY_NS = 86_400 * 1_000_000_000
+MS = 1_000_000
+
+
+def at(clock: FakeClock, ns: int) -> None:
+    clock.now = T0 + ns
+
+
+def build_scripted(path: str) -> None:
+    """Run 1: three orders (one duplicate fill report, one fill learned at reconciliation), two
+    positions, the trading machine through two halts, two anomalies. Seqs as commented."""
+    clock = FakeClock(start_ns=T0, step_ns=0)
+    with Journal.open(path, clock=clock) as journal:  # seq 1: run 1 create at T0
+
+        def fire(entity: Entity, trigger: str, **data: Any) -> None:
+            journal.fire(entity.machine, entity, trigger, **data)
+
+        at(clock, 1 * MS)
+        trading, created = TRADING.create("kernel", now_ms=5000)
+        journal.append(created, trading)  # 2
+        at(clock, 2 * MS)
+        orders = {}
+        for cid, instrument, side, qty, price in (
+            ("b1", "BTCUSDT", "buy", "4", "10"),  # 3
+            ("s1", "ETHUSDT", "sell", "1", "20"),  # 4
+            ("c1", "BTCUSDT", "buy", "2", "9"),  # 5
+        ):
+            order, created = ORDER.create(cid, instrument=instrument, side=side, qty=Decimal(qty), price=Decimal(price))
+            journal.append(created, order)
+            orders[cid] = order
+        at(clock, 3 * MS)
+        for cid in ("b1", "s1", "c1"):  # 6..11
+            fire(orders[cid], "submit")
+            fire(orders[cid], "accept", venue_order_id=f"V{cid.upper()}")
+        at(clock, 10 * MS + 999_999)  # cut, not rounded, to .010
+        t1 = {"qty": Decimal(1), "price": Decimal("9.5"), "trade_id": "T1", "fee": Decimal("0.01")}
+        fire(orders["b1"], "fill", **t1, ts_ms=1_800_000_000_008, liquidity="maker")  # 12
+        btc, created = POSITION.create("BTCUSDT")
+        journal.append(created, btc)  # 13
+        fire(btc, "fill", client_order_id="b1", side="buy", **t1)  # 14
+        at(clock, 20 * MS)
+        fire(orders["s1"], "fill", qty=Decimal(1), price=Decimal(21), trade_id="T2")  # 15
+        eth, created = POSITION.create("ETHUSDT")
+        journal.append(created, eth)  # 16
+        fire(eth, "fill", client_order_id="s1", side="sell", qty=Decimal(1), price=Decimal(21), trade_id="T2")  # 17
+        at(clock, 30 * MS)
+        fire(orders["b1"], "fill", **t1)  # 18: the same trade reported again
+        journal.commit()
+
+        at(clock, DAY_NS + 5 * MS)
+        t3 = {"qty": Decimal(3), "price": Decimal(10), "trade_id": "T3", "fee": Decimal("0.02")}
+        fire(orders["b1"], "fill", **t3)  # 19
+        fire(btc, "fill", client_order_id="b1", side="buy", **t3)  # 20
+        t4 = {"qty": Decimal(1), "price": Decimal(9), "trade_id": "T4", "fee": Decimal("0.009")}
+        fire(orders["c1"], "reconcile_fill", **t4)  # 21
+        fire(btc, "fill", client_order_id="c1", side="buy", **t4)  # 22
+        for offset, trigger, data in (
+            (100, "halt", {"reason": "operator: test"}),  # 23 active -> halting
+            (101, "all_canceled", {}),  # 24 halting -> halted
+            (102, "risk_breach", {"limit": "max_position", "value": Decimal(5), "threshold": Decimal(3)}),  # 25
+            (103, "arm", {"reason": "operator: resume"}),  # 26 halted -> active
+            (104, "health_unhealthy", {"component": "feed-r1", "reason": "stale", "flatten": True}),  # 27
+            (105, "journal_failed", {"reason": "disk full"}),  # 28 recorded while halting
+        ):
+            at(clock, DAY_NS + offset * MS)
+            fire(trading, trigger, now_ms=6000 + offset, **data)
+        at(clock, DAY_NS + 200 * MS)
+        journal.record_anomaly("feed:paper", "decode_error", "not JSON", "{x")
+        at(clock, DAY_NS + 201 * MS)
+        journal.record_anomaly("orders", "unknown_order", "no such order", "V9")
+        journal.commit()
+        at(clock, DAY_NS + 300 * MS)
+    # seq 29: run 1 stop
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("views") / "scripted.db")
+    build_scripted(path)
+    return path
+
+
+def rows(path: str, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with raw(path, readonly=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def columns(path: str, view: str) -> list[str]:
+    return [row[1] for row in query(path, f"PRAGMA table_info({view})")]
+
+
+DAY1 = "2027-01-15T08:00:00"
+DAY2 = "2027-01-16T08:00:00"
+
+
+def test_the_journal_is_as_scripted(scripted: str) -> None:
+    assert query(scripted, "SELECT max(seq) FROM transitions") == [(29,)]
+    assert query(scripted, "SELECT trigger FROM transitions WHERE seq IN (18, 21, 28) ORDER BY seq") == [
+        ("fill",),
+        ("reconcile_fill",),
+        ("journal_failed",),
+    ]
+
+
+def test_fills_lists_each_applied_fill_once(scripted: str) -> None:
+    assert columns(scripted, "fills") == [
+        "seq", "time", "ts_ns", "run", "client_order_id", "instrument", "side", "qty", "price", "fee",
+        "liquidity", "trade_id", "venue_time", "trigger",
+    ]  # fmt: skip
+    assert rows(scripted, "SELECT * FROM fills") == [
+        (12, f"{DAY1}.010Z", T0 + 10_999_999, 1, "b1", "BTCUSDT", "buy", "1", "9.5", "0.01", "maker", "T1",
+         f"{DAY1}.008Z", "fill"),
+        (15, f"{DAY1}.020Z", T0 + 20 * MS, 1, "s1", "ETHUSDT", "sell", "1", "21", "0", None, "T2", None, "fill"),
+        (19, f"{DAY2}.005Z", T0 + DAY_NS + 5 * MS, 1, "b1", "BTCUSDT", "buy", "3", "10", "0.02", None, "T3", None,
+         "fill"),
+        (21, f"{DAY2}.005Z", T0 + DAY_NS + 5 * MS, 1, "c1", "BTCUSDT", "buy", "1", "9", "0.009", None, "T4", None,
+         "reconcile_fill"),
+    ]  # fmt: skip
+
+
+def test_decimals_stay_exact_text(scripted: str) -> None:
+    assert rows(scripted, "SELECT DISTINCT typeof(qty), typeof(price), typeof(fee) FROM fills") == [
+        ("text", "text", "text")
+    ]
+    assert rows(scripted, "SELECT DISTINCT typeof(cum_qty), typeof(avg_px) FROM orders WHERE cum_qty != '0'") == [
+        ("text", "text")
+    ]
+
+
+def test_orders_shows_current_state_terms_and_times(scripted: str) -> None:
+    assert columns(scripted, "orders") == [
+        "client_order_id", "state", "live", "instrument", "side", "type", "tif", "qty", "price", "cum_qty",
+        "leaves_qty", "avg_px", "fees", "venue_order_id", "tag", "origin", "reason", "created_time",
+        "created_ts_ns", "last_seq", "last_time", "last_ts_ns",
+    ]  # fmt: skip
+    assert rows(scripted, "SELECT * FROM orders ORDER BY client_order_id") == [
+        ("b1", "filled", 0, "BTCUSDT", "buy", "limit", "gtc", "4", "10", "4", "0", "9.875", "0.03", "VB1", "",
+         "kernel", None, f"{DAY1}.002Z", T0 + 2 * MS, 19, f"{DAY2}.005Z", T0 + DAY_NS + 5 * MS),
+        ("c1", "partially_filled", 1, "BTCUSDT", "buy", "limit", "gtc", "2", "9", "1", "1", "9", "0.009", "VC1", "",
+         "kernel", None, f"{DAY1}.002Z", T0 + 2 * MS, 21, f"{DAY2}.005Z", T0 + DAY_NS + 5 * MS),
+        ("s1", "filled", 0, "ETHUSDT", "sell", "limit", "gtc", "1", "20", "1", "0", "21", "0", "VS1", "",
+         "kernel", None, f"{DAY1}.002Z", T0 + 2 * MS, 15, f"{DAY1}.020Z", T0 + 20 * MS),
+    ]  # fmt: skip
+
+
+def test_positions_per_instrument(scripted: str) -> None:
+    assert columns(scripted, "positions") == [
+        "instrument", "state", "qty", "cost", "realized_pnl", "fees", "cash", "fills", "last_trade_id",
+        "last_seq", "last_time", "last_ts_ns",
+    ]  # fmt: skip
+    assert rows(scripted, "SELECT * FROM positions ORDER BY instrument") == [
+        ("BTCUSDT", "long", "5", "48.5", "0", "0.039", "-48.539", 3, "T4", 22, f"{DAY2}.005Z", T0 + DAY_NS + 5 * MS),
+        ("ETHUSDT", "short", "-1", "-21", "0", "0", "21", 1, "T2", 17, f"{DAY1}.020Z", T0 + 20 * MS),
+    ]
+
+
+def test_trading_states_with_reasons_as_the_machine_words_them(scripted: str) -> None:
+    assert columns(scripted, "trading_states") == [
+        "seq",
+        "time",
+        "ts_ns",
+        "run",
+        "source",
+        "dest",
+        "trigger",
+        "reason",
+        "flatten",
+    ]
+    assert rows(scripted, "SELECT seq, time, run, source, dest, trigger, reason, flatten FROM trading_states") == [
+        (2, f"{DAY1}.001Z", 1, None, "active", "create", None, None),
+        (23, f"{DAY2}.100Z", 1, "active", "halting", "halt", "operator: test", None),
+        (24, f"{DAY2}.101Z", 1, "halting", "halted", "all_canceled", None, None),
+        (25, f"{DAY2}.102Z", 1, "halted", "halted", "risk_breach", "risk breach: max_position 5 > 3", None),
+        (26, f"{DAY2}.103Z", 1, "halted", "active", "arm", "operator: resume", None),
+        (27, f"{DAY2}.104Z", 1, "active", "halting", "health_unhealthy", "feed-r1 unhealthy: stale", 1),
+        (28, f"{DAY2}.105Z", 1, "halting", "halting", "journal_failed", "journal failed: disk full", None),
+    ]
+    # the machine's own record of the halt under way says the same
+    assert rows(scripted, "SELECT json_extract(data, '$.reason') FROM entities WHERE machine = 'trading'") == [
+        ("feed-r1 unhealthy: stale",)
+    ]
+
+
+def test_no_monotonic_values_in_views(scripted: str) -> None:
+    for view in ("transition_log", "entities"):
+        texts = [row[0] for row in rows(scripted, f"SELECT data FROM {view}")]
+        assert texts, view
+        assert not [t for t in texts if "now_ms" in t or "since_ms" in t or "deadline_ms" in t], view
+    assert rows(scripted, "SELECT data FROM transition_log WHERE seq = 27") == [
+        ('{"component":"feed-r1","flatten":true,"reason":"stale"}',)
+    ]
+    # the raw table keeps them
+    assert "now_ms" in rows(scripted, "SELECT data FROM transitions WHERE seq = 27")[0][0]
+
+
+def test_transition_log_and_anomaly_log_have_raw_ns_beside_the_time(scripted: str) -> None:
+    assert columns(scripted, "transition_log") == [
+        "seq",
+        "time",
+        "ts_ns",
+        "run",
+        "machine",
+        "entity",
+        "trigger",
+        "source",
+        "dest",
+        "data",
+    ]
+    assert rows(scripted, "SELECT seq, time, ts_ns FROM transition_log WHERE seq IN (1, 12)") == [
+        (1, f"{DAY1}.000Z", T0),
+        (12, f"{DAY1}.010Z", T0 + 10_999_999),
+    ]
+    assert rows(scripted, "SELECT * FROM anomaly_log") == [
+        (1, f"{DAY2}.200Z", T0 + DAY_NS + 200 * MS, 1, "feed:paper", "decode_error", "not JSON", "{x"),
+        (2, f"{DAY2}.201Z", T0 + DAY_NS + 201 * MS, 1, "orders", "unknown_order", "no such order", "V9"),
+    ]
+
+
+def test_runs_are_listed_in_numeric_order(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.db")
+    clock = FakeClock(start_ns=T0, step_ns=MS)
+    for _ in range(11):
+        Journal.open(path, clock=clock).close()
+    assert [r[0] for r in rows(path, "SELECT run FROM runs")] == list(range(1, 12))
+    assert columns(path, "runs") == [
+        "run", "state", "started", "started_ns", "ended", "ended_ns", "pid", "host", "version",
+        "crash_detected_by_run", "last_seq",
+    ]  # fmt: skip
+    first = rows(path, "SELECT run, state, started, started_ns FROM runs WHERE run = 1")
+    assert first == [(1, "stopped", f"{DAY1}.001Z", T0 + MS)]
+
+
+# -- the canned queries, on the scripted journal --------------------------------------------------
+
+
+def canned(path: str, name: str, **params: str) -> list[tuple[Any, ...]]:
+    return rows(path, canned_queries()[name]["sql"], params)
+
+
+def test_the_canned_queries_shipped() -> None:
+    assert sorted(canned_queries()) == ["anomalies", "fills_of_a_day", "halts", "order_history"]
+    for spec in canned_queries().values():
+        assert spec["title"]
+        assert spec["description"]
+
+
+def test_fills_of_a_day(scripted: str) -> None:
+    assert canned(scripted, "fills_of_a_day", day="2027-01-16") == [
+        (19, f"{DAY2}.005Z", 1, "b1", "BTCUSDT", "buy", "3", "10", "0.02", None, "T3"),
+        (21, f"{DAY2}.005Z", 1, "c1", "BTCUSDT", "buy", "1", "9", "0.009", None, "T4"),
+    ]
+    assert [r[0] for r in canned(scripted, "fills_of_a_day", day="2027-01-15")] == [12, 15]
+    assert canned(scripted, "fills_of_a_day", day="2027-01-17") == []
+
+
+def test_order_history(scripted: str) -> None:
+    assert canned(scripted, "order_history", client_order_id="c1") == [
+        (5, f"{DAY1}.002Z", 1, "create", None, "new", '{"instrument":"BTCUSDT","price":"9","qty":"2","side":"buy"}'),
+        (10, f"{DAY1}.003Z", 1, "submit", "new", "pending_new", "{}"),
+        (11, f"{DAY1}.003Z", 1, "accept", "pending_new", "accepted", '{"venue_order_id":"VC1"}'),
+        (21, f"{DAY2}.005Z", 1, "reconcile_fill", "accepted", "partially_filled",
+         '{"fee":"0.009","price":"9","qty":"1","trade_id":"T4"}'),
+    ]  # fmt: skip
+    assert canned(scripted, "order_history", client_order_id="nope") == []
+
+
+def test_halts_latest_first(scripted: str) -> None:
+    assert canned(scripted, "halts") == [
+        (28, f"{DAY2}.105Z", 1, "journal_failed", "halting", "halting", "journal failed: disk full", None),
+        (27, f"{DAY2}.104Z", 1, "health_unhealthy", "active", "halting", "feed-r1 unhealthy: stale", 1),
+        (25, f"{DAY2}.102Z", 1, "risk_breach", "halted", "halted", "risk breach: max_position 5 > 3", None),
+        (23, f"{DAY2}.100Z", 1, "halt", "active", "halting", "operator: test", None),
+    ]
+
+
+def test_anomalies_latest_first_with_an_optional_source(scripted: str) -> None:
+    everything = canned(scripted, "anomalies", source="")
+    assert everything == [
+        (2, f"{DAY2}.201Z", 1, "orders", "unknown_order", "no such order", "V9"),
+        (1, f"{DAY2}.200Z", 1, "feed:paper", "decode_error", "not JSON", "{x"),
+    ]
+    assert canned(scripted, "anomalies", source="feed:paper") == everything[1:]
+
+
+# -- migration of an existing journal ------------------------------------------------------------
+
+
+def test_an_existing_v6_journal_gets_the_views_from_migrate(scripted: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "v6.db")
+    target = sqlite3.connect(path)
+    try:
+        with raw(scripted, readonly=True) as source:
+            source.backup(target)
+    finally:
+        target.close()
+    with raw(path) as conn:
+        for view in ("fills", "orders", "positions", "trading_states"):
+            conn.execute(f"DROP VIEW {view}")
+        conn.execute("DROP INDEX transitions_creates")
+        conn.execute("DROP INDEX transitions_trading")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm007_reader_views'")
+        conn.execute("PRAGMA user_version = 6")
+    done = run_cli("migrate", "--db", path)
+    assert done.returncode == 0, done
+    assert f"from schema version 6 to {SCHEMA_VERSION}" in done.stdout
+    assert [r[0] for r in rows(path, "SELECT seq FROM fills")] == [12, 15, 19, 21]
+    assert rows(path, "SELECT instrument, qty FROM positions ORDER BY instrument") == [
+        ("BTCUSDT", "5"),
+        ("ETHUSDT", "-1"),
+    ]
+
+
+def test_the_views_use_indexes_not_a_scan_of_the_history(scripted: str) -> None:
+    def plan(sql: str) -> str:
+        return " / ".join(str(r[3]) for r in rows(scripted, f"EXPLAIN QUERY PLAN {sql}"))
+
+    assert "USING INDEX transitions_fills" in plan("SELECT * FROM fills")
+    assert "USING INDEX transitions_creates" in plan("SELECT * FROM orders")
+    assert "USING INDEX transitions_trading" in plan("SELECT * FROM trading_states")
+    for sql in ("SELECT * FROM fills", "SELECT * FROM orders", "SELECT * FROM trading_states"):
+        assert not re.search(r"SCAN (t|c|transitions)\b(?! USING)", plan(sql)), plan(sql)
+
+
+# -- the metadata and the docs agree with the schema ------------------------------------------------
+
+
+def test_metadata_columns_are_the_schema_columns(scripted: str) -> None:
+    tables = load_metadata()["databases"]["tradekernel"]["tables"]
+    for name in VIEWS_V7:
+        assert list(tables[name]["columns"]) == columns(scripted, name), name
+    assert list(tables["transitions"]["columns"]) == columns(scripted, "transitions")
+
+
+def test_metadata_is_filed_under_the_journal_name() -> None:
+    metadata = metadata_for("/somewhere/kernel-a.db")
+    assert list(metadata["databases"]) == ["kernel-a"]
+    assert "fills_of_a_day" in metadata["databases"]["kernel-a"]["queries"]
+
+
+def test_metadata_ships_as_package_data() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert '"storage.datasette" = ["*.yml"]' in pyproject
+    assert METADATA_PATH.parent == REPO / "storage" / "datasette"
+
+
+def doc_columns() -> dict[str, list[str]]:
+    """``docs/audit.md``: each ``#### `VIEW` `` heading, then a table whose first cells are columns."""
+    text = (REPO / "docs" / "audit.md").read_text()
+    found: dict[str, list[str]] = {}
+    for match in re.finditer(r"^#### `(\w+)`\n(.*?)(?=^#|\Z)", text, re.M | re.S):
+        cells = re.findall(r"^\| `(\w+)` \|", match.group(2), re.M)
+        found[match.group(1)] = cells
+    return found
+
+
+def test_docs_name_the_columns_of_every_view(scripted: str) -> None:
+    documented = doc_columns()
+    assert set(documented) == set(VIEWS_V7)
+    for name in VIEWS_V7:
+        assert documented[name] == columns(scripted, name), name
