@@ -3,8 +3,11 @@ canned queries, on a small scripted journal whose every row is written out below
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -381,3 +384,32 @@ def test_docs_name_the_columns_of_every_view(scripted: str) -> None:
     assert set(documented) == set(VIEWS_V7)
     for name in VIEWS_V7:
         assert documented[name] == columns(scripted, name), name
+
+
+def sqlite_utils(*args: str) -> Any:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("sqlite-utils")), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_sqlite_utils_examples_of_the_docs(scripted: str) -> None:
+    fills = sqlite_utils("query", scripted, "select * from fills where time >= '2027-01-16' order by seq")
+    assert [(f["seq"], f["trade_id"], f["qty"]) for f in fills] == [(19, "T3", "3"), (21, "T4", "1")]
+    live = sqlite_utils("query", scripted, "select client_order_id, state, cum_qty, avg_px from orders where live")
+    assert live == [{"client_order_id": "c1", "state": "partially_filled", "cum_qty": "1", "avg_px": "9"}]
+    latest = sqlite_utils(
+        "query", scripted, "select time, trigger, reason from trading_states order by seq desc limit 5"
+    )
+    assert [r["trigger"] for r in latest] == [
+        "journal_failed",
+        "health_unhealthy",
+        "arm",
+        "risk_breach",
+        "all_canceled",
+    ]
