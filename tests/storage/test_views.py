@@ -9,12 +9,14 @@ import re
 import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from storage import Journal
+from storage.audit import AuditReader
 from storage.datasette import METADATA_PATH, canned_queries, load_metadata, metadata_for
 from storage.schema import SCHEMA_VERSION
 from storage.views import VIEWS_V7
@@ -337,3 +339,42 @@ def test_the_sqlite_utils_examples_of_the_docs(scripted: str) -> None:
         "risk_breach",
         "all_canceled",
     ]
+
+
+# -- a journal of the paper kernel ----------------------------------------------------------------
+
+
+def test_the_views_agree_with_the_audit_reader_on_a_paper_run(tmp_path: Path) -> None:
+    """``tradekernel run`` (the bundled replay against the embedded venue) for a few seconds; what
+    the views say must be what ``AuditReader`` (its own code, in Python) says of the same journal."""
+    path = str(tmp_path / "paper.db")
+    done = run_cli("run", "--db", path, "--duration", "4", "--status-view", "off", cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    with AuditReader(path) as reader:
+        expected_fills = [
+            (f["client_order_id"], f["instrument"], f["side"], f["qty"], f["price"], f["fee"], f["trade_id"])
+            for f in reader.fills()
+        ]
+        expected_orders = {
+            e["entity"]: (e["state"], Decimal(e["data"]["cum_qty"]), Decimal(e["data"]["leaves_qty"]))
+            for e in reader.entities("order")
+        }
+        expected_positions = {e["entity"]: Decimal(e["data"]["qty"]) for e in reader.entities("position")}
+    fills = rows(path, "SELECT client_order_id, instrument, side, qty, price, fee, trade_id FROM fills")
+    assert [(*f[:3], Decimal(f[3]), Decimal(f[4]), Decimal(f[5]), f[6]) for f in fills] == expected_fills
+    orders = rows(path, "SELECT client_order_id, state, cum_qty, leaves_qty FROM orders")
+    assert {o[0]: (o[1], Decimal(o[2]), Decimal(o[3])) for o in orders} == expected_orders
+    positions = rows(path, "SELECT instrument, qty FROM positions")
+    assert {p[0]: Decimal(p[1]) for p in positions} == expected_positions
+    assert rows(path, "SELECT run, state FROM runs") == [(1, "stopped")]
+    # every canned query runs on it; those with a parameter are asked about what the run did
+    journaled = rows(path, "SELECT seq, time FROM fills")
+    for day in {time[:10] for _, time in journaled}:
+        by_day = [r[0] for r in canned(path, "fills_of_a_day", day=day)]
+        assert by_day == [seq for seq, time in journaled if time.startswith(day)]
+    for client_order_id, last_seq in rows(path, "SELECT client_order_id, last_seq FROM orders"):
+        history = canned(path, "order_history", client_order_id=client_order_id)
+        assert history[0][3] == "create"
+        assert history[-1][0] == last_seq
+    assert {r[3] for r in canned(path, "halts")} <= {"halt", "risk_breach", "health_unhealthy", "journal_failed"}
+    assert isinstance(canned(path, "anomalies", source=""), list)
