@@ -6,7 +6,8 @@ Datasette (the ``tradekernel[ui]`` extra) is imported only here, when the comman
 the journal in its default mode, read-only (``?mode=ro``): safe beside a running kernel, which it
 never blocks. Not ``--immutable``, which would let SQLite skip the locks and the WAL a live journal
 needs, nor ``--nolock``, which reads without the WAL's locks. Exit status: 0 after the server was
-stopped (Ctrl-C or SIGTERM), 2 when Datasette is missing or the arguments are refused.
+stopped (Ctrl-C or SIGTERM), 2 when Datasette is missing, the arguments are refused or the
+server cannot listen (the port is taken).
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ def serve_journal(reader: AuditReader, args: argparse.Namespace) -> int:
         except click.ClickException as exc:
             exc.show()
             return EXIT_USAGE
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        except SystemExit as exc:  # uvicorn exits 1 when it cannot listen (the port is taken)
+            return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
         finally:
             signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else EXIT_OK

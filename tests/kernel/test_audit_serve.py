@@ -131,3 +131,21 @@ def test_help_names_the_extra(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "tradekernel[ui]" in out
     assert "--allow-remote" in out
+
+
+def test_a_taken_port_exits_2(journal: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "kernel", "audit", "serve", "--db", journal, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=str(REPO),
+            check=False,
+        )
+    assert done.returncode == 2, done
+    assert "address already in use" in done.stderr
