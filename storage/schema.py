@@ -269,8 +269,8 @@ def m006_journal_id(db: sqlite_utils.Database) -> None:
 @_migration
 def m007_reader_views(db: sqlite_utils.Database) -> None:
     """The reader views (``storage/views.py``): ``fills``, ``orders``, ``positions`` and
-    ``trading_states``; ``entities``, ``transition_log``, ``runs`` and ``anomaly_log`` again with
-    raw ``ts_ns`` beside ISO times, runs in numeric order and no monotonic-clock values."""
+    ``trading_states``; ``transition_log``, ``runs`` and ``anomaly_log`` again with raw ``ts_ns``
+    beside ISO times, runs in numeric order and no monotonic-clock values."""
     create_views_v7(db)
 
 
