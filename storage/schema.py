@@ -11,8 +11,9 @@ Tables (see docs/audit.md for the reader's view):
 * ``anomalies`` — bad input recorded with a sample (not state, not chained), written with the
   next group commit.
 * ``journal_info`` — one row: the journal's id (``journal_id``), random, made once per journal.
-* views ``entities`` (both tables, with ``live``), ``runs`` (one row per writer session) and
-  ``transition_log`` (readable times).
+* views ``entities`` (both tables, with ``live``), ``runs`` (one row per writer session, in
+  numeric order), ``transition_log`` and ``anomaly_log`` (ISO times beside the raw ``ts_ns``), and
+  the reader views ``fills``, ``orders``, ``positions``, ``trading_states`` (``storage/views.py``).
 
 The schema version is ``PRAGMA user_version``; migrations are applied with sqlite-utils'
 ``Migrations`` (recorded in ``_sqlite_migrations``) and never run backwards: a database newer than
@@ -39,6 +40,7 @@ from storage.errors import (
     JournalVersionError,
     JournalWriteError,
 )
+from storage.views import create_views_v7
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -262,6 +264,14 @@ def m006_journal_id(db: sqlite_utils.Database) -> None:
         """
     )
     db.execute("INSERT INTO journal_info (id, journal_id) VALUES (1, ?)", (new_journal_id(),))
+
+
+@_migration
+def m007_reader_views(db: sqlite_utils.Database) -> None:
+    """The reader views (``storage/views.py``): ``fills``, ``orders``, ``positions`` and
+    ``trading_states``; ``transition_log``, ``runs`` and ``anomaly_log`` again with raw ``ts_ns``
+    beside ISO times, runs in numeric order and no monotonic-clock values."""
+    create_views_v7(db)
 
 
 SCHEMA_VERSION = len(MIGRATION_NAMES)

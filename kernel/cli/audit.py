@@ -1,6 +1,7 @@
 """``tradekernel audit ...``: read the journal as tables for people or JSON for scripts.
 
     tradekernel audit tail|timeline|entities|verify|anomalies|stats|export [--db PATH] [--json] ...
+    tradekernel audit serve [--db PATH] [--port N]   (Datasette: kernel/cli/audit_serve.py)
 
 Exit codes: 0 ok, 1 a check failed (``verify``), 2 usage or input error (no such file, not a
 journal, unknown entity, ...).
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
+from kernel.cli import audit_serve
 from kernel.cli.common import DEFAULT_DB, usage_error
 from kernel.cli.table import format_table
 from kernel.exits import EXIT_FAILED, EXIT_OK
@@ -88,6 +90,8 @@ def add_parser(commands: Any) -> None:
     )
     export.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
     export.set_defaults(run=_export)
+
+    audit_serve.add_parser(sub)
 
 
 def _positive(text: str) -> int:

@@ -19,7 +19,7 @@ from tests.storage.conftest import SmallJournal, count_rows, drop_append_only_tr
 from tests.toy import TOY
 
 OpenJournal = Callable[..., Journal]
-VIEWS = {"entities", "runs", "transition_log", "anomaly_log"}
+VIEWS = {"entities", "runs", "transition_log", "anomaly_log", "fills", "orders", "positions", "trading_states"}
 TRIGGERS = {
     "transitions_append_only_update",
     "transitions_append_only_delete",
@@ -62,7 +62,7 @@ def downgrade_to_v1(path: str) -> None:
 
 
 def test_the_migrations_in_order() -> None:
-    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 6
+    assert SCHEMA_VERSION == len(MIGRATION_NAMES) == 7
     assert MIGRATION_NAMES == [
         "m001_core_tables",
         "m002_audit_views_and_guards",
@@ -70,6 +70,7 @@ def test_the_migrations_in_order() -> None:
         "m004_fill_index",
         "m005_state_digests",
         "m006_journal_id",
+        "m007_reader_views",
     ]
 
 
@@ -268,10 +269,16 @@ JOURNAL_ID = re.compile(r"[a-z2-7]{8}")
 
 
 def downgrade_to_v5(path: str) -> None:
-    """Undo the sixth migration of a journal that holds data (what a v5 writer would have left)."""
+    """Undo the sixth and seventh migrations of a journal that holds data (what a v5 writer would
+    have left; the views migration 7 replaced stay in their new form, which it replaces again)."""
     with raw(path) as conn:
         conn.execute("DROP TABLE journal_info")
-        conn.execute("DELETE FROM _sqlite_migrations WHERE name = ?", ("m006_journal_id",))
+        for view in ("fills", "orders", "positions", "trading_states"):
+            conn.execute(f"DROP VIEW {view}")
+        conn.execute("DROP INDEX transitions_creates")
+        conn.execute("DROP INDEX transitions_trading")
+        for name in ("m006_journal_id", "m007_reader_views"):
+            conn.execute("DELETE FROM _sqlite_migrations WHERE name = ?", (name,))
         conn.execute("PRAGMA user_version = 5")
 
 
@@ -298,12 +305,12 @@ def test_v5_journal_gets_a_journal_id_on_migration_and_keeps_its_data(
     with pytest.raises(JournalOpenError, match=r"schema version 5.*run `tradekernel migrate --db"):
         AuditReader(path)
     journal = open_journal(path)
-    assert (journal.schema_before, journal.schema_version) == (5, 6)
+    assert (journal.schema_before, journal.schema_version) == (5, 7)
     journal_id = journal.journal_id
     journal.close()
     assert JOURNAL_ID.fullmatch(journal_id), journal_id
     assert query(path, "SELECT journal_id FROM journal_info") == [(journal_id,)]
-    assert query(path, "PRAGMA user_version") == [(6,)]
+    assert query(path, "PRAGMA user_version") == [(7,)]
     with AuditReader(path) as reader:
         result = reader.verify()
         assert result.ok, result
