@@ -89,7 +89,7 @@ def print_fills(reader: AuditReader, args: argparse.Namespace) -> int:
     if args.json and args.csv:
         from kernel.cli.common import usage_error
 
-        return usage_error("--json and --csv are exclusive", "fills")
+        return usage_error("--json and --csv are exclusive", "audit fills")
     if args.json:
         sys.stdout.write(json.dumps([fills.public(r) for r in rows], indent=2) + "\n")
     elif args.csv:

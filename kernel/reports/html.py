@@ -118,11 +118,15 @@ def _when(ts_ns: int) -> float:
 
 def _table(headers: list[str], rows: list[tuple[str, list[str]]], left: int = 1) -> str:
     """An HTML table; ``rows`` are ``(css class, cells)``; the first ``left`` columns align left."""
-    head = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+
+    def cell(tag: str, i: int, value: str) -> str:
+        return f"<{tag}{' class=l' if i < left else ''}>{_e(value)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
     body = []
     for css, cells in rows:
-        tds = "".join(f'<td class="{"l" if i < left else ""}">{_e(c)}</td>' for i, c in enumerate(cells))
-        body.append(f'<tr class="{css}">{tds}</tr>')
+        tds = "".join(cell("td", i, c) for i, c in enumerate(cells))
+        body.append(f"<tr{f' class={css}' if css else ''}>{tds}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 

@@ -166,6 +166,8 @@ def table_text(report: PnlReport) -> str:
     """``pnl`` for people: money to the quote currency, prices to the tick, quantities to the lot."""
     from kernel.cli.table import format_table
 
+    if not report.instruments:
+        return "no fills"
     headers = ["instrument", "position", "mark", "realized", "unrealized", "fees", "total", "trades", "win rate",
                "max drawdown"]  # fmt: skip
     rows: list[list[object]] = []
@@ -178,7 +180,7 @@ def table_text(report: PnlReport) -> str:
         shown = Precision(0, 0, max(currencies, default=2))
         rows.append(["total", "", "", *_money_cells(report.total, shown)])
     note = f"unrealized P&L marked at each instrument's last fill price ({MARK_SOURCE})"
-    return format_table(headers, rows) + "\n" + note if rows else "no fills"
+    return format_table(headers, rows) + "\n" + note
 
 
 def _money_cells(s: Summary, shown: Precision) -> list[object]:
