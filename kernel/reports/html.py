@@ -14,11 +14,10 @@ import io
 import re
 from dataclasses import dataclass
 from datetime import UTC
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from kernel.display import Precision
-from kernel.reports.pnl import MARK_SOURCE, PnlReport, Summary, compute
+from kernel.reports.pnl import HEADERS, MARK_SOURCE, PnlReport, compute, money_cells
 from storage.audit import AuditReader, iso_time
 
 if TYPE_CHECKING:
@@ -133,24 +132,15 @@ def _table(headers: list[str], rows: list[tuple[str, list[str]]], left: int = 1)
 def _pnl_table(report: PnlReport) -> str:
     if not report.instruments:
         return "<p>No fills in this journal.</p>"
-    headers = ["instrument", "position", "mark", "realized", "unrealized", "fees", "total", "trades", "win rate",
-               "max drawdown"]  # fmt: skip
     rows = []
     for name, s in sorted(report.instruments.items()):
         shown = Precision.of(name)
         qty = s.position.qty if s.position is not None else None
-        rows.append(("", [name, shown.qty(qty), shown.price(s.mark), *_money(s, shown)]))
+        rows.append(("", [name, shown.qty(qty), shown.price(s.mark), *money_cells(s, shown)]))
     if len(report.instruments) > 1:
         places = max(Precision.of(name).money_places for name in report.instruments)
-        rows.append(("", ["total", "", "", *_money(report.total, Precision(0, 0, places))]))
-    return _table(headers, rows)
-
-
-def _money(s: Summary, shown: Precision) -> list[str]:
-    rate = s.win_rate
-    win = "-" if rate is None else f"{(rate * 100).quantize(Decimal('0.1'))} % ({s.wins}/{s.closing_trades})"
-    return [shown.money(s.realized), shown.money(s.unrealized), shown.money(s.fees), shown.money(s.total),
-            str(s.trades), win, shown.money(s.max_drawdown)]  # fmt: skip
+        rows.append(("", ["total", "", "", *money_cells(report.total, Precision(0, 0, places))]))
+    return _table(list(HEADERS), rows)
 
 
 def halt_reason(trigger: str, data: dict[str, Any]) -> str:

@@ -24,6 +24,9 @@ from typing import Any
 from kernel.display import Precision
 from machines.positions import ZERO, Fill, Position
 
+HEADERS = ("instrument", "position", "mark", "realized", "unrealized", "fees", "total", "trades", "win rate",
+           "max drawdown")  # fmt: skip
+"""The columns of the P&L table (``pnl`` and the HTML page)."""
 MARK_SOURCE = "last_fill"
 """Where unrealized P&L takes its mark from: the last fill price of each instrument."""
 
@@ -168,23 +171,22 @@ def table_text(report: PnlReport) -> str:
 
     if not report.instruments:
         return "no fills"
-    headers = ["instrument", "position", "mark", "realized", "unrealized", "fees", "total", "trades", "win rate",
-               "max drawdown"]  # fmt: skip
     rows: list[list[object]] = []
     for name, s in sorted(report.instruments.items()):
         shown = Precision.of(name)
         qty = s.position.qty if s.position is not None else None
-        rows.append([name, shown.qty(qty), shown.price(s.mark), *_money_cells(s, shown)])
+        rows.append([name, shown.qty(qty), shown.price(s.mark), *money_cells(s, shown)])
     if len(report.instruments) != 1:
         currencies = {Precision.of(name).money_places for name in report.instruments}
         shown = Precision(0, 0, max(currencies, default=2))
-        rows.append(["total", "", "", *_money_cells(report.total, shown)])
+        rows.append(["total", "", "", *money_cells(report.total, shown)])
     note = f"unrealized P&L marked at each instrument's last fill price ({MARK_SOURCE})"
-    return format_table(headers, rows) + "\n" + note
+    return format_table(HEADERS, rows) + "\n" + note
 
 
-def _money_cells(s: Summary, shown: Precision) -> list[object]:
+def money_cells(s: Summary, shown: Precision) -> list[str]:
+    """The table cells of a summary: realized, unrealized, fees, total, trades, win rate, drawdown."""
     rate = s.win_rate
     win = "-" if rate is None else f"{(rate * 100).quantize(Decimal('0.1'))} % ({s.wins}/{s.closing_trades})"
-    return [shown.money(s.realized), shown.money(s.unrealized), shown.money(s.fees), shown.money(s.total), s.trades,
-            win, shown.money(s.max_drawdown)]  # fmt: skip
+    money = [shown.money(v) for v in (s.realized, s.unrealized, s.fees, s.total)]
+    return [*money, str(s.trades), win, shown.money(s.max_drawdown)]
