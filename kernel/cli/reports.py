@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from kernel.cli.common import DEFAULT_DB
+from kernel.cli.table import format_table
 from kernel.exits import EXIT_OK
 from storage.audit import AuditReader
 
@@ -95,7 +96,7 @@ def print_fills(reader: AuditReader, args: argparse.Namespace) -> int:
     elif args.csv:
         sys.stdout.write(fills.csv_text(rows))
     elif rows:
-        print(fills.table_text(rows))
+        print(format_table(fills.TABLE_HEADERS, fills.table_rows(rows)))
     else:
         print("no fills")
     return EXIT_OK
@@ -114,7 +115,9 @@ def _pnl(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     else:
-        print(pnl.table_text(report))
+        print(format_table(pnl.HEADERS, pnl.table_rows(report)) if report.instruments else "no fills")
+        if report.instruments:
+            print(f"unrealized P&L marked at each instrument's last fill price ({pnl.MARK_SOURCE})")
     return EXIT_OK
 
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from kernel.cli.table import format_table
 from kernel.display import MISSING, Precision
 
 FIELDS: tuple[str, ...] = (
@@ -63,10 +62,15 @@ def csv_text(fills: Sequence[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def table_text(fills: Sequence[dict[str, Any]]) -> str:
-    """``fills`` for people: time to the millisecond, numbers to the instrument's precision."""
+TABLE_HEADERS = ("time (UTC)", "order", "instrument", "side", "qty", "price", "fee", "liquidity")
+"""The columns of ``fills`` for people."""
+
+
+def table_rows(fills: Sequence[dict[str, Any]]) -> list[list[object]]:
+    """``fills`` for people (``TABLE_HEADERS``): time to the millisecond, numbers to the
+    instrument's precision."""
     precision: dict[str, Precision] = {}
-    rows = []
+    rows: list[list[object]] = []
     for fill in fills:
         shown = precision.setdefault(fill["instrument"], Precision.of(fill["instrument"]))
         rows.append(
@@ -81,5 +85,4 @@ def table_text(fills: Sequence[dict[str, Any]]) -> str:
                 fill["liquidity"] or MISSING,
             ]
         )
-    headers = ["time (UTC)", "order", "instrument", "side", "qty", "price", "fee", "liquidity"]
-    return format_table(headers, rows)
+    return rows

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from kernel.display import Precision
-from kernel.reports.pnl import HEADERS, MARK_SOURCE, PnlReport, compute, money_cells
+from kernel.reports.pnl import HEADERS, MARK_SOURCE, PnlReport, compute, table_rows
 from storage.audit import AuditReader, iso_time
 
 if TYPE_CHECKING:
@@ -132,15 +131,7 @@ def _table(headers: list[str], rows: list[tuple[str, list[str]]], left: int = 1)
 def _pnl_table(report: PnlReport) -> str:
     if not report.instruments:
         return "<p>No fills in this journal.</p>"
-    rows = []
-    for name, s in sorted(report.instruments.items()):
-        shown = Precision.of(name)
-        qty = s.position.qty if s.position is not None else None
-        rows.append(("", [name, shown.qty(qty), shown.price(s.mark), *money_cells(s, shown)]))
-    if len(report.instruments) > 1:
-        places = max(Precision.of(name).money_places for name in report.instruments)
-        rows.append(("", ["total", "", "", *money_cells(report.total, Precision(0, 0, places))]))
-    return _table(list(HEADERS), rows)
+    return _table(list(HEADERS), [("", [str(cell) for cell in row]) for row in table_rows(report)])
 
 
 def halt_reason(trigger: str, data: dict[str, Any]) -> str:

@@ -165,23 +165,19 @@ def _compute(fills: Sequence[dict[str, Any]]) -> PnlReport:
     return PnlReport(summaries, total)
 
 
-def table_text(report: PnlReport) -> str:
-    """``pnl`` for people: money to the quote currency, prices to the tick, quantities to the lot."""
-    from kernel.cli.table import format_table
-
-    if not report.instruments:
-        return "no fills"
+def table_rows(report: PnlReport) -> list[list[object]]:
+    """``pnl`` for people (``HEADERS``): money to the quote currency, prices to the tick, quantities
+    to the lot; a total row when there is not exactly one instrument."""
     rows: list[list[object]] = []
     for name, s in sorted(report.instruments.items()):
         shown = Precision.of(name)
         qty = s.position.qty if s.position is not None else None
         rows.append([name, shown.qty(qty), shown.price(s.mark), *money_cells(s, shown)])
-    if len(report.instruments) != 1:
+    if len(report.instruments) > 1:
         currencies = {Precision.of(name).money_places for name in report.instruments}
         shown = Precision(0, 0, max(currencies, default=2))
         rows.append(["total", "", "", *money_cells(report.total, shown)])
-    note = f"unrealized P&L marked at each instrument's last fill price ({MARK_SOURCE})"
-    return format_table(HEADERS, rows) + "\n" + note
+    return rows
 
 
 def money_cells(s: Summary, shown: Precision) -> list[str]:
