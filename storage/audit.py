@@ -191,10 +191,16 @@ class AuditReader:
             for i, ts, run, src, kind, reason, sample in reversed(rows)
         ]  # fmt: skip
 
-    def fills(self) -> list[dict[str, Any]]:
+    def fills(self, *, since_ns: int | None = None, instrument: str | None = None) -> list[dict[str, Any]]:
         """Every fill applied to an order (``fill``, or ``reconcile_fill`` learned at
-        reconciliation), in journal order, as ``client_order_id``, ``instrument``, ``side``,
-        ``qty``, ``price``, ``fee`` (Decimals) and ``trade_id``.
+        reconciliation), in journal order.
+
+        Each row: ``client_order_id``, ``instrument``, ``side``, ``qty``, ``price``, ``fee``
+        (Decimals) and ``trade_id``; where it is in the journal: ``seq``, ``ts_ns``, ``time`` (ISO
+        UTC, when the kernel journaled it), ``run``, ``trigger``; and what the venue said of it:
+        ``fill_seq`` and ``venue_time`` (ISO UTC from the report's ``ts_ms``; ``None`` when not
+        given), ``liquidity`` (``maker``/``taker`` when the report says, else ``None``).
+        ``since_ns``: only fills journaled at or after that time; ``instrument``: only its fills.
 
         A repeated ``trade_id`` on one order (a duplicate report the order machine recorded but
         did not apply) is listed once. Costs O(fills), through a partial index.
@@ -202,11 +208,11 @@ class AuditReader:
         # The partial index transitions_fills (migration 4) finds the fills without reading the rest
         # of the history; each order's terms are then one primary-key lookup.
         rows = self._query(
-            "SELECT entity, data FROM transitions "
+            "SELECT entity, data, seq, ts, run, trigger FROM transitions "
             "WHERE machine = 'order' AND trigger IN ('fill', 'reconcile_fill') ORDER BY seq"
         )
         terms: dict[str, dict[str, Any]] = {}
-        for client_order_id, _ in rows:
+        for client_order_id, *_ in rows:
             if client_order_id not in terms:
                 found = self._query(
                     "SELECT data FROM live_entities WHERE machine = 'order' AND entity = ? "
@@ -216,7 +222,7 @@ class AuditReader:
                 terms[client_order_id] = codec.decode(found[0][0]) if found else {}
         seen: set[tuple[str, str]] = set()
         out: list[dict[str, Any]] = []
-        for client_order_id, fill_text in rows:
+        for client_order_id, fill_text, seq, ts, run, trigger in rows:
             fill, order = codec.decode(fill_text), terms[client_order_id]
             if not order:  # pragma: no cover - a fill is only ever journaled for a journaled order
                 continue
@@ -224,6 +230,11 @@ class AuditReader:
             if key in seen:
                 continue
             seen.add(key)
+            if (since_ns is not None and ts < since_ns) or (
+                instrument is not None and order["instrument"] != instrument
+            ):
+                continue
+            venue_ms = fill.get("ts_ms")
             out.append(
                 {
                     "client_order_id": client_order_id,
@@ -233,6 +244,14 @@ class AuditReader:
                     "price": Decimal(fill["price"]),
                     "fee": Decimal(fill.get("fee") or 0),
                     "trade_id": fill["trade_id"],
+                    "seq": seq,
+                    "ts_ns": ts,
+                    "time": iso_time(ts),
+                    "run": run,
+                    "trigger": trigger,
+                    "fill_seq": fill.get("fill_seq"),
+                    "venue_time": iso_time(int(venue_ms) * 1_000_000) if venue_ms else None,
+                    "liquidity": fill.get("liquidity"),
                 }
             )
         return out

@@ -31,6 +31,7 @@ _COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kernel.cli.operator", ("status", "stop", "halt", "reduce", "arm")),
     ("kernel.cli.resume", ("resume",)),
     ("kernel.cli.audit", ("audit",)),
+    ("kernel.cli.reports", ("fills", "pnl", "report")),
     ("kernel.config", ("config",)),
     ("kernel.cli.drive", ("drive",)),
     ("kernel.cli.venue", ("venue",)),

@@ -1,6 +1,6 @@
 """``tradekernel audit ...``: read the journal as tables for people or JSON for scripts.
 
-    tradekernel audit tail|timeline|entities|verify|anomalies|stats|export [--db PATH] [--json] ...
+    tradekernel audit tail|timeline|entities|verify|anomalies|stats|fills|export [--db PATH] [--json] ...
     tradekernel audit serve [--db PATH] [--port N]   (Datasette: kernel/cli/audit_serve.py)
 
 Exit codes: 0 ok, 1 a check failed (``verify``), 2 usage or input error (no such file, not a
@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from kernel.cli import audit_serve
 from kernel.cli.common import DEFAULT_DB, usage_error
+from kernel.cli.reports import add_fill_filters, print_fills
 from kernel.cli.table import format_table
 from kernel.exits import EXIT_FAILED, EXIT_OK
 from machines import registry
@@ -73,6 +74,10 @@ def add_parser(commands: Any) -> None:
 
     stats = sub.add_parser("stats", parents=[common], help="rows per machine, entities, runs, file size")
     stats.set_defaults(run=_stats)
+
+    fills = sub.add_parser("fills", parents=[common], help="every fill, as `tradekernel fills` lists it")
+    add_fill_filters(fills, json_option=False)
+    fills.set_defaults(run=print_fills)
 
     export = sub.add_parser("export", parents=[common], help="dump transitions as CSV or JSON")
     export.add_argument(
