@@ -9,7 +9,7 @@ and turns the rows that matter into ``Notice``s:
 * ``halt``: the trading machine entering ``halting`` or ``halted`` (with its reason);
 * ``arm``: the trading machine armed by an operator (active again);
 * ``health``: the kernel's overall health entity changing state (with the reason);
-* ``stop``: the kernel's health entity ending ``stopped`` (the stop sequence began; its reason).
+* ``stop``: the kernel's health entity told ``stop`` (the stop sequence began; its reason).
 
 Texts show decimals as people read them (``kernel/display.py``: price to the tick, quantity to the
 lot, fees in the quote currency); ``data`` keeps the journal's exact decimal strings.
@@ -33,6 +33,7 @@ Entities = Mapping[tuple[str, str], tuple[Entity, int]]
 """The entities a batch left, by (machine, entity id), with the seq of their last row."""
 
 HALT_STATES = frozenset({"halting", "halted"})
+STOP_STATES = frozenset({"stopping", "stopped"})
 KERNEL_HEALTH_PREFIX = "kernel-r"
 """The kernel's own health entity is ``kernel-rRUN`` (``kernel.bootstrap.entity_id``)."""
 
@@ -65,10 +66,15 @@ def notices_of(rows: Iterable[Row], entities: Entities, precision_of: Callable[[
         machine, trigger, source, dest = row[3], row[5], row[6], row[7]
         if machine == "position" and trigger == "fill":
             notices.append(_fill(row, entities, precision_of))
-        elif machine == "trading" and source is not None and source != dest:
-            if dest in HALT_STATES or trigger == "arm":
-                notices.append(_trading(row, entities))
-        elif machine == "health" and source is not None and source != dest and row[4].startswith(KERNEL_HEALTH_PREFIX):
+        elif source is None or source == dest:  # a create, or a change within a state: no news
+            continue
+        elif machine == "trading" and (dest in HALT_STATES or trigger == "arm"):
+            notices.append(_trading(row, entities))
+        elif (
+            machine == "health"
+            and row[4].startswith(KERNEL_HEALTH_PREFIX)
+            and (trigger == "stop" or dest not in STOP_STATES)
+        ):
             notices.append(_health(row, entities))
     return notices
 
@@ -141,7 +147,7 @@ def _trading(row: Row, entities: Entities) -> Notice:
 def _health(row: Row, entities: Entities) -> Notice:
     reason = _reason(row, entities)
     source, dest = row[6], row[7]
-    if dest == "stopped":
+    if row[5] == "stop":
         kind, text = "stop", f"Kernel run {row[2]} stopping"
     else:
         kind, text = "health", f"Kernel health {source} -> {dest}"

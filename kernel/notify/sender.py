@@ -116,7 +116,6 @@ class Notifier:
         self.counts = {"queued": 0, "sent": 0, "failed": 0, "dropped": 0}
         self._sleep = sleep
         self._transport = transport
-        self._in_flight = False
         self._muted = 0
 
     # -- the trading loop's side: O(1), never blocks ------------------------------------------
@@ -163,17 +162,14 @@ class Notifier:
             async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
                 while True:
                     notice = await self.queue.get()
-                    self._in_flight = True
                     try:
                         for target, chat_id in self.targets:
                             await self._deliver(client, target, notice, chat_id)
+                    except asyncio.CancelledError:  # stopped while sending it: given up, counted
+                        self.counts["dropped"] += 1
+                        raise
                     finally:
-                        self._in_flight = False
                         self.queue.task_done()
-        except asyncio.CancelledError:
-            if self._in_flight:
-                self.counts["dropped"] += 1
-            raise
         finally:
             httpx_log.removeFilter(redact)
 
