@@ -13,7 +13,8 @@ Targets: each webhook URL gets ``POST`` with the JSON body ``{"kind", "time", "t
 Telegram gets ``POST {api}/bot{token}/sendMessage`` with ``{"chat_id", "text"}``. The bot token is
 never logged: targets are named without it (``telegram chat 42``), webhooks by scheme and host only
 (their paths often carry a token), error texts have the token replaced, and a filter on the
-``httpx`` logger (which logs every request's URL at INFO) does the same while the notifier runs.
+``httpx`` logger (which logs every request's URL at INFO) shows the token, and a webhook's path,
+as ``***`` while the notifier runs.
 """
 
 from __future__ import annotations
@@ -60,8 +61,16 @@ class Target:
         return notice.body()
 
     def redact(self, text: str) -> str:
-        """``text`` with this target's secret (and its full URL) replaced."""
+        """``text`` with this target's URL replaced by its name, and its secret by ``***``."""
         text = text.replace(self.url, self.name)
+        return text.replace(self.secret, REDACTED) if self.secret else text
+
+    def shown(self, text: str) -> str:
+        """``text`` with this target's URL as it may be logged (its path ``***`` unless it is
+        ``/``), and its secret as ``***``: for lines that need the URL's shape (``httpx``'s)."""
+        parts = urlsplit(self.url)
+        if parts.path not in ("", "/") or parts.query:
+            text = text.replace(self.url, f"{parts.scheme}://{parts.netloc}/{REDACTED}")
         return text.replace(self.secret, REDACTED) if self.secret else text
 
 
@@ -81,17 +90,20 @@ def targets_of(section: NotifySection) -> list[tuple[Target, str]]:
     return targets
 
 
-class _RedactSecrets(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
+class _RedactTargets(logging.Filter):
+    """Rewrites log records that name a target's URL or secret (``Target.shown``)."""
+
+    def __init__(self, targets: list[Target]) -> None:
         super().__init__()
-        self.secrets = secrets
+        self.targets = targets
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, REDACTED)
-            record.msg, record.args = message, None
+        shown = message
+        for target in self.targets:
+            shown = target.shown(shown)
+        if shown != message:
+            record.msg, record.args = shown, None
         return True
 
 
@@ -153,8 +165,7 @@ class Notifier:
 
     async def run(self) -> None:
         """Post each queued notice to every target until cancelled."""
-        secrets = [target.secret for target, _ in self.targets if target.secret]
-        redact = _RedactSecrets(secrets)
+        redact = _RedactTargets([target for target, _ in self.targets])
         httpx_log = logging.getLogger("httpx")
         httpx_log.addFilter(redact)
         timeout = httpx.Timeout(self.section.timeout_s)
