@@ -217,6 +217,9 @@ class Notifier:
         except _Refused as exc:
             self.counts["failed"] += 1
             log.warning("notification %s refused by %s: %s", notice.kind, target.name, exc)
+        except Exception as exc:  # a bug here must not take the kernel's task group down
+            self.counts["failed"] += 1
+            log.error("notification %s to %s failed: %s", notice.kind, target.name, target.redact(repr(exc)))
         else:
             self.counts["sent"] += 1
 

@@ -13,6 +13,7 @@ from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from kernel.config import ConfigError, load
@@ -276,6 +277,28 @@ async def test_unreachable_with_a_full_queue_drops_counts_and_stop_gives_up() ->
         await task
     assert notifier.counts == {"queued": 6, "sent": 0, "failed": 0, "dropped": 6}  # "first" too, cut off
     assert with_metrics("", notifier).splitlines()[-1] == "tradekernel_notifications_dropped_total 6"
+
+
+@pytest.mark.asyncio
+async def test_an_unexpected_error_counts_failed_and_the_sender_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content)["text"])
+        if len(calls) == 1:
+            raise ValueError(f"a bug in a transport, about {request.url}")
+        return httpx.Response(200)
+
+    notifier = Notifier(
+        section(telegram_chat_id="9", telegram_token_env="TK_BOT", telegram_api_url="http://127.0.0.1:1"),
+        transport=httpx.MockTransport(answer),
+    )
+    with caplog.at_level(logging.ERROR, logger="kernel.notify"):
+        await sent(notifier, notice(text="first"), notice(text="second"))
+    assert calls == ["first", "second"]
+    assert notifier.counts == {"queued": 2, "sent": 1, "failed": 1, "dropped": 0}
+    assert "notification fill to telegram chat 9 failed: ValueError" in caplog.text
+    assert TOKEN not in caplog.text
 
 
 # -- notices read off journal rows ----------------------------------------------------------------
