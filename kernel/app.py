@@ -141,6 +141,8 @@ class Kernel(KernelParts):
                 await self._start(tasks)
                 await self.stops.event.wait()
                 exit_status = await self._shutdown()
+                if self.notifier is not None:
+                    await self.notifier.drain(self.config.notify.drain_s)
                 await self._stop_tasks()
             clean = True
         except BaseExceptionGroup as group:
@@ -176,6 +178,10 @@ class Kernel(KernelParts):
         if faults.STALL is not None:
             journal.in_commit = faults.stall_commit
         self.previous_run = boot.previous_run
+        if self.notifier is not None:  # from here every commit's fills, halts, arms, health changes
+            from kernel import notify
+
+            notify.watch(self.notifier, journal, lambda instrument: notify.precision_of(self.limits, instrument))
         self.driver = TradingDriver(journal, boot.trading, self.portfolio, now_ms=self.monotonic_ms, wake=self.wake)
         outage = storage_outage.read(journal.path)
         if outage is not None:  # an earlier process was halted by a journal outage it could not record
@@ -201,6 +207,8 @@ class Kernel(KernelParts):
         assert journal is not None
         assert driver is not None
         assert monitor is not None
+        if self.notifier is not None:  # first started, last stopped: it drains after the stop sequence
+            self._spawn(tasks, self.notifier.run(), "notify")
         if wiring.uses_embedded_venue(cfg):
             self.venue = await wiring.start_embedded_venue(cfg, journal)
             self.venue_url = self.venue.url
@@ -213,7 +221,8 @@ class Kernel(KernelParts):
         self.credentials = wiring.venue_credentials(cfg, self.venue)
         self.client = client = wiring.execution_client(cfg, self.venue_url, self.credentials)
         self.manager = manager = wiring.order_manager(journal, client, cfg)
-        self.metrics.fills = self.portfolio.refold(bootstrap.restore_positions(manager))
+        with contextlib.nullcontext() if self.notifier is None else self.notifier.muted():  # old fills: no news
+            self.metrics.fills = self.portfolio.refold(bootstrap.restore_positions(manager))
         self.host.attach(manager)
         self.session = session = VenueSession(
             journal,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from kernel import wiring
 from kernel.clock import monotonic_ms, wall_ms
@@ -39,6 +39,9 @@ from machines import Entity
 from machines.entry import RECONCILING, EntryFacts, entry_block, venue_block
 from machines.health import Finding, Observation
 from storage import Journal
+
+if TYPE_CHECKING:  # httpx and tenacity are loaded only when [notify] has a target
+    from kernel.notify import Notifier
 
 
 class PartsOptions(TypedDict, total=False):
@@ -107,6 +110,12 @@ class KernelParts:
         self.started_ms = 0
         self.previous_run: dict[str, Any] | None = None
         self.feed_reconnects = 0
+        self.notifier: Notifier | None = None
+        """Sends notifications (``[notify]``); ``None`` when no target is configured."""
+        if config.notify.enabled:
+            from kernel.notify import Notifier
+
+            self.notifier = Notifier(config.notify)
 
     # -- what the parts hold, by name -----------------------------------------------------------------
 
@@ -243,11 +252,19 @@ class KernelParts:
 
     def status(self) -> dict[str, Any]:
         """``/status`` and ``tradekernel status``: a JSON-ready snapshot."""
-        return running_status(self.snapshot())
+        status = running_status(self.snapshot())
+        if self.notifier is not None:
+            status["notify"] = self.notifier.status()
+        return status
 
     def metrics_text(self) -> str:
         """``/metrics``: Prometheus text."""
-        return metrics_text(self.snapshot(), self.metrics)
+        text = metrics_text(self.snapshot(), self.metrics)
+        if self.notifier is not None:
+            from kernel.notify import with_metrics
+
+            text = with_metrics(text, self.notifier)
+        return text
 
 
 __all__ = ["KernelParts", "PartsOptions", "StopRequest"]

@@ -30,14 +30,7 @@ from typing import Any
 
 from machines import CREATE, RUN, Entity, StateMachine, Transition, registry
 from storage import codec, outage
-from storage.errors import (
-    JournalBusy,
-    JournalClosed,
-    JournalCorrupt,
-    JournalError,
-    JournalLocked,
-    JournalWriteError,
-)
+from storage.errors import JournalBusy, JournalClosed, JournalCorrupt, JournalError, JournalLocked, JournalWriteError
 from storage.lock import WriterLock
 from storage.schema import (
     SYNCHRONOUS,
@@ -134,6 +127,9 @@ class Journal:
         self._run_entity: Entity | None = None
         self.commit_observer: Callable[[int, int], None] | None = None
         """Called after each successful commit with (rows written, nanoseconds it took): metrics."""
+        self.last_batch: tuple[list[Row], dict[tuple[str, str], tuple[Entity, int]]] = ([], {})
+        """The rows of the last successful commit and the entities they left (with their seq), for
+        ``after_commit`` hooks (notifications, ``kernel/notify``)."""
         self._outage_marked = False
         self.in_commit: Callable[[], None] | None = None
         """Called inside each commit's transaction, write lock held (fault injection: a stalled write)."""
@@ -364,6 +360,7 @@ class Journal:
             raise error from exc  # KeyboardInterrupt, SystemExit: rolled back by _synchronous
         self._unsynced = level == "normal"
         written = len(self._rows)
+        self.last_batch = (self._rows, self._dirty)
         self._rows = []
         self._dirty = {}
         self._created = set()

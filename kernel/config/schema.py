@@ -28,6 +28,7 @@ from kernel.config.sections import (
     HealthSection,
     HttpSection,
     KernelSection,
+    NotifySection,
     Section,
     VenueSection,
 )
@@ -183,6 +184,8 @@ class Config(Section):
     """The status endpoint."""
     health: HealthSection = Field(default_factory=HealthSection)
     """Thresholds of the health machine."""
+    notify: NotifySection = Field(default_factory=NotifySection)
+    """Notifications of fills, halts, arms, health changes and stops."""
     risk: Annotated[RiskSection, BeforeValidator(_risk_section), WithJsonSchema(RISK_SCHEMA)] = Field(
         default_factory=RiskSection
     )
@@ -232,6 +235,7 @@ SECTIONS: Mapping[str, type[Section]] = {
     "strategy": StrategySection,
     "http": HttpSection,
     "health": HealthSection,
+    "notify": NotifySection,
 }
 """The top-level tables but ``[risk]``, in file order."""
 

@@ -425,3 +425,86 @@ class HealthSection(Section):
         values = self.model_dump()
         outage_s = values.pop("venue_outage_halt_s")
         return Thresholds(**values, venue_outage_halt_ms=math.ceil(outage_s * 1000))
+
+
+NOTIFY_KINDS: tuple[str, ...] = ("fill", "halt", "arm", "health", "stop")
+"""The kinds of notification ``[notify] events`` may name (docs/notifications.md)."""
+TELEGRAM_API = "https://api.telegram.org"
+
+
+def check_http_url(url: str) -> None:
+    """An http:// or https:// URL with a host and no user info (a notification target)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Not echoed: a webhook URL often carries a token in its path.
+        raise invalid("must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        raise invalid("must not contain credentials")
+    try:
+        parts.port  # noqa: B018 (a bad port raises)
+    except ValueError:
+        raise invalid("must be an http:// or https:// URL with a valid port") from None
+
+
+def _check_http_urls(urls: tuple[str, ...]) -> None:
+    for url in urls:
+        check_http_url(url)
+
+
+def _check_kinds(kinds: tuple[str, ...]) -> None:
+    unknown = [kind for kind in kinds if kind not in NOTIFY_KINDS]
+    if unknown:
+        raise invalid(f"must name kinds among {', '.join(NOTIFY_KINDS)}, got {', '.join(map(repr, unknown))}")
+
+
+class NotifySection(Section):
+    """``[notify]``: notifications of fills, halts, arms, health changes and stops, to webhooks and
+    Telegram (docs/notifications.md); off while no target is set. The Telegram bot token is read from
+    the variable named by ``telegram_token_env`` (never shown)."""
+
+    section: ClassVar[str] = "notify"
+    webhook_urls: Annotated[tuple[str, ...], Key(distinct=True, check=_check_http_urls)] = ()
+    """http(s) URLs each notification is POSTed to as JSON."""
+    telegram_chat_id: Annotated[str, Key()] = ""
+    """The Telegram chat to send to (empty: no Telegram)."""
+    telegram_token_env: Annotated[str, Key(check=check_env_name)] = ""
+    """The NAME of the environment variable holding the Telegram bot token."""
+    telegram_api_url: Annotated[str, Key(check=check_http_url)] = TELEGRAM_API
+    """The Telegram Bot API's base URL."""
+    events: Annotated[tuple[str, ...], Key(distinct=True, check=_check_kinds)] = NOTIFY_KINDS
+    """Which kinds are sent: fill, halt, arm, health, stop."""
+    queue_size: Annotated[int, Key(low=1, high=1_000_000)] = 1000
+    """Notifications waiting to be sent at most (beyond: the oldest is dropped and counted)."""
+    timeout_s: Annotated[float, Key(above=0, high=60)] = 5.0
+    """Seconds one HTTP attempt may take."""
+    attempts: Annotated[int, Key(low=1, high=10)] = 4
+    """Attempts per notification and target (exponential backoff between them)."""
+    drain_s: Annotated[float, Key(low=0, high=30)] = 2.0
+    """At stop, seconds to keep sending what is queued before giving up (counted as dropped)."""
+    _telegram_token: Secret = PrivateAttr(default_factory=Secret)
+
+    @model_validator(mode="after")
+    def _telegram(self, info: ValidationInfo) -> NotifySection:
+        self._telegram_token = Secret.from_env(self.telegram_token_env, _environ(info))
+        problems = Problems("notify")
+        if self.telegram_chat_id and not self.telegram_token_env:
+            problems.add(
+                ("telegram_token_env",), "telegram_chat_id needs the bot token: name its variable", "", blame=("",)
+            )
+        elif self.telegram_token_env and not self.telegram_chat_id:
+            problems.add(("telegram_chat_id",), "telegram_token_env needs a telegram_chat_id", "", blame=("",))
+        elif self.telegram_token_env and not self._telegram_token.is_set:
+            message = f"environment variable {self.telegram_token_env} is not set (or empty); Telegram needs it"
+            problems.add(("telegram_token_env",), message, self.telegram_token_env)
+        problems.raise_any()
+        return self
+
+    @property
+    def telegram_token(self) -> Secret:
+        """The Telegram bot token (``telegram_token_env``'s value), shown only as the variable's name."""
+        return self._telegram_token
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is somewhere to send to."""
+        return bool(self.webhook_urls or self.telegram_chat_id)

@@ -209,6 +209,8 @@ def to_toml(config: Config) -> str:
     lines += _params_lines(strategy)
     lines += _section_lines("http", config.http, {"listen": "" if config.http.listen else "off"})
     lines += _section_lines("health", config.health)
+    notify = config.notify
+    lines += _section_lines("notify", notify, {"telegram_token_env": _secret_note(notify.telegram_token)})
     lines += _risk_lines(config.risk.table)
     return "\n".join(lines) + "\n"
 
@@ -269,4 +271,5 @@ def to_json(config: Config) -> dict[str, Any]:
             "port": None if address is None else address[1],
         },
         "health": sections["health"],
+        "notify": {**sections["notify"], "telegram_token": _secret_json(config.notify.telegram_token)},
     }
