@@ -13,8 +13,8 @@ from tests.conftest import run_cli
 
 # Every command, written out by hand (the parser must offer each).
 COMMANDS = (
-    "arm", "audit", "completion", "config", "diagram", "drive", "halt", "market", "migrate", "reduce",
-    "resume", "run", "status", "stop", "venue",
+    "arm", "audit", "completion", "config", "diagram", "drive", "fills", "halt", "market", "migrate",
+    "pnl", "reduce", "report", "resume", "run", "status", "stop", "venue",
 )  # fmt: skip
 BASH = shutil.which("bash")  # every CI image has it: a missing bash fails the test
 
