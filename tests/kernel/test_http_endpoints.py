@@ -91,12 +91,15 @@ def trading_states(text: str) -> dict[str, float]:
 
 @pytest.mark.asyncio
 async def test_halt_makes_readyz_503_with_the_reason_and_the_trading_state_series_halted(tmp_path: Path) -> None:
-    async with KernelHarness(MarketMaker(), tmp_path, config={"http.listen": "127.0.0.1:0"}) as kh:
+    config = {"http.listen": "127.0.0.1:0", "http.allowed_hosts": ["kernel.internal"]}
+    async with KernelHarness(MarketMaker(), tmp_path, config=config) as kh:
         kernel = kh._kernel()
         assert kernel.http is not None
         assert kernel.control is not None
         port = kernel.http.port
         await kh.quote(D("100.00"), D("100.10"))
+        assert (await request(port, "/status", host="kernel.internal:8080")).status == 200  # the config's name
+        assert (await request(port, "/status", host="other.internal")).status == 421
 
         ready = await request(port, "/readyz")
         assert (ready.status, ready.json()) == (
