@@ -130,7 +130,7 @@ class HttpEndpoints:
             return
         server.close()
         for task in list(self._connections):
-            task.cancel()
+            task.cancel()  # each ends its connection (see _connection)
         await asyncio.gather(*self._connections, return_exceptions=True)
         await server.wait_closed()
 
@@ -146,6 +146,10 @@ class HttpEndpoints:
                 conn.start_next_cycle()
         except (OSError, TimeoutError, h11.ProtocolError):
             pass  # the peer went away, idled out or broke the protocol after an answer: nothing to say
+        except asyncio.CancelledError:
+            # only stop() cancels a connection: it ends here (asyncio's streams would log a
+            # connection task that ends cancelled as an error)
+            pass
         finally:
             self._connections.discard(task)
             writer.close()

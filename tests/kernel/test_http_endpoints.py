@@ -329,3 +329,31 @@ async def test_a_remote_bind_is_refused_unless_allowed_and_stop_is_idempotent() 
     await endpoints.stop()
     with pytest.raises(ConnectionRefusedError):
         await exchange(endpoints.port, b"")
+
+
+@pytest.mark.asyncio
+async def test_a_request_body_is_read_past_an_idle_connection_is_closed_at_stop_and_brackets_match() -> None:
+    async with server(allowed_hosts=("[fe80::1]",)) as endpoints:
+        port = endpoints.port
+        host = f"Host: 127.0.0.1:{port}\r\n"
+        with_body = f"GET /healthz HTTP/1.1\r\n{host}Content-Length: 5\r\n\r\nhello"
+        raw = await exchange(port, f"{with_body}GET /readyz HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode())
+        assert raw.count(b"HTTP/1.1 ") == 2  # the body was read, the second request answered
+        assert (await request(port, "/healthz", host="[fe80::1]:8080")).status == 200
+        assert (await request(port, "/healthz", host="[fe80::2]:8080")).status == 421
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write_eof()  # a peer that closes without a request gets nothing
+        async with asyncio.timeout(NET):
+            assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+        # a keep-alive connection left open is closed by stop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /healthz HTTP/1.1\r\n{host}\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(NET):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+    async with asyncio.timeout(NET):
+        await reader.read()  # stop() closed it: end of stream
+    writer.close()
+    await writer.wait_closed()
