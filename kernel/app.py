@@ -257,7 +257,7 @@ class Kernel(KernelParts):
         self._spawn(tasks, self._run_feed(), "feed")
         self._spawn(tasks, monitor.run(self._observe_unless_stopping, self._drive_trading), "health")
         # in their own thread: they answer while this loop is blocked (kernel/endpoints.py)
-        self.endpoints = endpoints = EndpointThread(self.handle_control, self.healthz, self.status, self.metrics_text)
+        self.endpoints = endpoints = EndpointThread(self.handle_control, self.snapshot, self.metrics)
         try:
             await endpoints.start(cfg)
         finally:

@@ -7,10 +7,12 @@ the ``HttpEndpoints`` on it. Each request is handed to the kernel's loop
 exactly as when they ran on the kernel's loop. If it does not, the answer comes from what the
 kernel last published; once the loop has not ticked for ``STALLED_MS`` it is stalled, and:
 
-* ``/healthz`` answers 503 ``{"status": "stalled", "reason": "event loop stalled 3.2 s", ...}``;
+* ``/healthz`` answers 503 ``{"status": "stalled", "reason": "event loop stalled 3.2 s", ...}``
+  and ``/readyz`` 503 ``{"ready": false, "reason": "loop_stalled", ...}``;
 * ``status`` (control socket), ``/status`` and ``/metrics`` answer from the snapshot the kernel
   last published (``run``: a tick every ``TICK_S``, a snapshot every ``PUBLISH_S``), with
-  ``loop_stalled`` naming the stall;
+  ``loop_stalled`` naming the stall (``/metrics`` is rendered here, from the published sample,
+  with the process metrics of now);
 * a command that acts (``halt``, ``arm``, ``reduce``, ``stop``) stays queued on the kernel's loop
   and is applied (or refused) when it resumes; the caller is told so at once (``queued``).
 
@@ -34,13 +36,16 @@ from kernel.clock import monotonic_ms
 from kernel.config import Config
 from kernel.control import ControlServer, Handler
 from kernel.http import HttpEndpoints
+from kernel.metrics import KernelMetrics, MetricsExporter, MetricsSample
+from kernel.status import running_status
+from kernel.views import KernelSnapshot, Readiness, liveness, metrics_sample, readiness
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 HANDOVER_S = 0.1
-"""How long a read (``/healthz``, ``/status``, ``/metrics``, ``status``) waits for the kernel's loop
+"""How long a read (``/healthz``, ``/readyz``, ``/status``, ``/metrics``, ``status``) waits for the kernel's loop
 before it is answered from the published snapshot."""
 COMMAND_HANDOVER_S = 0.15
 """How long a command that acts (``halt``, ``arm``, ``stop``, ...) waits before it is answered
@@ -57,28 +62,29 @@ JOIN_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """What the kernel's loop last published: ``/healthz``, ``status`` and ``/metrics`` answers."""
+    """What the kernel's loop last published, all from one snapshot: the ``/healthz`` body, the
+    ``/readyz`` verdict, the status and the metrics sample."""
 
-    healthz: tuple[bool, dict[str, Any]]
+    healthz: dict[str, Any]
+    readyz: Readiness
     status: dict[str, Any]
-    metrics: str
+    metrics: MetricsSample
+
+    @classmethod
+    def of(cls, snapshot: KernelSnapshot, metrics: KernelMetrics) -> Published:
+        """Every answer of ``snapshot`` (on the kernel's loop)."""
+        return cls(liveness(snapshot), readiness(snapshot), running_status(snapshot), metrics_sample(snapshot, metrics))
 
 
 class EndpointThread:
     """The endpoints' thread and loop. ``start`` (on the kernel's loop) binds the control socket and
     the HTTP endpoints there; ``run`` is the kernel-side tick task; ``stop`` closes everything."""
 
-    def __init__(
-        self,
-        handle_control: Handler,
-        healthz: Callable[[], tuple[bool, dict[str, Any]]],
-        status: Callable[[], dict[str, Any]],
-        metrics: Callable[[], str],
-    ) -> None:
+    def __init__(self, handle_control: Handler, snapshot: Callable[[], KernelSnapshot], metrics: KernelMetrics) -> None:
         self._handle_control = handle_control
-        self._healthz = healthz
-        self._status = status
+        self._snapshot = snapshot
         self._metrics = metrics
+        self._exporter: MetricsExporter | None = None
         self.control: ControlServer | None = None
         self.http: HttpEndpoints | None = None
         self._kernel_loop: asyncio.AbstractEventLoop | None = None
@@ -115,10 +121,13 @@ class EndpointThread:
     def publish(self) -> None:
         """Publish the answers given while the kernel's loop is stalled (on the kernel's loop)."""
         try:
-            self._published = Published(self._healthz(), self._status(), self._metrics())
+            self._published = self._answers()
         except Exception:  # a failing snapshot must not stop the tick; the endpoints say why
             log.exception("publishing the status snapshot failed")
         self._tick_ms = monotonic_ms()
+
+    def _answers(self) -> Published:
+        return Published.of(self._snapshot(), self._metrics)
 
     async def stop(self) -> None:
         """Stop the HTTP endpoints and the control socket, then the thread. Idempotent."""
@@ -155,7 +164,14 @@ class EndpointThread:
         if config.http.listen:
             assert config.http.address is not None
             host, port = config.http.address
-            self.http = HttpEndpoints(self._health_answer, self._metrics_answer, self._status_answer)
+            self._exporter = MetricsExporter()
+            self.http = HttpEndpoints(
+                self._health_answer,
+                self._ready_answer,
+                self._metrics_answer,
+                self._status_answer,
+                allowed_hosts=config.http.allowed_hosts,
+            )
             await self.http.start(host, port, allow_remote=config.http.allow_remote)
 
     async def _unbind(self) -> None:
@@ -209,35 +225,47 @@ class EndpointThread:
             "note": f"queued: the kernel's {stalled}; {command} is applied (or refused) when it resumes",
         }
 
+    async def _fresh(self) -> Published | None:
+        """The kernel's answers of now if its loop answers within ``HANDOVER_S``, else ``None``."""
+        answered, answer = await self._handover(_call(self._answers))
+        return answer if answered else None
+
     async def _health_answer(self) -> tuple[bool, dict[str, Any]]:
-        answered, answer = await self._handover(_call(self._healthz))
-        if answered:
-            assert answer is not None
-            return answer
+        fresh = await self._fresh()
+        if fresh is not None:
+            return True, fresh.healthz
         published = self._published
         if not self.is_stalled() and published is not None:
-            return published.healthz
+            return True, published.healthz
         stalled = self.stalled()
-        body = {} if published is None else dict(published.healthz[1])
+        body = {} if published is None else dict(published.healthz)
         return False, {**body, "status": "stalled", "reason": stalled, "loop_stalled": stalled}
 
+    async def _ready_answer(self) -> tuple[bool, dict[str, Any]]:
+        fresh = await self._fresh()
+        published = fresh or self._published
+        if fresh is None and (published is None or self.is_stalled()):
+            stalled = self.stalled()
+            trading = None if published is None else published.readyz.trading
+            health = None if published is None else published.readyz.health
+            return False, Readiness(False, "loop_stalled", stalled, trading, health).body()
+        assert published is not None
+        return published.readyz.ready, published.readyz.body()
+
     async def _status_answer(self) -> dict[str, Any]:
-        answered, answer = await self._handover(_call(self._status))
-        if answered:
-            assert answer is not None
-            return answer
-        return self._last_status()
+        fresh = await self._fresh()
+        return fresh.status if fresh is not None else self._last_status()
 
     def _last_status(self) -> dict[str, Any]:
         status = {} if self._published is None else self._published.status
         return {**status, "loop_stalled": self.stalled()} if self.is_stalled() else status
 
-    async def _metrics_answer(self) -> str:
-        answered, answer = await self._handover(_call(self._metrics))
-        if answered:
-            assert answer is not None
-            return answer
-        return "" if self._published is None else self._published.metrics
+    async def _metrics_answer(self) -> bytes:
+        fresh = await self._fresh()
+        published = fresh or self._published
+        exporter = self._exporter
+        assert exporter is not None
+        return exporter.render(None if published is None else published.metrics)
 
 
 async def _call(fn: Callable[[], T]) -> T:

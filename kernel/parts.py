@@ -248,6 +248,7 @@ class KernelParts:
             last_run=self.previous_run,
             reconciliation=None if self.session is None else self.session.last_reconciliation,
             venue_balances=None if client is None or client.last_balances is None else tuple(client.last_balances),
+            stopping=self.stopping,
         )
 
     def status(self) -> dict[str, Any]:

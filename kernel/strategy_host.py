@@ -209,7 +209,7 @@ class StrategyHost:
     def on_market(self, event: FeedEvent) -> None:
         """The feed's event callback: remember it, tell the strategy, then the watchers."""
         kind = self.portfolio.record_market(event)
-        self.metrics.feed_messages[kind or type(event).__name__] += 1
+        self.metrics.on_feed_message(kind or type(event).__name__, getattr(event, "instrument", None), self._clock_ms())
         if kind is None or self._stopping():
             return
         self.call("on_market", lambda ctx: self.strategy.on_market(event, ctx))  # type: ignore[arg-type]

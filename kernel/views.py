@@ -1,8 +1,9 @@
 """The kernel seen from outside: one frozen ``KernelSnapshot`` per request, and the ``/metrics`` text.
 
 The kernel builds a snapshot of its public state (``Kernel.snapshot()``); ``/status``, the control
-socket's ``status``, the live view (``kernel.status.running_status``) and ``/metrics``
-(``metrics_text``) are computed from it alone, never from the kernel's internals.
+socket's ``status``, the live view (``kernel.status.running_status``), ``/healthz`` (``liveness``),
+``/readyz`` (``readiness``) and ``/metrics`` (``metrics_sample``) are computed from it alone, never
+from the kernel's internals.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from kernel.display import quote_currency
 from kernel.feed.events import QuoteEvent, TradeEvent
-from kernel.metrics import KernelMetrics, PositionSample, render
+from kernel.metrics import KernelMetrics, MetricsExporter, MetricsSample, PositionSample
 from kernel.paper_protocol import Balance
 from machines.base import Entity
+from machines.entry import RECONCILING
 from machines.positions import Position
 
 ZERO = Decimal(0)
@@ -108,6 +111,8 @@ class KernelSnapshot:
     reconciliation: Mapping[str, Any] | None
     venue_balances: tuple[Balance, ...] | None = None
     """The account's balances at the venue as it last sent them (``None``: not yet)."""
+    stopping: bool = False
+    """A stop was requested (order entry is closed for good)."""
 
     def mark(self, instrument: str) -> Decimal | None:
         """The last trade price of ``instrument``."""
@@ -115,24 +120,136 @@ class KernelSnapshot:
         return None if trade is None else trade.price
 
 
-def metrics_text(snapshot: KernelSnapshot, metrics: KernelMetrics) -> str:
-    """``/metrics``: the Prometheus text of ``metrics`` and the snapshot's gauges."""
-    samples = []
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """``/readyz``: ready while order entry is open; else a short ``reason`` code (``halted``,
+    ``halting``, ``stopping``, ``starting``, ``venue_down``, ``reconciling``, ``journal_failed``,
+    ``feed_stale``, ``feed_not_streaming``, ``unhealthy``, ``degraded``, ``paused``, and from the
+    endpoint thread ``loop_stalled``) and the order-entry gate's own words in ``detail``."""
+
+    ready: bool
+    reason: str | None
+    detail: str | None
+    trading: str | None
+    health: str | None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of ``/readyz``."""
+        return {
+            "ready": self.ready,
+            "reason": self.reason,
+            "detail": self.detail,
+            "trading": self.trading,
+            "health": self.health,
+        }
+
+
+def readiness(snapshot: KernelSnapshot) -> Readiness:
+    """Whether new orders may go out now and, if not, why: from the trading, health, feed and
+    venue-session states in ``snapshot`` (the first that holds, in the order-entry gate's order)."""
+    block = snapshot.entry_block
+    trading = snapshot.trading.get("state")
+    health = snapshot.health.get("status")
+    if block is None:
+        return Readiness(True, None, None, trading, health)
+    return Readiness(False, _block_reason(snapshot, block), block, trading, health)
+
+
+def _block_reason(snapshot: KernelSnapshot, block: str) -> str:
+    trading = snapshot.trading.get("state")
+    feed = snapshot.feed
+    if snapshot.stopping:
+        return "stopping"
+    if trading in ("halting", "halted"):
+        return str(trading)
+    if block in ("not started", "starting") or snapshot.health.get("status") == "starting":
+        return "starting"
+    if not snapshot.venue_connected:
+        return "venue_down"
+    if block.startswith("journal"):
+        return "journal_failed"
+    if block == RECONCILING or not block.startswith("health"):
+        return "reconciling"
+    if feed is not None and feed.state != "streaming":
+        return "feed_stale" if feed.state == "stale" else "feed_not_streaming"
+    for name, component in (snapshot.health.get("components") or {}).items():
+        if component.get("pauses_entry") and component.get("state") != "healthy":
+            return f"{name}_{component.get('state')}"
+    return str(snapshot.health.get("status") or "paused")
+
+
+def liveness(snapshot: KernelSnapshot) -> dict[str, Any]:
+    """The ``/healthz`` body: the health verdict and components, the trading state and whether
+    order entry is open (``/healthz`` answers 200 while the loop answers; 503 only when stalled)."""
+    return {
+        **snapshot.health,
+        "trading": snapshot.trading.get("state"),
+        "trading_reason": snapshot.trading.get("reason"),
+        "ready": snapshot.entry_block is None,
+    }
+
+
+def metrics_sample(snapshot: KernelSnapshot, metrics: KernelMetrics) -> MetricsSample:
+    """What ``/metrics`` shows: the snapshot's gauges and states and a copy of ``metrics``."""
+    positions = []
     for position in snapshot.positions.values():
         mark = snapshot.mark(position.instrument)
         unrealized = ZERO if mark is None or not position.qty else position.unrealized_pnl(mark)
-        samples.append(
-            PositionSample(position.instrument, position.qty, position.realized_pnl, unrealized, position.fees)
+        positions.append(
+            PositionSample(
+                position.instrument,
+                quote_currency(position.instrument),
+                position.qty,
+                position.realized_pnl,
+                unrealized,
+                position.fees,
+            )
         )
+    open_orders: dict[str, int] = {}
+    for order in snapshot.open_orders:
+        open_orders[order.state] = open_orders.get(order.state, 0) + 1
+    ended = {s: n - open_orders.get(s, 0) for s, n in snapshot.orders_by_state.items() if n > open_orders.get(s, 0)}
     feed = snapshot.feed
-    return render(
-        metrics,
-        orders_by_state=snapshot.orders_by_state,
+    health = {"kernel": str(snapshot.health.get("status"))}
+    health.update((name, str(c.get("state"))) for name, c in (snapshot.health.get("components") or {}).items())
+    return MetricsSample(
+        start_time_s=snapshot.started_ms / 1000,
+        trading_state=snapshot.trading.get("state"),
+        health=health,
+        ready=snapshot.entry_block is None,
+        open_orders=open_orders,
+        ended_orders=ended,
+        positions=tuple(positions),
+        feed_last_s={i: ms / 1000 for i, ms in metrics.feed_last_ms.items()},
+        feed_messages=dict(metrics.feed_messages),
         feed_reconnects=0 if feed is None else feed.reconnects,
         feed_gaps=0 if feed is None else feed.gaps,
-        positions=samples,
-        health_level=snapshot.health_levels,
+        fills=metrics.fills,
+        rows_journaled=metrics.rows_journaled,
+        commits=metrics.commits,
+        commit_buckets=tuple(metrics.commit_latency.cumulative()),
+        commit_sum_s=metrics.commit_latency.total,
+        intents=dict(metrics.intents),
+        denied=metrics.denied,
+        strategy_errors=metrics.strategy_errors,
+        loop_lag_s=metrics.loop_lag_s,
     )
 
 
-__all__ = ["FeedSnapshot", "KernelSnapshot", "OrderSnapshot", "metrics_text", "orders_of"]
+def metrics_text(snapshot: KernelSnapshot, metrics: KernelMetrics) -> str:
+    """``/metrics`` rendered at once (a fresh private registry): for callers outside the endpoint
+    thread, which renders its published samples with its own ``MetricsExporter``."""
+    return MetricsExporter().render(metrics_sample(snapshot, metrics)).decode()
+
+
+__all__ = [
+    "FeedSnapshot",
+    "KernelSnapshot",
+    "OrderSnapshot",
+    "Readiness",
+    "liveness",
+    "metrics_sample",
+    "metrics_text",
+    "orders_of",
+    "readiness",
+]

@@ -24,7 +24,6 @@ from kernel.feed.client import FeedClient
 from kernel.feed.events import FeedEvent
 from kernel.feed.paper_source import PaperMarketData
 from kernel.feed.source import MarketDataSource
-from kernel.http import HttpEndpoints
 from kernel.orders import OrderManager
 from kernel.paper_defaults import TradingRules
 from kernel.paper_session import Credentials
@@ -276,22 +275,6 @@ async def start_control(config: Config, handler: Handler) -> ControlServer:
     return control
 
 
-async def start_http(
-    config: Config,
-    health: Callable[[], tuple[bool, dict[str, Any]]],
-    metrics: Callable[[], str],
-    status: Callable[[], dict[str, Any]],
-) -> HttpEndpoints | None:
-    """The HTTP endpoints when ``http.listen`` is set (raises ``RemoteBindRefused``, ``OSError``)."""
-    if not config.http.listen:
-        return None
-    assert config.http.address is not None
-    host, port = config.http.address
-    endpoints = HttpEndpoints(health, metrics, status)
-    await endpoints.start(host, port, allow_remote=config.http.allow_remote)
-    return endpoints
-
-
 __all__ = [
     "EmbeddedVenue",
     "KernelClient",
@@ -306,7 +289,6 @@ __all__ = [
     "resume_orders",
     "start_control",
     "start_embedded_venue",
-    "start_http",
     "strategy_of",
     "timer_interval_ms",
     "uses_embedded_venue",

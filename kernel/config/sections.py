@@ -373,6 +373,8 @@ class HttpSection(Section):
     """HOST:PORT to serve status on (IPv6 as [::1]:PORT; empty: off)."""
     allow_remote: Annotated[bool, Key()] = False
     """Allow a listen address beyond this machine."""
+    allowed_hosts: Annotated[tuple[str, ...], Key(nonempty=True, distinct=True)] = ()
+    """Names a request's Host header may carry beyond the bound address (``NAME`` or ``NAME:PORT``)."""
 
     @model_validator(mode="after")
     def _loopback(self) -> HttpSection:

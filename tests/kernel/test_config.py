@@ -321,7 +321,7 @@ ERRORS: list[tuple[str, str, str]] = [
     ("[venue.embedded.more]\n", "venue.embedded.more", "unknown key venue.embedded.more"),
     ("[feed]\nseed = 1\n", "feed.seed", "unknown key feed.seed (known: stale_after_ms,"),
     ("[strategy]\nnam = 'x'\n", "strategy.nam", "unknown key strategy.nam (known: name, timer_interval_ms, params)"),
-    ("[http]\nport = 1\n", "http.port", "unknown key http.port (known: listen, allow_remote)"),
+    ("[http]\nport = 1\n", "http.port", "unknown key http.port (known: listen, allow_remote, allowed_hosts)"),
     ("[health]\nlag = 1\n", "health.lag", "unknown key health.lag"),
     ("[strategy.params]\nbogus = 1\n", "strategy.params.bogus", "unknown parameter"),
     # a table where a table belongs
@@ -758,7 +758,13 @@ def test_to_json(tmp_path: Path) -> None:
     assert data["strategy"]["effective_timer_interval_ms"] == 250
     assert data["strategy"]["params"]["qty"] == "0.25"
     assert data["strategy"]["params"]["tags"] == ["x", "y"]
-    assert data["http"] == {"listen": "[::]:8080", "allow_remote": True, "host": "::", "port": 8080}
+    assert data["http"] == {
+        "listen": "[::]:8080",
+        "allow_remote": True,
+        "allowed_hosts": [],
+        "host": "::",
+        "port": 8080,
+    }
     assert data["health"]["loop_lag_unhealthy_ms"] == 1000
     defaults = to_json(load(environ={}))
     assert defaults["http"]["host"] is None

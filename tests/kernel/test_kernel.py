@@ -32,8 +32,6 @@ from kernel.app import Kernel, entity_id
 from kernel.config import Config, load
 from kernel.control import ControlError, ControlServer, NoKernel
 from kernel.exits import EXIT_FAILED, EXIT_OK
-from kernel.http import PROMETHEUS_TYPE, HttpEndpoints, RemoteBindRefused
-from kernel.metrics import KernelMetrics, PositionSample, render
 from kernel.net import is_loopback
 from kernel.status import StatusView, journal_status, render_text
 from kernel.strategies.market_maker import MarketMaker
@@ -390,9 +388,12 @@ async def test_unwritable_journal_pauses_trading_and_recovers_with_everything_co
         assert "readonly" in component.data["reason"]
         assert (kernel.entry_block() or "").startswith("trading halt")  # journal_failed halts trading
         status, body = await http_json(kernel.http.port, "/healthz")
-        assert status == 503
+        assert status == 200  # liveness: the loop answers; readiness says trading cannot go on
         assert body["status"] == "unhealthy"
         assert body["components"]["journal"]["state"] == "unhealthy"
+        status, body = await http_json(kernel.http.port, "/readyz")
+        assert (status, body["ready"]) == (503, False)
+        assert body["reason"] in ("halting", "halted")  # journal_failed halts trading
 
         strategy.on_timer_intents = [bid("91")]
         await kh.timer()
@@ -481,7 +482,7 @@ async def test_strategy_errors_degrade_then_fail_health_and_a_success_resets_the
             "strategy failed 2 times in a row: on_market: RuntimeError: boom"
         )
         status, body = await http_json(port, "/healthz")
-        assert (status, body["status"], body["components"]["strategy"]["state"]) == (503, "unhealthy", "unhealthy")
+        assert (status, body["status"], body["components"]["strategy"]["state"]) == (200, "unhealthy", "unhealthy")
         # An unhealthy kernel halts trading (issue 8): nothing open, so it ends halted at once.
         await eventually(lambda: kernel.trading is not None and kernel.trading.state == "halted", "the halt")
         assert kernel.trading is not None
@@ -499,7 +500,7 @@ async def test_strategy_errors_degrade_then_fail_health_and_a_success_resets_the
         assert strategy.market_calls == 3
         assert kernel.metrics.strategy_errors == 2
         _, _, metrics = await http_get(port, "/metrics")
-        assert "tradekernel_strategy_errors_total 2\n" in metrics.decode()
+        assert "tradekernel_strategy_errors_total 2.0\n" in metrics.decode()
         assert kernel.status()["strategy"]["errors"] == 2
 
         run = kernel.journal.run_id if kernel.journal else 0
@@ -530,145 +531,7 @@ async def test_a_callback_returning_something_else_than_intents_is_a_strategy_er
     assert kh.exit_status == EXIT_OK
 
 
-# -- 5. HTTP endpoints ----------------------------------------------------------------------------
-
-
-@pytest.mark.asyncio
-async def test_http_endpoints_serve_health_metrics_and_status(tmp_path: Path) -> None:
-    async with KernelHarness(MarketMaker(), tmp_path, config={"http.listen": "127.0.0.1:0"}) as kh:
-        kernel = kh._kernel()
-        assert kernel.http is not None
-        port = kernel.http.port
-        assert port > 0
-        assert kernel.http.url == f"http://127.0.0.1:{port}"
-        await kh.quote(D("100.00"), D("100.10"))
-        await kh.trade(D("99.00"), D("5"), "sell")
-
-        status, body = await http_json(port, "/healthz")
-        assert status == 200
-        assert body["status"] == "healthy"
-        assert set(body["components"]) == {"feed", "venue", "journal", "loop", "strategy"}
-        assert {c["state"] for c in body["components"].values()} == {"healthy"}
-
-        status, headers, raw = await http_get(port, "/metrics")
-        assert status == 200
-        assert headers["content-type"] == PROMETHEUS_TYPE
-        assert headers["content-type"].startswith("text/plain; version=0.0.4")
-        assert int(headers["content-length"]) == len(raw)
-        text = raw.decode()
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = value
-        assert samples['tradekernel_orders{state="accepted"}'] == "2"
-        assert samples['tradekernel_orders{state="filled"}'] == "1"
-        assert samples["tradekernel_fills_total"] == "1"
-        assert int(samples["tradekernel_transitions_journaled_total"]) > 0
-        assert int(samples["tradekernel_journal_commits_total"]) > 0
-        count = int(samples["tradekernel_journal_commit_seconds_count"])
-        assert count == int(samples["tradekernel_journal_commits_total"])
-        assert samples['tradekernel_journal_commit_seconds_bucket{le="+Inf"}'] == str(count)
-        buckets = [int(v) for k, v in samples.items() if k.startswith("tradekernel_journal_commit_seconds_bucket")]
-        assert buckets == sorted(buckets)  # cumulative
-        assert float(samples["tradekernel_journal_commit_seconds_sum"]) > 0
-        assert samples['tradekernel_feed_messages_total{kind="quote"}'] == "1"
-        assert samples['tradekernel_feed_messages_total{kind="trade"}'] == "1"
-        assert samples["tradekernel_feed_reconnects_total"] == "0"
-        assert samples["tradekernel_feed_gaps_total"] == "0"
-        assert float(samples["tradekernel_loop_lag_seconds"]) >= 0
-        assert samples['tradekernel_strategy_intents_total{kind="place"}'] == "3"
-        assert samples["tradekernel_orders_denied_total"] == "0"
-        assert samples['tradekernel_health{component="kernel"}'] == "0"
-        assert samples[f'tradekernel_position{{instrument="{BTC}"}}'] == "0.001"
-        assert samples[f'tradekernel_realized_pnl{{instrument="{BTC}"}}'] == "0"
-        assert samples[f'tradekernel_unrealized_pnl{{instrument="{BTC}"}}'] == "-0.00099"
-        assert samples[f'tradekernel_fees{{instrument="{BTC}"}}'] == "0"
-        for name in (
-            "tradekernel_orders",
-            "tradekernel_fills_total",
-            "tradekernel_transitions_journaled_total",
-            "tradekernel_journal_commit_seconds",
-            "tradekernel_feed_messages_total",
-            "tradekernel_feed_reconnects_total",
-            "tradekernel_feed_gaps_total",
-            "tradekernel_loop_lag_seconds",
-            "tradekernel_position",
-            "tradekernel_realized_pnl",
-            "tradekernel_unrealized_pnl",
-            "tradekernel_fees",
-        ):
-            assert f"# TYPE {name} " in text, name
-
-        status, snapshot = await http_json(port, "/status?verbose=1")  # a query string is ignored
-        assert status == 200
-        assert {"running", "health", "trading", "feed", "open_orders", "positions", "last_run"} <= set(snapshot)
-        assert snapshot["running"] is True
-        assert snapshot["trading"]["order_entry"] == "open"
-        assert snapshot["feed"]["state"] == "streaming"
-        assert sorted(o["tag"] for o in snapshot["open_orders"]) == ["ask", "bid"]
-        assert snapshot["positions"][BTC]["qty"] == "0.001"
-        assert snapshot["last_run"] is None  # the first run of this journal
-        assert snapshot["endpoints"]["http"] == kernel.http.url
-
-        status, body = await http_json(port, "/nope")
-        assert status == 404
-        assert body == {"error": "no such endpoint: /nope"}
-    assert kh.exit_status == EXIT_OK
-    with pytest.raises(ConnectionRefusedError):  # the endpoints stopped with the kernel
-        async with asyncio.timeout(NET):
-            await asyncio.open_connection("127.0.0.1", port)
-
-
-def test_metrics_histogram_counts_slow_commits_only_in_inf_and_labels_are_escaped() -> None:
-    metrics = KernelMetrics()
-    metrics.on_commit(3, 1_000_000)  # 1 ms: exactly on a bound, which is inclusive (le)
-    metrics.on_commit(2, 2_000_000_000)  # 2 s: beyond the last bound
-    text = render(
-        metrics,
-        orders_by_state={"accepted": 1},
-        feed_reconnects=0,
-        feed_gaps=0,
-        positions=[PositionSample('X"Y\\Z', D("-0.500"), D("1E+1"), D("NaN"), D(0))],
-        health_level={"kernel": 3},
-    )
-    lines = set(text.splitlines())
-    assert 'tradekernel_journal_commit_seconds_bucket{le="0.0005"} 0' in lines
-    assert 'tradekernel_journal_commit_seconds_bucket{le="0.001"} 1' in lines
-    assert 'tradekernel_journal_commit_seconds_bucket{le="1.0"} 1' in lines
-    assert 'tradekernel_journal_commit_seconds_bucket{le="+Inf"} 2' in lines
-    assert "tradekernel_journal_commit_seconds_count 2" in lines
-    assert "tradekernel_journal_commit_seconds_sum 2.001" in lines
-    assert "tradekernel_transitions_journaled_total 5" in lines
-    assert 'tradekernel_position{instrument="X\\"Y\\\\Z"} -0.5' in lines
-    assert 'tradekernel_realized_pnl{instrument="X\\"Y\\\\Z"} 10' in lines
-    assert 'tradekernel_unrealized_pnl{instrument="X\\"Y\\\\Z"} NaN' in lines
-    assert 'tradekernel_health{component="kernel"} 3' in lines
-
-
-@pytest.mark.asyncio
-async def test_http_refuses_a_remote_bind_unless_allowed_and_answers_500_on_a_failing_snapshot() -> None:
-    def broken_status() -> dict[str, Any]:
-        raise RuntimeError("snapshot bug")
-
-    endpoints = HttpEndpoints(lambda: (False, {"status": "starting"}), lambda: "m 1\n", broken_status)
-    with pytest.raises(RemoteBindRefused, match=r"non-loopback address '0\.0\.0\.0'"):
-        await endpoints.start("0.0.0.0", 0)
-    assert endpoints.port == 0
-
-    await endpoints.start("0.0.0.0", 0, allow_remote=True)
-    try:
-        assert endpoints.host == "0.0.0.0"
-        assert endpoints.port > 0
-        status, body = await http_json(endpoints.port, "/healthz")
-        assert (status, body) == (503, {"status": "starting"})
-        status, body = await http_json(endpoints.port, "/status")
-        assert (status, body) == (500, {"error": "RuntimeError: snapshot bug"})
-        status, headers, raw = await http_get(endpoints.port, "/metrics")
-        assert (status, headers["content-type"], raw) == (200, PROMETHEUS_TYPE, b"m 1\n")
-    finally:
-        await endpoints.stop()
-    await endpoints.stop()  # idempotent
+# -- 5. HTTP endpoints (their own tests: test_http_endpoints.py, test_metrics.py) -----------------
 
 
 @pytest.mark.parametrize(

@@ -71,14 +71,14 @@ class Kernel:
         self.answers.append(("status", time.monotonic() - began, answer))
         return answer
 
-    def timed_healthz(self, url: str) -> tuple[int, dict[str, Any]]:
+    def timed_healthz(self, url: str, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
         began = time.monotonic()
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2.0) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2.0) as response:
                 code, body = response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             code, body = error.code, json.loads(error.read())
-        self.answers.append(("healthz", time.monotonic() - began, (code, body)))
+        self.answers.append((path.strip("/"), time.monotonic() - began, (code, body)))
         return code, body
 
 
@@ -191,6 +191,9 @@ async def test_a_15_s_commit_stall_keeps_the_control_socket_and_healthz_answerin
     assert (took_status < ANSWER_S, took_metrics < ANSWER_S) == (True, True), (took_status, took_metrics)
     assert json.loads(status)["loop_stalled"].startswith("event loop stalled ")  # the last snapshot, marked
     assert "tradekernel_journal_commits_total" in metrics.decode()  # the last published metrics
+    code, ready = kernel.timed_healthz(url, "/readyz")
+    assert (code, ready["ready"], ready["reason"]) == (503, False, "loop_stalled"), ready
+    assert ready["detail"].startswith("event loop stalled ")
     sampled = len(kernel.answers)
     await sample_until(kernel, url, lambda: "resumes after its stall" in kernel.stderr)
     assert time.monotonic() - began >= STALL_S - 2  # sampled through (nearly) all of it
@@ -256,7 +259,8 @@ async def test_another_process_holding_the_journal_lock_for_15_s_never_freezes_t
     assert_answered_in_time(kernel, STALL_S)
     # the journal could not commit: an outage (entry paused, health unhealthy), never a frozen loop
     healthz = [answer for what, _, answer in kernel.answers if what == "healthz"]
-    assert any(code == 503 and body["components"]["journal"]["state"] == "unhealthy" for code, body in healthz)
+    # /healthz is liveness: 200 with the journal named unhealthy (readiness is what closes)
+    assert any(code == 200 and body["components"]["journal"]["state"] == "unhealthy" for code, body in healthz)
     # each commit attempt gives the loop back within LOOP_BUSY_TIMEOUT_S: it never stalls (> 1 s)
     assert all(body["status"] != "stalled" for _, body in healthz), healthz
     await trades_on_and_stops(kernel)
