@@ -67,6 +67,14 @@ class Histogram:
         return out
 
 
+NOTIFICATION_OUTCOMES: tuple[tuple[str, str], ...] = (
+    ("sent", "Notifications delivered (one per target)."),
+    ("failed", "Notifications a target never took (after the retries)."),
+    ("dropped", "Notifications dropped: the queue was full, or left at stop."),
+)
+"""The notifier's counters exported as ``tradekernel_notifications_<outcome>_total``."""
+
+
 @dataclass(slots=True)
 class KernelMetrics:
     """What the kernel counts while it runs (on the kernel's loop only)."""
@@ -136,6 +144,8 @@ class MetricsSample:
     denied: int
     strategy_errors: int
     loop_lag_s: float
+    notifications: Mapping[str, int] = field(default_factory=dict)
+    """The notifier's counters by outcome (empty: ``[notify]`` is off, no series)."""
 
 
 def build_info() -> dict[str, str]:
@@ -218,6 +228,9 @@ def _counters(s: MetricsSample) -> Iterator[Metric]:
     yield by("tradekernel_strategy_intents_total", "Intents returned by the strategy, by kind.", "kind", s.intents)
     yield counter("tradekernel_orders_denied_total", "Order intents denied.", s.denied)
     yield counter("tradekernel_strategy_errors_total", "Strategy callback errors.", s.strategy_errors)
+    for outcome, doc in NOTIFICATION_OUTCOMES:
+        if outcome in s.notifications:
+            yield counter(f"tradekernel_notifications_{outcome}_total", doc, s.notifications[outcome])
 
 
 def _gauges(s: MetricsSample) -> Iterator[Metric]:

@@ -249,6 +249,7 @@ class KernelParts:
             reconciliation=None if self.session is None else self.session.last_reconciliation,
             venue_balances=None if client is None or client.last_balances is None else tuple(client.last_balances),
             stopping=self.stopping,
+            notifications={} if self.notifier is None else dict(self.notifier.counts),
         )
 
     def status(self) -> dict[str, Any]:
@@ -260,12 +261,7 @@ class KernelParts:
 
     def metrics_text(self) -> str:
         """``/metrics``: Prometheus text."""
-        text = metrics_text(self.snapshot(), self.metrics)
-        if self.notifier is not None:
-            from kernel.notify import with_metrics
-
-            text = with_metrics(text, self.notifier)
-        return text
+        return metrics_text(self.snapshot(), self.metrics)
 
 
 __all__ = ["KernelParts", "PartsOptions", "StopRequest"]

@@ -9,7 +9,7 @@ from the kernel's internals.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -112,6 +112,8 @@ class KernelSnapshot:
     venue_balances: tuple[Balance, ...] | None = None
     """The account's balances at the venue as it last sent them (``None``: not yet)."""
     stopping: bool = False
+    notifications: Mapping[str, int] = field(default_factory=dict)
+    """The notifier's counters (``sent``, ``failed``, ``dropped``, ...); empty when ``[notify]`` is off."""
     """A stop was requested (order entry is closed for good)."""
 
     def mark(self, instrument: str) -> Decimal | None:
@@ -233,6 +235,7 @@ def metrics_sample(snapshot: KernelSnapshot, metrics: KernelMetrics) -> MetricsS
         denied=metrics.denied,
         strategy_errors=metrics.strategy_errors,
         loop_lag_s=metrics.loop_lag_s,
+        notifications=dict(snapshot.notifications),
     )
 
 

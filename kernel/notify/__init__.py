@@ -25,25 +25,6 @@ def precision_of(limits: Limits, instrument: str) -> Precision:
     return Precision.of(instrument, rules)
 
 
-COUNTERS = (
-    ("tradekernel_notifications_sent_total", "sent", "Notifications delivered (one per target)."),
-    ("tradekernel_notifications_failed_total", "failed", "Notifications a target never took (after the retries)."),
-    (
-        "tradekernel_notifications_dropped_total",
-        "dropped",
-        "Notifications dropped: the queue was full, or left at stop.",
-    ),
-)
-
-
-def with_metrics(text: str, notifier: Notifier) -> str:
-    """The Prometheus ``text`` with the notifier's counters appended."""
-    lines = [text.rstrip("\n")] if text else []
-    for name, key, help_text in COUNTERS:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {notifier.counts[key]}"]
-    return "\n".join(lines) + "\n"
-
-
 def watch(notifier: Notifier, journal: Journal, precision_of: Callable[[str], Precision]) -> None:
     """After each successful commit of ``journal``, queue the notices of the batch it wrote."""
 

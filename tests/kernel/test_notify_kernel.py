@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kernel.strategy import Context, Place, Strategy
 from kernel.testing import KernelHarness
@@ -56,7 +57,13 @@ async def test_a_paper_kernel_notifies_a_fill_halt_arm_and_its_stop(tmp_path: Pa
             await until(lambda: len(server.bodies()) >= 4)
             status = kernel.status()["notify"]
             assert status["targets"] == [f"webhook {server.url}"]
-            assert "tradekernel_notifications_dropped_total 0" in kernel.metrics_text()
+            scraped = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(kernel.metrics_text())
+                for sample in family.samples
+            }
+            assert scraped["tradekernel_notifications_dropped_total"] == 0
+            assert scraped["tradekernel_notifications_failed_total"] == 0
         assert kh.exit_status == 0
         bodies = server.bodies("/hook")
     # 0.5 x 50 x 10 bp = 0.025 USDT, shown to the cent half-even: 0.02
