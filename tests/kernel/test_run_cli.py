@@ -29,7 +29,10 @@ from tests.conftest import REPO, run_cli
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 LIMIT_S = 20.0
 """The longest any single wait may take."""
-STATUS_LINE = re.compile(r"^\d\d:\d\d:\d\d health=\S+ feed=\S+ last=\S+ entry=\S+ open=\d+ pos=.+ pnl=\S+ fills=(\d+)$")
+STATUS_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "  # UTC, with the date
+    r"health=\S+ feed=\S+ last=\S+ entry=\S+ open=\d+ pos=.+ pnl=\S+ fills=(\d+)$"
+)
 DONE = {"filled", "canceled", "rejected", "expired"}
 """The venue statuses of an order that is no longer open."""
 
