@@ -172,5 +172,5 @@ class LiveView:
         if not self.started:
             self._live.start()
             self.started = True
-        self._live.update(self._frame(status, rules, reason or "-"), refresh=True)
-        self._live.stop()
+        self._live.update(self._frame(status, rules, reason or "-"), refresh=False)
+        self._live.stop()  # draws it, in place of the last frame
