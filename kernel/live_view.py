@@ -12,6 +12,7 @@ Imported only when a live view is shown: ``rich`` stays out of ``tradekernel sta
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -135,13 +136,15 @@ class LiveView:
 
     def __init__(self, out: TextIO, *, force_terminal: bool | None = None) -> None:
         self.console = Console(file=out, force_terminal=force_terminal, highlight=False, soft_wrap=False)
-        redirect = self.console.is_terminal and out.isatty()
+        # Stray writes to the terminal (not log records: ``StatusView.capture`` prints those) would
+        # break the block; rich prints them above it. Only a stream that is the terminal is taken.
+        on_terminal = self.console.is_terminal and out.isatty()
         self._live = Live(
             console=self.console,
             auto_refresh=False,
             transient=False,
-            redirect_stdout=redirect,
-            redirect_stderr=redirect,
+            redirect_stdout=on_terminal,
+            redirect_stderr=on_terminal and sys.stderr.isatty(),
             vertical_overflow="crop",
         )
         self.started = False
