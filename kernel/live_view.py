@@ -25,7 +25,11 @@ from kernel.status_text import Rules, order_text, pnl_text, position_text, trade
 
 LABEL_WIDTH = 8
 WIDE = 100
-"""From this width the order table also shows each order's tag."""
+"""From this width the order table also shows each order's tag ..."""
+NARROW = 80
+"""... from this one its instrument ..."""
+TINY = 60
+"""... and from this one its id and state (below: side, size and price)."""
 
 
 def _grid() -> Table:
@@ -67,18 +71,35 @@ def core_rows(status: Mapping[str, Any], rules: Rules | None, stopped: str | Non
 
 
 def _orders_table(orders: list[Mapping[str, Any]], rules: Rules | None, width: int) -> Table:
-    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", expand=False)
-    for name, justify in (("order", "left"), ("side", "left"), ("leaves/qty", "right"), ("price", "right")):
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
-    table.add_column("instrument", no_wrap=True, overflow="ellipsis")
-    table.add_column("state", no_wrap=True, overflow="ellipsis")
-    wide = width >= WIDE
-    if wide:
-        table.add_column("tag", no_wrap=True, overflow="ellipsis")
+    """The open orders, with the columns ``width`` has room for: numbers are never cut (the order
+    id is, first); below 80 columns the instrument goes, below 60 the order id and state too."""
+    rows = []
     for order in orders:
         size, price, instrument = order_text(order, rules)
-        cells = [order["client_order_id"], order["side"], size, price, instrument, order["state"]]
-        table.add_row(*cells, *([order.get("tag") or ""] if wide else []))
+        rows.append({
+            "order": order["client_order_id"], "side": order["side"], "leaves/qty": size, "price": price,
+            "instrument": instrument, "state": order["state"], "tag": order.get("tag") or "",
+        })  # fmt: skip
+    names = ["order", "side", "leaves/qty", "price", "instrument", "state", "tag"]
+    if width < WIDE:
+        names.remove("tag")
+    if width < NARROW:
+        names.remove("instrument")
+    if width < TINY:
+        names = ["side", "leaves/qty", "price"]
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", expand=False)
+    for name in names:
+        numeric = name in ("leaves/qty", "price")
+        longest = max([len(name), *(len(row[name]) for row in rows)])
+        table.add_column(
+            name,
+            justify="right" if numeric else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=longest if numeric or name == "side" else None,
+        )
+    for row in rows:
+        table.add_row(*(row[name] for name in names))
     return table
 
 

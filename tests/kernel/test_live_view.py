@@ -146,3 +146,13 @@ def test_lines_and_json_modes_write_one_line_per_interval() -> None:
 @pytest.mark.parametrize("mode", ["auto", "lines"])
 def test_auto_on_a_file_is_the_lines_view(mode: str) -> None:
     assert StatusView(mode, out=io.StringIO()).live is False
+
+
+def test_narrow_terminals_drop_order_columns_before_cutting_numbers() -> None:
+    long_id = {**STATUS, "open_orders": [{**order(1), "client_order_id": "oomo7e2nw-1-000001"}]}
+    at_70 = drawn(long_id, 70, 24)
+    assert at_70[7].split() == ["order", "side", "leaves/qty", "price", "state"]
+    assert at_70[8].split() == ["oomo7e2nw-1-000001", "buy", "0.00000/0.00100", "39413.58", "accepted"]
+    at_59 = drawn(long_id, 59, 24)
+    assert at_59[7].split() == ["side", "leaves/qty", "price"]
+    assert at_59[8].split() == ["buy", "0.00000/0.00100", "39413.58"]
