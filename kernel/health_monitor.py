@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from kernel.config import Config
+from kernel.log_fields import transition_fields
 from kernel.metrics import KernelMetrics
 from machines import Entity, TransitionRefused
 from machines.health import HEALTH, KERNEL, Finding, HealthState, Observation, Thresholds, assess, overall, trigger_for
@@ -124,13 +125,13 @@ class HealthMonitor:
             if step is not None:
                 trigger, data = step
                 before = entity.state
-                journal.fire(HEALTH, entity, trigger, now_ms=now, **data)
+                transition = journal.fire(HEALTH, entity, trigger, now_ms=now, **data)
                 changed = True
                 if name == KERNEL and before != entity.state:
                     level = logging.INFO if entity.state == HealthState.healthy else logging.WARNING
-                    log.log(
-                        level, "health %s -> %s%s", before, entity.state, f": {finding.reason}" * bool(finding.reason)
-                    )
+                    reason = f": {finding.reason}" * bool(finding.reason)
+                    fields = transition_fields(transition, journal.run_id)
+                    log.log(level, "health %s -> %s%s", before, entity.state, reason, extra=fields)
         if changed or journal.pending or journal.failure is not None:
             # Also the retry of whatever an earlier failed commit left buffered. A failure shows in the
             # health entities on the next pass; nothing leaves the process meanwhile.

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from kernel.execution import Report
+from kernel.log_fields import transition_fields
 from kernel.paper_protocol import Error, Execution, Fill, OrderSnapshot, OrderStatus
 from machines import ORDER, POSITION, Entity, Transition, TransitionRefused
 from machines.order_reports import (
@@ -221,7 +222,8 @@ class ReportApplier:
             log.warning("order %s: venue answered %r to our %s; asking for its status", order.entity_id,
                         report.reason, report.exec.removesuffix("_rejected"))  # fmt: skip
         if transition is not None and transition.data.get("unsolicited"):
-            log.warning("order %s canceled by the venue, unsolicited: %s", order.entity_id, transition.data["reason"])
+            log.warning("order %s canceled by the venue, unsolicited: %s", order.entity_id, transition.data["reason"],
+                        extra=transition_fields(transition, self.journal.run_id))  # fmt: skip
         return [] if transition is None else [(order, transition)]
 
     def apply_rate_limited(self, error: Error) -> list[Change]:

@@ -15,19 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from kernel.paper_defaults import TradingRules
+from kernel.status_text import Rules, render_text, status_line
 from machines.positions import Fill, Position, Positions
 from storage.audit import AuditReader, iso_time
 
 if TYPE_CHECKING:  # the views (and the feed package behind them) only when a kernel answers
+    from kernel.live_view import LiveView
     from kernel.views import KernelSnapshot
 
 ZERO = Decimal(0)
+log = logging.getLogger(__name__)
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -216,94 +218,19 @@ def journal_status(db_path: str) -> dict[str, Any]:
     }
 
 
-# -- rendering ------------------------------------------------------------------------------------
-
-
-def _short(text: str | None, places: int = 8) -> str:
-    """A decimal string cut to ``places`` decimals for reading (the JSON keeps every digit)."""
-    if text is None:
-        return "-"
-    value = Decimal(text)
-    if value.as_tuple().exponent < -places:  # type: ignore[operator]
-        value = value.quantize(Decimal(1).scaleb(-places))
-    return format(value, "f")
-
-
-def render_text(status: Mapping[str, Any], log_lines: Sequence[str] = ()) -> str:
-    """A few lines for a terminal: what an operator looks at first (then ``log_lines``, if any)."""
-    health = status.get("health") or {}
-    trading = status.get("trading") or {}
-    feed = status.get("feed") or {}
-    lines = []
-    run = status.get("run_id")
-    head = f"running (run {run}, pid {status.get('pid')})" if status.get("running") else "not running"
-    lines.append(f"kernel     {head}  journal {status.get('db')}")
-    reason = f"  ({health.get('reason')})" if health.get("reason") else ""
-    lines.append(f"health     {health.get('status')}{reason}")
-    if trading.get("state"):
-        why = f" ({trading.get('reason')})" if trading.get("reason") else ""
-        lines.append(f"trading    {trading.get('state')}{why}")
-    entry = trading.get("order_entry")
-    blocked = trading.get("entry_reason") or (None if trading.get("state") else trading.get("reason"))
-    lines.append(f"orders     entry {entry}" + (f" ({blocked})" if blocked else ""))
-    if feed:
-        prices = "  ".join(f"{i} last {t['price']}" for i, t in (feed.get("last_trade") or {}).items())
-        if not prices and "last_trade" in feed:
-            prices = "no trade yet"
-        lines.append(f"feed       {feed.get('state')}  {prices}".rstrip())
-    orders = status.get("open_orders") or []
-    lines.append(f"open       {len(orders)} order(s)")
-    for order in orders[:10]:
-        price = order["price"] or "market"
-        lines.append(
-            f"           {order['client_order_id']}  {order['side']:<4} {order['leaves_qty']}/{order['qty']} "
-            f"{order['instrument']} @ {price}  {order['state']}"
-        )
-    if len(orders) > 10:
-        lines.append(f"           ... and {len(orders) - 10} more")
-    for instrument, pos in (status.get("positions") or {}).items():
-        lines.append(
-            f"position   {instrument} {pos['qty']} @ {_short(pos['avg_px'])}  realized {_short(pos['realized_pnl'])}  "
-            f"unrealized {_short(pos['unrealized_pnl'])}  fees {_short(pos['fees'])}"
-        )
-    pnl = status.get("pnl") or {}
-    if pnl:
-        lines.append(f"pnl        total {_short(pnl.get('total_pnl'))} (fills {status.get('fills')})")
-    last_run = status.get("last_run")
-    if last_run:
-        clean = "clean" if last_run.get("clean") else "NOT clean"
-        lines.append(
-            f"last run   {last_run['run_id']} {last_run['state']} ({clean}), ended {last_run.get('ended') or '-'}"
-        )
-    if log_lines:
-        lines.append("")
-        lines.extend(log_lines)
-    return "\n".join(lines)
-
-
-def status_line(status: Mapping[str, Any]) -> str:
-    """One line: for logs and non-terminal output."""
-    feed = status.get("feed") or {}
-    trades = feed.get("last_trade") or {}
-    last = " ".join(f"{i}={t['price']}" for i, t in trades.items()) or "-"
-    positions = " ".join(f"{i}:{p['qty']}" for i, p in (status.get("positions") or {}).items()) or "flat"
-    return (
-        f"{time.strftime('%H:%M:%S')} health={(status.get('health') or {}).get('status')} "
-        f"feed={feed.get('state')} last={last} entry={(status.get('trading') or {}).get('order_entry')} "
-        f"open={len(status.get('open_orders') or [])} pos={positions} "
-        f"pnl={(status.get('pnl') or {}).get('total_pnl')} fills={status.get('fills')}"
-    )
-
-
-class LogTail(logging.Handler):
-    """Keeps the last ``size`` formatted log lines, for the live view."""
-
-    def __init__(self, size: int = 8) -> None:
-        super().__init__()
-        self.lines: deque[str] = deque(maxlen=size)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record)[:200])
+def rules_of(kernel: object) -> dict[str, TradingRules]:
+    """The tick and lot of each instrument a running kernel knows (its risk limits take them from
+    the venue's rules at start: ``kernel.wiring.limits_with_rules``); empty before that."""
+    limits = getattr(kernel, "limits", None)
+    instruments = getattr(kernel, "instruments", None) or ()
+    if limits is None:
+        return {}
+    known = {}
+    for instrument in {*instruments, *getattr(limits, "per_instrument", {})}:
+        own = limits.for_instrument(instrument)
+        if own.tick_size is not None and own.lot_size is not None:
+            known[instrument] = TradingRules(own.tick_size, own.lot_size)
+    return known
 
 
 class HasStatus(Protocol):
@@ -314,33 +241,88 @@ class HasStatus(Protocol):
         ...
 
 
-class StatusView:
-    """Prints the kernel's status every interval: redrawn in place on a terminal, else one line.
+class ViewLog(logging.Handler):
+    """Prints log records above the live view while it is shown, else to ``stream``: each record
+    appears once, and never inside a frame."""
 
-    Redrawn in place, the view would wipe log lines written to the same terminal, so ``capture``
-    shows the latest of them inside the view instead (``log_tail``).
+    def __init__(self, view: StatusView, stream: TextIO) -> None:
+        super().__init__()
+        self.view = view
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            live = self.view.live_view
+            if live is not None and live.started and not live.stopped:
+                live.log(line)
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class StatusView:
+    """Shows the kernel's status every interval: a ``rich`` live region redrawn in place on a
+    terminal (``kernel/live_view.py``), else one line (or one JSON object) per interval.
+
+    ``mode``: ``live`` (redraw in place, even when ``out`` is not a terminal), ``lines``, or
+    ``auto`` (live when ``out`` is a terminal). ``close`` draws the live view's final frame.
     """
 
     def __init__(self, mode: str = "auto", out: TextIO | None = None, json_lines: bool = False) -> None:
         self.out = out or sys.stdout
         self.live = mode == "live" or (mode == "auto" and self.out.isatty())
+        self.force_terminal = True if mode == "live" else None
         self.json_lines = json_lines
-        self.log_tail: LogTail | None = None
+        self.live_view: LiveView | None = None
+        self.last_status: dict[str, Any] | None = None
+        self.rules: dict[str, TradingRules] = {}
 
-    def capture(self, handler: logging.Handler) -> LogTail:
-        """Show the records ``handler`` would print inside the view; return the tail handler."""
-        tail = LogTail()
-        tail.setFormatter(handler.formatter)
-        self.log_tail = tail
-        return tail
+    def capture(self, handler: logging.Handler) -> logging.Handler:
+        """A handler to use instead of ``handler`` (same formatter and stream) while the view is
+        shown: its records print above the live region."""
+        stream = getattr(handler, "stream", None) or sys.stderr
+        printer = ViewLog(self, stream)
+        printer.setFormatter(handler.formatter)
+        printer.setLevel(handler.level)
+        for kept in handler.filters:
+            printer.addFilter(kept)
+        return printer
+
+    def _live_view(self) -> LiveView:
+        if self.live_view is None:
+            from kernel.live_view import LiveView
+
+            self.live_view = LiveView(self.out, force_terminal=self.force_terminal)
+        return self.live_view
 
     def __call__(self, kernel: HasStatus) -> None:
         status = kernel.status()
+        self.last_status = status
+        self.rules = rules_of(kernel) or self.rules
         if self.live:
-            tail = list(self.log_tail.lines) if self.log_tail is not None else []
-            self.out.write("\x1b[H\x1b[2J" + render_text(status, tail) + "\n\n(Ctrl-C to stop)\n")
-        elif self.json_lines:
+            self._live_view().show(status, self.rules)
+            return
+        if self.json_lines:
             self.out.write(json.dumps({"status": status}, default=str) + "\n")
         else:
-            self.out.write(status_line(status) + "\n")
+            self.out.write(status_line(status, self.rules) + "\n")
         self.out.flush()
+
+    def close(self, kernel: HasStatus | None = None, reason: str = "stopped") -> None:
+        """The live view's final frame, from ``kernel``'s last status (or the last one shown),
+        saying ``stopped (reason)``; the region then stays on screen. Nothing in the other modes."""
+        if not self.live or self.live_view is None:
+            return
+        status = self.last_status
+        if kernel is not None:
+            try:
+                status = kernel.status()
+            except Exception:  # the kernel is gone: keep the last status shown
+                log.debug("no final status from the kernel", exc_info=True)
+        self.live_view.stop(status or {}, self.rules, reason)
+
+
+__all__ = ["HasStatus", "Rules", "StatusView", "journal_status", "render_text", "running_status", "status_line"]

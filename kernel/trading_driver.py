@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kernel.log_fields import transition_fields
 from kernel.order_flow import OrderFlow
 from kernel.orders import OrderError
 from kernel.portfolio import Portfolio
@@ -62,12 +63,15 @@ class TradingDriver:
         """
         trading = self.trading
         before = trading.state
-        self.journal.fire(TRADING, trading, trigger, now_ms=self._now_ms(), **data)
+        transition = self.journal.fire(TRADING, trading, trigger, now_ms=self._now_ms(), **data)
         with contextlib.suppress(JournalWriteError):  # health shows it; the retry commits it
             self.journal.commit()
         if trading.state != before:
             level = logging.INFO if trading.state == TradingState.active else logging.WARNING
-            log.log(level, "trading %s -> %s (%s): %s", before, trading.state, trigger, trading.data["reason"])
+            fields = transition_fields(transition, self.journal.run_id)
+            log.log(
+                level, "trading %s -> %s (%s): %s", before, trading.state, trigger, trading.data["reason"], extra=fields
+            )
         self._wake()
         return trading
 

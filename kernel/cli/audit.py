@@ -14,6 +14,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 from kernel.cli import audit_serve
@@ -132,7 +133,66 @@ def _data_text(data: Any) -> str:
     return codec.encode(data).decode()
 
 
-def _transition_table(rows: Iterable[dict[str, Any]]) -> str:
+PRICE_KEYS = frozenset({"price", "avg_px", "last_px", "mark", "bid", "ask", "last_price", "stop_price"})
+QTY_KEYS = frozenset({"qty", "cum_qty", "leaves_qty", "last_qty", "filled_qty", "position"})
+MONEY_KEYS = frozenset(
+    {"fee", "fees", "cash", "cost", "notional", "filled_notional", "realized_pnl", "unrealized_pnl", "pnl", "total_pnl"}
+)
+
+
+def human_data(data: Any, instrument: str | None) -> Any:
+    """``data`` for a table: the decimal strings under price, quantity and money keys quantized with
+    ``kernel.display`` (the default rules of ``instrument``, else of ``data["instrument"]``); data
+    of no instrument is left as it is. ``--json`` keeps the exact strings."""
+    from kernel.display import Precision
+
+    if not isinstance(data, dict):
+        return data
+    instrument = instrument or data.get("instrument")
+    shown = Precision.of(instrument) if isinstance(instrument, str) and instrument else None
+
+    def one(key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return human_data(value, instrument)
+        if shown is None or not isinstance(value, str):
+            return value
+        form = shown.price if key in PRICE_KEYS else shown.qty if key in QTY_KEYS else None
+        form = shown.money if key in MONEY_KEYS else form
+        if form is None:
+            return value
+        try:
+            return form(Decimal(value))
+        except InvalidOperation:
+            return value
+
+    return {k: one(k, v) for k, v in data.items()}
+
+
+class Instruments:
+    """The instrument of each row's entity, for ``human_data``: from the row's data, a position's
+    entity, or an order's first transition (looked up once per order)."""
+
+    def __init__(self, reader: AuditReader) -> None:
+        self.reader = reader
+        self.known: dict[tuple[str, str], str | None] = {}
+
+    def of(self, row: dict[str, Any]) -> str | None:
+        machine, entity, data = row["machine"], row["entity"], row["data"]
+        if isinstance(data, dict) and isinstance(data.get("instrument"), str):
+            self.known.setdefault((machine, entity), data["instrument"])
+            return str(data["instrument"])
+        if machine == "position":
+            return str(entity)
+        if machine != "order":
+            return None
+        if (machine, entity) not in self.known:
+            first = self.reader.timeline(entity, machine=machine)[:1]
+            found = first[0]["data"].get("instrument") if first and isinstance(first[0]["data"], dict) else None
+            self.known[(machine, entity)] = found if isinstance(found, str) else None
+        return self.known[(machine, entity)]
+
+
+def _transition_table(rows: Iterable[dict[str, Any]], instruments: Instruments) -> str:
     return format_table(
         ["seq", "time (UTC)", "run", "machine", "entity", "trigger", "source -> dest", "data"],
         [
@@ -144,7 +204,7 @@ def _transition_table(rows: Iterable[dict[str, Any]]) -> str:
                 r["entity"],
                 r["trigger"],
                 f"{r['source'] or '(new)'} -> {r['dest']}",
-                _data_text(r["data"]),
+                _data_text(human_data(r["data"], instruments.of(r))),
             ]
             for r in rows
         ],
@@ -167,7 +227,7 @@ def _tail(reader: AuditReader, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([_public(r) for r in rows])
     elif rows:
-        print(_transition_table(rows))
+        print(_transition_table(rows, Instruments(reader)))
     else:
         print("no transitions")
     return EXIT_OK
@@ -181,12 +241,13 @@ def _timeline(reader: AuditReader, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([_public(r) for r in rows])
     else:
-        print(_transition_table(rows))
+        print(_transition_table(rows, Instruments(reader)))
     return EXIT_OK
 
 
 def _entities(reader: AuditReader, args: argparse.Namespace) -> int:
     rows = reader.entities(machine=args.machine, live_only=args.live, live_now=True)
+    instruments = Instruments(reader)
     if args.json:
         _print_json(rows)
     elif rows:
@@ -200,7 +261,7 @@ def _entities(reader: AuditReader, args: argparse.Namespace) -> int:
                         r["state"],
                         "yes" if r["live"] else "no",
                         r["seq"],
-                        _data_text(r["data"]),
+                        _data_text(human_data(r["data"], instruments.of(r))),
                     ]
                     for r in rows
                 ],

@@ -21,6 +21,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kernel.cli.common import usage_error
@@ -28,30 +29,57 @@ from kernel.config import ConfigError, add_override_arguments, load, overrides_f
 from kernel.config.live import banner, check_live
 from storage.errors import JournalError
 
+LOG_FIELDS = ("run", "machine", "entity", "trigger", "source", "dest")
+"""Structured fields a record may carry (``log.info(..., extra={"machine": ...})``); the JSON
+format copies those present into its object."""
+TEXT_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+"""Log times: UTC, with the date (``2026-12-03T02:51:07.123Z``)."""
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per log record: ts, level, logger, message (and exc when there is one)."""
+    """One JSON object per log record: ts (UTC), level, logger, message, the ``LOG_FIELDS`` the
+    record carries (``run``, ``machine``, ``entity``, ``trigger``, ``source``, ``dest``), and exc
+    when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "ts": self.formatTime(record, DATE_FORMAT) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for field in LOG_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
+class RunField(logging.Filter):
+    """Gives each record without one the ``run`` field: the run id ``run_id()`` answers (``None``
+    until the kernel has opened its journal)."""
+
+    def __init__(self, run_id: Callable[[], int | None]) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "run", None) is None:
+            record.run = self.run_id()
+        return True
+
+
 def configure_logging(fmt: str, level: str) -> None:
     """Logs to stderr, as text or JSON lines, in UTC."""
     handler = logging.StreamHandler(sys.stderr)
-    formatter: logging.Formatter
-    if fmt == "json":
-        formatter = JsonFormatter()
-    else:
-        formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -111,11 +139,14 @@ def _run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     stderr_handler = root.handlers[0]
     if printer is not None and printer.live and sys.stderr.isatty():
-        root.handlers[:] = [printer.capture(stderr_handler)]  # logs inside the view, not under it
+        root.handlers[:] = [printer.capture(stderr_handler)]  # logs printed above the view, once
     try:
         kernel = Kernel(config, install_signals=True, status_printer=printer)
     except StrategyError as exc:
         return usage_error(str(exc))
+    run_field = RunField(lambda: None if kernel.journal is None else kernel.journal.run_id)
+    for handler in (*root.handlers, stderr_handler):
+        handler.addFilter(run_field)
 
     from kernel.control import ControlError
     from kernel.execution import VenueUnreachable
@@ -128,11 +159,9 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, VenueUnreachable) as exc:
         return usage_error(f"cannot start: {exc}")
     finally:
-        if root.handlers and root.handlers[0] is not stderr_handler:
-            tail = getattr(printer, "log_tail", None)
-            root.handlers[:] = [stderr_handler]
-            for line in tail.lines if tail is not None else ():
-                print(line, file=sys.stderr)
+        if printer is not None:  # the live view's last frame says stopped
+            printer.close(kernel, kernel.stop_request.reason if kernel.stop_request else "stopped")
+        root.handlers[:] = [stderr_handler]
     # The kernel has stopped and closed its journal: a late Ctrl-C or SIGTERM must not turn the
     # clean stop into a KeyboardInterrupt traceback and exit 130 while the process exits.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -95,6 +95,7 @@ from kernel.feed.source import (
     SyncedEvent,
 )
 from kernel.feed.watchdog import Watchdog
+from kernel.log_fields import transition_fields
 from kernel.net import redact_in, redact_url
 from kernel.paper_session import SocketOptions, open_socket
 from machines.base import Entity
@@ -509,13 +510,14 @@ class FeedClient:
     def _fire(self, trigger: str, **data: Any) -> None:
         """Fire ``trigger``, journal and commit it; tell the listener when the state changed."""
         before = self._feed.state
-        self._journal.fire(FEED, self._feed, trigger, now_ms=self._now_ms(), **data)
+        transition = self._journal.fire(FEED, self._feed, trigger, now_ms=self._now_ms(), **data)
         self._usable = None
         self._commit()
         if self._watchdog is not None:  # the deadlines may have moved earlier (data resumed ...)
             self._watchdog.arm()
         if self._feed.state != before:
-            log.info("feed %s: %s -> %s (%s)", self._feed.entity_id, before, self._feed.state, trigger)
+            fields = transition_fields(transition, self._journal.run_id)
+            log.info("feed %s: %s -> %s (%s)", self._feed.entity_id, before, self._feed.state, trigger, extra=fields)
             self._changed.set()
             self._changed = asyncio.Event()
             self._tell(self.on_state, self._feed.state)

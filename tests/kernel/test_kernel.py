@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -784,7 +785,8 @@ async def test_duration_stops_the_kernel_and_runs_timers_and_the_status_view(tmp
             "strategy.timer_interval_ms": 50,
         },
     )
-    kernel = Kernel(config, strategy=strategy, status_printer=StatusView("live", out=out))
+    view = StatusView("live", out=out)
+    kernel = Kernel(config, strategy=strategy, status_printer=view)
     started = time.monotonic()
     assert await finish(asyncio.create_task(kernel.run())) == EXIT_OK
     assert 0.5 < time.monotonic() - started < 5.0
@@ -793,7 +795,10 @@ async def test_duration_stops_the_kernel_and_runs_timers_and_the_status_view(tmp
     assert kernel.stop_request.reason == "--duration 0.6 s elapsed"
     assert strategy.timer_calls >= 3
     assert strategy.market_calls > 0
-    assert "kernel     running (run 1" in out.getvalue()
+    view.close(kernel, kernel.stop_request.reason)  # as the CLI does once the run has ended
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # the frames without their escapes
+    assert "kernel   running  run 1" in shown
+    assert "kernel   stopped (--duration 0.6 s elapsed)  run 1" in shown
     assert_stopped_cleanly(config.kernel.db)
 
 

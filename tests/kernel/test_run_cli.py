@@ -29,7 +29,10 @@ from tests.conftest import REPO, run_cli
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 LIMIT_S = 20.0
 """The longest any single wait may take."""
-STATUS_LINE = re.compile(r"^\d\d:\d\d:\d\d health=\S+ feed=\S+ last=\S+ entry=\S+ open=\d+ pos=.+ pnl=\S+ fills=(\d+)$")
+STATUS_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "  # UTC, with the date
+    r"health=\S+ feed=\S+ last=\S+ entry=\S+ open=\d+ pos=.+ pnl=\S+ fills=(\d+)$"
+)
 DONE = {"filled", "canceled", "rejected", "expired"}
 """The venue statuses of an order that is no longer open."""
 
@@ -431,6 +434,12 @@ def test_json_logs_are_one_object_per_stderr_line(db: str) -> None:
         assert entry["level"] in ("debug", "info", "warning", "error", "critical"), line
     messages = [json.loads(line)["message"] for line in lines]
     assert any("ready: order entry open" in m for m in messages), messages
+    # a transition's record carries its fields; every record after the journal opened, the run
+    entries = [json.loads(line) for line in lines]
+    streaming = next(e for e in entries if e["message"] == "feed feed-r1: syncing -> streaming (snapshot_applied)")
+    fields = ("run", "machine", "entity", "trigger", "source", "dest")
+    assert [streaming[f] for f in fields] == [1, "feed", "feed-r1", "snapshot_applied", "syncing", "streaming"]
+    assert entries[-1]["run"] == 1
     assert any("stopped cleanly" in m for m in messages), messages
     # the status view follows the log format: a JSON object per line on stdout too
     assert result.stdout.strip(), "no status lines"
