@@ -12,6 +12,7 @@ from kernel.ship import ShipOptions, Shipper
 from kernel.status import render_text
 from storage.fleet.errors import StoreUnavailable
 from storage.fleet.store import redact
+from tests.conftest import run_cli
 from tests.fleet.journals import append_session, journal_id
 
 
@@ -69,3 +70,15 @@ def test_status_text_shows_the_ship_lag() -> None:
         "ship": {"state": "store_down", "lag_rows": 12, "lag_s": 3.5, "error": "fleet store down"},
     }
     assert "ship       store_down, lag 12 rows / 3.5 s  (fleet store down)" in render_text(status).splitlines()
+
+
+def test_ship_usage_errors_exit_2(tmp_path: Path) -> None:
+    missing = run_cli("ship", "--db", str(tmp_path / "none.db"), "--to", "postgresql://postgres@127.0.0.1/x")
+    assert missing.returncode == 2
+    assert "no journal at" in missing.stderr
+    no_store = run_cli("ship", "--db", str(tmp_path / "none.db"), env={"TRADEKERNEL_SHIP__URL": ""})
+    assert no_store.returncode == 2
+    assert "no store: pass --to" in no_store.stderr
+    password = run_cli("ship", "--to", "postgresql://u:secret@h/db")
+    assert password.returncode == 2
+    assert "secret" not in password.stderr
