@@ -146,6 +146,9 @@ class MetricsSample:
     loop_lag_s: float
     notifications: Mapping[str, int] = field(default_factory=dict)
     """The notifier's counters by outcome (empty: ``[notify]`` is off, no series)."""
+    ship_lag: tuple[int, float] | None = None
+    """The in-run shipper's lag: rows not shipped yet, and the age in seconds of the oldest
+    (``None``: not shipping, no series)."""
 
 
 def build_info() -> dict[str, str]:
@@ -249,6 +252,12 @@ def _gauges(s: MetricsSample) -> Iterator[Metric]:
         last.add_metric([instrument], seconds)
     yield last
     yield GaugeMetricFamily("tradekernel_loop_lag_seconds", "Event loop lag in the last window.", value=s.loop_lag_s)
+    if s.ship_lag is not None:
+        rows, seconds = s.ship_lag
+        yield GaugeMetricFamily("tradekernel_ship_lag_rows", "Journal rows not yet in the fleet store.", value=rows)
+        yield GaugeMetricFamily(
+            "tradekernel_ship_lag_seconds", "Age of the oldest journal row not yet in the fleet store.", value=seconds
+        )
     position = GaugeMetricFamily(
         "tradekernel_position_base",
         "Position per instrument in its base currency (negative: short).",

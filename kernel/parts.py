@@ -42,6 +42,8 @@ from storage import Journal
 
 if TYPE_CHECKING:  # httpx and tenacity are loaded only when [notify] has a target
     from kernel.notify import Notifier
+if TYPE_CHECKING:  # psycopg and tenacity only when shipping
+    from kernel.ship import ShipperThread
 
 
 class PartsOptions(TypedDict, total=False):
@@ -95,6 +97,8 @@ class KernelParts:
         self.host.on_order_while_stopping = self.stops.event.set
         # built while starting (None until then)
         self.journal: Journal | None = None
+        self.shipper: ShipperThread | None = None
+        """The in-run shipper (``[ship] url``), in its own thread."""
         self.driver: TradingDriver | None = None
         self.monitor: HealthMonitor | None = None
         self.venue: wiring.EmbeddedVenue | None = None
@@ -250,6 +254,7 @@ class KernelParts:
             venue_balances=None if client is None or client.last_balances is None else tuple(client.last_balances),
             stopping=self.stopping,
             notifications={} if self.notifier is None else dict(self.notifier.counts),
+            ship=None if self.shipper is None else self.shipper.lag(),
         )
 
     def status(self) -> dict[str, Any]:

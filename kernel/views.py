@@ -112,9 +112,11 @@ class KernelSnapshot:
     venue_balances: tuple[Balance, ...] | None = None
     """The account's balances at the venue as it last sent them (``None``: not yet)."""
     stopping: bool = False
+    """A stop was requested (order entry is closed for good)."""
     notifications: Mapping[str, int] = field(default_factory=dict)
     """The notifier's counters (``sent``, ``failed``, ``dropped``, ...); empty when ``[notify]`` is off."""
-    """A stop was requested (order entry is closed for good)."""
+    ship: Mapping[str, Any] | None = None
+    """The in-run shipper's state and lag (``kernel.ship.Shipper.lag``; ``None``: not shipping)."""
 
     def mark(self, instrument: str) -> Decimal | None:
         """The last trade price of ``instrument``."""
@@ -236,7 +238,16 @@ def metrics_sample(snapshot: KernelSnapshot, metrics: KernelMetrics) -> MetricsS
         strategy_errors=metrics.strategy_errors,
         loop_lag_s=metrics.loop_lag_s,
         notifications=dict(snapshot.notifications),
+        ship_lag=_ship_lag(snapshot.ship),
     )
+
+
+def _ship_lag(ship: Mapping[str, Any] | None) -> tuple[int, float] | None:
+    """The shipper's (rows, seconds) behind, once it has looked at the journal (``None`` before, or
+    when not shipping)."""
+    if ship is None or "lag_rows" not in ship:
+        return None
+    return int(ship["lag_rows"]), float(ship["lag_s"])
 
 
 def metrics_text(snapshot: KernelSnapshot, metrics: KernelMetrics) -> str:

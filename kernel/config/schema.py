@@ -30,6 +30,7 @@ from kernel.config.sections import (
     KernelSection,
     NotifySection,
     Section,
+    ShipSection,
     VenueSection,
 )
 from kernel.config.values import (
@@ -186,6 +187,8 @@ class Config(Section):
     """Thresholds of the health machine."""
     notify: NotifySection = Field(default_factory=NotifySection)
     """Notifications of fills, halts, arms, health changes and stops."""
+    ship: ShipSection = Field(default_factory=ShipSection)
+    """Shipping the journal to the fleet store (PostgreSQL)."""
     risk: Annotated[RiskSection, BeforeValidator(_risk_section), WithJsonSchema(RISK_SCHEMA)] = Field(
         default_factory=RiskSection
     )
@@ -236,6 +239,7 @@ SECTIONS: Mapping[str, type[Section]] = {
     "http": HttpSection,
     "health": HealthSection,
     "notify": NotifySection,
+    "ship": ShipSection,
 }
 """The top-level tables but ``[risk]``, in file order."""
 

@@ -211,6 +211,7 @@ def to_toml(config: Config) -> str:
     lines += _section_lines("health", config.health)
     notify = config.notify
     lines += _section_lines("notify", notify, {"telegram_token_env": _secret_note(notify.telegram_token)})
+    lines += _section_lines("ship", config.ship, {"url": "" if config.ship.url else "off"})
     lines += _risk_lines(config.risk.table)
     return "\n".join(lines) + "\n"
 
@@ -272,4 +273,5 @@ def to_json(config: Config) -> dict[str, Any]:
         },
         "health": sections["health"],
         "notify": {**sections["notify"], "telegram_token": _secret_json(config.notify.telegram_token)},
+        "ship": sections["ship"],
     }

@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 # Every command, written out by hand (the parser must offer each).
 COMMANDS = (
     "arm", "audit", "completion", "config", "diagram", "drive", "fills", "halt", "market", "migrate",
-    "pnl", "reduce", "report", "resume", "run", "status", "stop", "venue",
+    "pnl", "reduce", "report", "resume", "run", "ship", "status", "stop", "venue",
 )  # fmt: skip
 BASH = shutil.which("bash")  # every CI image has it: a missing bash fails the test
 

@@ -312,7 +312,7 @@ ERRORS: list[tuple[str, str, str]] = [
     (
         "[kernal]\n",
         "kernal",
-        "unknown key kernal (known: kernel, venue, market, feed, strategy, http, health, notify, risk)",
+        "unknown key kernal (known: kernel, venue, market, feed, strategy, http, health, notify, ship, risk)",
     ),
     ("db = 'x'\n", "db", "unknown key db"),
     ("[kernel]\ndbb = 'x'\n", "kernel.dbb", "unknown key kernel.dbb (known: db, durability,"),
@@ -1167,7 +1167,7 @@ def test_json_schema_describes_every_key() -> None:
     schema = json_schema()
     assert schema["title"] == "tradekernel configuration"
     assert schema["additionalProperties"] is False
-    sections = ["kernel", "venue", "market", "feed", "strategy", "http", "health", "notify", "risk"]
+    sections = ["kernel", "venue", "market", "feed", "strategy", "http", "health", "notify", "ship", "risk"]
     assert list(schema["properties"]) == sections
     defs = schema["$defs"]
     for name, section in [*cfg.SECTIONS.items(), ("venue.embedded", EmbeddedVenueSection)]:

@@ -261,6 +261,23 @@ def test_the_exporter_renders_a_sample_with_escaped_labels_and_a_halted_kernel()
     assert types["tradekernel_trading_state"] == "gauge"  # a StateSet in the 0.0.4 text format
 
 
+def test_notifier_counters_and_ship_lag_show_only_when_configured() -> None:
+    off = {name for name, _ in parsed(MetricsExporter().render(sample()).decode())[1]}
+    assert not {name for name in off if name.startswith(("tradekernel_notifications", "tradekernel_ship"))}
+    text = (
+        MetricsExporter()
+        .render(sample(notifications={"sent": 4, "failed": 1, "dropped": 2, "queued": 7}, ship_lag=(120, 1.5)))
+        .decode()
+    )
+    types, samples = parsed(text)
+    assert one(samples, "tradekernel_notifications_sent_total") == 4
+    assert one(samples, "tradekernel_notifications_failed_total") == 1
+    assert one(samples, "tradekernel_notifications_dropped_total") == 2
+    assert types["tradekernel_notifications_dropped"] == "counter"
+    assert one(samples, "tradekernel_ship_lag_rows") == 120
+    assert one(samples, "tradekernel_ship_lag_seconds") == 1.5
+
+
 def test_before_anything_is_published_only_build_and_process_metrics_show() -> None:
     _, samples = parsed(MetricsExporter().render(None).decode())
     names = {name for name, _ in samples}
