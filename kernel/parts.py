@@ -27,7 +27,7 @@ from kernel.net import redact_url
 from kernel.order_flow import OrderFlow, Outbox
 from kernel.orders import OrderManager
 from kernel.portfolio import Portfolio
-from kernel.status import running_status
+from kernel.status import rules_of, running_status
 from kernel.stop_sequence import StopControl, StopRequest
 from kernel.strategy import Context, Strategy
 from kernel.strategy_host import StrategyHost
@@ -254,6 +254,7 @@ class KernelParts:
             venue_balances=None if client is None or client.last_balances is None else tuple(client.last_balances),
             stopping=self.stopping,
             notifications={} if self.notifier is None else dict(self.notifier.counts),
+            rules=rules_of(self),
             ship=None if self.shipper is None else self.shipper.lag(),
         )
 

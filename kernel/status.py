@@ -131,6 +131,9 @@ def running_status(snapshot: KernelSnapshot) -> dict[str, Any]:
         "reconciliation": None if snapshot.reconciliation is None else dict(snapshot.reconciliation),
         "healthy": snapshot.healthy,
         "ship": None if snapshot.ship is None else dict(snapshot.ship),
+        "rules": {
+            i: {"tick_size": str(r.tick_size), "lot_size": str(r.lot_size)} for i, r in sorted(snapshot.rules.items())
+        },
     }
 
 

@@ -21,6 +21,13 @@ from kernel.paper_defaults import TradingRules
 Rules = Mapping[str, TradingRules]
 
 
+def rules_in(status: Mapping[str, Any]) -> dict[str, TradingRules]:
+    """The trading rules a running kernel's status carries (``"rules"``: tick and lot size per
+    instrument, as exact strings); empty for a journal's status or before the venue's rules."""
+    known = status.get("rules") or {}
+    return {i: TradingRules(Decimal(r["tick_size"]), Decimal(r["lot_size"])) for i, r in known.items()}
+
+
 def precision(instrument: str, rules: Rules | None = None) -> Precision:
     """How ``instrument``'s numbers are shown: from its rules when known, else the defaults."""
     return Precision.of(instrument, None if rules is None else rules.get(instrument))
@@ -91,7 +98,9 @@ def pnl_text(status: Mapping[str, Any], rules: Rules | None = None) -> str:
 
 def render_text(status: Mapping[str, Any], log_lines: Sequence[str] = (), rules: Rules | None = None) -> str:
     """A few lines for a terminal (``tradekernel status``): what an operator looks at first (then
-    ``log_lines``, if any). Decimals are quantized (``rules``: the instruments' trading rules)."""
+    ``log_lines``, if any). Decimals are quantized (``rules``: the instruments' trading rules;
+    default: those the status carries)."""
+    rules = rules_in(status) if rules is None else rules
     health = status.get("health") or {}
     trading = status.get("trading") or {}
     feed = status.get("feed") or {}
@@ -150,6 +159,7 @@ def utc_stamp(ms: int) -> str:
 
 def status_line(status: Mapping[str, Any], rules: Rules | None = None, *, now_ms: int | None = None) -> str:
     """One line, stamped in UTC (``now_ms``, default now): for logs and non-terminal output."""
+    rules = rules_in(status) if rules is None else rules
     feed = status.get("feed") or {}
     last = " ".join(f"{i}={price}" for i, price in trade_prices(status, rules)) or "-"
     positions = (

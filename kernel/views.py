@@ -16,6 +16,7 @@ from typing import Any
 from kernel.display import quote_currency
 from kernel.feed.events import QuoteEvent, TradeEvent
 from kernel.metrics import KernelMetrics, MetricsExporter, MetricsSample, PositionSample
+from kernel.paper_defaults import TradingRules
 from kernel.paper_protocol import Balance
 from machines.base import Entity
 from machines.entry import RECONCILING
@@ -116,6 +117,8 @@ class KernelSnapshot:
     notifications: Mapping[str, int] = field(default_factory=dict)
     """The notifier's counters (``sent``, ``failed``, ``dropped``, ...); empty when ``[notify]`` is off."""
     ship: Mapping[str, Any] | None = None
+    rules: Mapping[str, TradingRules] = field(default_factory=dict)
+    """Each instrument's tick and lot size as the kernel knows them (for quantized human output)."""
     """The in-run shipper's state and lag (``kernel.ship.Shipper.lag``; ``None``: not shipping)."""
 
     def mark(self, instrument: str) -> Decimal | None:

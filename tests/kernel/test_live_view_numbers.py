@@ -87,6 +87,14 @@ def test_status_text_uses_the_rules_it_is_given() -> None:
     assert lines[7] == "position   BTCUSDT -0.003 @ 39472.9  realized 0.00  unrealized -0.02  fees 0.01"
 
 
+def test_status_text_uses_the_rules_a_running_kernels_status_carries() -> None:
+    status = {**STATUS, "rules": {"BTCUSDT": {"tick_size": "0.5", "lot_size": "0.01"}}}
+    lines = render_text(status).splitlines()
+    assert lines[4] == "feed       streaming  BTCUSDT last 39472.9"  # to the tick's places
+    assert lines[6] == "           o-1  buy  0.00/0.00 BTCUSDT @ 39413.6  accepted"
+    assert status_line(status, now_ms=1_796_266_267_123).endswith("pos=BTCUSDT:0.00 pnl=-0.28 fills=3")  # no "-0.00"
+
+
 def test_status_line_is_stamped_in_utc_with_the_date_and_quantized() -> None:
     line = status_line(STATUS, now_ms=1_796_266_267_123)  # 2026-12-03T02:51:07.123Z
     assert line == (
