@@ -101,6 +101,8 @@ DONE = (S.filled, S.canceled, S.expired, S.rejected, S.denied)
 WORKING = (S.accepted, S.partially_filled)
 FILLABLE = (S.pending_new, S.accepted, S.partially_filled)
 PENDING = (S.pending_cancel, S.pending_replace)
+_DONE_NAMES, _PENDING_NAMES = frozenset(s.value for s in DONE), frozenset(s.value for s in PENDING)
+_PRIOR_WORKING = (S.pending_new.value, S.accepted.value)  # prior states a partial fill moves on
 ZERO = Decimal(0)
 
 
@@ -151,11 +153,6 @@ def has_fills(order: Entity, data: Data) -> bool:
 
 
 # -- effects ------------------------------------------------------------------------------------
-
-
-_DONE_NAMES = frozenset(s.value for s in DONE)
-_PENDING_NAMES = frozenset(s.value for s in PENDING)
-_PRIOR_WORKING = (S.pending_new.value, S.accepted.value)
 
 
 def _apply_fill(order: Entity, data: Data, *, late: bool = False) -> dict[str, Any]:
