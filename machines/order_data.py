@@ -121,7 +121,9 @@ def init_data(data: Data) -> dict[str, Any]:
     instrument = get("instrument")
     if not isinstance(instrument, str) or not instrument:
         raise InvalidData("instrument (a non-empty string) is required")
-    order_type = _choice(data, "type", TYPES, "limit")
+    order_type = get("type", "limit")
+    if type(order_type) is not str or order_type not in TYPES:  # the common case without a call
+        order_type = _choice(data, "type", TYPES, "limit")
     price = get("price")
     if order_type == "limit":
         if price is None:
@@ -133,11 +135,18 @@ def init_data(data: Data) -> dict[str, Any]:
     tag = get("tag", "")
     if not isinstance(tag, str) or len(tag) > MAX_TAG_CHARS:
         raise InvalidData(f"tag must be a string of at most {MAX_TAG_CHARS} characters, got {tag!r}")
-    side = _choice(data, "side", SIDES)
-    tif = _choice(data, "tif", TIFS, "gtc")
+    side = get("side")
+    if type(side) is not str or side not in SIDES:
+        side = _choice(data, "side", SIDES)
+    tif = get("tif", "gtc")
+    if type(tif) is not str or tif not in TIFS:
+        tif = _choice(data, "tif", TIFS, "gtc")
     reason = get("reason")
     if reason is not None:
         reason = _create_reason(data)
+    origin = get("origin", "kernel")
+    if type(origin) is not str or origin not in ORIGINS:
+        origin = _choice(data, "origin", ORIGINS, "kernel")
     return {
         "instrument": instrument,
         "side": side,
@@ -159,7 +168,7 @@ def init_data(data: Data) -> dict[str, Any]:
         "late_fills": 0,
         "reason": reason,
         "tag": tag,
-        "origin": _choice(data, "origin", ORIGINS, "kernel"),
+        "origin": origin,
     }
 
 
