@@ -45,6 +45,7 @@ test: lint typecheck unit
 ## bench: performance figures as JSON lines, each next to a raw baseline measured in the same run
 bench: $(STAMP)
 	$(BIN)/python benchmarks/journal.py
+	$(BIN)/python benchmarks/verify.py
 	$(BIN)/python benchmarks/orders.py
 	$(BIN)/python benchmarks/roundtrip.py
 	$(BIN)/python benchmarks/feed.py

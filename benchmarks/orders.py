@@ -259,7 +259,7 @@ def main() -> None:
                 "live_orders": args.live,
                 "bytes_per_order": round(per_order),
                 "bare_dict_bytes_per_order": round(per_dict),
-                "ratio": round(per_order / per_dict, 3),
+                "ratio": round(per_order / per_dict, 3) if per_dict > 0 else None,  # small --live: pages
                 "target": "<= 2048",
                 "meets": per_order <= 2048,
             }

@@ -61,7 +61,7 @@ Guard = Callable[["Entity", Data], bool]
 Effect = Callable[["Entity", Data], "Mapping[str, Any] | None"]
 
 _SCALARS = (str, int, bool, Decimal, type(None))
-_PLAIN = (str, int, bool, type(None))  # scalars that need no further check
+_PLAIN = frozenset((str, int, bool, type(None)))  # scalars that need no further check
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -172,7 +172,8 @@ def timed_args(data: Mapping[str, Any], *fields: str) -> int:
 def check_data(data: Mapping[str, Any]) -> str | None:
     """Return why ``data`` cannot be journaled and replayed, or ``None`` when it can."""
     for key, value in data.items():
-        if type(value) in _PLAIN:
+        kind = type(value)
+        if kind in _PLAIN or (kind is Decimal and value.is_finite()):
             continue
         problem = _check_value(value, key)
         if problem:

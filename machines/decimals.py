@@ -53,8 +53,17 @@ def parse_decimal(
     digits and magnitudes beyond 10**±``MAX_ADJUSTED``. Floats and bools are refused. Raises
     ``DecimalError``.
     """
-    # Venue frames and trigger data pass millions of values through here: the common cases
-    # (a Decimal, plain text) take the shortest path.
+    # Venue frames and trigger data pass millions of values through here: the common cases take
+    # the shortest path. Short unsigned plain text ("12.50": ASCII digits, at most one point with
+    # digits on both sides; ASCII has no digits but 0-9) passes every text check of every option
+    # and cannot be negative, infinite or beyond MAX_DIGITS, so only a zero (not positive) and
+    # the bounded range need the general path.
+    if type(value) is str and len(value) <= MAX_DIGITS and value.isascii() and not bounded:
+        head, point, tail = value.partition(".")
+        if head.isdigit() and (tail.isdigit() or not point):
+            number = Decimal(value)
+            if number or sign is not Sign.positive:
+                return number
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, str):

@@ -101,6 +101,8 @@ DONE = (S.filled, S.canceled, S.expired, S.rejected, S.denied)
 WORKING = (S.accepted, S.partially_filled)
 FILLABLE = (S.pending_new, S.accepted, S.partially_filled)
 PENDING = (S.pending_cancel, S.pending_replace)
+_DONE_NAMES, _PENDING_NAMES = frozenset(s.value for s in DONE), frozenset(s.value for s in PENDING)
+_PRIOR_WORKING = (S.pending_new.value, S.accepted.value)  # prior states a partial fill moves on
 ZERO = Decimal(0)
 
 
@@ -155,26 +157,28 @@ def has_fills(order: Entity, data: Data) -> bool:
 
 def _apply_fill(order: Entity, data: Data, *, late: bool = False) -> dict[str, Any]:
     qty, price, trade_id, fee = fill_data(data)
-    cum_qty = order.data["cum_qty"] + qty
-    if cum_qty > order.data["qty"]:
-        raise Overfill(f"fill of {qty} would take cum_qty to {cum_qty}, above the order qty {order.data['qty']}")
-    notional = order.data["filled_notional"] + qty * price
-    working = order.state not in DONE and cum_qty < order.data["qty"]
+    terms = order.data  # read once: this runs on every fill
+    order_qty = terms["qty"]
+    cum_qty = terms["cum_qty"] + qty
+    if cum_qty > order_qty:
+        raise Overfill(f"fill of {qty} would take cum_qty to {cum_qty}, above the order qty {order_qty}")
+    notional = terms["filled_notional"] + qty * price
+    state = order.state
     changes: dict[str, Any] = {
         "cum_qty": cum_qty,
-        "leaves_qty": order.data["qty"] - cum_qty if working else ZERO,
+        "leaves_qty": order_qty - cum_qty if cum_qty < order_qty and state not in _DONE_NAMES else ZERO,
         "filled_notional": notional,
         "avg_px": notional / cum_qty,
-        "fees": order.data["fees"] + fee,
-        "trade_ids": [*order.data["trade_ids"], trade_id],
+        "fees": terms["fees"] + fee,
+        "trade_ids": [*terms["trade_ids"], trade_id],
     }
-    if order.state in PENDING:
-        if cum_qty == order.data["qty"]:  # filled while pending (B.1.c): the request is moot
+    if state in _PENDING_NAMES:
+        if cum_qty == order_qty:  # filled while pending (B.1.c): the request is moot
             changes.update(prior_state=None, requested_qty=None, requested_price=None)
-        elif order.data["prior_state"] in (S.pending_new, S.accepted):
+        elif terms["prior_state"] in _PRIOR_WORKING:
             changes["prior_state"] = S.partially_filled.value  # a reject now returns here
     if late:
-        changes["late_fills"] = order.data["late_fills"] + 1
+        changes["late_fills"] = terms["late_fills"] + 1
     return changes
 
 

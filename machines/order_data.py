@@ -37,13 +37,17 @@ DECIMAL_FIELDS = (
 ZERO = Decimal(0)
 
 
+_POSITIVE = Sign.positive
+_ANY = Sign.any
+
+
 def to_decimal(value: Any, name: str, *, positive: bool = True) -> Decimal:
     """``value`` (Decimal, int or numeric string) as a finite Decimal (``positive``: above 0).
 
     Raises ``InvalidData`` with ``parse_decimal``'s message (which names ``name`` and the value).
     """
     try:
-        return parse_decimal(value, name, sign=Sign.positive if positive else Sign.any)
+        return parse_decimal(value, name, sign=_POSITIVE if positive else _ANY)
     except DecimalError as exc:
         raise InvalidData(str(exc)) from None
 
@@ -67,13 +71,16 @@ def fill_data(data: Data) -> FillTerms:
 
     Parsed once per trigger: the guards and the effect of one ``fire`` share it (``LastParse``).
     """
-    key = (data.get("qty"), data.get("price"), data.get("trade_id"), data.get("fee"))
+    get = data.get
+    key = (get("qty"), get("price"), get("trade_id"), get("fee"))
     terms = _FILLS.get(data, key)
     if terms is not None:
         return terms
     qty = to_decimal(key[0], "fill qty")
     price = to_decimal(key[1], "fill price")
-    trade_id = trade_id_of(data)
+    trade_id = key[2]
+    if type(trade_id) is not str or not trade_id:
+        trade_id = trade_id_of(data)  # a str subclass passes; anything else raises
     fee = key[3]
     return _FILLS.put(
         data, key, (qty, price, trade_id, ZERO if fee is None else to_decimal(fee, "fee", positive=False))
@@ -99,34 +106,52 @@ def _choice(data: Data, name: str, allowed: tuple[str, ...], default: str | None
     value = data.get(name, default)
     if value not in allowed:
         raise InvalidData(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
+    return value if type(value) is str else str(value)
+
+
+_CREATE_FIELDS = frozenset({"instrument", "side", "type", "tif", "qty", "price", "tag", "origin", "reason"})
 
 
 def init_data(data: Data) -> dict[str, Any]:
     """The data of a new order from its ``create`` data; ``InvalidData`` for bad terms."""
-    unknown = set(data) - {"instrument", "side", "type", "tif", "qty", "price", "tag", "origin", "reason"}
-    if unknown:
+    if not _CREATE_FIELDS.issuperset(data):
+        unknown = set(data) - _CREATE_FIELDS
         raise InvalidData(f"unknown order fields: {', '.join(sorted(unknown))}")
-    instrument = data.get("instrument")
+    get = data.get
+    instrument = get("instrument")
     if not isinstance(instrument, str) or not instrument:
         raise InvalidData("instrument (a non-empty string) is required")
-    order_type = _choice(data, "type", TYPES, "limit")
-    price = data.get("price")
+    order_type = get("type", "limit")
+    if type(order_type) is not str or order_type not in TYPES:  # the common case without a call
+        order_type = _choice(data, "type", TYPES, "limit")
+    price = get("price")
     if order_type == "limit":
         if price is None:
             raise InvalidData("a limit order needs a price")
         price = to_decimal(price, "price")
     elif price is not None:
         raise InvalidData("a market order has no price")
-    qty = to_decimal(data.get("qty"), "qty")
-    tag = data.get("tag", "")
+    qty = to_decimal(get("qty"), "qty")
+    tag = get("tag", "")
     if not isinstance(tag, str) or len(tag) > MAX_TAG_CHARS:
         raise InvalidData(f"tag must be a string of at most {MAX_TAG_CHARS} characters, got {tag!r}")
+    side = get("side")
+    if type(side) is not str or side not in SIDES:
+        side = _choice(data, "side", SIDES)
+    tif = get("tif", "gtc")
+    if type(tif) is not str or tif not in TIFS:
+        tif = _choice(data, "tif", TIFS, "gtc")
+    reason = get("reason")
+    if reason is not None:
+        reason = _create_reason(data)
+    origin = get("origin", "kernel")
+    if type(origin) is not str or origin not in ORIGINS:
+        origin = _choice(data, "origin", ORIGINS, "kernel")
     return {
         "instrument": instrument,
-        "side": _choice(data, "side", SIDES),
+        "side": side,
         "type": order_type,
-        "tif": _choice(data, "tif", TIFS, "gtc"),
+        "tif": tif,
         "qty": qty,
         "price": price,
         "cum_qty": ZERO,
@@ -141,9 +166,9 @@ def init_data(data: Data) -> dict[str, Any]:
         "trade_ids": [],
         "duplicate_fills": 0,
         "late_fills": 0,
-        "reason": _create_reason(data),
+        "reason": reason,
         "tag": tag,
-        "origin": _choice(data, "origin", ORIGINS, "kernel"),
+        "origin": origin,
     }
 
 

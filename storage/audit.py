@@ -11,19 +11,18 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from machines import CREATE, Entity, StateMachineError, registry
 from storage import codec
+from storage.audit_verify import VerifyResult
+from storage.audit_verify import verify as verify_journal
 from storage.errors import JournalCorrupt
 from storage.lock import writer_active
 from storage.schema import (
     check_readable_version,
     connect_reader,
-    integrity_problem,
     translate,
 )
 
@@ -63,36 +62,6 @@ def _transition(row: tuple[Any, ...]) -> dict[str, Any]:
         "data": decoded,
         "hash": chain_hash,
     }
-
-
-@dataclass
-class VerifyResult:
-    """What ``verify`` found. ``first_bad_seq`` is ``None`` when ``ok`` or for whole-file damage."""
-
-    ok: bool
-    transitions: int = 0
-    entities: int = 0
-    first_bad_seq: int | None = None
-    reason: str | None = None
-    checks: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        """The public ``audit verify --json`` shape."""
-        out: dict[str, Any] = {"ok": self.ok, "transitions": self.transitions, "entities": self.entities}
-        if not self.ok:
-            out["first_bad_seq"] = self.first_bad_seq
-            out["reason"] = self.reason
-        out["checks"] = self.checks
-        return out
-
-
-class _Bad(JournalCorrupt):
-    """The first problem ``verify`` found (``seq``: the first bad row, ``None``: the whole file)."""
-
-    def __init__(self, seq: int | None, reason: str) -> None:
-        self.seq = seq
-        self.reason = reason
-        super().__init__(reason)
 
 
 class AuditReader:
@@ -306,116 +275,10 @@ class AuditReader:
         """Check the file, the hash chain, the head, and that replay reproduces current state.
 
         Runs in one read transaction, so it sees one consistent snapshot even while a kernel
-        writes. Names the first bad ``seq`` it finds.
+        writes. Names the first bad ``seq`` it finds. One pass, memory O(live entities)
+        (``storage.audit_verify``).
         """
-        result = VerifyResult(ok=True)
-        try:
-            self._conn.execute("BEGIN")
-            try:
-                self._verify(result)
-            finally:
-                self._conn.execute("COMMIT")
-        except _Bad as bad:
-            result.ok = False
-            result.first_bad_seq = bad.seq
-            result.reason = bad.reason
-        except sqlite3.Error as exc:
-            error = translate(exc, self.path, writing=False)
-            result.ok = False
-            result.reason = str(error)
-        return result
-
-    def _verify(self, result: VerifyResult) -> None:
-        problem = integrity_problem(self._conn)
-        if problem:
-            raise _Bad(None, f"SQLite integrity check failed: {problem}")
-        result.checks.append("sqlite quick_check")
-        replayed = self._verify_chain(result)
-        result.checks.append("hash chain and head")
-        result.checks.append("replay through machine tables")
-        self._verify_current_state(replayed, result)
-        result.checks.append("current-state tables match replay")
-
-    def _verify_chain(self, result: VerifyResult) -> dict[tuple[str, str], tuple[Entity, int]]:
-        expected_seq = 1
-        prev_hash = codec.GENESIS_HASH
-        entities: dict[tuple[str, str], tuple[Entity, int]] = {}
-        cursor = self._conn.execute(f"SELECT {_COLUMNS} FROM transitions ORDER BY seq")
-        for row in cursor:
-            seq, _ts, _run, machine, entity_id, trigger, source, dest, data_text, stored_hash = row
-            if seq != expected_seq:
-                raise _Bad(expected_seq, f"row seq {expected_seq} is missing (the next row is seq {seq})")
-            computed = codec.row_hash(prev_hash, row[:8], data_text.encode())
-            if computed != stored_hash:
-                raise _Bad(seq, "hash mismatch: this row was edited (or its stored hash was)")
-            self._replay(entities, seq, machine, entity_id, trigger, source, dest, data_text)
-            prev_hash = stored_hash
-            expected_seq += 1
-            result.transitions += 1
-        head_seq, head_hash = self._conn.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
-        last_seq = expected_seq - 1
-        if head_seq > last_seq:
-            raise _Bad(last_seq + 1, f"rows after seq {last_seq} are missing (the head records seq {head_seq})")
-        if (head_seq, head_hash) != (last_seq, prev_hash):
-            raise _Bad(head_seq, f"the chain head (seq {head_seq}) does not match the last row (seq {last_seq})")
-        return entities
-
-    @staticmethod
-    def _replay(
-        entities: dict[tuple[str, str], tuple[Entity, int]],
-        seq: int,
-        machine_name: str,
-        entity_id: str,
-        trigger: str,
-        source: str | None,
-        dest: str,
-        data_text: str,
-    ) -> None:
-        try:
-            machine = registry.get(machine_name)
-        except StateMachineError as exc:
-            raise _Bad(seq, f"cannot replay: {exc}") from None
-        data = codec.decode(data_text)
-        key = (machine_name, entity_id)
-        try:
-            if trigger == CREATE:
-                if key in entities:
-                    raise _Bad(seq, f"{machine_name} {entity_id!r} is created a second time")
-                entity, _ = machine.create(entity_id, **data)
-            else:
-                if key not in entities:
-                    raise _Bad(seq, f"{machine_name} {entity_id!r} has a transition but was never created")
-                entity = entities[key][0]
-                if entity.state != source:
-                    raise _Bad(seq, f"row says source {source!r} but replay has {entity.state!r}")
-                machine.fire(entity, trigger, **data)
-        except StateMachineError as exc:
-            raise _Bad(seq, f"replay refused the row: {exc}") from None
-        if entity.state != dest:
-            raise _Bad(seq, f"row says dest {dest!r} but replay reached {entity.state!r}")
-        entities[key] = (entity, seq)
-
-    def _verify_current_state(self, replayed: dict[tuple[str, str], tuple[Entity, int]], result: VerifyResult) -> None:
-        stored: dict[tuple[str, str], tuple[str, int, bool, str]] = {}
-        for table, live in (("live_entities", True), ("ended_entities", False)):
-            for machine, entity_id, state, seq, data in self._conn.execute(
-                f"SELECT machine, entity, state, seq, data FROM {table}"
-            ):
-                if (machine, entity_id) in stored:
-                    raise _Bad(seq, f"{machine} {entity_id!r} is both live and ended")
-                stored[(machine, entity_id)] = (state, seq, live, data)
-        bad: list[tuple[int, str]] = []
-        for key, (entity, seq) in replayed.items():
-            expected = (entity.state, seq, entity.live, codec.encode_text(entity.data))
-            row = stored.pop(key, None)
-            if row != expected:
-                what = "is missing" if row is None else "differs from replay"
-                bad.append((seq, f"current state of {key[0]} {key[1]!r} {what}"))
-        for (machine, entity_id), (_state, seq, _live, _data) in stored.items():
-            bad.append((seq, f"current state of {machine} {entity_id!r} has no transitions"))
-        if bad:
-            raise _Bad(*min(bad))
-        result.entities = len(replayed)
+        return verify_journal(self._conn, self.path)
 
 
 def _filters(**columns: str | int | None) -> tuple[str, tuple[Any, ...]]:

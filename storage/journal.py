@@ -31,6 +31,7 @@ from typing import Any
 from machines import CREATE, RUN, Entity, StateMachine, Transition, registry
 from storage import codec, outage
 from storage.errors import JournalBusy, JournalClosed, JournalCorrupt, JournalError, JournalLocked, JournalWriteError
+from storage.journal_batch import Row, state_rows, write_batch
 from storage.lock import WriterLock
 from storage.schema import (
     SYNCHRONOUS,
@@ -54,27 +55,7 @@ STATE_TABLES = ("live_entities", "journal_head")
 """Tables ``PRAGMA quick_check`` covers on every open: what resuming reads, O(live entities). The
 whole file (3 s for a million rows here) is checked by ``tradekernel audit verify``."""
 
-_INSERT = (
-    "INSERT INTO transitions (seq, ts, run, machine, entity, trigger, source, dest, data, hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_LIVE = (
-    "INSERT INTO live_entities (machine, entity, state, seq, data, digest) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (machine, entity) DO UPDATE SET "
-    "state = excluded.state, seq = excluded.seq, data = excluded.data, digest = excluded.digest"
-)
-_UPSERT_ENDED = (
-    "INSERT INTO ended_entities (machine, entity, state, seq, data, digest) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (machine, entity) DO UPDATE SET "
-    "state = excluded.state, seq = excluded.seq, data = excluded.data, digest = excluded.digest"
-)
-_DELETE_LIVE = "DELETE FROM live_entities WHERE machine = ? AND entity = ?"
-_HEAD = "UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1"
-_ANOMALY = "INSERT INTO anomalies (ts, run, source, kind, reason, sample) VALUES (?, ?, ?, ?, ?, ?)"
 MAX_SAMPLE = 500  # characters of a bad input kept as its sample
-
-Row = tuple[int, int, int, str, str, str, "str | None", str, str, str]
-StateRow = tuple[str, str, str, int, str, str]
 
 
 class JournalDataError(JournalError):
@@ -251,7 +232,8 @@ class Journal:
         Nothing is durable until ``commit()``. Raises ``JournalClosed`` or ``JournalDataError``
         (nothing buffered).
         """
-        self._require_open()
+        if self._conn is None:
+            raise JournalClosed(f"journal {self.path} is closed")
         if entity.entity_id != transition.entity_id or entity.machine.name != transition.machine:
             raise JournalDataError(
                 f"transition for {transition.machine}:{transition.entity_id} appended with entity "
@@ -340,7 +322,7 @@ class Journal:
                 self._unsynced = _fsync_wal(self.path)
             return 0
         try:
-            live, ended = _state_rows(self._dirty)
+            live, ended = state_rows(self._dirty)
         except (TypeError, ValueError) as exc:
             self._failure = JournalDataError(f"cannot journal an entity's data: {exc}")
             raise self._failure from exc
@@ -348,7 +330,7 @@ class Journal:
         try:
             with _synchronous(conn, level, self.durability):
                 conn.execute("BEGIN IMMEDIATE")
-                _write_batch(conn, self._rows, live, ended, self._created, (self._seq, self._hash), self._anomalies)
+                write_batch(conn, self._rows, live, ended, self._created, (self._seq, self._hash), self._anomalies)
                 if self.in_commit is not None:
                     self.in_commit()
                 conn.execute("COMMIT")
@@ -491,17 +473,6 @@ class Journal:
         self.close()
 
 
-def _state_rows(dirty: dict[tuple[str, str], tuple[Entity, int]]) -> tuple[list[StateRow], list[StateRow]]:
-    """The current-state rows (live, ended) of the entities a batch touched, with their digests."""
-    live: list[StateRow] = []
-    ended: list[StateRow] = []
-    for (machine, entity_id), (entity, seq) in dirty.items():
-        text = codec.encode_text(entity.data)
-        digest = codec.state_digest(machine, entity_id, entity.state, seq, text)
-        (live if entity.live else ended).append((machine, entity_id, entity.state, seq, text, digest))
-    return live, ended
-
-
 def _write_error(exc: Exception, path: str) -> JournalWriteError:
     """The typed error of a failed commit: SQLite's translated, anything else wrapped."""
     if isinstance(exc, sqlite3.Error):
@@ -515,23 +486,6 @@ def _second_create(transition: Transition, path: str) -> JournalDataError:
         f"{transition.machine} {transition.entity_id!r} already exists in {path}; "
         "entity ids are unique per machine for the life of the journal"
     )
-
-
-def _write_batch(conn: sqlite3.Connection, rows: list[Row], live: list[StateRow], ended: list[StateRow],
-                 created: set[tuple[str, str]], head: tuple[int, str], anomalies: list[Any]) -> None:  # fmt: skip
-    """The statements of one commit, inside its transaction."""
-    conn.executemany(_INSERT, rows)
-    if live:
-        conn.executemany(_UPSERT_LIVE, live)
-    if ended:
-        # An entity created and ended in this batch never reached live_entities.
-        leaving = [row[:2] for row in ended if row[:2] not in created]
-        if leaving:
-            conn.executemany(_DELETE_LIVE, leaving)
-        conn.executemany(_UPSERT_ENDED, ended)
-    conn.execute(_HEAD, head)
-    if anomalies:
-        conn.executemany(_ANOMALY, anomalies)
 
 
 @contextlib.contextmanager

@@ -221,3 +221,53 @@ def test_scientific_plain_text_takes_the_exponents_str_decimal_writes(text: str,
 )
 def test_scientific_plain_text_refuses_long_exponents_and_everything_plain_text_refuses(text: str) -> None:
     refused(text, f"x: not a decimal: {text!r}", plain_text=True, scientific=True, sign=Sign.any)
+
+
+# -- the short path for short unsigned plain text --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "expected"),
+    [
+        ("100.5", {}, "100.5"),
+        ("00.10", {}, "0.10"),  # kept exactly, as the general path reads it
+        ("7", {"plain_text": True}, "7"),
+        ("0", {"sign": Sign.any}, "0"),
+        ("0.000", {"sign": Sign.non_negative}, "0.000"),
+        ("1234567890123456789012345678901234567.89", {"plain_text": True}, "1234567890123456789012345678901234567.89"),
+        (
+            "12345678901234567890123456789012345678.91",
+            {"plain_text": True},
+            "12345678901234567890123456789012345678.91",
+        ),
+        ("0.5", {"plain_text": True, "scientific": True, "sign": Sign.non_negative}, "0.5"),
+    ],
+    ids=["point", "zeros", "int", "zero-any", "zero-non-negative", "40-chars", "41-chars", "scientific"],
+)
+def test_short_plain_text_is_read_exactly(text: str, options: dict[str, object], expected: str) -> None:
+    number = parse_decimal(text, "x", **options)  # type: ignore[arg-type]
+    assert type(number) is Decimal
+    assert str(number) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "message"),
+    [
+        ("0", {}, "x must be positive, got 0"),
+        ("0.00", {}, "x must be positive, got 0.00"),
+        ("12.", {"plain_text": True}, "x: not a decimal: '12.'"),
+        (".5", {"plain_text": True}, "x: not a decimal: '.5'"),
+        ("1.2.3", {}, "x is not a number: '1.2.3'"),
+        ("1..2", {}, "x is not a number: '1..2'"),
+        ("0.0000000000000000000000000000001", {"bounded": True}, "x: out of range: 1E-31"),
+        ("1" * 41, {"bounded": True}, "x: more than 40 digits"),
+    ],
+    ids=["zero", "zeros", "trailing-point", "leading-point", "two-points", "double-point", "tiny", "41-digits"],
+)
+def test_short_plain_text_is_refused_as_before(text: str, options: dict[str, object], message: str) -> None:
+    refused(text, message, **options)
+
+
+def test_a_bare_point_on_either_side_is_read_by_the_general_path() -> None:
+    assert str(parse_decimal(".5", "x")) == "0.5"
+    assert str(parse_decimal("5.", "x")) == "5"
