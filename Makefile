@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/orders.py
 	$(BIN)/python benchmarks/roundtrip.py
 	$(BIN)/python benchmarks/feed.py
+	$(BIN)/python benchmarks/feed_decoders.py
 	$(BIN)/python benchmarks/venue_books.py
 	$(BIN)/python benchmarks/tick_to_order.py
 	$(BIN)/python benchmarks/tick_loopback.py

@@ -43,6 +43,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from common import emit, fresh
+from loopback_venue import SETTLE_S
 from roundtrip import ECHO_SERVER, start, stop
 from websockets.asyncio.client import connect
 
@@ -65,7 +66,11 @@ def pcts(samples: list[int]) -> dict[str, float]:
 
 
 async def raw_round_trips(port: str, db: str, count: int) -> tuple[list[int], list[int]]:
-    """``count`` echo round trips, each followed by a one-row ``full`` commit: (echo + commit, commit) in ns."""
+    """``count`` echo round trips, each followed by a one-row ``full`` commit: (echo + commit, commit) in ns.
+
+    Each waits ``SETTLE_S`` first, as each tick does: on this loaded 2-core machine a process that
+    slept is slow to wake (a cold ``send`` costs ~150 µs here, a warm one ~12 µs), and a baseline run
+    back to back would be warmer than the ticks it stands next to."""
     frame = encode(NewOrder(client_order_id="o1-000001", instrument="BTCUSDT", side="buy",
                             qty=Decimal("0.5"), price=Decimal("39400.00"))).decode()  # fmt: skip
     conn = sqlite3.connect(fresh(db), isolation_level=None)
@@ -75,6 +80,7 @@ async def raw_round_trips(port: str, db: str, count: int) -> tuple[list[int], li
     totals, commits = [], []
     async with connect(f"ws://127.0.0.1:{port}") as ws:
         for i in range(count):
+            await asyncio.sleep(SETTLE_S)
             start_ns = time.perf_counter_ns()
             await ws.send(frame)
             await ws.recv()
