@@ -124,6 +124,10 @@ def decimal(value: str | Decimal, field: str) -> Decimal:
     """
     if type(value) is str and len(value) <= _SHORT and _SHORT_PLAIN.fullmatch(value) is not None:
         return Decimal(value)  # the common case, within every bound below (see _SHORT_PLAIN)
+    if type(value) is Decimal and value.is_finite() and not value.is_signed():  # a typed decode, a JSON number
+        text = str(value)
+        if len(text) <= _SHORT and _SHORT_PLAIN.fullmatch(text) is not None:
+            return value
     if isinstance(value, Decimal) and not value.is_finite():  # a JSON number: its own message
         raise Invalid(f"{field}: not a finite number: {value}")
     try:

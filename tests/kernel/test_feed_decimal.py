@@ -52,3 +52,27 @@ def test_prices_stay_positive_and_sizes_may_be_zero() -> None:
     assert size("0", "bid_qty") == D("0")
     with pytest.raises(Invalid, match=r"^price: must be positive: 0\.00$"):
         price("0.00")
+
+
+@pytest.mark.parametrize(
+    ("number", "outcome"),
+    [
+        (D("39432.48"), D("39432.48")),
+        (D("1234567890123456789012345678901"), D("1234567890123456789012345678901")),
+        (D("1E-29"), D("1E-29")),  # written with an exponent: the full check, in bounds
+        (D("1E+30"), D("1E+30")),
+        (D("1E+31"), "qty: out of range: 1E+31"),
+        (D("1E-31"), "qty: out of range: 1E-31"),
+        (D("-0"), "qty: negative: -0"),
+        (D("NaN"), "qty: not a finite number: NaN"),
+        (D("Infinity"), "qty: not a finite number: Infinity"),
+        (D("1" * 41), "qty: more than 40 digits"),
+    ],
+)
+def test_a_decimal_already_decoded_is_checked_the_same(number: D, outcome: D | str) -> None:
+    if isinstance(outcome, str):
+        with pytest.raises(Invalid) as caught:
+            decimal(number, "qty")
+        assert str(caught.value) == outcome
+    else:
+        assert decimal(number, "qty") is number
