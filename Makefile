@@ -49,8 +49,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/orders.py
 	$(BIN)/python benchmarks/roundtrip.py
 	$(BIN)/python benchmarks/feed.py
+	$(BIN)/python benchmarks/feed_decoders.py
 	$(BIN)/python benchmarks/venue_books.py
 	$(BIN)/python benchmarks/tick_to_order.py
+	$(BIN)/python benchmarks/tick_loopback.py
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/risk.py
 	$(BIN)/python benchmarks/startup.py

@@ -5,7 +5,8 @@
   is journaled (``accept``, committed at ``normal``: what the venue tells us, docs/architecture.md
   "Durability before effect"). Measured from the decision to the ack's commit, one order at a time.
 * ``roundtrip.raw``: a bare ``websockets`` echo round trip to an echo server (its own process) of a
-  frame the size of a ``new_order``, plus one ``full`` SQLite commit of one row.
+  frame the size of a ``new_order``, plus one ``full`` SQLite commit of one row. No compression,
+  as the kernel's own sockets to a loopback host (``kernel.paper_session.open_socket``).
 
 The two alternate (issue 17): ``--repeats`` rounds, each ``--orders / repeats`` raw round trips
 then as many orders (a fresh journal per round; the echo server and the venue run throughout).
@@ -96,7 +97,7 @@ async def raw_round_trips(port: str, db: str, count: int) -> list[float]:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, data TEXT)")
     samples = []
-    async with connect(f"ws://127.0.0.1:{port}") as ws:
+    async with connect(f"ws://127.0.0.1:{port}", compression=None) as ws:  # as the kernel on loopback
         for i in range(count):
             start_s = time.perf_counter()
             await ws.send(frame)

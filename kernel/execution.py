@@ -66,6 +66,7 @@ from kernel.paper_protocol import (
     ReplaceOrder,
 )
 from kernel.paper_session import Credentials, HelloRefused, SocketOptions, VersionRefused, connect_paper
+from kernel.tick_probe import PROBE
 
 log = logging.getLogger(__name__)
 
@@ -495,6 +496,8 @@ class VenueClient(ReportStream):
     async def send_new(self, order: NewOrder) -> None:
         """Send ``new_order``. Raises ``VenueUnavailable`` when not sent."""
         await self._send(order)
+        if PROBE is not None:  # a benchmark's tick-to-send stamps (kernel.tick_probe)
+            PROBE.order_written(order.client_order_id)
 
     async def send_cancel(self, client_order_id: str) -> None:
         """Send ``cancel_order``. Raises ``VenueUnavailable`` when not sent."""

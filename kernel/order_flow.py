@@ -35,6 +35,7 @@ from kernel.orders import (
 from kernel.paper_protocol import Error
 from kernel.portfolio import Portfolio
 from kernel.strategy import Cancel, Intent, Place, Replace
+from kernel.tick_probe import PROBE
 from machines import TransitionRefused
 from machines.order_terms import OrderTerms
 from machines.risk import Denial, Limits, Rates, check_cancel, check_new, check_replace
@@ -163,6 +164,8 @@ class OrderFlow:
             else:
                 self.rates = self.rates.record_order(self._now_ms(), self.limits)
                 self.outbox.put(request)
+                if PROBE is not None:  # a benchmark's tick-to-send stamps (kernel.tick_probe)
+                    PROBE.order_queued(request.order.entity_id)
                 return
         self._deny(terms, f"order entry paused: {block}", check="order_entry")
 

@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from kernel import paper_protocol as protocol
+from kernel.net import is_loopback
 from machines.errors import TradekernelError
 
 OnMalformed = Callable[[str | bytes, protocol.ProtocolError], None]
@@ -86,9 +88,14 @@ class SocketOptions:
 
 
 async def open_socket(url: str, options: SocketOptions) -> ClientConnection:
-    """The WebSocket opening handshake with ``url`` (never through a proxy); websockets' errors propagate."""
+    """The WebSocket opening handshake with ``url`` (never through a proxy); websockets' errors propagate.
+
+    permessage-deflate is offered except to a loopback host (issue 17: on loopback it only costs
+    CPU per frame and memory per connection; the frames are the same either way, see
+    docs/architecture.md, Performance)."""
     return await connect(
         url,
+        compression=None if _loopback(url) else "deflate",
         open_timeout=options.open_timeout,
         ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout,
@@ -97,6 +104,13 @@ async def open_socket(url: str, options: SocketOptions) -> ClientConnection:
         max_queue=options.max_queue,
         proxy=None,
     )
+
+
+def _loopback(url: str) -> bool:
+    try:
+        return is_loopback(urlsplit(url).hostname or "")
+    except ValueError:  # not a URL: websockets says why
+        return False
 
 
 def _ignore(frame: str | bytes, error: protocol.ProtocolError) -> None:

@@ -7,6 +7,7 @@ A decoder's body works on the parsed JSON and raises ``Invalid`` (or lets a msgs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -107,12 +108,26 @@ def convert(data: Any, kind: type[T]) -> T:
     return msgspec.convert(data, kind)
 
 
+_SHORT = 31
+_SHORT_PLAIN = re.compile(r"[0-9]{1,31}(?:\.[0-9]{1,29})?")
+"""Non-negative plain decimal text of at most ``_SHORT`` characters: at most 31 digits (<= 40), an
+integer part of at most 31 digits (below 10**31) and, for a fraction, at most 29 places (>= 10**-29):
+always inside ``parse_decimal``'s bounds, so it is read at once (issue 17: the decimal checks were
+the largest share of a live venue frame's decode). Anything else takes the full check."""
+
+
 def decimal(value: str | Decimal, field: str) -> Decimal:
     """A non-negative, finite decimal read exactly from a string (or a Decimal the JSON number became).
 
     Raises ``Invalid`` for text that is not a plain decimal, NaN, infinities, negatives (``-0`` too)
     magnitudes beyond 10**±30 and more than 40 digits (``machines.decimals.parse_decimal`` reads it).
     """
+    if type(value) is str and len(value) <= _SHORT and _SHORT_PLAIN.fullmatch(value) is not None:
+        return Decimal(value)  # the common case, within every bound below (see _SHORT_PLAIN)
+    if type(value) is Decimal and value.is_finite() and not value.is_signed():  # a typed decode, a JSON number
+        text = str(value)
+        if len(text) <= _SHORT and _SHORT_PLAIN.fullmatch(text) is not None:
+            return value
     if isinstance(value, Decimal) and not value.is_finite():  # a JSON number: its own message
         raise Invalid(f"{field}: not a finite number: {value}")
     try:

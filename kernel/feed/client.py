@@ -98,6 +98,7 @@ from kernel.feed.watchdog import Watchdog
 from kernel.log_fields import transition_fields
 from kernel.net import redact_in, redact_url
 from kernel.paper_session import SocketOptions, open_socket
+from kernel.tick_probe import PROBE, TickProbe
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
 from storage.errors import JournalWriteError
@@ -421,8 +422,8 @@ class FeedClient:
                     watchdog.arm()
                     continue
                 frame = await watchdog.wait(ws.recv())  # cancelling recv() loses nothing (websockets >= 14)
-                if frame is not None:
-                    await self._handle(ws, self._decode(frame))
+                if frame is not None:  # stamped for a benchmark when ``PROBE`` is on (kernel.tick_probe)
+                    await (self._handle(ws, self._decode(frame)) if PROBE is None else _probed(PROBE, self, ws, frame))
         finally:
             watchdog.close()
             self._watchdog = None
@@ -558,6 +559,15 @@ class FeedClient:
         except Exception as exc:  # a strategy bug must not take the feed down
             log.exception("feed %s: listener failed", self._feed.entity_id)
             self._anomaly("listener_error", repr(exc)[:200], repr(value)[:200])
+
+
+async def _probed(probe: TickProbe, client: FeedClient, ws: ClientConnection, frame: str | bytes) -> None:
+    """Handle one frame between the probe's ``frame_read`` and ``frame_done`` stamps."""
+    probe.frame_read()
+    try:
+        await client._handle(ws, client._decode(frame))
+    finally:
+        probe.frame_done()
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
