@@ -20,6 +20,11 @@ SCIENTIFIC_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][-+]?[0
 values below 1e-6 (``"1E-7"``) or with a positive exponent (``"1E+1"``)."""
 MAX_DIGITS = 40
 MAX_ADJUSTED = 30
+SHORT_BOUNDED = 31
+"""Unsigned plain text of at most this many characters is inside every ``bounded`` limit: at most
+31 digits (< ``MAX_DIGITS``), below 10**31 (adjusted exponent <= ``MAX_ADJUSTED``) and, unless zero,
+at least 10**-29. Such text is read at once, bounded or not (issue 17: the common case of every
+venue frame and trigger datum)."""
 
 
 class DecimalError(TradekernelError, ValueError):
@@ -56,9 +61,10 @@ def parse_decimal(
     # Venue frames and trigger data pass millions of values through here: the common cases take
     # the shortest path. Short unsigned plain text ("12.50": ASCII digits, at most one point with
     # digits on both sides; ASCII has no digits but 0-9) passes every text check of every option
-    # and cannot be negative, infinite or beyond MAX_DIGITS, so only a zero (not positive) and
-    # the bounded range need the general path.
-    if type(value) is str and len(value) <= MAX_DIGITS and value.isascii() and not bounded:
+    # and cannot be negative, infinite or beyond MAX_DIGITS (nor, up to SHORT_BOUNDED characters, out
+    # of the bounded range), so only a zero (not positive) and longer bounded text need the
+    # general path.
+    if type(value) is str and len(value) <= (SHORT_BOUNDED if bounded else MAX_DIGITS) and value.isascii():
         head, point, tail = value.partition(".")
         if head.isdigit() and (tail.isdigit() or not point):
             number = Decimal(value)

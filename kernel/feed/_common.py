@@ -18,7 +18,7 @@ import msgspec
 from kernel.feed.errors import FeedError
 from kernel.feed.events import SAMPLE_CHARS, DecodeError, FeedEvent, Level, Venue
 from kernel.paper_protocol import bound_frame
-from machines.decimals import DecimalError, Sign, parse_decimal
+from machines.decimals import SHORT_BOUNDED, DecimalError, Sign, parse_decimal
 
 T = TypeVar("T")
 
@@ -108,12 +108,10 @@ def convert(data: Any, kind: type[T]) -> T:
     return msgspec.convert(data, kind)
 
 
-_SHORT = 31
+_SHORT = SHORT_BOUNDED
 _SHORT_PLAIN = re.compile(r"[0-9]{1,31}(?:\.[0-9]{1,29})?")
-"""Non-negative plain decimal text of at most ``_SHORT`` characters: at most 31 digits (<= 40), an
-integer part of at most 31 digits (below 10**31) and, for a fraction, at most 29 places (>= 10**-29):
-always inside ``parse_decimal``'s bounds, so it is read at once (issue 17: the decimal checks were
-the largest share of a live venue frame's decode). Anything else takes the full check."""
+"""A ``Decimal`` (a JSON number decoded as one) whose text is short plain decimal text is inside
+every bound, as ``machines.decimals.SHORT_BOUNDED`` says of text: returned as it is."""
 
 
 def decimal(value: str | Decimal, field: str) -> Decimal:
@@ -122,8 +120,7 @@ def decimal(value: str | Decimal, field: str) -> Decimal:
     Raises ``Invalid`` for text that is not a plain decimal, NaN, infinities, negatives (``-0`` too)
     magnitudes beyond 10**±30 and more than 40 digits (``machines.decimals.parse_decimal`` reads it).
     """
-    if type(value) is str and len(value) <= _SHORT and _SHORT_PLAIN.fullmatch(value) is not None:
-        return Decimal(value)  # the common case, within every bound below (see _SHORT_PLAIN)
+    # Short plain text takes parse_decimal's own fast path (machines.decimals.SHORT_BOUNDED).
     if type(value) is Decimal and value.is_finite() and not value.is_signed():  # a typed decode, a JSON number
         text = str(value)
         if len(text) <= _SHORT and _SHORT_PLAIN.fullmatch(text) is not None:

@@ -3,6 +3,7 @@ or message written out by hand."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -271,3 +272,27 @@ def test_short_plain_text_is_refused_as_before(text: str, options: dict[str, obj
 def test_a_bare_point_on_either_side_is_read_by_the_general_path() -> None:
     assert str(parse_decimal(".5", "x")) == "0.5"
     assert str(parse_decimal("5.", "x")) == "5"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9" * 31, Decimal("9999999999999999999999999999999")),  # 31 characters: below 10**31
+        ("0." + "0" * 28 + "1", Decimal("1E-29")),  # 31 characters: at least 10**-29
+        ("12.50", Decimal("12.50")),
+    ],
+)
+def test_short_plain_text_is_read_at_once_even_when_bounded(text: str, expected: Decimal) -> None:
+    assert parse_decimal(text, "qty", bounded=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("9" * 32, "qty: out of range: 99999999999999999999999999999999"),  # one more: the general path
+        ("0." + "0" * 30 + "1", "qty: out of range: 1E-31"),
+    ],
+)
+def test_bounded_text_past_the_short_length_takes_every_check(text: str, message: str) -> None:
+    with pytest.raises(DecimalError, match=re.escape(message)):
+        parse_decimal(text, "qty", bounded=True)
