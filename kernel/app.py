@@ -157,6 +157,8 @@ class Kernel(KernelParts):
             # the journal never recorded the stop.
             await self._close_everything()
             bootstrap.close_journal(self.journal, self.health, clean, self.monotonic_ms())
+            if self.shipper is not None:  # after the close: its last pass ships the run's end
+                await asyncio.to_thread(self.shipper.stop, self.config.ship.stop_timeout_s)
             self.exit_status = exit_status
             self.stopped.set()
             self.stops.remove()
@@ -261,6 +263,11 @@ class Kernel(KernelParts):
             self._spawn(tasks, self._status_loop(), "status-view")
         if cfg.kernel.duration_s is not None:
             self._spawn(tasks, self._stop_after(cfg.kernel.duration_s), "duration")
+        if cfg.ship.url:  # its own thread, reader and connection: never on this loop
+            from kernel.ship import ShipOptions, start_in_run
+
+            options = ShipOptions(cfg.ship.batch_rows, cfg.ship.interval_s, cfg.ship.max_backoff_s)
+            self.shipper = start_in_run(journal.path, cfg.ship.url, options)
         log.info(
             "kernel run %d: journal %s, venue %s, strategy %s, instruments %s",
             journal.run_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from kernel import wiring
 from kernel.clock import monotonic_ms, wall_ms
@@ -39,6 +39,9 @@ from machines import Entity
 from machines.entry import RECONCILING, EntryFacts, entry_block, venue_block
 from machines.health import Finding, Observation
 from storage import Journal
+
+if TYPE_CHECKING:  # psycopg and tenacity only when shipping
+    from kernel.ship import ShipperThread
 
 
 class PartsOptions(TypedDict, total=False):
@@ -92,6 +95,8 @@ class KernelParts:
         self.host.on_order_while_stopping = self.stops.event.set
         # built while starting (None until then)
         self.journal: Journal | None = None
+        self.shipper: ShipperThread | None = None
+        """The in-run shipper (``[ship] url``), in its own thread."""
         self.driver: TradingDriver | None = None
         self.monitor: HealthMonitor | None = None
         self.venue: wiring.EmbeddedVenue | None = None
@@ -239,6 +244,7 @@ class KernelParts:
             last_run=self.previous_run,
             reconciliation=None if self.session is None else self.session.last_reconciliation,
             venue_balances=None if client is None or client.last_balances is None else tuple(client.last_balances),
+            ship=None if self.shipper is None else self.shipper.lag(),
         )
 
     def status(self) -> dict[str, Any]:

@@ -128,6 +128,7 @@ def running_status(snapshot: KernelSnapshot) -> dict[str, Any]:
         "last_run": None if snapshot.last_run is None else dict(snapshot.last_run),
         "reconciliation": None if snapshot.reconciliation is None else dict(snapshot.reconciliation),
         "healthy": snapshot.healthy,
+        "ship": None if snapshot.ship is None else dict(snapshot.ship),
     }
 
 

@@ -108,6 +108,8 @@ class KernelSnapshot:
     reconciliation: Mapping[str, Any] | None
     venue_balances: tuple[Balance, ...] | None = None
     """The account's balances at the venue as it last sent them (``None``: not yet)."""
+    ship: Mapping[str, Any] | None = None
+    """The in-run shipper's state and lag (``kernel.ship.Shipper.lag``; ``None``: not shipping)."""
 
     def mark(self, instrument: str) -> Decimal | None:
         """The last trade price of ``instrument``."""

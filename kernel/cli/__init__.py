@@ -2,7 +2,7 @@
 
 One module per command family does the work: ``run`` (run), ``operator`` (status, stop, halt,
 reduce, arm), ``resume``, ``audit``, ``drive``, ``venue``, ``market`` (watch), ``diagram``,
-``migrate``; ``config`` is added by ``kernel.config``.
+``migrate``, ``ship``; ``config`` is added by ``kernel.config``.
 
 Start-up is lazy: ``main`` imports only the module of the command given (``_COMMANDS``), so
 ``tradekernel status`` or ``audit tail`` pays for neither the paper venue simulator, the
@@ -37,6 +37,7 @@ _COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kernel.cli.market", ("market",)),
     ("kernel.cli.diagram", ("diagram",)),
     ("kernel.cli.migrate", ("migrate",)),
+    ("kernel.cli.ship", ("ship",)),
 )
 """Each module that registers commands (its ``add_parsers`` or ``add_parser``), with their names, in
 ``--help`` order."""

@@ -29,6 +29,7 @@ from kernel.config.sections import (
     HttpSection,
     KernelSection,
     Section,
+    ShipSection,
     VenueSection,
 )
 from kernel.config.values import (
@@ -183,6 +184,8 @@ class Config(Section):
     """The status endpoint."""
     health: HealthSection = Field(default_factory=HealthSection)
     """Thresholds of the health machine."""
+    ship: ShipSection = Field(default_factory=ShipSection)
+    """Shipping the journal to the fleet store (PostgreSQL)."""
     risk: Annotated[RiskSection, BeforeValidator(_risk_section), WithJsonSchema(RISK_SCHEMA)] = Field(
         default_factory=RiskSection
     )
@@ -232,6 +235,7 @@ SECTIONS: Mapping[str, type[Section]] = {
     "strategy": StrategySection,
     "http": HttpSection,
     "health": HealthSection,
+    "ship": ShipSection,
 }
 """The top-level tables but ``[risk]``, in file order."""
 

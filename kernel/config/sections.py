@@ -425,3 +425,35 @@ class HealthSection(Section):
         values = self.model_dump()
         outage_s = values.pop("venue_outage_halt_s")
         return Thresholds(**values, venue_outage_halt_ms=math.ceil(outage_s * 1000))
+
+
+def check_postgresql_url(url: str) -> None:
+    """Empty (off) or a postgresql:// URL with a host, no password (libpq reads ``PGPASSWORD`` or ~/.pgpass)."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise invalid(f"must be empty (off) or a postgresql:// URL of the fleet store, got {url!r}")
+    if parts.password is not None:
+        # Do not echo it: it holds a password.
+        raise invalid("must not contain a password: set PGPASSWORD or use ~/.pgpass (libpq reads both)")
+    if not parts.hostname:
+        raise invalid(f"must name a host: postgresql://USER@HOST:PORT/DATABASE, got {url!r}")
+
+
+class ShipSection(Section):
+    """``[ship]``: ship the journal to the fleet store (PostgreSQL) while the kernel runs (docs/fleet.md).
+
+    Off while ``url`` is empty; ``TRADEKERNEL_SHIP__URL`` sets it from the environment."""
+
+    section: ClassVar[str] = "ship"
+    url: Annotated[str, Key(check=check_postgresql_url)] = ""
+    """The fleet store, postgresql://USER@HOST:PORT/DATABASE (empty: no shipping)."""
+    batch_rows: Annotated[int, Key(low=1, high=100_000)] = 2000
+    """Rows per batch (one transaction each); bounds the shipper's memory."""
+    interval_s: Annotated[float, Key(above=0, high=3600)] = 1.0
+    """Seconds between two looks at the journal once caught up."""
+    max_backoff_s: Annotated[float, Key(above=0, high=3600)] = 30.0
+    """The longest wait between two attempts while the store is down."""
+    stop_timeout_s: Annotated[float, Key(low=0, high=600)] = 5.0
+    """How long a stopping kernel waits for the shipper's last batch."""

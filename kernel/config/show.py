@@ -209,6 +209,7 @@ def to_toml(config: Config) -> str:
     lines += _params_lines(strategy)
     lines += _section_lines("http", config.http, {"listen": "" if config.http.listen else "off"})
     lines += _section_lines("health", config.health)
+    lines += _section_lines("ship", config.ship, {"url": "" if config.ship.url else "off"})
     lines += _risk_lines(config.risk.table)
     return "\n".join(lines) + "\n"
 
@@ -269,4 +270,5 @@ def to_json(config: Config) -> dict[str, Any]:
             "port": None if address is None else address[1],
         },
         "health": sections["health"],
+        "ship": sections["ship"],
     }

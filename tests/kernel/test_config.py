@@ -309,7 +309,11 @@ def test_the_store_follows_the_journal_when_built_directly() -> None:
 
 ERRORS: list[tuple[str, str, str]] = [
     # unknown keys, at every level
-    ("[kernal]\n", "kernal", "unknown key kernal (known: kernel, venue, market, feed, strategy, http, health, risk)"),
+    (
+        "[kernal]\n",
+        "kernal",
+        "unknown key kernal (known: kernel, venue, market, feed, strategy, http, health, ship, risk)",
+    ),
     ("db = 'x'\n", "db", "unknown key db"),
     ("[kernel]\ndbb = 'x'\n", "kernel.dbb", "unknown key kernel.dbb (known: db, durability,"),
     ("[venue]\nurll = 'x'\n", "venue.urll", "unknown key venue.urll (known: url, instruments,"),
@@ -1157,7 +1161,17 @@ def test_json_schema_describes_every_key() -> None:
     schema = json_schema()
     assert schema["title"] == "tradekernel configuration"
     assert schema["additionalProperties"] is False
-    assert list(schema["properties"]) == ["kernel", "venue", "market", "feed", "strategy", "http", "health", "risk"]
+    assert list(schema["properties"]) == [
+        "kernel",
+        "venue",
+        "market",
+        "feed",
+        "strategy",
+        "http",
+        "health",
+        "ship",
+        "risk",
+    ]
     defs = schema["$defs"]
     for name, section in [*cfg.SECTIONS.items(), ("venue.embedded", EmbeddedVenueSection)]:
         table = defs[section.__name__]
