@@ -64,6 +64,11 @@ def add_parser(commands: Any) -> None:
         parents=[common],
         help="check file integrity, the hash chain, and that replay reproduces current state",
     )
+    verify.add_argument(
+        "--against",
+        metavar="URL",
+        help="also compare every row's hash with the fleet store (postgresql://...) holding this journal",
+    )
     verify.set_defaults(run=_verify)
 
     anomalies = sub.add_parser("anomalies", parents=[common], help="latest bad inputs recorded, with samples")
@@ -222,14 +227,23 @@ def _anomalies(reader: AuditReader, args: argparse.Namespace) -> int:
 
 def _verify(reader: AuditReader, args: argparse.Namespace) -> int:
     result = reader.verify()
+    against_ok: bool = True
+    against: dict[str, Any] | None = None
+    lines: list[str] = []
+    if args.against:  # psycopg is imported only here
+        from kernel.cli.ship import verify_against
+
+        against_ok, against, lines = verify_against(args.db, args.against)
     if args.json:
-        _print_json(result.as_json())
+        _print_json(result.as_json() if against is None else {**result.as_json(), "against": against})
     elif result.ok:
         print(f"ok: {result.transitions} transitions, {result.entities} entities; checked {', '.join(result.checks)}")
     else:
         where = f"at seq {result.first_bad_seq}" if result.first_bad_seq is not None else "in the file"
         print(f"FAILED {where}: {result.reason}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    for line in lines:
+        print(line)
+    return EXIT_OK if result.ok and against_ok else EXIT_FAILED
 
 
 def _stats(reader: AuditReader, args: argparse.Namespace) -> int:

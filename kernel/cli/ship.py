@@ -122,3 +122,55 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
+
+
+def verify_against(db: str, url: str) -> tuple[bool, dict[str, Any], list[str]]:
+    """``audit verify --against URL``: compare the journal at ``db`` with what the store holds for it.
+
+    Returns (ok, a JSON-ready report, the lines to print). Journal errors propagate; a store error
+    is a failed check."""
+    from storage.fleet.errors import ShipError
+    from storage.fleet.local import LocalJournal
+    from storage.fleet.store import FleetStore
+    from storage.fleet.verify import compare
+
+    with LocalJournal(db) as local, FleetStore(url) as store:
+        kernel_id = local.kernel_id
+        report: dict[str, Any] = {"store": store.where, "kernel_id": kernel_id}
+        try:
+            result = compare(local.hashes(), store.hashes(kernel_id))
+        except ShipError as exc:
+            report["error"] = str(exc)
+            return False, report, [f"FAILED against {store.where}: {exc}"]
+    report.update(
+        ok=result.ok,
+        compared=result.compared,
+        mismatches=result.mismatches,
+        first_mismatch=None
+        if result.first_mismatch is None
+        else dict(zip(("seq", "local_hash", "store_hash"), result.first_mismatch, strict=True)),
+        missing_in_store=result.missing_in_store,
+        first_missing_in_store=result.first_missing_in_store,
+        missing_locally=result.missing_locally,
+        first_missing_locally=result.first_missing_locally,
+    )
+    lines = []
+    where = f"the store {store.where} (kernel {kernel_id})"
+    if result.first_mismatch is not None:
+        seq, mine, theirs = result.first_mismatch
+        lines.append(
+            f"FAILED against {where}: seq {seq} differs (local hash {mine}, store hash {theirs}); "
+            f"{result.mismatches} rows differ"
+        )
+    if result.missing_locally:
+        lines.append(
+            f"FAILED against {where}: {result.missing_locally} rows in the store are missing locally "
+            f"(from seq {result.first_missing_locally})"
+        )
+    if result.ok:
+        lines.append(f"ok against {where}: {result.compared} rows identical")
+    if result.missing_in_store:
+        lines.append(
+            f"note: {result.missing_in_store} local rows not shipped yet (from seq {result.first_missing_in_store})"
+        )
+    return result.ok, report, lines
