@@ -10,7 +10,8 @@ The store holds transitions, not the journal's current-state tables, so ``orders
 ``positions`` are computed from transitions: the state is the ``dest`` of the entity's last
 transition (``DISTINCT ON``), the terms come from its ``create`` row and later ``replace`` rows,
 and the sums (``cum_qty``, ``fees``, ``qty``, ``cash``, ``fills``) are ``numeric`` sums of the
-de-duplicated fills, printed as text. What only the machine's fold knows — an order's ``avg_px``
+de-duplicated fills, printed as text (an order that ended has ``leaves_qty`` 0). What only the
+machine's fold knows — an order's ``avg_px``
 and ``reason``, a position's average-cost ``cost`` and ``realized_pnl`` — is NULL here:
 ``tradekernel audit entities --db postgresql://...`` replays the machines and shows them exactly.
 """
@@ -96,7 +97,8 @@ SELECT l.kernel_id,
        terms.qty,
        terms.price,
        {_numeric_text("COALESCE(filled.cum_qty, 0)")} AS cum_qty,
-       {_numeric_text("terms.qty::numeric - COALESCE(filled.cum_qty, 0)")} AS leaves_qty,
+       CASE WHEN l.dest IN {_TERMINAL_ORDER_STATES} THEN '0'
+            ELSE {_numeric_text("terms.qty::numeric - COALESCE(filled.cum_qty, 0)")} END AS leaves_qty,
        NULL::text AS avg_px,
        {_numeric_text("COALESCE(filled.fees, 0)")} AS fees,
        venue.venue_order_id,
