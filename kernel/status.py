@@ -270,6 +270,11 @@ def render_text(status: Mapping[str, Any], log_lines: Sequence[str] = ()) -> str
     pnl = status.get("pnl") or {}
     if pnl:
         lines.append(f"pnl        total {_short(pnl.get('total_pnl'))} (fills {status.get('fills')})")
+    ship = status.get("ship")
+    if ship:
+        error = f"  ({ship['error']})" if ship.get("error") else ""
+        lag = f"lag {ship.get('lag_rows', 0)} rows / {ship.get('lag_s', 0)} s"
+        lines.append(f"ship       {ship['state']}, {lag}{error}")
     last_run = status.get("last_run")
     if last_run:
         clean = "clean" if last_run.get("clean") else "NOT clean"

@@ -298,7 +298,7 @@ def _verify(reader: AuditReader, args: argparse.Namespace) -> int:
     else:
         where = f"at seq {result.first_bad_seq}" if result.first_bad_seq is not None else "in the file"
         print(f"FAILED {where}: {result.reason}")
-    for line in lines:
+    for line in [] if args.json else lines:
         print(line)
     return EXIT_OK if result.ok and against_ok else EXIT_FAILED
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
 from storage import Journal
-from storage.codec import decode, encode_text, row_hash
+from storage.audit import AuditReader, VerifyResult
+from storage.codec import decode, encode_text, row_hash, state_digest
 from tests.conftest import run_cli
 
 PAPER_CONFIG = '[strategy.params]\nspread_bps = "0"\nrequote_bps = "0"\n'
@@ -50,18 +52,24 @@ def journal_id(db: Path) -> str:
         return str(conn.execute("SELECT journal_id FROM journal_info").fetchone()[0])
 
 
-def rewrite_fill_price(db: Path, price: str) -> int:
-    """What the issue's tester did: change the first fill's price, recompute the chain from there
-    with the journal's own hash function, and move the head. Returns the seq rewritten."""
+def rewrite_fill_price(db: Path) -> int:
+    """What the issue's tester did: improve the first fill's price by 1 (lower for a buy, higher for
+    a sell), recompute the chain from there with the journal's own hash function, move the head and
+    rebuild the current-state tables from a replay, so that ``audit verify`` finds nothing wrong.
+    Returns the seq rewritten."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("DROP TRIGGER transitions_append_only_update")
-        seq, data = conn.execute(
-            "SELECT seq, data FROM transitions WHERE machine = 'order' AND trigger = 'fill' ORDER BY seq LIMIT 1"
+        seq, entity, data = conn.execute(
+            "SELECT seq, entity, data FROM transitions WHERE machine = 'order' AND trigger = 'fill' "
+            "ORDER BY seq LIMIT 1"
+        ).fetchone()
+        (created,) = conn.execute(
+            "SELECT data FROM transitions WHERE machine = 'order' AND entity = ? AND trigger = 'create'", (entity,)
         ).fetchone()
         fill = decode(data)
-        assert fill["price"] != price
-        fill["price"] = price
+        step = Decimal(-1) if decode(created)["side"] == "buy" else Decimal(1)
+        fill["price"] = str(Decimal(fill["price"]) + step)
         conn.execute("BEGIN")
         conn.execute("UPDATE transitions SET data = ? WHERE seq = ?", (encode_text(fill), seq))
         (previous,) = conn.execute("SELECT hash FROM transitions WHERE seq = ?", (seq - 1,)).fetchone()
@@ -70,11 +78,40 @@ def rewrite_fill_price(db: Path, price: str) -> int:
             "ORDER BY seq",
             (seq,),
         ).fetchall()
-        for row_seq, ts, run, machine, entity, trigger, source, dest, text in rows:
-            previous = row_hash(previous, (row_seq, ts, run, machine, entity, trigger, source, dest), text.encode())
+        for row_seq, ts, run, machine, entity_id, trigger, source, dest, text in rows:
+            header = (row_seq, ts, run, machine, entity_id, trigger, source, dest)
+            previous = row_hash(previous, header, text.encode())
             conn.execute("UPDATE transitions SET hash = ? WHERE seq = ?", (previous, row_seq))
         conn.execute("UPDATE journal_head SET hash = ? WHERE id = 1", (previous,))
         conn.execute("COMMIT")
-        return int(seq)
+    finally:
+        conn.close()
+    _rebuild_state_tables(db)
+    return int(seq)
+
+
+def _rebuild_state_tables(db: Path) -> None:
+    with AuditReader(str(db)) as reader:
+        replayed = reader._verify_chain(VerifyResult(ok=True))
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for table in ("live_entities", "ended_entities"):
+            conn.execute(f"DELETE FROM {table}")
+        for (machine, entity_id), (entity, seq) in replayed.items():
+            table = "live_entities" if entity.live else "ended_entities"
+            text = encode_text(entity.data)
+            conn.execute(
+                f"INSERT INTO {table} (machine, entity, state, seq, data, digest) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    machine,
+                    entity_id,
+                    entity.state,
+                    seq,
+                    text,
+                    state_digest(machine, entity_id, entity.state, seq, text),
+                ),
+            )
+        conn.execute("COMMIT")
     finally:
         conn.close()
