@@ -45,7 +45,8 @@ def add_parser(commands: Any) -> None:
     audit = commands.add_parser(
         "audit",
         help="inspect the state journal (read-only)",
-        description="Inspect the state journal. Opens it read-only: safe while a kernel runs. "
+        description="Inspect the state journal (or, with --db postgresql://..., the fleet store across "
+        "kernels: tail, timeline, entities, fills, stats). Opens it read-only: safe while a kernel runs. "
         "Exit status: 0 ok, 1 check failed, 2 usage or input error.",
     )
     sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
