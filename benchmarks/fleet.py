@@ -94,10 +94,17 @@ def ship_once(path: str, url: str) -> float:
         shipper.close()
 
 
-def raw_copy(url: str, kernel_id: str, rows: list[tuple[Any, ...]]) -> float:
-    """Seconds for a plain ``COPY`` of ``rows`` in batches of ``BATCH_ROWS``, one transaction each."""
+def raw_table(url: str) -> str:
+    """Create the baseline's table in ``url`` (before concurrent copies: CREATE TABLE races); ``url``."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(RAW_TABLE)
+    return url
+
+
+def raw_copy(url: str, kernel_id: str, rows: list[tuple[Any, ...]]) -> float:
+    """Seconds for a plain ``COPY`` of ``rows`` in batches of ``BATCH_ROWS``, one transaction each
+    (into ``raw_table``'s table)."""
+    with psycopg.connect(url, autocommit=True) as conn:
         start = time.perf_counter()
         for i in range(0, len(rows), BATCH_ROWS):
             with conn.transaction(), conn.cursor() as cursor:
@@ -225,7 +232,7 @@ def main() -> None:
         ours: list[float] = []
         raw: list[float] = []
         for n in range(args.repeats):
-            raw.append(raw_copy(cluster.create_database(), f"raw{n}", rows))
+            raw.append(raw_copy(raw_table(cluster.create_database()), f"raw{n}", rows))
             ours.append(ship_once(source, cluster.create_database()))
         emit({"bench": "fleet.ship.raw", "rows": len(rows), "rows_per_s": round(len(rows) / statistics.median(raw)),
               "what": "plain COPY of the same rows, 2,000 per transaction"})  # fmt: skip
@@ -239,7 +246,7 @@ def main() -> None:
         paths = [copy_with_id(part, os.path.join(workdir, f"part-{i}.db"), f"bench{i:02d}") for i in range(SHIPPERS)]
         ours, raw = [], []
         for _ in range(args.repeats):
-            url = cluster.create_database()
+            url = raw_table(cluster.create_database())
             raw.append(concurrent(_raw_worker, [(url, f"bench{i:02d}", p) for i, p in enumerate(paths)]))
             url = cluster.create_database()
             ours.append(concurrent(_ship_worker, [(url, f"bench{i:02d}", p) for i, p in enumerate(paths)]))
