@@ -141,10 +141,13 @@ def _noop(_: int) -> None:
 def store_head(url: str, kernel_id: str) -> tuple[int, int, int]:
     """``(count(*), count(DISTINCT seq), max(seq))`` of a kernel's rows in the store."""
     with psycopg.connect(url, connect_timeout=2) as conn:
-        row = conn.execute(
-            "SELECT count(*), count(DISTINCT seq), COALESCE(max(seq), 0) FROM transitions WHERE kernel_id = %s",
-            (kernel_id,),
-        ).fetchone()
+        try:
+            row = conn.execute(
+                "SELECT count(*), count(DISTINCT seq), COALESCE(max(seq), 0) FROM transitions WHERE kernel_id = %s",
+                (kernel_id,),
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:  # the shipper has not migrated the fresh store yet
+            return 0, 0, 0
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
 
@@ -219,6 +222,9 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=500, help="ticks measured per tick-to-order round (500)")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds PostgreSQL is stopped (default 30)")
     parser.add_argument("--quick", action="store_true", help="20,000 rows, 2 repeats, 200 ticks, a 5 s outage")
+    parser.add_argument(
+        "--only", choices=("ship", "ingest", "tick"), action="append", help="only these figures (repeatable)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rows, args.repeats, args.ticks, args.outage = 20_000, 2, 200, 5.0
@@ -226,59 +232,76 @@ def main() -> None:
     cluster = PgCluster.create()
     try:
         cluster.start()
-        source = os.path.join(workdir, "journal.db")
-        make_journal(source, args.rows)
-        rows = read_rows(source)
-        ours: list[float] = []
-        raw: list[float] = []
-        for n in range(args.repeats):
-            raw.append(raw_copy(raw_table(cluster.create_database()), f"raw{n}", rows))
-            ours.append(ship_once(source, cluster.create_database()))
-        emit({"bench": "fleet.ship.raw", "rows": len(rows), "rows_per_s": round(len(rows) / statistics.median(raw)),
-              "what": "plain COPY of the same rows, 2,000 per transaction"})  # fmt: skip
-        emit({"bench": "fleet.ship", "rows": len(rows), "repeats": args.repeats,
-              "rows_per_s": round(len(rows) / statistics.median(ours)),
-              "ratio": round(statistics.median(raw) / statistics.median(ours), 3)})  # fmt: skip
-
-        each = max(args.rows // SHIPPERS, 1)
-        part = os.path.join(workdir, "part.db")
-        make_journal(part, each)
-        paths = [copy_with_id(part, os.path.join(workdir, f"part-{i}.db"), f"bench{i:02d}") for i in range(SHIPPERS)]
-        ours, raw = [], []
-        for _ in range(args.repeats):
-            url = raw_table(cluster.create_database())
-            raw.append(concurrent(_raw_worker, [(url, f"bench{i:02d}", p) for i, p in enumerate(paths)]))
-            url = cluster.create_database()
-            ours.append(concurrent(_ship_worker, [(url, f"bench{i:02d}", p) for i, p in enumerate(paths)]))
-        total = each * SHIPPERS
-        emit({"bench": "fleet.ingest.raw", "shippers": SHIPPERS, "rows": total,
-              "rows_per_s": round(total / statistics.median(raw)),
-              "what": "10 processes of plain COPY at once"})  # fmt: skip
-        emit({"bench": "fleet.ingest", "shippers": SHIPPERS, "rows": total, "repeats": args.repeats,
-              "rows_per_s": round(total / statistics.median(ours)),
-              "ratio": round(statistics.median(raw) / statistics.median(ours), 3),
-              "cores": os.cpu_count()})  # fmt: skip
-
-        up: list[float] = []
-        down: list[float] = []
-        catch_ups: list[float] = []
-        duplicates = 0
-        for round_no in range(args.repeats):
-            url = cluster.create_database()
-            for outage in (0.0, args.outage) if round_no % 2 == 0 else (args.outage, 0.0):  # alternated
-                samples, catch_up, dup = tick_round(workdir, args.ticks, round_no, cluster, url, outage)
-                (down if outage else up).extend(samples)
-                duplicates += dup
-                if catch_up is not None:
-                    catch_ups.append(catch_up)
-        p_up, p_down = percentiles(up), percentiles(down)
-        emit({"bench": "fleet.tick_to_order", "store": "up", "ticks": len(up), **p_up})
-        emit({"bench": "fleet.tick_to_order", "store": "down", "outage_s": args.outage, "ticks": len(down), **p_down,
-              "p50_delta_us": round(p_down["p50_us"] - p_up["p50_us"], 1),
-              "catch_up_s": round(statistics.median(catch_ups), 3), "duplicates": duplicates})  # fmt: skip
+        parts = set(args.only or ("ship", "ingest", "tick"))
+        if "ship" in parts:
+            ship_figures(workdir, cluster, args.rows, args.repeats)
+        if "ingest" in parts:
+            ingest_figures(workdir, cluster, args.rows, args.repeats)
+        if "tick" in parts:
+            tick_figures(workdir, cluster, args.ticks, args.repeats, args.outage)
     finally:
         cluster.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ship_figures(workdir: str, cluster: PgCluster, count: int, repeats: int) -> None:
+    """``fleet.ship`` and its raw baseline: one journal of ``count`` rows, alternated ``repeats`` times."""
+    source = os.path.join(workdir, "journal.db")
+    make_journal(source, count)
+    rows = read_rows(source)
+    ours: list[float] = []
+    raw: list[float] = []
+    for n in range(repeats):
+        raw.append(raw_copy(raw_table(cluster.create_database()), f"raw{n}", rows))
+        ours.append(ship_once(source, cluster.create_database()))
+    emit({"bench": "fleet.ship.raw", "rows": len(rows), "rows_per_s": round(len(rows) / statistics.median(raw)),
+          "what": "plain COPY of the same rows, 2,000 per transaction"})  # fmt: skip
+    emit({"bench": "fleet.ship", "rows": len(rows), "repeats": repeats,
+          "rows_per_s": round(len(rows) / statistics.median(ours)),
+          "ratio": round(statistics.median(raw) / statistics.median(ours), 3)})  # fmt: skip
+
+
+def ingest_figures(workdir: str, cluster: PgCluster, count: int, repeats: int) -> None:
+    """``fleet.ingest`` and its raw baseline: ``SHIPPERS`` journals of ``count / SHIPPERS`` rows at once."""
+    each = max(count // SHIPPERS, 1)
+    part = os.path.join(workdir, "part.db")
+    make_journal(part, each)
+    paths = [copy_with_id(part, os.path.join(workdir, f"part-{i}.db"), f"bench{i:02d}") for i in range(SHIPPERS)]
+    total = len(read_rows(part)) * SHIPPERS
+    ours: list[float] = []
+    raw: list[float] = []
+    for _ in range(repeats):
+        url = raw_table(cluster.create_database())
+        raw.append(concurrent(_raw_worker, [(url, f"bench{i:02d}", p) for i, p in enumerate(paths)]))
+        url = cluster.create_database()
+        ours.append(concurrent(_ship_worker, [(url, f"bench{i:02d}", p) for i, p in enumerate(paths)]))
+    emit({"bench": "fleet.ingest.raw", "shippers": SHIPPERS, "rows": total,
+          "rows_per_s": round(total / statistics.median(raw)),
+          "what": "10 processes of plain COPY at once"})  # fmt: skip
+    emit({"bench": "fleet.ingest", "shippers": SHIPPERS, "rows": total, "repeats": repeats,
+          "rows_per_s": round(total / statistics.median(ours)),
+          "ratio": round(statistics.median(raw) / statistics.median(ours), 3), "cores": os.cpu_count()})  # fmt: skip
+
+
+def tick_figures(workdir: str, cluster: PgCluster, ticks: int, repeats: int, outage_s: float) -> None:
+    """``fleet.tick_to_order`` with the store up and down, the order alternated round by round."""
+    up: list[float] = []
+    down: list[float] = []
+    catch_ups: list[float] = []
+    duplicates = 0
+    for round_no in range(repeats):
+        url = cluster.create_database()
+        for outage in (0.0, outage_s) if round_no % 2 == 0 else (outage_s, 0.0):
+            samples, catch_up, dup = tick_round(workdir, ticks, round_no, cluster, url, outage)
+            (down if outage else up).extend(samples)
+            duplicates += dup
+            if catch_up is not None:
+                catch_ups.append(catch_up)
+    p_up, p_down = percentiles(up), percentiles(down)
+    emit({"bench": "fleet.tick_to_order", "store": "up", "ticks": len(up), **p_up})
+    emit({"bench": "fleet.tick_to_order", "store": "down", "outage_s": outage_s, "ticks": len(down), **p_down,
+          "p50_delta_us": round(p_down["p50_us"] - p_up["p50_us"], 1),
+          "catch_up_s": round(statistics.median(catch_ups), 3), "duplicates": duplicates})  # fmt: skip
 
 
 if __name__ == "__main__":
