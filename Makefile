@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/risk.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/fleet.py
 
 ## soak: a 10-minute order flood; RSS must stay within 10% of its first-minute value (ARGS="--seconds 120")
 soak: $(STAMP)

@@ -41,6 +41,31 @@ def iso_time(ts_ns: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
 
 
+def fill_row(
+    client_order_id: str, order: dict[str, Any], fill: dict[str, Any], seq: int, ts: int, run: int, trigger: str
+) -> dict[str, Any]:
+    """One applied fill as ``fills()`` lists it (a journal's or the fleet store's): the order's
+    instrument and side from its terms ``order``, the fill's own data ``fill``, where it is."""
+    venue_ms = fill.get("ts_ms")
+    return {
+        "client_order_id": client_order_id,
+        "instrument": order["instrument"],
+        "side": order["side"],
+        "qty": Decimal(fill["qty"]),
+        "price": Decimal(fill["price"]),
+        "fee": Decimal(fill.get("fee") or 0),
+        "trade_id": fill["trade_id"],
+        "seq": seq,
+        "ts_ns": ts,
+        "time": iso_time(ts),
+        "run": run,
+        "trigger": trigger,
+        "fill_seq": fill.get("fill_seq"),
+        "venue_time": iso_time(int(venue_ms) * 1_000_000) if venue_ms else None,
+        "liquidity": fill.get("liquidity"),
+    }
+
+
 def _transition(row: tuple[Any, ...]) -> dict[str, Any]:
     seq, ts, run, machine, entity, trigger, source, dest, data, chain_hash = row
     if type(ts) is not int or type(data) is not str:
@@ -203,26 +228,7 @@ class AuditReader:
                 instrument is not None and order["instrument"] != instrument
             ):
                 continue
-            venue_ms = fill.get("ts_ms")
-            out.append(
-                {
-                    "client_order_id": client_order_id,
-                    "instrument": order["instrument"],
-                    "side": order["side"],
-                    "qty": Decimal(fill["qty"]),
-                    "price": Decimal(fill["price"]),
-                    "fee": Decimal(fill.get("fee") or 0),
-                    "trade_id": fill["trade_id"],
-                    "seq": seq,
-                    "ts_ns": ts,
-                    "time": iso_time(ts),
-                    "run": run,
-                    "trigger": trigger,
-                    "fill_seq": fill.get("fill_seq"),
-                    "venue_time": iso_time(int(venue_ms) * 1_000_000) if venue_ms else None,
-                    "liquidity": fill.get("liquidity"),
-                }
-            )
+            out.append(fill_row(client_order_id, order, fill, seq, ts, run, trigger))
         return out
 
     def export(self, since: int = 0) -> Iterator[dict[str, Any]]:

@@ -1,7 +1,11 @@
 """``tradekernel audit ...``: read the journal as tables for people or JSON for scripts.
 
-    tradekernel audit tail|timeline|entities|verify|anomalies|stats|fills|export [--db PATH] [--json] ...
+    tradekernel audit tail|timeline|entities|fills|verify|anomalies|stats|export [--db PATH] [--json] ...
+    tradekernel audit tail|timeline|entities|fills|stats --db postgresql://... [--kernel ID]   (the fleet store)
     tradekernel audit serve [--db PATH] [--port N]   (Datasette: kernel/cli/audit_serve.py)
+
+With ``--db postgresql://...`` the listings read the fleet store (``storage.fleet.reader``) across
+kernels, with the same output plus a ``kernel_id`` column (field); ``--kernel ID`` narrows them.
 
 Exit codes: 0 ok, 1 a check failed (``verify``), 2 usage or input error (no such file, not a
 journal, unknown entity, ...).
@@ -32,27 +36,35 @@ def add_parser(commands: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"journal file (default: ./{DEFAULT_DB})")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    fleet = argparse.ArgumentParser(add_help=False, parents=[common])
+    fleet.set_defaults(fleet=True)
+    fleet.add_argument(
+        "--kernel",
+        metavar="ID",
+        help="with --db postgresql://... (the fleet store, across kernels): only this kernel's rows",
+    )
 
     audit = commands.add_parser(
         "audit",
         help="inspect the state journal (read-only)",
-        description="Inspect the state journal. Opens it read-only: safe while a kernel runs. "
+        description="Inspect the state journal (or, with --db postgresql://..., the fleet store across "
+        "kernels: tail, timeline, entities, fills, stats). Opens it read-only: safe while a kernel runs. "
         "Exit status: 0 ok, 1 check failed, 2 usage or input error.",
     )
     sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
 
-    tail = sub.add_parser("tail", parents=[common], help="latest transitions, oldest first")
+    tail = sub.add_parser("tail", parents=[fleet], help="latest transitions, oldest first")
     tail.add_argument("-n", type=_positive, default=20, metavar="N", help="how many (default 20)")
     tail.add_argument("--machine", metavar="M", help="only this machine")
     tail.add_argument("--entity", metavar="E", help="only this entity")
     tail.set_defaults(run=_tail)
 
-    timeline = sub.add_parser("timeline", parents=[common], help="every transition of one entity")
+    timeline = sub.add_parser("timeline", parents=[fleet], help="every transition of one entity")
     timeline.add_argument("entity", metavar="ENTITY")
     timeline.add_argument("--machine", metavar="M", help="the entity's machine, when ids repeat across machines")
     timeline.set_defaults(run=_timeline)
 
-    entities = sub.add_parser("entities", parents=[common], help="current state of each entity")
+    entities = sub.add_parser("entities", parents=[fleet], help="current state of each entity")
     entities.add_argument("--machine", metavar="M", help="only this machine")
     entities.add_argument(
         "--live",
@@ -78,10 +90,10 @@ def add_parser(commands: Any) -> None:
     anomalies.add_argument("--source", metavar="S", help="only this source (e.g. feed:paper)")
     anomalies.set_defaults(run=_anomalies)
 
-    stats = sub.add_parser("stats", parents=[common], help="rows per machine, entities, runs, file size")
+    stats = sub.add_parser("stats", parents=[fleet], help="rows per machine, entities, runs, file size")
     stats.set_defaults(run=_stats)
 
-    fills = sub.add_parser("fills", parents=[common], help="every fill, as `tradekernel fills` lists it")
+    fills = sub.add_parser("fills", parents=[fleet], help="every fill, as `tradekernel fills` lists it")
     add_fill_filters(fills, json_option=False)
     fills.set_defaults(run=print_fills)
 
@@ -119,11 +131,41 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def is_store_url(db: str) -> bool:
+    """True when ``--db`` names the fleet store (PostgreSQL) rather than a journal file."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``audit`` subcommand; journal errors propagate to the caller."""
+    if is_store_url(args.db):
+        return _run_fleet(args)
+    if getattr(args, "kernel", None):
+        return usage_error("--kernel narrows the fleet store: pass --db postgresql://...", "audit")
     with AuditReader(args.db) as reader:
         code: int = args.run(reader, args)
         return code
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    """The listings on the fleet store; psycopg is imported only here."""
+    if not getattr(args, "fleet", False):
+        return usage_error(
+            f"audit {args.audit_command} reads a journal file; on the fleet store (--db postgresql://...) "
+            "use tail, timeline, entities, fills or stats",
+            "audit",
+        )
+    from storage.fleet.errors import ShipError
+    from storage.fleet.reader import FleetReader
+
+    try:
+        with FleetReader(args.db, kernel=args.kernel) as reader:
+            if args.kernel and not reader.kernels():
+                return usage_error(f"the fleet store {reader.where} holds no kernel {args.kernel!r}", "audit")
+            code: int = args.run(reader, args)
+            return code
+    except ShipError as exc:
+        return usage_error(str(exc), "audit")
 
 
 def _print_json(value: Any) -> None:
@@ -197,11 +239,20 @@ class Instruments:
         return self.known[(machine, entity)]
 
 
-def _transition_table(rows: Iterable[dict[str, Any]], instruments: Instruments) -> str:
+def _kernel_column(rows: list[dict[str, Any]]) -> tuple[list[str], Any]:
+    """``(["kernel"], row -> [kernel_id])`` for fleet rows, nothing for a journal's."""
+    if rows and "kernel_id" in rows[0]:
+        return ["kernel"], lambda row: [row["kernel_id"]]
+    return [], lambda row: []
+
+
+def _transition_table(rows: list[dict[str, Any]], instruments: Instruments) -> str:
+    head, kernel = _kernel_column(rows)
     return format_table(
-        ["seq", "time (UTC)", "run", "machine", "entity", "trigger", "source -> dest", "data"],
+        [*head, "seq", "time (UTC)", "run", "machine", "entity", "trigger", "source -> dest", "data"],
         [
             [
+                *kernel(r),
                 r["seq"],
                 _short_time(r["ts"]),
                 r["run"],
@@ -217,7 +268,8 @@ def _transition_table(rows: Iterable[dict[str, Any]], instruments: Instruments) 
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    kernel = {"kernel_id": row["kernel_id"]} if "kernel_id" in row else {}
+    return kernel | {
         k: row[k]
         for k in ("seq", "ts", "ts_ns", "run", "machine", "entity", "trigger", "source", "dest", "data", "hash")
     }
@@ -225,7 +277,8 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 def _tail(reader: AuditReader, args: argparse.Namespace) -> int:
     if args.machine is not None:
-        known = sorted(set(registry.names()) | set(reader.stats()["transitions_per_machine"]))
+        held = reader.machine_names() if hasattr(reader, "machine_names") else reader.stats()["transitions_per_machine"]
+        known = sorted(set(registry.names()) | set(held))
         if args.machine not in known:
             return usage_error(f"unknown machine {args.machine!r}; known machines: {', '.join(known)}", "audit tail")
     rows = reader.tail(args.n, machine=args.machine, entity=args.entity)
@@ -242,7 +295,7 @@ def _timeline(reader: AuditReader, args: argparse.Namespace) -> int:
     rows = reader.timeline(args.entity, machine=args.machine)
     if not rows:
         where = f" of machine {args.machine!r}" if args.machine else ""
-        return usage_error(f"no transitions for entity {args.entity!r}{where} in {args.db}")
+        return usage_error(f"no transitions for entity {args.entity!r}{where} in {_where(reader, args)}")
     if args.json:
         _print_json([_public(r) for r in rows])
     else:
@@ -256,11 +309,13 @@ def _entities(reader: AuditReader, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     elif rows:
+        head, kernel = _kernel_column(rows)
         print(
             format_table(
-                ["machine", "entity", "state", "live", "seq", "data"],
+                [*head, "machine", "entity", "state", "live", "seq", "data"],
                 [
                     [
+                        *kernel(r),
                         r["machine"],
                         r["entity"],
                         r["state"],
@@ -312,10 +367,17 @@ def _verify(reader: AuditReader, args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok and against_ok else EXIT_FAILED
 
 
+def _where(reader: Any, args: argparse.Namespace) -> str:
+    return str(getattr(reader, "where", args.db))
+
+
 def _stats(reader: AuditReader, args: argparse.Namespace) -> int:
     stats = reader.stats()
     if args.json:
         _print_json(stats)
+        return EXIT_OK
+    if "store" in stats:
+        _print_store_stats(stats)
         return EXIT_OK
     print(f"journal        {stats['path']} (schema version {stats['schema_version']})")
     print(
@@ -381,3 +443,43 @@ def _write_export(rows: Iterable[dict[str, Any]], fmt: str, out: IO[str]) -> int
             out.write(json.dumps(_public(row)) + "\n")
             count += 1
     return count
+
+
+def _print_store_stats(stats: dict[str, Any]) -> None:
+    """``audit stats`` of the fleet store, for people."""
+    print(f"fleet store    {stats['store']} (schema version {stats['schema_version']})")
+    print(f"size           {stats['total_bytes']:,} bytes (the database)")
+    span = f" (seq {stats['first_seq']} .. {stats['last_seq']})" if stats["transitions"] else ""
+    print(f"transitions    {stats['transitions']:,}{span}")
+    if stats["first_ts"]:
+        print(f"time span      {_short_time(stats['first_ts'])} .. {_short_time(stats['last_ts'])}")
+    print(f"runs           {', '.join(f'{n} {s}' for s, n in stats['runs'].items()) or 'none'}")
+    print(f"anomalies      {', '.join(f'{n} from {s}' for s, n in stats['anomalies'].items()) or 'none'}")
+    if stats["kernels"]:
+        print()
+        print(
+            format_table(
+                ["kernel", "host", "journal", "shipped seq", "last shipped (UTC)"],
+                [
+                    [k["kernel_id"], k["host"], k["journal_path"], k["last_seq"], k["last_shipped_at"]]
+                    for k in stats["kernels"]
+                ],
+            )
+        )
+    machines = sorted(set(stats["transitions_per_machine"]) | set(stats["live_entities"]))
+    if machines:
+        print()
+        print(
+            format_table(
+                ["machine", "transitions", "live entities", "ended entities"],
+                [
+                    [
+                        m,
+                        stats["transitions_per_machine"].get(m, 0),
+                        stats["live_entities"].get(m, 0),
+                        stats["ended_entities"].get(m, 0),
+                    ]
+                    for m in machines
+                ],
+            )
+        )

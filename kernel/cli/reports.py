@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel.cli.common import DEFAULT_DB
 from kernel.cli.table import format_table
 from kernel.exits import EXIT_OK
 from storage.audit import AuditReader
+
+if TYPE_CHECKING:  # psycopg only for the fleet store
+    from storage.fleet.reader import FleetReader
 
 
 def add_parsers(commands: Any) -> None:
@@ -82,8 +85,9 @@ def add_fill_filters(parser: argparse.ArgumentParser, *, json_option: bool = Tru
     formats.add_argument("--csv", action="store_true", help="print CSV (exact decimal strings)")
 
 
-def print_fills(reader: AuditReader, args: argparse.Namespace) -> int:
-    """Print the fills ``args`` ask for (``--since``, ``--instrument``, ``--json``/``--csv``)."""
+def print_fills(reader: AuditReader | FleetReader, args: argparse.Namespace) -> int:
+    """Print the fills ``args`` ask for (``--since``, ``--instrument``, ``--json``/``--csv``), of
+    a journal or (``audit fills --db postgresql://...``) of the fleet store."""
     from kernel.reports import fills
 
     rows = reader.fills(since_ns=args.since, instrument=args.instrument)
@@ -96,7 +100,7 @@ def print_fills(reader: AuditReader, args: argparse.Namespace) -> int:
     elif args.csv:
         sys.stdout.write(fills.csv_text(rows))
     elif rows:
-        print(format_table(fills.TABLE_HEADERS, fills.table_rows(rows)))
+        print(format_table(fills.table_headers(rows), fills.table_rows(rows)))
     else:
         print("no fills")
     return EXIT_OK

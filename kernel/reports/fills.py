@@ -46,19 +46,27 @@ def parse_since(text: str) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
+def fields(fills: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """``FIELDS``, after ``kernel_id`` when the fills come from the fleet store (many kernels)."""
+    return ("kernel_id", *FIELDS) if fills and "kernel_id" in fills[0] else FIELDS
+
+
 def public(fill: dict[str, Any]) -> dict[str, Any]:
-    """One fill as ``fills --json`` prints it: decimals as the journal's exact strings."""
-    return {name: str(fill[name]) if isinstance(fill[name], Decimal) else fill[name] for name in FIELDS}
+    """One fill as ``fills --json`` prints it: decimals as the journal's exact strings (and the
+    ``kernel_id`` of a fleet store's fill first)."""
+    names = ("kernel_id", *FIELDS) if "kernel_id" in fill else FIELDS
+    return {name: str(fill[name]) if isinstance(fill[name], Decimal) else fill[name] for name in names}
 
 
 def csv_text(fills: Sequence[dict[str, Any]]) -> str:
     """``fills --csv``: a header line, then one line per fill (an empty cell for ``None``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(FIELDS)
+    names = fields(fills)
+    writer.writerow(names)
     for fill in fills:
         row = public(fill)
-        writer.writerow(["" if row[name] is None else row[name] for name in FIELDS])
+        writer.writerow(["" if row[name] is None else row[name] for name in names])
     return out.getvalue()
 
 
@@ -66,8 +74,13 @@ TABLE_HEADERS = ("time (UTC)", "order", "instrument", "side", "qty", "price", "f
 """The columns of ``fills`` for people."""
 
 
+def table_headers(fills: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """``TABLE_HEADERS``, after a ``kernel`` column when the fills come from the fleet store."""
+    return ("kernel", *TABLE_HEADERS) if fills and "kernel_id" in fills[0] else TABLE_HEADERS
+
+
 def table_rows(fills: Sequence[dict[str, Any]]) -> list[list[object]]:
-    """``fills`` for people (``TABLE_HEADERS``): time to the millisecond, numbers to the
+    """``fills`` for people (``table_headers``): time to the millisecond, numbers to the
     instrument's precision."""
     precision: dict[str, Precision] = {}
     rows: list[list[object]] = []
@@ -75,6 +88,7 @@ def table_rows(fills: Sequence[dict[str, Any]]) -> list[list[object]]:
         shown = precision.setdefault(fill["instrument"], Precision.of(fill["instrument"]))
         rows.append(
             [
+                *([fill["kernel_id"]] if "kernel_id" in fill else []),
                 fill["time"][:23] + "Z",
                 fill["client_order_id"],
                 fill["instrument"],

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from storage.codec import GENESIS_HASH
 from storage.fleet.errors import StoreVersionError
+from storage.fleet.views import MIGRATION_SQL as READER_VIEWS
 
 if TYPE_CHECKING:
     import psycopg
@@ -119,6 +120,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             FOR EACH ROW EXECUTE FUNCTION tradekernel_append_only();
         """,
     ),
+    ("m003_reader_views", READER_VIEWS),  # fills, orders, positions, trading_states: storage/fleet/views.py
 )
 """``(name, SQL)`` in the order they apply; a name is a migration's identity in ``schema_migrations``."""
 

@@ -1,126 +1,38 @@
 """A real, throwaway PostgreSQL cluster for the fleet store's tests (no mocks).
 
-``pg_cluster`` (session): ``initdb`` in a temporary directory, started on 127.0.0.1 on a free port
-with its socket in that directory (``fsync=off``: nothing here needs to survive a power cut), stopped
-in teardown. As root, initdb refuses to run: the binaries then run as the ``postgres`` system user
-(``runuser``), which the distribution's package creates. Missing binaries FAIL the tests naming
-``.ci/system-packages``, which installs them; they are never skipped.
+``pg_cluster`` (session): ``tests/fleet/pg.py``'s cluster (initdb in a temporary directory, on
+127.0.0.1 on a free port, ``fsync=off``), stopped in teardown. Missing binaries FAIL the tests
+naming ``.ci/system-packages``, which installs them; they are never skipped.
 
 ``pg_dsn`` (function): a fresh database per test, on that cluster.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import psycopg
 import pytest
 
+from tests.fleet.pg import ClusterError, PgCluster
 
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if found:
-        return found[-1]
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"PostgreSQL's {name} was found neither in /usr/lib/postgresql/*/bin nor on PATH: the fleet "
-            "store's tests need a real PostgreSQL; install it with .ci/system-packages"
-        )
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class PgCluster:
-    """A running throwaway cluster: its data directory, port, and a superuser DSN."""
-
-    root: Path
-    port: int
-    as_postgres: bool
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
-        return subprocess.run(
-            [*prefix, *argv], capture_output=True, text=True, timeout=60, check=False, cwd=str(self.root)
-        )
-
-    def _checked(self, *argv: str) -> None:
-        done = self.run(*argv)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-
-    def init(self) -> None:
-        self._checked(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-
-    def start(self) -> None:
-        """Start the cluster and wait until it accepts connections (``pg_ctl -w``)."""
-        options = f"-k {self.root / 'sock'} -c listen_addresses=127.0.0.1 -p {self.port} -c fsync=off"
-        self._checked(
-            _pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"
-        )
-
-    def stop(self) -> None:
-        """Stop the cluster now (``-m fast``: open connections are cut, as in an outage)."""
-        self._checked(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def create_database(self) -> str:
-        """A fresh, empty database; its DSN."""
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+__all__ = ["PgCluster", "pg_cluster", "pg_dsn"]
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """One throwaway PostgreSQL cluster for the session, on 127.0.0.1."""
-    as_postgres = os.geteuid() == 0
-    root = Path(tempfile.mkdtemp(prefix="tk-pg-"))
-    (root / "sock").mkdir()
-    if as_postgres:
-        try:
-            shutil.chown(root, user="postgres")
-            shutil.chown(root / "sock", user="postgres")
-        except LookupError:
-            pytest.fail(
-                "running as root, initdb must run as the 'postgres' system user, which does not exist: "
-                "install PostgreSQL with .ci/system-packages (its package creates the user)"
-            )
-    cluster = PgCluster(root=root, port=_free_port(), as_postgres=as_postgres)
-    cluster.init()
-    cluster.start()
     try:
+        cluster = PgCluster.create()
+    except ClusterError as exc:
+        pytest.fail(str(exc))
+    try:
+        try:
+            cluster.start()
+        except ClusterError as exc:
+            pytest.fail(str(exc))
         yield cluster
     finally:
-        cluster.run(_pg_bin("pg_ctl"), "-D", str(cluster.data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.destroy()
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from tests.fleet.conftest import PgCluster
 
 def test_migrate_creates_the_tables_once_and_records_each_migration(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        assert schema.migrate(conn, "test") == (0, 2)
-        assert schema.migrate(conn, "test") == (2, 2)
+        assert schema.migrate(conn, "test") == (0, 3)
+        assert schema.migrate(conn, "test") == (3, 3)
         names = [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY id")]
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert names == ["m001_core_tables", "m002_append_only"]
+    assert names == ["m001_core_tables", "m002_append_only", "m003_reader_views"]
     assert tables == {"schema_migrations", "kernels", "transitions", "anomalies", "runs", "incidents"}
 
 
