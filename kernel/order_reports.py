@@ -58,7 +58,7 @@ class Anomaly:
 
 def fill_facts(fill: Fill) -> FillFacts:
     """A venue fill as ``machines.order_reports`` reads it."""
-    return FillFacts(fill.trade_id, fill.qty, fill.price, fill.fee, fill.fill_seq, fill.ts_ms)
+    return FillFacts(fill.trade_id, fill.qty, fill.price, fill.fee, fill.fill_seq, fill.ts_ms, fill.liquidity)
 
 
 def execution_facts(report: Execution) -> ExecutionFacts:

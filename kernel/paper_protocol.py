@@ -35,6 +35,8 @@ PAGE_MAX_BYTES = 2**22
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
 TimeInForce = Literal["gtc", "ioc", "fok", "day"]
+Liquidity = Literal["maker", "taker"]
+"""A fill's side of the match: ``maker`` (the order rested on the book), ``taker`` (it took from it)."""
 Status = Literal["new", "partially_filled", "filled", "canceled", "rejected", "expired"]
 Exec = Literal[
     "new", "rejected", "trade", "canceled", "replaced", "expired", "restated", "cancel_rejected", "replace_rejected"
@@ -224,7 +226,9 @@ class Heartbeat(Message, tag="heartbeat", frozen=True):
 
 
 class Fill(msgspec.Struct, frozen=True):
-    """One execution of an order. ``trade_id`` is unique at the venue; ``fill_seq`` counts fills."""
+    """One execution of an order. ``trade_id`` is unique at the venue; ``fill_seq`` counts fills.
+    ``liquidity``: ``maker`` or ``taker``; ``None`` (``null``, or left out by a venue that predates
+    it) when the venue does not say."""
 
     trade_id: str
     qty: Decimal
@@ -233,6 +237,7 @@ class Fill(msgspec.Struct, frozen=True):
     fill_seq: int
     ts_ms: int = 0
     client_order_id: str = ""
+    liquidity: Liquidity | None = None
 
 
 class OrderSnapshot(msgspec.Struct, frozen=True):

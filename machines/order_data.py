@@ -17,6 +17,8 @@ from machines.shared_parse import LastParse
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market")
 TIFS = ("gtc", "ioc", "fok", "day")
+LIQUIDITIES = ("maker", "taker")
+"""A fill's ``liquidity`` when the venue says: our order rested on the book, or took from it."""
 ORIGINS = ("kernel", "external")
 """``origin`` of an order: sent by this kernel, or found at the venue and adopted by reconciliation."""
 MAX_TAG_CHARS = 64
@@ -67,12 +69,13 @@ _FILLS: LastParse[FillTerms] = LastParse()
 
 
 def fill_data(data: Data) -> FillTerms:
-    """A fill's (qty, price, trade_id, fee), checked in that order; a missing fee is 0.
+    """A fill's (qty, price, trade_id, fee), checked in that order; a missing fee is 0. An optional
+    ``liquidity`` is checked last: ``maker`` or ``taker`` when present (``InvalidData`` otherwise).
 
     Parsed once per trigger: the guards and the effect of one ``fire`` share it (``LastParse``).
     """
     get = data.get
-    key = (get("qty"), get("price"), get("trade_id"), get("fee"))
+    key = (get("qty"), get("price"), get("trade_id"), get("fee"), get("liquidity"))
     terms = _FILLS.get(data, key)
     if terms is not None:
         return terms
@@ -81,10 +84,11 @@ def fill_data(data: Data) -> FillTerms:
     trade_id = key[2]
     if type(trade_id) is not str or not trade_id:
         trade_id = trade_id_of(data)  # a str subclass passes; anything else raises
-    fee = key[3]
-    return _FILLS.put(
-        data, key, (qty, price, trade_id, ZERO if fee is None else to_decimal(fee, "fee", positive=False))
-    )
+    fee = ZERO if key[3] is None else to_decimal(key[3], "fee", positive=False)
+    liquidity = key[4]
+    if liquidity is not None and liquidity not in LIQUIDITIES:
+        raise InvalidData(f"liquidity must be one of {', '.join(LIQUIDITIES)}, got {liquidity!r}")
+    return _FILLS.put(data, key, (qty, price, trade_id, fee))
 
 
 def new_fill_qty(data: Data, applied: list[str]) -> Decimal | None:
@@ -193,6 +197,7 @@ def decode_data(data: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "DECIMAL_FIELDS",
+    "LIQUIDITIES",
     "MAX_REASON_CHARS",
     "MAX_TAG_CHARS",
     "ORIGINS",

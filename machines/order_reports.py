@@ -60,7 +60,10 @@ class UnknownExecution(StateMachineError, KeyError):
 
 @dataclass(frozen=True, slots=True)
 class FillFacts:
-    """One execution of an order as the venue reports it; ``trade_id`` is unique at the venue."""
+    """One execution of an order as the venue reports it; ``trade_id`` is unique at the venue.
+
+    ``liquidity``: ``maker`` (our order rested on the book), ``taker`` (it took a resting order),
+    or ``None`` when the venue does not say."""
 
     trade_id: str
     qty: Decimal
@@ -68,10 +71,12 @@ class FillFacts:
     fee: Decimal
     fill_seq: int
     ts_ms: int = 0
+    liquidity: str | None = None
 
     def data(self) -> dict[str, Any]:
-        """The data of the order's ``fill`` trigger for this fill."""
-        return {
+        """The data of the order's ``fill`` trigger for this fill (``liquidity`` only when known:
+        a fill the venue did not qualify is journaled exactly as before the key existed)."""
+        data: dict[str, Any] = {
             "qty": self.qty,
             "price": self.price,
             "trade_id": self.trade_id,
@@ -79,6 +84,9 @@ class FillFacts:
             "fill_seq": self.fill_seq,
             "ts_ms": self.ts_ms,
         }
+        if self.liquidity is not None:
+            data["liquidity"] = self.liquidity
+        return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,18 @@
 """The venue store's schema (``storage.venue_store``): creating it, and migrating older versions.
 
-Version 2 (this code): ``orders`` keyed by (``account``, ``client_order_id``), ``fills`` with the
-``account`` of their order, ``balances`` (account, asset, amount as TEXT decimal), ``meta``.
-Version 1 had no accounts and no balances: its migration puts every order and fill under account
-``local`` (``LOCAL_ACCOUNT``) and leaves balances empty (every account starts at the venue's
-starting balances). Each step runs inside the caller's transaction.
+Version 3 (this code): ``orders`` keyed by (``account``, ``client_order_id``), ``fills`` with the
+``account`` of their order and their ``liquidity`` (``maker``/``taker``), ``balances`` (account,
+asset, amount as TEXT decimal), ``meta``. Version 2 had no ``liquidity``: its fills keep NULL (not
+known). Version 1 had no accounts and no balances either: its migration puts every order and fill
+under account ``local`` (``LOCAL_ACCOUNT``) and leaves balances empty (every account starts at the
+venue's starting balances). Each step runs inside the caller's transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCAL_ACCOUNT = "local"
 """The account of every order and fill a version 1 store held (``kernel.venue.settings``)."""
 
@@ -47,7 +48,7 @@ def _orders_table(name: str) -> str:
 _FILLS = (
     "CREATE TABLE fills (fill_seq INTEGER PRIMARY KEY, trade_id TEXT NOT NULL, client_order_id TEXT NOT NULL, "
     "qty TEXT NOT NULL, price TEXT NOT NULL, fee TEXT NOT NULL, ts_ms INTEGER NOT NULL, "
-    f"account TEXT NOT NULL DEFAULT '{LOCAL_ACCOUNT}')"
+    f"account TEXT NOT NULL DEFAULT '{LOCAL_ACCOUNT}', liquidity TEXT)"
 )
 _BALANCES = (
     "CREATE TABLE balances (account TEXT NOT NULL, asset TEXT NOT NULL, amount TEXT NOT NULL, "
@@ -76,7 +77,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 
 def migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Version 1 -> 2: every order and fill goes to account ``local``; an empty ``balances`` table."""
+    """Version 1 -> 3: every order and fill goes to account ``local``; an empty ``balances`` table."""
     old = ", ".join(ORDER_COLUMNS[:-1])
     conn.execute(_orders_table("orders_v2"))
     conn.execute(f"INSERT INTO orders_v2 ({old}, account) SELECT {old}, '{LOCAL_ACCOUNT}' FROM orders ORDER BY rowid")
@@ -87,4 +88,10 @@ def migrate_from_1(conn: sqlite3.Connection) -> None:
     conn.execute(_INDEXES[1])
     conn.execute(_INDEXES[2])
     conn.execute(_BALANCES)
+    migrate_from_2(conn)
+
+
+def migrate_from_2(conn: sqlite3.Connection) -> None:
+    """Version 2 -> 3: fills get a ``liquidity`` column (NULL for those stored before it)."""
+    conn.execute("ALTER TABLE fills ADD COLUMN liquidity TEXT")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

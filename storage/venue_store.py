@@ -10,13 +10,13 @@ Tables:
 * ``orders`` — one row per (``account``, ``client_order_id``) (the current state; ``priority`` is
   the time priority among resting orders): two accounts may use the same client order id.
 * ``fills`` — append-only, ``fill_seq`` counts fills from 1 across all orders and accounts;
-  ``trade_id`` unique; ``account`` is the order's.
+  ``trade_id`` unique; ``account`` is the order's; ``liquidity`` ``maker``/``taker`` (NULL: not known).
 * ``balances`` — (``account``, ``asset``) → ``amount``, saved in the step of the fills that moved it.
 * ``meta`` — ``next_venue_order``, ``next_fill_seq``, ``next_priority``, ``session``.
 
-The schema version is ``PRAGMA user_version = 2`` (``storage.venue_schema``); a version 1 store is
-migrated when a venue opens it (its orders and fills go to account ``local``) and read as it is by
-``read_orders``; any other version, or a database that is not a venue store, is refused. One venue
+The schema version is ``PRAGMA user_version = 3`` (``storage.venue_schema``); a version 1 or 2 store
+is migrated when a venue opens it (a version 1 store's orders and fills go to account ``local``) and
+read as it is by ``read_orders``; any other version, or a database that is not a venue store, is refused. One venue
 per file: an exclusive lock on ``PATH.lock`` (as the journal).
 """
 
@@ -34,7 +34,14 @@ from machines.decimals import DecimalError, Sign, parse_decimal
 from machines.errors import TradekernelError
 from storage.errors import JournalError
 from storage.lock import WriterLock
-from storage.venue_schema import LOCAL_ACCOUNT, ORDER_COLUMNS, SCHEMA_VERSION, create_schema, migrate_from_1
+from storage.venue_schema import (
+    LOCAL_ACCOUNT,
+    ORDER_COLUMNS,
+    SCHEMA_VERSION,
+    create_schema,
+    migrate_from_1,
+    migrate_from_2,
+)
 
 BUSY_TIMEOUT_S = 2.0
 _TABLES = frozenset({"orders", "fills", "meta"})
@@ -73,6 +80,7 @@ class StoredFill:
     fee: Decimal
     ts_ms: int
     account: str = LOCAL_ACCOUNT
+    liquidity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +134,8 @@ _UPSERT_ORDER = (
     + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS if c not in ("client_order_id", "account"))
 )
 _INSERT_FILL = (
-    "INSERT INTO fills (fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms, account) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO fills (fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms, account, liquidity) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SET_BALANCE = (
     "INSERT INTO balances (account, asset, amount) VALUES (?, ?, ?) "
@@ -166,12 +174,17 @@ class VenueStore:
         self._lock = lock
         self._account = "account"
         """The SQL of an order's or fill's account (a version 1 store read as it is: ``'local'``)."""
+        self._liquidity = "liquidity"
+        """The SQL of a fill's liquidity (a version 1 or 2 store read as it is: ``NULL``)."""
 
     def _order_sql(self) -> str:
         return ", ".join(self._account if c == "account" else c for c in _ORDER_COLUMNS)
 
     def _fills_sql(self) -> str:
-        return f"SELECT fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms, {self._account} FROM fills"
+        return (
+            f"SELECT fill_seq, trade_id, client_order_id, qty, price, fee, ts_ms, {self._account}, {self._liquidity} "
+            "FROM fills"
+        )
 
     @classmethod
     def open(cls, path: str) -> VenueStore:
@@ -217,21 +230,21 @@ class VenueStore:
                     f"{path} is an SQLite database but not a venue store (it has tables "
                     f"{', '.join(sorted(tables)[:5])}); refusing to write to it"
                 )
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise VenueStoreVersionError(
                     f"venue store {path} has schema version {version}; this code speaks version {SCHEMA_VERSION}"
                 )
-            needed = _TABLES_V2 if version == SCHEMA_VERSION else _TABLES
+            needed = _TABLES_V2 if version >= 2 else _TABLES
             if version != 0 and not tables >= needed:
                 raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(needed - tables))}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise VenueStoreOpenError(f"{path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=NORMAL")
-            if version in (0, 1):
+            if version in (0, 1, 2):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    (create_schema if version == 0 else migrate_from_1)(conn)
+                    (create_schema, migrate_from_1, migrate_from_2)[version](conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
@@ -323,7 +336,17 @@ class VenueStore:
             for o in orders
         ]
         fill_rows = [
-            (f.fill_seq, f.trade_id, f.client_order_id, str(f.qty), str(f.price), str(f.fee), f.ts_ms, f.account)
+            (
+                f.fill_seq,
+                f.trade_id,
+                f.client_order_id,
+                str(f.qty),
+                str(f.price),
+                str(f.fee),
+                f.ts_ms,
+                f.account,
+                f.liquidity,
+            )
             for f in fills
         ]
         balance_rows = [(account, asset, str(amount)) for account, asset, amount in balances]
@@ -463,7 +486,7 @@ class VenueStore:
         return [self._order(row, tuple(by_order.get(str(row[0]), ()))) for row in order_rows]
 
     def _fill(self, row: tuple[object, ...]) -> StoredFill:
-        seq, trade_id, coid, qty, price, fee, ts_ms, account = row
+        seq, trade_id, coid, qty, price, fee, ts_ms, account, liquidity = row
         return StoredFill(
             fill_seq=int(str(seq)),
             trade_id=str(trade_id),
@@ -473,6 +496,7 @@ class VenueStore:
             fee=_decimal(fee, self.path, f"fill {seq} fee"),
             ts_ms=int(str(ts_ms)),
             account=str(account),
+            liquidity=None if liquidity is None else str(liquidity),
         )
 
 
@@ -499,16 +523,18 @@ def read_orders(path: str) -> list[StoredOrder]:
             return []
         if version == 0:
             raise VenueStoreOpenError(f"{path} is an SQLite database but not a venue store")
-        if version not in (1, SCHEMA_VERSION):
+        if version not in (1, 2, SCHEMA_VERSION):
             raise VenueStoreVersionError(
                 f"venue store {path} has schema version {version}; this code speaks version {SCHEMA_VERSION}"
             )
-        needed = _TABLES_V2 if version == SCHEMA_VERSION else _TABLES
+        needed = _TABLES_V2 if version >= 2 else _TABLES
         if not tables >= needed:
             raise VenueStoreCorrupt(f"venue store {path} lacks tables {', '.join(sorted(needed - tables))}")
         reader = VenueStore(path, conn, None, session=0)
         if version == 1:
             reader._account = f"'{LOCAL_ACCOUNT}'"  # not migrated yet (read-only): every order is local's
+        if version < SCHEMA_VERSION:
+            reader._liquidity = "NULL"  # not migrated yet (read-only): no fill's liquidity is known
         return reader.orders()
     finally:
         conn.close()

@@ -30,6 +30,9 @@ Two Binance facts shape the details:
 Fees: our ``Fill.fee`` is in the quote asset. A commission in the quote asset is taken as is; in
 the base asset it is valued at the fill price; in any other asset (BNB) it cannot be valued here
 and counts 0 (``fee_in_quote``).
+
+Liquidity: a fill is ``maker`` or ``taker`` as Binance says (``m`` of an executionReport, ``isMaker``
+of a ``myTrades`` row; ``liquidity_of``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from kernel.paper_protocol import (
     Exec,
     Execution,
     Fill,
+    Liquidity,
     OrderSnapshot,
     OrderType,
     Side,
@@ -212,6 +216,7 @@ def execution_report(
             fill_seq=event.trade_id,
             ts_ms=event.transaction_time,
             client_order_id=coid,
+            liquidity=liquidity_of(event.is_maker),
         )
     return Execution(
         client_order_id=coid,
@@ -238,6 +243,14 @@ def _reason(event: ExecutionReportEvent, replacing: bool) -> str | None:
     return None
 
 
+def liquidity_of(is_maker: bool | None) -> Liquidity | None:
+    """Binance's "is this trade the maker side?" (``m`` of an executionReport, ``isMaker`` of a
+    ``myTrades`` row) as a fill's ``liquidity``; ``None`` when Binance left it out."""
+    if is_maker is None:
+        return None
+    return "maker" if is_maker else "taker"
+
+
 def fill_of(row: TradeRow, client_order_id: str = "", *, base_asset: str = "", quote_asset: str = "") -> Fill:
     """One ``myTrades`` row as our ``Fill``: ``trade_id`` and ``fill_seq`` are Binance's trade ``id``
     (``myTrades`` does not name the client order id: pass it). Raises ``BinanceWireError`` for a malformed number."""
@@ -252,6 +265,7 @@ def fill_of(row: TradeRow, client_order_id: str = "", *, base_asset: str = "", q
         fill_seq=row.id,
         ts_ms=row.time,
         client_order_id=client_order_id,
+        liquidity=liquidity_of(row.is_maker),
     )
 
 

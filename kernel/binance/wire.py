@@ -171,7 +171,8 @@ class ExecutionReportEvent(msgspec.Struct, frozen=True):
     commission_asset: str | None = msgspec.field(default=None, name="N")
     order_time: int | None = msgspec.field(default=None, name="O")
     cum_quote_qty: str = msgspec.field(default="0", name="Z")
-    is_maker: bool = msgspec.field(default=False, name="m")
+    is_maker: bool | None = msgspec.field(default=None, name="m")
+    """Is this trade the maker side? (a ``TRADE``'s liquidity; ``None`` when the report leaves it out)."""
     expiry_reason: str = msgspec.field(default="", name="eR")
 
 

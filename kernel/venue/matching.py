@@ -23,6 +23,8 @@ Rules (see DESIGN.md, "The paper venue"):
   The remainder of a market or IOC order is canceled; a FOK order fills completely or is killed; a
   GTC/day limit remainder rests. A market order with no quote yet is rejected ("no market").
 * Fees are ``fee_bps`` of the fill's notional.
+* Every fill says its ``liquidity``: ``maker`` for a resting order a market trade reached, ``taker``
+  for an order that filled on entry or on a reprice against the quote or the book.
 * Every order belongs to an ``account``: orders are keyed by (account, client_order_id), so two
   accounts may use the same id and neither can see or touch the other's (``unknown order``).
 * Fills debit and credit the account's balances (``kernel.venue.balances``); an order (or a
@@ -40,7 +42,7 @@ import random
 from collections.abc import Iterable
 from decimal import Decimal
 
-from kernel.paper_protocol import Exec, Execution, Fill, NewOrder, OrderSnapshot, Side, Status
+from kernel.paper_protocol import Exec, Execution, Fill, Liquidity, NewOrder, OrderSnapshot, Side, Status
 from kernel.venue.balances import INSUFFICIENT, Ledger
 from kernel.venue.bounds import expired_at_load, order_problem, out_of_bounds, venue_error
 from kernel.venue.depth import MAX_LEVELS, DepthOf, opposite_levels, walk
@@ -232,7 +234,7 @@ class MatchingEngine:
                 book.ask_qty -= take
             else:
                 book.bid_qty -= take
-            reports.append(self._fill(order, take, price, ts_ms))
+            reports.append(self._fill(order, take, price, ts_ms, "taker"))
         if order.leaves_qty > 0 and (order.order_type == "market" or order.tif in ("ioc", "fok")):
             why = "market remainder canceled" if order.order_type == "market" else "ioc remainder canceled"
             reports.append(self._finish(order, "canceled", "canceled", ts_ms, why))
@@ -360,7 +362,7 @@ class MatchingEngine:
                 take = min(volume, order.leaves_qty)
                 volume -= take
                 assert order.price is not None
-                reports.append(self._fill(order, take, order.price, ts_ms))
+                reports.append(self._fill(order, take, order.price, ts_ms, "maker"))
             if taker_side != side:  # a taker sell trades against bids, a taker buy against asks
                 reports += self._fill_at_price(instrument, side, price, volume, ts_ms)
         return reports + self._unsolicited_cancels(instrument, ts_ms)
@@ -385,7 +387,7 @@ class MatchingEngine:
             beyond = volume - order.queue_ahead
             order.queue_ahead = max(ZERO, order.queue_ahead - volume)
             if beyond > 0:
-                reports.append(self._fill(order, min(beyond, order.leaves_qty), price, ts_ms))
+                reports.append(self._fill(order, min(beyond, order.leaves_qty), price, ts_ms, "maker"))
         return reports
 
     def _unsolicited_cancels(self, instrument: str, ts_ms: int) -> list[Execution]:
@@ -415,7 +417,9 @@ class MatchingEngine:
         except ArithmeticError:
             self.ledger.hold(order.account, order.client_order_id, None, self.config.fee_bps)
 
-    def _fill(self, order: Order, qty: Decimal, price: Decimal, ts_ms: int) -> Execution:
+    def _fill(self, order: Order, qty: Decimal, price: Decimal, ts_ms: int, liquidity: Liquidity) -> Execution:
+        """Fill ``qty`` of ``order`` at ``price``: ``maker`` when a market trade reached the order
+        resting on the book, ``taker`` when the order, entered or repriced, took from the book."""
         try:  # arithmetic first: numbers off the bounds (Overflow) cancel this order only, nothing half done
             fee = qty * price * self.config.fee_bps / BPS if self.config.fee_bps else ZERO
             cum_qty, leaves_qty = order.cum_qty + qty, order.qty - (order.cum_qty + qty)
@@ -429,6 +433,7 @@ class MatchingEngine:
             fill_seq=self._next_fill_seq,
             ts_ms=ts_ms,
             client_order_id=order.client_order_id,
+            liquidity=liquidity,
         )
         self._next_fill_seq += 1
         order.fills.append(fill)
@@ -494,7 +499,7 @@ def _walk_depth(self: MatchingEngine, order: Order, ts_ms: int) -> list[Executio
     reports = []
     for price, qty in fills:
         taken[(opposite, price)] = taken.get((opposite, price), ZERO) + qty
-        reports.append(self._fill(order, qty, price, ts_ms))
+        reports.append(self._fill(order, qty, price, ts_ms, "taker"))
     if order.leaves_qty > 0 and (order.order_type == "market" or order.tif in ("ioc", "fok")):
         why = "market remainder canceled" if order.order_type == "market" else "ioc remainder canceled"
         reports.append(self._finish(order, "canceled", "canceled", ts_ms, why))

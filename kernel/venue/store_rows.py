@@ -12,6 +12,7 @@ from kernel.paper_protocol import (
     Fill,
     Fills,
     FillsSinceRequest,
+    Liquidity,
     OpenOrders,
     OpenOrdersRequest,
     OrderSnapshot,
@@ -31,6 +32,7 @@ PAGE_ENVELOPE_BYTES = 512
 _SIDES = ("buy", "sell")
 _TYPES = ("limit", "market")
 _TIFS = ("gtc", "ioc", "fok", "day")
+_LIQUIDITIES = ("maker", "taker")
 _STATUSES = ("new", "partially_filled", "filled", "canceled", "rejected", "expired")
 
 
@@ -67,11 +69,15 @@ def fill_to_store(fill: Fill, account: str) -> StoredFill:
         fee=fill.fee,
         ts_ms=fill.ts_ms,
         account=account,
+        liquidity=fill.liquidity,
     )
 
 
-def fill_from_store(stored: StoredFill) -> Fill:
-    """A stored fill as a protocol ``Fill``."""
+def fill_from_store(stored: StoredFill, path: str) -> Fill:
+    """A stored fill as a protocol ``Fill``; ``VenueStoreCorrupt`` for a liquidity no fill can have."""
+    liquidity = stored.liquidity
+    if liquidity is not None and liquidity not in _LIQUIDITIES:
+        raise VenueStoreCorrupt(f"venue store {path}: fill {stored.fill_seq} has liquidity {liquidity!r}")
     return Fill(
         trade_id=stored.trade_id,
         qty=stored.qty,
@@ -80,6 +86,7 @@ def fill_from_store(stored: StoredFill) -> Fill:
         fill_seq=stored.fill_seq,
         ts_ms=stored.ts_ms,
         client_order_id=stored.client_order_id,
+        liquidity=cast(Liquidity | None, liquidity),
     )
 
 
@@ -110,7 +117,7 @@ def order_from_store(stored: StoredOrder, path: str) -> Order:
         duplicate_submits=stored.duplicate_submits,
         created_ts_ms=stored.created_ts_ms,
         priority=stored.priority,
-        fills=[fill_from_store(f) for f in stored.fills],
+        fills=[fill_from_store(f, path) for f in stored.fills],
         account=stored.account,
     )
 
@@ -165,7 +172,7 @@ def fills_page(
         size = _page_size(request.limit, page_max, request.id or "fills_since")
     except ProtocolError as exc:
         return exc.reply()
-    fills = [fill_from_store(f) for f in store.fills_after(request.after, size + 1, account)]
+    fills = [fill_from_store(f, store.path) for f in store.fills_after(request.after, size + 1, account)]
     taken = fills[: _fit(fills[:size], max_bytes)]
     return Fills(
         fills=taken,

@@ -221,6 +221,7 @@ async def test_a_resting_limit_fills_in_parts_as_trades_cross_it(venue: PaperVen
             fill_seq=1,
             ts_ms=1_610_064_003_000,
             client_order_id="r7-000001",
+            liquidity="maker",  # it rested; the trade reached it
         )
         assert (second.status, second.fill and second.fill.qty) == ("filled", D("0.006"))
 
@@ -759,7 +760,7 @@ async def test_open_orders_and_fills_come_in_pages_with_a_cursor_and_the_limit_i
 
 @pytest.mark.asyncio
 async def test_a_page_ends_before_its_frame_passes_the_byte_bound(venue: PaperVenue, client: Client) -> None:
-    venue.page_max_bytes = store_rows.PAGE_ENVELOPE_BYTES + 250  # room for two fills of ~110 bytes, not three
+    venue.page_max_bytes = store_rows.PAGE_ENVELOPE_BYTES + 300  # room for two fills of ~130 bytes, not three
     async with asyncio.timeout(LIMIT_S):
         await _book_for_pages(venue, client)
         seqs: list[list[int]] = []

@@ -291,7 +291,7 @@ def test_a_version_1_store_is_read_as_is_and_migrated_with_every_order_under_loc
         # Another account may now use the same client order id.
         store.save_step([an_order("c-1", account="other", venue_order_id="V3")], [], Counters(4, 2, 4))
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
     assert sorted((o.account, o.client_order_id) for o in read_orders(path)) == [
         ("local", "c-1"),

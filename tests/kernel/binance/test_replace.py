@@ -99,7 +99,7 @@ def test_order_legs_through_a_replace_then_a_fill_of_the_new_leg() -> None:
         cum_qty=D("1.2"),
         leaves_qty=D("0"),
         ts_ms=1_700_000_000_000,
-        fill=Fill("2", D("0.8"), D("101"), D("0.0808"), 2, 1_700_000_000_000, OURS),
+        fill=Fill("2", D("0.8"), D("101"), D("0.0808"), 2, 1_700_000_000_000, OURS, "taker"),  # "m": false
     )
     assert legs.carried_qty(OURS) == D("0")  # done: forgotten
 

@@ -22,7 +22,7 @@ from kernel.binance.reports import (
     replace_rejected,
     status_of,
 )
-from kernel.binance.wire import AccountStatus, OrderJson, TradeRow
+from kernel.binance.wire import AccountStatus, ExecutionReportEvent, OrderJson, TradeRow, decode_event
 from kernel.order_reports import execution_facts
 from kernel.paper_protocol import Balance, BalancesReport, Execution, Fill, OrderSnapshot
 from machines.order_reports import forgotten
@@ -158,6 +158,7 @@ def test_trade_partial_with_the_fee_in_the_quote_asset() -> None:
             fill_seq=77,
             ts_ms=1_700_000_000_000,
             client_order_id=OURS,
+            liquidity="taker",  # the event's "m": false
         ),
     )
 
@@ -304,12 +305,16 @@ def test_fill_of_a_my_trades_row() -> None:
         fill_seq=1650422481,
         ts_ms=1660801715793,
         client_order_id="4d96324ff9d44481926157",
+        liquidity="maker",  # "isMaker": true
     )
 
 
 def test_fill_of_values_a_usdt_commission_as_is() -> None:
     row = msgspec.convert({**DOCS_TRADES[0], "commission": "0.148", "commissionAsset": "USDT"}, TradeRow)
     assert fill_of(row, quote_asset="USDT", base_asset="BTC").fee == D("0.148")
+
+
+COID = "4d96324ff9d44481926157"
 
 
 def test_order_snapshot_of_the_docs_order_and_its_trades_in_trade_id_order() -> None:
@@ -328,8 +333,8 @@ def test_order_snapshot_of_the_docs_order_and_its_trades_in_trade_id_order() -> 
         cum_qty=D("0.00847"),
         leaves_qty=D("0"),
         fills=[
-            Fill("1650422481", D("0.00635"), D("23416.1"), D("0"), 1650422481, 1660801715793, "4d96324ff9d44481926157"),
-            Fill("1650422482", D("0.00212"), D("23416.5"), D("0"), 1650422482, 1660801715793, "4d96324ff9d44481926157"),
+            Fill("1650422481", D("0.00635"), D("23416.1"), D("0"), 1650422481, 1660801715793, COID, "maker"),
+            Fill("1650422482", D("0.00212"), D("23416.5"), D("0"), 1650422482, 1660801715793, COID, "maker"),
         ],
     )
 
@@ -474,3 +479,31 @@ def test_a_refused_order_place_is_rejected_with_the_code_and_message() -> None:
 
 def test_a_duplicate_client_order_id_is_not_a_rejection() -> None:
     assert order_rejected(-2010, "Duplicate order sent.", OURS) is None
+
+
+@pytest.mark.parametrize(("m", "liquidity"), [(True, "maker"), (False, "taker")])
+def test_a_trade_reports_liquidity_by_its_maker_flag(m: bool, liquidity: str) -> None:
+    report = execution_report(
+        event(x="TRADE", X="PARTIALLY_FILLED", l="0.1", z="0.1", L="100", n="0", N="USDT", t=9, m=m),
+        base_asset="BTC",
+        quote_asset="USDT",
+    )
+    assert report is not None
+    assert report.fill is not None
+    assert report.fill.liquidity == liquidity
+
+
+def test_a_trade_without_the_maker_flag_has_no_liquidity() -> None:
+    raw = msgspec.json.decode(msgspec.json.encode(event(x="TRADE", X="FILLED", l="1", z="1", L="100", n="0", t=9)))
+    del raw["m"]  # an older or partial report
+    decoded = decode_event(msgspec.json.encode({"e": "executionReport", **raw}))
+    assert isinstance(decoded, ExecutionReportEvent)
+    report = execution_report(decoded, base_asset="BTC", quote_asset="USDT")
+    assert report is not None
+    assert report.fill is not None
+    assert report.fill.liquidity is None
+
+
+def test_my_trades_rows_say_taker_when_not_the_maker() -> None:
+    row = msgspec.convert({**DOCS_TRADES[0], "isMaker": False}, TradeRow)
+    assert fill_of(row).liquidity == "taker"
