@@ -224,6 +224,7 @@ def order_json(order: StoredOrder) -> dict[str, object]:
                 "qty": str(f.qty),
                 "price": str(f.price),
                 "fee": str(f.fee),
+                "liquidity": f.liquidity,
                 "ts_ms": f.ts_ms,
             }
             for f in order.fills

@@ -120,6 +120,7 @@ async def test_the_venue_runs_takes_an_order_and_stops_cleanly_on_sigterm(
     )
     assert stored["duplicate_submits"] == 1
     assert stored["fills"][0]["trade_id"] == "F1"
+    assert stored["fills"][0]["liquidity"] == "taker"  # a sell at 1 crosses the bid as it enters
     assert {"trade_id", "qty", "price"} <= set(stored["fills"][0])
     table = run_cli("orders", "--db", db)
     assert table.returncode == 0
