@@ -31,6 +31,7 @@ from typing import Any
 from machines import CREATE, RUN, Entity, StateMachine, Transition, registry
 from storage import codec, outage
 from storage.errors import JournalBusy, JournalClosed, JournalCorrupt, JournalError, JournalLocked, JournalWriteError
+from storage.fresh_ids import FreshIds, upper_bound
 from storage.journal_batch import Row, state_rows, write_batch
 from storage.lock import WriterLock
 from storage.schema import (
@@ -99,6 +100,7 @@ class Journal:
         self._rows: list[Row] = []
         self._dirty: dict[tuple[str, str], tuple[Entity, int]] = {}
         self._created: set[tuple[str, str]] = set()  # created in this batch: not in live_entities yet
+        self._fresh = FreshIds()  # namespaces of ids known new without a lookup (claim_fresh)
         self._anomalies: list[tuple[int, int, str, str, str, str]] = []
         self._failure: JournalError | None = None
         self.run_id = 0
@@ -250,6 +252,7 @@ class Journal:
             if self.has_entity(transition.machine, transition.entity_id):
                 raise _second_create(transition, self.path)
             self._created.add((transition.machine, transition.entity_id))
+            self._fresh.created(transition.machine, transition.entity_id)
         seq = self._seq + 1
         ts = self._clock()
         if type(ts) is not int or not 0 <= ts < 2**63:
@@ -280,10 +283,15 @@ class Journal:
         return len(self._anomalies)
 
     def has_entity(self, machine: str, entity_id: str) -> bool:
-        """True when ``machine`` has an entity ``entity_id`` (appended or committed, live or ended)."""
+        """True when ``machine`` has an entity ``entity_id`` (appended or committed, live or ended).
+
+        An id above everything created in a namespace claimed with ``claim_fresh`` is answered
+        without a lookup."""
         key = (machine, entity_id)
         if key in self._dirty:
             return True
+        if self._fresh.is_new(machine, entity_id):
+            return False
         row = (
             self._require_open()
             .execute(
@@ -294,6 +302,33 @@ class Journal:
             .fetchone()
         )
         return row is not None
+
+    def claim_fresh(self, machine: str, prefix: str) -> bool:
+        """Claim the ids of ``machine`` that start with ``prefix`` as a namespace of new ids, if no
+        entity (appended or committed) has one yet: one range lookup now, then ``has_entity`` and a
+        ``create``'s check answer ids above the greatest created in it from memory
+        (``storage/fresh_ids.py``). True when claimed (now or before)."""
+        if self._fresh.claimed(machine, prefix):
+            return True
+        upper = upper_bound(prefix)
+        if upper is None:
+            return False
+        if any(m == machine and entity_id.startswith(prefix) for m, entity_id in self._dirty):
+            return False
+        bounds = (machine, prefix, upper)
+        row = (
+            self._require_open()
+            .execute(
+                "SELECT 1 FROM live_entities WHERE machine = ? AND entity >= ? AND entity < ? "
+                "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity >= ? AND entity < ? LIMIT 1",
+                bounds + bounds,
+            )
+            .fetchone()
+        )
+        if row is not None:
+            return False
+        self._fresh.claim(machine, prefix)
+        return True
 
     def fire(self, machine: StateMachine, entity: Entity, trigger: str, /, **data: Any) -> Transition:
         """``machine.fire(entity, trigger, **data)`` and append the result; return the record.
