@@ -53,9 +53,7 @@ def test_a_second_create_is_refused_in_a_claimed_namespace_too(journal: Journal)
     assert not journal.has_entity("toy", "p-000004")
 
 
-def test_a_namespace_that_holds_an_entity_is_not_claimed(
-    open_journal: Callable[..., Journal], db_path: str
-) -> None:
+def test_a_namespace_that_holds_an_entity_is_not_claimed(open_journal: Callable[..., Journal], db_path: str) -> None:
     with open_journal(db_path) as journal:
         create(journal, "q-000009")
         assert not journal.claim_fresh("toy", "q-")  # appended, not yet committed
