@@ -221,14 +221,13 @@ class OrderManager:
         return self.entry_block() is not None
 
     def _next_id(self) -> str:
+        base = f"{self.prefix}{self.journal.journal_id}-{self.journal.run_id}-"
+        base_valid = valid_client_order_id(f"{base}0")  # the counter adds digits only: checked once per id
         while True:
             self._counter += 1
-            client_order_id = f"{self.prefix}{self.journal.journal_id}-{self.journal.run_id}-{self._counter:06d}"
-            if not valid_client_order_id(client_order_id):
-                raise OrderError(
-                    f"client order id {client_order_id!r} is not a valid venue id (at most {MAX_CLIENT_ORDER_ID} "
-                    f"characters of {CLIENT_ORDER_ID_CHARS}): shorten the prefix {self.prefix!r}"
-                )
+            client_order_id = f"{base}{self._counter:06d}"
+            if not base_valid or len(client_order_id) > MAX_CLIENT_ORDER_ID:
+                raise _invalid_id(client_order_id, self.prefix)
             if client_order_id not in self.orders and not self.journal.has_entity(ORDER.name, client_order_id):
                 return client_order_id
 
@@ -542,6 +541,13 @@ class OrderManager:
                 len(resolution.unknown_pending),
                 len(resolution.anomalies),
             )
+
+
+def _invalid_id(client_order_id: str, prefix: str) -> OrderError:
+    return OrderError(
+        f"client order id {client_order_id!r} is not a valid venue id (at most {MAX_CLIENT_ORDER_ID} "
+        f"characters of {CLIENT_ORDER_ID_CHARS}): shorten the prefix {prefix!r}"
+    )
 
 
 def checkpoint_positions(manager: OrderManager) -> int:

@@ -11,7 +11,12 @@ the guarantee that no entity is created twice never rests on the caller's counte
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Mapping
+
 Rank = tuple[int, str]
+Key = tuple[str, str]
+"""An entity: (machine, entity id)."""
 
 
 def rank(entity_id: str) -> Rank:
@@ -37,9 +42,28 @@ class FreshIds:
         """True when ``prefix`` of ``machine`` is already claimed."""
         return prefix in self._claimed.get(machine, {})
 
-    def claim(self, machine: str, prefix: str, highest: Rank | None = None) -> None:
-        """Claim ``prefix``: no entity of ``machine`` exists in it beyond ``highest`` (checked by the caller)."""
-        self._claimed.setdefault(machine, {})[prefix] = highest
+    def claim(
+        self, conn: sqlite3.Connection, dirty: Mapping[tuple[str, str], object], machine: str, prefix: str
+    ) -> bool:
+        """Claim the ids of ``machine`` that start with ``prefix`` as a namespace of new ids, if no
+        entity has one yet, appended (``dirty``) or committed (one range lookup now); from then on
+        ``is_new`` answers ids above the greatest created in it from memory. True when claimed
+        (now or before)."""
+        if self.claimed(machine, prefix):
+            return True
+        upper = upper_bound(prefix)
+        if upper is None or any(m == machine and entity_id.startswith(prefix) for m, entity_id in dirty):
+            return False
+        bounds = (machine, prefix, upper)
+        row = conn.execute(
+            "SELECT 1 FROM live_entities WHERE machine = ? AND entity >= ? AND entity < ? "
+            "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity >= ? AND entity < ? LIMIT 1",
+            bounds + bounds,
+        ).fetchone()
+        if row is not None:
+            return False
+        self._claimed.setdefault(machine, {})[prefix] = None
+        return True
 
     def is_new(self, machine: str, entity_id: str) -> bool:
         """True when ``entity_id`` lies in a claimed namespace above everything created in it."""

@@ -31,7 +31,7 @@ from typing import Any
 from machines import CREATE, RUN, Entity, StateMachine, Transition, registry
 from storage import codec, outage
 from storage.errors import JournalBusy, JournalClosed, JournalCorrupt, JournalError, JournalLocked, JournalWriteError
-from storage.fresh_ids import FreshIds, upper_bound
+from storage.fresh_ids import FreshIds
 from storage.journal_batch import Row, state_rows, write_batch
 from storage.lock import WriterLock
 from storage.schema import (
@@ -51,6 +51,10 @@ from storage.schema import (
 )
 
 log = logging.getLogger(__name__)
+_HAS_ENTITY = (
+    "SELECT 1 FROM live_entities WHERE machine = ? AND entity = ? "
+    "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity = ?"
+)
 
 STATE_TABLES = ("live_entities", "journal_head")
 """Tables ``PRAGMA quick_check`` covers on every open: what resuming reads, O(live entities). The
@@ -283,52 +287,17 @@ class Journal:
         return len(self._anomalies)
 
     def has_entity(self, machine: str, entity_id: str) -> bool:
-        """True when ``machine`` has an entity ``entity_id`` (appended or committed, live or ended).
-
-        An id above everything created in a namespace claimed with ``claim_fresh`` is answered
-        without a lookup."""
+        """True when ``machine`` has an entity ``entity_id`` (appended or committed, live or ended)."""
         key = (machine, entity_id)
         if key in self._dirty:
             return True
         if self._fresh.is_new(machine, entity_id):
             return False
-        row = (
-            self._require_open()
-            .execute(
-                "SELECT 1 FROM live_entities WHERE machine = ? AND entity = ? "
-                "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity = ?",
-                key + key,
-            )
-            .fetchone()
-        )
-        return row is not None
+        return self._require_open().execute(_HAS_ENTITY, key + key).fetchone() is not None
 
     def claim_fresh(self, machine: str, prefix: str) -> bool:
-        """Claim the ids of ``machine`` that start with ``prefix`` as a namespace of new ids, if no
-        entity (appended or committed) has one yet: one range lookup now, then ``has_entity`` and a
-        ``create``'s check answer ids above the greatest created in it from memory
-        (``storage/fresh_ids.py``). True when claimed (now or before)."""
-        if self._fresh.claimed(machine, prefix):
-            return True
-        upper = upper_bound(prefix)
-        if upper is None:
-            return False
-        if any(m == machine and entity_id.startswith(prefix) for m, entity_id in self._dirty):
-            return False
-        bounds = (machine, prefix, upper)
-        row = (
-            self._require_open()
-            .execute(
-                "SELECT 1 FROM live_entities WHERE machine = ? AND entity >= ? AND entity < ? "
-                "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity >= ? AND entity < ? LIMIT 1",
-                bounds + bounds,
-            )
-            .fetchone()
-        )
-        if row is not None:
-            return False
-        self._fresh.claim(machine, prefix)
-        return True
+        """Claim ``machine``'s ids starting with ``prefix`` as new ids, if none exists (``storage/fresh_ids.py``)."""
+        return self._fresh.claim(self._require_open(), self._dirty, machine, prefix)
 
     def fire(self, machine: StateMachine, entity: Entity, trigger: str, /, **data: Any) -> Transition:
         """``machine.fire(entity, trigger, **data)`` and append the result; return the record.
