@@ -8,6 +8,8 @@ Client order ids are ``f"{prefix}{journal_id}-{run_id}-{n:06d}"`` (``o7kq2mxa4-3
 ``journal_id`` is the journal's own random id (``Journal.journal_id``), so two journals trading on
 one venue account never make the same id; the journal never reuses a run id, so ids from different
 runs of one journal never collide; within a run the counter skips any id the journal already holds.
+The run's namespace is claimed in the journal (``Journal.claim_fresh``), so that check costs no SQL
+lookup for an id above every one created in it (a new order's id), here or in the journal's create.
 An id stays within ``MAX_CLIENT_ORDER_ID`` characters of ``CLIENT_ORDER_ID_CHARS``
 (``kernel/paper_protocol.py``: what Binance allows). The venue never makes two orders of one id, so
 a resend is harmless, but this module never resends on its own: an order the venue does not know
@@ -185,6 +187,7 @@ class OrderManager:
         self.unsent: set[str] = set()
         """Orders journaled but never (or not knowingly) sent: commit failed, or send failed."""
         self._counter = 0
+        journal.claim_fresh(ORDER.name, f"{prefix}{journal.journal_id}-{journal.run_id}-")  # ids: no lookup
         self._resolved_generation = 0
         self._held: list[Change] = []
         self.doubts = asyncio.Event()
@@ -218,14 +221,13 @@ class OrderManager:
         return self.entry_block() is not None
 
     def _next_id(self) -> str:
+        base = f"{self.prefix}{self.journal.journal_id}-{self.journal.run_id}-"
+        base_valid = valid_client_order_id(f"{base}0")  # the counter adds digits only: checked once per id
         while True:
             self._counter += 1
-            client_order_id = f"{self.prefix}{self.journal.journal_id}-{self.journal.run_id}-{self._counter:06d}"
-            if not valid_client_order_id(client_order_id):
-                raise OrderError(
-                    f"client order id {client_order_id!r} is not a valid venue id (at most {MAX_CLIENT_ORDER_ID} "
-                    f"characters of {CLIENT_ORDER_ID_CHARS}): shorten the prefix {self.prefix!r}"
-                )
+            client_order_id = f"{base}{self._counter:06d}"
+            if not base_valid or len(client_order_id) > MAX_CLIENT_ORDER_ID:
+                raise _invalid_id(client_order_id, self.prefix)
             if client_order_id not in self.orders and not self.journal.has_entity(ORDER.name, client_order_id):
                 return client_order_id
 
@@ -539,6 +541,13 @@ class OrderManager:
                 len(resolution.unknown_pending),
                 len(resolution.anomalies),
             )
+
+
+def _invalid_id(client_order_id: str, prefix: str) -> OrderError:
+    return OrderError(
+        f"client order id {client_order_id!r} is not a valid venue id (at most {MAX_CLIENT_ORDER_ID} "
+        f"characters of {CLIENT_ORDER_ID_CHARS}): shorten the prefix {prefix!r}"
+    )
 
 
 def checkpoint_positions(manager: OrderManager) -> int:

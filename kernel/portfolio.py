@@ -40,12 +40,13 @@ class Portfolio:
             return "quote"
         return None
 
-    def record_order(self, order: Entity) -> None:
-        """Track one order's view while it is live; forget it once it is done."""
+    def record_order(self, order: Entity) -> OrderView | None:
+        """Track one order's view while it is live (and return it); forget it once it is done."""
         if order.live:
-            self.open_views[order.entity_id] = OrderView.of(order)
-        else:
-            self.open_views.pop(order.entity_id, None)
+            self.open_views[order.entity_id] = view = OrderView.of(order)
+            return view
+        self.open_views.pop(order.entity_id, None)
+        return None
 
     def refold(self, position_entities: Iterable[Entity]) -> int:
         """Rebuild the positions from the ``position`` entities; the number of fills they hold."""

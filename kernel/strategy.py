@@ -30,7 +30,7 @@ import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from kernel.errors import KernelError
 from kernel.feed.events import QuoteEvent, TradeEvent
@@ -127,19 +127,118 @@ class OrderUpdate:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """The kernel's state as a strategy may see it, at ``now_ms``. Never mutate it."""
+class ContextSource(Protocol):
+    """Where a ``Context`` reads what a callback looks at, on first use (the strategy host)."""
 
+    def trading_allowed(self) -> bool: ...
+    def positions(self) -> Mapping[str, Position]: ...
+    def open_orders(self) -> Mapping[str, OrderView]: ...
+    def last_trade(self) -> Mapping[str, TradeEvent]: ...
+    def last_quote(self) -> Mapping[str, QuoteEvent]: ...
+
+
+_UNREAD: Any = object()
+_FIELDS = ("trading_allowed", "positions", "open_orders", "last_trade", "last_quote")
+
+
+class Context:
+    """The kernel's state as a strategy may see it, at ``now_ms``. Read-only.
+
+    Built by the kernel for each callback, each field is read from the kernel on first use (most
+    callbacks look at one or two), and whatever the callback left unread is read when it returns
+    if it kept the context: a context read later still shows the instant of its callback.
+    """
+
+    __slots__ = ("now_ms", "_trading_allowed", "_positions", "_open_orders", "_last_trade", "_last_quote",
+                 "_source", "__weakref__")  # fmt: skip
     now_ms: int
-    trading_allowed: bool
-    """False while order entry is paused (venue session down or resolving, feed stale, unhealthy,
-    stopping): intents returned now are denied and journaled as such."""
-    positions: Mapping[str, Position]
-    open_orders: Mapping[str, OrderView]
-    """Live orders by client order id."""
-    last_trade: Mapping[str, TradeEvent]
-    last_quote: Mapping[str, QuoteEvent]
+    _source: ContextSource | None
+
+    def __init__(
+        self,
+        now_ms: int,
+        trading_allowed: bool,
+        positions: Mapping[str, Position],
+        open_orders: Mapping[str, OrderView],
+        last_trade: Mapping[str, TradeEvent],
+        last_quote: Mapping[str, QuoteEvent],
+    ) -> None:
+        values = (now_ms, trading_allowed, positions, open_orders, last_trade, last_quote, None)
+        for name, value in zip(self.__slots__, values, strict=False):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def reading(cls, now_ms: int, source: ContextSource) -> Context:
+        """A context whose fields are read from ``source`` on first use (``seal`` reads the rest)."""
+        context = cls.__new__(cls)
+        for name, value in zip(cls.__slots__, (now_ms, *(_UNREAD,) * 5, source), strict=False):
+            object.__setattr__(context, name, value)
+        return context
+
+    def _read(self, field: str) -> Any:
+        value = getattr(self, "_" + field)
+        if value is _UNREAD:
+            value = getattr(self._source, field)()
+            object.__setattr__(self, "_" + field, value)
+        return value
+
+    def seal(self) -> None:
+        """Read every field not read yet, and forget the source: the context no longer changes."""
+        if self._source is not None:
+            for field in _FIELDS:
+                self._read(field)
+            object.__setattr__(self, "_source", None)
+
+    @property
+    def trading_allowed(self) -> bool:
+        """False while order entry is paused (venue session down or resolving, feed stale, unhealthy,
+        stopping): intents returned now are denied and journaled as such."""
+        value: bool = self._read("trading_allowed")
+        return value
+
+    @property
+    def positions(self) -> Mapping[str, Position]:
+        """Positions by instrument."""
+        value: Mapping[str, Position] = self._read("positions")
+        return value
+
+    @property
+    def open_orders(self) -> Mapping[str, OrderView]:
+        """Live orders by client order id."""
+        value: Mapping[str, OrderView] = self._read("open_orders")
+        return value
+
+    @property
+    def last_trade(self) -> Mapping[str, TradeEvent]:
+        """The last trade seen per instrument."""
+        value: Mapping[str, TradeEvent] = self._read("last_trade")
+        return value
+
+    @property
+    def last_quote(self) -> Mapping[str, QuoteEvent]:
+        """The last quote seen per instrument."""
+        value: Mapping[str, QuoteEvent] = self._read("last_quote")
+        return value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Context is read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Context is read-only: cannot delete {name!r}")
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.now_ms, *(self._read(field) for field in _FIELDS))
+
+    def __eq__(self, other: object) -> bool:
+        return self._values() == other._values() if isinstance(other, Context) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={value!r}" for name, value in zip(("now_ms", *_FIELDS), self._values(), strict=True)
+        )
+        return f"Context({fields})"
 
     def position(self, instrument: str) -> Position:
         """The position in ``instrument`` (flat if it never traded)."""

@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 
 from kernel.clock import monotonic_ms
-from kernel.feed.events import FeedEvent, TradeEvent
+from kernel.feed.events import FeedEvent, QuoteEvent, TradeEvent
 from kernel.metrics import KernelMetrics
 from kernel.orders import OrderManager
 from kernel.portfolio import Portfolio
@@ -41,6 +42,7 @@ from kernel.strategy import (
 )
 from machines import Entity, Transition
 from machines.order import live_trigger
+from machines.positions import Position
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,7 @@ class StrategyHost:
         self._acting = 0
         self._draining = False
         self._deferred: deque[OrderUpdate] = deque()
+        self._reads = _Now(self)
 
     @property
     def name(self) -> str:
@@ -178,16 +181,10 @@ class StrategyHost:
         manager.listeners.append(self.on_order)
 
     def context(self) -> Context:
-        """What the strategy sees now."""
-        portfolio = self.portfolio
-        return Context(
-            now_ms=self._clock_ms(),
-            trading_allowed=self._entry_block() is None,
-            positions=portfolio.positions.snapshot(),
-            open_orders=MappingProxyType(dict(portfolio.open_views)),
-            last_trade=MappingProxyType(dict(portfolio.last_trade)),
-            last_quote=MappingProxyType(dict(portfolio.last_quote)),
-        )
+        """What the strategy sees now (every field read at once)."""
+        context = Context.reading(self._clock_ms(), self._reads)
+        context.seal()
+        return context
 
     # -- callbacks ----------------------------------------------------------------------------------
 
@@ -219,18 +216,24 @@ class StrategyHost:
     def call(self, callback: str, call: Callback) -> None:
         """Run one strategy callback and act on its intents at once (journaled before the next
         callback sees a ``Context``). An exception is counted and logged, never fatal."""
+        context = Context.reading(self._clock_ms(), self._reads)  # fields read on first use
+        kept = weakref.ref(context)
         try:
-            intents = list(call(self.context()) or ())
+            intents = list(call(context) or ())
             for intent in intents:
                 if not isinstance(intent, Place | Cancel | Replace):
                     raise InvalidIntent(f"{callback} returned {intent!r}, not a Place, Cancel or Replace")
         except Exception as exc:
+            del context
+            _seal_if_kept(kept)
             self.errors += 1
             self.last_error = f"{callback}: {type(exc).__name__}: {exc}"
             self.metrics.strategy_errors += 1
             self.error_log.error(callback, exc, self.errors)
             self._wake()
             return
+        del context
+        _seal_if_kept(kept)  # before its intents change anything
         if self.error_log.pending:
             self.error_log.flush()
         if self.errors:
@@ -255,7 +258,7 @@ class StrategyHost:
 
     def on_order(self, order: Entity, transition: Transition) -> None:
         """Order listener (after each commit): open-order views, positions, the strategy."""
-        self.portfolio.record_order(order)
+        view = self.portfolio.record_order(order)
         fill: FillView | None = None
         if live_trigger(transition.trigger) == "fill" and "trade_id" in transition.data:
             positions = self.manager.positions if self.manager is not None else {}
@@ -271,7 +274,7 @@ class StrategyHost:
         if transition.trigger == "create":
             return
         update = OrderUpdate(
-            OrderView.of(order), transition.trigger, str(transition.source), fill, transition.data.get("reason")
+            view or OrderView.of(order), transition.trigger, str(transition.source), fill, transition.data.get("reason")
         )
         if self._acting:  # told after the intents being journaled now: never re-entrant
             self._deferred.append(update)
@@ -280,6 +283,38 @@ class StrategyHost:
 
     def _tell(self, update: OrderUpdate) -> None:
         self.call("on_order", lambda ctx: self.strategy.on_order(update, ctx))
+
+
+class _Now:
+    """What a callback's ``Context`` reads on first use: the kernel's state at that moment."""
+
+    __slots__ = ("_host",)
+
+    def __init__(self, host: StrategyHost) -> None:
+        self._host = host
+
+    def trading_allowed(self) -> bool:
+        return self._host._entry_block() is None
+
+    def positions(self) -> Mapping[str, Position]:
+        return self._host.portfolio.positions.snapshot()
+
+    def open_orders(self) -> Mapping[str, OrderView]:
+        return MappingProxyType(dict(self._host.portfolio.open_views))
+
+    def last_trade(self) -> Mapping[str, TradeEvent]:
+        return MappingProxyType(dict(self._host.portfolio.last_trade))
+
+    def last_quote(self) -> Mapping[str, QuoteEvent]:
+        return MappingProxyType(dict(self._host.portfolio.last_quote))
+
+
+def _seal_if_kept(kept: weakref.ref[Context]) -> None:
+    """A context the callback kept (a reference outlives the call) reads what it has not read yet,
+    so that it keeps showing the instant of its callback; one nobody kept is gone already."""
+    context = kept()
+    if context is not None:
+        context.seal()
 
 
 def _not_started(intent: Intent) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from machines import CREATE, RUN, Entity, StateMachine, Transition, registry
 from storage import codec, outage
 from storage.errors import JournalBusy, JournalClosed, JournalCorrupt, JournalError, JournalLocked, JournalWriteError
+from storage.fresh_ids import FreshIds
 from storage.journal_batch import Row, state_rows, write_batch
 from storage.lock import WriterLock
 from storage.schema import (
@@ -50,6 +51,10 @@ from storage.schema import (
 )
 
 log = logging.getLogger(__name__)
+_HAS_ENTITY = (
+    "SELECT 1 FROM live_entities WHERE machine = ? AND entity = ? "
+    "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity = ?"
+)
 
 STATE_TABLES = ("live_entities", "journal_head")
 """Tables ``PRAGMA quick_check`` covers on every open: what resuming reads, O(live entities). The
@@ -99,6 +104,7 @@ class Journal:
         self._rows: list[Row] = []
         self._dirty: dict[tuple[str, str], tuple[Entity, int]] = {}
         self._created: set[tuple[str, str]] = set()  # created in this batch: not in live_entities yet
+        self._fresh = FreshIds()  # namespaces of ids known new without a lookup (claim_fresh)
         self._anomalies: list[tuple[int, int, str, str, str, str]] = []
         self._failure: JournalError | None = None
         self.run_id = 0
@@ -250,6 +256,7 @@ class Journal:
             if self.has_entity(transition.machine, transition.entity_id):
                 raise _second_create(transition, self.path)
             self._created.add((transition.machine, transition.entity_id))
+            self._fresh.created(transition.machine, transition.entity_id)
         seq = self._seq + 1
         ts = self._clock()
         if type(ts) is not int or not 0 <= ts < 2**63:
@@ -284,16 +291,13 @@ class Journal:
         key = (machine, entity_id)
         if key in self._dirty:
             return True
-        row = (
-            self._require_open()
-            .execute(
-                "SELECT 1 FROM live_entities WHERE machine = ? AND entity = ? "
-                "UNION ALL SELECT 1 FROM ended_entities WHERE machine = ? AND entity = ?",
-                key + key,
-            )
-            .fetchone()
-        )
-        return row is not None
+        if self._fresh.is_new(machine, entity_id):
+            return False
+        return self._require_open().execute(_HAS_ENTITY, key + key).fetchone() is not None
+
+    def claim_fresh(self, machine: str, prefix: str) -> bool:
+        """Claim ``machine``'s ids starting with ``prefix`` as new ids, if none exists (``storage/fresh_ids.py``)."""
+        return self._fresh.claim(self._require_open(), self._dirty, machine, prefix)
 
     def fire(self, machine: StateMachine, entity: Entity, trigger: str, /, **data: Any) -> Transition:
         """``machine.fire(entity, trigger, **data)`` and append the result; return the record.

@@ -689,3 +689,33 @@ async def test_an_order_finished_while_its_status_was_asked_is_left_alone(journa
     assert order.state == "canceled"
     assert resolution.checked == 1
     assert resolution.anomalies == []
+
+
+def test_a_new_order_id_costs_no_journal_lookup(journal: Journal) -> None:
+    """The run's id namespace is claimed in the journal: the id check and the create's own check
+    answer from memory, and an id the journal holds is still skipped."""
+    manager = OrderManager(journal, StubClient())
+    conn = journal._conn
+    assert conn is not None
+    lookups: list[str] = []
+    conn.set_trace_callback(lambda sql: lookups.append(sql) if "entities WHERE" in sql else None)
+    terms = OrderTerms("BTCUSDT", "buy", D("1"), D("100"))
+    first, second = (manager.deny(terms, reason="test").entity_id for _ in range(2))
+    assert [first, second] == [f"o{journal.journal_id}-{journal.run_id}-00000{n}" for n in (1, 2)]
+    assert lookups == []
+    again = OrderManager(journal, StubClient())  # a second counter in the same run: ids below the mark
+    assert again._next_id() == f"o{journal.journal_id}-{journal.run_id}-000003"
+    assert len(lookups) == 2  # 000001 and 000002, looked up and skipped; 000003 is above the mark
+
+
+@pytest.mark.parametrize("prefix", ["bad prefix", "o" * 20])  # a space; 20 + 8 + "-1-000001" = 37 characters
+def test_a_prefix_that_makes_an_invalid_venue_id_is_refused(journal: Journal, prefix: str) -> None:
+    manager = OrderManager(journal, StubClient(), prefix=prefix)
+    with pytest.raises(OrderError, match=r"is not a valid venue id .* shorten the prefix"):
+        manager.deny(OrderTerms("BTCUSDT", "buy", D("1"), D("100")), reason="test")
+
+
+def test_the_longest_valid_prefix_still_makes_ids(journal: Journal) -> None:
+    manager = OrderManager(journal, StubClient(), prefix="o" * 19)  # 19 + 8 + "-1-000001" = 36 characters
+    order = manager.deny(OrderTerms("BTCUSDT", "buy", D("1"), D("100")), reason="test")
+    assert order.entity_id == f"{'o' * 19}{journal.journal_id}-1-000001"
