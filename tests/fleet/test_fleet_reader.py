@@ -112,7 +112,8 @@ def test_human_fills_show_the_kernel_and_numbers_to_the_tick_lot_and_currency(
     ]
     kernel, time, order, instrument, side, qty, price, fee, _liquidity = first.split()
     assert (kernel, order, instrument) == (kernel_id, f"o{kernel_id}-1-000001", "BTCUSDT")
-    assert time.startswith("20") and time.endswith("Z")
+    assert time.startswith("20")
+    assert time.endswith("Z")
     assert side in ("buy", "sell")
     assert qty == "0.00100"  # the lot (0.00001)
     assert len(price.split(".")[1]) == 2  # the tick (0.01)
