@@ -60,7 +60,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -126,6 +126,9 @@ GOING_AWAY: Final = 1001
 """The close code the client uses when the venue announced it is going away (``serverShutdown``)."""
 
 __all__ = ["FATAL_VENUE_ERRORS", "Anomaly", "Channel", "FeedClient", "monotonic_ms"]
+
+_MARKET_DATA: Final = frozenset({TradeEvent, QuoteEvent, BookSnapshot, BookUpdate})
+"""The events that carry an instrument's market data (``_on_market``'s common case)."""
 
 AnomalyKind = Literal["decode_error", "duplicate", "unknown_instrument", "venue_notice", "listener_error"]
 
@@ -219,7 +222,8 @@ class FeedClient:
         self._books = self._sync if isinstance(self._sync, KeepsBooks) else None
         self._last_data_ms: dict[str, int] = {}
         self._watchdog: Watchdog | None = None  # the stale check's one timer, while streaming
-        self._usable: list[str] | None = None  # ``usable_instruments``, until the next transition
+        self._usable: frozenset[str] | None = None  # ``usable_instruments``, until the next transition
+        self._subscribed = frozenset(self.instruments)
         self._main: asyncio.Task[None] | None = None
         self._stop_requested = False
         self._changed, self._venue_back = asyncio.Event(), asyncio.Event()
@@ -411,8 +415,13 @@ class FeedClient:
         return [event for event in early if not isinstance(event, SubscriptionAck)]
 
     async def _stream(self, ws: ClientConnection) -> None:
-        """Read frames forever; one watchdog timer wakes the loop for the stale check when it is due."""
+        """Read frames forever; one watchdog timer wakes the loop for the stale check when it is due.
+
+        The common frame (no frame listener, no probe) takes the shortest way: decode, then each
+        event straight to ``_on_market``; no coroutine per frame but ``recv()``.
+        """
         self._watchdog = watchdog = Watchdog(lambda: _due_ms(next_timer(self._feed, self._last_data_ms)), self._now_ms)
+        decode, on_market = self.source.decode, self._on_market
         try:
             while True:
                 if watchdog.due:
@@ -421,9 +430,27 @@ class FeedClient:
                         self._fire("stale_timeout", instrument=instrument)
                     watchdog.arm()
                     continue
-                frame = await watchdog.wait(ws.recv())  # cancelling recv() loses nothing (websockets >= 14)
-                if frame is not None:  # stamped for a benchmark when ``PROBE`` is on (kernel.tick_probe)
+                watchdog.waiting = True
+                try:
+                    frame = await ws.recv()  # cancelling recv() loses nothing (websockets >= 14)
+                except asyncio.CancelledError:
+                    if watchdog.took_back():  # its wake-up, and nobody else's: check the deadline
+                        continue
+                    raise
+                finally:
+                    watchdog.waiting = False
+                if self.on_frame is not None or PROBE is not None:  # stamped for a benchmark (kernel.tick_probe)
                     await (self._handle(ws, self._decode(frame)) if PROBE is None else _probed(PROBE, self, ws, frame))
+                    continue
+                try:
+                    events = decode(frame)
+                except DecodeError as exc:
+                    self._decode_error(exc)
+                    continue
+                for event in events:
+                    if replies := on_market(event):  # almost always none
+                        for reply in replies:
+                            await ws.send(reply)
         finally:
             watchdog.close()
             self._watchdog = None
@@ -449,20 +476,24 @@ class FeedClient:
     def _on_market(self, event: FeedEvent) -> Sequence[str]:
         """Handle one decoded event; return the frames to send (a resync request after a gap)."""
         now = self._now_ms()
+        if type(event) in _MARKET_DATA:  # the common case first: events are final classes
+            market = cast(TradeEvent | QuoteEvent | BookSnapshot | BookUpdate, event)
+            instrument = market.instrument
+            if instrument not in self._subscribed:
+                reason = f"data for {instrument!r}, not subscribed"
+                self._anomaly("unknown_instrument", reason, repr(event)[:200])
+                return ()
+            self._last_data_ms[instrument] = now
+            if instrument in self._feed.data["stale_instruments"]:
+                self._fire("data_resumed", instrument=instrument)
+            return self._synced(instrument, market)
         if isinstance(event, HeartbeatEvent):
             if event.instrument is None:  # the venue is alive: every instrument is fresh
                 for instrument in self.instruments:
                     self._fresh(instrument, now)
-            elif event.instrument in self.instruments:
+            elif event.instrument in self._subscribed:
                 self._fresh(event.instrument, now)
                 return self._synced(event.instrument, event)
-        elif isinstance(event, TradeEvent | QuoteEvent | BookSnapshot | BookUpdate):
-            if event.instrument not in self.instruments:
-                reason = f"data for {event.instrument!r}, not subscribed"
-                self._anomaly("unknown_instrument", reason, repr(event)[:200])
-                return ()
-            self._fresh(event.instrument, now)
-            return self._synced(event.instrument, event)
         elif isinstance(event, VenueNotice) and event.kind in RECONNECT_NOTICES:
             log.info("feed %s: the venue announced %s: reconnecting", self._feed.entity_id, event.kind)
             raise _Dropped(GOING_AWAY, f"venue notice: {event.kind}", "reconnect")
@@ -474,30 +505,33 @@ class FeedClient:
     def _synced(self, instrument: str, event: SyncedEvent) -> Sequence[str]:
         """Check ``event`` with the sync procedure, pass market data on if usable; return frames to send."""
         result = self._sync.on_event(event)
-        if isinstance(result, Stale):
-            self._anomaly("duplicate", f"{instrument} {result.channel} seq {result.received} after {result.last}", "")
-            return ()
-        if isinstance(result, Gap):
-            log.warning("feed %s: gap on %s %s: expected %d, got %d", self._feed.entity_id, *_gap_fields(result))
-            self._fire("gap_detected", instrument=instrument, expected=result.expected, received=result.received)
-            if self._snapshots is not None:
-                self._snapshots.request(instrument)
-            return self._sync.resync_frames(instrument)
-        if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
-            before = usable_instruments(self._feed)
-            self._fire("snapshot_applied", instrument=instrument)
-            if self._books is not None:  # books kept while the feed synced: tell their tops now
-                for usable in usable_instruments(self._feed):
-                    if usable not in before:
-                        for quote in self._books.top_quote(usable):
-                            self._tell(self.on_event, quote)
+        if result is not None:
+            if isinstance(result, Stale):
+                self._anomaly(
+                    "duplicate", f"{instrument} {result.channel} seq {result.received} after {result.last}", ""
+                )
+                return ()
+            if isinstance(result, Gap):
+                log.warning("feed %s: gap on %s %s: expected %d, got %d", self._feed.entity_id, *_gap_fields(result))
+                self._fire("gap_detected", instrument=instrument, expected=result.expected, received=result.received)
+                if self._snapshots is not None:
+                    self._snapshots.request(instrument)
+                return self._sync.resync_frames(instrument)
+            if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
+                before = usable_instruments(self._feed)
+                self._fire("snapshot_applied", instrument=instrument)
+                if self._books is not None:  # books kept while the feed synced: tell their tops now
+                    for usable in usable_instruments(self._feed):
+                        if usable not in before:
+                            for quote in self._books.top_quote(usable):
+                                self._tell(self.on_event, quote)
         if self._usable is None:
-            self._usable = usable_instruments(self._feed)
-        if not isinstance(event, HeartbeatEvent) and instrument in self._usable:
+            self._usable = frozenset(usable_instruments(self._feed))
+        if instrument in self._usable and not isinstance(event, HeartbeatEvent):
             if self._books is not None:
                 for passed in self._books.passed_on(event):
                     self._tell(self.on_event, passed)
-            else:
+            elif self.on_event is not None:
                 self._tell(self.on_event, event)
         return ()
 
