@@ -532,7 +532,11 @@ class FeedClient:
                 for passed in self._books.passed_on(event):
                     self._tell(self.on_event, passed)
             elif self.on_event is not None:
-                self._tell(self.on_event, event)
+                try:  # ``_tell``, inline: once per message
+                    self.on_event(event)
+                except Exception as exc:  # a strategy bug must not take the feed down
+                    log.exception("feed %s: listener failed", self._feed.entity_id)
+                    self._anomaly("listener_error", repr(exc)[:200], repr(event)[:200])
         return ()
 
     def _fresh(self, instrument: str, now: int) -> None:

@@ -225,7 +225,7 @@ class PaperSync:
 
     def on_event(self, event: SyncedEvent) -> SyncVerdict:
         """``PaperSequence.observe`` of a trade or quote; ``Resynced`` at the first one in order after a gap."""
-        if not isinstance(event, TradeEvent | QuoteEvent):
+        if not isinstance(event, (TradeEvent, QuoteEvent)):
             return None  # the paper venue sends no books, and its heartbeats name no instrument
         return self._resync.verdict(event.instrument, self._sequence.observe(event))
 
