@@ -60,7 +60,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -436,7 +436,7 @@ class FeedClient:
         """Handle one decoded event; return the frames to send (a resync request after a gap)."""
         now = self._now_ms()
         if type(event) in _MARKET_DATA:  # the common case first: events are final classes
-            market = cast(TradeEvent | QuoteEvent | BookSnapshot | BookUpdate, event)
+            market: TradeEvent | QuoteEvent | BookSnapshot | BookUpdate = event  # type: ignore[assignment]
             instrument = market.instrument
             if instrument not in self._subscribed:
                 self._anomaly("unknown_instrument", f"data for {instrument!r}, not subscribed", repr(event)[:200])
