@@ -3,13 +3,20 @@
 A decoder's body works on the parsed JSON and raises ``Invalid`` (or lets a msgspec
 ``ValidationError`` escape from ``convert``); ``decode_with`` turns every failure into a
 ``DecodeError`` carrying the venue, the reason and a sample of the frame.
+
+The common frames (trades, quotes, book updates) take a typed path first (``decode_typed``): one
+``msgspec`` decode straight into tagged Structs whose decimal fields are ``DecimalText`` (short
+plain text, read with one ``Decimal(text)``), no dict in between. Anything that path refuses (a
+shape it does not take, a field it does not like, a value out of bounds) goes the general way
+above, which accepts or refuses it and says why: the typed path only ever takes frames the general
+one takes the same way.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
@@ -39,8 +46,9 @@ MAX_FRAME_BYTES = 2**24
 """The largest market-data frame (or HTTP body) decoded: 16 MiB."""
 MAX_DEPTH = 32
 """The deepest nesting of arrays/objects a market-data frame may have (real ones have 5 at most)."""
+QUICK_CHARS = MAX_FRAME_BYTES // 4
+"""Text frames up to this many characters are within ``MAX_FRAME_BYTES`` (4 UTF-8 bytes a character at most)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
 
 
 class Invalid(FeedError):
@@ -75,9 +83,33 @@ def decode_with(venue: Venue, frame: Frame, body: Callable[[Any], list[FeedEvent
     raise DecodeError(venue, reason, sample(frame))
 
 
+def decode_typed(
+    venue: Venue, frame: Frame, typed: Callable[[Frame], list[FeedEvent] | None], body: Callable[[Any], list[FeedEvent]]
+) -> list[FeedEvent]:
+    """``typed(frame)`` (one typed decode) when it takes the frame, else ``decode_with(venue, frame, body)``.
+
+    ``typed`` returns ``None`` for a shape it does not take, or raises a msgspec error or ``Invalid``
+    for a value it does not; the general path then decides, with its own reason.
+    """
+    if type(frame) is not str or len(frame) > QUICK_CHARS or frame.count("[") + frame.count("{") > MAX_DEPTH:
+        check_bounds(venue, frame)  # else inside every bound: ``check_bounds``' own first test, inline
+    try:
+        events = typed(frame)
+    except (msgspec.DecodeError, Invalid):  # ValidationError is a DecodeError
+        events = None
+    return decode_with(venue, frame, body) if events is None else events
+
+
 def check_bounds(venue: Venue, frame: Frame) -> None:
     """``DecodeError`` when ``frame`` is larger than ``MAX_FRAME_BYTES`` or nested deeper than ``MAX_DEPTH``."""
-    data = frame.encode() if isinstance(frame, str) else bytes(frame)
+    if isinstance(frame, str):
+        # A character is at most 4 UTF-8 bytes, and text with few brackets cannot nest deep: the
+        # common frame needs no byte copy to say so.
+        if len(frame) <= QUICK_CHARS and frame.count("[") + frame.count("{") <= MAX_DEPTH:
+            return
+        data = frame.encode()
+    else:
+        data = bytes(frame)
     refused = bound_frame(data, max_bytes=MAX_FRAME_BYTES, max_depth=MAX_DEPTH)
     if refused is not None:
         raise DecodeError(venue, f"not JSON: {refused}", sample(frame))
@@ -106,6 +138,21 @@ def json_type(value: Any) -> str:
 def convert(data: Any, kind: type[T]) -> T:
     """``data`` validated into ``kind`` (a msgspec Struct); ``msgspec.ValidationError`` if it is not."""
     return msgspec.convert(data, kind)
+
+
+DecimalText = Annotated[str, msgspec.Meta(max_length=SHORT_BOUNDED, pattern=r"^[0-9]+(?:\.[0-9]+)?\Z")]
+"""Short plain decimal text (``machines.decimals.SHORT_BOUNDED``: inside every bound), as the typed
+path takes a decimal field: ``Decimal(text)`` reads it exactly, as ``parse_decimal`` would. Longer
+or other text fails the typed decode, and the general path reads (or refuses) it."""
+
+
+def positive_text(text: str) -> Decimal:
+    """``DecimalText`` that must be greater than zero (a price, a traded size); ``Invalid`` for zero
+    (the general path then names the field)."""
+    value = Decimal(text)
+    if not value:
+        raise Invalid("zero")
+    return value
 
 
 _SHORT = SHORT_BOUNDED
@@ -172,7 +219,8 @@ def iso_ms(text: str, field: str = "time") -> int:
         raise Invalid(f"{field}: not an ISO 8601 time: {text[:40]!r}") from None
     if moment.tzinfo is None:
         raise Invalid(f"{field}: time without a zone: {text[:40]!r}")
-    millis: int = (moment - _EPOCH) // _MILLISECOND
+    delta = moment - _EPOCH  # normalised: only ``days`` may be negative; the floor in milliseconds
+    millis: int = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
     if millis < 0:
         raise Invalid(f"{field}: before 1970: {text[:40]!r}")
     return millis

@@ -20,11 +20,13 @@ answers to ``SUBSCRIBE`` (``{"result", "id"}``) and to a bad request (``{"error"
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
 
 from kernel.feed._common import (
+    DecimalText,
     Frame,
     Id,
     Invalid,
@@ -32,9 +34,10 @@ from kernel.feed._common import (
     Name,
     Text,
     convert,
-    decode_with,
+    decode_typed,
     levels,
     positive_size,
+    positive_text,
     price,
     require_object,
     size,
@@ -158,13 +161,125 @@ class _ErrorResponse(msgspec.Struct, frozen=True):
     id: int | str | None = None
 
 
+# The typed path (``_common.decode_typed``) takes the combined-stream envelope with the frequent
+# market data in it (``e`` tags trade, aggTrade, depthUpdate; a bookTicker has no ``e``), decimals as
+# ``DecimalText``; any other frame, or one these refuse, goes the general way.
+
+
+class _Stream(msgspec.Struct, frozen=True):
+    stream: str
+    data: msgspec.Raw
+
+
+class _FastTrade(msgspec.Struct, frozen=True, tag_field="e", tag="trade"):
+    symbol: Name = _f("s")
+    trade_id: Id = _f("t")
+    price: DecimalText = _f("p")
+    qty: DecimalText = _f("q")
+    trade_time: Millis = _f("T")
+    buyer_is_maker: bool = _f("m")
+
+
+class _FastAggTrade(msgspec.Struct, frozen=True, tag_field="e", tag="aggTrade"):
+    symbol: Name = _f("s")
+    agg_id: Id = _f("a")
+    price: DecimalText = _f("p")
+    qty: DecimalText = _f("q")
+    first_trade_id: Id = _f("f")
+    last_trade_id: Id = _f("l")
+    trade_time: Millis = _f("T")
+    buyer_is_maker: bool = _f("m")
+
+
+class _FastDepthUpdate(msgspec.Struct, frozen=True, tag_field="e", tag="depthUpdate"):
+    event_time: Millis = _f("E")
+    symbol: Name = _f("s")
+    first_update_id: Id = _f("U")
+    last_update_id: Id = _f("u")
+    bids: list[tuple[DecimalText, DecimalText]] = _f("b")
+    asks: list[tuple[DecimalText, DecimalText]] = _f("a")
+
+
+class _FastBookTicker(msgspec.Struct, frozen=True):
+    update_id: Id = _f("u")
+    symbol: Name = _f("s")
+    bid: DecimalText = _f("b")
+    bid_qty: DecimalText = _f("B")
+    ask: DecimalText = _f("a")
+    ask_qty: DecimalText = _f("A")
+    trade_time: Millis | None = msgspec.field(name="T", default=None)
+    event_time: Millis | None = msgspec.field(name="E", default=None)
+    # The general path reads a body with these as another message: such a body is not for this path.
+    event_type: Any = msgspec.field(name="e", default=msgspec.UNSET)
+    snapshot_id: Any = msgspec.field(name="lastUpdateId", default=msgspec.UNSET)
+
+
+_stream_decoder = msgspec.json.Decoder(_Stream)
+_events_decoder = msgspec.json.Decoder(_FastTrade | _FastAggTrade | _FastDepthUpdate)
+_ticker_decoder = msgspec.json.Decoder(_FastBookTicker)
+
+
 def decode_binance(frame: Frame, *, symbol: str = "") -> list[FeedEvent]:
     """Decode one Binance frame into events; ``DecodeError`` for anything invalid.
 
     ``symbol`` names the instrument of a REST depth snapshot (which does not); a snapshot without
     it is a ``DecodeError``.
     """
-    return decode_with(VENUE, frame, lambda data: _message(data, symbol))
+    return decode_typed(VENUE, frame, _typed, lambda data: _message(data, symbol))
+
+
+def _typed(frame: Frame) -> list[FeedEvent] | None:
+    envelope = _stream_decoder.decode(frame)
+    data = envelope.data
+    if envelope.stream.endswith("@bookTicker"):  # the one without an event type
+        ticker = _ticker_decoder.decode(data)
+        if ticker.event_type is not msgspec.UNSET or ticker.snapshot_id is not msgspec.UNSET:
+            return None
+        return [
+            QuoteEvent(
+                VENUE,
+                ticker.symbol,
+                positive_text(ticker.bid),
+                Decimal(ticker.bid_qty),
+                positive_text(ticker.ask),
+                Decimal(ticker.ask_qty),
+                ticker.trade_time if ticker.trade_time is not None else ticker.event_time,
+                seq=ticker.update_id,
+            )
+        ]
+    event = _events_decoder.decode(data)
+    if type(event) is _FastDepthUpdate:
+        if event.first_update_id > event.last_update_id:
+            return None
+        return [
+            BookUpdate(
+                VENUE,
+                event.symbol,
+                tuple((positive_text(p), Decimal(q)) for p, q in event.bids),
+                tuple((positive_text(p), Decimal(q)) for p, q in event.asks),
+                ts_ms=event.event_time,
+                first_update_id=event.first_update_id,
+                last_update_id=event.last_update_id,
+            )
+        ]
+    if type(event) is _FastAggTrade:
+        if event.first_trade_id > event.last_trade_id:
+            return None
+        trade_id, channel = event.agg_id, "aggTrade"
+    else:
+        trade_id, channel = event.trade_id, "trade"
+    return [
+        TradeEvent(
+            VENUE,
+            event.symbol,
+            str(trade_id),
+            positive_text(event.price),
+            positive_text(event.qty),
+            _taker(event.buyer_is_maker),
+            event.trade_time,
+            channel,
+        )
+    ]
 
 
 def _message(data: Any, symbol: str) -> list[FeedEvent]:

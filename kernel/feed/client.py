@@ -63,11 +63,20 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from kernel.clock import monotonic_ms
 from kernel.feed.book import Gap, OrderBook, Stale
-from kernel.feed.errors import FeedError, FeedMisuse
+from kernel.feed.connect import (
+    ABNORMAL_CLOSURE,
+    FATAL_HTTP_STATUSES,
+    PROTOCOL_ERROR,
+    Dropped,
+    Fatal,
+    close_of,
+    open_connection,
+)
+from kernel.feed.errors import FeedMisuse
 from kernel.feed.events import (
     BookSnapshot,
     BookUpdate,
@@ -96,8 +105,8 @@ from kernel.feed.source import (
 )
 from kernel.feed.watchdog import Watchdog
 from kernel.log_fields import transition_fields
-from kernel.net import redact_in, redact_url
-from kernel.paper_session import SocketOptions, open_socket
+from kernel.net import redact_url
+from kernel.paper_session import SocketOptions
 from kernel.tick_probe import PROBE, TickProbe
 from machines.base import Entity
 from machines.feed import FEED, FeedState, next_timer, stale_instruments, usable_instruments
@@ -106,12 +115,6 @@ from storage.journal import Journal
 
 log = logging.getLogger(__name__)
 
-ABNORMAL_CLOSURE: Final = 1006
-"""The close code reported when no close frame was exchanged (refused, timed out, dropped)."""
-PROTOCOL_ERROR: Final = 1002
-"""The close code the client uses when the venue broke the handshake."""
-FATAL_HTTP_STATUSES: Final = frozenset({401, 403, 404})
-"""Handshake refusals that retrying cannot fix (others, like 429 and 503, are retried)."""
 MAX_ANOMALIES: Final = 100
 """How many recent anomalies ``FeedClient.anomalies`` keeps."""
 ANOMALY_BATCH: Final = 100
@@ -125,7 +128,19 @@ SNAPSHOT_FAILED: Final = 1011
 GOING_AWAY: Final = 1001
 """The close code the client uses when the venue announced it is going away (``serverShutdown``)."""
 
-__all__ = ["FATAL_VENUE_ERRORS", "Anomaly", "Channel", "FeedClient", "monotonic_ms"]
+__all__ = [
+    "ABNORMAL_CLOSURE",
+    "FATAL_HTTP_STATUSES",
+    "FATAL_VENUE_ERRORS",
+    "PROTOCOL_ERROR",
+    "Anomaly",
+    "Channel",
+    "FeedClient",
+    "monotonic_ms",
+]
+
+_MARKET_DATA: Final = frozenset({TradeEvent, QuoteEvent, BookSnapshot, BookUpdate})
+"""The events that carry an instrument's market data (``_on_market``'s common case)."""
 
 AnomalyKind = Literal["decode_error", "duplicate", "unknown_instrument", "venue_notice", "listener_error"]
 
@@ -138,25 +153,6 @@ class Anomaly:
     reason: str
     sample: str
     now_ms: int
-
-
-class _Dropped(FeedError):
-    """The connection is gone (or never opened): retry after the machine's backoff."""
-
-    def __init__(self, code: int, reason: str, close_reason: str = "protocol error") -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason[:200]
-        self.close_reason = close_reason
-
-
-class _Fatal(FeedError):
-    """Retrying cannot help: fail the feed."""
-
-    def __init__(self, reason: str, code: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason[:200]
-        self.code = code
 
 
 class FeedClient:
@@ -219,7 +215,8 @@ class FeedClient:
         self._books = self._sync if isinstance(self._sync, KeepsBooks) else None
         self._last_data_ms: dict[str, int] = {}
         self._watchdog: Watchdog | None = None  # the stale check's one timer, while streaming
-        self._usable: list[str] | None = None  # ``usable_instruments``, until the next transition
+        self._usable: frozenset[str] | None = None  # ``usable_instruments``, until the next transition
+        self._subscribed = frozenset(self.instruments)
         self._main: asyncio.Task[None] | None = None
         self._stop_requested = False
         self._changed, self._venue_back = asyncio.Event(), asyncio.Event()
@@ -293,10 +290,10 @@ class FeedClient:
                 await self._wait_for_retry()
             try:
                 await self._session()
-            except _Fatal as exc:
+            except Fatal as exc:
                 log.error("feed %s failed: %s", self._feed.entity_id, exc.reason)
                 self._fire("fatal", reason=exc.reason, **({} if exc.code is None else {"code": exc.code}))
-            except _Dropped as exc:
+            except Dropped as exc:
                 log.warning("feed %s disconnected: %s %s", self._feed.entity_id, exc.code, exc.reason)
                 self._fire("disconnected", code=exc.code, reason=exc.reason)
 
@@ -313,24 +310,24 @@ class FeedClient:
         self._fire("retry_due")
 
     async def _session(self) -> None:
-        """One connection: open, handshake, stream. Always ends by raising ``_Dropped`` or ``_Fatal``."""
-        ws = await self._open()
+        """One connection: open, handshake, stream. Always ends by raising ``Dropped`` or ``Fatal``."""
+        ws = await open_connection(self.source.url, self.socket)
         if isinstance(self.source, SnapshotSource):
-            self._snapshots = SnapshotTasks(self.source, self._delivery(ws), self._snapshot_failed(ws))
+            self._snapshots = SnapshotTasks(self.source, _delivery(self, ws), _snapshot_failed(self, ws))
         try:
             self._fire("connected")
             try:
                 early = await self._handshake(ws)
             except SessionFailed as exc:
                 if exc.fatal:
-                    raise _Fatal(exc.reason) from None
-                raise _Dropped(PROTOCOL_ERROR, exc.reason) from None
+                    raise Fatal(exc.reason) from None
+                raise Dropped(PROTOCOL_ERROR, exc.reason) from None
             await self._handle(ws, early)
             await self._stream(ws)
         except ConnectionClosed as exc:
-            code, reason = _close_of(exc)
-            raise _Dropped(code, reason) from None
-        except _Dropped as exc:
+            code, reason = close_of(exc)
+            raise Dropped(code, reason) from None
+        except Dropped as exc:
             await ws.close(exc.code, exc.close_reason)  # a close reason is capped at 123 bytes: keep it short
             raise
         finally:
@@ -339,47 +336,13 @@ class FeedClient:
                 self._snapshots = None
             await ws.close()
 
-    def _delivery(self, ws: ClientConnection) -> Callable[[list[FeedEvent]], Awaitable[None]]:
-        async def deliver(events: list[FeedEvent]) -> None:
-            try:
-                await self._handle(ws, events)
-            except ConnectionClosed:
-                pass  # the stream loop sees the close too
-            except _Dropped as exc:  # a notice to reconnect: close, the stream loop sees it
-                await ws.close(exc.code, exc.close_reason)
-
-        return deliver
-
-    def _snapshot_failed(self, ws: ClientConnection) -> Callable[[str, SnapshotFailed], Awaitable[None]]:
-        async def failed(instrument: str, error: SnapshotFailed) -> None:
-            self.counts["snapshot_failed"] += 1
-            log.warning("feed %s: snapshot of %s failed: %s", self._feed.entity_id, instrument, error)
-            await ws.close(SNAPSHOT_FAILED, "snapshot failed")
-
-        return failed
-
     async def _handle(self, ws: ClientConnection, events: Iterable[FeedEvent]) -> None:
         for event in events:
             for reply in self._on_market(event):  # almost always none
                 await ws.send(reply)
 
-    async def _open(self) -> ClientConnection:
-        try:
-            return await open_socket(self.source.url, self.socket)
-        except InvalidURI as exc:
-            raise _Fatal(f"invalid url: {redact_in(str(exc), self.source.url)}") from None
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in FATAL_HTTP_STATUSES:
-                raise _Fatal(f"handshake refused: HTTP {status}") from None
-            raise _Dropped(ABNORMAL_CLOSURE, f"handshake refused: HTTP {status}") from None
-        except TimeoutError:  # before OSError: TimeoutError is one
-            raise _Dropped(ABNORMAL_CLOSURE, f"no handshake within open_timeout ({self.open_timeout}s)") from None
-        except (OSError, InvalidHandshake) as exc:
-            raise _Dropped(ABNORMAL_CLOSURE, f"connect failed: {exc!r}") from None
-
     async def _handshake(self, ws: ClientConnection) -> list[FeedEvent]:
-        """The source's greeting, then its subscription; ``SessionFailed`` or ``_Dropped`` if refused.
+        """The source's greeting, then its subscription; ``SessionFailed`` or ``Dropped`` if refused.
 
         Returns the events received before the subscription was confirmed (to handle next)."""
         await self.source.greet(ws, timeout=self.open_timeout, on_decode_error=self._decode_error)
@@ -397,7 +360,7 @@ class FeedClient:
                         else:
                             confirmed = True
         except TimeoutError:
-            raise _Dropped(PROTOCOL_ERROR, "no answer to subscribe within open_timeout") from None
+            raise Dropped(PROTOCOL_ERROR, "no answer to subscribe within open_timeout") from None
         self._sync = self.source.new_sync()
         self._books = self._sync if isinstance(self._sync, KeepsBooks) else None
         self._last_data_ms = {}  # staleness counts from the subscription
@@ -411,8 +374,13 @@ class FeedClient:
         return [event for event in early if not isinstance(event, SubscriptionAck)]
 
     async def _stream(self, ws: ClientConnection) -> None:
-        """Read frames forever; one watchdog timer wakes the loop for the stale check when it is due."""
+        """Read frames forever; one watchdog timer wakes the loop for the stale check when it is due.
+
+        The common frame (no frame listener, no probe) takes the shortest way: decode, then each
+        event straight to ``_on_market``; no coroutine per frame but ``recv()``.
+        """
         self._watchdog = watchdog = Watchdog(lambda: _due_ms(next_timer(self._feed, self._last_data_ms)), self._now_ms)
+        decode, on_market = self.source.decode, self._on_market
         try:
             while True:
                 if watchdog.due:
@@ -421,9 +389,27 @@ class FeedClient:
                         self._fire("stale_timeout", instrument=instrument)
                     watchdog.arm()
                     continue
-                frame = await watchdog.wait(ws.recv())  # cancelling recv() loses nothing (websockets >= 14)
-                if frame is not None:  # stamped for a benchmark when ``PROBE`` is on (kernel.tick_probe)
+                watchdog.waiting = True
+                try:
+                    frame = await ws.recv()  # cancelling recv() loses nothing (websockets >= 14)
+                except asyncio.CancelledError:
+                    if watchdog.took_back():  # its wake-up, and nobody else's: check the deadline
+                        continue
+                    raise
+                finally:
+                    watchdog.waiting = False
+                if self.on_frame is not None or PROBE is not None:  # stamped for a benchmark (kernel.tick_probe)
                     await (self._handle(ws, self._decode(frame)) if PROBE is None else _probed(PROBE, self, ws, frame))
+                    continue
+                try:
+                    events = decode(frame)
+                except DecodeError as exc:
+                    self._decode_error(exc)
+                    continue
+                for event in events:
+                    if replies := on_market(event):  # almost always none
+                        for reply in replies:
+                            await ws.send(reply)
         finally:
             watchdog.close()
             self._watchdog = None
@@ -449,23 +435,26 @@ class FeedClient:
     def _on_market(self, event: FeedEvent) -> Sequence[str]:
         """Handle one decoded event; return the frames to send (a resync request after a gap)."""
         now = self._now_ms()
+        if type(event) in _MARKET_DATA:  # the common case first: events are final classes
+            market: TradeEvent | QuoteEvent | BookSnapshot | BookUpdate = event  # type: ignore[assignment]
+            instrument = market.instrument
+            if instrument not in self._subscribed:
+                self._anomaly("unknown_instrument", f"data for {instrument!r}, not subscribed", repr(event)[:200])
+                return ()
+            self._last_data_ms[instrument] = now
+            if instrument in self._feed.data["stale_instruments"]:
+                self._fire("data_resumed", instrument=instrument)
+            return self._synced(instrument, market)
         if isinstance(event, HeartbeatEvent):
             if event.instrument is None:  # the venue is alive: every instrument is fresh
                 for instrument in self.instruments:
                     self._fresh(instrument, now)
-            elif event.instrument in self.instruments:
+            elif event.instrument in self._subscribed:
                 self._fresh(event.instrument, now)
                 return self._synced(event.instrument, event)
-        elif isinstance(event, TradeEvent | QuoteEvent | BookSnapshot | BookUpdate):
-            if event.instrument not in self.instruments:
-                reason = f"data for {event.instrument!r}, not subscribed"
-                self._anomaly("unknown_instrument", reason, repr(event)[:200])
-                return ()
-            self._fresh(event.instrument, now)
-            return self._synced(event.instrument, event)
         elif isinstance(event, VenueNotice) and event.kind in RECONNECT_NOTICES:
             log.info("feed %s: the venue announced %s: reconnecting", self._feed.entity_id, event.kind)
-            raise _Dropped(GOING_AWAY, f"venue notice: {event.kind}", "reconnect")
+            raise Dropped(GOING_AWAY, f"venue notice: {event.kind}", "reconnect")
         elif isinstance(event, VenueNotice):
             self._anomaly("venue_notice", event.kind, event.detail)
         # a repeated subscription ack, order-entry answers: nothing to do
@@ -474,31 +463,38 @@ class FeedClient:
     def _synced(self, instrument: str, event: SyncedEvent) -> Sequence[str]:
         """Check ``event`` with the sync procedure, pass market data on if usable; return frames to send."""
         result = self._sync.on_event(event)
-        if isinstance(result, Stale):
-            self._anomaly("duplicate", f"{instrument} {result.channel} seq {result.received} after {result.last}", "")
-            return ()
-        if isinstance(result, Gap):
-            log.warning("feed %s: gap on %s %s: expected %d, got %d", self._feed.entity_id, *_gap_fields(result))
-            self._fire("gap_detected", instrument=instrument, expected=result.expected, received=result.received)
-            if self._snapshots is not None:
-                self._snapshots.request(instrument)
-            return self._sync.resync_frames(instrument)
-        if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
-            before = usable_instruments(self._feed)
-            self._fire("snapshot_applied", instrument=instrument)
-            if self._books is not None:  # books kept while the feed synced: tell their tops now
-                for usable in usable_instruments(self._feed):
-                    if usable not in before:
-                        for quote in self._books.top_quote(usable):
-                            self._tell(self.on_event, quote)
+        if result is not None:
+            if isinstance(result, Stale):
+                self._anomaly(
+                    "duplicate", f"{instrument} {result.channel} seq {result.received} after {result.last}", ""
+                )
+                return ()
+            if isinstance(result, Gap):
+                log.warning("feed %s: gap on %s %s: expected %d, got %d", self._feed.entity_id, *_gap_fields(result))
+                self._fire("gap_detected", instrument=instrument, expected=result.expected, received=result.received)
+                if self._snapshots is not None:
+                    self._snapshots.request(instrument)
+                return self._sync.resync_frames(instrument)
+            if isinstance(result, Resynced) and instrument in self._feed.data["awaiting_snapshot"]:
+                before = usable_instruments(self._feed)
+                self._fire("snapshot_applied", instrument=instrument)
+                if self._books is not None:  # books kept while the feed synced: tell their tops now
+                    for usable in usable_instruments(self._feed):
+                        if usable not in before:
+                            for quote in self._books.top_quote(usable):
+                                self._tell(self.on_event, quote)
         if self._usable is None:
-            self._usable = usable_instruments(self._feed)
-        if not isinstance(event, HeartbeatEvent) and instrument in self._usable:
+            self._usable = frozenset(usable_instruments(self._feed))
+        if instrument in self._usable and not isinstance(event, HeartbeatEvent):
             if self._books is not None:
                 for passed in self._books.passed_on(event):
                     self._tell(self.on_event, passed)
-            else:
-                self._tell(self.on_event, event)
+            elif self.on_event is not None:
+                try:  # ``_tell``, inline: once per message
+                    self.on_event(event)
+                except Exception as exc:  # a strategy bug must not take the feed down
+                    log.exception("feed %s: listener failed", self._feed.entity_id)
+                    self._anomaly("listener_error", repr(exc)[:200], repr(event)[:200])
         return ()
 
     def _fresh(self, instrument: str, now: int) -> None:
@@ -570,13 +566,29 @@ async def _probed(probe: TickProbe, client: FeedClient, ws: ClientConnection, fr
         probe.frame_done()
 
 
-def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
-    """The close code and reason to report: the side that closed first, else 1006."""
-    if exc.rcvd is not None and (exc.sent is None or exc.rcvd_then_sent):
-        return exc.rcvd.code, exc.rcvd.reason
-    if exc.sent is not None:
-        return exc.sent.code, exc.sent.reason
-    return ABNORMAL_CLOSURE, "connection lost without a close frame"
+def _delivery(client: FeedClient, ws: ClientConnection) -> Callable[[list[FeedEvent]], Awaitable[None]]:
+    """How the snapshot tasks hand their events to ``client``: as if they came on ``ws``."""
+
+    async def deliver(events: list[FeedEvent]) -> None:
+        try:
+            await client._handle(ws, events)
+        except ConnectionClosed:
+            pass  # the stream loop sees the close too
+        except Dropped as exc:  # a notice to reconnect: close, the stream loop sees it
+            await ws.close(exc.code, exc.close_reason)
+
+    return deliver
+
+
+def _snapshot_failed(client: FeedClient, ws: ClientConnection) -> Callable[[str, SnapshotFailed], Awaitable[None]]:
+    """What a failed snapshot does: count it, log it and close ``ws`` (the feed reconnects)."""
+
+    async def failed(instrument: str, error: SnapshotFailed) -> None:
+        client.counts["snapshot_failed"] += 1
+        log.warning("feed %s: snapshot of %s failed: %s", client.feed.entity_id, instrument, error)
+        await ws.close(SNAPSHOT_FAILED, "snapshot failed")
+
+    return failed
 
 
 def _due_ms(timer: tuple[str, int] | None) -> int | None:

@@ -15,21 +15,24 @@ keyed by ``type``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
 
 from kernel.feed._common import (
+    DecimalText,
     Frame,
     Id,
     Invalid,
     Name,
     Text,
     convert,
-    decode_with,
+    decode_typed,
     iso_ms,
     levels,
     positive_size,
+    positive_text,
     price,
     require_object,
     size,
@@ -108,9 +111,86 @@ class _Error(msgspec.Struct, frozen=True):
     reason: str = ""
 
 
+# The typed path (``_common.decode_typed``): the frequent types, tagged by ``type``, with their
+# decimals as ``DecimalText``; any other frame, or one these refuse, goes the general way.
+
+
+class _FastMatch(msgspec.Struct, frozen=True, tag_field="type", tag="match"):
+    trade_id: Id
+    side: Literal["buy", "sell"]
+    size: DecimalText
+    price: DecimalText
+    product_id: Name
+    sequence: Id
+    time: Text
+
+
+class _FastLastMatch(_FastMatch, frozen=True, tag="last_match"):
+    pass
+
+
+class _FastTicker(msgspec.Struct, frozen=True, tag_field="type", tag="ticker"):
+    sequence: Id
+    product_id: Name
+    price: DecimalText
+    best_bid: DecimalText
+    best_ask: DecimalText
+    best_bid_size: DecimalText | None = None
+    best_ask_size: DecimalText | None = None
+    last_size: DecimalText | None = None
+    time: Text | None = None
+
+
+class _FastL2Update(msgspec.Struct, frozen=True, tag_field="type", tag="l2update"):
+    product_id: Name
+    changes: list[tuple[Literal["buy", "sell"], DecimalText, DecimalText]]
+    time: Text
+
+
+_typed_decoder = msgspec.json.Decoder(_FastMatch | _FastLastMatch | _FastTicker | _FastL2Update)
+
+
 def decode_coinbase(frame: Frame) -> list[FeedEvent]:
     """Decode one Coinbase Exchange frame into events; ``DecodeError`` for anything invalid."""
-    return decode_with(VENUE, frame, _message)
+    return decode_typed(VENUE, frame, _typed, _message)
+
+
+def _typed(frame: Frame) -> list[FeedEvent]:
+    message = _typed_decoder.decode(frame)
+    if isinstance(message, _FastMatch):
+        return [
+            TradeEvent(
+                VENUE,
+                message.product_id,
+                str(message.trade_id),
+                positive_text(message.price),
+                positive_text(message.size),
+                "buy" if message.side == "sell" else "sell",
+                iso_ms(message.time),
+                "last_match" if type(message) is _FastLastMatch else "match",
+                seq=message.sequence,
+            )
+        ]
+    if isinstance(message, _FastTicker):
+        return [
+            QuoteEvent(
+                VENUE,
+                message.product_id,
+                positive_text(message.best_bid),
+                None if message.best_bid_size is None else Decimal(message.best_bid_size),
+                positive_text(message.best_ask),
+                None if message.best_ask_size is None else Decimal(message.best_ask_size),
+                None if message.time is None else iso_ms(message.time),
+                seq=message.sequence,
+                last_price=positive_text(message.price),
+                last_qty=None if message.last_size is None else Decimal(message.last_size),
+            )
+        ]
+    bids: list[Level] = []
+    asks: list[Level] = []
+    for side, level_price, level_size in message.changes:
+        (bids if side == "buy" else asks).append((positive_text(level_price), Decimal(level_size)))
+    return [BookUpdate(VENUE, message.product_id, tuple(bids), tuple(asks), ts_ms=iso_ms(message.time))]
 
 
 def _message(data: Any) -> list[FeedEvent]:

@@ -1,6 +1,7 @@
 """Typed market-data events: what every venue decoder returns, whatever the wire format.
 
-Events are frozen, slotted dataclasses. Prices and sizes are ``Decimal`` read exactly from the
+Events are frozen ``msgspec`` Structs (built in a fifth of a frozen dataclass's time, once per
+message: issue 17). Prices and sizes are ``Decimal`` read exactly from the
 frame's text (never through a float); ``ts_ms`` is the venue's own time in integer milliseconds
 since the epoch, or ``None`` when the message carries none (time is never read from a clock here).
 ``instrument`` is the venue's own symbol as sent (``NKNUSDT``, ``BAND-GBP``, ``BTC/USD``): mapping
@@ -12,9 +13,10 @@ a short ``sample`` of the frame, so the caller can count it, journal it as an an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
+
+import msgspec
 
 from kernel.feed.errors import FeedError
 
@@ -40,8 +42,7 @@ class DecodeError(FeedError, ValueError):
         super().__init__(f"{venue}: {reason}")
 
 
-@dataclass(frozen=True, slots=True)
-class TradeEvent:
+class TradeEvent(msgspec.Struct, frozen=True):
     """A trade printed on the market. ``taker_side`` is the aggressor's side.
 
     ``channel`` names the venue's stream (``trade``, ``aggTrade``, ``match``, ``last_match``,
@@ -60,8 +61,7 @@ class TradeEvent:
     seq: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteEvent:
+class QuoteEvent(msgspec.Struct, frozen=True):
     """Top of book: best bid and ask. Sizes are ``None`` where the venue does not send them
     (Coinbase ``ticker``); ``last_price``/``last_qty`` are the last trade when the message has it.
 
@@ -80,8 +80,7 @@ class QuoteEvent:
     last_qty: Decimal | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BookSnapshot:
+class BookSnapshot(msgspec.Struct, frozen=True):
     """A full (or depth-limited) book: bids best first, asks best first.
 
     ``last_update_id`` is Binance's ``lastUpdateId``; ``checksum`` is Kraken's CRC32 of the top 10.
@@ -96,8 +95,7 @@ class BookSnapshot:
     checksum: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BookUpdate:
+class BookUpdate(msgspec.Struct, frozen=True):
     """Changes to a book, in the order the venue sent them: a ``qty`` of 0 deletes the level.
 
     ``first_update_id``/``last_update_id`` are Binance's ``U``/``u``; ``checksum`` is Kraken's
@@ -114,8 +112,7 @@ class BookUpdate:
     checksum: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HeartbeatEvent:
+class HeartbeatEvent(msgspec.Struct, frozen=True):
     """The venue is alive. Coinbase heartbeats name a product and carry its ``sequence`` and
     ``last_trade_id``; Kraken's carry nothing."""
 
@@ -126,8 +123,7 @@ class HeartbeatEvent:
     last_trade_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriptionAck:
+class SubscriptionAck(msgspec.Struct, frozen=True):
     """A subscription answered: ``channels`` pairs each channel with its instruments.
 
     ``success`` is false (and ``error`` says why) when the venue refused it (Kraken).
@@ -140,8 +136,7 @@ class SubscriptionAck:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionReportEvent:
+class ExecutionReportEvent(msgspec.Struct, frozen=True):
     """A Binance ``executionReport``: what happened to one order (``exec_type``) and its state
     after it (``status``), with Binance's own names (``NEW``, ``TRADE``, ``PARTIALLY_FILLED`` ...).
 
@@ -174,8 +169,7 @@ class ExecutionReportEvent:
     event_ts_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class VenueNotice:
+class VenueNotice(msgspec.Struct, frozen=True):
     """Something the venue says about the connection or stream rather than the market:
     Binance ``serverShutdown``/``eventStreamTerminated``, Coinbase ``error``, Kraken ``status``."""
 
@@ -185,8 +179,7 @@ class VenueNotice:
     ts_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UnhandledMessage:
+class UnhandledMessage(msgspec.Struct, frozen=True):
     """A well-formed message of a type this decoder does not turn into market data (Coinbase
     ``open``, Kraken ``ohlc``, a paper ``execution``): not an anomaly, but the caller may count it."""
 

@@ -29,7 +29,7 @@ from kernel.feed._common import (
     Name,
     Text,
     convert,
-    decode_with,
+    decode_typed,
     iso_ms,
     levels,
     positive_size,
@@ -121,9 +121,36 @@ class _Ack(msgspec.Struct, frozen=True):
     req_id: int | None = None
 
 
+class _BookFrame(_Book, frozen=True, tag_field="channel", tag="book"):
+    pass
+
+
+class _TradeFrame(_Trade, frozen=True, tag_field="channel", tag="trade"):
+    pass
+
+
+class _TickerFrame(_Ticker, frozen=True, tag_field="channel", tag="ticker"):
+    pass
+
+
+# The market-data channels in one typed decode, tagged by ``channel``: the same Structs, checks and
+# events as the general path, without the dict in between. Any other frame goes the general way.
+_market = msgspec.json.Decoder(_BookFrame | _TradeFrame | _TickerFrame)
+
+
 def decode_kraken(frame: Frame) -> list[FeedEvent]:
     """Decode one Kraken v2 frame into events; ``DecodeError`` for anything invalid."""
-    return decode_with(VENUE, frame, _message)
+    return decode_typed(VENUE, frame, _typed, _message)
+
+
+def _typed(frame: Frame) -> list[FeedEvent]:
+    message = _market.decode(frame)
+    if type(message) is _TradeFrame:
+        return _trade_events(message)
+    if type(message) is _TickerFrame:
+        return _ticker_events(message)
+    assert type(message) is _BookFrame
+    return _book_events(message)
 
 
 def _message(data: Any) -> list[FeedEvent]:
@@ -160,7 +187,10 @@ def _time(text: str | None) -> int | None:
 
 
 def _book(body: dict[str, Any]) -> list[FeedEvent]:
-    book = convert(body, _Book)
+    return _book_events(convert(body, _Book))
+
+
+def _book_events(book: _Book) -> list[FeedEvent]:
     snapshot = book.type == "snapshot"
     events: list[FeedEvent] = []
     for item in book.data:
@@ -175,6 +205,10 @@ def _book(body: dict[str, Any]) -> list[FeedEvent]:
 
 
 def _trades(body: dict[str, Any]) -> list[FeedEvent]:
+    return _trade_events(convert(body, _Trade))
+
+
+def _trade_events(trades: _Trade) -> list[FeedEvent]:
     return [
         TradeEvent(
             VENUE,
@@ -186,11 +220,15 @@ def _trades(body: dict[str, Any]) -> list[FeedEvent]:
             iso_ms(trade.timestamp, "timestamp"),
             "trade",
         )
-        for trade in convert(body, _Trade).data
+        for trade in trades.data
     ]
 
 
 def _tickers(body: dict[str, Any]) -> list[FeedEvent]:
+    return _ticker_events(convert(body, _Ticker))
+
+
+def _ticker_events(tickers: _Ticker) -> list[FeedEvent]:
     return [
         QuoteEvent(
             VENUE,
@@ -202,7 +240,7 @@ def _tickers(body: dict[str, Any]) -> list[FeedEvent]:
             _time(ticker.timestamp),
             last_price=price(ticker.last, "last"),
         )
-        for ticker in convert(body, _Ticker).data
+        for ticker in tickers.data
     ]
 
 

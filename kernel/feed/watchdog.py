@@ -36,7 +36,8 @@ class Watchdog:
         self._deadline = deadline
         self._now_ms = now_ms
         self._timer: asyncio.TimerHandle | None = None
-        self._waiting = self._woke = False
+        self.waiting = self._woke = False
+        """The task is waiting (``wait()``, or a loop that sets this around its own ``await``)."""
         self.due = False
         """A deadline passed: the loop should check it (and clear this)."""
         self.arm()
@@ -60,16 +61,21 @@ class Watchdog:
 
     async def wait(self, awaitable: Awaitable[T]) -> T | None:
         """``await awaitable``, or ``None`` when the watchdog woke the task first (``due`` is set)."""
-        self._waiting = True
+        self.waiting = True
         try:
             return await awaitable
         except asyncio.CancelledError:
-            woken, self._woke = self._woke, False
-            if woken and self._task.uncancel() <= self._base:  # the watchdog's, and nobody else's
+            if self.took_back():
                 return None
             raise
         finally:
-            self._waiting = False
+            self.waiting = False
+
+    def took_back(self) -> bool:
+        """Called on a ``CancelledError`` that ended a wait: true when it was the watchdog's wake-up
+        and nobody else's (it is taken back: the loop goes on); false when it must propagate."""
+        woken, self._woke = self._woke, False
+        return woken and self._task.uncancel() <= self._base
 
     def _fired(self) -> None:
         self._timer = None
@@ -80,6 +86,6 @@ class Watchdog:
             self.arm()
             return
         self.due = True
-        if self._waiting and not self._woke:
+        if self.waiting and not self._woke:
             self._woke = True
             self._task.cancel()

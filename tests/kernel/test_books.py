@@ -4,7 +4,6 @@ continuity, the paper venue's seq; a gap is returned, typed, and touches only it
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from decimal import Decimal as D
 from pathlib import Path
@@ -191,7 +190,7 @@ def test_binance_snapshot_older_than_the_buffer_is_a_gap_then_a_newer_one_syncs(
     for update in updates:
         sync.on_update(update)
     real = binance_snapshot(LRC_SNAPSHOT, "LRCBTC")
-    old = dataclasses.replace(real, last_update_id=259345500)
+    old = msgspec.structs.replace(real, last_update_id=259345500)
     assert sync.on_snapshot(old) == Gap("LRCBTC", 259345501, 259345536, "update_id")
     assert not synced(sync)
     assert sync.on_snapshot(real) is None  # nothing was lost from the buffer
@@ -280,7 +279,7 @@ def test_kraken_tampered_level_fails_the_checksum_then_resnapshot_recovers() -> 
         assert book.on_update(update) is None
     honest = updates[4]
     assert honest.bids == ((D("29421.9"), D("0.0275")),)
-    tampered = dataclasses.replace(honest, bids=((D("29421.9"), D("0.0276")),))
+    tampered = msgspec.structs.replace(honest, bids=((D("29421.9"), D("0.0276")),))
     gap = book.on_update(tampered)
     assert isinstance(gap, Gap)
     assert (gap.instrument, gap.kind, gap.expected) == ("BTC/USD", "checksum", honest.checksum)
@@ -297,12 +296,12 @@ def test_kraken_tampered_snapshot_and_misuse() -> None:
     book = KrakenBook("BTC/USD", price_precision=1, qty_precision=8)
     snapshot = kraken_events()[0]
     assert isinstance(snapshot, BookSnapshot)
-    tampered = dataclasses.replace(snapshot, asks=snapshot.asks[1:])
+    tampered = msgspec.structs.replace(snapshot, asks=snapshot.asks[1:])
     gap = book.on_snapshot(tampered)
     assert gap is not None
     assert (gap.expected, gap.kind) == (2785033588, "checksum")
     with pytest.raises(ValueError, match="checksum"):
-        book.on_snapshot(dataclasses.replace(snapshot, checksum=None))
+        book.on_snapshot(msgspec.structs.replace(snapshot, checksum=None))
     with pytest.raises(ValueError, match="given an event of 'ETH/USD'"):
         book.on_update(BookUpdate("kraken", "ETH/USD", (), (), checksum=1))
 
@@ -351,7 +350,8 @@ def test_coinbase_gap_touches_only_its_product_and_heartbeats_reveal_missed_trad
     sequence = CoinbaseTradeSequence()
     trades = coinbase_trades()
     other = [
-        dataclasses.replace(trade, instrument="BAND-GBP", trade_id=str(881600 + i)) for i, trade in enumerate(trades)
+        msgspec.structs.replace(trade, instrument="BAND-GBP", trade_id=str(881600 + i))
+        for i, trade in enumerate(trades)
     ]
     assert sequence.observe(trades[0]) is None
     assert sequence.observe(trades[5]) == Gap("SKL-USD", 1568268, 1568272, "trade_id", "match")
