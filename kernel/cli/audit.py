@@ -390,23 +390,7 @@ def _stats(reader: AuditReader, args: argparse.Namespace) -> int:
         print(f"time span      {_short_time(stats['first_ts'])} .. {_short_time(stats['last_ts'])}")
     print(f"runs           {', '.join(f'{n} {s}' for s, n in stats['runs'].items()) or 'none'}")
     print(f"anomalies      {', '.join(f'{n} from {s}' for s, n in stats['anomalies'].items()) or 'none'}")
-    machines = sorted(set(stats["transitions_per_machine"]) | set(stats["live_entities"]))
-    if machines:
-        print()
-        print(
-            format_table(
-                ["machine", "transitions", "live entities", "ended entities"],
-                [
-                    [
-                        m,
-                        stats["transitions_per_machine"].get(m, 0),
-                        stats["live_entities"].get(m, 0),
-                        stats["ended_entities"].get(m, 0),
-                    ]
-                    for m in machines
-                ],
-            )
-        )
+    _print_machine_counts(stats)
     return EXIT_OK
 
 
@@ -466,20 +450,26 @@ def _print_store_stats(stats: dict[str, Any]) -> None:
                 ],
             )
         )
+    _print_machine_counts(stats)
+
+
+def _print_machine_counts(stats: dict[str, Any]) -> None:
+    """The ``stats`` table of transitions and live/ended entities per machine (journal or store)."""
     machines = sorted(set(stats["transitions_per_machine"]) | set(stats["live_entities"]))
-    if machines:
-        print()
-        print(
-            format_table(
-                ["machine", "transitions", "live entities", "ended entities"],
+    if not machines:
+        return
+    print()
+    print(
+        format_table(
+            ["machine", "transitions", "live entities", "ended entities"],
+            [
                 [
-                    [
-                        m,
-                        stats["transitions_per_machine"].get(m, 0),
-                        stats["live_entities"].get(m, 0),
-                        stats["ended_entities"].get(m, 0),
-                    ]
-                    for m in machines
-                ],
-            )
+                    m,
+                    stats["transitions_per_machine"].get(m, 0),
+                    stats["live_entities"].get(m, 0),
+                    stats["ended_entities"].get(m, 0),
+                ]
+                for m in machines
+            ],
         )
+    )
