@@ -15,7 +15,6 @@ the kernel's event loop is blocked.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
@@ -24,9 +23,12 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel.errors import KernelError
+
+if TYPE_CHECKING:  # the server runs inside the kernel's loop; the client (``request``) needs no asyncio,
+    import asyncio  # so ``tradekernel status`` does not pay for importing it
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ class ControlServer:
                 os.unlink(self.path)
         if len(os.fsencode(self.path)) >= 104:  # sun_path is 108 bytes on Linux, 104 on macOS
             raise ControlError(f"control socket path too long for a Unix socket: {self.path}")
+        import asyncio
+
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_LINE)
@@ -94,6 +98,8 @@ class ControlServer:
 
     async def stop(self) -> None:
         """Stop listening and remove the socket file. Idempotent."""
+        import asyncio
+
         server, self._server = self._server, None
         if server is None:
             return
@@ -105,6 +111,8 @@ class ControlServer:
                 await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         try:
             while True:
                 try:

@@ -33,6 +33,12 @@ HEAVY = (
     "kernel.binance",
     "kernel.feed",
     "kernel.views",
+    "asyncio",
+    "rich",
+    "matplotlib",
+    "prometheus_client",
+    "psycopg",
+    "datasette",
 )
 """Packages no read-only command needs: none of them, nor any of their submodules, may be imported."""
 
