@@ -6,6 +6,27 @@ from machines.base import StateMachine
 from machines.errors import DefinitionError, UnknownMachine
 
 _MACHINES: dict[str, StateMachine] = {}
+BUILT_IN: tuple[str, ...] = (
+    "machines.feed",
+    "machines.health",
+    "machines.order",
+    "machines.positions",
+    "machines.reconciliation",
+    "machines.run",
+    "machines.trading",
+)
+"""The modules that define (and register) the kernel's own machines, imported on first lookup."""
+_loaded = False
+
+
+def _load_built_in() -> None:
+    global _loaded
+    if not _loaded:
+        import importlib
+
+        for module in BUILT_IN:
+            importlib.import_module(module)
+        _loaded = True
 
 
 def register(machine: StateMachine) -> StateMachine:
@@ -27,6 +48,7 @@ def unregister(name: str) -> None:
 
 def get(name: str) -> StateMachine:
     """The machine called ``name``; raises ``UnknownMachine`` listing the known ones."""
+    _load_built_in()
     try:
         return _MACHINES[name]
     except KeyError:
@@ -35,4 +57,5 @@ def get(name: str) -> StateMachine:
 
 def names() -> list[str]:
     """Names of every registered machine, sorted."""
+    _load_built_in()
     return sorted(_MACHINES)
