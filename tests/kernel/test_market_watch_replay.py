@@ -139,7 +139,7 @@ async def test_binance_watch_ends_with_the_documented_book() -> None:
 async def test_binance_lrcbtc_buffered_events_before_the_snapshot() -> None:
     session = RecordedSession.load(SESSIONS_DIR / "binance_lrcbtc.jsonl")
     async with BinanceStandIn(session, pace=4.0) as venue:
-        code, records, err = await watch("binance:LRCBTC", venue, 5)
+        code, records, err = await watch("binance:LRCBTC", venue, 9)  # the replay takes ~4-5 s: room for a loaded CI
     check_run(code, records, err, session, "LRCBTC")
 
 
